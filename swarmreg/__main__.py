@@ -1,0 +1,3 @@
+from swarmreg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""The storage-backend interface and the registry of backend types (name -> factory).
+
+Modelled on distribution's storage drivers and Kraken's backend clients: a
+backend knows nothing of the daemon; it stores blobs by digest, and is told the
+namespace so that backends which care (an upstream registry) can use it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from swarmreg.digest import Digest
+
+
+class BlobStream(Protocol):
+    """An open blob: its size, and its bytes as an async iterable inside ``async with``."""
+
+    size: int
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+class Backend(abc.ABC):
+    """One storage backend. Every method is safe to call concurrently."""
+
+    @abc.abstractmethod
+    async def stat(self, namespace: str, digest: Digest) -> int | None:
+        """The blob's size, or None when the backend does not hold it."""
+
+    @abc.abstractmethod
+    async def upload(self, namespace: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
+        """Store the stream under ``digest``; DIGEST_INVALID if the content does not match.
+
+        Returns the size. Uploading a blob the backend holds already is harmless.
+        """
+
+    @abc.abstractmethod
+    async def download(self, namespace: str, digest: Digest) -> BlobStream | None:
+        """Open the blob for reading, or None when the backend does not hold it."""
+
+    @abc.abstractmethod
+    async def delete(self, namespace: str, digest: Digest) -> bool:
+        """Remove the blob; False when the backend did not hold it."""
+
+    @abc.abstractmethod
+    def list(self, namespace: str) -> AsyncIterator[Digest]:
+        """Every digest the backend holds for ``namespace``."""
+
+    async def aclose(self) -> None:
+        """Release connections and files; the default holds none."""
+
+
+@attrs.frozen
+class BackendType:
+    """A registered kind of backend: its options class and how to build one."""
+
+    name: str
+    options: type
+    factory: Callable[[Any, Path], Backend]  # (options, data_dir) -> Backend
+
+
+_TYPES: dict[str, BackendType] = {}
+
+
+def register_backend(name: str, options: type, factory: Callable[[Any, Path], Backend]) -> None:
+    """Make backend type ``name`` available to ``[[backends]] type = name`` in the config."""
+    if name in _TYPES:
+        raise ValueError(f"backend type {name!r} registered twice")
+    _TYPES[name] = BackendType(name, options, factory)
+
+
+def backend_type(name: str) -> BackendType | None:
+    return _TYPES.get(name)
+
+
+def backend_types() -> tuple[BackendType, ...]:
+    return tuple(_TYPES.values())

@@ -1,0 +1,50 @@
+"""The embedded default backend: a content-addressed directory tree on a local filesystem."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from pathlib import Path
+
+import attrs
+import trio
+
+from swarmreg.backends.base import Backend, register_backend
+from swarmreg.digest import Digest
+from swarmreg.http.body import FileBody
+from swarmreg.store.blobstore import BlobStore
+
+
+@attrs.frozen
+class FilesystemOptions:
+    # Relative paths are taken from the daemon's data directory.
+    root: str = "backend"
+
+
+class FilesystemBackend(Backend):
+    """Blobs under ``root/blobs/sha256/<xx>/<hex>``, shared by every namespace (content-addressed)."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.store = BlobStore(root, fsync=fsync)
+        self.store.prepare()
+
+    async def stat(self, namespace: str, digest: Digest) -> int | None:
+        return self.store.size(digest)
+
+    async def upload(self, namespace: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
+        return await self.store.write(digest, chunks)
+
+    async def download(self, namespace: str, digest: Digest) -> FileBody | None:
+        opened = self.store.open_body(digest)
+        return None if opened is None else opened[0]
+
+    async def delete(self, namespace: str, digest: Digest) -> bool:
+        return await self.store.delete(digest)
+
+    async def list(self, namespace: str) -> AsyncIterator[Digest]:
+        for digest in await trio.to_thread.run_sync(lambda: list(self.store.digests())):
+            yield digest
+
+
+register_backend(
+    "filesystem", FilesystemOptions,
+    lambda options, data_dir: FilesystemBackend(Path(data_dir, options.root)))

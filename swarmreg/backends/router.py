@@ -1,0 +1,40 @@
+"""Per-namespace choice of backend by regular expression, first match wins (as in Kraken)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from swarmreg.backends.base import Backend, backend_type
+
+if TYPE_CHECKING:
+    from swarmreg.config import BackendConfig
+
+
+class BackendRouter:
+    """Maps a namespace to the backend configured for it."""
+
+    def __init__(self, routes: Sequence[tuple[re.Pattern[str], Backend]]) -> None:
+        self.routes = list(routes)
+
+    @classmethod
+    def from_config(cls, backends: Sequence[BackendConfig], data_dir: Path) -> BackendRouter:
+        routes = []
+        for entry in backends:
+            kind = backend_type(entry.type)
+            assert kind is not None, "config loading checks backend types"
+            routes.append((re.compile(entry.namespace), kind.factory(entry.options, data_dir)))
+        return cls(routes)
+
+    def for_namespace(self, namespace: str) -> Backend | None:
+        """The first backend whose pattern matches the whole namespace, or None."""
+        for pattern, backend in self.routes:
+            if pattern.fullmatch(namespace):
+                return backend
+        return None
+
+    async def aclose(self) -> None:
+        for _pattern, backend in self.routes:
+            await backend.aclose()

@@ -1,0 +1,83 @@
+"""Command-line entry points: ``swarmreg daemon``, ``swarmreg config show``, ``swarmreg devcluster``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from functools import partial
+
+import attrs
+import trio
+
+from swarmreg.config import ConfigError, dump_config, load_config
+from swarmreg.logs import setup_logging
+
+
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    parser.add_argument("--data-dir", metavar="DIR", help="where blobs and state live (overrides data_dir)")
+    parser.add_argument("--set", metavar="KEY.PATH=VALUE", action="append", default=[], dest="overrides",
+                        help="override one configuration value (a TOML literal, else a string); repeatable")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="swarmreg", description="A peer-to-peer Docker/OCI registry.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    daemon = commands.add_parser("daemon", help="run the enabled roles in one process")
+    daemon.add_argument("--roles", required=True, help="comma-separated: agent,origin,tracker,proxy,index")
+    _config_arguments(daemon)
+    daemon.add_argument("--ready-file", metavar="PATH",
+                        help="write a JSON document of every bound address once all roles are ready")
+    daemon.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
+    daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+
+    config = commands.add_parser("config", help="inspect the configuration")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="print the effective configuration as TOML")
+    _config_arguments(show)
+
+    devcluster = commands.add_parser("devcluster", help="run a local cluster on the devcluster ports")
+    devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "devcluster":
+            from swarmreg.devcluster import run_devcluster
+
+            return run_devcluster(args.data_dir)
+        config = load_config(args.config, args.overrides, args.data_dir)
+        if args.command == "config":
+            sys.stdout.write(dump_config(config))
+            return 0
+        return _run_daemon(args, config)
+    except ConfigError as error:
+        print(f"swarmreg: {error}", file=sys.stderr)
+        return 2
+
+
+def _run_daemon(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - a Config
+    from swarmreg.daemon import Daemon, DaemonError
+
+    config = attrs.evolve(config, log=attrs.evolve(
+        config.log, format=args.log_format or config.log.format, level=args.log_level or config.log.level))
+    setup_logging(config.log.format, config.log.level)
+    status = 0
+    try:
+        daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file)
+        trio.run(partial(daemon.run, handle_signals=True))
+    except* (DaemonError, OSError) as group:
+        for error in _leaves(group):
+            print(f"swarmreg: {error}", file=sys.stderr)
+        status = 2
+    return status
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    return [leaf for error in group.exceptions
+            for leaf in (_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])]

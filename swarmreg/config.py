@@ -1,0 +1,243 @@
+"""Configuration: frozen attrs classes structured from TOML by a strict cattrs converter.
+
+Every option has a default, so an empty file (or none) is a valid configuration.
+Unknown keys and wrongly typed values are refused with the key path that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, NewType, get_args, get_origin
+
+import attrs
+import cattrs
+import tomli_w
+
+from swarmreg.backends.base import backend_type, backend_types
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+ByteSize = NewType("ByteSize", int)
+_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names every wrong key path."""
+
+
+def _parse_size(value: Any, _type: Any = None) -> ByteSize:
+    """A byte count from an integer or a string such as ``"256MiB"`` or ``"1GB"``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return ByteSize(value)
+    if isinstance(value, str) and (match := _SIZE.fullmatch(value)):
+        return ByteSize(int(match[1]) * _UNITS[(match[2] or "b").lower()])
+    raise ValueError(f"expected a size in bytes (an integer or a string like '4MiB'), got {value!r}")
+
+
+@attrs.frozen
+class Address:
+    """A host and TCP port to listen on or connect to; port 0 asks the OS for a free one."""
+
+    host: str
+    port: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(65535)])
+
+    @classmethod
+    def parse(cls, text: Any, _type: Any = None) -> Address:
+        if not isinstance(text, str):
+            raise ValueError(f"expected 'host:port', got {text!r}")
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected 'host:port', got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def _regex(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"{attribute.name}: not a regular expression: {error}") from None
+
+
+def default_data_dir() -> str:
+    """``$XDG_DATA_HOME/swarmreg``, or ``~/.local/share/swarmreg``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "swarmreg")
+
+
+@attrs.frozen
+class LogConfig:
+    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@attrs.frozen
+class StoreConfig:
+    # fsync each blob and its directory before it becomes visible under its digest,
+    # so a power cut cannot leave a torn file there either.
+    fsync: bool = True
+    # Reads and writes move this much per call; large chunks are what make streaming fast.
+    chunk_size: ByteSize = attrs.field(default=ByteSize(4 * MiB), validator=attrs.validators.ge(MiB))
+
+
+@attrs.frozen
+class HttpConfig:
+    # A request body that delivers nothing for this long is abandoned.
+    idle_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    keep_alive_timeout: float = attrs.field(default=75.0, validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
+class BackendConfig:
+    """Which storage backend holds the blobs of the namespaces matching ``namespace``."""
+
+    namespace: str = attrs.field(default=".*", validator=_regex)
+    type: str = "filesystem"
+    # Structured into the options class the backend type registered (see swarmreg.backends).
+    options: Any = attrs.field(factory=lambda: backend_type("filesystem").options())
+
+
+@attrs.frozen
+class OriginConfig:
+    listen: Address = Address("127.0.0.1", 15002)
+    # Upload sessions idle for longer than this are removed.
+    upload_ttl: float = attrs.field(default=86400.0, validator=attrs.validators.gt(0))
+    max_upload_size: ByteSize = ByteSize(64 * GiB)
+
+
+@attrs.frozen
+class Config:
+    data_dir: str = attrs.field(factory=default_data_dir)
+    # SIGINT/SIGTERM give in-flight work this long before it is cancelled.
+    shutdown_timeout: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    log: LogConfig = LogConfig()
+    store: StoreConfig = StoreConfig()
+    http: HttpConfig = HttpConfig()
+    backends: tuple[BackendConfig, ...] = (BackendConfig(),)
+    origin: OriginConfig = OriginConfig()
+
+    def data_path(self, path: str) -> Path:
+        """``path`` resolved against the data directory (absolute paths stay as they are)."""
+        return Path(self.data_dir, path)
+
+
+def _strict(kind: type, check: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, _type: Any) -> Any:
+        if not check(value):
+            raise ValueError(f"expected {kind.__name__}, got {value!r}")
+        return kind(value)
+
+    return structure
+
+
+def make_converter() -> cattrs.Converter:
+    """A converter that refuses unknown keys and never coerces between types."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(bool, _strict(bool, lambda v: isinstance(v, bool)))
+    converter.register_structure_hook(
+        int, _strict(int, lambda v: isinstance(v, int) and not isinstance(v, bool)))
+    converter.register_structure_hook(
+        float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
+    converter.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
+    converter.register_structure_hook(ByteSize, _parse_size)
+    converter.register_structure_hook(Address, Address.parse)
+    converter.register_unstructure_hook(Address, str)
+
+    def structure_backend(value: Any, _type: Any) -> BackendConfig:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"expected a table, got {value!r}")
+        value = dict(value)
+        kind = backend_type(value.get("type", "filesystem"))
+        if kind is None:
+            known = ", ".join(t.name for t in backend_types())
+            raise ValueError(f"unknown backend type {value['type']!r}; known: {known}")
+        value["options"] = converter.structure(value.get("options", {}), kind.options)
+        return base_structure(value, BackendConfig)
+
+    base_structure = cattrs.gen.make_dict_structure_fn(
+        BackendConfig, converter, _cattrs_forbid_extra_keys=True,
+        options=cattrs.gen.override(struct_hook=lambda value, _type: value),
+    )
+    converter.register_structure_hook(BackendConfig, structure_backend)
+    return converter
+
+
+def _describe(error: BaseException, _type: Any) -> str:
+    if isinstance(error, KeyError):
+        return "required key missing"
+    if isinstance(error, cattrs.ForbiddenExtraKeysError):
+        return f"unknown key(s): {', '.join(sorted(error.extra_fields))}"
+    if get_origin(_type) is Literal:
+        return f"expected one of {', '.join(map(repr, get_args(_type)))}"
+    return str(error) or type(error).__name__
+
+
+def _format_errors(error: Exception) -> str:
+    lines = []
+    for message in cattrs.transform_error(error, path="$", format_exception=_describe):
+        text, _, where = message.rpartition(" @ ")
+        lines.append(f"  {where.removeprefix('$').lstrip('.') or '(top level)'}: {text}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key or not all(key.split(".")):
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # not a TOML literal: take it as a plain string
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set each ``key.path=value`` (value read as a TOML literal, else a string) in ``data``."""
+    for item in overrides:
+        path, value = _parse_override(item)
+        table = data
+        for depth, part in enumerate(path[:-1]):
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:depth + 1])} is not a table")
+        table[path[-1]] = value
+    return data
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: Sequence[str] = (),
+    data_dir: str | None = None,
+) -> Config:
+    """Read ``path`` (TOML), apply ``--set`` overrides and flags, and structure a Config."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, "rb") as file:
+                data = tomllib.load(file)
+        except OSError as error:
+            raise ConfigError(f"cannot read configuration {path}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    apply_overrides(data, overrides)
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    try:
+        config = make_converter().structure(data, Config)
+    except (cattrs.BaseValidationError, ValueError) as error:
+        raise ConfigError(_format_errors(error)) from None
+    return attrs.evolve(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+
+
+def dump_config(config: Config) -> str:
+    """The configuration as TOML that ``load_config`` reads back to the same value."""
+    return tomli_w.dumps(make_converter().unstructure(config))

@@ -1,0 +1,142 @@
+"""The daemon: one Trio process running the enabled roles over one store and one config."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from swarmreg.backends import BackendRouter
+from swarmreg.config import Config
+from swarmreg.store.blobstore import BlobStore
+
+log = logging.getLogger(__name__)
+
+ROLES = ("agent", "origin", "tracker", "proxy", "index")
+# Extra time past the graceful deadline for services to unwind once cancelled.
+_UNWIND_SECONDS = 2.0
+
+
+class DaemonError(Exception):
+    """The daemon cannot start: a bad role list, or a data directory in use."""
+
+
+def _service_factories() -> dict[str, Callable[..., Any]]:
+    from swarmreg.origin.service import OriginService
+
+    return {"origin": OriginService}
+
+
+def parse_roles(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"origin,agent"`` -> ``("origin", "agent")``, refusing unknown and unbuilt roles."""
+    roles = tuple(r.strip() for r in (text.split(",") if isinstance(text, str) else text) if r.strip())
+    if not roles:
+        raise DaemonError("no roles given: use --roles with some of " + ",".join(ROLES))
+    available = _service_factories()
+    for role in roles:
+        if role not in ROLES:
+            raise DaemonError(f"unknown role {role!r}: the roles are {', '.join(ROLES)}")
+        if role not in available:
+            raise DaemonError(f"role {role!r} is not implemented yet; available: {', '.join(available)}")
+    if len(set(roles)) != len(roles):
+        raise DaemonError(f"a role is listed twice: {','.join(roles)}")
+    return roles
+
+
+class _DataDirLock:
+    """An exclusive lock on the data directory, so two daemons never share one."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "LOCK"
+        self.fd = -1
+
+    def __enter__(self) -> _DataDirLock:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise DaemonError(f"data directory {self.path.parent} is in use by another daemon") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+class Daemon:
+    """Starts each role as a service, reports their addresses, and stops them gracefully."""
+
+    def __init__(self, config: Config, roles: Sequence[str], *, ready_file: str | os.PathLike[str] | None = None) -> None:
+        self.config = config
+        self.roles = parse_roles(roles)
+        self.ready_file = Path(ready_file) if ready_file is not None else None
+        self.stop = trio.Event()
+
+    async def run(self, *, handle_signals: bool = True,
+                  task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop`` is set (SIGINT/SIGTERM set it when ``handle_signals``).
+
+        Reports the ready document (every bound address) once all roles listen.
+        In-flight requests then get ``shutdown_timeout`` seconds; a second signal
+        cancels them at once.
+        """
+        data_dir = Path(self.config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if self.ready_file is not None:
+            self.ready_file.unlink(missing_ok=True)
+        with _DataDirLock(data_dir):
+            store = BlobStore(data_dir, fsync=self.config.store.fsync, chunk_size=self.config.store.chunk_size)
+            store.prepare()
+            backends = BackendRouter.from_config(self.config.backends, data_dir)
+            try:
+                async with trio.open_nursery() as outer:
+                    async with trio.open_nursery() as services:
+                        if handle_signals:
+                            await outer.start(self._watch_signals, services.cancel_scope)
+                        ready = await self._start_services(services, store, backends)
+                        task_status.started(ready)
+                        await self.stop.wait()
+                        log.info("stopping: in-flight requests get %g s", self.config.shutdown_timeout)
+                        services.cancel_scope.deadline = (
+                            trio.current_time() + self.config.shutdown_timeout + _UNWIND_SECONDS)
+                    outer.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await backends.aclose()
+                if self.ready_file is not None:
+                    self.ready_file.unlink(missing_ok=True)
+        log.info("stopped")
+
+    async def _start_services(self, nursery: trio.Nursery, store: BlobStore,
+                              backends: BackendRouter) -> dict[str, Any]:
+        factories = _service_factories()
+        bound = {}
+        for role in self.roles:
+            service = factories[role](self.config, store, backends, self.stop)
+            bound[role] = await nursery.start(service.run)
+        ready = {"pid": os.getpid(), "data_dir": self.config.data_dir, "roles": bound}
+        if self.ready_file is not None:
+            temp = self.ready_file.with_name(self.ready_file.name + ".tmp")
+            temp.write_text(json.dumps(ready, indent=2))
+            os.replace(temp, self.ready_file)
+        log.info("ready: %s", json.dumps(bound))
+        return ready
+
+    async def _watch_signals(self, services: trio.CancelScope,
+                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if not self.stop.is_set():
+                    log.info("received %s", signal.Signals(signum).name)
+                    self.stop.set()
+                else:
+                    log.warning("received %s again: cancelling in-flight work", signal.Signals(signum).name)
+                    services.cancel()

@@ -1,0 +1,191 @@
+"""Daemons as child processes: the devcluster, and the harness tests and netsim use."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import attrs
+import trio
+
+from swarmreg.logs import setup_logging
+
+
+class DaemonStartError(Exception):
+    """A daemon process exited or stalled before it reported ready."""
+
+
+class DaemonProcess:
+    """``swarmreg daemon`` in a child process, ready once it has written its ready file."""
+
+    def __init__(
+        self,
+        name: str,
+        roles: Sequence[str],
+        data_dir: str | os.PathLike[str],
+        *,
+        overrides: Sequence[str] = (),
+        config_file: str | os.PathLike[str] | None = None,
+        stderr: BinaryIO | int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.roles = tuple(roles)
+        self.data_dir = Path(data_dir)
+        self.ready_file = self.data_dir / "ready.json"
+        self.overrides = tuple(overrides)
+        self.config_file = config_file
+        self.stderr = stderr
+        self.env = env
+        self.process: trio.Process | None = None
+        self.ready: dict[str, Any] = {}
+
+    @property
+    def argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "swarmreg", "daemon", "--roles", ",".join(self.roles),
+                "--data-dir", str(self.data_dir), "--ready-file", str(self.ready_file)]
+        if self.config_file is not None:
+            argv += ["--config", str(self.config_file)]
+        for item in self.overrides:
+            argv += ["--set", item]
+        return argv
+
+    async def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start the process and wait for its ready document (every bound address)."""
+        await self.spawn()
+        return await self.wait_ready(timeout)
+
+    async def spawn(self) -> trio.Process:
+        """Start the process without waiting for it to be ready."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.ready_file.unlink(missing_ok=True)
+        self.process = await trio.lowlevel.open_process(
+            self.argv, stdin=subprocess.DEVNULL, stderr=self.stderr,
+            env=None if self.env is None else {**os.environ, **self.env})
+        return self.process
+
+    async def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait for the ready file; raises DaemonStartError if the process exits or stalls first."""
+        assert self.process is not None, "spawn() first"
+        with trio.move_on_after(timeout):
+            while self.process.poll() is None:
+                if self.ready_file.exists():
+                    self.ready = json.loads(self.ready_file.read_text())
+                    return self.ready
+                await trio.sleep(0.05)
+        if self.process.poll() is None:
+            self.kill()
+            raise DaemonStartError(f"{self.name}: not ready after {timeout:g} s")
+        raise DaemonStartError(f"{self.name}: exited with status {self.process.returncode} before it was ready")
+
+    def address(self, role: str, port: str = "http") -> str:
+        """``host:port`` that ``role`` bound for ``port`` (from the ready document)."""
+        return self.ready["roles"][role][port]
+
+    def url(self, role: str, port: str = "http") -> str:
+        return f"http://{self.address(role, port)}"
+
+    def send_signal(self, signum: int) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    async def wait(self) -> int:
+        assert self.process is not None
+        return await self.process.wait()
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then SIGKILL if the process has not exited after ``timeout``; returns its status."""
+        if self.process is None:
+            return 0
+        self.send_signal(signal.SIGTERM)
+        with trio.move_on_after(timeout):
+            return await self.process.wait()
+        self.kill()
+        return await self.process.wait()
+
+
+@attrs.frozen
+class NodeSpec:
+    """One devcluster daemon: its name, roles, and ``--set`` overrides (its ports)."""
+
+    name: str
+    roles: tuple[str, ...]
+    overrides: tuple[str, ...]
+    endpoints: tuple[tuple[str, str], ...]  # (what, role) shown in the endpoint table
+
+
+# The ports of Kraken's devcluster (seed 002) for the roles that exist so far.
+DEVCLUSTER = (
+    NodeSpec("herd", ("origin",), ("origin.listen=127.0.0.1:15002",), (("origin (blob uploads)", "origin"),)),
+)
+
+
+async def _relay(name: str, stream: trio.abc.ReceiveStream) -> None:
+    """Copy a child's log lines to our stderr, each prefixed with the node's name."""
+    buffer = b""
+    async for data in stream:
+        buffer += data
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            sys.stderr.write(f"[{name}] {line.decode(errors='replace')}\n")
+    if buffer:
+        sys.stderr.write(f"[{name}] {buffer.decode(errors='replace')}\n")
+
+
+async def _devcluster(data_dir: Path) -> None:
+    nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name, overrides=spec.overrides,
+                           stderr=subprocess.PIPE) for spec in DEVCLUSTER]
+    async with trio.open_nursery() as nursery:
+        try:
+            for node in nodes:
+                process = await node.spawn()
+                nursery.start_soon(_relay, node.name, process.stderr)
+                await node.wait_ready()
+            _print_table(nodes, data_dir)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    break
+            print("\nstopping the devcluster ...", file=sys.stderr)
+        finally:
+            with trio.CancelScope(shield=True):
+                for node in reversed(nodes):
+                    await node.stop()
+
+
+def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path) -> None:
+    rows = [(what, node.name, node.url(role)) for spec, node in zip(DEVCLUSTER, nodes)
+            for what, role in spec.endpoints]
+    width = max(len(what) for what, _, _ in rows)
+    print(f"\nswarmreg devcluster is up (data in {data_dir}); Ctrl-C stops it.\n")
+    for what, node, url in rows:
+        print(f"  {what:<{width}}  {node:<6} {url}")
+    print(flush=True)
+
+
+def run_devcluster(data_dir: str | None) -> int:
+    """Run the devcluster in the foreground until Ctrl-C; returns the exit status."""
+    setup_logging()
+    temporary = data_dir is None
+    root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-"))
+    status = 0
+    try:
+        trio.run(_devcluster, root)
+    except* DaemonStartError as group:
+        for error in group.exceptions:
+            print(f"swarmreg devcluster: {error}", file=sys.stderr)
+        status = 1
+    finally:
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+    return status

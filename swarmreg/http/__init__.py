@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by every role: app factory, serving, streaming bodies, ranges."""

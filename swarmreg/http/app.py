@@ -1,0 +1,137 @@
+"""The Quart app factory every port uses: blob-sized limits, bounded request bodies,
+and errors in the JSON envelope from swarmreg.errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import trio
+from quart import Response
+from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
+from quart_trio.wrappers.request import EventWrapper, TrioBody, TrioRequest
+from werkzeug.exceptions import HTTPException
+
+from swarmreg.errors import (
+    BAD_REQUEST,
+    BLOB_UPLOAD_INVALID,
+    INTERNAL,
+    NOT_FOUND,
+    TOO_LARGE,
+    UNSUPPORTED,
+    SwarmregError,
+)
+
+log = logging.getLogger(__name__)
+
+# A request body buffers at most this much before the socket stops being read.
+BODY_HIGH_WATER = 8 << 20
+
+
+class BoundedBody(TrioBody):
+    """Quart's body buffers without limit; this one makes the reader wait when it is full."""
+
+    def __init__(self, expected_content_length: int | None, max_content_length: int | None) -> None:
+        super().__init__(expected_content_length, max_content_length)
+        self._drained = EventWrapper()
+        self._drained.set()
+
+    def append(self, data: bytes) -> None:
+        super().append(data)
+        if len(self._data) >= BODY_HIGH_WATER:
+            self._drained.clear()
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await super().__anext__()
+        finally:
+            self._drained.set()
+
+    async def wait_drained(self) -> None:
+        await self._drained.wait()
+
+
+class BoundedRequest(TrioRequest):
+    body_class = BoundedBody
+
+
+class PlainResponse(Response):
+    """Bodies without an explicit type are plain text, not Quart's HTML default."""
+
+    default_mimetype = "text/plain"
+
+
+class BackpressureConnection(TrioASGIHTTPConnection):
+    """Reads the next body message only once the handler has drained the buffer."""
+
+    async def handle_messages(self, nursery: trio.Nursery, request: Any, receive: Any) -> None:  # type: ignore[override]
+        while True:
+            message = await receive()
+            if message["type"] == "http.request":
+                request.body.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    request.body.set_complete()
+                await request.body.wait_drained()
+            elif message["type"] == "http.disconnect":
+                break
+        nursery.cancel_scope.cancel()
+
+
+def error_response(error: SwarmregError, headers: dict[str, str] | None = None) -> Response:
+    """The JSON envelope for ``error`` with its registered status."""
+    body = json.dumps(error.envelope(), separators=(",", ":"))
+    return Response(body, status=error.status, content_type="application/json", headers=headers)
+
+
+# Errors raised by Quart/werkzeug itself (routing, protocol), mapped onto our codes.
+_HTTP_STATUS_CODES = {404: NOT_FOUND, 405: UNSUPPORTED, 413: TOO_LARGE}
+
+
+def create_base_app(name: str) -> QuartTrio:
+    """A QuartTrio app configured for blobs, with the error envelope on every failure."""
+    app = QuartTrio(name)
+    app.asgi_http_class = BackpressureConnection
+    app.request_class = BoundedRequest
+    app.response_class = PlainResponse
+    # Quart's defaults suit web forms: 16 MiB bodies, 60 s per body and per response.
+    # Blob routes stream, enforce their own size limits and idle timeouts.
+    app.config["MAX_CONTENT_LENGTH"] = None
+    app.config["BODY_TIMEOUT"] = None
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.url_map.strict_slashes = False
+
+    @app.errorhandler(SwarmregError)
+    async def _swarmreg_error(error: SwarmregError) -> Response:
+        return error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = _HTTP_STATUS_CODES.get(status, BAD_REQUEST if status < 500 else INTERNAL)
+        message = None if status in _HTTP_STATUS_CODES else (error.description or error.name)
+        return error_response(SwarmregError(code, message))
+
+    @app.errorhandler(Exception)
+    async def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error in %s", name)
+        return error_response(SwarmregError(INTERNAL, f"{type(error).__name__}: {error}"))
+
+    return app
+
+
+async def body_chunks(body: AsyncIterable[bytes], idle_timeout: float) -> AsyncIterator[bytes]:
+    """Yield a request body's chunks; a body that stalls for ``idle_timeout`` raises."""
+    iterator = body.__aiter__()
+    while True:
+        chunk = None
+        with trio.move_on_after(idle_timeout):
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                return
+        if chunk is None:
+            raise SwarmregError(BLOB_UPLOAD_INVALID, f"request body stalled for {idle_timeout:g} s")
+        yield chunk

@@ -1,0 +1,70 @@
+"""Byte ranges: the HTTP ``Range`` request header and Kraken's upload ``Content-Range``."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from swarmreg.errors import BLOB_UPLOAD_INVALID, RANGE_INVALID, SwarmregError
+
+_HTTP_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_KRAKEN_RANGE = re.compile(r"(\d{1,19})[,-](\d{1,19})")
+
+
+@attrs.frozen
+class ByteRange:
+    """The half-open byte interval [start, end)."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+    def content_range(self, size: int) -> str:
+        """The RFC 9110 ``Content-Range`` value (inclusive end) for a 206 response."""
+        return f"bytes {self.start}-{self.end - 1}/{size}"
+
+
+def parse_range_header(value: str | None, size: int) -> ByteRange | None:
+    """Resolve a ``Range`` header against a blob of ``size`` bytes.
+
+    Returns None when the whole blob should be sent: no header, a header in a
+    form we do not serve (several ranges, another unit), which RFC 9110 lets a
+    server ignore. Raises RANGE_INVALID (416) when the range cannot be satisfied.
+    """
+    if not value:
+        return None
+    match = _HTTP_RANGE.fullmatch(value.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix range: the last N bytes
+        suffix = int(last)
+        if suffix == 0:
+            raise SwarmregError(RANGE_INVALID, "empty suffix range", {"range": value, "size": size})
+        return ByteRange(max(0, size - suffix), size)
+    start = int(first)
+    end = size if not last else min(int(last) + 1, size)
+    if start >= size or (last and int(last) < start):
+        raise SwarmregError(RANGE_INVALID, "range not satisfiable", {"range": value, "size": size})
+    return ByteRange(start, end)
+
+
+def parse_upload_range(value: str | None) -> ByteRange:
+    """Kraken's chunk header ``Content-Range: start,end`` (or ``start-end``): bytes [start, end)."""
+    if not value:
+        raise SwarmregError(BLOB_UPLOAD_INVALID, "missing Content-Range header: expected 'start,end'")
+    match = _KRAKEN_RANGE.fullmatch(value.strip())
+    if match is None:
+        raise SwarmregError(
+            BLOB_UPLOAD_INVALID, "malformed Content-Range: expected 'start,end'", {"content_range": value[:100]})
+    start, end = int(match[1]), int(match[2])
+    if end <= start:
+        raise SwarmregError(
+            RANGE_INVALID, "Content-Range end must be greater than start", {"content_range": value})
+    return ByteRange(start, end)

@@ -1,0 +1,51 @@
+"""Serve a Quart app with hypercorn's trio worker as a structured-concurrency service."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import partial
+from urllib.parse import urlsplit
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+from quart_trio import QuartTrio
+
+from swarmreg.config import Address, HttpConfig
+
+
+def _drop_unfinished(record: logging.LogRecord) -> bool:
+    # hypercorn logs a request a first time, with status "-", when its stream
+    # closes before the response is complete; the real line follows.
+    return not (isinstance(record.args, Mapping) and record.args.get("s") == "-")
+
+
+async def serve_http(
+    app: QuartTrio,
+    listen: Address,
+    *,
+    http: HttpConfig,
+    stop: trio.Event,
+    graceful_timeout: float,
+    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``listen`` until ``stop`` is set, then drain for ``graceful_timeout``.
+
+    Reports the bound address (the real port when ``listen.port`` is 0) once the
+    socket listens.
+    """
+    config = hypercorn.config.Config()
+    config.bind = [str(listen)]
+    config.graceful_timeout = graceful_timeout
+    config.keep_alive_timeout = http.keep_alive_timeout
+    config.errorlog = logging.getLogger(f"swarmreg.http.{app.name}")
+    config.accesslog = access_log = logging.getLogger(f"swarmreg.access.{app.name}")
+    if not access_log.filters:
+        access_log.addFilter(_drop_unfinished)
+    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
+    config.include_server_header = False
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=stop.wait))
+        bound = urlsplit(binds[0])
+        task_status.started(Address(bound.hostname or listen.host, bound.port or listen.port))

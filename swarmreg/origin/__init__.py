@@ -1,0 +1,1 @@
+"""The origin role: Kraken's dedicated seeder, with its chunked upload API."""

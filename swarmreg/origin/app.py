@@ -1,0 +1,72 @@
+"""The origin's HTTP API, with the endpoint shapes of Kraken's (seed 000)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quart import request
+from quart_trio import QuartTrio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import BAD_REQUEST, SwarmregError
+from swarmreg.http.app import PlainResponse as Response
+from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.http.ranges import parse_upload_range
+from swarmreg.http.responses import blob_response
+from swarmreg.names import validate_namespace
+
+if TYPE_CHECKING:
+    from swarmreg.origin.service import OriginService
+
+BLOB = "/namespace/<path:namespace>/blobs/<digest>"
+
+
+def _parse_bool(name: str, value: str | None) -> bool:
+    if value in (None, "", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise SwarmregError(BAD_REQUEST, f"query parameter {name} must be true or false", {name: value})
+
+
+def create_origin_app(origin: OriginService) -> QuartTrio:
+    """The origin's Quart app, serving ``origin``."""
+    app = create_base_app("origin")
+    idle_timeout = origin.config.http.idle_timeout
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response("OK\n")
+
+    @app.post(f"{BLOB}/uploads")
+    async def start_upload(namespace: str, digest: str) -> Response:
+        uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest))
+        return Response("", status=200, headers={"Location": uid})
+
+    @app.patch(f"{BLOB}/uploads/<uid>")
+    async def patch_upload(namespace: str, digest: str, uid: str) -> Response:
+        upload = origin.uploads.get(uid, validate_namespace(namespace), Digest.parse(digest))
+        where = parse_upload_range(request.headers.get("Content-Range"))
+        await origin.uploads.write(upload, where, body_chunks(request.body, idle_timeout))
+        return Response("", status=200)
+
+    @app.put(f"{BLOB}/uploads/<uid>")
+    async def commit_upload(namespace: str, digest: str, uid: str) -> Response:
+        parsed = Digest.parse(digest)
+        upload = origin.uploads.get(uid, validate_namespace(namespace), parsed)
+        through = _parse_bool("through", request.args.get("through"))
+        size = await origin.commit_upload(upload, parsed, through=through)
+        return Response("", status=200, headers={"Docker-Content-Digest": str(parsed),
+                                                  "Blob-Size": str(size)})
+
+    @app.route(BLOB, methods=["GET", "HEAD"])
+    async def get_blob(namespace: str, digest: str) -> Response:
+        namespace, parsed = validate_namespace(namespace), Digest.parse(digest)
+        if request.method == "HEAD":
+            local = _parse_bool("local", request.args.get("local"))
+            size = await origin.stat(namespace, parsed, local=local)
+            return blob_response(parsed, size, None, request.headers.get("Range"))
+        body, size = await origin.open_blob(namespace, parsed)
+        return blob_response(parsed, size, body, request.headers.get("Range"))
+
+    return app

@@ -1,0 +1,170 @@
+"""The origin service: upload sessions, write-through and lazy fetches from backends."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import attrs
+import trio
+
+from swarmreg.backends import Backend, BackendRouter
+from swarmreg.config import Address, Config
+from swarmreg.digest import Digest
+from swarmreg.errors import (
+    BACKEND_ERROR,
+    BLOB_EXISTS,
+    BLOB_UNKNOWN,
+    DIGEST_INVALID,
+    NAME_INVALID,
+    UNAVAILABLE,
+    SwarmregError,
+)
+from swarmreg.http.body import FileBody
+from swarmreg.http.serve import serve_http
+from swarmreg.store.blobstore import BlobStore
+from swarmreg.store.uploads import Upload, UploadManager
+
+log = logging.getLogger(__name__)
+
+
+@attrs.define(eq=False)
+class _Fetch:
+    """One backend fetch that every request for the same blob waits on."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    error: SwarmregError | None = None
+
+
+class OriginService:
+    """Accepts chunked uploads, keeps every blob in the store, reads through to backends."""
+
+    def __init__(self, config: Config, store: BlobStore, backends: BackendRouter, stop: trio.Event) -> None:
+        self.config = config
+        self.store = store
+        self.backends = backends
+        self.stop = stop
+        self.uploads = UploadManager(
+            config.data_path("uploads"), store,
+            ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
+        self._fetches: dict[Digest, _Fetch] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
+        from swarmreg.origin.app import create_origin_app
+
+        self.uploads.load()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            address: Address = await nursery.start(partial(
+                serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
+                stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
+            nursery.start_soon(self._expire_uploads)
+            log.info("origin listening on http://%s", address)
+            task_status.started({"http": str(address)})
+
+    async def _expire_uploads(self) -> None:
+        interval = min(self.config.origin.upload_ttl / 4, 300.0)
+        while not self.stop.is_set():
+            with trio.move_on_after(interval):
+                await self.stop.wait()
+            self.uploads.expire()
+
+    async def start_upload(self, namespace: str, digest: Digest) -> str:
+        """Open an upload session; 409 when the blob is here already (as Kraken does)."""
+        if digest in self.store:
+            raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
+        return (await self.uploads.create(namespace, digest)).uid
+
+    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int:
+        """Commit the upload into the store and, with ``through``, into the namespace's backend."""
+        backend = self._backend(upload.meta.namespace) if through else None
+        size = await self.uploads.commit(upload, digest)
+        log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
+        if backend is not None:
+            await self._write_through(backend, upload.meta.namespace, digest)
+        return size
+
+    def _backend(self, namespace: str) -> Backend:
+        backend = self.backends.for_namespace(namespace)
+        if backend is None:
+            raise SwarmregError(NAME_INVALID, "no storage backend is configured for this namespace",
+                                {"namespace": namespace})
+        return backend
+
+    async def _write_through(self, backend: Backend, namespace: str, digest: Digest) -> None:
+        opened = self.store.open_body(digest)
+        if opened is None:
+            raise SwarmregError(BLOB_UNKNOWN, "blob vanished before the backend write")
+        try:
+            async with opened[0] as body:
+                await backend.upload(namespace, digest, body)
+        except SwarmregError:
+            raise
+        except Exception as error:
+            log.exception("backend write of %s failed", digest)
+            raise SwarmregError(BACKEND_ERROR, f"blob committed locally, backend write failed: {error}",
+                                {"digest": str(digest)}) from error
+
+    async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int:
+        """The blob's size, from the store or (unless ``local``) the namespace's backend."""
+        size = self.store.size(digest)
+        if size is None and not local and (backend := self.backends.for_namespace(namespace)):
+            size = await self._backend_call(backend.stat(namespace, digest))
+        if size is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+        return size
+
+    async def open_blob(self, namespace: str, digest: Digest) -> tuple[FileBody, int]:
+        """Open the blob for streaming, fetching it from the backend first on a local miss."""
+        opened = self.store.open_body(digest)
+        if opened is None:
+            await self._fetch(namespace, digest)
+            opened = self.store.open_body(digest)
+        if opened is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+        return opened
+
+    async def _fetch(self, namespace: str, digest: Digest) -> None:
+        fetch = self._fetches.get(digest)
+        if fetch is None:
+            assert self._nursery is not None, "the service is running"
+            fetch = self._fetches[digest] = _Fetch()
+            # In the service's nursery, not the request's: a client that hangs up
+            # does not cancel a fetch other requests are waiting for.
+            self._nursery.start_soon(self._run_fetch, namespace, digest, fetch)
+        await fetch.done.wait()
+        if fetch.error is not None:
+            raise fetch.error
+
+    async def _run_fetch(self, namespace: str, digest: Digest, fetch: _Fetch) -> None:
+        try:
+            backend = self.backends.for_namespace(namespace)
+            stream = backend and await self._backend_call(backend.download(namespace, digest))
+            if stream is None:
+                raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+            async with stream:
+                await self._backend_call(self.store.write(digest, stream))
+            log.info("fetched %s from the backend of %s", digest, namespace)
+        except SwarmregError as error:
+            if error.code is DIGEST_INVALID:
+                error = SwarmregError(BACKEND_ERROR, "backend returned content that does not match",
+                                      error.detail)
+            fetch.error = error
+        except trio.Cancelled:
+            fetch.error = SwarmregError(UNAVAILABLE, "origin is shutting down")
+            raise
+        finally:
+            del self._fetches[digest]
+            fetch.done.set()
+
+    @staticmethod
+    async def _backend_call(call):  # noqa: ANN001, ANN205 - any awaitable
+        try:
+            return await call
+        except SwarmregError:
+            raise
+        except Exception as error:
+            log.exception("backend call failed")
+            raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {error}") from error

@@ -1,0 +1,1 @@
+"""Local blob storage: the content-addressed store and upload sessions."""

@@ -1,0 +1,194 @@
+"""The content-addressed blob store every role keeps its blobs in.
+
+Layout under the data directory::
+
+    blobs/sha256/<first 2 hex>/<hex>   committed blobs, named by their sha256
+    tmp/<random>                       writes in progress (removed at start-up)
+
+A blob only ever appears under its digest by an atomic rename of a file whose
+sha256 was checked first, so no reader, crash or concurrent writer can see a
+partial or wrong blob under a digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterable, Iterator
+from pathlib import Path
+
+import trio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError
+from swarmreg.http.body import FileBody
+
+log = logging.getLogger(__name__)
+
+
+def fsync_path(path: Path, *, directory: bool = False) -> None:
+    """fsync a file or a directory by path."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: Path, chunk_size: int, hasher: "hashlib._Hash | None" = None, start: int = 0) -> str:
+    """Finish ``hasher`` (a fresh sha256 when None) over ``path`` from offset ``start``; blocking."""
+    hasher = hasher or hashlib.sha256()
+    with open(path, "rb", buffering=0) as file:
+        file.seek(start)
+        buffer = bytearray(chunk_size)
+        view = memoryview(buffer)
+        while n := file.readinto(buffer):
+            hasher.update(view[:n])
+    return hasher.hexdigest()
+
+
+class BlobStore:
+    """Committed blobs by digest, plus a temp area on the same filesystem for writes."""
+
+    def __init__(self, root: Path, *, fsync: bool = True, chunk_size: int = 4 << 20) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs" / "sha256"
+        self.tmp_dir = self.root / "tmp"
+        self.fsync = fsync
+        self.chunk_size = chunk_size
+
+    def prepare(self) -> None:
+        """Create the layout and remove temp files a previous process left behind."""
+        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        if self.tmp_dir.exists():
+            stale = list(self.tmp_dir.iterdir())
+            if stale:
+                log.info("removing %d stale temp file(s) from %s", len(stale), self.tmp_dir)
+            shutil.rmtree(self.tmp_dir)
+        self.tmp_dir.mkdir()
+
+    def path(self, digest: Digest) -> Path:
+        return self.blobs_dir / digest.hex[:2] / digest.hex
+
+    def size(self, digest: Digest) -> int | None:
+        """The blob's size, or None when the store does not hold it."""
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError:
+            return None
+
+    def __contains__(self, digest: Digest) -> bool:
+        return self.size(digest) is not None
+
+    def digests(self) -> Iterator[Digest]:
+        """Every committed blob's digest (a directory scan; blocking)."""
+        for shard in sorted(self.blobs_dir.iterdir()):
+            for entry in sorted(shard.iterdir()):
+                yield Digest(entry.name)
+
+    def open_body(self, digest: Digest, start: int = 0, end: int | None = None) -> tuple[FileBody, int] | None:
+        """Open the blob for streaming bytes [start, end); returns the body and the blob's size.
+
+        None when the store does not hold the blob.
+        """
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        size = os.fstat(fd).st_size
+        return FileBody(fd, start, size if end is None else end, self.chunk_size), size
+
+    def temp_path(self) -> Path:
+        """A fresh path in the temp area, on the blob directory's filesystem."""
+        return self.tmp_dir / uuid.uuid4().hex
+
+    async def install(self, source: Path, digest: Digest, *, hexdigest: str | None = None) -> None:
+        """Move the file ``source`` under ``digest`` once its sha256 matches.
+
+        ``hexdigest`` is the caller's own hash of the file's content, when it hashed
+        the bytes while writing them; otherwise the file is hashed here. On a
+        mismatch ``source`` is removed and DIGEST_INVALID raised. The rename
+        itself is shielded from cancellation: it happens whole or not at all.
+        """
+        if hexdigest is None:
+            hexdigest = await trio.to_thread.run_sync(hash_file, source, self.chunk_size)
+        if hexdigest != digest.hex:
+            source.unlink(missing_ok=True)
+            raise SwarmregError(
+                DIGEST_INVALID, "content does not match digest",
+                {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self._rename_into_place, source, digest)
+
+    def _rename_into_place(self, source: Path, digest: Digest) -> None:
+        target = self.path(digest)
+        target.parent.mkdir(exist_ok=True)
+        if self.fsync:
+            fsync_path(source)
+        # Concurrent writers of one digest each rename identical content; the last wins atomically.
+        os.replace(source, target)
+        if self.fsync:
+            fsync_path(target.parent, directory=True)
+
+    async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
+        """Store the stream ``chunks`` under ``digest``, checking its sha256; returns the size."""
+        temp = self.temp_path()
+        hasher = hashlib.sha256()
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                size = await write_chunks(fd, chunks, offset=0, hasher=hasher, chunk_size=self.chunk_size)
+            finally:
+                os.close(fd)
+            await self.install(temp, digest, hexdigest=hasher.hexdigest())
+        finally:
+            temp.unlink(missing_ok=True)
+        return size
+
+    async def delete(self, digest: Digest) -> bool:
+        """Remove the blob; False when the store did not hold it."""
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """Write all of ``data`` to ``fd`` at ``offset``; blocking."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _hash_and_write(fd: int, hasher: "hashlib._Hash | None", pieces: list[bytes], offset: int) -> None:
+    data = b"".join(pieces) if len(pieces) > 1 else pieces[0]
+    if hasher is not None:
+        hasher.update(data)
+    write_all(fd, data, offset)
+
+
+async def write_chunks(fd: int, chunks: AsyncIterable[bytes], *, offset: int, chunk_size: int,
+                       hasher: "hashlib._Hash | None" = None, limit: int | None = None) -> int:
+    """Write ``chunks`` to ``fd`` from ``offset`` in writes of about ``chunk_size``.
+
+    Feeds ``hasher`` on the way. More than ``limit`` bytes raise SIZE_INVALID.
+    Returns the number of bytes written.
+    """
+    written, pending, pending_size = 0, [], 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if limit is not None and written + pending_size > limit:
+            raise SwarmregError(SIZE_INVALID, "body is longer than its Content-Range", {"limit": limit})
+        if pending_size >= chunk_size:
+            await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pending, offset + written)
+            written, pending, pending_size = written + pending_size, [], 0
+    if pending:
+        await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pending, offset + written)
+        written += pending_size
+    return written

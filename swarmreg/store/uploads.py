@@ -1,0 +1,262 @@
+"""Chunked upload sessions that survive restarts and commit atomically into the blob store.
+
+Each session is a directory ``uploads/<uid>/`` holding ``data`` (bytes written at
+their offsets) and ``meta.json`` (the byte ranges received so far). A chunk's
+range is recorded only after all of its bytes are written, so a process killed
+mid-chunk leaves a session that simply lacks that chunk. Chunks may arrive in
+any order; a chunk that overlaps received (or in-flight) bytes is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterable
+from pathlib import Path
+
+import attrs
+import cattrs
+import trio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import (
+    BLOB_UPLOAD_INVALID,
+    BLOB_UPLOAD_UNKNOWN,
+    RANGE_INVALID,
+    SIZE_INVALID,
+    TOO_LARGE,
+    SwarmregError,
+)
+from swarmreg.http.ranges import ByteRange
+from swarmreg.store.blobstore import BlobStore, hash_file, write_chunks
+
+log = logging.getLogger(__name__)
+
+_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+@attrs.frozen
+class UploadMeta:
+    """What a session persists: enough to resume or commit it after a restart."""
+
+    uid: str
+    namespace: str
+    digest: str
+    created: float
+    updated: float
+    # Received byte ranges [start, end), sorted and coalesced.
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def size(self) -> int:
+        return self.ranges[-1][1] if self.ranges else 0
+
+    def missing(self) -> list[tuple[int, int]]:
+        """The gaps before and between received ranges."""
+        gaps, position = [], 0
+        for start, end in self.ranges:
+            if start > position:
+                gaps.append((position, start))
+            position = end
+        return gaps
+
+
+def _add_range(ranges: tuple[tuple[int, int], ...], new: ByteRange) -> tuple[tuple[int, int], ...]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted([*ranges, (new.start, new.end)]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
+def _overlaps(a: tuple[int, int] | ByteRange, b: ByteRange) -> bool:
+    start, end = (a.start, a.end) if isinstance(a, ByteRange) else a
+    return start < b.end and b.start < end
+
+
+@attrs.define(eq=False)
+class Upload:
+    """One open upload session."""
+
+    meta: UploadMeta
+    dir: Path
+    # Ranges being written right now; nothing else may touch them.
+    in_flight: list[ByteRange] = attrs.field(factory=list)
+    # sha256 of the bytes [0, hashed_upto), fed while in-order chunks are written,
+    # so a sequential upload commits without reading its file again.
+    hasher: "hashlib._Hash" = attrs.field(factory=hashlib.sha256)
+    hashed_upto: int = 0
+    committing: bool = False
+
+    @property
+    def uid(self) -> str:
+        return self.meta.uid
+
+    @property
+    def data_path(self) -> Path:
+        return self.dir / "data"
+
+
+class UploadManager:
+    """Creates, writes, commits and expires upload sessions under ``root``."""
+
+    def __init__(self, root: Path, store: BlobStore, *, ttl: float, max_size: int) -> None:
+        self.root = Path(root)
+        self.store = store
+        self.ttl = ttl
+        self.max_size = max_size
+        self._uploads: dict[str, Upload] = {}
+
+    def load(self) -> None:
+        """Pick up the sessions a previous process left; drop broken and expired ones."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        now = time.time()
+        for entry in self.root.iterdir():
+            meta = self._read_meta(entry)
+            if meta is None or meta.updated + self.ttl < now:
+                log.info("removing %s upload session %s", "expired" if meta else "broken", entry.name)
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            self._uploads[meta.uid] = Upload(meta, entry)
+        if self._uploads:
+            log.info("resumed %d upload session(s)", len(self._uploads))
+
+    @staticmethod
+    def _read_meta(entry: Path) -> UploadMeta | None:
+        if not _UID.fullmatch(entry.name) or not (entry / "data").is_file():
+            return None
+        try:
+            meta = _converter.structure(json.loads((entry / "meta.json").read_bytes()), UploadMeta)
+        except (OSError, ValueError, cattrs.BaseValidationError):
+            return None
+        return meta if meta.uid == entry.name else None
+
+    def _write_meta(self, upload: Upload) -> None:
+        temp = upload.dir / "meta.json.tmp"
+        temp.write_text(json.dumps(_converter.unstructure(upload.meta)))
+        os.replace(temp, upload.dir / "meta.json")
+
+    def __len__(self) -> int:
+        return len(self._uploads)
+
+    async def create(self, namespace: str, digest: Digest) -> Upload:
+        """Open a new session for a blob of ``digest`` in ``namespace``."""
+        uid = str(uuid.uuid4())
+        now = time.time()
+        upload = Upload(UploadMeta(uid, namespace, str(digest), now, now), self.root / uid)
+        upload.dir.mkdir(parents=True)
+        upload.data_path.touch()
+        self._write_meta(upload)
+        self._uploads[uid] = upload
+        return upload
+
+    def get(self, uid: str, namespace: str, digest: Digest) -> Upload:
+        """The open session ``uid`` for this namespace and digest, else BLOB_UPLOAD_UNKNOWN."""
+        upload = self._uploads.get(uid) if _UID.fullmatch(uid) else None
+        if upload is None or upload.meta.namespace != namespace or upload.meta.digest != str(digest):
+            raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
+        return upload
+
+    async def write(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes]) -> None:
+        """Write the body ``chunks`` to bytes ``where`` of the upload.
+
+        Refused before anything is written when the range overlaps bytes already
+        received or in flight (416) or passes the size limit (413). A body whose
+        length differs from the range's raises SIZE_INVALID, and then (as on any
+        error or cancellation) the range stays unrecorded, as if never sent.
+        """
+        if upload.committing:
+            raise SwarmregError(BLOB_UPLOAD_INVALID, "upload is being committed")
+        if where.end > self.max_size:
+            raise SwarmregError(TOO_LARGE, f"uploads are limited to {self.max_size} bytes",
+                                {"limit": self.max_size})
+        if any(_overlaps(r, where) for r in (*upload.meta.ranges, *upload.in_flight)):
+            raise SwarmregError(
+                RANGE_INVALID, "chunk overlaps bytes already uploaded",
+                {"chunk": [where.start, where.end], "received": [list(r) for r in upload.meta.ranges]})
+        upload.in_flight.append(where)
+        in_order = where.start == upload.hashed_upto
+        hasher = upload.hasher.copy() if in_order else None
+        try:
+            await self._write_body(upload, where, chunks, hasher)
+            upload.meta = attrs.evolve(
+                upload.meta, ranges=_add_range(upload.meta.ranges, where), updated=time.time())
+            if hasher is not None and upload.hashed_upto == where.start:
+                upload.hasher, upload.hashed_upto = hasher, where.end
+            self._write_meta(upload)
+        finally:
+            upload.in_flight.remove(where)
+
+    async def _write_body(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes],
+                          hasher: "hashlib._Hash | None") -> None:
+        fd = os.open(upload.data_path, os.O_WRONLY)
+        try:
+            written = await write_chunks(fd, chunks, offset=where.start, limit=where.length,
+                                         hasher=hasher, chunk_size=self.store.chunk_size)
+        finally:
+            os.close(fd)
+        if written != where.length:
+            raise SwarmregError(SIZE_INVALID, "body is shorter than its Content-Range",
+                                {"chunk": [where.start, where.end], "received": written})
+
+    async def commit(self, upload: Upload, digest: Digest) -> int:
+        """Verify the session's bytes against ``digest`` and move them into the store.
+
+        Gaps or chunks still in flight refuse the commit and keep the session; a
+        digest mismatch discards the session. Shielded: a commit that started
+        finishes even when the daemon is shutting down. Returns the blob's size.
+        """
+        if upload.in_flight or upload.committing:
+            raise SwarmregError(BLOB_UPLOAD_INVALID, "chunks of this upload are still being written")
+        if missing := upload.meta.missing():
+            raise SwarmregError(RANGE_INVALID, "upload has gaps", {"missing": [list(g) for g in missing]})
+        size = upload.meta.size
+        upload.committing = True
+        with trio.CancelScope(shield=True):
+            try:
+                hexdigest = await trio.to_thread.run_sync(self._finish_hash, upload, size)
+                await self.store.install(upload.data_path, digest, hexdigest=hexdigest)
+            except SwarmregError:
+                self._remove(upload)
+                raise
+            except BaseException:
+                upload.committing = False
+                raise
+            self._remove(upload)
+        return size
+
+    def _finish_hash(self, upload: Upload, size: int) -> str:
+        # Bytes past the last recorded range belong to a chunk that never finished.
+        os.truncate(upload.data_path, size)
+        if upload.hashed_upto == size:
+            return upload.hasher.hexdigest()
+        return hash_file(upload.data_path, self.store.chunk_size, upload.hasher.copy(), upload.hashed_upto)
+
+    async def cancel(self, upload: Upload) -> None:
+        """Drop the session and its bytes."""
+        if upload.committing:
+            raise SwarmregError(BLOB_UPLOAD_INVALID, "upload is being committed")
+        self._remove(upload)
+
+    def _remove(self, upload: Upload) -> None:
+        self._uploads.pop(upload.uid, None)
+        shutil.rmtree(upload.dir, ignore_errors=True)
+
+    def expire(self, now: float | None = None) -> int:
+        """Remove idle sessions older than the TTL; returns how many went."""
+        now = time.time() if now is None else now
+        stale = [u for u in self._uploads.values()
+                 if not u.in_flight and not u.committing and u.meta.updated + self.ttl < now]
+        for upload in stale:
+            log.info("upload %s expired", upload.uid)
+            self._remove(upload)
+        return len(stale)
