@@ -160,7 +160,13 @@ def make_converter() -> cattrs.Converter:
         if kind is None:
             known = ", ".join(t.name for t in backend_types())
             raise ValueError(f"unknown backend type {value['type']!r}; known: {known}")
-        value["options"] = converter.structure(value.get("options", {}), kind.options)
+        try:
+            value["options"] = converter.structure(value.get("options", {}), kind.options)
+        except Exception as error:
+            # Put "options" into the error's key path: backends[0].options.root, not backends[0].root.
+            error.add_note(cattrs.errors.AttributeValidationNote(
+                "Structuring class BackendConfig @ attribute options", "options", kind.options))
+            raise cattrs.ClassValidationError("While structuring BackendConfig", [error], BackendConfig) from None
         return base_structure(value, BackendConfig)
 
     base_structure = cattrs.gen.make_dict_structure_fn(

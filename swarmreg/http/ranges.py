@@ -47,6 +47,8 @@ def parse_range_header(value: str | None, size: int) -> ByteRange | None:
         suffix = int(last)
         if suffix == 0:
             raise SwarmregError(RANGE_INVALID, "empty suffix range", {"range": value, "size": size})
+        if size == 0:  # satisfiable (RFC 9110 14.1.2) but no 206 can describe zero bytes: send it whole
+            return None
         return ByteRange(max(0, size - suffix), size)
     start = int(first)
     end = size if not last else min(int(last) + 1, size)

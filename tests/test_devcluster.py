@@ -1,0 +1,47 @@
+"""`swarmreg devcluster` and the shipped configuration files."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import httpx
+import trio
+
+from swarmreg.config import Config, load_config
+from tests.origin.helpers import upload_blob
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
+    """configs/example.toml documents every default: loading it changes nothing."""
+    loaded = load_config(ROOT / "configs/example.toml", data_dir=str(tmp_path))
+    assert loaded == attrs.evolve(Config(), data_dir=str(tmp_path))
+
+
+async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        output = b""
+        with trio.fail_after(60):
+            while b"Ctrl-C stops it" not in output or b"15002" not in output:
+                data = await process.stdout.receive_some()
+                assert data, f"devcluster exited: {output.decode()}"
+                output += data
+        assert b"http://127.0.0.1:15002" in output
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:15002") as client:
+            assert (await client.get("/health")).status_code == 200
+            await upload_blob(client, "library/dev", b"hello devcluster", through=True)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(30):
+            assert await process.wait() == 0
+        assert (tmp_path / "herd" / "backend").is_dir(), "data stays under --data-dir"
+    finally:
+        process.kill()
+        await process.wait()
