@@ -53,8 +53,8 @@ class Address:
         if not isinstance(text, str):
             raise ValueError(f"expected 'host:port', got {text!r}")
         host, sep, port = text.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise ValueError(f"expected 'host:port', got {text!r}")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"expected 'host:port' with a port from 0 to 65535, got {text!r}")
         return cls(host.strip("[]"), int(port))
 
     def __str__(self) -> str:
@@ -65,7 +65,7 @@ def _regex(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
     try:
         re.compile(value)
     except re.error as error:
-        raise ValueError(f"{attribute.name}: not a regular expression: {error}") from None
+        raise ValueError(f"'{attribute.name}' must be a regular expression: {error}") from None
 
 
 def default_data_dir() -> str:
@@ -177,13 +177,22 @@ def make_converter() -> cattrs.Converter:
     return converter
 
 
+_UNKNOWN_KEYS = "\0unknown keys\0"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 def _describe(error: BaseException, _type: Any) -> str:
     if isinstance(error, KeyError):
         return "required key missing"
     if isinstance(error, cattrs.ForbiddenExtraKeysError):
-        return f"unknown key(s): {', '.join(sorted(error.extra_fields))}"
+        return _UNKNOWN_KEYS + "\0".join(sorted(error.extra_fields))  # one line per key, below
     if get_origin(_type) is Literal:
         return f"expected one of {', '.join(map(repr, get_args(_type)))}"
+    if isinstance(error, TypeError):
+        return "expected a table"
     return str(error) or type(error).__name__
 
 
@@ -191,8 +200,14 @@ def _format_errors(error: Exception) -> str:
     lines = []
     for message in cattrs.transform_error(error, path="$", format_exception=_describe):
         text, _, where = message.rpartition(" @ ")
-        lines.append(f"  {where.removeprefix('$').lstrip('.') or '(top level)'}: {text}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        where = where.removeprefix("$").lstrip(".")
+        if text.startswith(_UNKNOWN_KEYS):
+            lines += [f"{_join(where, key)}: unknown key" for key in text[len(_UNKNOWN_KEYS):].split("\0")]
+        elif match := re.fullmatch(r"'(\w+)' (must .*)", text):  # an attrs validator names its field
+            lines.append(f"{_join(where, match[1])}: {match[2]}")
+        else:
+            lines.append(f"{where or '(top level)'}: {text}")
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

@@ -47,7 +47,7 @@ async def test_json_logs(spawn, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--roles", "origin", "--set", "origin.lissten=1"], "origin: unknown key(s): lissten"),
+    (["--roles", "origin", "--set", "origin.lissten=1"], "origin.lissten: unknown key"),
     (["--roles", "origin", "--set", "store.chunk_size=12"], "chunk_size"),
     (["--roles", "origin", "--set", "log.level=\"loud\""], "log.level"),
     (["--roles", "origin", "--config", "/nonexistent.toml"], "cannot read configuration"),

@@ -124,7 +124,10 @@ class UploadManager:
             meta = self._read_meta(entry)
             if meta is None or meta.updated + self.ttl < now:
                 log.info("removing %s upload session %s", "expired" if meta else "broken", entry.name)
-                shutil.rmtree(entry, ignore_errors=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
                 continue
             self._uploads[meta.uid] = Upload(meta, entry)
         if self._uploads:
