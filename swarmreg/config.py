@@ -115,6 +115,53 @@ class OriginConfig:
 
 
 @attrs.frozen
+class SwarmConfig:
+    """The daemon's one libtorrent session (used by the agent and origin roles)."""
+
+    # The BitTorrent peer wire (TCP; uTP is off: it was 20x slower here).
+    listen: Address = Address("127.0.0.1", 16001)
+    # Bytes per second over all torrents; 0 means unlimited.
+    upload_rate_limit: ByteSize = ByteSize(0)
+    download_rate_limit: ByteSize = ByteSize(0)
+    connections_limit: int = attrs.field(default=500, validator=attrs.validators.ge(2))
+    # Peers served at once; the rest wait their turn (fewer spreads pieces wider).
+    unchoke_slots: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    # Download pieces strictly in order (fast to first byte, but agents streaming
+    # one blob then want the same pieces at once); off: the agent's stream window.
+    sequential: bool = False
+    # Peers served at once per torrent added as a complete seed (an origin's blobs).
+    # One: the origin sends each piece about once and the agents spread it; 0: no limit.
+    seed_upload_slots: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen
+class TrackerConfig:
+    listen: Address = Address("127.0.0.1", 15003)
+    # Origins to fetch metainfo from (their HTTP API); they also seed every blob.
+    # Empty: the origin role of this same daemon.
+    origins: tuple[Address, ...] = ()
+    # How often peers re-announce; a peer silent for three intervals expires.
+    announce_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    max_peers: int = attrs.field(default=50, validator=attrs.validators.ge(1))
+    # Frames larger than this close the connection.
+    max_frame_size: ByteSize = ByteSize(64 << 10)
+    metainfo_cache_size: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class AgentConfig:
+    # The blob download API (Kraken's agent server port).
+    listen: Address = Address("127.0.0.1", 16002)
+    tracker: Address = Address("127.0.0.1", 15003)
+    # A download that gets no new piece for this long fails.
+    stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # Pieces ahead of the stream that are fetched first (rarest first among them).
+    stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    # Attempts at reaching the tracker (with backoff) before a request fails with 503.
+    tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
     # SIGINT/SIGTERM give in-flight work this long before it is cancelled.
@@ -124,6 +171,9 @@ class Config:
     http: HttpConfig = HttpConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
+    swarm: SwarmConfig = SwarmConfig()
+    tracker: TrackerConfig = TrackerConfig()
+    agent: AgentConfig = AgentConfig()
 
     def data_path(self, path: str) -> Path:
         """``path`` resolved against the data directory (absolute paths stay as they are)."""

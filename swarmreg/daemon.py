@@ -15,11 +15,18 @@ import trio
 
 from swarmreg.backends import BackendRouter
 from swarmreg.config import Config
+from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
+from swarmreg.swarm.engine import SwarmEngine
+from swarmreg.swarm.metainfo import MetainfoCache
 
 log = logging.getLogger(__name__)
 
 ROLES = ("agent", "origin", "tracker", "proxy", "index")
+# Roles start in this order: a tracker may use its own daemon's origin, an agent its tracker.
+START_ORDER = ("origin", "tracker", "index", "proxy", "agent")
+# Roles that move blobs over the peer wire and so need the swarm engine.
+SWARM_ROLES = frozenset({"agent", "origin"})
 # Extra time past the graceful deadline for services to unwind once cancelled.
 _UNWIND_SECONDS = 2.0
 
@@ -28,10 +35,12 @@ class DaemonError(Exception):
     """The daemon cannot start: a bad role list, or a data directory in use."""
 
 
-def _service_factories() -> dict[str, Callable[..., Any]]:
+def _service_factories() -> dict[str, Callable[[Node], Any]]:
+    from swarmreg.agent.service import AgentService
     from swarmreg.origin.service import OriginService
+    from swarmreg.tracker.service import TrackerService
 
-    return {"origin": OriginService}
+    return {"agent": AgentService, "origin": OriginService, "tracker": TrackerService}
 
 
 def parse_roles(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -76,8 +85,13 @@ class Daemon:
     def __init__(self, config: Config, roles: Sequence[str], *, ready_file: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.roles = parse_roles(roles)
+        if "tracker" in self.roles and not config.tracker.origins and "origin" not in self.roles:
+            raise DaemonError("the tracker needs tracker.origins, or the origin role in the same daemon")
         self.ready_file = Path(ready_file) if ready_file is not None else None
         self.stop = trio.Event()
+        self.stopped = trio.Event()
+        self.node: Node | None = None
+        self._services: trio.CancelScope | None = None
 
     async def run(self, *, handle_signals: bool = True,
                   task_status: trio.TaskStatus[dict[str, Any]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -94,34 +108,47 @@ class Daemon:
         with _DataDirLock(data_dir):
             store = BlobStore(data_dir, fsync=self.config.store.fsync, chunk_size=self.config.store.chunk_size)
             store.prepare()
-            backends = BackendRouter.from_config(self.config.backends, data_dir)
+            metainfo = MetainfoCache(data_dir / "metainfo")
+            metainfo.prepare()
+            node = self.node = Node(self.config, store, BackendRouter.from_config(self.config.backends, data_dir),
+                                    metainfo, stop=self.stop)
             try:
-                async with trio.open_nursery() as outer:
-                    async with trio.open_nursery() as services:
-                        if handle_signals:
-                            await outer.start(self._watch_signals, services.cancel_scope)
-                        ready = await self._start_services(services, store, backends)
-                        task_status.started(ready)
-                        await self.stop.wait()
-                        log.info("stopping: in-flight requests get %g s", self.config.shutdown_timeout)
-                        services.cancel_scope.deadline = (
-                            trio.current_time() + self.config.shutdown_timeout + _UNWIND_SECONDS)
-                    outer.cancel_scope.cancel()
+                async with trio.open_nursery() as watcher:
+                    if handle_signals:
+                        await watcher.start(self._watch_signals)
+                    async with trio.open_nursery() as engine_nursery:
+                        if SWARM_ROLES & set(self.roles):
+                            node.engine = SwarmEngine(self.config.swarm)
+                            await engine_nursery.start(node.engine.run)
+                        async with trio.open_nursery() as services:
+                            self._services = services.cancel_scope
+                            ready = await self._start_services(services, node)
+                            task_status.started(ready)
+                            await self.stop.wait()
+                            log.info("stopping: in-flight requests get %g s", self.config.shutdown_timeout)
+                            services.cancel_scope.deadline = (
+                                trio.current_time() + self.config.shutdown_timeout + _UNWIND_SECONDS)
+                        # The engine outlives the roles: their last requests may still use it.
+                        if node.engine is not None:
+                            node.engine.close()
+                        engine_nursery.cancel_scope.deadline = trio.current_time() + _UNWIND_SECONDS
+                    watcher.cancel_scope.cancel()
             finally:
                 with trio.CancelScope(shield=True):
-                    await backends.aclose()
+                    await node.backends.aclose()
                 if self.ready_file is not None:
                     self.ready_file.unlink(missing_ok=True)
+                self.stopped.set()
         log.info("stopped")
 
-    async def _start_services(self, nursery: trio.Nursery, store: BlobStore,
-                              backends: BackendRouter) -> dict[str, Any]:
+    async def _start_services(self, nursery: trio.Nursery, node: Node) -> dict[str, Any]:
         factories = _service_factories()
-        bound = {}
-        for role in self.roles:
-            service = factories[role](self.config, store, backends, self.stop)
-            bound[role] = await nursery.start(service.run)
+        bound = node.bound
+        for role in sorted(self.roles, key=START_ORDER.index):
+            bound[role] = await nursery.start(factories[role](node).run)
         ready = {"pid": os.getpid(), "data_dir": self.config.data_dir, "roles": bound}
+        if node.engine is not None:
+            ready["peer"] = str(node.engine.address)
         if self.ready_file is not None:
             temp = self.ready_file.with_name(self.ready_file.name + ".tmp")
             temp.write_text(json.dumps(ready, indent=2))
@@ -129,14 +156,13 @@ class Daemon:
         log.info("ready: %s", json.dumps(bound))
         return ready
 
-    async def _watch_signals(self, services: trio.CancelScope,
-                             task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _watch_signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             task_status.started()
             async for signum in signals:
                 if not self.stop.is_set():
                     log.info("received %s", signal.Signals(signum).name)
                     self.stop.set()
-                else:
+                elif self._services is not None:
                     log.warning("received %s again: cancelling in-flight work", signal.Signals(signum).name)
-                    services.cancel()
+                    self._services.cancel()

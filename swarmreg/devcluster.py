@@ -122,12 +122,20 @@ class NodeSpec:
     name: str
     roles: tuple[str, ...]
     overrides: tuple[str, ...]
-    endpoints: tuple[tuple[str, str], ...]  # (what, role) shown in the endpoint table
+    endpoints: tuple[tuple[str, str, str], ...]  # (what, role, port) shown in the endpoint table
 
 
 # The ports of Kraken's devcluster (seed 002) for the roles that exist so far.
 DEVCLUSTER = (
-    NodeSpec("herd", ("origin",), ("origin.listen=127.0.0.1:15002",), (("origin (blob uploads)", "origin"),)),
+    NodeSpec("herd", ("origin", "tracker"),
+             ("origin.listen=127.0.0.1:15002", "swarm.listen=127.0.0.1:15001", "tracker.listen=127.0.0.1:15003"),
+             (("origin: blob uploads (Kraken API)", "origin", "http"), ("tracker: announce channel", "tracker", "ws"))),
+    NodeSpec("agent-one", ("agent",),
+             ("agent.listen=127.0.0.1:16002", "swarm.listen=127.0.0.1:16001", "agent.tracker=127.0.0.1:15003"),
+             (("agent one: blob downloads", "agent", "http"),)),
+    NodeSpec("agent-two", ("agent",),
+             ("agent.listen=127.0.0.1:17002", "swarm.listen=127.0.0.1:17001", "agent.tracker=127.0.0.1:15003"),
+             (("agent two: blob downloads", "agent", "http"),)),
 )
 
 
@@ -164,12 +172,14 @@ async def _devcluster(data_dir: Path) -> None:
 
 
 def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path) -> None:
-    rows = [(what, node.name, node.url(role)) for spec, node in zip(DEVCLUSTER, nodes)
-            for what, role in spec.endpoints]
+    rows = [(what, node.name, f"{'ws' if port == 'ws' else 'http'}://{node.address(role, port)}")
+            for spec, node in zip(DEVCLUSTER, nodes) for what, role, port in spec.endpoints]
+    rows += [(f"{node.name}: peer wire (BitTorrent)", node.name, f"tcp://{node.ready['peer']}")
+             for node in nodes if "peer" in node.ready]
     width = max(len(what) for what, _, _ in rows)
     print(f"\nswarmreg devcluster is up (data in {data_dir}); Ctrl-C stops it.\n")
     for what, node, url in rows:
-        print(f"  {what:<{width}}  {node:<6} {url}")
+        print(f"  {what:<{width}}  {node:<9} {url}")
     print(flush=True)
 
 

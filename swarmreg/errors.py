@@ -57,6 +57,7 @@ TOO_LARGE = _register("TOO_LARGE", 413, "content exceeds the configured limit")
 NOT_FOUND = _register("NOT_FOUND", 404, "no such endpoint")
 BAD_REQUEST = _register("BAD_REQUEST", 400, "malformed request")
 BACKEND_ERROR = _register("BACKEND_ERROR", 502, "storage backend failed")
+BAD_GATEWAY = _register("BAD_GATEWAY", 502, "an upstream service failed")
 UNAVAILABLE = _register("UNAVAILABLE", 503, "service unavailable")
 INTERNAL = _register("INTERNAL", 500, "internal server error")
 

@@ -31,7 +31,7 @@ def setup_logging(fmt: str = "text", level: str = "info", *, prefix: str = "") -
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter(
-            f"%(asctime)s {prefix}%(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+            f"%(asctime)s.%(msecs)03d {prefix}%(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

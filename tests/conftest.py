@@ -18,7 +18,8 @@ from swarmreg.daemon import Daemon
 from swarmreg.devcluster import DaemonProcess
 
 # Every role listens on a free port in tests.
-PORT_ZERO = ("origin.listen=127.0.0.1:0",)
+PORT_ZERO = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
+             "agent.listen=127.0.0.1:0")
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:
@@ -41,7 +42,9 @@ class RunningDaemon:
         return f"http://{self.ready['roles'][role][port]}"
 
     async def stop(self) -> None:
+        """Stop the daemon gracefully and wait until it has."""
         self.daemon.stop.set()
+        await self.daemon.stopped.wait()
 
 
 async def start_daemon(nursery: trio.Nursery, config: Config, roles: Sequence[str]) -> RunningDaemon:

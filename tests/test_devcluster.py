@@ -30,18 +30,27 @@ async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path:
     try:
         output = b""
         with trio.fail_after(60):
-            while b"Ctrl-C stops it" not in output or b"15002" not in output:
+            while b"Ctrl-C stops it" not in output or b"17001" not in output:
                 data = await process.stdout.receive_some()
                 assert data, f"devcluster exited: {output.decode()}"
                 output += data
-        assert b"http://127.0.0.1:15002" in output
-        async with httpx.AsyncClient(base_url="http://127.0.0.1:15002") as client:
-            assert (await client.get("/health")).status_code == 200
-            await upload_blob(client, "library/dev", b"hello devcluster", through=True)
+        for endpoint in (b"http://127.0.0.1:15002", b"ws://127.0.0.1:15003", b"http://127.0.0.1:16002",
+                         b"http://127.0.0.1:17002", b"tcp://127.0.0.1:16001", b"tcp://127.0.0.1:17001"):
+            assert endpoint in output
+        async with httpx.AsyncClient(timeout=60) as client:
+            assert (await client.get("http://127.0.0.1:15002/health")).status_code == 200
+            data = b"hello devcluster" * 100_000
+            origin = httpx.AsyncClient(base_url="http://127.0.0.1:15002", timeout=60)
+            digest = await upload_blob(origin, "library/dev", data, through=True)
+            await origin.aclose()
+            for agent in ("http://127.0.0.1:16002", "http://127.0.0.1:17002"):
+                response = await client.get(f"{agent}/namespace/library%2Fdev/blobs/{digest}")
+                assert response.content == data
         process.send_signal(signal.SIGINT)
         with trio.fail_after(30):
             assert await process.wait() == 0
         assert (tmp_path / "herd" / "backend").is_dir(), "data stays under --data-dir"
+        assert (tmp_path / "agent-two" / "blobs").is_dir()
     finally:
         process.kill()
         await process.wait()

@@ -5,11 +5,21 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from types import TracebackType
+from typing import Protocol
 
 import trio
 from quart.wrappers.response import ResponseBody
 
 from swarmreg.errors import INTERNAL, SwarmregError
+
+
+class RangedBody(Protocol):
+    """A response body whose byte range can be narrowed before it is sent."""
+
+    start: int
+    end: int
+
+    def close(self) -> None: ...
 
 
 class FileBody(ResponseBody):

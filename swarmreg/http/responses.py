@@ -7,11 +7,11 @@ from quart import Response
 from swarmreg.digest import Digest
 from swarmreg.errors import SwarmregError
 from swarmreg.http.app import error_response
-from swarmreg.http.body import FileBody
+from swarmreg.http.body import RangedBody
 from swarmreg.http.ranges import parse_range_header
 
 
-def blob_response(digest: Digest, size: int, body: FileBody | None, range_header: str | None) -> Response:
+def blob_response(digest: Digest, size: int, body: RangedBody | None, range_header: str | None) -> Response:
     """200 (or 206 for a satisfiable Range) streaming ``body``; a HEAD passes ``body=None``.
 
     An unsatisfiable range gives 416 with ``Content-Range: bytes */size`` and closes ``body``.

@@ -14,6 +14,7 @@ from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import blob_response
 from swarmreg.names import validate_namespace
+from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER, add_stats_route
 
 if TYPE_CHECKING:
     from swarmreg.origin.service import OriginService
@@ -58,6 +59,16 @@ def create_origin_app(origin: OriginService) -> QuartTrio:
         size = await origin.commit_upload(upload, parsed, through=through)
         return Response("", status=200, headers={"Docker-Content-Digest": str(parsed),
                                                   "Blob-Size": str(size)})
+
+    @app.get(f"{BLOB}/metainfo")
+    async def get_metainfo(namespace: str, digest: str) -> Response:
+        metainfo = await origin.metainfo(validate_namespace(namespace), Digest.parse(digest))
+        engine = origin.engine
+        assert engine.address is not None
+        return Response(metainfo.raw, content_type="application/x-bittorrent", headers={
+            PEER_ID_HEADER: engine.peer_id, PEER_PORT_HEADER: str(engine.address.port)})
+
+    add_stats_route(app, origin.engine)
 
     @app.route(BLOB, methods=["GET", "HEAD"])
     async def get_blob(namespace: str, digest: str) -> Response:

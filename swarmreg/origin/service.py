@@ -8,11 +8,12 @@ from functools import partial
 import attrs
 import trio
 
-from swarmreg.backends import Backend, BackendRouter
-from swarmreg.config import Address, Config
+from swarmreg.backends import Backend
+from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BACKEND_ERROR,
+    BAD_REQUEST,
     BLOB_EXISTS,
     BLOB_UNKNOWN,
     DIGEST_INVALID,
@@ -22,15 +23,16 @@ from swarmreg.errors import (
 )
 from swarmreg.http.body import FileBody
 from swarmreg.http.serve import serve_http
-from swarmreg.store.blobstore import BlobStore
+from swarmreg.node import Node
 from swarmreg.store.uploads import Upload, UploadManager
+from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 
 log = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False)
-class _Fetch:
-    """One backend fetch that every request for the same blob waits on."""
+class _Flight:
+    """One piece of work (a fetch, a hash) that every request for the same blob waits on."""
 
     done: trio.Event = attrs.field(factory=trio.Event)
     error: SwarmregError | None = None
@@ -39,15 +41,18 @@ class _Fetch:
 class OriginService:
     """Accepts chunked uploads, keeps every blob in the store, reads through to backends."""
 
-    def __init__(self, config: Config, store: BlobStore, backends: BackendRouter, stop: trio.Event) -> None:
-        self.config = config
-        self.store = store
-        self.backends = backends
-        self.stop = stop
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        config = self.config = node.config
+        self.store = node.store
+        self.backends = node.backends
+        self.stop = node.stop
+        self.engine = node.require_engine()
         self.uploads = UploadManager(
-            config.data_path("uploads"), store,
+            config.data_path("uploads"), self.store,
             ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
-        self._fetches: dict[Digest, _Fetch] = {}
+        self._fetches: dict[Digest, _Flight] = {}
+        self._building: dict[Digest, _Flight] = {}
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -61,8 +66,9 @@ class OriginService:
                 serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
             nursery.start_soon(self._expire_uploads)
+            nursery.start_soon(self._seed_cached)
             log.info("origin listening on http://%s", address)
-            task_status.started({"http": str(address)})
+            task_status.started({"http": str(address), "peer": str(self.engine.address)})
 
     async def _expire_uploads(self) -> None:
         interval = min(self.config.origin.upload_ttl / 4, 300.0)
@@ -82,6 +88,10 @@ class OriginService:
         backend = self._backend(upload.meta.namespace) if through else None
         size = await self.uploads.commit(upload, digest)
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
+        if size:
+            # Hash the torrent now, off the request, so the first agent to ask need not wait.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._metainfo_quietly, digest)
         if backend is not None:
             await self._write_through(backend, upload.meta.namespace, digest)
         return size
@@ -130,7 +140,7 @@ class OriginService:
         fetch = self._fetches.get(digest)
         if fetch is None:
             assert self._nursery is not None, "the service is running"
-            fetch = self._fetches[digest] = _Fetch()
+            fetch = self._fetches[digest] = _Flight()
             # In the service's nursery, not the request's: a client that hangs up
             # does not cancel a fetch other requests are waiting for.
             self._nursery.start_soon(self._run_fetch, namespace, digest, fetch)
@@ -138,7 +148,7 @@ class OriginService:
         if fetch.error is not None:
             raise fetch.error
 
-    async def _run_fetch(self, namespace: str, digest: Digest, fetch: _Fetch) -> None:
+    async def _run_fetch(self, namespace: str, digest: Digest, fetch: _Flight) -> None:
         try:
             backend = self.backends.for_namespace(namespace)
             stream = backend and await self._backend_call(backend.download(namespace, digest))
@@ -168,3 +178,56 @@ class OriginService:
         except Exception as error:
             log.exception("backend call failed")
             raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {error}") from error
+
+    # -- seeding -------------------------------------------------------------------------------
+
+    async def _seed_cached(self) -> None:
+        """Seed every held blob whose metainfo was built before (no hashing needed)."""
+        digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
+        seeded = 0
+        for digest in digests:
+            metainfo = self.node.metainfo.get(digest)
+            if metainfo is not None:
+                await self.engine.add(metainfo, self.store.path(digest).parent, seed=True)
+                seeded += 1
+        if seeded:
+            log.info("seeding %d blob(s)", seeded)
+
+    async def _metainfo_quietly(self, digest: Digest) -> None:
+        try:
+            await self._seeded_metainfo(digest)
+        except SwarmregError as error:
+            log.warning("metainfo for %s: %s", digest, error.message)
+
+    async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
+        """The blob's torrent metainfo, fetching the blob from its backend if needed; the blob is seeded."""
+        if self.store.size(digest) is None:
+            await self._fetch(namespace, digest)
+        if self.store.size(digest) == 0:
+            raise SwarmregError(BAD_REQUEST, "an empty blob has no torrent: its content is known")
+        return await self._seeded_metainfo(digest)
+
+    async def _seeded_metainfo(self, digest: Digest) -> Metainfo:
+        metainfo = self.node.metainfo.get(digest)
+        if metainfo is None:
+            building = self._building.get(digest)
+            if building is None:
+                building = self._building[digest] = _Flight()
+                try:
+                    metainfo = await trio.to_thread.run_sync(build_metainfo, self.store.path(digest), digest)
+                    self.node.metainfo.put(metainfo)
+                except FileNotFoundError:
+                    building.error = SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+                except SwarmregError as error:
+                    building.error = error
+                finally:
+                    del self._building[digest]
+                    building.done.set()
+            else:
+                await building.done.wait()
+            if building.error is not None:
+                raise building.error
+            metainfo = self.node.metainfo.get(digest)
+            assert metainfo is not None
+        await self.engine.add(metainfo, self.store.path(digest).parent, seed=True)
+        return metainfo

@@ -1,0 +1,206 @@
+"""Blobs arriving through the swarm, streamed to responses while they arrive.
+
+One Download per blob, shared by every request for it. It takes the metainfo
+from the tracker, adds the torrent (in order, so the front of the blob comes
+first), hashes each piece in order into the whole-blob sha256, and moves the
+file into the blob store only when that hash matches the digest. Responses
+stream every piece that has been hashed, but the last piece only after the
+whole blob matched: a blob that does not match its digest is never served
+whole; its responses are cut and the file dropped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+from quart.wrappers.response import ResponseBody
+
+from swarmreg.digest import Digest
+from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.node import Node
+from swarmreg.swarm.engine import SwarmEngine
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.swarm.torrent import Torrent
+from swarmreg.tracker.client import Announcement, TrackerClient
+
+log = logging.getLogger(__name__)
+
+
+class Download:
+    """One blob on its way in; responses wait on it piece by piece."""
+
+    def __init__(self, namespace: str, digest: Digest) -> None:
+        self.namespace = namespace
+        self.digest = digest
+        self.metainfo: Metainfo | None = None
+        self.torrent: Torrent | None = None
+        self.hashed = 0  # pieces [0, hashed) went into the whole-blob hash
+        self.verified = False  # the whole blob matched its digest
+        self.error: SwarmregError | None = None
+        self.started = trio.Event()  # metainfo known (or failed)
+        self.done = trio.Event()
+        self._changed = trio.Event()
+
+    def notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    def fail(self, error: SwarmregError) -> None:
+        self.error = error
+        self.started.set()
+        self.done.set()
+        self.notify()
+
+    async def wait_released(self, piece: int) -> None:
+        """Wait until a response may send ``piece``: hashed, and for the last piece, verified."""
+        assert self.metainfo is not None
+        last = self.metainfo.num_pieces - 1
+        while not (self.hashed > piece and (piece < last or self.verified)):
+            if self.error is not None:
+                raise self.error
+            await self._changed.wait()
+
+
+class DownloadBody(ResponseBody):
+    """A response body that streams bytes [start, end) of a Download as pieces are released."""
+
+    def __init__(self, download: Download, engine: SwarmEngine, start: int, end: int, chunk_size: int) -> None:
+        self.download = download
+        self.engine = engine
+        self.start = start
+        self.end = end
+        self.chunk_size = chunk_size
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+    async def __aenter__(self) -> DownloadBody:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: pieces are read whole through the engine."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        download = self.download
+        metainfo, torrent = download.metainfo, download.torrent
+        assert metainfo is not None and torrent is not None
+        offset = self.start
+        while offset < self.end:
+            piece = offset // metainfo.piece_length
+            await download.wait_released(piece)
+            piece_start, piece_end = metainfo.piece_range(piece)
+            data = await self.engine.read_piece(torrent, piece)
+            view = memoryview(data)[offset - piece_start:min(piece_end, self.end) - piece_start]
+            for at in range(0, len(view), self.chunk_size):
+                yield bytes(view[at:at + self.chunk_size])
+            offset += len(view)
+
+
+class Downloads:
+    """Starts at most one Download per blob, in the agent's nursery, and keeps them until done."""
+
+    def __init__(self, node: Node, tracker: TrackerClient, nursery: trio.Nursery, directory: Path) -> None:
+        self.node = node
+        self.engine = node.require_engine()
+        self.tracker = tracker
+        self.nursery = nursery
+        self.directory = directory
+        self.stall_timeout = node.config.agent.stall_timeout
+        self.window = node.config.agent.stream_window
+        self._active: dict[Digest, Download] = {}
+
+    async def start(self, namespace: str, digest: Digest) -> Download:
+        """The blob's Download, started if needed, once its metainfo is known (or raises)."""
+        download = self._active.get(digest)
+        if download is None:
+            download = self._active[digest] = Download(namespace, digest)
+            # In the agent's nursery: a client that hangs up does not stop a shared download.
+            self.nursery.start_soon(self._run, download)
+        await download.started.wait()
+        if download.error is not None and download.metainfo is None:
+            raise download.error
+        return download
+
+    async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
+        """The blob's metainfo: from the disk cache, else from the tracker (then cached)."""
+        metainfo = self.node.metainfo.get(digest)
+        if metainfo is None:
+            metainfo = Metainfo.parse(await self.tracker.metainfo(namespace, str(digest)), digest)
+            self.node.metainfo.put(metainfo, namespace)
+        return metainfo
+
+    async def _run(self, download: Download) -> None:
+        try:
+            await self._download(download)
+        except SwarmregError as error:
+            log.warning("download of %s failed: %s", download.digest, error.message)
+            download.fail(error)
+        except Exception as error:  # a bug or an OS error: this download fails, the agent serves on
+            log.exception("download of %s failed", download.digest)
+            download.fail(SwarmregError(INTERNAL, f"download failed: {type(error).__name__}: {error}"))
+        except trio.Cancelled:
+            download.fail(SwarmregError(UNAVAILABLE, "the agent is shutting down"))
+            raise
+        finally:
+            self._active.pop(download.digest, None)
+            download.done.set()
+            download.notify()
+
+    async def _download(self, download: Download) -> None:
+        digest = download.digest
+        metainfo = download.metainfo = await self.metainfo(download.namespace, digest)
+        torrent = download.torrent = await self.engine.add(metainfo, self.directory, namespace=download.namespace)
+        download.started.set()
+        download.notify()
+        log.debug("%s: torrent added (%d pieces of %d bytes)", digest, metainfo.num_pieces, metainfo.piece_length)
+        peers = await self.tracker.announce(Announcement(metainfo.info_hash, str(digest), download.namespace, False))
+        log.debug("%s: announced, %d peer(s)", digest, len(peers))
+        hasher = hashlib.sha256()
+        for piece in range(metainfo.num_pieces):
+            torrent.focus(piece, self.window)
+            await self._wait_piece(torrent, piece)
+            data = await self.engine.read_piece(torrent, piece)
+            await trio.to_thread.run_sync(hasher.update, data)
+            download.hashed = piece + 1
+            download.notify()
+            if piece == 0:
+                log.debug("%s: first piece verified", digest)
+        if hasher.hexdigest() != digest.hex:
+            await self.engine.remove(torrent, delete_files=True)
+            self.node.metainfo.delete(digest)
+            raise SwarmregError(INTERNAL, "the swarm delivered a blob that does not match its digest")
+        download.verified = True
+        download.notify()
+        await self.engine.move(torrent, self.node.store.path(digest).parent)
+        log.info("downloaded %s (%d bytes)", digest, metainfo.size)
+        await self._announce_quietly(torrent, complete=True)
+
+    async def _wait_piece(self, torrent: Torrent, piece: int) -> None:
+        """Wait for ``piece``; fail when no piece at all arrives for the stall timeout."""
+        while not torrent.have[piece]:
+            torrent.raise_if_failed()
+            progress = torrent.have_count
+            with trio.move_on_after(self.stall_timeout):
+                while torrent.have_count == progress and not torrent.have[piece] and torrent.error is None:
+                    await torrent.wait_changed()
+            if torrent.have_count == progress and not torrent.have[piece] and torrent.error is None:
+                raise SwarmregError(UNAVAILABLE, f"no piece arrived for {self.stall_timeout:g} s",
+                                    {"digest": str(torrent.metainfo.digest), "pieces": torrent.have_count})
+
+    async def _announce_quietly(self, torrent: Torrent, *, complete: bool) -> None:
+        try:
+            await self.tracker.announce(Announcement(
+                torrent.info_hash, str(torrent.metainfo.digest), torrent.namespace, complete))
+        except SwarmregError as error:
+            log.info("announce of %s: %s", torrent.metainfo.digest, error.message)

@@ -1,0 +1,36 @@
+"""What the roles of one daemon share: configuration, stores, backends, the swarm engine."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from swarmreg.backends import BackendRouter
+from swarmreg.config import Config
+from swarmreg.store.blobstore import BlobStore
+from swarmreg.swarm.metainfo import MetainfoCache
+
+if TYPE_CHECKING:
+    from swarmreg.swarm.engine import SwarmEngine
+
+
+@attrs.define(eq=False)
+class Node:
+    """One daemon's shared state; each role service is built from it."""
+
+    config: Config
+    store: BlobStore
+    backends: BackendRouter
+    metainfo: MetainfoCache
+    # Set when the daemon starts stopping: services stop accepting work.
+    stop: trio.Event = attrs.field(factory=trio.Event)
+    # The libtorrent session, when a role that moves blobs (agent, origin) runs.
+    engine: SwarmEngine | None = None
+    # What each role started so far has bound, e.g. {"origin": {"http": "127.0.0.1:15002"}}.
+    bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
+
+    def require_engine(self) -> SwarmEngine:
+        assert self.engine is not None, "the daemon starts the swarm engine for this role"
+        return self.engine

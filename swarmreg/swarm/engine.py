@@ -1,0 +1,283 @@
+"""The swarm engine: the daemon's one libtorrent session and the task that owns it.
+
+Alerts are pushed, not polled: libtorrent writes to one end of a socketpair
+(``set_alert_fd``) when its alert queue becomes non-empty, and the pump waits on
+the other end with ``trio.lowlevel.wait_readable``, then routes each alert by
+info-hash to its Torrent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import libtorrent as lt
+import trio
+
+from swarmreg.config import Address, SwarmConfig
+from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.swarm.settings import every_peer_global, session_settings
+from swarmreg.swarm.torrent import Torrent
+
+log = logging.getLogger(__name__)
+
+# Counters of peers are folded in this often while anything transfers.
+SAMPLE_INTERVAL = 1.0
+
+
+@attrs.define(eq=False)
+class _Pending:
+    """An asynchronous libtorrent call waiting for the alert that answers it."""
+
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: Any = None
+    error: str | None = None
+
+    def resolve(self, result: Any = None, error: str | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+    async def wait(self) -> Any:
+        await self.done.wait()
+        if self.error is not None:
+            raise SwarmregError(INTERNAL, self.error)
+        return self.result
+
+
+def _info_hash(alert: Any) -> str | None:
+    try:
+        return str(alert.handle.info_hashes().v2)
+    except (AttributeError, RuntimeError):
+        return None
+
+
+class SwarmEngine:
+    """Owns the libtorrent session; adds, moves and removes torrents; routes their alerts."""
+
+    def __init__(self, config: SwarmConfig) -> None:
+        self.config = config
+        self.session: lt.session | None = None
+        self.address: Address | None = None
+        # Our identity towards the tracker (libtorrent draws a peer id per torrent).
+        self.peer_id = os.urandom(10).hex()
+        self._torrents: dict[str, Torrent] = {}
+        # info-hash -> (the pending add, how to make its Torrent from the handle)
+        self._adding: dict[str, tuple[_Pending, Callable[[lt.torrent_handle], Torrent]]] = {}
+        self._moving: dict[str, _Pending] = {}
+        self._removing: dict[str, _Pending] = {}
+        self._reading: dict[tuple[str, int], _Pending] = {}
+        self._listening = _Pending()
+        self._closed = trio.Event()
+
+    # -- the service -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the session until ``close()``; reports the peer-wire address once it listens."""
+        session = self.session = lt.session(session_settings(self.config))
+        session.set_peer_class_filter(every_peer_global())
+        wake, alert_fd = socket.socketpair()
+        wake.setblocking(False)
+        alert_fd.setblocking(False)
+        session.set_alert_fd(alert_fd.fileno())
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, wake)
+                try:
+                    with trio.fail_after(30):
+                        port = await self._listening.wait()
+                except SwarmregError as error:
+                    raise OSError(f"swarm peer wire: {error.message}") from None
+                self.address = Address(self.config.listen.host, port)
+                nursery.start_soon(self._sample_peers)
+                log.info("swarm peer wire listening on %s", self.address)
+                task_status.started(self.address)
+                await self._closed.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            session.set_alert_fd(-1)
+            self.session = None
+            for torrent in self._torrents.values():
+                torrent.on_error("the swarm engine stopped")
+            self._torrents.clear()
+            # The session's destructor joins libtorrent's threads: let a worker thread wait for it.
+            holder = [session]
+            del session
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(holder.clear)
+            wake.close()
+            alert_fd.close()
+
+    def close(self) -> None:
+        """Stop the session (after the roles that use it have stopped)."""
+        self._closed.set()
+
+    async def _pump(self, wake: socket.socket) -> None:
+        assert self.session is not None
+        while True:
+            await trio.lowlevel.wait_readable(wake)
+            try:
+                while wake.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+            for alert in self.session.pop_alerts():
+                try:
+                    self._dispatch(alert)
+                except Exception:  # a bug in one handler must not stop the session
+                    log.exception("handling %s", type(alert).__name__)
+
+    async def _sample_peers(self) -> None:
+        # libtorrent answers with a state_update_alert listing the torrents whose
+        # status changed, so idle torrents (most of an origin's) cost nothing.
+        assert self.session is not None
+        while True:
+            await trio.sleep(SAMPLE_INTERVAL)
+            self.session.post_torrent_updates()
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def _dispatch(self, alert: Any) -> None:  # noqa: C901 - one branch per alert type
+        if isinstance(alert, lt.listen_succeeded_alert):
+            if alert.socket_type == lt.socket_type_t.tcp and not self._listening.done.is_set():
+                self._listening.resolve(alert.port)
+            return
+        if isinstance(alert, lt.listen_failed_alert):
+            if not self._listening.done.is_set():
+                self._listening.resolve(error=f"cannot listen on {self.config.listen}: {alert.message()}")
+            return
+        if isinstance(alert, lt.add_torrent_alert):
+            info_hash = str(alert.params.info_hashes.v2)
+            adding = self._adding.pop(info_hash, None)
+            if adding is not None:
+                pending, make = adding
+                if alert.error.value():
+                    pending.resolve(error=f"cannot add torrent: {alert.error.message()}")
+                else:
+                    torrent = self._torrents[info_hash] = make(alert.handle)
+                    pending.resolve(torrent)
+            return
+        if isinstance(alert, lt.state_update_alert):
+            for status in alert.status:
+                if (torrent := self._torrents.get(str(status.info_hashes.v2))) is not None:
+                    torrent.sample_peers()
+            return
+        if isinstance(alert, lt.torrent_removed_alert):
+            info_hash = str(alert.info_hashes.v2)
+            if (pending := self._removing.pop(info_hash, None)) is not None:
+                pending.resolve()
+            return
+        info_hash = _info_hash(alert)
+        torrent = self._torrents.get(info_hash) if info_hash else None
+        if torrent is None:
+            return
+        if isinstance(alert, lt.read_piece_alert):
+            if (pending := self._reading.pop((info_hash, alert.piece), None)) is not None:
+                if alert.error.value():
+                    pending.resolve(error=f"cannot read piece {alert.piece}: {alert.error.message()}")
+                else:
+                    pending.resolve(bytes(alert.buffer))
+        elif isinstance(alert, lt.piece_finished_alert):
+            torrent.on_piece(alert.piece_index)
+        elif isinstance(alert, lt.torrent_finished_alert):
+            torrent.on_finished()
+        elif isinstance(alert, lt.torrent_checked_alert):
+            torrent.refresh()
+        elif isinstance(alert, lt.hash_failed_alert):
+            torrent.on_hash_failed(alert.piece_index)
+        elif isinstance(alert, lt.peer_ban_alert):
+            torrent.banned_peers += 1
+            log.warning("torrent %s: banned peer %s", torrent.metainfo.digest, alert.endpoint)
+        elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
+            torrent.on_error(alert.message())
+        elif isinstance(alert, lt.storage_moved_alert):
+            if (pending := self._moving.pop(info_hash, None)) is not None:
+                pending.resolve()
+        elif isinstance(alert, lt.storage_moved_failed_alert):
+            if (pending := self._moving.pop(info_hash, None)) is not None:
+                pending.resolve(error=f"cannot move storage: {alert.message()}")
+
+    # -- torrents ----------------------------------------------------------------------------
+
+    def get(self, info_hash: str) -> Torrent | None:
+        return self._torrents.get(info_hash)
+
+    def __iter__(self) -> Iterator[Torrent]:
+        return iter(list(self._torrents.values()))
+
+    async def add(self, metainfo: Metainfo, save_path: Path, *, namespace: str = "", seed: bool = False) -> Torrent:
+        """Add the blob's torrent with its file in ``save_path`` (or return it if added).
+
+        ``seed`` asserts the file is complete: no hash check at start; libtorrent
+        verifies each piece the first time it serves it and falls back to a full
+        check if one is bad. Otherwise existing data is checked and kept.
+        """
+        if (torrent := self._torrents.get(metainfo.info_hash)) is not None:
+            return torrent
+        if self.session is None:
+            raise SwarmregError(UNAVAILABLE, "the swarm engine is not running")
+        adding = self._adding.get(metainfo.info_hash)
+        if adding is None:
+            params = metainfo.torrent_params()
+            params.save_path = str(save_path)
+            flags = (params.flags | lt.torrent_flags.disable_pex | lt.torrent_flags.disable_dht
+                     | lt.torrent_flags.disable_lsd) & ~lt.torrent_flags.auto_managed & ~lt.torrent_flags.paused
+            if seed:
+                flags |= lt.torrent_flags.seed_mode
+            elif self.config.sequential:
+                flags |= lt.torrent_flags.sequential_download
+            params.flags = flags
+            if seed and self.config.seed_upload_slots:
+                params.max_uploads = self.config.seed_upload_slots
+            os.makedirs(save_path, exist_ok=True)
+            adding = self._adding[metainfo.info_hash] = (
+                _Pending(), lambda handle: Torrent(metainfo, handle, save_path, namespace))
+            self.session.async_add_torrent(params)
+        return await adding[0].wait()
+
+    async def read_piece(self, torrent: Torrent, index: int) -> bytes:
+        """A verified piece's bytes, through libtorrent's disk thread.
+
+        A piece_finished_alert may come before the piece's bytes reach the file
+        (libtorrent 2 hashes from its store buffer), so while a torrent downloads
+        its file is read this way, never with plain reads.
+        """
+        key = (torrent.info_hash, index)
+        pending = self._reading.get(key)
+        if pending is None:
+            pending = self._reading[key] = _Pending()
+            torrent.handle.read_piece(index)
+        return await pending.wait()
+
+    async def move(self, torrent: Torrent, directory: Path) -> None:
+        """Move the torrent's file into ``directory`` (a rename on one filesystem); it keeps seeding."""
+        pending = self._moving[torrent.info_hash] = _Pending()
+        torrent.handle.move_storage(str(directory), lt.move_flags_t.always_replace_files)
+        await pending.wait()
+        torrent.save_path = directory
+
+    async def remove(self, torrent: Torrent, *, delete_files: bool = False) -> None:
+        """Remove the torrent from the session (and its file, with ``delete_files``)."""
+        assert self.session is not None
+        if self._torrents.pop(torrent.info_hash, None) is None:
+            return
+        pending = self._removing[torrent.info_hash] = _Pending()
+        self.session.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
+        torrent.on_error("removed")
+        with trio.move_on_after(10):
+            await pending.wait()
+
+    def stats(self, peers: bool = False) -> dict[str, Any]:
+        """Per-torrent and total counters (and every peer's state, with ``peers``)."""
+        torrents = [torrent.stats(peers) for torrent in self]
+        totals: dict[str, Any] = {"torrents": len(torrents)}
+        for key in ("uploaded", "downloaded", "peers"):
+            totals[key] = sum(t[key] for t in torrents)
+        for key in ("downloaded_from", "uploaded_to"):
+            totals[key] = {kind: sum(t[key][kind] for t in torrents) for kind in ("origin", "agent")}
+        return {"peer_id": self.peer_id, "address": str(self.address), "totals": totals, "torrents": torrents}

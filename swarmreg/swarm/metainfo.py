@@ -1,0 +1,186 @@
+"""Deterministic BitTorrent v2 metainfo for a blob, built without libtorrent's hasher.
+
+A blob's torrent is single-file, named by the digest's hex, with a piece length
+from ``piece_length_for``, no creation date and no trackers: every origin that
+holds the blob derives the same bytes and so the same info-hash. The merkle tree
+is computed here with hashlib (BEP 52: SHA-256 over 16 KiB blocks, zero-hash
+padding) because libtorrent's ``set_piece_hashes`` holds the GIL for the whole
+file; hashlib releases it, so hashing in a worker thread leaves the event loop
+free. Tests check the output is byte-identical to libtorrent's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import attrs
+import libtorrent as lt
+
+from swarmreg.digest import Digest
+from swarmreg.errors import INTERNAL, SwarmregError
+
+BLOCK = 16 << 10
+_ZERO = bytes(32)
+KiB, MiB = 1 << 10, 1 << 20
+
+# Piece length by blob size: small pieces let a stream start sooner and small
+# blobs spread over several peers; large ones keep per-piece overhead low.
+PIECE_LENGTH_POLICY = (
+    (4 * MiB, 64 * KiB),
+    (64 * MiB, 256 * KiB),
+    (512 * MiB, 1 * MiB),
+    (4096 * MiB, 4 * MiB),
+)
+LARGEST_PIECE = 16 * MiB
+
+
+def piece_length_for(size: int) -> int:
+    """The documented piece length for a blob of ``size`` bytes (a power of two >= 16 KiB)."""
+    for limit, length in PIECE_LENGTH_POLICY:
+        if size <= limit:
+            return length
+    return LARGEST_PIECE
+
+
+@attrs.frozen
+class Metainfo:
+    """A blob's torrent: the bencoded bytes and what is read from them."""
+
+    raw: bytes
+    digest: Digest
+    info_hash: str  # the v2 (SHA-256) info-hash, hex
+    size: int
+    piece_length: int
+
+    @property
+    def num_pieces(self) -> int:
+        return -(-self.size // self.piece_length)
+
+    def piece_range(self, index: int) -> tuple[int, int]:
+        """Bytes [start, end) of piece ``index``."""
+        start = index * self.piece_length
+        return start, min(start + self.piece_length, self.size)
+
+    @classmethod
+    def parse(cls, raw: bytes, digest: Digest) -> Metainfo:
+        """Read metainfo received from elsewhere; it must describe ``digest`` as a single file."""
+        try:
+            params = lt.load_torrent_buffer(raw)
+            info = params.ti
+            files = info.layout()
+            padding = all(files.file_flags(i) & lt.file_storage.flag_pad_file for i in range(1, files.num_files()))
+            if files.file_path(0) != digest.hex or info.name() != digest.hex or not padding:
+                raise ValueError("not a single-file torrent named by the digest")
+            if info.info_hashes().has_v1():
+                raise ValueError("not a v2-only torrent")
+            size, piece_length = files.file_size(0), info.piece_length()
+        except (RuntimeError, ValueError) as error:
+            raise SwarmregError(INTERNAL, f"invalid metainfo for {digest}: {error}") from None
+        return cls(raw, digest, str(info.info_hashes().v2), size, piece_length)
+
+    def torrent_params(self) -> lt.add_torrent_params:
+        """Fresh add_torrent_params for this torrent."""
+        return lt.load_torrent_buffer(self.raw)
+
+
+def _sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def _fold(layer: list[bytes], width: int, pad: bytes) -> bytes:
+    """The merkle root over ``layer`` padded with ``pad`` to ``width`` (a power of two)."""
+    layer = layer + [pad] * (width - len(layer))
+    while len(layer) > 1:
+        layer = [_sha(layer[i] + layer[i + 1]) for i in range(0, len(layer), 2)]
+    return layer[0]
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _read_full(file, view: memoryview) -> int:  # noqa: ANN001 - a raw binary file
+    """Fill ``view`` from ``file`` unless the file ends first; returns the bytes read."""
+    filled = 0
+    while filled < len(view) and (n := file.readinto(view[filled:])):
+        filled += n
+    return filled
+
+
+def build_metainfo(path: Path, digest: Digest) -> Metainfo:
+    """Hash the blob at ``path`` into its v2 metainfo (blocking; run it in a thread)."""
+    size = os.stat(path).st_size
+    if size == 0:
+        raise SwarmregError(INTERNAL, "an empty blob has no torrent")
+    piece_length = piece_length_for(size)
+    per_piece = piece_length // BLOCK
+    pieces: list[bytes] = []
+    leaves: list[bytes] = []
+    with open(path, "rb", buffering=0) as file:
+        buffer = bytearray(piece_length)
+        view = memoryview(buffer)
+        while n := _read_full(file, view):
+            leaves = [_sha(view[i:min(i + BLOCK, n)]) for i in range(0, n, BLOCK)]
+            pieces.append(_fold(leaves, per_piece, _ZERO))
+    if len(pieces) == 1:  # one piece: the root covers only the blocks there are
+        root = _fold(leaves, _next_power_of_two(len(leaves)), _ZERO)
+        layers = {}
+    else:
+        root = _fold(pieces, _next_power_of_two(len(pieces)), _fold([], per_piece, _ZERO))
+        layers = {root: b"".join(pieces)}
+    name = digest.hex.encode()
+    torrent = {
+        b"info": {
+            b"file tree": {name: {b"": {b"length": size, b"pieces root": root}}},
+            b"meta version": 2,
+            b"name": name,
+            b"piece length": piece_length,
+        },
+        b"piece layers": layers,
+    }
+    return Metainfo.parse(lt.bencode(torrent), digest)
+
+
+class MetainfoCache:
+    """Metainfo kept on disk as ``<root>/<hex>.torrent``, so restarts need no re-hashing,
+    with the namespace it was first fetched for beside it (``<hex>.namespace``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def prepare(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob("*.tmp"):
+            stale.unlink()
+
+    def _path(self, digest: Digest, suffix: str = ".torrent") -> Path:
+        return self.root / f"{digest.hex}{suffix}"
+
+    def get(self, digest: Digest) -> Metainfo | None:
+        try:
+            raw = self._path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return Metainfo.parse(raw, digest)
+        except SwarmregError:
+            self._path(digest).unlink(missing_ok=True)  # damaged: it will be rebuilt or refetched
+            return None
+
+    def namespace(self, digest: Digest) -> str:
+        try:
+            return self._path(digest, ".namespace").read_text()
+        except FileNotFoundError:
+            return ""
+
+    def put(self, metainfo: Metainfo, namespace: str = "") -> None:
+        for suffix, data in ((".namespace", namespace.encode()), (".torrent", metainfo.raw)):
+            temp = self._path(metainfo.digest, suffix + ".tmp")
+            temp.write_bytes(data)
+            os.replace(temp, self._path(metainfo.digest, suffix))
+
+    def delete(self, digest: Digest) -> None:
+        for suffix in (".torrent", ".namespace"):
+            self._path(digest, suffix).unlink(missing_ok=True)

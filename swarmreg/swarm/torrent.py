@@ -1,0 +1,196 @@
+"""One torrent in the session: its pieces, the events tasks wait on, and its counters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+import trio
+
+from swarmreg.errors import UNAVAILABLE, SwarmregError
+from swarmreg.swarm.metainfo import Metainfo
+
+log = logging.getLogger(__name__)
+
+PeerAddress = tuple[str, int]
+# Pieces at the front of a stream that get a deadline, not just a high priority.
+URGENT = 2
+
+
+class Torrent:
+    """A blob's torrent: which pieces are here, and a change event to wait on.
+
+    The engine's alert pump calls the ``on_*`` methods; download and streaming
+    tasks wait with ``wait_piece`` and ``wait_changed``.
+    """
+
+    def __init__(self, metainfo: Metainfo, handle: lt.torrent_handle, save_path: Path, namespace: str) -> None:
+        self.metainfo = metainfo
+        self.namespace = namespace  # the namespace it was first asked for in (announced with it)
+        self.handle = handle
+        self.save_path = save_path
+        self.have = bytearray(metainfo.num_pieces)
+        self.have_count = 0
+        self.finished = trio.Event()
+        self.error: str | None = None
+        self.hash_failures = 0
+        self.banned_peers = 0
+        self.origins: set[PeerAddress] = set()
+        # Payload bytes per peer kind, from connections sampled so far.
+        self._by_kind = {"origin": [0, 0], "agent": [0, 0]}  # kind -> [downloaded, uploaded]
+        self._connections: dict[tuple[Any, ...], tuple[int, int]] = {}
+        self._changed = trio.Event()
+        self._focused: set[int] = set()
+        self._urgent: set[int] = set()
+        self.refresh()
+
+    @property
+    def info_hash(self) -> str:
+        return self.metainfo.info_hash
+
+    @property
+    def path(self) -> Path:
+        """Where the blob's file is (while downloading: the downloads directory)."""
+        return self.save_path / self.metainfo.digest.hex
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_changed(self) -> None:
+        """Return at the next piece, finish, error or removal."""
+        await self._changed.wait()
+
+    async def wait_piece(self, index: int) -> None:
+        """Wait until piece ``index`` is here and verified; raises if the torrent fails."""
+        while not self.have[index]:
+            self.raise_if_failed()
+            await self.wait_changed()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise SwarmregError(UNAVAILABLE, f"download failed: {self.error}")
+
+    def refresh(self) -> None:
+        """Re-read which pieces are here (after a check of existing data)."""
+        status = self.handle.status(lt.status_flags_t.query_pieces)
+        for index, present in enumerate(status.pieces):
+            if present and not self.have[index]:
+                self.have[index] = 1
+                self.have_count += 1
+        if status.is_seeding or status.is_finished:
+            self.finished.set()
+        self._notify()
+
+    def on_piece(self, index: int) -> None:
+        if not self.have[index]:
+            self.have[index] = 1
+            self.have_count += 1
+            self._notify()
+
+    def on_finished(self) -> None:
+        self.sample_peers()
+        self.finished.set()
+        self._notify()
+
+    def on_error(self, message: str) -> None:
+        log.warning("torrent %s: %s", self.metainfo.digest, message)
+        self.error = message
+        self._notify()
+
+    def on_hash_failed(self, index: int) -> None:
+        self.hash_failures += 1
+        log.warning("torrent %s: piece %d failed its hash check", self.metainfo.digest, index)
+
+    def focus(self, start: int, count: int) -> None:
+        """Fetch pieces [start, start + count) before the rest (a streaming window).
+
+        libtorrent picks by priority first and rarity second, so agents that all
+        stream the same blob still take different pieces of the window from the
+        origin, and trade them, instead of all asking for the same next piece.
+        """
+        for index in range(start, min(start + count, len(self.have))):
+            if not self.have[index] and index not in self._focused:
+                self.handle.piece_priority(index, 7)
+                self._focused.add(index)
+        # The very next pieces are time-critical: libtorrent requests them first.
+        for index in range(start, min(start + URGENT, len(self.have))):
+            if not self.have[index] and index not in self._urgent:
+                self.handle.set_piece_deadline(index, 0)
+                self._urgent.add(index)
+
+    def connect(self, peers: Iterable[PeerAddress]) -> None:
+        """Hand peer addresses to libtorrent; it dedups connections itself."""
+        for host, port in peers:
+            try:
+                self.handle.connect_peer((host, port))
+            except RuntimeError as error:  # a torrent being removed, or a bad address
+                log.debug("connect_peer %s:%d: %s", host, port, error)
+
+    def sample_peers(self) -> None:
+        """Fold the connected peers' payload counters into the per-kind totals."""
+        try:
+            peers = self.handle.get_peer_info()
+        except RuntimeError:
+            return
+        for peer in peers:
+            key = (peer.ip, str(peer.pid))
+            kind = "origin" if tuple(peer.ip) in self.origins else "agent"
+            down, up = peer.total_download, peer.total_upload
+            last_down, last_up = self._connections.get(key, (0, 0))
+            if down < last_down or up < last_up:  # a new connection from the same peer
+                last_down, last_up = 0, 0
+            self._by_kind[kind][0] += down - last_down
+            self._by_kind[kind][1] += up - last_up
+            self._connections[key] = (down, up)
+
+    def peer_details(self) -> list[dict[str, Any]]:
+        """Each connected peer: where it is, who chokes whom, what it has and how fast it goes."""
+        try:
+            peers = self.handle.get_peer_info()
+        except RuntimeError:
+            return []
+        flags = lt.peer_info
+        return [{
+            "address": f"{peer.ip[0]}:{peer.ip[1]}",
+            "kind": "origin" if tuple(peer.ip) in self.origins else "agent",
+            "seed": bool(peer.flags & flags.seed),
+            "we_choke": bool(peer.flags & flags.choked),
+            "they_choke": bool(peer.flags & flags.remote_choked),
+            "we_want": bool(peer.flags & flags.interesting),
+            "they_want": bool(peer.flags & flags.remote_interested),
+            "requests": peer.download_queue_length,
+            "down_rate": peer.payload_down_speed,
+            "up_rate": peer.payload_up_speed,
+            "downloaded": peer.total_download,
+            "uploaded": peer.total_upload,
+        } for peer in peers]
+
+    def stats(self, peers: bool = False) -> dict[str, Any]:
+        """Counters for operators, tests and netsim (with each peer's state when ``peers``)."""
+        self.sample_peers()
+        try:
+            status = self.handle.status()
+            peers, up, down = status.num_peers, status.total_payload_upload, status.total_payload_download
+        except RuntimeError:
+            peers, up, down = 0, 0, 0
+        return {
+            "digest": str(self.metainfo.digest),
+            "info_hash": self.info_hash,
+            "size": self.metainfo.size,
+            "pieces": self.metainfo.num_pieces,
+            "pieces_done": self.have_count,
+            "complete": self.finished.is_set(),
+            "peers": peers,
+            "uploaded": up,
+            "downloaded": down,
+            "downloaded_from": {kind: v[0] for kind, v in self._by_kind.items()},
+            "uploaded_to": {kind: v[1] for kind, v in self._by_kind.items()},
+            "hash_failures": self.hash_failures,
+            "banned_peers": self.banned_peers,
+            "error": self.error,
+            **({"peer_details": self.peer_details()} if peers else {}),
+        }

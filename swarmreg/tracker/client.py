@@ -1,0 +1,194 @@
+"""The peer side of the tracker channel: one websocket, reconnected, with requests that wait for it."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
+
+from swarmreg.config import Address
+from swarmreg.errors import UNAVAILABLE, SwarmregError, error_code
+from swarmreg.tracker.messages import (
+    TO_PEER,
+    Announce,
+    AnnounceReply,
+    Leave,
+    MetainfoReply,
+    MetainfoRequest,
+    Peer,
+    PeersPush,
+    ProtocolError,
+    decode,
+    encode,
+)
+from swarmreg.tracker.service import PATH
+
+log = logging.getLogger(__name__)
+
+# Replies carry metainfo, which can be large for big blobs.
+MAX_REPLY = 16 << 20
+REPLY_TIMEOUT = 60.0
+MAX_BACKOFF = 5.0
+
+
+@attrs.frozen
+class Announcement:
+    """What this peer announces for one torrent."""
+
+    info_hash: str
+    digest: str
+    namespace: str
+    complete: bool
+
+
+class TrackerClient:
+    """Keeps one websocket to the tracker open, re-announcing everything after each reconnect.
+
+    ``announcements()`` lists what to announce (every torrent the engine holds);
+    ``on_peers(info_hash, peers)`` receives peers from replies and pushes.
+    """
+
+    def __init__(self, address: Address, *, port: Callable[[], int], peer_id: str,
+                 announcements: Callable[[], Iterable[Announcement]],
+                 on_peers: Callable[[str, tuple[Peer, ...]], None], attempts: int = 5,
+                 interval: float = 30.0) -> None:
+        self.address = address
+        self.port = port
+        self.peer_id = peer_id
+        self.announcements = announcements
+        self.on_peers = on_peers
+        self.attempts = attempts
+        self.interval = interval
+        self._ws: WebSocketConnection | None = None
+        self._connected = trio.Event()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, trio.MemorySendChannel[Any]] = {}
+        self.connects = 0
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Stay connected until ``stop``; ready at once (requests wait for the connection)."""
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._connect_forever)
+            await stop.wait()
+            nursery.cancel_scope.cancel()
+
+    async def _connect_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=False,
+                                          max_message_size=MAX_REPLY, connect_timeout=10) as ws:
+                    backoff = 0.1
+                    self.connects += 1
+                    log.info("connected to the tracker at %s", self.address)
+                    await self._session(ws)
+            except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError) as error:
+                log.info("tracker at %s unreachable: %s", self.address, error or type(error).__name__)
+            except ProtocolError as error:
+                log.warning("tracker at %s broke the protocol: %s", self.address, error)
+            finally:
+                self._ws = None
+                self._connected = trio.Event()
+                for channel in self._waiting.values():
+                    channel.close()
+                self._waiting.clear()
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _session(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+        self._connected.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reannounce)
+            try:
+                while True:
+                    self._receive(decode(await ws.get_message(), TO_PEER, MAX_REPLY))
+            except ConnectionClosed as closed:
+                log.info("tracker at %s closed the connection: %s", self.address, closed.reason)
+            finally:
+                nursery.cancel_scope.cancel()
+
+    def _receive(self, frame: Any) -> None:
+        if isinstance(frame, PeersPush):
+            self.on_peers(frame.info_hash, frame.peers)
+            return
+        channel = self._waiting.pop(frame.request_id, None)
+        if channel is not None:
+            channel.send_nowait(frame)
+            channel.close()
+
+    async def _reannounce(self) -> None:
+        """Announce every torrent at once after connecting, then every interval."""
+        while True:
+            for announcement in list(self.announcements()):
+                try:
+                    await self.announce(announcement)
+                except SwarmregError as error:
+                    log.info("re-announce of %s: %s", announcement.digest, error.message)
+            await trio.sleep(self.interval)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def _request(self, make: Callable[[int], Any]) -> Any:
+        """Send a request and wait for its reply, retrying over reconnects; UNAVAILABLE at the end."""
+        for attempt in range(self.attempts):
+            with trio.move_on_after(2.0 * 2 ** attempt):
+                await self._connected.wait()
+            ws = self._ws
+            if ws is None:
+                continue
+            request_id = next(self._ids)
+            send, receive = trio.open_memory_channel[Any](1)
+            self._waiting[request_id] = send
+            try:
+                await ws.send_message(encode(make(request_id)))
+                with trio.move_on_after(REPLY_TIMEOUT):
+                    async for reply in receive:
+                        return reply
+            except (ConnectionClosed, trio.BrokenResourceError):
+                pass
+            finally:
+                self._waiting.pop(request_id, None)
+        raise SwarmregError(UNAVAILABLE, f"tracker at {self.address} unreachable after {self.attempts} attempts")
+
+    async def announce(self, announcement: Announcement) -> tuple[Peer, ...]:
+        """Announce one torrent; returns (and hands to ``on_peers``) the peers to connect to."""
+        me = Peer(self.peer_id, "", self.port(), announcement.complete)  # the tracker fills the host in
+        reply: AnnounceReply = await self._request(lambda request_id: Announce(
+            request_id, announcement.info_hash, announcement.digest, announcement.namespace, me))
+        if reply.failure is not None:
+            raise _failure(reply.failure)
+        self.interval = reply.interval
+        self.on_peers(reply.info_hash, reply.peers)
+        return reply.peers
+
+    async def leave(self, info_hash: str) -> None:
+        if self._ws is not None:
+            try:
+                await self._ws.send_message(encode(Leave(info_hash)))
+            except (ConnectionClosed, trio.BrokenResourceError):
+                pass
+
+    async def metainfo(self, namespace: str, digest: str) -> bytes:
+        """The blob's metainfo from the tracker (which asks the origins)."""
+        reply: MetainfoReply = await self._request(
+            lambda request_id: MetainfoRequest(request_id, namespace, digest))
+        if reply.failure is not None or reply.metainfo is None:
+            raise _failure(reply.failure)
+        return reply.metainfo
+
+
+def _failure(failure: Any) -> SwarmregError:
+    try:
+        code = error_code(failure.code)
+    except (KeyError, AttributeError):
+        code = UNAVAILABLE
+    return SwarmregError(code, getattr(failure, "message", None) or code.message)

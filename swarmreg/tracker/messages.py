@@ -1,0 +1,167 @@
+"""The tracker channel's frames: attrs classes carried as msgpack, each with a protocol version.
+
+A frame on the wire is a msgpack map ``{"v": version, "t": type, "b": body}``.
+Anything else (truncated, oversized, an unknown version or type, a body that
+does not structure, a frame the receiving side never accepts) raises
+ProtocolError, and the receiver closes that one connection with the reason.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+import cattrs
+import msgpack
+
+PROTOCOL_VERSION = 1
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the protocol; the connection that sent it is closed."""
+
+
+def _hex(length: int) -> Any:
+    def check(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if len(value) != length or not _HEX.fullmatch(value):
+            raise ValueError(f"{attribute.name} must be {length} hex digits")
+
+    return check
+
+
+def _port(_instance: Any, _attribute: attrs.Attribute, value: int) -> None:
+    if not 0 < value < 65536:
+        raise ValueError("port must be 1-65535")
+
+
+@attrs.frozen
+class Peer:
+    """Where a peer's BitTorrent wire listens, and what it has."""
+
+    peer_id: str = attrs.field(validator=_hex(20))
+    host: str = attrs.field(validator=attrs.validators.max_len(255))
+    port: int = attrs.field(validator=_port)
+    complete: bool = False
+    origin: bool = False
+
+
+@attrs.frozen
+class Announce:
+    """peer -> tracker: I take part in this torrent (reply: AnnounceReply)."""
+
+    request_id: int
+    info_hash: str = attrs.field(validator=_hex(64))
+    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+    namespace: str = attrs.field(validator=attrs.validators.max_len(255))
+    peer: Peer
+
+
+@attrs.frozen
+class Leave:
+    """peer -> tracker: I no longer take part in this torrent."""
+
+    info_hash: str = attrs.field(validator=_hex(64))
+
+
+@attrs.frozen
+class MetainfoRequest:
+    """peer -> tracker: the metainfo of a blob (reply: MetainfoReply)."""
+
+    request_id: int
+    namespace: str = attrs.field(validator=attrs.validators.max_len(255))
+    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+
+
+@attrs.frozen
+class Failure:
+    """Why a request failed: an error code from swarmreg.errors and a message."""
+
+    code: str
+    message: str
+
+
+@attrs.frozen
+class AnnounceReply:
+    """tracker -> peer: peers to connect to (complete peers and origins first)."""
+
+    request_id: int
+    info_hash: str
+    peers: tuple[Peer, ...] = ()
+    interval: float = 30.0
+    failure: Failure | None = None
+
+
+@attrs.frozen
+class PeersPush:
+    """tracker -> peer: peers that just announced a torrent this connection announced."""
+
+    info_hash: str
+    peers: tuple[Peer, ...]
+
+
+@attrs.frozen
+class MetainfoReply:
+    request_id: int
+    metainfo: bytes | None = None
+    failure: Failure | None = None
+
+
+FRAME_TYPES: dict[str, type] = {
+    "announce": Announce,
+    "leave": Leave,
+    "metainfo_request": MetainfoRequest,
+    "announce_reply": AnnounceReply,
+    "peers_push": PeersPush,
+    "metainfo_reply": MetainfoReply,
+}
+_NAMES = {kind: name for name, kind in FRAME_TYPES.items()}
+TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest})
+TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply})
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _strict(kind: type) -> Any:
+    def structure(value: Any, _type: Any) -> Any:
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise ValueError(f"expected {kind.__name__}")
+        return kind(value)
+
+    return structure
+
+
+for _kind in (int, float, str, bool, bytes):
+    _converter.register_structure_hook(_kind, _strict(_kind))
+
+
+def encode(frame: Any) -> bytes:
+    """A frame's bytes on the wire."""
+    return msgpack.packb({"v": PROTOCOL_VERSION, "t": _NAMES[type(frame)], "b": _converter.unstructure(frame)})
+
+
+def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
+    """Parse one frame the receiving side ``accepted``; ProtocolError on anything else."""
+    if not isinstance(data, bytes):
+        raise ProtocolError("frames are binary")
+    if len(data) > max_size:
+        raise ProtocolError(f"frame of {len(data)} bytes exceeds {max_size}")
+    try:
+        message = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as error:
+        raise ProtocolError(f"undecodable frame: {type(error).__name__}") from None
+    if not isinstance(message, dict) or set(message) != {"v", "t", "b"}:
+        raise ProtocolError("a frame is a map of v, t and b")
+    if message["v"] != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {message['v']!r}")
+    kind = FRAME_TYPES.get(message["t"]) if isinstance(message["t"], str) else None
+    if kind is None or kind not in accepted:
+        raise ProtocolError(f"unexpected frame type {str(message['t'])[:40]!r}")
+    if not isinstance(message["b"], dict):
+        raise ProtocolError(f"malformed {message['t']} frame: the body is not a map")
+    try:
+        return _converter.structure(message["b"], kind)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
+        reason = "; ".join(cattrs.transform_error(error)) if isinstance(error, cattrs.BaseValidationError) else error
+        raise ProtocolError(f"malformed {message['t']} frame: {str(reason)[:200]}") from None

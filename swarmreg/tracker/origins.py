@@ -1,0 +1,120 @@
+"""Metainfo the tracker fetches from origins and caches, and the origins that seed each blob."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from urllib.parse import quote
+
+import attrs
+import httpx
+import trio
+
+from swarmreg.config import Address
+from swarmreg.digest import Digest
+from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, UNAVAILABLE, SwarmregError
+from swarmreg.names import validate_namespace
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER
+from swarmreg.tracker.messages import Peer
+from swarmreg.tracker.peers import PeerStore
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class KnownBlob:
+    raw: bytes
+    info_hash: str
+
+
+@attrs.define(eq=False)
+class _Flight:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    result: KnownBlob | None = None
+    error: SwarmregError | None = None
+
+
+class OriginDirectory:
+    """Fetches a blob's metainfo from the origins (at most once at a time per blob),
+    caches it, and records the origin that answered as a seeding peer."""
+
+    def __init__(self, http: httpx.AsyncClient, origins: Sequence[Address], peers: PeerStore,
+                 cache_size: int) -> None:
+        self.http = http
+        self.origins = tuple(origins)
+        self.peers = peers
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, KnownBlob] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+
+    def _ordered_origins(self, digest: Digest) -> list[Address]:
+        # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
+        return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o}{digest}".encode()).digest())
+
+    async def metainfo(self, namespace: str, digest_text: str) -> KnownBlob:
+        """The blob's metainfo; BLOB_UNKNOWN if no origin has it, UNAVAILABLE if none answers."""
+        validate_namespace(namespace)
+        digest = Digest.parse(digest_text)
+        if (known := self._cache.get(digest.hex)) is not None:
+            self._cache.move_to_end(digest.hex)
+            return known
+        flight = self._flights.get(digest.hex)
+        if flight is None:
+            flight = self._flights[digest.hex] = _Flight()
+            try:
+                flight.result = await self._fetch(namespace, digest)
+            except SwarmregError as error:
+                flight.error = error
+            finally:
+                del self._flights[digest.hex]
+                flight.done.set()
+        else:
+            await flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.result is not None
+        return flight.result
+
+    async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
+        failures = []
+        for origin in self._ordered_origins(digest):
+            url = f"http://{origin}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
+            try:
+                response = await self.http.get(url)
+            except httpx.HTTPError as error:
+                failures.append(f"{origin}: {type(error).__name__}")
+                continue
+            if response.status_code == 404:
+                failures.append(f"{origin}: blob unknown")
+                continue
+            if response.status_code != 200:
+                failures.append(f"{origin}: {response.status_code} {_reason(response)}")
+                continue
+            try:
+                metainfo = Metainfo.parse(response.content, digest)
+                seeder = Peer(response.headers[PEER_ID_HEADER], origin.host,
+                              int(response.headers[PEER_PORT_HEADER]), complete=True, origin=True)
+            except (SwarmregError, KeyError, ValueError) as error:
+                failures.append(f"{origin}: bad metainfo response ({error})")
+                continue
+            known = KnownBlob(metainfo.raw, metainfo.info_hash)
+            self.peers.announce(known.info_hash, seeder, owner=None)
+            self._cache[digest.hex] = known
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            return known
+        if failures and all(f.endswith("blob unknown") for f in failures):
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+        log.warning("metainfo for %s: %s", digest, "; ".join(failures))
+        raise SwarmregError(BAD_GATEWAY if failures else UNAVAILABLE,
+                            f"no origin could provide the blob's metainfo: {'; '.join(failures) or 'none configured'}")
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        return response.json()["errors"][0]["message"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return response.text[:200]

@@ -1,0 +1,198 @@
+"""The tracker service: the websocket announce channel, peer lists pushed to peers, metainfo."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from swarmreg.config import Address
+from swarmreg.errors import SwarmregError
+from swarmreg.node import Node
+from swarmreg.tracker.messages import (
+    TO_TRACKER,
+    Announce,
+    AnnounceReply,
+    Failure,
+    Leave,
+    MetainfoReply,
+    MetainfoRequest,
+    Peer,
+    PeersPush,
+    ProtocolError,
+    decode,
+    encode,
+)
+from swarmreg.tracker.origins import OriginDirectory
+from swarmreg.tracker.peers import PeerStore
+
+log = logging.getLogger(__name__)
+
+# Frames queued for one connection; a peer that lets more pile up is too slow and is dropped.
+SEND_QUEUE = 256
+# Requests one connection may have in flight (each may wait on an origin).
+IN_FLIGHT = 32
+PATH = "/announce"
+
+
+class _Connection:
+    """One peer's websocket: its outgoing queue and the torrents it announced."""
+
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.host = str(getattr(ws.remote, "address", "127.0.0.1"))
+        self.peer_ids: dict[str, str] = {}  # info-hash -> the peer id announced for it
+        self.outbox, self._inbox = trio.open_memory_channel[Any](SEND_QUEUE)
+        self.slots = trio.Semaphore(IN_FLIGHT)
+        self.scope = trio.CancelScope()
+
+    def send(self, frame: Any) -> None:
+        """Queue a frame; a peer that lets SEND_QUEUE frames pile up is disconnected."""
+        try:
+            self.outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            log.warning("dropping tracker connection from %s: it does not read its frames", self.host)
+            self.scope.cancel()
+        except trio.ClosedResourceError:
+            pass
+
+    async def send_loop(self) -> None:
+        try:
+            async for frame in self._inbox:
+                await self.ws.send_message(encode(frame))
+        except ConnectionClosed:
+            self.scope.cancel()
+
+
+class TrackerService:
+    """Serves the announce channel until the daemon stops."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.config = node.config.tracker
+        self.peers = PeerStore(ttl=3 * self.config.announce_interval, max_peers=self.config.max_peers)
+        self.origins: OriginDirectory | None = None
+        self._subscribers: dict[str, set[_Connection]] = {}
+        self._connections: set[_Connection] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
+        listen = self.config.listen
+        origins = self.config.origins
+        if not origins:  # the daemon checked it runs an origin, which started first
+            origins = (Address.parse(self.node.bound["origin"]["http"]),)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5)) as http:
+            self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size)
+            async with trio.open_nursery() as nursery:
+                server = await nursery.start(partial(
+                    serve_websocket, self._serve, listen.host, listen.port, None, handler_nursery=nursery,
+                    max_message_size=self.config.max_frame_size))
+                nursery.start_soon(self._expire)
+                address = Address(listen.host, server.port)
+                log.info("tracker listening on ws://%s%s", address, PATH)
+                task_status.started({"ws": str(address)})
+                await self.node.stop.wait()
+                with trio.move_on_after(2):
+                    for connection in list(self._connections):
+                        await connection.ws.aclose(1001, "tracker shutting down")
+                nursery.cancel_scope.cancel()
+
+    async def _expire(self) -> None:
+        while True:
+            await trio.sleep(self.config.announce_interval)
+            if expired := self.peers.expire():
+                log.info("expired %d peer(s)", expired)
+
+    async def _serve(self, request: WebSocketRequest) -> None:
+        if request.path != PATH:
+            await request.reject(404, body=b"the announce channel is at /announce")
+            return
+        connection = _Connection(await request.accept())
+        self._connections.add(connection)
+        try:
+            with connection.scope:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(connection.send_loop)
+                    await self._receive_loop(connection, nursery)
+                    nursery.cancel_scope.cancel()
+        except* ProtocolError as group:
+            await self._close(connection, 1008, str(group.exceptions[0]))
+        except* Exception as group:  # a bug of ours: this connection ends, the tracker serves on
+            log.error("tracker connection from %s failed", connection.host, exc_info=group)
+            await self._close(connection, 1011, "internal error")
+        finally:
+            self._connections.discard(connection)
+            for info_hash in connection.peer_ids:
+                self._unsubscribe(connection, info_hash)
+            self.peers.drop_owner(connection)
+
+    @staticmethod
+    async def _close(connection: _Connection, code: int, reason: str) -> None:
+        log.warning("closing tracker connection from %s: %s", connection.host, reason)
+        with trio.move_on_after(2):
+            await connection.ws.aclose(code, reason[:120])
+
+    def _unsubscribe(self, connection: _Connection, info_hash: str) -> None:
+        subscribers = self._subscribers.get(info_hash)
+        if subscribers is not None:
+            subscribers.discard(connection)
+            if not subscribers:
+                del self._subscribers[info_hash]
+
+    async def _receive_loop(self, connection: _Connection, nursery: trio.Nursery) -> None:
+        max_size = self.config.max_frame_size
+        while True:
+            try:
+                data = await connection.ws.get_message()
+            except ConnectionClosed:
+                return
+            frame = decode(data, TO_TRACKER, max_size)
+            if isinstance(frame, Leave):
+                if (peer_id := connection.peer_ids.pop(frame.info_hash, None)) is not None:
+                    self.peers.leave(frame.info_hash, peer_id)
+                    self._unsubscribe(connection, frame.info_hash)
+                continue
+            # Requests may wait on an origin; a connection gets a bounded number at once.
+            await connection.slots.acquire()
+            nursery.start_soon(self._answer, connection, frame)
+
+    async def _answer(self, connection: _Connection, frame: Announce | MetainfoRequest) -> None:
+        try:
+            if isinstance(frame, Announce):
+                connection.send(await self._announce(connection, frame))
+            else:
+                connection.send(await self._metainfo(frame))
+        finally:
+            connection.slots.release()
+
+    async def _metainfo(self, frame: MetainfoRequest) -> MetainfoReply:
+        assert self.origins is not None
+        try:
+            known = await self.origins.metainfo(frame.namespace, frame.digest)
+        except SwarmregError as error:
+            return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
+        return MetainfoReply(frame.request_id, metainfo=known.raw)
+
+    async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
+        assert self.origins is not None
+        try:
+            known = await self.origins.metainfo(frame.namespace, frame.digest)
+        except SwarmregError as error:
+            return AnnounceReply(frame.request_id, frame.info_hash,
+                                 failure=Failure(error.code.code, error.message))
+        if known.info_hash != frame.info_hash:
+            raise ProtocolError("announced info-hash does not match the blob's metainfo")
+        # A peer is reached at the address its connection comes from, whatever it claims.
+        peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete)
+        peers, news = self.peers.announce(frame.info_hash, peer, owner=connection)
+        connection.peer_ids[frame.info_hash] = peer.peer_id
+        subscribers = self._subscribers.setdefault(frame.info_hash, set())
+        subscribers.add(connection)
+        if news:
+            for other in list(subscribers):
+                if other is not connection:
+                    other.send(PeersPush(frame.info_hash, (peer,)))
+        return AnnounceReply(frame.request_id, frame.info_hash, tuple(peers), self.config.announce_interval)

@@ -1,0 +1,151 @@
+"""The agent's blob API: local hits, swarm downloads streamed while they arrive, and failures."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from swarmreg.digest import Digest
+from tests.conftest import RunningDaemon, blob_files, make_config, random_bytes, start_daemon
+from tests.origin.helpers import assert_error, blob_path, digest_of, upload_blob
+
+NS = "library/pulled"
+
+
+async def start_herd(nursery: trio.Nursery, tmp_path: Path, *overrides: str) -> RunningDaemon:
+    return await start_daemon(nursery, make_config(tmp_path / "herd", *overrides), ["origin", "tracker"])
+
+
+async def start_agent(nursery: trio.Nursery, tmp_path: Path, herd: RunningDaemon | str, name: str = "agent",
+                      *overrides: str) -> RunningDaemon:
+    tracker = herd if isinstance(herd, str) else herd.ready["roles"]["tracker"]["ws"]
+    config = make_config(tmp_path / name, f"agent.tracker={tracker}", *overrides)
+    return await start_daemon(nursery, config, ["agent"])
+
+
+async def upload(herd: RunningDaemon, data: bytes) -> str:
+    async with httpx.AsyncClient(base_url=herd.url("origin"), timeout=60) as client:
+        return await upload_blob(client, NS, data, chunk=8 << 20)
+
+
+async def test_a_blob_comes_through_the_swarm_and_then_from_disk(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    agent = await start_agent(nursery, tmp_path, herd)
+    data = random_bytes(6 << 20)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        head = await client.head(blob_path(NS, digest))
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+        response = await client.get(blob_path(NS, digest))
+        assert response.status_code == 200 and response.content == data
+        assert response.headers["docker-content-digest"] == digest
+        assert blob_files(Path(agent.config.data_dir)) == {digest.removeprefix("sha256:"): len(data)}
+        # Served from the store now, ranges included.
+        ranged = await client.get(blob_path(NS, digest), headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 206 and ranged.content == data[10:20]
+        stats = (await client.get("/stats")).json()
+        assert stats["totals"]["downloaded"] >= len(data)
+        [torrent] = stats["torrents"]
+        assert torrent["complete"] and torrent["pieces_done"] == torrent["pieces"]
+
+
+async def test_ranges_of_a_blob_still_arriving(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    agent = await start_agent(nursery, tmp_path, herd)
+    data = random_bytes(3 << 20, seed=1)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        response = await client.get(blob_path(NS, digest), headers={"Range": "bytes=1000000-2000000"})
+        assert response.status_code == 206 and response.content == data[1_000_000:2_000_001]
+
+
+async def test_the_stream_starts_before_the_blob_is_complete(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # The origin sends at 4 MiB/s: a 24 MiB blob takes about 6 s to arrive.
+    herd = await start_herd(nursery, tmp_path, "swarm.upload_rate_limit=4MiB")
+    agent = await start_agent(nursery, tmp_path, herd)
+    data = random_bytes(24 << 20, seed=2)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        hasher, pieces_when_first_bytes = hashlib.sha256(), None
+        async with client.stream("GET", blob_path(NS, digest)) as response:
+            async for chunk in response.aiter_bytes():
+                if pieces_when_first_bytes is None:
+                    [torrent] = (await client.get("/stats")).json()["torrents"]
+                    pieces_when_first_bytes = (torrent["pieces_done"], torrent["pieces"])
+                hasher.update(chunk)
+        assert "sha256:" + hasher.hexdigest() == digest
+    done, total = pieces_when_first_bytes
+    assert done < total, "bytes flowed while pieces were still missing"
+
+
+async def test_concurrent_requests_share_one_download(nursery: trio.Nursery, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    agent = await start_agent(nursery, tmp_path, herd)
+    data = random_bytes(4 << 20, seed=3)
+    digest = await upload(herd, data)
+    caplog.set_level(logging.INFO, logger="swarmreg.agent")
+    bodies = []
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        async def get() -> None:
+            bodies.append((await client.get(blob_path(NS, digest))).content)
+
+        async with trio.open_nursery() as requests:
+            for _ in range(6):
+                requests.start_soon(get)
+    assert bodies == [data] * 6
+    assert len([r for r in caplog.records if r.getMessage().startswith("downloaded ")]) == 1
+
+
+async def test_unknown_blob_is_404(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    agent = await start_agent(nursery, tmp_path, herd)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        assert_error(await client.get(blob_path(NS, digest_of(b"nobody has this"))), 404, "BLOB_UNKNOWN")
+        assert (await client.head(blob_path(NS, digest_of(b"nobody has this")))).status_code == 404
+        assert_error(await client.get("/namespace/ns/blobs/sha256:nope"), 400, "DIGEST_INVALID")
+
+
+async def test_the_empty_blob_needs_no_swarm(nursery: trio.Nursery, tmp_path: Path) -> None:
+    agent = await start_agent(nursery, tmp_path, "127.0.0.1:9")  # no tracker at all
+    async with httpx.AsyncClient(base_url=agent.url("agent")) as client:
+        response = await client.get(blob_path(NS, digest_of(b"")))
+        assert response.status_code == 200 and response.content == b""
+
+
+async def test_tracker_unreachable_is_503(nursery: trio.Nursery, tmp_path: Path) -> None:
+    agent = await start_agent(nursery, tmp_path, "127.0.0.1:9", "agent", "agent.tracker_attempts=2")
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        response = await client.get(blob_path(NS, digest_of(b"anything")))
+        assert_error(response, 503, "UNAVAILABLE")
+        assert "tracker" in response.json()["errors"][0]["message"]
+        assert (await client.get("/health")).status_code == 200
+
+
+async def test_origin_unreachable_is_502(nursery: trio.Nursery, tmp_path: Path) -> None:
+    tracker = await start_daemon(nursery, make_config(tmp_path / "tracker", "tracker.origins=['127.0.0.1:9']"),
+                                 ["tracker"])
+    agent = await start_agent(nursery, tmp_path, tracker)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        response = await client.get(blob_path(NS, digest_of(b"anything")))
+        assert_error(response, 502, "BAD_GATEWAY")
+        assert "127.0.0.1:9" in response.json()["errors"][0]["message"]
+
+
+async def test_a_restarted_agent_seeds_what_it_holds(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    first = await start_agent(nursery, tmp_path, herd, "first")
+    data = random_bytes(2 << 20, seed=4)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.get(first.url("agent") + blob_path(NS, digest))).content == data
+        await first.stop()
+        again = await start_agent(nursery, tmp_path, herd, "first")
+        [torrent] = (await client.get(again.url("agent") + "/stats")).json()["torrents"]
+        assert torrent["complete"] and torrent["digest"] == digest
+        assert Digest.parse(digest)

@@ -1,0 +1,102 @@
+"""The swarm engine: two real libtorrent sessions in one Trio run, alerts pushed through the fd."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import trio
+
+from swarmreg.config import Address, SwarmConfig
+from swarmreg.digest import Digest
+from swarmreg.errors import SwarmregError
+from swarmreg.swarm.engine import SwarmEngine
+from swarmreg.swarm.metainfo import Metainfo, build_metainfo
+from tests.conftest import random_bytes
+
+
+def engine(**settings: object) -> SwarmEngine:
+    return SwarmEngine(SwarmConfig(listen=Address("127.0.0.1", 0), **settings))
+
+
+def seed_file(directory: Path, data: bytes) -> Metainfo:
+    directory.mkdir(parents=True, exist_ok=True)
+    digest = Digest.of(data)
+    (directory / digest.hex).write_bytes(data)
+    return build_metainfo(directory / digest.hex, digest)
+
+
+async def test_a_blob_moves_between_two_sessions(nursery: trio.Nursery, tmp_path: Path) -> None:
+    seeder, leecher = engine(), engine()
+    await nursery.start(seeder.run)
+    await nursery.start(leecher.run)
+    data = random_bytes(5 << 20)
+    metainfo = seed_file(tmp_path / "seed", data)
+    await seeder.add(metainfo, tmp_path / "seed", seed=True)
+    torrent = await leecher.add(metainfo, tmp_path / "leech", namespace="ns")
+    assert await leecher.add(metainfo, tmp_path / "leech") is torrent, "adding twice returns the torrent"
+    torrent.connect([("127.0.0.1", seeder.address.port)])
+    with trio.fail_after(30):
+        await torrent.finished.wait()  # set by a pushed torrent_finished_alert
+    assert torrent.have_count == metainfo.num_pieces
+    pieces = [await leecher.read_piece(torrent, i) for i in range(metainfo.num_pieces)]
+    assert b"".join(pieces) == data
+
+    await leecher.move(torrent, tmp_path / "moved")
+    assert (tmp_path / "moved" / metainfo.digest.hex).read_bytes() == data
+    assert not (tmp_path / "leech" / metainfo.digest.hex).exists()
+
+    stats = leecher.stats()
+    assert stats["totals"]["downloaded"] >= len(data) and stats["torrents"][0]["complete"]
+    await leecher.remove(torrent, delete_files=True)
+    assert leecher.get(metainfo.info_hash) is None
+    assert not (tmp_path / "moved" / metainfo.digest.hex).exists()
+    seeder.close()
+    leecher.close()
+
+
+async def test_waiting_for_a_piece_fails_when_the_torrent_is_removed(nursery: trio.Nursery,
+                                                                     tmp_path: Path) -> None:
+    lonely = engine()
+    await nursery.start(lonely.run)
+    metainfo = seed_file(tmp_path / "elsewhere", random_bytes(100_000))
+    torrent = await lonely.add(metainfo, tmp_path / "leech")
+
+    async def remove_soon() -> None:
+        await trio.sleep(0.2)
+        await lonely.remove(torrent)
+
+    nursery.start_soon(remove_soon)
+    with pytest.raises(SwarmregError, match="removed"):
+        with trio.fail_after(10):
+            await torrent.wait_piece(0)
+    lonely.close()
+
+
+async def test_a_taken_port_fails_the_start(nursery: trio.Nursery) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = SwarmEngine(SwarmConfig(listen=Address("127.0.0.1", taken.getsockname()[1])))
+        failures = []
+        try:
+            await nursery.start(busy.run)
+        except* OSError as group:
+            failures = [str(error) for error in group.exceptions]
+    assert failures and "cannot listen" in failures[0]
+
+
+async def test_rate_limits_apply_to_loopback_peers(nursery: trio.Nursery, tmp_path: Path) -> None:
+    seeder, leecher = engine(upload_rate_limit=1 << 20), engine()
+    await nursery.start(seeder.run)
+    await nursery.start(leecher.run)
+    metainfo = seed_file(tmp_path / "seed", random_bytes(4 << 20, seed=1))
+    await seeder.add(metainfo, tmp_path / "seed", seed=True)
+    torrent = await leecher.add(metainfo, tmp_path / "leech")
+    torrent.connect([("127.0.0.1", seeder.address.port)])
+    await trio.sleep(1.5)
+    # At 1 MiB/s, 4 MiB cannot be here after 1.5 s; unlimited loopback moves it in well under that.
+    assert torrent.have_count < metainfo.num_pieces
+    seeder.close()
+    leecher.close()

@@ -1,0 +1,145 @@
+"""The tracker's websocket channel with a real origin behind it and raw websocket clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
+
+from swarmreg.digest import Digest
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.tracker.messages import (
+    TO_PEER,
+    Announce,
+    AnnounceReply,
+    MetainfoReply,
+    MetainfoRequest,
+    Peer,
+    PeersPush,
+    decode,
+    encode,
+)
+from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
+from tests.origin.helpers import upload_blob
+
+NS = "library/tracked"
+
+
+@pytest.fixture
+async def herd(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
+    running = await start_daemon(nursery, make_config(tmp_path / "herd"), ["origin", "tracker"])
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def blob(herd: RunningDaemon) -> tuple[Digest, Metainfo]:
+    """A blob uploaded to the herd's origin, and its metainfo as the tracker serves it."""
+    async with httpx.AsyncClient(base_url=herd.url("origin")) as client:
+        digest = Digest.parse(await upload_blob(client, NS, random_bytes(1 << 20)))
+        response = await client.get(f"/namespace/{NS}/blobs/{digest}/metainfo")
+    return digest, Metainfo.parse(response.content, digest)
+
+
+@asynccontextmanager
+async def channel(herd: RunningDaemon) -> AsyncIterator[WebSocketConnection]:
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    async with open_websocket(host, int(port), "/announce", use_ssl=False) as ws:
+        yield ws
+
+
+async def request(ws: WebSocketConnection, frame: object) -> object:
+    await ws.send_message(encode(frame))
+    with trio.fail_after(10):
+        return decode(await ws.get_message(), TO_PEER, 16 << 20)
+
+
+def me(n: int, complete: bool = False) -> Peer:
+    return Peer(f"{n:020x}", "203.0.113.9", 7000 + n, complete)  # a host the tracker must not trust
+
+
+async def test_metainfo_comes_from_the_origin(herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, metainfo = blob
+    async with channel(herd) as ws:
+        reply = await request(ws, MetainfoRequest(1, NS, str(digest)))
+        assert isinstance(reply, MetainfoReply) and reply.metainfo == metainfo.raw
+        reply = await request(ws, MetainfoRequest(2, NS, str(Digest.of(b"unknown"))))
+        assert reply.failure is not None and reply.failure.code == "BLOB_UNKNOWN"
+
+
+async def test_announce_lists_the_origin_first_and_pushes_newcomers(
+        herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, metainfo = blob
+    origin_port = int(herd.ready["peer"].rpartition(":")[2])
+    async with channel(herd) as first, channel(herd) as second:
+        reply = await request(first, Announce(1, metainfo.info_hash, str(digest), NS, me(1)))
+        assert isinstance(reply, AnnounceReply) and reply.failure is None
+        assert [(p.origin, p.port) for p in reply.peers] == [(True, origin_port)]
+
+        reply = await request(second, Announce(1, metainfo.info_hash, str(digest), NS, me(2)))
+        assert [p.peer_id for p in reply.peers] == [herd.daemon.node.engine.peer_id, me(1).peer_id]
+        # The peer's address is where its connection comes from, not what it claimed.
+        assert reply.peers[1].host == "127.0.0.1" and reply.peers[1].port == 7001
+
+        with trio.fail_after(10):
+            push = decode(await first.get_message(), TO_PEER, 1 << 20)
+        assert isinstance(push, PeersPush) and [p.peer_id for p in push.peers] == [me(2).peer_id]
+
+    # Both connections closed: their peers went with them.
+    async with channel(herd) as third:
+        reply = await request(third, Announce(1, metainfo.info_hash, str(digest), NS, me(3)))
+        assert [p.origin for p in reply.peers] == [True]
+
+
+async def test_announce_of_an_unknown_blob_fails_in_the_reply(herd: RunningDaemon) -> None:
+    async with channel(herd) as ws:
+        reply = await request(ws, Announce(1, "ab" * 32, str(Digest.of(b"nobody")), NS, me(1)))
+        assert reply.failure is not None and reply.failure.code == "BLOB_UNKNOWN"
+
+
+async def test_a_wrong_info_hash_closes_the_connection(herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, _ = blob
+    async with channel(herd) as ws:
+        await ws.send_message(encode(Announce(1, "ab" * 32, str(digest), NS, me(1))))
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason.code == 1008 and "info-hash" in closed.value.reason.reason
+
+
+@pytest.mark.parametrize(("data", "code", "reason"), [
+    (b"\x92\x01", 1008, "undecodable"),
+    (msgpack.packb({"v": 9, "t": "announce", "b": {}}), 1008, "version"),
+    (msgpack.packb({"v": 1, "t": "peers_push", "b": {"info_hash": "ab" * 32, "peers": []}}), 1008, "unexpected"),
+    (b"\x00" * (128 << 10), 1009, None),  # over max_frame_size: trio-websocket's "message too big"
+])
+async def test_a_bad_frame_closes_only_its_own_connection(herd: RunningDaemon, blob: tuple[Digest, Metainfo],
+                                                         data: bytes, code: int, reason: str | None) -> None:
+    digest, metainfo = blob
+    async with channel(herd) as good, channel(herd) as bad:
+        await bad.send_message(data)
+        with pytest.raises(ConnectionClosed) as closed:
+            with trio.fail_after(10):
+                await bad.get_message()
+        assert closed.value.reason.code == code
+        if reason:
+            assert reason in closed.value.reason.reason
+        reply = await request(good, Announce(1, metainfo.info_hash, str(digest), NS, me(1)))
+        assert isinstance(reply, AnnounceReply) and reply.failure is None
+
+
+async def test_text_frames_and_wrong_paths_are_refused(herd: RunningDaemon) -> None:
+    async with channel(herd) as ws:
+        await ws.send_message("hello")
+        with pytest.raises(ConnectionClosed):
+            with trio.fail_after(10):
+                await ws.get_message()
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    with pytest.raises(Exception, match="404"):
+        async with open_websocket(host, int(port), "/elsewhere", use_ssl=False):
+            pass
