@@ -32,7 +32,7 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message names every wrong key path."""
 
 
-def _parse_size(value: Any, _type: Any = None) -> ByteSize:
+def parse_size(value: Any, _type: Any = None) -> ByteSize:
     """A byte count from an integer or a string such as ``"256MiB"`` or ``"1GB"``."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return ByteSize(value)
@@ -146,6 +146,9 @@ class TrackerConfig:
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)
     metainfo_cache_size: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    # A download announced for a blob whose metainfo is older than this asks the origin again,
+    # so an origin that lost or stopped seeding a blob fetches it back from its backend.
+    metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen
@@ -198,7 +201,7 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(
         float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
     converter.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
-    converter.register_structure_hook(ByteSize, _parse_size)
+    converter.register_structure_hook(ByteSize, parse_size)
     converter.register_structure_hook(Address, Address.parse)
     converter.register_unstructure_hook(Address, str)
 

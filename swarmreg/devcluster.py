@@ -173,7 +173,7 @@ async def _devcluster(data_dir: Path) -> None:
 
 def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path) -> None:
     rows = [(what, node.name, f"{'ws' if port == 'ws' else 'http'}://{node.address(role, port)}")
-            for spec, node in zip(DEVCLUSTER, nodes) for what, role, port in spec.endpoints]
+            for spec, node in zip(DEVCLUSTER, nodes, strict=True) for what, role, port in spec.endpoints]
     rows += [(f"{node.name}: peer wire (BitTorrent)", node.name, f"tcp://{node.ready['peer']}")
              for node in nodes if "peer" in node.ready]
     width = max(len(what) for what, _, _ in rows)

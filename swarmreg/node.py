@@ -31,6 +31,18 @@ class Node:
     # What each role started so far has bound, e.g. {"origin": {"http": "127.0.0.1:15002"}}.
     bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
 
+    async def seed_held(self) -> int:
+        """Seed every held blob whose metainfo is cached (no hashing); returns how many."""
+        engine = self.require_engine()
+        digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
+        seeded = 0
+        for digest in digests:
+            if (metainfo := self.metainfo.get(digest)) is not None:
+                await engine.add(metainfo, self.store.path(digest).parent, seed=True,
+                                 namespace=self.metainfo.namespace(digest))
+                seeded += 1
+        return seeded
+
     def require_engine(self) -> SwarmEngine:
         assert self.engine is not None, "the daemon starts the swarm engine for this role"
         return self.engine

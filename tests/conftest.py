@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -115,3 +116,10 @@ def blob_files(data_dir: Path) -> dict[str, int]:
 def random_bytes(size: int, seed: int = 0) -> bytes:
     """Deterministic incompressible test content."""
     return random.Random(seed).randbytes(size)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a daemon that must come back on the same port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

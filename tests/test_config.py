@@ -13,7 +13,6 @@ from swarmreg.config import (
     MiB,
     Address,
     BackendConfig,
-    Config,
     ConfigError,
     dump_config,
     load_config,

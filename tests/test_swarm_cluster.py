@@ -7,8 +7,6 @@ agents can take, as an origin's NIC is in a fleet, so the agents must feed each 
 from __future__ import annotations
 
 import hashlib
-import signal
-import socket
 from pathlib import Path
 
 import httpx
@@ -16,7 +14,7 @@ import pytest
 import trio
 
 from swarmreg.devcluster import DaemonProcess
-from tests.conftest import blob_files, random_bytes
+from tests.conftest import blob_files, free_port, random_bytes
 from tests.origin.helpers import blob_path, upload_blob
 
 pytestmark = pytest.mark.slow
@@ -99,12 +97,6 @@ async def test_an_agent_killed_mid_download_resumes_from_its_pieces(spawn, tmp_p
     [torrent] = (await stats(again, "agent"))["torrents"]
     # Only what was missing came over the wire after the restart.
     assert torrent["downloaded"] <= (1 - had + 0.1) * len(data), (torrent["downloaded"], had)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_downloads_survive_a_tracker_restart(spawn, tmp_path: Path) -> None:

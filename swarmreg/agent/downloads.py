@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from swarmreg.tracker.client import Announcement, TrackerClient
 
 log = logging.getLogger(__name__)
 
+# Pieces a download keeps in memory after hashing them (at most 64 MiB with 16 MiB pieces).
+RECENT_PIECES = 4
+
 
 class Download:
     """One blob on its way in; responses wait on it piece by piece."""
@@ -41,9 +45,16 @@ class Download:
         self.hashed = 0  # pieces [0, hashed) went into the whole-blob hash
         self.verified = False  # the whole blob matched its digest
         self.error: SwarmregError | None = None
+        # The last pieces hashed, for responses streaming right behind the hash.
+        self.recent: OrderedDict[int, bytes] = OrderedDict()
         self.started = trio.Event()  # metainfo known (or failed)
         self.done = trio.Event()
         self._changed = trio.Event()
+
+    def remember(self, piece: int, data: bytes) -> None:
+        self.recent[piece] = data
+        while len(self.recent) > RECENT_PIECES:
+            self.recent.popitem(last=False)
 
     def notify(self) -> None:
         self._changed.set()
@@ -100,7 +111,7 @@ class DownloadBody(ResponseBody):
             piece = offset // metainfo.piece_length
             await download.wait_released(piece)
             piece_start, piece_end = metainfo.piece_range(piece)
-            data = await self.engine.read_piece(torrent, piece)
+            data = download.recent.get(piece) or await self.engine.read_piece(torrent, piece)
             view = memoryview(data)[offset - piece_start:min(piece_end, self.end) - piece_start]
             for at in range(0, len(view), self.chunk_size):
                 yield bytes(view[at:at + self.chunk_size])
@@ -164,6 +175,7 @@ class Downloads:
         download.started.set()
         download.notify()
         log.debug("%s: torrent added (%d pieces of %d bytes)", digest, metainfo.num_pieces, metainfo.piece_length)
+        torrent.focus(0, self.window)  # before any peer: the first requests go to the front
         peers = await self.tracker.announce(Announcement(metainfo.info_hash, str(digest), download.namespace, False))
         log.debug("%s: announced, %d peer(s)", digest, len(peers))
         hasher = hashlib.sha256()
@@ -172,6 +184,7 @@ class Downloads:
             await self._wait_piece(torrent, piece)
             data = await self.engine.read_piece(torrent, piece)
             await trio.to_thread.run_sync(hasher.update, data)
+            download.remember(piece, data)
             download.hashed = piece + 1
             download.notify()
             if piece == 0:

@@ -40,20 +40,12 @@ class AgentService:
         async with trio.open_nursery() as nursery:
             self.downloads = Downloads(self.node, self.tracker, nursery, self.config.data_path("downloads"))
             await nursery.start(self.tracker.run, self.node.stop)
-            await self._seed_held()
+            await self.node.seed_held()  # the tracker hears of these on connect
             address: Address = await nursery.start(partial(
                 serve_http, create_agent_app(self), self.config.agent.listen, http=self.config.http,
                 stop=self.node.stop, graceful_timeout=self.config.shutdown_timeout))
             log.info("agent listening on http://%s", address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
-
-    async def _seed_held(self) -> None:
-        """Seed every held blob whose metainfo is cached; the tracker hears of them on connect."""
-        digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
-        for digest in digests:
-            if (metainfo := self.node.metainfo.get(digest)) is not None:
-                await self.engine.add(metainfo, self.store.path(digest).parent, seed=True,
-                                      namespace=self.node.metainfo.namespace(digest))
 
     def _announcements(self) -> list[Announcement]:
         return [Announcement(t.info_hash, str(t.metainfo.digest), t.namespace, t.finished.is_set())

@@ -26,6 +26,7 @@ from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
+from swarmreg.swarm.torrent import Torrent
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class OriginService:
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
             nursery.start_soon(self._expire_uploads)
             nursery.start_soon(self._seed_cached)
+            self.engine.on_failure.append(lambda torrent: nursery.start_soon(self._repair, torrent))
             log.info("origin listening on http://%s", address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
 
@@ -91,7 +93,7 @@ class OriginService:
         if size:
             # Hash the torrent now, off the request, so the first agent to ask need not wait.
             assert self._nursery is not None
-            self._nursery.start_soon(self._metainfo_quietly, digest)
+            self._nursery.start_soon(self._metainfo_quietly, digest, upload.meta.namespace)
         if backend is not None:
             await self._write_through(backend, upload.meta.namespace, digest)
         return size
@@ -182,20 +184,22 @@ class OriginService:
     # -- seeding -------------------------------------------------------------------------------
 
     async def _seed_cached(self) -> None:
-        """Seed every held blob whose metainfo was built before (no hashing needed)."""
-        digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
-        seeded = 0
-        for digest in digests:
-            metainfo = self.node.metainfo.get(digest)
-            if metainfo is not None:
-                await self.engine.add(metainfo, self.store.path(digest).parent, seed=True)
-                seeded += 1
-        if seeded:
+        if seeded := await self.node.seed_held():
             log.info("seeding %d blob(s)", seeded)
 
-    async def _metainfo_quietly(self, digest: Digest) -> None:
+    async def _repair(self, torrent: Torrent) -> None:
+        """A seeded blob's file failed: drop the torrent, refetch the blob if it is gone, seed again."""
+        digest = torrent.metainfo.digest
+        log.warning("seeding %s failed (%s): repairing", digest, torrent.error)
+        await self.engine.remove(torrent)
         try:
-            await self._seeded_metainfo(digest)
+            await self.metainfo(torrent.namespace or self.node.metainfo.namespace(digest), digest)
+        except SwarmregError as error:
+            log.warning("cannot seed %s again: %s", digest, error.message)
+
+    async def _metainfo_quietly(self, digest: Digest, namespace: str) -> None:
+        try:
+            await self._seeded_metainfo(digest, namespace)
         except SwarmregError as error:
             log.warning("metainfo for %s: %s", digest, error.message)
 
@@ -205,9 +209,9 @@ class OriginService:
             await self._fetch(namespace, digest)
         if self.store.size(digest) == 0:
             raise SwarmregError(BAD_REQUEST, "an empty blob has no torrent: its content is known")
-        return await self._seeded_metainfo(digest)
+        return await self._seeded_metainfo(digest, namespace)
 
-    async def _seeded_metainfo(self, digest: Digest) -> Metainfo:
+    async def _seeded_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
             building = self._building.get(digest)
@@ -215,7 +219,7 @@ class OriginService:
                 building = self._building[digest] = _Flight()
                 try:
                     metainfo = await trio.to_thread.run_sync(build_metainfo, self.store.path(digest), digest)
-                    self.node.metainfo.put(metainfo)
+                    self.node.metainfo.put(metainfo, namespace)
                 except FileNotFoundError:
                     building.error = SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
                 except SwarmregError as error:
@@ -229,5 +233,5 @@ class OriginService:
                 raise building.error
             metainfo = self.node.metainfo.get(digest)
             assert metainfo is not None
-        await self.engine.add(metainfo, self.store.path(digest).parent, seed=True)
+        await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
         return metainfo

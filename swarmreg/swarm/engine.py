@@ -73,6 +73,8 @@ class SwarmEngine:
         self._removing: dict[str, _Pending] = {}
         self._reading: dict[tuple[str, int], _Pending] = {}
         self._listening = _Pending()
+        # Called with a torrent whose file failed (missing, unreadable); roles repair it.
+        self.on_failure: list[Callable[[Torrent], None]] = []
         self._closed = trio.Event()
 
     # -- the service -------------------------------------------------------------------------
@@ -195,6 +197,8 @@ class SwarmEngine:
             log.warning("torrent %s: banned peer %s", torrent.metainfo.digest, alert.endpoint)
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
             torrent.on_error(alert.message())
+            for callback in self.on_failure:
+                callback(torrent)
         elif isinstance(alert, lt.storage_moved_alert):
             if (pending := self._moving.pop(info_hash, None)) is not None:
                 pending.resolve()

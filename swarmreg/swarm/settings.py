@@ -38,6 +38,10 @@ def session_settings(config: SwarmConfig) -> dict[str, Any]:
         "enable_natpmp": False,
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
+        # No BitTorrent obfuscation (MSE/PE): a Diffie-Hellman handshake per connection
+        # for nothing; the cluster's peer wire gets TLS instead (SSL torrents).
+        "out_enc_policy": int(lt.enc_policy.disabled),
+        "in_enc_policy": int(lt.enc_policy.disabled),
         "enable_outgoing_tcp": True,
         "enable_incoming_tcp": True,
         "alert_mask": int(ALERT_MASK),
@@ -56,6 +60,8 @@ def session_settings(config: SwarmConfig) -> dict[str, Any]:
         # Peers are handed over by our tracker; connect to them at once.
         "smooth_connects": False,
         "connection_speed": 500,
+        # The session acts on handed-over peers at its next tick; 100 ms, not 500.
+        "tick_interval": 100,
         "torrent_connect_boost": 100,
         "seeding_outgoing_connections": True,
         # Seeds stay connected to each other, so the per-peer counters sampled

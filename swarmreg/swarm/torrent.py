@@ -16,8 +16,6 @@ from swarmreg.swarm.metainfo import Metainfo
 log = logging.getLogger(__name__)
 
 PeerAddress = tuple[str, int]
-# Pieces at the front of a stream that get a deadline, not just a high priority.
-URGENT = 2
 
 
 class Torrent:
@@ -44,7 +42,6 @@ class Torrent:
         self._connections: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._changed = trio.Event()
         self._focused: set[int] = set()
-        self._urgent: set[int] = set()
         self.refresh()
 
     @property
@@ -116,11 +113,7 @@ class Torrent:
             if not self.have[index] and index not in self._focused:
                 self.handle.piece_priority(index, 7)
                 self._focused.add(index)
-        # The very next pieces are time-critical: libtorrent requests them first.
-        for index in range(start, min(start + URGENT, len(self.have))):
-            if not self.have[index] and index not in self._urgent:
-                self.handle.set_piece_deadline(index, 0)
-                self._urgent.add(index)
+
 
     def connect(self, peers: Iterable[PeerAddress]) -> None:
         """Hand peer addresses to libtorrent; it dedups connections itself."""

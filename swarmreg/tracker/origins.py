@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 import attrs
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class KnownBlob:
     raw: bytes
     info_hash: str
+    fetched: float  # trio.current_time() of the fetch from an origin
 
 
 @attrs.define(eq=False)
@@ -42,8 +43,9 @@ class OriginDirectory:
     caches it, and records the origin that answered as a seeding peer."""
 
     def __init__(self, http: httpx.AsyncClient, origins: Sequence[Address], peers: PeerStore,
-                 cache_size: int) -> None:
+                 cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None) -> None:
         self.http = http
+        self.on_seeder = on_seeder  # told of an origin that is new to a torrent
         self.origins = tuple(origins)
         self.peers = peers
         self.cache_size = cache_size
@@ -54,11 +56,15 @@ class OriginDirectory:
         # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
         return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o}{digest}".encode()).digest())
 
-    async def metainfo(self, namespace: str, digest_text: str) -> KnownBlob:
-        """The blob's metainfo; BLOB_UNKNOWN if no origin has it, UNAVAILABLE if none answers."""
+    async def metainfo(self, namespace: str, digest_text: str, *, refresh: bool = False) -> KnownBlob:
+        """The blob's metainfo; BLOB_UNKNOWN if no origin has it, UNAVAILABLE if none answers.
+
+        ``refresh`` asks the origins again even when it is cached: an origin asked
+        for a blob's metainfo also makes sure it holds and seeds the blob.
+        """
         validate_namespace(namespace)
         digest = Digest.parse(digest_text)
-        if (known := self._cache.get(digest.hex)) is not None:
+        if not refresh and (known := self._cache.get(digest.hex)) is not None:
             self._cache.move_to_end(digest.hex)
             return known
         flight = self._flights.get(digest.hex)
@@ -100,8 +106,9 @@ class OriginDirectory:
             except (SwarmregError, KeyError, ValueError) as error:
                 failures.append(f"{origin}: bad metainfo response ({error})")
                 continue
-            known = KnownBlob(metainfo.raw, metainfo.info_hash)
-            self.peers.announce(known.info_hash, seeder, owner=None)
+            known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
+            if self.peers.announce(known.info_hash, seeder, owner=("origin", str(origin)))[1]:
+                self.on_seeder(known.info_hash, seeder)
             self._cache[digest.hex] = known
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)

@@ -14,7 +14,7 @@ from swarmreg.tracker.messages import Peer
 @attrs.define
 class _Entry:
     peer: Peer
-    owner: Hashable | None  # the connection that announced it; None for origins
+    owner: Hashable | None  # the connection that announced it, or ("origin", address)
     expires: float
 
 
@@ -23,6 +23,7 @@ class PeerStore:
     again, and go at once when their connection closes; origins stay."""
 
     def __init__(self, ttl: float, max_peers: int, rng: random.Random | None = None) -> None:
+        """Origins never expire: announce them with owner ("origin", address)."""
         self.ttl = ttl
         self.max_peers = max_peers
         self._rng = rng or random.Random()
@@ -39,12 +40,15 @@ class PeerStore:
         Others hear of a peer that is new to the torrent or has just completed.
         """
         now = time.monotonic() if now is None else now
-        peers = self._torrents.setdefault(info_hash, {})
-        previous = peers.get(peer.peer_id)
-        ttl = float("inf") if peer.origin else self.ttl
-        peers[peer.peer_id] = _Entry(peer, owner, now + ttl)
+        previous = self._torrents.get(info_hash, {}).get(peer.peer_id)
+        ttl = float("inf") if peer.origin else self.ttl  # origins stay until replaced
         if owner is not None:
-            self._owned.setdefault(owner, set()).add((info_hash, peer.peer_id))
+            owned = self._owned.setdefault(owner, set())
+            # One peer per owner and torrent: a restarted origin replaces its old entry.
+            for stale in [k for k in owned if k[0] == info_hash and k[1] != peer.peer_id]:
+                self._remove(*stale)
+            owned.add((info_hash, peer.peer_id))
+        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(peer, owner, now + ttl)
         news = previous is None or previous.peer != peer
         return self.peers_for(info_hash, exclude=peer.peer_id, now=now), news
 

@@ -78,6 +78,7 @@ class TrackerService:
         self.origins: OriginDirectory | None = None
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         listen = self.config.listen
@@ -85,8 +86,10 @@ class TrackerService:
         if not origins:  # the daemon checked it runs an origin, which started first
             origins = (Address.parse(self.node.bound["origin"]["http"]),)
         async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5)) as http:
-            self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size)
+            self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size,
+                                           on_seeder=self._push)
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 server = await nursery.start(partial(
                     serve_websocket, self._serve, listen.host, listen.port, None, handler_nursery=nursery,
                     max_message_size=self.config.max_frame_size))
@@ -176,6 +179,19 @@ class TrackerService:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
         return MetainfoReply(frame.request_id, metainfo=known.raw)
 
+    def _push(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
+        """Tell every connection in the torrent but ``source`` of ``peer``."""
+        for other in list(self._subscribers.get(info_hash, ())):
+            if other is not source:
+                other.send(PeersPush(info_hash, (peer,)))
+
+    async def _refresh(self, namespace: str, digest: str) -> None:
+        assert self.origins is not None
+        try:
+            await self.origins.metainfo(namespace, digest, refresh=True)
+        except SwarmregError as error:
+            log.warning("refreshing %s from the origins: %s", digest, error.message)
+
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
         try:
@@ -185,6 +201,10 @@ class TrackerService:
                                  failure=Failure(error.code.code, error.message))
         if known.info_hash != frame.info_hash:
             raise ProtocolError("announced info-hash does not match the blob's metainfo")
+        if not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh:
+            # Someone is downloading: have the origin confirm it still holds and seeds the blob.
+            assert self._nursery is not None
+            self._nursery.start_soon(self._refresh, frame.namespace, frame.digest)
         # A peer is reached at the address its connection comes from, whatever it claims.
         peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete)
         peers, news = self.peers.announce(frame.info_hash, peer, owner=connection)
@@ -192,7 +212,5 @@ class TrackerService:
         subscribers = self._subscribers.setdefault(frame.info_hash, set())
         subscribers.add(connection)
         if news:
-            for other in list(subscribers):
-                if other is not connection:
-                    other.send(PeersPush(frame.info_hash, (peer,)))
+            self._push(frame.info_hash, peer, connection)
         return AnnounceReply(frame.request_id, frame.info_hash, tuple(peers), self.config.announce_interval)

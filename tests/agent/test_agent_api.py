@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from swarmreg.digest import Digest
-from tests.conftest import RunningDaemon, blob_files, make_config, random_bytes, start_daemon
+from tests.conftest import RunningDaemon, blob_files, free_port, make_config, random_bytes, start_daemon
 from tests.origin.helpers import assert_error, blob_path, digest_of, upload_blob
 
 NS = "library/pulled"
@@ -149,3 +149,28 @@ async def test_a_restarted_agent_seeds_what_it_holds(nursery: trio.Nursery, tmp_
         [torrent] = (await client.get(again.url("agent") + "/stats")).json()["torrents"]
         assert torrent["complete"] and torrent["digest"] == digest
         assert Digest.parse(digest)
+
+
+async def test_an_origin_that_lost_a_blob_fetches_it_again_and_seeds(nursery: trio.Nursery,
+                                                                     tmp_path: Path) -> None:
+    origin_dir, port = tmp_path / "origin", free_port()
+    origin_args = (f"origin.listen=127.0.0.1:{port}",)
+    origin = await start_daemon(nursery, make_config(origin_dir, *origin_args), ["origin"])
+    tracker = await start_daemon(nursery, make_config(
+        tmp_path / "tracker", f"tracker.origins=['127.0.0.1:{port}']", "tracker.metainfo_refresh=0.1"),
+        ["tracker"])
+    data = random_bytes(2 << 20, seed=5)
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=60) as client:
+        digest = await upload_blob(client, NS, data, through=True)
+    first = await start_agent(nursery, tmp_path, tracker, "first")
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.get(first.url("agent") + blob_path(NS, digest))).content == data
+        await first.stop()
+        # The origin comes back without its local copy (a lost disk); the tracker still knows the blob.
+        await origin.stop()
+        hex_ = digest.removeprefix("sha256:")
+        (origin_dir / "blobs/sha256" / hex_[:2] / hex_).unlink()
+        origin = await start_daemon(nursery, make_config(origin_dir, *origin_args), ["origin"])
+        second = await start_agent(nursery, tmp_path, tracker, "second")
+        assert (await client.get(second.url("agent") + blob_path(NS, digest))).content == data
+    assert blob_files(origin_dir) == {hex_: len(data)}, "the origin fetched it back from its backend"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import RunningDaemon, blob_files, make_config, random_bytes, start_daemon
+from tests.conftest import RunningDaemon, blob_files, random_bytes, start_daemon
 from tests.origin.helpers import (
     assert_error,
     blob_path,

@@ -78,7 +78,7 @@ async def test_ranged_downloads(origin_client: httpx.AsyncClient) -> None:
 async def test_chunks_in_any_order_and_size(tmp_path: Path, size: int, cuts: list[int], order_seed: int) -> None:
     data = random_bytes(size, seed=order_seed)
     bounds = sorted({0, size, *(c for c in cuts if c < size)})
-    chunks = list(zip(bounds, bounds[1:]))
+    chunks = list(zip(bounds, bounds[1:], strict=False))
     random.Random(order_seed).shuffle(chunks)
     digest = digest_of(data)
     # Each example runs in its own Trio run, so it starts its own daemon.

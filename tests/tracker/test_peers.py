@@ -30,7 +30,7 @@ def test_seeds_and_origins_come_first_and_the_announcer_is_left_out() -> None:
 def test_at_most_max_peers() -> None:
     store = PeerStore(ttl=60, max_peers=3)
     for n in range(10):
-        store.announce(IH, peer(n), owner="c", now=0)
+        store.announce(IH, peer(n), owner=f"c{n}", now=0)
     assert len(store.peers_for(IH, now=0)) == 3
 
 
@@ -75,3 +75,11 @@ def test_leave() -> None:
     store.announce(IH, peer(1), owner="c", now=0)
     store.leave(IH, peer(1).peer_id)
     assert store.peers_for(IH, now=0) == [] and len(store) == 0
+
+
+def test_an_owner_has_one_peer_per_torrent() -> None:
+    """A restarted origin (new peer id, same address) replaces its old entry."""
+    store = PeerStore(ttl=60, max_peers=50)
+    store.announce(IH, peer(1, origin=True, complete=True), owner=("origin", "o:1"), now=0)
+    store.announce(IH, peer(2, origin=True, complete=True), owner=("origin", "o:1"), now=1)
+    assert [p.peer_id for p in store.peers_for(IH, now=1)] == [peer(2).peer_id]
