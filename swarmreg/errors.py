@@ -46,9 +46,22 @@ BLOB_UNKNOWN = _register("BLOB_UNKNOWN", 404, "blob unknown to registry")
 BLOB_UPLOAD_INVALID = _register("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
 BLOB_UPLOAD_UNKNOWN = _register("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
 DIGEST_INVALID = _register("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
+MANIFEST_UNKNOWN = _register("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
 NAME_INVALID = _register("NAME_INVALID", 400, "invalid repository name")
+NAME_UNKNOWN = _register("NAME_UNKNOWN", 404, "repository name not known to registry")
+PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
 SIZE_INVALID = _register("SIZE_INVALID", 400, "provided length did not match content length")
 UNSUPPORTED = _register("UNSUPPORTED", 405, "the operation is unsupported on this path")
+# Manifest, auth and rate codes, with the statuses and messages of CNCF distribution's errcode
+# (MANIFEST_BLOB_UNKNOWN takes the spec's wording: distribution's repeats BLOB_UNKNOWN's).
+MANIFEST_BLOB_UNKNOWN = _register("MANIFEST_BLOB_UNKNOWN", 400,
+                                  "manifest references a manifest or blob unknown to registry")
+MANIFEST_INVALID = _register("MANIFEST_INVALID", 400, "manifest invalid")
+MANIFEST_UNVERIFIED = _register("MANIFEST_UNVERIFIED", 400, "manifest failed signature verification")
+TAG_INVALID = _register("TAG_INVALID", 400, "manifest tag did not match URI")
+UNAUTHORIZED = _register("UNAUTHORIZED", 401, "authentication required")
+DENIED = _register("DENIED", 403, "requested access to the resource is denied")
+TOOMANYREQUESTS = _register("TOOMANYREQUESTS", 429, "too many requests")
 
 # Codes of our own, for conditions the spec has no code for.
 RANGE_INVALID = _register("RANGE_INVALID", 416, "requested range not satisfiable")
@@ -65,11 +78,13 @@ INTERNAL = _register("INTERNAL", 500, "internal server error")
 class SwarmregError(Exception):
     """An error that maps onto one registered code, with an optional detail."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None, detail: Any = None) -> None:
+    def __init__(self, code: ErrorCode, message: str | None = None, detail: Any = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message or code.message)
         self.code = code
         self.message = message or code.message
         self.detail = detail
+        self.headers = headers or {}  # sent with the error response (e.g. WWW-Authenticate)
 
     @property
     def status(self) -> int:
