@@ -155,13 +155,46 @@ class TrackerConfig:
 class AgentConfig:
     # The blob download API (Kraken's agent server port).
     listen: Address = Address("127.0.0.1", 16002)
+    # The read-only Docker registry (`docker pull localhost:16000/repo:tag`).
+    registry_listen: Address = Address("127.0.0.1", 16000)
     tracker: Address = Address("127.0.0.1", 15003)
+    index: Address = Address("127.0.0.1", 15004)
     # A download that gets no new piece for this long fails.
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces ahead of the stream that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     # Attempts at reaching the tracker (with backoff) before a request fails with 503.
     tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+
+
+@attrs.frozen
+class IndexConfig:
+    """The index role: the registry's metadata (tags, manifests, blob links) in SQLite."""
+
+    listen: Address = Address("127.0.0.1", 15004)
+    # The SQLite database file, relative to data_dir.
+    database: str = attrs.field(default="index.db")
+
+    @database.validator
+    def _check_database(self, _attribute: attrs.Attribute, value: str) -> None:
+        if not value:
+            raise ValueError("'database' must name a file")
+
+
+@attrs.frozen
+class ProxyConfig:
+    """The push side: the Docker Registry V2 / OCI distribution API."""
+
+    listen: Address = Address("127.0.0.1", 15000)
+    # The origin's API that pushed blobs go to, and the index; unset: this daemon's own role.
+    origin: Address | None = None
+    index: Address | None = None
+    # Who may push and pull: user name -> hash from `swarmreg passwd`. Empty: no authentication.
+    users: dict[str, str] = attrs.field(factory=dict)
+    max_manifest_size: ByteSize = ByteSize(4 * MiB)
+    max_upload_size: ByteSize = ByteSize(64 * GiB)
+    # Upload sessions idle for longer than this are removed.
+    upload_ttl: float = attrs.field(default=86400.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen
@@ -177,6 +210,8 @@ class Config:
     swarm: SwarmConfig = SwarmConfig()
     tracker: TrackerConfig = TrackerConfig()
     agent: AgentConfig = AgentConfig()
+    proxy: ProxyConfig = ProxyConfig()
+    index: IndexConfig = IndexConfig()
 
     def data_path(self, path: str) -> Path:
         """``path`` resolved against the data directory (absolute paths stay as they are)."""
@@ -312,6 +347,15 @@ def load_config(
     return attrs.evolve(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
 
 
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
+
+
 def dump_config(config: Config) -> str:
     """The configuration as TOML that ``load_config`` reads back to the same value."""
-    return tomli_w.dumps(make_converter().unstructure(config))
+    # TOML has no null: an unset optional key is simply left out.
+    return tomli_w.dumps(_without_none(make_converter().unstructure(config)))

@@ -37,10 +37,13 @@ class DaemonError(Exception):
 
 def _service_factories() -> dict[str, Callable[[Node], Any]]:
     from swarmreg.agent.service import AgentService
+    from swarmreg.index.service import IndexService
     from swarmreg.origin.service import OriginService
+    from swarmreg.proxy.service import ProxyService
     from swarmreg.tracker.service import TrackerService
 
-    return {"agent": AgentService, "origin": OriginService, "tracker": TrackerService}
+    return {"agent": AgentService, "origin": OriginService, "tracker": TrackerService,
+            "index": IndexService, "proxy": ProxyService}
 
 
 def parse_roles(text: str | Sequence[str]) -> tuple[str, ...]:
@@ -85,8 +88,12 @@ class Daemon:
     def __init__(self, config: Config, roles: Sequence[str], *, ready_file: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.roles = parse_roles(roles)
-        if "tracker" in self.roles and not config.tracker.origins and "origin" not in self.roles:
-            raise DaemonError("the tracker needs tracker.origins, or the origin role in the same daemon")
+        needs = [("tracker", "origin", bool(config.tracker.origins), "tracker.origins"),
+                 ("proxy", "origin", config.proxy.origin is not None, "proxy.origin"),
+                 ("proxy", "index", config.proxy.index is not None, "proxy.index")]
+        for role, other, configured, key in needs:
+            if role in self.roles and not configured and other not in self.roles:
+                raise DaemonError(f"the {role} needs {key}, or the {other} role in the same daemon")
         self.ready_file = Path(ready_file) if ready_file is not None else None
         self.stop = trio.Event()
         self.stopped = trio.Event()

@@ -1,0 +1,205 @@
+"""The index's HTTP API: JSON over the store, errors in the registry's JSON envelope.
+
+Repository names contain slashes, so every route takes ``<path:repository>``. Where a path
+could be read two ways, the rules are: a digest segment has a colon (so ``/repositories/a/blobs/tags``
+is the tag list of ``a/blobs``), and ``/repositories/a/tags/t`` is tag ``t`` of ``a``; the tag list
+of a repository whose last path component is ``tags`` is also served at
+``/repositories/<r>/tags/-/list`` (no tag is ``-``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from quart import request
+from quart_trio import QuartTrio
+from werkzeug.routing import BaseConverter
+
+from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
+from swarmreg.http.app import PlainResponse as Response
+from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.index.store import IndexStore, Page
+from swarmreg.index.validate import (
+    check_annotations,
+    check_body,
+    check_media_type,
+    check_size,
+    parse_digest,
+    parse_page_size,
+    validate_repository,
+    validate_tag,
+)
+
+REPOSITORY = "/repositories/<path:repository>"
+# Bodies are small JSON documents (annotations being the largest part).
+MAX_BODY_SIZE = 1 << 20
+
+
+class DigestSegment(BaseConverter):
+    """A path segment with a colon: what can be a digest (checked in full by the route)."""
+
+    regex = "[^/]*:[^/]*"
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """``data`` as a JSON response."""
+    return Response(json.dumps(data, separators=(",", ":")), status=status,
+                    content_type="application/json", headers=headers)
+
+
+def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
+    return Response("", status=status, headers=headers)
+
+
+async def _json_body(idle_timeout: float) -> Any:
+    data = bytearray()
+    async for chunk in body_chunks(request.body, idle_timeout):
+        data += chunk
+        if len(data) > MAX_BODY_SIZE:
+            raise SwarmregError(TOO_LARGE, f"an index request body is at most {MAX_BODY_SIZE} bytes")
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise SwarmregError(BAD_REQUEST, "the body must be JSON") from None
+
+
+def _paginated(page: Page, n: int | None, link_path: str, body: dict[str, Any]) -> Response:
+    """A listing with distribution's ``Link: <path?last=..&n=..>; rel="next"`` when more follow."""
+    headers = {}
+    body["next"] = None
+    if page.next_last is not None and n is not None:
+        headers["Link"] = f'<{link_path}?{urlencode({"last": page.next_last, "n": n})}>; rel="next"'
+        body["next"] = {"last": page.next_last, "n": n}
+    return json_response(body, headers=headers)
+
+
+def _tag_unknown(repository: str, tag: str) -> SwarmregError:
+    return SwarmregError(MANIFEST_UNKNOWN, "tag unknown", {"repository": repository, "tag": tag})
+
+
+def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartTrio:
+    """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails."""
+    app = create_base_app("index")
+    # "a//b" is a bad name, not a redirect to "a/b".
+    app.url_map.merge_slashes = False
+    app.url_map.converters["digest"] = DigestSegment
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response("OK")
+
+    # -- the catalog and tag lists ---------------------------------------------------------
+
+    @app.get("/repositories")
+    async def catalog() -> Response:
+        n = parse_page_size(request.args.get("n"))
+        page = await store.catalog(n, request.args.get("last"))
+        return _paginated(page, n, "/v2/_catalog", {"repositories": page.items})
+
+    @app.get(f"{REPOSITORY}/tags")
+    @app.get(f"{REPOSITORY}/tags/-/list")
+    async def list_tags(repository: str) -> Response:
+        validate_repository(repository)
+        n = parse_page_size(request.args.get("n"))
+        page = await store.list_tags(repository, n, request.args.get("last"))
+        return _paginated(page, n, f"/v2/{repository}/tags/list", {"name": repository, "tags": page.items})
+
+    # -- tags --------------------------------------------------------------------------------
+
+    @app.route(f"{REPOSITORY}/tags/<tag>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    async def tag(repository: str, tag: str) -> Response:
+        validate_repository(repository)
+        validate_tag(tag)
+        if request.method == "PUT":
+            body = check_body(await _json_body(idle_timeout), {"digest"}, {"repository", "tag"})
+            _check_echo(body, repository=repository, tag=tag)
+            await store.put_tag(repository, tag, parse_digest(body["digest"]))
+            return _empty(201)
+        if request.method == "DELETE":
+            if not await store.delete_tag(repository, tag):
+                raise _tag_unknown(repository, tag)
+            return _empty(202)
+        digest = await store.get_tag(repository, tag)
+        if digest is None:
+            raise _tag_unknown(repository, tag)
+        if request.method == "HEAD":
+            return _empty(200, {"Docker-Content-Digest": str(digest)})
+        return json_response({"repository": repository, "tag": tag, "digest": str(digest)},
+                             headers={"Docker-Content-Digest": str(digest)})
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    @app.route(f"{REPOSITORY}/manifests/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    async def manifest(repository: str, digest: str) -> Response:
+        validate_repository(repository)
+        parsed = parse_digest(digest)
+        if request.method == "PUT":
+            body = check_body(await _json_body(idle_timeout), {"media_type", "size"},
+                              {"artifact_type", "subject", "annotations", "digest", "created"})
+            _check_echo(body, digest=str(parsed))
+            artifact_type = body.get("artifact_type")
+            subject = body.get("subject")
+            await store.put_manifest(
+                repository, parsed, media_type=check_media_type(body["media_type"], "media_type"),
+                size=check_size(body["size"]),
+                artifact_type=None if artifact_type is None else check_media_type(artifact_type, "artifact_type"),
+                subject=None if subject is None else parse_digest(subject, "subject"),
+                annotations=check_annotations(body.get("annotations")))
+            return _empty(201)
+        if request.method == "DELETE":
+            tags = await store.delete_manifest(repository, parsed)
+            if tags is None:
+                raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
+            return json_response({"deleted_tags": tags}, status=202)
+        record = await store.get_manifest(repository, parsed)
+        if record is None:
+            raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
+        headers = {"Docker-Content-Digest": str(parsed), "Manifest-Media-Type": record.media_type,
+                   "Manifest-Size": str(record.size)}
+        if request.method == "HEAD":
+            return _empty(200, headers)
+        return json_response(record.to_json(), headers=headers)
+
+    @app.get(f"{REPOSITORY}/referrers/<digest:digest>")
+    async def referrers(repository: str, digest: str) -> Response:
+        validate_repository(repository)
+        subject = parse_digest(digest)
+        artifact_type = request.args.get("artifactType") or None
+        records = await store.referrers(repository, subject, artifact_type)
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type is not None else {}
+        return json_response({"manifests": [record.descriptor() for record in records]}, headers=headers)
+
+    # -- blob links --------------------------------------------------------------------------
+
+    @app.route(f"{REPOSITORY}/blobs/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    async def blob(repository: str, digest: str) -> Response:
+        validate_repository(repository)
+        parsed = parse_digest(digest)
+        if request.method == "PUT":
+            body = check_body(await _json_body(idle_timeout), {"size"}, {"digest"})
+            _check_echo(body, digest=str(parsed))
+            await store.link_blob(repository, parsed, check_size(body["size"]))
+            return _empty(201)
+        if request.method == "DELETE":
+            if not await store.unlink_blob(repository, parsed):
+                raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
+            return _empty(202)
+        size = await store.blob_size(repository, parsed)
+        if size is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
+        headers = {"Blob-Size": str(size), "Docker-Content-Digest": str(parsed)}
+        if request.method == "HEAD":
+            return _empty(200, headers)
+        return json_response({"repository": repository, "digest": str(parsed), "size": size}, headers=headers)
+
+    return app
+
+
+def _check_echo(body: Any, **expected: str) -> None:
+    """Fields a body may repeat from the URL (as a GET returned them) must match it."""
+    for field, value in expected.items():
+        if field in body and body[field] != value:
+            raise SwarmregError(BAD_REQUEST, f"{field} in the body does not match the URL",
+                                {field: body[field]})

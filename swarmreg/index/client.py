@@ -1,0 +1,229 @@
+"""IndexClient: how the proxy and the agents reach the index's HTTP API.
+
+Errors the index answers come back as SwarmregError with the same registered code; an index
+that cannot be reached (after a few retries) raises UNAVAILABLE with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import trio
+
+from swarmreg.config import Address
+from swarmreg.digest import Digest
+from swarmreg.errors import (
+    BAD_GATEWAY,
+    BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    UNAVAILABLE,
+    ErrorCode,
+    SwarmregError,
+    error_code,
+)
+from swarmreg.index.validate import validate_repository, validate_tag
+
+log = logging.getLogger(__name__)
+
+# Failures to reach the index that are worth another try: nothing was processed, or the
+# connection dropped (every index call is idempotent, so a repeat is harmless).
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError,
+              httpx.WriteError, httpx.PoolTimeout)
+
+
+def _base_url(address: Address | str) -> str:
+    if isinstance(address, Address):
+        return f"http://{address}"
+    if address.startswith(("http://", "https://")):
+        return address.rstrip("/")
+    return f"http://{Address.parse(address)}"
+
+
+def _digest(digest: Digest | str) -> str:
+    return str(digest if isinstance(digest, Digest) else Digest.parse(digest))
+
+
+def _next(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    return body.get("next")
+
+
+class IndexClient:
+    """An httpx client for one index; use as ``async with IndexClient(address) as index:``.
+
+    ``address`` is an Address, ``"host:port"`` or a base URL. Names are checked here before a
+    request is made, with the index's own error codes.
+    """
+
+    def __init__(self, address: Address | str, *, timeout: float = 30.0, connect_timeout: float = 5.0,
+                 attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = _base_url(address)
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport,
+                                       timeout=httpx.Timeout(timeout, connect=connect_timeout))
+
+    async def __aenter__(self) -> IndexClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    # -- transport -------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, missing: ErrorCode | None = None,
+                       **kwargs: Any) -> httpx.Response | None:
+        """The response to a request, None for a 404 of ``missing``; other errors raise SwarmregError."""
+        response: httpx.Response | None = None
+        reason = ""
+        for attempt in range(self.attempts):
+            if attempt:
+                await trio.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                response = await self._http.request(method, path, **kwargs)
+                break
+            except _RETRYABLE as error:
+                reason = _reason(error)
+                log.debug("index %s %s failed (attempt %d): %s", method, path, attempt + 1, reason)
+            except httpx.TransportError as error:  # a timeout: the index is there but too slow
+                reason = _reason(error)
+                break
+        if response is None:
+            raise SwarmregError(UNAVAILABLE, f"index at {self.base_url} unavailable: {reason}",
+                                {"index": self.base_url})
+        if response.status_code < 400:
+            return response
+        error = _envelope_error(response)
+        if missing is not None and response.status_code == 404 and (error is None or error.code is missing):
+            return None  # (a HEAD answer has no body to name its code)
+        if error is None:
+            error = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}: {response.text[:200]}",
+                                  {"status": response.status_code})
+        raise error
+
+    async def health(self) -> bool:
+        """True when the index answers its health check."""
+        try:
+            return (await self._http.get("/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # -- tags --------------------------------------------------------------------------------
+
+    async def put_tag(self, repository: str, tag: str, digest: Digest | str) -> None:
+        """Point ``tag`` at ``digest`` (MANIFEST_UNKNOWN unless that manifest is in the repository)."""
+        await self._request("PUT", self._tag_path(repository, tag), json={"digest": _digest(digest)})
+
+    async def get_tag(self, repository: str, tag: str) -> str | None:
+        """The digest (``sha256:...``) the tag points at, or None."""
+        response = await self._request("GET", self._tag_path(repository, tag), missing=MANIFEST_UNKNOWN)
+        return None if response is None else response.json()["digest"]
+
+    async def delete_tag(self, repository: str, tag: str) -> None:
+        """Remove the tag (MANIFEST_UNKNOWN if there is none)."""
+        await self._request("DELETE", self._tag_path(repository, tag))
+
+    async def list_tags(self, repository: str, n: int | None = None,
+                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        """A page of the repository's tags and the next page's ``{"last", "n"}`` (None at the end).
+
+        NAME_UNKNOWN for an unknown repository; ``n=None`` lists every tag.
+        """
+        validate_repository(repository)
+        # The /-/list spelling cannot be read as a tag named "tags" of a shorter repository.
+        path = f"/repositories/{repository}/tags" + ("/-/list" if repository.endswith("/tags") else "")
+        response = await self._request("GET", path, params=_page_params(n, last))
+        assert response is not None
+        body = response.json()
+        return body["tags"], _next(body)
+
+    async def catalog(self, n: int | None = None,
+                      last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        """A page of repository names and the next page's ``{"last", "n"}`` (None at the end)."""
+        response = await self._request("GET", "/repositories", params=_page_params(n, last))
+        assert response is not None
+        body = response.json()
+        return body["repositories"], _next(body)
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    async def put_manifest(self, repository: str, digest: Digest | str, *, media_type: str, size: int,
+                           artifact_type: str | None = None, subject: Digest | str | None = None,
+                           annotations: Mapping[str, str] | None = None) -> None:
+        """Record a manifest in the repository (its content is a blob elsewhere)."""
+        body = {"media_type": media_type, "size": size, "artifact_type": artifact_type,
+                "subject": None if subject is None else _digest(subject), "annotations": dict(annotations or {})}
+        await self._request("PUT", self._path(repository, "manifests", digest), json=body)
+
+    async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None:
+        """``{"digest", "media_type", "size", "artifact_type", "subject", "annotations", "created"}`` or None."""
+        response = await self._request("GET", self._path(repository, "manifests", digest), missing=MANIFEST_UNKNOWN)
+        return None if response is None else response.json()
+
+    async def delete_manifest(self, repository: str, digest: Digest | str) -> list[str]:
+        """Remove the manifest and the tags pointing at it (returned); MANIFEST_UNKNOWN if unknown."""
+        response = await self._request("DELETE", self._path(repository, "manifests", digest))
+        assert response is not None
+        return response.json()["deleted_tags"]
+
+    async def referrers(self, repository: str, digest: Digest | str,
+                        artifact_type: str | None = None) -> list[dict[str, Any]]:
+        """Descriptors ``{mediaType, digest, size, artifactType, annotations}`` of the manifests whose
+        subject is ``digest``, by digest; only those of ``artifact_type`` when given."""
+        params = {"artifactType": artifact_type} if artifact_type else None
+        response = await self._request("GET", self._path(repository, "referrers", digest), params=params)
+        assert response is not None
+        return response.json()["manifests"]
+
+    # -- blob links --------------------------------------------------------------------------
+
+    async def link_blob(self, repository: str, digest: Digest | str, size: int) -> None:
+        """Make the blob visible in the repository."""
+        await self._request("PUT", self._path(repository, "blobs", digest), json={"size": size})
+
+    async def blob_size(self, repository: str, digest: Digest | str) -> int | None:
+        """The size of the blob linked in the repository, or None if it is not linked."""
+        response = await self._request("HEAD", self._path(repository, "blobs", digest), missing=BLOB_UNKNOWN)
+        return None if response is None else int(response.headers["Blob-Size"])
+
+    async def unlink_blob(self, repository: str, digest: Digest | str) -> None:
+        """Remove the blob's link from the repository (BLOB_UNKNOWN if it was not linked)."""
+        await self._request("DELETE", self._path(repository, "blobs", digest))
+
+    # -- paths -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tag_path(repository: str, tag: str) -> str:
+        return f"/repositories/{validate_repository(repository)}/tags/{validate_tag(tag)}"
+
+    @staticmethod
+    def _path(repository: str, kind: str, digest: Digest | str) -> str:
+        return f"/repositories/{validate_repository(repository)}/{kind}/{_digest(digest)}"
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _envelope_error(response: httpx.Response) -> SwarmregError | None:
+    """The error in the response's JSON envelope, None without one (or with an unknown code)."""
+    try:
+        entry = response.json()["errors"][0]
+        return SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def _page_params(n: int | None, last: str | None) -> dict[str, str]:
+    params = {}
+    if n is not None:
+        params["n"] = str(n)
+    if last is not None:
+        params["last"] = last
+    return params

@@ -1,0 +1,360 @@
+"""The index's SQLite store: tags, manifests and the blob links that make a blob visible in a repository.
+
+One connection, used by one worker thread at a time (a trio.Lock guards it), in WAL mode; every
+write is one ``BEGIN IMMEDIATE`` transaction. Names and digests are taken as already validated
+(swarmreg.index.validate); lists are in byte order, as CNCF distribution sorts them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import trio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Statements that take the schema from version N-1 to N, by N.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE manifests (
+            repository TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            media_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            artifact_type TEXT,
+            subject TEXT,
+            annotations TEXT NOT NULL DEFAULT '{}',
+            created TEXT NOT NULL,
+            PRIMARY KEY (repository, digest)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX manifests_by_subject ON manifests (repository, subject, digest) WHERE subject IS NOT NULL",
+        """CREATE TABLE tags (
+            repository TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            updated TEXT NOT NULL,
+            PRIMARY KEY (repository, tag),
+            FOREIGN KEY (repository, digest) REFERENCES manifests (repository, digest) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "CREATE INDEX tags_by_digest ON tags (repository, digest)",
+        """CREATE TABLE blobs (
+            repository TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            PRIMARY KEY (repository, digest)
+        ) WITHOUT ROWID""",
+    ),
+}
+
+# Every repository that holds anything (a tag needs a manifest, so tags add none).
+_REPOSITORIES = "SELECT repository FROM manifests UNION SELECT repository FROM blobs"
+
+
+class SchemaError(Exception):
+    """The database was written by a newer swarmreg (its schema version is unknown here)."""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.frozen
+class Page:
+    """One page of a sorted listing; ``next_last`` is the ``last`` of the next page, None at the end."""
+
+    items: list[str]
+    next_last: str | None = None
+
+
+@attrs.frozen
+class ManifestRecord:
+    """What the index knows of a manifest in one repository (not its content: that is a blob)."""
+
+    repository: str
+    digest: Digest
+    media_type: str
+    size: int
+    artifact_type: str | None = None
+    subject: Digest | None = None
+    annotations: Mapping[str, str] = attrs.field(factory=dict)
+    created: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The record as the index API returns it."""
+        return {"digest": str(self.digest), "media_type": self.media_type, "size": self.size,
+                "artifact_type": self.artifact_type,
+                "subject": None if self.subject is None else str(self.subject),
+                "annotations": dict(self.annotations), "created": self.created}
+
+    def descriptor(self) -> dict[str, Any]:
+        """The record as an OCI descriptor in a referrers list."""
+        return {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size,
+                "artifactType": self.artifact_type, "annotations": dict(self.annotations)}
+
+
+_MANIFEST_COLUMNS = "repository, digest, media_type, size, artifact_type, subject, annotations, created"
+
+
+def _manifest(row: tuple[Any, ...]) -> ManifestRecord:
+    repository, digest, media_type, size, artifact_type, subject, annotations, created = row
+    return ManifestRecord(repository, Digest.parse(digest), media_type, size, artifact_type,
+                          None if subject is None else Digest.parse(subject), json.loads(annotations), created)
+
+
+def _page(rows: list[tuple[str]], n: int | None) -> Page:
+    items = [row[0] for row in rows]
+    if n is not None and len(items) > n:
+        del items[n:]
+        return Page(items, items[-1])
+    return Page(items)
+
+
+def _limit(n: int | None) -> int:
+    # One row more than asked shows whether another page follows; -1 is SQLite's "no limit".
+    return -1 if n is None else n + 1
+
+
+class IndexStore:
+    """The index's data in one SQLite file; every method runs its SQL off the event loop.
+
+    Use as ``async with IndexStore(path) as store:`` (or ``await open()`` / ``await aclose()``).
+    """
+
+    def __init__(self, path: str | Path, *, fsync: bool = True) -> None:
+        self.path = Path(path)
+        # FULL syncs the WAL at every commit (an acknowledged write survives a power cut);
+        # NORMAL only at checkpoints (the database stays consistent, the last writes may be lost).
+        self.fsync = fsync
+        self._db: sqlite3.Connection | None = None
+        self._lock = trio.Lock()
+
+    async def __aenter__(self) -> IndexStore:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- connection ------------------------------------------------------------------------
+
+    async def open(self) -> IndexStore:
+        """Open (or create) the database and bring its schema up to date."""
+        async with self._lock:
+            if self._db is None:
+                self._db = await trio.to_thread.run_sync(self._connect)
+        return self
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit mode: transactions are explicit BEGIN/COMMIT below.
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={'FULL' if self.fsync else 'NORMAL'}")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+            if version > SCHEMA_VERSION:
+                raise SchemaError(f"index database schema version {version} is newer than this "
+                                  f"swarmreg's ({SCHEMA_VERSION})")
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+            if version < SCHEMA_VERSION:
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    async def aclose(self) -> None:
+        """Close the database (waiting for the call in progress, if any)."""
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                if self._db is not None:
+                    db, self._db = self._db, None
+                    await trio.to_thread.run_sync(db.close)
+
+    async def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        return await self._read(lambda db: db.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    async def _call(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
+        def transaction() -> T:
+            assert self._db is not None
+            db = self._db
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                result = work(db)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return result
+
+        async with self._lock:
+            if self._db is None:
+                raise RuntimeError("the index store is not open")
+            # Not abandoned on cancellation: the lock stays held until the transaction is over.
+            return await trio.to_thread.run_sync(transaction)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(False, work)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(True, work)
+
+    # -- tags --------------------------------------------------------------------------------
+
+    async def put_tag(self, repository: str, tag: str, digest: Digest) -> None:
+        """Point ``tag`` at ``digest``; MANIFEST_UNKNOWN unless that manifest is in the repository."""
+        def work(db: sqlite3.Connection) -> None:
+            if not _has_manifest(db, repository, digest):
+                raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(digest)})
+            db.execute("""INSERT INTO tags (repository, tag, digest, updated) VALUES (?, ?, ?, ?)
+                          ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest,
+                          updated = excluded.updated WHERE digest != excluded.digest""",
+                       (repository, tag, str(digest), _now()))
+
+        await self._write(work)
+
+    async def get_tag(self, repository: str, tag: str) -> Digest | None:
+        """The digest ``tag`` points at, or None."""
+        row = await self._read(lambda db: db.execute(
+            "SELECT digest FROM tags WHERE repository = ? AND tag = ?", (repository, tag)).fetchone())
+        return None if row is None else Digest.parse(row[0])
+
+    async def delete_tag(self, repository: str, tag: str) -> bool:
+        """Remove ``tag``; False if there was no such tag."""
+        return await self._write(lambda db: db.execute(
+            "DELETE FROM tags WHERE repository = ? AND tag = ?", (repository, tag)).rowcount > 0)
+
+    async def list_tags(self, repository: str, n: int | None = None, last: str | None = None) -> Page:
+        """Up to ``n`` tags (all when None) sorted, after ``last``; NAME_UNKNOWN for an unknown repository."""
+        def work(db: sqlite3.Connection) -> Page:
+            if not _has_repository(db, repository):
+                raise SwarmregError(NAME_UNKNOWN, detail={"name": repository})
+            if n == 0:
+                return Page([])
+            return _page(db.execute(
+                "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?",
+                (repository, last or "", _limit(n))).fetchall(), n)
+
+        return await self._read(work)
+
+    async def catalog(self, n: int | None = None, last: str | None = None) -> Page:
+        """Up to ``n`` repository names (all when None) sorted, after ``last``."""
+        if n == 0:
+            return Page([])
+        return await self._read(lambda db: _page(db.execute(
+            f"SELECT repository FROM ({_REPOSITORIES}) WHERE repository > ? ORDER BY repository LIMIT ?",
+            (last or "", _limit(n))).fetchall(), n))
+
+    # -- manifests ---------------------------------------------------------------------------
+
+    async def put_manifest(self, repository: str, digest: Digest, *, media_type: str, size: int,
+                           artifact_type: str | None = None, subject: Digest | None = None,
+                           annotations: Mapping[str, str] | None = None) -> ManifestRecord:
+        """Record the manifest in the repository (again: its fields are replaced, ``created`` kept)."""
+        def work(db: sqlite3.Connection) -> ManifestRecord:
+            db.execute(f"""INSERT INTO manifests ({_MANIFEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                           ON CONFLICT (repository, digest) DO UPDATE SET
+                           media_type = excluded.media_type, size = excluded.size,
+                           artifact_type = excluded.artifact_type, subject = excluded.subject,
+                           annotations = excluded.annotations""",
+                       (repository, str(digest), media_type, size, artifact_type,
+                        None if subject is None else str(subject),
+                        json.dumps(dict(annotations or {}), sort_keys=True, separators=(",", ":")), _now()))
+            record = _get_manifest(db, repository, digest)
+            assert record is not None
+            return record
+
+        return await self._write(work)
+
+    async def get_manifest(self, repository: str, digest: Digest) -> ManifestRecord | None:
+        """The manifest's record, or None."""
+        return await self._read(lambda db: _get_manifest(db, repository, digest))
+
+    async def delete_manifest(self, repository: str, digest: Digest) -> list[str] | None:
+        """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown."""
+        def work(db: sqlite3.Connection) -> list[str] | None:
+            if not _has_manifest(db, repository, digest):
+                return None
+            tags = [row[0] for row in db.execute(
+                "SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag", (repository, str(digest)))]
+            db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, str(digest)))
+            db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, str(digest)))
+            return tags
+
+        return await self._write(work)
+
+    async def referrers(self, repository: str, subject: Digest,
+                        artifact_type: str | None = None) -> list[ManifestRecord]:
+        """The repository's manifests whose subject is ``subject`` (of ``artifact_type`` if given), by digest."""
+        query = f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE repository = ? AND subject = ?"
+        args: tuple[Any, ...] = (repository, str(subject))
+        if artifact_type is not None:
+            query += " AND artifact_type = ?"
+            args += (artifact_type,)
+        rows = await self._read(lambda db: db.execute(query + " ORDER BY digest", args).fetchall())
+        return [_manifest(row) for row in rows]
+
+    # -- blob links --------------------------------------------------------------------------
+
+    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
+        """Make the blob visible in the repository, with its size."""
+        await self._write(lambda db: db.execute(
+            """INSERT INTO blobs (repository, digest, size) VALUES (?, ?, ?)
+               ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size""",
+            (repository, str(digest), size)))
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        """The linked blob's size, or None when the blob is not linked in the repository."""
+        row = await self._read(lambda db: db.execute(
+            "SELECT size FROM blobs WHERE repository = ? AND digest = ?", (repository, str(digest))).fetchone())
+        return None if row is None else row[0]
+
+    async def unlink_blob(self, repository: str, digest: Digest) -> bool:
+        """Remove the blob's link from the repository; False if it was not linked."""
+        return await self._write(lambda db: db.execute(
+            "DELETE FROM blobs WHERE repository = ? AND digest = ?", (repository, str(digest))).rowcount > 0)
+
+
+def _has_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> bool:
+    return db.execute("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?",
+                      (repository, str(digest))).fetchone() is not None
+
+
+def _has_repository(db: sqlite3.Connection, repository: str) -> bool:
+    return db.execute("SELECT EXISTS (SELECT 1 FROM manifests WHERE repository = ?) "
+                      "OR EXISTS (SELECT 1 FROM blobs WHERE repository = ?)",
+                      (repository, repository)).fetchone()[0] == 1
+
+
+def _get_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> ManifestRecord | None:
+    row = db.execute(f"SELECT {_MANIFEST_COLUMNS} FROM manifests WHERE repository = ? AND digest = ?",
+                     (repository, str(digest))).fetchone()
+    return None if row is None else _manifest(row)

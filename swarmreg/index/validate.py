@@ -1,0 +1,71 @@
+"""Checks for what arrives at the index: digests, pagination, JSON bodies; names and tags are
+checked by swarmreg.oci.names (re-exported here for the index's modules)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from swarmreg.digest import Digest
+from swarmreg.errors import BAD_REQUEST, PAGINATION_NUMBER_INVALID, SwarmregError
+from swarmreg.oci.names import validate_repository, validate_tag
+
+__all__ = ["check_annotations", "check_body", "check_media_type", "check_size", "parse_digest",
+           "parse_page_size", "validate_repository", "validate_tag"]
+
+# type/subtype as in RFC 6838, optionally with parameters ("; charset=utf-8").
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+                         r"(?:\s*;[\x20-\x7e]*)?")
+MAX_MEDIA_TYPE_LENGTH = 255
+
+
+def parse_digest(text: Any, field: str = "digest") -> Digest:
+    """A ``sha256:<hex>`` digest from a URL or a JSON field; DIGEST_INVALID otherwise."""
+    if not isinstance(text, str):
+        raise SwarmregError(BAD_REQUEST, f"{field} must be a string", {field: text})
+    return Digest.parse(text)
+
+
+def parse_page_size(text: str | None) -> int | None:
+    """The ``n`` query parameter: None when absent, else a count >= 0 (PAGINATION_NUMBER_INVALID)."""
+    if text is None or text == "":
+        return None
+    if not text.isascii() or not text.isdigit():
+        raise SwarmregError(PAGINATION_NUMBER_INVALID, detail={"n": text[:100]})
+    return int(text)
+
+
+def check_media_type(value: Any, field: str) -> str:
+    """``value`` if it is a ``type/subtype`` string, else BAD_REQUEST naming ``field``."""
+    if not isinstance(value, str) or len(value) > MAX_MEDIA_TYPE_LENGTH or not _MEDIA_TYPE.fullmatch(value):
+        raise SwarmregError(BAD_REQUEST, f"{field} must be a media type (type/subtype)", {field: value})
+    return value
+
+
+def check_size(value: Any, field: str = "size") -> int:
+    """``value`` if it is an integer >= 0, else BAD_REQUEST."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SwarmregError(BAD_REQUEST, f"{field} must be an integer >= 0", {field: value})
+    return value
+
+
+def check_annotations(value: Any) -> dict[str, str]:
+    """OCI annotations: an object of strings to strings (null reads as none)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in value.items()):
+        raise SwarmregError(BAD_REQUEST, "annotations must be an object of strings")
+    return dict(value)
+
+
+def check_body(body: Any, required: set[str], optional: set[str] = frozenset()) -> Mapping[str, Any]:
+    """A JSON object with every ``required`` key and no key outside ``required | optional``."""
+    if not isinstance(body, Mapping):
+        raise SwarmregError(BAD_REQUEST, "the body must be a JSON object")
+    if missing := sorted(required - body.keys()):
+        raise SwarmregError(BAD_REQUEST, f"missing field(s): {', '.join(missing)}")
+    if unknown := sorted(body.keys() - required - optional):
+        raise SwarmregError(BAD_REQUEST, f"unknown field(s): {', '.join(unknown)}")
+    return body

@@ -1,0 +1,364 @@
+"""The index's SQLite store on a real database file: every operation, pagination, concurrency, reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
+
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+SIGNATURE = "application/vnd.example.signature"
+SBOM = "application/vnd.example.sbom"
+
+
+def digest(n: object) -> Digest:
+    return Digest.of(str(n).encode())
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[IndexStore]:
+    async with IndexStore(tmp_path / "index.db") as opened:
+        yield opened
+
+
+async def put_manifest(store: IndexStore, repository: str, n: object, **fields: object) -> Digest:
+    d = digest(n)
+    await store.put_manifest(repository, d, **{"media_type": MANIFEST, "size": 100, **fields})
+    return d
+
+
+async def tags_in(store: IndexStore, repository: str, n: int | None, last: str | None = None) -> Page:
+    return await store.list_tags(repository, n, last)
+
+
+# --- the database file ------------------------------------------------------------------------------
+
+async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) -> None:
+    assert await store.schema_version() == SCHEMA_VERSION
+    db = sqlite3.connect(tmp_path / "index.db")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert {"schema_version", "tags", "manifests", "blobs"} <= tables
+        columns = {row[1] for row in db.execute("PRAGMA table_info(manifests)")}
+        assert columns == {"repository", "digest", "media_type", "size", "artifact_type", "subject",
+                           "annotations", "created"}
+    finally:
+        db.close()
+
+
+async def test_parent_directories_are_created(tmp_path: Path) -> None:
+    async with IndexStore(tmp_path / "deep" / "er" / "index.db") as store:
+        assert await store.catalog() == Page([])
+    assert (tmp_path / "deep" / "er" / "index.db").is_file()
+
+
+async def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    async with IndexStore(path) as store:
+        m = await put_manifest(store, "library/app", "m", annotations={"a": "b"}, artifact_type=SBOM,
+                               subject=digest("s"))
+        await store.put_tag("library/app", "v1", m)
+        await store.link_blob("library/app", digest("layer"), 1234)
+        before = await store.get_manifest("library/app", m)
+    async with IndexStore(path) as store:
+        assert await store.schema_version() == SCHEMA_VERSION
+        assert await store.get_manifest("library/app", m) == before
+        assert await store.get_tag("library/app", "v1") == m
+        assert await store.blob_size("library/app", digest("layer")) == 1234
+        assert await store.referrers("library/app", digest("s")) == [before]
+        assert (await store.catalog()).items == ["library/app"]
+
+
+async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "index.db"
+    async with IndexStore(path):
+        pass
+    db = sqlite3.connect(path)
+    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    db.commit()
+    db.close()
+    with pytest.raises(SchemaError, match="newer"):
+        await IndexStore(path).open()
+
+
+async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
+    store = IndexStore(tmp_path / "index.db")
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.catalog()
+    await store.open()
+    await store.aclose()
+    await store.aclose()  # twice is fine
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.get_tag("a", "b")
+
+
+async def test_without_fsync_the_store_works_the_same(tmp_path: Path) -> None:
+    async with IndexStore(tmp_path / "index.db", fsync=False) as store:
+        m = await put_manifest(store, "a", 1)
+        await store.put_tag("a", "t", m)
+        assert await store.get_tag("a", "t") == m
+
+
+# --- tags ---------------------------------------------------------------------------------------------
+
+async def test_tag_needs_its_manifest_in_the_same_repository(store: IndexStore) -> None:
+    m = await put_manifest(store, "one", 1)
+    with pytest.raises(SwarmregError) as info:
+        await store.put_tag("two", "latest", m)
+    assert info.value.code is MANIFEST_UNKNOWN
+    with pytest.raises(SwarmregError):
+        await store.put_tag("one", "latest", digest("other"))
+    assert await store.get_tag("two", "latest") is None
+    assert await store.get_tag("one", "latest") is None
+
+
+async def test_tag_put_get_move_delete(store: IndexStore) -> None:
+    m1, m2 = await put_manifest(store, "r", 1), await put_manifest(store, "r", 2)
+    await store.put_tag("r", "latest", m1)
+    assert await store.get_tag("r", "latest") == m1
+    await store.put_tag("r", "latest", m1)  # again: nothing changes
+    await store.put_tag("r", "latest", m2)
+    assert await store.get_tag("r", "latest") == m2
+    assert await store.delete_tag("r", "latest") is True
+    assert await store.delete_tag("r", "latest") is False
+    assert await store.get_tag("r", "latest") is None
+    assert await store.get_manifest("r", m2) is not None, "deleting a tag keeps its manifest"
+
+
+async def test_tags_are_listed_in_byte_order(store: IndexStore) -> None:
+    m = await put_manifest(store, "r", 1)
+    tags = ["latest", "Latest", "v1.0", "v1-0", "v1_0", "_x", "1", "10", "9", "a", "A", "Z"]
+    for tag in tags:
+        await store.put_tag("r", tag, m)
+    page = await tags_in(store, "r", None)
+    assert page.items == sorted(tags) == sorted(tags, key=str.encode)
+    assert page.next_last is None
+
+
+async def test_tag_pagination_edges(store: IndexStore) -> None:
+    m = await put_manifest(store, "r", 1)
+    tags = [f"t{i:02}" for i in range(7)]
+    for tag in reversed(tags):
+        await store.put_tag("r", tag, m)
+    assert await tags_in(store, "r", 0) == Page([])
+    assert await tags_in(store, "r", 0, "t03") == Page([])
+    assert await tags_in(store, "r", 100) == Page(tags), "n larger than the count: everything, no next page"
+    assert await tags_in(store, "r", 7) == Page(tags), "n equal to the count: no next page"
+    assert await tags_in(store, "r", 6) == Page(tags[:6], "t05")
+    assert await tags_in(store, "r", 1) == Page(["t00"], "t00")
+    assert await tags_in(store, "r", 3, "t05") == Page(["t06"])
+    assert await tags_in(store, "r", 3, "t06") == Page([])
+    assert await tags_in(store, "r", 3, "zzz") == Page([]), "last beyond the end"
+    assert await tags_in(store, "r", None, "t03") == Page(tags[4:])
+    assert await tags_in(store, "r", 2, "t025") == Page(["t03", "t04"], "t04"), "last need not be a tag"
+    assert await tags_in(store, "r", 2, "") == Page(["t00", "t01"], "t01")
+    # Walking the pages gives every tag once.
+    seen, last = [], None
+    while True:
+        page = await tags_in(store, "r", 3, last)
+        seen += page.items
+        if page.next_last is None:
+            break
+        last = page.next_last
+    assert seen == tags
+
+
+async def test_tags_of_an_unknown_repository(store: IndexStore) -> None:
+    for n in (None, 0, 5):
+        with pytest.raises(SwarmregError) as info:
+            await tags_in(store, "nobody/here", n)
+        assert info.value.code is NAME_UNKNOWN
+        assert info.value.detail == {"name": "nobody/here"}
+
+
+async def test_a_repository_without_tags_lists_none(store: IndexStore) -> None:
+    await put_manifest(store, "untagged", 1)
+    await store.link_blob("blobs/only", digest("b"), 1)
+    assert await tags_in(store, "untagged", None) == Page([])
+    assert await tags_in(store, "blobs/only", 10) == Page([])
+
+
+async def test_repositories_are_separate(store: IndexStore) -> None:
+    m = await put_manifest(store, "a", 1)
+    await put_manifest(store, "a/b", 1)
+    await store.put_tag("a", "x", m)
+    await store.put_tag("a/b", "y", m)
+    assert (await tags_in(store, "a", None)).items == ["x"]
+    assert (await tags_in(store, "a/b", None)).items == ["y"]
+    await store.delete_manifest("a", m)
+    assert await store.get_tag("a/b", "y") == m
+
+
+# --- the catalog ----------------------------------------------------------------------------------
+
+async def test_catalog_lists_repositories_with_manifests_or_blobs(store: IndexStore) -> None:
+    assert await store.catalog() == Page([])
+    await put_manifest(store, "library/b", 1)
+    await put_manifest(store, "library/b", 2)
+    await store.link_blob("library/a", digest("x"), 1)
+    await store.link_blob("library/b", digest("x"), 1)
+    await put_manifest(store, "Z-is-not-valid-but-sorts-first", 1)
+    await put_manifest(store, "library", 1)
+    await put_manifest(store, "library-x", 1)
+    assert (await store.catalog()).items == [
+        "Z-is-not-valid-but-sorts-first", "library", "library-x", "library/a", "library/b"]
+    await store.unlink_blob("library/a", digest("x"))
+    assert "library/a" not in (await store.catalog()).items
+
+
+async def test_catalog_pagination_edges(store: IndexStore) -> None:
+    names = [f"repo/{i}" for i in range(5)]
+    for name in names:
+        await store.link_blob(name, digest(1), 1)
+    assert await store.catalog(0) == Page([])
+    assert await store.catalog(5) == Page(names)
+    assert await store.catalog(50) == Page(names)
+    assert await store.catalog(2) == Page(names[:2], "repo/1")
+    assert await store.catalog(2, "repo/1") == Page(names[2:4], "repo/3")
+    assert await store.catalog(2, "repo/3") == Page(names[4:])
+    assert await store.catalog(2, "repo/4") == Page([])
+    assert await store.catalog(None, "zzz") == Page([])
+    assert await store.catalog(None, "repo/2") == Page(names[3:])
+
+
+# --- manifests ------------------------------------------------------------------------------------
+
+async def test_manifest_round_trip(store: IndexStore) -> None:
+    d = await put_manifest(store, "r/x", "m", size=512, artifact_type=SIGNATURE, subject=digest("s"),
+                           annotations={"org.opencontainers.image.created": "2024-01-01T00:00:00Z", "k": "v"})
+    record = await store.get_manifest("r/x", d)
+    assert isinstance(record, ManifestRecord)
+    assert (record.repository, record.digest, record.media_type, record.size) == ("r/x", d, MANIFEST, 512)
+    assert (record.artifact_type, record.subject) == (SIGNATURE, digest("s"))
+    assert record.annotations == {"org.opencontainers.image.created": "2024-01-01T00:00:00Z", "k": "v"}
+    assert record.created.endswith("Z")
+    assert record.to_json() == {
+        "digest": str(d), "media_type": MANIFEST, "size": 512, "artifact_type": SIGNATURE,
+        "subject": str(digest("s")), "annotations": dict(record.annotations), "created": record.created}
+    assert await store.get_manifest("r", d) is None
+    assert await store.get_manifest("r/x", digest("other")) is None
+
+
+async def test_manifest_defaults(store: IndexStore) -> None:
+    d = await put_manifest(store, "r", 1)
+    record = await store.get_manifest("r", d)
+    assert record is not None
+    assert (record.artifact_type, record.subject, record.annotations) == (None, None, {})
+
+
+async def test_putting_a_manifest_again_updates_it_and_keeps_its_tags(store: IndexStore) -> None:
+    d = await put_manifest(store, "r", 1, size=10)
+    await store.put_tag("r", "v1", d)
+    first = await store.get_manifest("r", d)
+    await trio.sleep(0.01)
+    await put_manifest(store, "r", 1, size=11, annotations={"a": "b"})
+    second = await store.get_manifest("r", d)
+    assert first is not None and second is not None
+    assert (second.size, second.annotations, second.created) == (11, {"a": "b"}, first.created)
+    assert await store.get_tag("r", "v1") == d
+
+
+async def test_deleting_a_manifest_deletes_its_tags_only(store: IndexStore) -> None:
+    m1, m2 = await put_manifest(store, "r", 1), await put_manifest(store, "r", 2)
+    for tag in ("b", "a", "c"):
+        await store.put_tag("r", tag, m1)
+    await store.put_tag("r", "keep", m2)
+    assert await store.delete_manifest("r", m1) == ["a", "b", "c"]
+    assert await store.get_manifest("r", m1) is None
+    assert (await tags_in(store, "r", None)).items == ["keep"]
+    assert await store.delete_manifest("r", m1) is None
+    assert await store.delete_manifest("r", m2) == ["keep"]
+    with pytest.raises(SwarmregError) as info:
+        await tags_in(store, "r", None)
+    assert info.value.code is NAME_UNKNOWN, "nothing left: the repository is gone"
+
+
+async def test_referrers(store: IndexStore) -> None:
+    subject = await put_manifest(store, "r", "image")
+    signatures = [await put_manifest(store, "r", f"sig{i}", artifact_type=SIGNATURE, subject=subject,
+                                     annotations={"i": str(i)}) for i in range(3)]
+    sbom = await put_manifest(store, "r", "sbom", artifact_type=SBOM, subject=subject, size=7)
+    untyped = await put_manifest(store, "r", "untyped", subject=subject)
+    await put_manifest(store, "r", "elsewhere", artifact_type=SIGNATURE, subject=digest("other"))
+    await put_manifest(store, "other/repo", "sig-other", artifact_type=SIGNATURE, subject=subject)
+
+    everything = await store.referrers("r", subject)
+    assert [r.digest for r in everything] == sorted([*signatures, sbom, untyped], key=str)
+    assert [r.digest for r in await store.referrers("r", subject, SIGNATURE)] == sorted(signatures, key=str)
+    sboms = await store.referrers("r", subject, SBOM)
+    assert [r.descriptor() for r in sboms] == [
+        {"mediaType": MANIFEST, "digest": str(sbom), "size": 7, "artifactType": SBOM, "annotations": {}}]
+    assert await store.referrers("r", subject, "application/unknown") == []
+    assert await store.referrers("r", digest("nothing")) == []
+    assert await store.referrers("unknown/repo", subject) == []
+
+
+# --- blob links -----------------------------------------------------------------------------------
+
+async def test_blob_links(store: IndexStore) -> None:
+    b = digest("layer")
+    assert await store.blob_size("r", b) is None
+    await store.link_blob("r", b, 42)
+    assert await store.blob_size("r", b) == 42
+    assert await store.blob_size("r/other", b) is None, "a link is per repository"
+    await store.link_blob("r", b, 42)  # again: fine
+    await store.link_blob("r", digest("empty"), 0)
+    assert await store.blob_size("r", digest("empty")) == 0
+    assert await store.unlink_blob("r", b) is True
+    assert await store.unlink_blob("r", b) is False
+    assert await store.blob_size("r", b) is None
+
+
+# --- concurrency ----------------------------------------------------------------------------------
+
+async def test_concurrent_writers(store: IndexStore) -> None:
+    writers, each = 12, 15
+
+    async def writer(w: int) -> None:
+        repository = f"team{w % 3}/app"
+        for i in range(each):
+            m = await put_manifest(store, repository, f"{w}-{i}", size=i)
+            await store.put_tag(repository, f"w{w:02}-{i:02}", m)
+            await store.link_blob(repository, digest(f"blob{w}-{i}"), i)
+            assert await store.get_tag(repository, f"w{w:02}-{i:02}") == m
+
+    async with trio.open_nursery() as nursery:
+        for w in range(writers):
+            nursery.start_soon(writer, w)
+    assert (await store.catalog()).items == ["team0/app", "team1/app", "team2/app"]
+    total = 0
+    for repository in ("team0/app", "team1/app", "team2/app"):
+        tags = (await tags_in(store, repository, None)).items
+        assert tags == sorted(tags)
+        total += len(tags)
+    assert total == writers * each
+    assert await store.blob_size("team1/app", digest("blob4-14")) == 14
+
+
+async def test_concurrent_writers_to_one_tag_leave_one_winner(store: IndexStore) -> None:
+    digests = [await put_manifest(store, "r", i) for i in range(10)]
+    async with trio.open_nursery() as nursery:
+        for d in digests:
+            nursery.start_soon(store.put_tag, "r", "latest", d)
+    assert await store.get_tag("r", "latest") in digests
+    assert (await tags_in(store, "r", None)).items == ["latest"]
+
+
+async def test_cancelled_callers_leave_the_store_usable(store: IndexStore) -> None:
+    with trio.move_on_after(0.05):
+        async with trio.open_nursery() as nursery:
+            for w in range(8):
+                async def writer(w: int = w) -> None:
+                    for i in range(10_000):
+                        await store.link_blob("r", digest(f"{w}-{i}"), i)
+                nursery.start_soon(writer)
+    await store.link_blob("r", digest("after"), 1)
+    assert await store.blob_size("r", digest("after")) == 1
