@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     show = config_commands.add_parser("show", help="print the effective configuration as TOML")
     _config_arguments(show)
 
+    passwd = commands.add_parser("passwd", help="hash a password for the [proxy.users] table")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
+
     devcluster = commands.add_parser("devcluster", help="run a local cluster on the devcluster ports")
     devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
     return parser
@@ -47,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     args = _parser().parse_args(argv)
     try:
+        if args.command == "passwd":
+            return _passwd(args.stdin)
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 
@@ -81,3 +86,16 @@ def _run_daemon(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - a Co
 def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
     return [leaf for error in group.exceptions
             for leaf in (_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])]
+
+
+def _passwd(from_stdin: bool) -> int:
+    import getpass
+
+    from swarmreg.registry.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if from_stdin else getpass.getpass("password: ")
+    if not password:
+        print("swarmreg: an empty password is not allowed", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0

@@ -127,15 +127,23 @@ class NodeSpec:
 
 # The ports of Kraken's devcluster (seed 002) for the roles that exist so far.
 DEVCLUSTER = (
-    NodeSpec("herd", ("origin", "tracker"),
-             ("origin.listen=127.0.0.1:15002", "swarm.listen=127.0.0.1:15001", "tracker.listen=127.0.0.1:15003"),
-             (("origin: blob uploads (Kraken API)", "origin", "http"), ("tracker: announce channel", "tracker", "ws"))),
+    NodeSpec("herd", ("origin", "tracker", "index", "proxy"),
+             ("proxy.listen=127.0.0.1:15000", "swarm.listen=127.0.0.1:15001", "origin.listen=127.0.0.1:15002",
+              "tracker.listen=127.0.0.1:15003", "index.listen=127.0.0.1:15004"),
+             (("proxy: docker push (registry API)", "proxy", "http"),
+              ("origin: blob uploads (Kraken API)", "origin", "http"),
+              ("tracker: announce channel", "tracker", "ws"),
+              ("index: tags and manifests", "index", "http"))),
     NodeSpec("agent-one", ("agent",),
-             ("agent.listen=127.0.0.1:16002", "swarm.listen=127.0.0.1:16001", "agent.tracker=127.0.0.1:15003"),
-             (("agent one: blob downloads", "agent", "http"),)),
+             ("agent.registry_listen=127.0.0.1:16000", "swarm.listen=127.0.0.1:16001",
+              "agent.listen=127.0.0.1:16002", "agent.tracker=127.0.0.1:15003", "agent.index=127.0.0.1:15004"),
+             (("agent one: docker pull (registry API)", "agent", "registry"),
+              ("agent one: blob downloads", "agent", "http"))),
     NodeSpec("agent-two", ("agent",),
-             ("agent.listen=127.0.0.1:17002", "swarm.listen=127.0.0.1:17001", "agent.tracker=127.0.0.1:15003"),
-             (("agent two: blob downloads", "agent", "http"),)),
+             ("agent.registry_listen=127.0.0.1:17000", "swarm.listen=127.0.0.1:17001",
+              "agent.listen=127.0.0.1:17002", "agent.tracker=127.0.0.1:15003", "agent.index=127.0.0.1:15004"),
+             (("agent two: docker pull (registry API)", "agent", "registry"),
+              ("agent two: blob downloads", "agent", "http"))),
 )
 
 

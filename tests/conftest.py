@@ -20,7 +20,8 @@ from swarmreg.devcluster import DaemonProcess
 
 # Every role listens on a free port in tests.
 PORT_ZERO = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-             "agent.listen=127.0.0.1:0")
+             "agent.listen=127.0.0.1:0", "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0",
+             "agent.registry_listen=127.0.0.1:0")
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:

@@ -201,6 +201,8 @@ class Downloads:
 
     async def _wait_piece(self, torrent: Torrent, piece: int) -> None:
         """Wait for ``piece``; fail when no piece at all arrives for the stall timeout."""
+        if not torrent.have[piece]:
+            torrent.hurry(piece)
         while not torrent.have[piece]:
             torrent.raise_if_failed()
             progress = torrent.have_count

@@ -7,11 +7,11 @@ from functools import partial
 
 import trio
 
-from swarmreg.agent.downloads import Downloads
+from swarmreg.agent.downloads import DownloadBody, Downloads
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.http.body import FileBody
 from swarmreg.http.serve import serve_http
+from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tracker.client import Announcement, TrackerClient
@@ -36,16 +36,28 @@ class AgentService:
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         from swarmreg.agent.app import create_agent_app
+        from swarmreg.agent.registry import create_registry_app
 
-        async with trio.open_nursery() as nursery:
+        async with IndexClient(self.config.agent.index) as index, trio.open_nursery() as nursery:
             self.downloads = Downloads(self.node, self.tracker, nursery, self.config.data_path("downloads"))
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
-            address: Address = await nursery.start(partial(
-                serve_http, create_agent_app(self), self.config.agent.listen, http=self.config.http,
-                stop=self.node.stop, graceful_timeout=self.config.shutdown_timeout))
-            log.info("agent listening on http://%s", address)
-            task_status.started({"http": str(address), "peer": str(self.engine.address)})
+            serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
+                            graceful_timeout=self.config.shutdown_timeout)
+            address: Address = await nursery.start(serve, create_agent_app(self), self.config.agent.listen)
+            registry: Address = await nursery.start(
+                serve, create_registry_app(self, index), self.config.agent.registry_listen)
+            log.info("agent listening on http://%s (blobs) and http://%s (registry)", address, registry)
+            task_status.started({"http": str(address), "registry": str(registry), "peer": str(self.engine.address)})
+
+    def require_downloads(self) -> Downloads:
+        assert self.downloads is not None, "the agent is running"
+        return self.downloads
+
+    async def stream(self, namespace: str, digest: Digest, start: int, end: int) -> DownloadBody:
+        """A response body for bytes [start, end) of a blob that arrives through the swarm."""
+        download = await self.require_downloads().start(namespace, digest)
+        return DownloadBody(download, self.engine, start, end, self.config.store.chunk_size)
 
     def _announcements(self) -> list[Announcement]:
         return [Announcement(t.info_hash, str(t.metainfo.digest), t.namespace, t.finished.is_set())
@@ -61,6 +73,4 @@ class AgentService:
         torrent.connect((p.host, p.port) for p in peers
                         if p.peer_id != self.engine.peer_id and (p.host, p.port) != (me.host, me.port))
 
-    def open_local(self, digest: Digest) -> tuple[FileBody, int] | None:
-        return self.store.open_body(digest)
 

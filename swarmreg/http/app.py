@@ -115,7 +115,8 @@ class BackpressureConnection(TrioASGIHTTPConnection):
 def error_response(error: SwarmregError, headers: dict[str, str] | None = None) -> Response:
     """The JSON envelope for ``error`` with its registered status."""
     body = json.dumps(error.envelope(), separators=(",", ":"))
-    return Response(body, status=error.status, content_type="application/json", headers=headers)
+    return Response(body, status=error.status, content_type="application/json",
+                    headers={**error.headers, **(headers or {})})
 
 
 # Errors raised by Quart/werkzeug itself (routing, protocol), mapped onto our codes.

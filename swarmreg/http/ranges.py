@@ -70,3 +70,18 @@ def parse_upload_range(value: str | None) -> ByteRange:
         raise SwarmregError(
             RANGE_INVALID, "Content-Range end must be greater than start", {"content_range": value})
     return ByteRange(start, end)
+
+
+_OCI_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/\*|/\d{1,19})?")
+
+
+def parse_chunk_range(value: str) -> ByteRange:
+    """An OCI upload chunk's ``Content-Range: start-end`` (end inclusive), as [start, end + 1)."""
+    match = _OCI_CONTENT_RANGE.fullmatch(value.strip())
+    if match is None:
+        raise SwarmregError(RANGE_INVALID, "malformed Content-Range: expected 'start-end'",
+                            {"content_range": value[:100]})
+    start, last = int(match[1]), int(match[2])
+    if last < start:
+        raise SwarmregError(RANGE_INVALID, "Content-Range end is before its start", {"content_range": value})
+    return ByteRange(start, last + 1)

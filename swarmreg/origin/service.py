@@ -66,22 +66,23 @@ class OriginService:
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
-            nursery.start_soon(self._expire_uploads)
+            nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
             self.engine.on_failure.append(lambda torrent: nursery.start_soon(self._repair, torrent))
             log.info("origin listening on http://%s", address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
 
-    async def _expire_uploads(self) -> None:
-        interval = min(self.config.origin.upload_ttl / 4, 300.0)
-        while not self.stop.is_set():
-            with trio.move_on_after(interval):
-                await self.stop.wait()
-            self.uploads.expire()
-
     async def start_upload(self, namespace: str, digest: Digest) -> str:
-        """Open an upload session; 409 when the blob is here already (as Kraken does)."""
+        """Open an upload session; 409 when the blob is here already (as Kraken does).
+
+        Before that 409 the blob is written to the namespace's backend if the
+        backend lacks it, so a client that re-uploads (say, after a failed
+        write-through) still gets it stored durably.
+        """
         if digest in self.store:
+            backend = self.backends.for_namespace(namespace)
+            if backend is not None and await self._backend_call(backend.stat(namespace, digest)) is None:
+                await self._write_through(backend, namespace, digest)
             raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
 

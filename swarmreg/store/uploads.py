@@ -17,7 +17,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from pathlib import Path
 
 import attrs
@@ -27,6 +27,7 @@ import trio
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BLOB_UPLOAD_INVALID,
+    DIGEST_INVALID,
     BLOB_UPLOAD_UNKNOWN,
     RANGE_INVALID,
     SIZE_INVALID,
@@ -48,7 +49,7 @@ class UploadMeta:
 
     uid: str
     namespace: str
-    digest: str
+    digest: str | None  # known up front for Kraken's origin API, only at commit for Docker's
     created: float
     updated: float
     # Received byte ranges [start, end), sorted and coalesced.
@@ -151,34 +152,43 @@ class UploadManager:
     def __len__(self) -> int:
         return len(self._uploads)
 
-    async def create(self, namespace: str, digest: Digest) -> Upload:
-        """Open a new session for a blob of ``digest`` in ``namespace``."""
+    async def create(self, namespace: str, digest: Digest | None = None) -> Upload:
+        """Open a new session for a blob in ``namespace`` (of ``digest``, when known now)."""
         uid = str(uuid.uuid4())
         now = time.time()
-        upload = Upload(UploadMeta(uid, namespace, str(digest), now, now), self.root / uid)
+        upload = Upload(UploadMeta(uid, namespace, digest and str(digest), now, now), self.root / uid)
         upload.dir.mkdir(parents=True)
         upload.data_path.touch()
         self._write_meta(upload)
         self._uploads[uid] = upload
         return upload
 
-    def get(self, uid: str, namespace: str, digest: Digest) -> Upload:
-        """The open session ``uid`` for this namespace and digest, else BLOB_UPLOAD_UNKNOWN."""
+    def get(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload:
+        """The open session ``uid`` of this namespace (and digest, if it was opened for one),
+        else BLOB_UPLOAD_UNKNOWN."""
         upload = self._uploads.get(uid) if _UID.fullmatch(uid) else None
-        if upload is None or upload.meta.namespace != namespace or upload.meta.digest != str(digest):
+        if (upload is None or upload.meta.namespace != namespace
+                or (digest is not None and upload.meta.digest != str(digest))):
             raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
         return upload
 
-    async def write(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes]) -> None:
-        """Write the body ``chunks`` to bytes ``where`` of the upload.
+    async def write(self, upload: Upload, where: ByteRange | None, chunks: AsyncIterable[bytes]) -> ByteRange:
+        """Write the body ``chunks`` to bytes ``where`` of the upload, or append them (``None``).
 
         Refused before anything is written when the range overlaps bytes already
-        received or in flight (416) or passes the size limit (413). A body whose
-        length differs from the range's raises SIZE_INVALID, and then (as on any
-        error or cancellation) the range stays unrecorded, as if never sent.
+        received or in flight, or an append would leave a gap (416), or the size
+        limit is passed (413). A body whose length differs from its range raises
+        SIZE_INVALID, and then (as on any error or cancellation) nothing is
+        recorded, as if the chunk was never sent. Returns the range recorded.
         """
         if upload.committing:
             raise SwarmregError(BLOB_UPLOAD_INVALID, "upload is being committed")
+        appending = where is None
+        if appending:
+            if upload.in_flight or upload.meta.missing():
+                raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
+                                    {"received": [list(r) for r in upload.meta.ranges]})
+            where = ByteRange(upload.meta.size, self.max_size)  # reserves everything after the end
         if where.end > self.max_size:
             raise SwarmregError(TOO_LARGE, f"uploads are limited to {self.max_size} bytes",
                                 {"limit": self.max_size})
@@ -190,51 +200,67 @@ class UploadManager:
         in_order = where.start == upload.hashed_upto
         hasher = upload.hasher.copy() if in_order else None
         try:
-            await self._write_body(upload, where, chunks, hasher)
-            upload.meta = attrs.evolve(
-                upload.meta, ranges=_add_range(upload.meta.ranges, where), updated=time.time())
-            if hasher is not None and upload.hashed_upto == where.start:
-                upload.hasher, upload.hashed_upto = hasher, where.end
-            self._write_meta(upload)
+            written = await self._write_body(upload, where, chunks, hasher, exact=not appending)
+            recorded = ByteRange(where.start, where.start + written)
+            if written:
+                upload.meta = attrs.evolve(
+                    upload.meta, ranges=_add_range(upload.meta.ranges, recorded), updated=time.time())
+                if hasher is not None and upload.hashed_upto == where.start:
+                    upload.hasher, upload.hashed_upto = hasher, recorded.end
+                self._write_meta(upload)
+            return recorded
         finally:
             upload.in_flight.remove(where)
 
     async def _write_body(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes],
-                          hasher: "hashlib._Hash | None") -> None:
+                          hasher: "hashlib._Hash | None", *, exact: bool) -> int:
         fd = os.open(upload.data_path, os.O_WRONLY)
         try:
             written = await write_chunks(fd, chunks, offset=where.start, limit=where.length,
                                          hasher=hasher, chunk_size=self.store.chunk_size)
+        except SwarmregError as error:
+            if error.code is SIZE_INVALID and not exact:
+                raise SwarmregError(TOO_LARGE, f"uploads are limited to {self.max_size} bytes",
+                                    {"limit": self.max_size}) from None
+            raise
         finally:
             os.close(fd)
-        if written != where.length:
+        if exact and written != where.length:
             raise SwarmregError(SIZE_INVALID, "body is shorter than its Content-Range",
                                 {"chunk": [where.start, where.end], "received": written})
+        return written
 
-    async def commit(self, upload: Upload, digest: Digest) -> int:
-        """Verify the session's bytes against ``digest`` and move them into the store.
+    async def commit(self, upload: Upload, digest: Digest,
+                     deliver: Callable[[Path, str], Awaitable[None]] | None = None) -> int:
+        """Verify the session's bytes against ``digest`` and deliver them; returns the size.
 
+        ``deliver(path, hexdigest)`` puts the verified file where it belongs; by
+        default it is moved into the blob store (shielded: whole or not at all).
         Gaps or chunks still in flight refuse the commit and keep the session; a
-        digest mismatch discards the session. Shielded: a commit that started
-        finishes even when the daemon is shutting down. Returns the blob's size.
+        digest mismatch discards the session; a failed delivery keeps it for a retry.
         """
         if upload.in_flight or upload.committing:
             raise SwarmregError(BLOB_UPLOAD_INVALID, "chunks of this upload are still being written")
         if missing := upload.meta.missing():
             raise SwarmregError(RANGE_INVALID, "upload has gaps", {"missing": [list(g) for g in missing]})
+        if upload.meta.digest is not None and upload.meta.digest != str(digest):
+            raise SwarmregError(DIGEST_INVALID, "the upload was opened for another digest")
         size = upload.meta.size
         upload.committing = True
-        with trio.CancelScope(shield=True):
-            try:
-                hexdigest = await trio.to_thread.run_sync(self._finish_hash, upload, size)
-                await self.store.install(upload.data_path, digest, hexdigest=hexdigest)
-            except SwarmregError:
+        try:
+            hexdigest = await trio.to_thread.run_sync(self._finish_hash, upload, size)
+            if hexdigest != digest.hex:
                 self._remove(upload)
-                raise
-            except BaseException:
-                upload.committing = False
-                raise
-            self._remove(upload)
+                raise SwarmregError(DIGEST_INVALID, "content does not match digest",
+                                    {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
+            if deliver is None:
+                with trio.CancelScope(shield=True):
+                    await self.store.install(upload.data_path, digest, hexdigest=hexdigest)
+            else:
+                await deliver(upload.data_path, hexdigest)
+        finally:
+            upload.committing = False
+        self._remove(upload)
         return size
 
     def _finish_hash(self, upload: Upload, size: int) -> str:
@@ -253,6 +279,13 @@ class UploadManager:
     def _remove(self, upload: Upload) -> None:
         self._uploads.pop(upload.uid, None)
         shutil.rmtree(upload.dir, ignore_errors=True)
+
+    async def expire_until(self, stop: trio.Event) -> None:
+        """Remove expired sessions every quarter TTL (at most every 5 minutes) until ``stop``."""
+        while not stop.is_set():
+            with trio.move_on_after(min(self.ttl / 4, 300.0)):
+                await stop.wait()
+            self.expire()
 
     def expire(self, now: float | None = None) -> int:
         """Remove idle sessions older than the TTL; returns how many went."""

@@ -115,6 +115,13 @@ class Torrent:
                 self._focused.add(index)
 
 
+    def hurry(self, index: int) -> None:
+        """Make the piece a stream waits for time-critical: requested before everything queued."""
+        try:
+            self.handle.set_piece_deadline(index, 0)
+        except RuntimeError:  # a torrent being removed
+            pass
+
     def connect(self, peers: Iterable[PeerAddress]) -> None:
         """Hand peer addresses to libtorrent; it dedups connections itself."""
         for host, port in peers:

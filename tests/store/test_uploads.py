@@ -20,6 +20,7 @@ from swarmreg.errors import (
     RANGE_INVALID,
     SIZE_INVALID,
     TOO_LARGE,
+    UNAVAILABLE,
     SwarmregError,
 )
 from swarmreg.http.ranges import ByteRange
@@ -304,3 +305,53 @@ async def test_cancelled_write_records_nothing_and_can_be_retried(manager):
     await put(manager, upload, data, 2000, 10_000)
     assert await manager.commit(upload, digest) == len(data)
     assert manager.store.path(digest).read_bytes() == data
+
+
+# --- Docker-style sessions: no digest until the commit, chunks appended -------------------------
+
+async def test_appended_chunks_commit_under_the_digest_given_at_the_end(manager):
+    data = random_bytes(5000, seed=21)
+    upload = await manager.create(NS)
+    assert (await manager.write(upload, None, chunks(data[:1234]))) == ByteRange(0, 1234)
+    assert (await manager.write(upload, None, chunks(data[1234:]))) == ByteRange(1234, 5000)
+    assert (await manager.write(upload, None, chunks(b""))) == ByteRange(5000, 5000)
+    assert manager.get(upload.uid, NS) is upload
+    assert await manager.commit(upload, Digest.of(data)) == len(data)
+    assert manager.store.path(Digest.of(data)).read_bytes() == data
+
+
+async def test_an_append_after_a_gap_is_refused(manager):
+    upload = await manager.create(NS)
+    await put(manager, upload, b"x" * 20, 10, 20)
+    with pytest.raises(SwarmregError) as excinfo:
+        await manager.write(upload, None, chunks(b"more"))
+    assert error_code(excinfo) is RANGE_INVALID
+
+
+async def test_an_append_past_the_size_limit_is_too_large_and_records_nothing(tmp_path):
+    manager = make_manager(tmp_path, max_size=100)
+    upload = await manager.create(NS)
+    with pytest.raises(SwarmregError) as excinfo:
+        await manager.write(upload, None, chunks(b"y" * 150, 10))
+    assert error_code(excinfo) is TOO_LARGE
+    assert upload.meta.ranges == ()
+
+
+async def test_a_delivery_that_fails_keeps_the_session_for_a_retry(manager, tmp_path):
+    data = random_bytes(3000, seed=22)
+    upload = await manager.create(NS)
+    await manager.write(upload, None, chunks(data))
+    delivered = []
+
+    async def refuse(path, hexdigest):
+        raise SwarmregError(UNAVAILABLE, "the origin is down")
+
+    async def accept(path, hexdigest):
+        delivered.append((path.read_bytes(), hexdigest))
+
+    with pytest.raises(SwarmregError):
+        await manager.commit(upload, Digest.of(data), deliver=refuse)
+    assert manager.get(upload.uid, NS) is upload and not upload.committing
+    await manager.commit(upload, Digest.of(data), deliver=accept)
+    assert delivered == [(data, Digest.of(data).hex)]
+    assert Digest.of(data) not in manager.store, "a delivery replaces the move into the store"

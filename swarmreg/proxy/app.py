@@ -1,0 +1,174 @@
+"""The proxy's registry API: everything an agent serves, plus pushes and content management."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, RANGE_INVALID, SwarmregError
+from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.http.ranges import parse_chunk_range
+from swarmreg.oci.manifest import parse_manifest
+from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.proxy.content import OriginContent
+from swarmreg.registry.read import add_read_routes
+from swarmreg.store.uploads import Upload
+
+if TYPE_CHECKING:
+    from swarmreg.proxy.service import ProxyService
+
+UPLOADS = "/v2/<path:name>/blobs/uploads"
+
+
+def _upload_headers(repository: str, upload: Upload) -> dict[str, str]:
+    """Where the session is and how much of it has arrived (``Range: 0-<last>``, no unit, as distribution)."""
+    return {"Location": f"/v2/{repository}/blobs/uploads/{upload.uid}", "Docker-Upload-UUID": upload.uid,
+            "Range": f"0-{max(upload.meta.size - 1, 0)}", "Content-Length": "0"}
+
+
+def _created(location: str, digest: Digest, extra: dict[str, str] | None = None) -> Response:
+    return Response(b"", status=201, headers={"Location": location, "Docker-Content-Digest": str(digest),
+                                              "Content-Length": "0", **(extra or {})})
+
+
+def create_proxy_app(proxy: ProxyService) -> QuartTrio:
+    """The proxy's Quart app."""
+    app = create_base_app("proxy")
+    index, uploads = proxy.index, proxy.uploads
+    idle_timeout = proxy.node.config.http.idle_timeout
+    max_manifest = proxy.config.max_manifest_size
+
+    @app.before_request
+    async def _authenticate() -> None:
+        if request.path.startswith("/v2"):
+            proxy.auth.user(request.headers.get("Authorization"))
+
+    add_read_routes(app, index, OriginContent(proxy.origin, index))
+
+    @app.get("/health")
+    async def health() -> Response:
+        return Response("OK\n", content_type="text/plain")
+
+    def body() -> AsyncIterator[bytes]:
+        return body_chunks(request.body, idle_timeout)
+
+    async def commit(repository: str, upload: Upload, digest: Digest) -> Response:
+        async def to_origin(path: Path, _hexdigest: str) -> None:
+            await proxy.origin.upload_file(repository, digest, path, through=True)
+
+        size = await uploads.commit(upload, digest, deliver=to_origin)
+        await index.link_blob(repository, digest, size)
+        return _created(f"/v2/{repository}/blobs/{digest}", digest)
+
+    def requested_digest() -> Digest:
+        value = request.args.get("digest")
+        if not value:
+            raise SwarmregError(DIGEST_INVALID, "the digest query parameter is required")
+        return Digest.parse(value)
+
+    @app.post(f"{UPLOADS}/")
+    async def start_upload(name: str) -> Response:
+        repository = validate_repository(name)
+        mount, source = request.args.get("mount"), request.args.get("from")
+        if mount and source:
+            digest = Digest.parse(mount)
+            size = await index.blob_size(validate_repository(source), digest)
+            if size is not None:
+                await index.link_blob(repository, digest, size)
+                return _created(f"/v2/{repository}/blobs/{digest}", digest)
+            # Not mountable: an ordinary upload session, as the spec says.
+        upload = await uploads.create(repository)
+        if request.args.get("digest"):  # a monolithic upload: the whole blob in this request
+            digest = requested_digest()
+            await uploads.write(upload, None, body())
+            return await commit(repository, upload, digest)
+        return Response(b"", status=202, headers=_upload_headers(repository, upload))
+
+    @app.patch(f"{UPLOADS}/<uid>")
+    async def upload_chunk(name: str, uid: str) -> Response:
+        repository = validate_repository(name)
+        upload = uploads.get(uid, repository)
+        if content_range := request.headers.get("Content-Range"):
+            where = parse_chunk_range(content_range)
+            if where.start != upload.meta.size:
+                raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
+                                    {"expected_start": upload.meta.size, "content_range": content_range},
+                                    headers=_upload_headers(repository, upload))
+        await uploads.write(upload, None, body())
+        return Response(b"", status=202, headers=_upload_headers(repository, upload))
+
+    @app.get(f"{UPLOADS}/<uid>")
+    async def upload_status(name: str, uid: str) -> Response:
+        repository = validate_repository(name)
+        return Response(b"", status=204, headers=_upload_headers(repository, uploads.get(uid, repository)))
+
+    @app.put(f"{UPLOADS}/<uid>")
+    async def finish_upload(name: str, uid: str) -> Response:
+        repository = validate_repository(name)
+        upload = uploads.get(uid, repository)
+        digest = requested_digest()
+        await uploads.write(upload, None, body())  # a last chunk may come with the PUT
+        return await commit(repository, upload, digest)
+
+    @app.delete(f"{UPLOADS}/<uid>")
+    async def cancel_upload(name: str, uid: str) -> Response:
+        repository = validate_repository(name)
+        await uploads.cancel(uploads.get(uid, repository))
+        return Response(b"", status=204)
+
+    @app.delete("/v2/<path:name>/blobs/<digest>")
+    async def delete_blob(name: str, digest: str) -> Response:
+        repository, parsed = validate_repository(name), Digest.parse(digest)
+        if await index.blob_size(repository, parsed) is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
+        await index.unlink_blob(repository, parsed)
+        return Response(b"", status=202, headers={"Content-Length": "0"})
+
+    @app.put("/v2/<path:name>/manifests/<reference>")
+    async def put_manifest(name: str, reference: str) -> Response:
+        repository = validate_repository(name)
+        target = parse_reference(reference)
+        data = await _read_limited(body(), max_manifest)
+        manifest = parse_manifest(data, request.headers.get("Content-Type"))
+        if isinstance(target, Digest) and target != manifest.digest:
+            raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
+                                {"digest": str(target), "actual": str(manifest.digest)})
+        for blob in manifest.blobs:
+            if await index.blob_size(repository, blob) is None:
+                raise SwarmregError(MANIFEST_BLOB_UNKNOWN, detail={"digest": str(blob)})
+        await proxy.origin.upload_bytes(repository, manifest.digest, data, through=True)
+        await index.put_manifest(repository, manifest.digest, media_type=manifest.media_type, size=manifest.size,
+                                 artifact_type=manifest.artifact_type, subject=manifest.subject,
+                                 annotations=manifest.annotations)
+        if not isinstance(target, Digest):
+            await index.put_tag(repository, target, manifest.digest)
+        extra = {"OCI-Subject": str(manifest.subject)} if manifest.subject else {}
+        return _created(f"/v2/{repository}/manifests/{manifest.digest}", manifest.digest, extra)
+
+    @app.delete("/v2/<path:name>/manifests/<reference>")
+    async def delete_manifest(name: str, reference: str) -> Response:
+        repository = validate_repository(name)
+        target = parse_reference(reference)
+        if isinstance(target, Digest):
+            await index.delete_manifest(repository, target)
+        else:
+            await index.delete_tag(repository, target)
+        return Response(b"", status=202, headers={"Content-Length": "0"})
+
+    return app
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The whole body, or as soon as it passes ``limit`` bytes, the first limit + 1 of them."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(parts)[:limit + 1]

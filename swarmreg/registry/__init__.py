@@ -1,0 +1,1 @@
+"""The Docker Registry HTTP API V2 / OCI distribution API, shared by the proxy and the agents."""

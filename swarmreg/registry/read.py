@@ -1,0 +1,138 @@
+"""The pull side of the registry API, served by the proxy and by every agent.
+
+Tags and manifest metadata come from the index; bytes come from a Content source:
+the origin over HTTP on the proxy, the swarm on an agent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from swarmreg.digest import Digest
+from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
+from swarmreg.http.responses import opened_blob_response
+from swarmreg.index.client import IndexClient
+from swarmreg.oci.descriptor import Descriptor
+from swarmreg.oci.manifest import referrers_index
+from swarmreg.oci.names import parse_reference, validate_repository
+
+API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
+MAX_PAGE = 10_000
+
+
+class Content(Protocol):
+    """Where a registry port reads blob and manifest bytes."""
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        """The blob's size as this repository sees it; None when it is not there."""
+
+    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Any:
+        """A response body for bytes [start, end) of the blob of ``size`` bytes."""
+
+    async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
+        """A manifest's exact bytes."""
+
+
+def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  content_type: str = "application/json") -> Response:
+    return Response(json.dumps(value, separators=(",", ":")), status=status, content_type=content_type,
+                    headers=headers)
+
+
+def page_arguments() -> tuple[int | None, str | None]:
+    """``n`` and ``last`` of a paginated list request."""
+    raw = request.args.get("n")
+    n = None
+    if raw is not None:
+        if not raw.isdigit() or int(raw) > MAX_PAGE:
+            raise SwarmregError(BAD_REQUEST, f"n must be an integer from 0 to {MAX_PAGE}", {"n": raw[:20]})
+        n = int(raw)
+    return n, request.args.get("last")
+
+
+def next_link(path: str, following: dict[str, Any] | None) -> dict[str, str]:
+    """The Link header distribution sends when a page is not the last one."""
+    if not following:
+        return {}
+    return {"Link": f'<{path}?{urlencode(following)}>; rel="next"'}
+
+
+async def resolve(index: IndexClient, repository: str, reference: str) -> tuple[Digest, dict[str, Any]]:
+    """A manifest reference (tag or digest) -> its digest and its metadata in the index."""
+    target = parse_reference(reference)
+    if isinstance(target, Digest):
+        digest: Digest | None = target
+    else:
+        tagged = await index.get_tag(repository, target)
+        digest = Digest.parse(tagged) if tagged is not None else None
+    meta = await index.get_manifest(repository, digest) if digest is not None else None
+    if digest is None or meta is None:
+        raise SwarmregError(MANIFEST_UNKNOWN, detail={"name": repository, "reference": reference[:200]})
+    return digest, meta
+
+
+def add_read_routes(app: QuartTrio, index: IndexClient, content: Content) -> None:
+    """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
+
+    @app.after_request
+    async def _api_version(response: Response) -> Response:
+        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        return response
+
+    @app.get("/v2/")
+    async def base() -> Response:
+        return json_response({})
+
+    @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
+    async def get_manifest(name: str, reference: str) -> Response:
+        repository = validate_repository(name)
+        digest, meta = await resolve(index, repository, reference)
+        headers = {"Docker-Content-Digest": str(digest), "ETag": f'"{digest}"',
+                   "Content-Length": str(meta["size"])}
+        body = b"" if request.method == "HEAD" else await content.manifest_bytes(repository, digest)
+        response = Response(body, content_type=meta["media_type"], headers=headers)
+        response.headers["Content-Length"] = str(meta["size"])
+        return response
+
+    @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD"])
+    async def get_blob(name: str, digest: str) -> Response:
+        repository, parsed = validate_repository(name), Digest.parse(digest)
+        size = await content.blob_size(repository, parsed)
+        if size is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
+
+        async def open_range(start: int, end: int) -> Any:
+            return await content.open_blob(repository, parsed, size, start, end)
+
+        return await opened_blob_response(parsed, size, request.headers.get("Range"),
+                                          None if request.method == "HEAD" else open_range)
+
+    @app.get("/v2/<path:name>/tags/list")
+    async def list_tags(name: str) -> Response:
+        repository = validate_repository(name)
+        n, last = page_arguments()
+        tags, following = await index.list_tags(repository, n, last)
+        return json_response({"name": repository, "tags": tags},
+                             headers=next_link(f"/v2/{repository}/tags/list", following))
+
+    @app.get("/v2/_catalog")
+    async def catalog() -> Response:
+        n, last = page_arguments()
+        repositories, following = await index.catalog(n, last)
+        return json_response({"repositories": repositories}, headers=next_link("/v2/_catalog", following))
+
+    @app.get("/v2/<path:name>/referrers/<digest>")
+    async def referrers(name: str, digest: str) -> Response:
+        repository, parsed = validate_repository(name), Digest.parse(digest)
+        artifact_type = request.args.get("artifactType")
+        found = await index.referrers(repository, parsed, artifact_type)
+        descriptors = [Descriptor(entry["mediaType"], Digest.parse(entry["digest"]), entry["size"],
+                                  entry.get("artifactType"), entry.get("annotations") or {}) for entry in found]
+        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        return Response(referrers_index(descriptors), content_type="application/vnd.oci.image.index.v1+json",
+                        headers=headers)

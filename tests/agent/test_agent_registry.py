@@ -1,0 +1,47 @@
+"""The agent's read-only registry port: images pushed to the proxy, pulled through the swarm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from tests.conftest import blob_files, make_config, random_bytes, start_daemon
+from tests.origin.helpers import assert_error
+from tests.proxy.helpers import DOCKER_MANIFEST, digest_of, push_image
+
+REPO = "team/pulled"
+
+
+async def test_pull_through_the_agent(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd"), ["origin", "tracker", "index", "proxy"])
+    roles = herd.ready["roles"]
+    agent = await start_daemon(nursery, make_config(
+        tmp_path / "agent", f"agent.tracker={roles['tracker']['ws']}", f"agent.index={roles['index']['http']}"),
+        ["agent"])
+    layers = [random_bytes(3 << 20, seed=1), random_bytes(100_000, seed=2)]
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
+        digest, manifest = await push_image(proxy, REPO, "v1", layers)
+    async with httpx.AsyncClient(base_url=agent.url("agent", "registry"), timeout=60) as registry:
+        assert (await registry.get("/v2/")).json() == {}
+        response = await registry.get(f"/v2/{REPO}/manifests/v1")
+        assert response.content == manifest
+        assert response.headers["content-type"] == DOCKER_MANIFEST
+        assert response.headers["docker-content-digest"] == digest
+        head = await registry.head(f"/v2/{REPO}/manifests/{digest}")
+        assert head.status_code == 200 and head.headers["content-length"] == str(len(manifest))
+        for layer in layers:
+            assert (await registry.get(f"/v2/{REPO}/blobs/{digest_of(layer)}")).content == layer
+        ranged = await registry.get(f"/v2/{REPO}/blobs/{digest_of(layers[0])}", headers={"Range": "bytes=5-9"})
+        assert ranged.status_code == 206 and ranged.content == layers[0][5:10]
+        assert (await registry.get(f"/v2/{REPO}/tags/list")).json() == {"name": REPO, "tags": ["v1"]}
+        # Read-only: every other method is refused in the spec's format, and nothing changes.
+        for method, path in [("PUT", f"/v2/{REPO}/manifests/v2"), ("DELETE", f"/v2/{REPO}/manifests/v1"),
+                             ("POST", f"/v2/{REPO}/blobs/uploads/"), ("PATCH", f"/v2/{REPO}/blobs/uploads/x"),
+                             ("DELETE", f"/v2/{REPO}/blobs/{digest_of(layers[1])}")]:
+            assert_error(await registry.request(method, path, content=b"{}"), 405, "UNSUPPORTED")
+        assert_error(await registry.get(f"/v2/{REPO}/manifests/nope"), 404, "MANIFEST_UNKNOWN")
+        assert_error(await registry.get(f"/v2/{REPO}/blobs/{digest_of(b'nobody')}"), 404, "BLOB_UNKNOWN")
+    held = blob_files(Path(agent.config.data_dir))
+    assert {digest_of(layer).removeprefix("sha256:") for layer in layers} <= set(held)
