@@ -1,0 +1,1 @@
+"""Tests and helpers that drive real registry clients (skopeo, docker, podman, containerd)."""

@@ -1,0 +1,1 @@
+"""Differential conformance: one request sequence, the reference registry and each target."""
