@@ -79,16 +79,19 @@ class SwarmregError(Exception):
     """An error that maps onto one registered code, with an optional detail."""
 
     def __init__(self, code: ErrorCode, message: str | None = None, detail: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, status: int | None = None) -> None:
         super().__init__(message or code.message)
         self.code = code
         self.message = message or code.message
         self.detail = detail
         self.headers = headers or {}  # sent with the error response (e.g. WWW-Authenticate)
+        # Where the spec pairs a code with another status than its usual one (a manifest over
+        # the size limit: 413 with MANIFEST_INVALID, as the spec has no code of its own for it).
+        self._status = status
 
     @property
     def status(self) -> int:
-        return self.code.status
+        return self._status or self.code.status
 
     def envelope(self) -> dict[str, Any]:
         """The spec's JSON error envelope for this error."""

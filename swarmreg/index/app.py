@@ -31,10 +31,14 @@ from swarmreg.index.validate import (
     validate_repository,
     validate_tag,
 )
+from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 
 REPOSITORY = "/repositories/<path:repository>"
-# Bodies are small JSON documents (annotations being the largest part).
-MAX_BODY_SIZE = 1 << 20
+# Bodies are small JSON documents, but a manifest record carries the manifest's annotations, which
+# may fill nearly all of a manifest of the largest size a registry must accept (4 MiB). The proxy
+# encodes them without escaping non-ASCII, so they take at most as many bytes as in the manifest;
+# the rest leaves room for the record's other fields.
+MAX_BODY_SIZE = MAX_MANIFEST_SIZE + (64 << 10)
 
 
 class DigestSegment(BaseConverter):

@@ -6,6 +6,7 @@ that cannot be reached (after a few retries) raises UNAVAILABLE with the reason.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -159,7 +160,14 @@ class IndexClient:
         """Record a manifest in the repository (its content is a blob elsewhere)."""
         body = {"media_type": media_type, "size": size, "artifact_type": artifact_type,
                 "subject": None if subject is None else _digest(subject), "annotations": dict(annotations or {})}
-        await self._request("PUT", self._path(repository, "manifests", digest), json=body)
+        # Non-ASCII as UTF-8, not \u escapes: the annotations then take no more bytes than in the
+        # manifest, which keeps the record of any acceptable manifest within the index's body limit.
+        try:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): only escaped
+            content = json.dumps(body, separators=(",", ":")).encode()
+        await self._request("PUT", self._path(repository, "manifests", digest), content=content,
+                            headers={"Content-Type": "application/json"})
 
     async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None:
         """``{"digest", "media_type", "size", "artifact_type", "subject", "annotations", "created"}`` or None."""

@@ -38,11 +38,11 @@ from swarmreg.oci.mediatypes import (
     base_media_type,
 )
 
-__all__ = ["MAX_MANIFEST_SIZE", "Descriptor", "Manifest", "Platform", "parse_manifest",
-           "referrers_index"]
+__all__ = ["MAX_MANIFEST_SIZE", "Descriptor", "Manifest", "Platform", "manifest_too_large",
+           "parse_manifest", "referrers_index"]
 
-# distribution reads at most 4 MiB of a manifest PUT (maxManifestBodySize) and answers
-# MANIFEST_INVALID beyond it; the distribution spec asks registries to take at least 4 MB.
+# The distribution spec: "Client and registry implementations SHOULD expect to be able to support
+# manifest pushes of at least 4 megabytes" (distribution's maxManifestBodySize is the same 4 MiB).
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 
 _SCHEMA1_REFUSAL = "Docker schema1 manifests are not supported: push a schema2 or OCI manifest"
@@ -79,6 +79,18 @@ class Manifest:
                           artifact_type=self.artifact_type, annotations=self.annotations)
 
 
+def manifest_too_large(size: int, limit: int) -> SwarmregError:
+    """The refusal of a manifest over ``limit`` bytes: ``413`` with ``MANIFEST_INVALID``.
+
+    The distribution spec: "A registry that enforces this limit SHOULD respond to a request to
+    push a manifest over this limit with a response code ``413 Payload Too Large``". It names no
+    error code for it, and a JSON error body must use one of its codes: MANIFEST_INVALID.
+    ``size`` is what was read (at least limit + 1).
+    """
+    return SwarmregError(MANIFEST_INVALID, f"manifest invalid: larger than {limit} bytes",
+                         {"size": size, "limit": limit}, status=413)
+
+
 def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     """Validate a pushed manifest and extract its references.
 
@@ -86,13 +98,12 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     comes from the header when it names a manifest type, else from the body's ``mediaType``, else
     from the body's shape (``manifests``: OCI index; ``config``/``layers``: OCI manifest). When
     both header and body name a type they must agree. Raises SwarmregError: MANIFEST_INVALID for
-    anything malformed, oversized, ambiguous, self-referencing or schema1; DIGEST_INVALID for a
-    descriptor digest that is malformed or not sha256.
+    anything malformed, ambiguous, self-referencing or schema1; DIGEST_INVALID for a
+    descriptor digest that is malformed or not sha256; a body over MAX_MANIFEST_SIZE is refused
+    with 413 (``manifest_too_large``).
     """
     if len(body) > MAX_MANIFEST_SIZE:
-        raise SwarmregError(MANIFEST_INVALID,
-                            f"manifest invalid: larger than {MAX_MANIFEST_SIZE} bytes",
-                            {"size": len(body), "limit": MAX_MANIFEST_SIZE})
+        raise manifest_too_large(len(body), MAX_MANIFEST_SIZE)
     data = bytes(body)
     header = _check_header(content_type)
     document = _load_json(data)

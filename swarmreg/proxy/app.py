@@ -13,7 +13,7 @@ from swarmreg.digest import Digest
 from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, RANGE_INVALID, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
-from swarmreg.oci.manifest import parse_manifest
+from swarmreg.oci.manifest import manifest_too_large, parse_manifest
 from swarmreg.oci.names import parse_reference, validate_repository
 from swarmreg.proxy.content import OriginContent
 from swarmreg.registry.read import add_read_routes
@@ -31,9 +31,16 @@ def _upload_headers(repository: str, upload: Upload) -> dict[str, str]:
             "Range": f"0-{max(upload.meta.size - 1, 0)}", "Content-Length": "0"}
 
 
+def _empty(status: int, headers: dict[str, str]) -> Response:
+    """An answer without content, and so without a Content-Type (Quart would say text/html)."""
+    response = Response(b"", status=status, headers=headers)
+    del response.headers["Content-Type"]
+    return response
+
+
 def _created(location: str, digest: Digest, extra: dict[str, str] | None = None) -> Response:
-    return Response(b"", status=201, headers={"Location": location, "Docker-Content-Digest": str(digest),
-                                              "Content-Length": "0", **(extra or {})})
+    return _empty(201, {"Location": location, "Docker-Content-Digest": str(digest), "Content-Length": "0",
+                        **(extra or {})})
 
 
 def create_proxy_app(proxy: ProxyService) -> QuartTrio:
@@ -87,7 +94,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
             digest = requested_digest()
             await uploads.write(upload, None, body())
             return await commit(repository, upload, digest)
-        return Response(b"", status=202, headers=_upload_headers(repository, upload))
+        return _empty(202, _upload_headers(repository, upload))
 
     @app.patch(f"{UPLOADS}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
@@ -100,12 +107,12 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
                                     {"expected_start": upload.meta.size, "content_range": content_range},
                                     headers=_upload_headers(repository, upload))
         await uploads.write(upload, None, body())
-        return Response(b"", status=202, headers=_upload_headers(repository, upload))
+        return _empty(202, _upload_headers(repository, upload))
 
     @app.get(f"{UPLOADS}/<uid>")
     async def upload_status(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        return Response(b"", status=204, headers=_upload_headers(repository, uploads.get(uid, repository)))
+        return _empty(204, _upload_headers(repository, uploads.get(uid, repository)))
 
     @app.put(f"{UPLOADS}/<uid>")
     async def finish_upload(name: str, uid: str) -> Response:
@@ -117,9 +124,11 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
 
     @app.delete(f"{UPLOADS}/<uid>")
     async def cancel_upload(name: str, uid: str) -> Response:
+        """204 and the session gone; Docker-Upload-UUID names it, as distribution's answer does."""
         repository = validate_repository(name)
-        await uploads.cancel(uploads.get(uid, repository))
-        return Response(b"", status=204)
+        upload = uploads.get(uid, repository)
+        await uploads.cancel(upload)
+        return _empty(204, {"Docker-Upload-UUID": upload.uid})
 
     @app.delete("/v2/<path:name>/blobs/<digest>")
     async def delete_blob(name: str, digest: str) -> Response:
@@ -127,13 +136,15 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
         if await index.blob_size(repository, parsed) is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
         await index.unlink_blob(repository, parsed)
-        return Response(b"", status=202, headers={"Content-Length": "0"})
+        return _empty(202, {"Content-Length": "0"})
 
     @app.put("/v2/<path:name>/manifests/<reference>")
     async def put_manifest(name: str, reference: str) -> Response:
         repository = validate_repository(name)
         target = parse_reference(reference)
         data = await _read_limited(body(), max_manifest)
+        if len(data) > max_manifest:  # (parse_manifest has its own, fixed limit too)
+            raise manifest_too_large(len(data), max_manifest)
         manifest = parse_manifest(data, request.headers.get("Content-Type"))
         if isinstance(target, Digest) and target != manifest.digest:
             raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
@@ -158,7 +169,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
             await index.delete_manifest(repository, target)
         else:
             await index.delete_tag(repository, target)
-        return Response(b"", status=202, headers={"Content-Length": "0"})
+        return _empty(202, {"Content-Length": "0"})
 
     return app
 

@@ -80,8 +80,14 @@ def add_read_routes(app: QuartTrio, index: IndexClient, content: Content) -> Non
     """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
 
     @app.after_request
-    async def _api_version(response: Response) -> Response:
+    async def _registry_headers(response: Response) -> Response:
+        """The API version on every answer; a 204 without Content-Length (RFC 9110 8.6: "A server
+        MUST NOT send a Content-Length header field in any response with a status code of ... 204")
+        or a Content-Type for the content it does not have (Quart sets both)."""
         response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        if response.status_code == 204:
+            del response.headers["Content-Length"]
+            del response.headers["Content-Type"]
         return response
 
     @app.get("/v2/")

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import attrs
 import pytest
+import trio
 
 from tests.clients.registry import reference_registry_at
+from tests.conftest import make_config, start_daemon
 
 
 @asynccontextmanager
@@ -25,8 +27,24 @@ async def docker_registry(tmp_path: Path) -> AsyncIterator[str]:
         yield url
 
 
+@asynccontextmanager
+async def swarmreg_proxy(tmp_path: Path) -> AsyncIterator[str]:
+    """Our proxy: a herd daemon (origin, index, proxy) in this process, data under tmp_path/herd.
+
+    The fixture runs in its own task (pytest-trio), so the daemon's nursery may stay open
+    across the ``yield``; the daemon is stopped gracefully on exit.
+    """
+    async with trio.open_nursery() as nursery:
+        herd = await start_daemon(nursery, make_config(tmp_path / "herd"), ["origin", "index", "proxy"])
+        try:
+            yield herd.url("proxy")
+        finally:
+            await herd.stop()
+
+
 TARGETS: dict[str, Callable[[Path], AbstractAsyncContextManager[str]]] = {
     "docker-registry": docker_registry,
+    "swarmreg-proxy": swarmreg_proxy,
 }
 
 

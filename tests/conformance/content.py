@@ -45,6 +45,12 @@ def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": digest(data), "size": len(data), **extra}
 
 
+def image_index(*manifests: dict[str, Any]) -> dict[str, Any]:
+    """An OCI image index listing ``manifests``, in the normalized form (sorted by digest)."""
+    return {"schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": sorted(manifests, key=lambda d: d["digest"])}
+
+
 class Content:
     """Blobs and manifests of the sequence; each attribute is the exact bytes pushed."""
 
@@ -102,6 +108,12 @@ class Content:
     @cached_property
     def signature(self) -> bytes:
         return self.artifact(SIGNATURE, self.oci_amd64, "signature")
+
+    def referrer(self, artifact: bytes, artifact_type: str, note: str) -> dict[str, Any]:
+        """The descriptor the referrers API must list for an ``artifact`` manifest (spec: with its
+        artifactType and its annotations)."""
+        return descriptor(OCI_MANIFEST, artifact, artifactType=artifact_type,
+                          annotations={"org.example.note": note})
 
     @cached_property
     def missing_blob(self) -> bytes:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from .content import (ACCEPT_ALL, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SBOM, Content,
-                      digest)
+from .content import (ACCEPT_ALL, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SBOM, SIGNATURE,
+                      Content, digest, image_index)
 from .steps import Step
 
 APP = "conformance/app"
@@ -214,19 +214,29 @@ def push_manifests(c: Content) -> list[Step]:
     ]
 
 
+def tag_list(*tags: str) -> dict[str, object]:
+    """The tags/list body of APP the spec calls for: ``tags`` in lexical order."""
+    return {"name": APP, "tags": sorted(tags)}
+
+
 def discovery() -> list[Step]:
     s = partial(Step, workflow="discovery")
     tags = f"/v2/{APP}/tags/list"
+    # APP's tags: at-limit, docker, multi, t-a, t-b, t-c, v1, and over-limit if the registry took
+    # that manifest (the spec allows it): the pages below do not depend on that one.
     return [
         s(name="discovery.tags", method="GET", url=tags, expect=200),
-        s(name="discovery.tags-n2", method="GET", url=tags, expect=200, params={"n": "2"}),
+        s(name="discovery.tags-n2", method="GET", url=tags, expect=200, params={"n": "2"},
+          spec_body=tag_list("at-limit", "docker")),
         s(name="discovery.tags-n2-last", method="GET", url=tags, expect=200,
           params={"n": "2", "last": "docker"}),
         s(name="discovery.tags-last-page", method="GET", url=tags, expect=200,
-          params={"n": "2", "last": "t-b"}),
+          params={"n": "2", "last": "t-b"}, spec_body=tag_list("t-c", "v1")),
         s(name="discovery.tags-last-only", method="GET", url=tags, expect=200,
-          params={"last": "t-a"}),
-        s(name="discovery.tags-n0", method="GET", url=tags, expect=200, params={"n": "0"}),
+          params={"last": "t-a"}, spec_body=tag_list("t-b", "t-c", "v1")),
+        s(name="discovery.tags-n0", method="GET", url=tags, expect=200, params={"n": "0"},
+          spec_body=tag_list(), spec_headers={"link": None},
+          note="an empty list and no Link header"),
         s(name="discovery.tags-mirror", method="GET", url=f"/v2/{MIRROR}/tags/list", expect=200),
         s(name="discovery.catalog", method="GET", url="/v2/_catalog", expect=200),
         s(name="discovery.catalog-n1", method="GET", url="/v2/_catalog", expect=200,
@@ -237,24 +247,39 @@ def discovery() -> list[Step]:
 
 
 def referrers(c: Content) -> list[Step]:
+    """The OCI 1.1 referrers API, with the headers and bodies the spec requires of a registry
+    that implements it (checked on a target when the reference lacks the API)."""
     s = partial(Step, workflow="discovery", feature="referrers")
     url = f"/v2/{APP}/referrers/{digest(c.oci_amd64)}"
+    index = {"content-type": OCI_INDEX}
+    filtered = {**index, "oci-filters-applied": "artifactType"}
+    unfiltered = {**index, "oci-filters-applied": None}
+    sbom = c.referrer(c.sbom, SBOM, "sbom")
+    signature = c.referrer(c.signature, SIGNATURE, "signature")
+    subject = {"oci-subject": digest(c.oci_amd64)}
     return [
         s(name="referrers.none-yet", method="GET", url=url, expect=200, probe=True,
+          spec_headers=unfiltered, spec_body=image_index(),
           note="an empty image index when nothing refers to the digest"),
         put_manifest("referrers.push-sbom", APP, c.sbom, c.sbom, OCI_MANIFEST, feature="referrers",
+                     spec_headers=subject,
                      note="OCI-Subject header when the registry processes the subject"),
         put_manifest("referrers.push-signature", APP, c.signature, c.signature, OCI_MANIFEST,
-                     feature="referrers"),
-        s(name="referrers.list", method="GET", url=url, expect=200),
+                     feature="referrers", spec_headers=subject),
+        s(name="referrers.list", method="GET", url=url, expect=200, spec_headers=unfiltered,
+          spec_body=image_index(sbom, signature)),
         s(name="referrers.filter-artifact-type", method="GET", url=url, expect=200,
-          params={"artifactType": SBOM}),
+          params={"artifactType": SBOM}, spec_headers=filtered, spec_body=image_index(sbom),
+          note="a registry that filters (the spec: SHOULD) says so in OCI-Filters-Applied"),
         s(name="referrers.filter-no-match", method="GET", url=url, expect=200,
-          params={"artifactType": "application/vnd.example.none"}),
+          params={"artifactType": "application/vnd.example.none"}, spec_headers=filtered,
+          spec_body=image_index()),
         s(name="referrers.unknown-subject", method="GET", url=f"/v2/{APP}/referrers/{ZERO_DIGEST}",
-          expect=200),
+          expect=200, spec_headers=unfiltered, spec_body=image_index(),
+          note="200 and an empty index, never 404, for a subject nothing refers to"),
         s(name="referrers.artifact-manifest", method="GET", url=manifest(APP, c.sbom), expect=200,
-          headers=ACCEPT, content=True),
+          headers=ACCEPT, content=True, spec_headers={"content-type": OCI_MANIFEST},
+          spec_body={"sha256": digest(c.sbom).removeprefix("sha256:"), "length": len(c.sbom)}),
     ]
 
 

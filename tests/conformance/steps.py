@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -18,9 +19,12 @@ class Step:
     query. A ``$name`` step whose upload was never opened is recorded as skipped.
 
     ``expect`` is the status (or statuses, where the spec leaves a choice) the spec calls for:
-    never asserted against the reference, only reported where it departs from it, and checked on
-    a target for features the reference lacks. ``content`` marks responses whose body is blob or
-    manifest bytes (compared by digest and length). ``feature`` names an optional API
+    never asserted against the reference, only reported where it departs from it. Where a target
+    is not compared with the reference (a feature the reference lacks, a known difference), it is
+    held to the spec instead: to ``expect``, to ``spec_headers`` (recorded header -> normalized
+    value the spec requires; None: the spec forbids the header) and to ``spec_body`` (the
+    normalized body the spec requires; None: not checked). ``content`` marks responses whose body
+    is blob or manifest bytes (compared by digest and length). ``feature`` names an optional API
     (``"referrers"``) that the reference registry may not implement; a 404 on its ``probe`` step
     means the registry lacks it.
     """
@@ -38,6 +42,8 @@ class Step:
     content: bool = False
     feature: str | None = None
     probe: bool = False  # a 404 here means the target does not implement ``feature``
+    spec_headers: Mapping[str, str | None] = attrs.field(factory=dict)
+    spec_body: Any = None
     note: str = ""
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 import httpx
 
 from .compare import KNOWN_DIFFERENCES, compare, reference_gaps, spec_departures
@@ -103,23 +104,55 @@ def test_compare_finds_each_kind_of_difference() -> None:
     assert compare(reference, run_of()) == []
     target = run_of(observation("base.v2", 401),
                     observation("pull.blob-head", headers={"content-length": "1"}),
-                    observation("discovery.tags", body={"tags": ["b", "a"]}))
+                    observation("discovery.catalog", body={"repositories": ["b", "a"]}))
     found = {(d.step, d.field) for d in compare(reference, target)}
     assert found == {("base.v2", "status"), ("pull.blob-head", "header content-length"),
-                     ("discovery.tags", "body")}
+                     ("discovery.catalog", "body")}
+
+
+def spec_answer(step_name: str, status: int | None = None, **changes: object) -> Observation:
+    """The answer the spec calls for at a step: its first expected status, required headers, body."""
+    [step] = [s for s in build_sequence() if s.name == step_name]
+    headers = {k: v for k, v in step.spec_headers.items() if v is not None}
+    return attrs.evolve(observation(step.name, status or step.expected[0], headers, step.spec_body),
+                        **changes)
+
+
+def test_known_differences_are_held_to_the_spec() -> None:
+    reference = run_of()
+    # Answering otherwise than the reference is fine where the answer is the spec's ...
+    spec_like = run_of(spec_answer("discovery.tags-n0"), spec_answer("management.delete-tag", 202),
+                       observation("push.monolithic-post.fallback-put", 0, body={"skipped": "x"}))
+    assert compare(reference, spec_like) == []
+    # ... and reported where it is not.
+    wrong = run_of(spec_answer("discovery.tags-n0", headers={"link": "</v2/x>; rel=next"}),
+                   observation("management.delete-tag", 500))
+    found = {(d.step, d.field) for d in compare(reference, wrong)}
+    assert found == {("discovery.tags-n0", "spec header link"), ("management.delete-tag", "spec status")}
+    wrong_body = run_of(spec_answer("discovery.tags-n0", body={"name": "conformance/app", "tags": ["a"]}))
+    assert [(d.step, d.field) for d in compare(reference, wrong_body)] == [("discovery.tags-n0", "spec body")]
 
 
 def test_features_the_reference_lacks_are_checked_against_the_spec() -> None:
     reference = run_of()
     assert compare(reference, run_of()) == []
     assert "referrers.list" in reference_gaps(reference, run_of())
-    # A target that implements referrers: each step is held to the spec's status.
-    implementing = run_of(observation("referrers.none-yet", 200),
-                          observation("referrers.push-sbom", 201),
-                          observation("referrers.push-signature", 500))
-    found = compare(reference, implementing)
-    assert [(d.step, d.target) for d in found] == [("referrers.push-signature", 500)]
+    # A target that implements referrers: each step is held to the spec's status, headers, body.
+    referrers = [s.name for s in build_sequence() if s.feature == "referrers"]
+    implementing = run_of(*(spec_answer(name) for name in referrers))
+    assert compare(reference, implementing) == []
     assert reference_gaps(reference, implementing) == []
+    broken = run_of(*(spec_answer(name) for name in referrers),
+                    spec_answer("referrers.push-signature", 500),
+                    spec_answer("referrers.push-sbom", headers={}),
+                    spec_answer("referrers.filter-artifact-type",
+                                headers={"content-type": "application/vnd.oci.image.index.v1+json"}),
+                    spec_answer("referrers.unknown-subject", body={"errors": ["MANIFEST_UNKNOWN"]}))
+    found = [(d.step, d.field) for d in compare(reference, broken)]
+    assert found == [("referrers.push-sbom", "spec header oci-subject"),
+                     ("referrers.push-signature", "spec status"),
+                     ("referrers.filter-artifact-type", "spec header oci-filters-applied"),
+                     ("referrers.unknown-subject", "spec body")]
 
 
 def test_known_differences_name_steps_and_cite_the_spec() -> None:

@@ -23,3 +23,11 @@ def test_spec_codes_are_registered(code, status, message):
         assert registered.message == message
     envelope = SwarmregError(registered).envelope()
     assert envelope["errors"][0]["code"] == code
+
+
+def test_an_error_may_carry_another_status_than_its_code():
+    """A manifest over the size limit: the spec's 413, with its MANIFEST_INVALID code."""
+    error = SwarmregError(error_code("MANIFEST_INVALID"), "too large", status=413)
+    assert error.status == 413 and error.code.status == 400
+    assert error.envelope()["errors"][0]["code"] == "MANIFEST_INVALID"
+    assert SwarmregError(error_code("MANIFEST_INVALID")).status == 400

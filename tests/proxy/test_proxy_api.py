@@ -10,6 +10,7 @@ import httpx
 import pytest
 import trio
 
+from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 from swarmreg.registry.auth import hash_password
 from tests.conftest import RunningDaemon, blob_files, make_config, random_bytes, start_daemon
 from tests.origin.helpers import assert_error
@@ -93,9 +94,30 @@ async def test_wrong_digest_at_the_end_is_400(registry: httpx.AsyncClient) -> No
 
 
 async def test_cancelled_upload_is_gone(registry: httpx.AsyncClient) -> None:
-    location = (await registry.post(f"/v2/{REPO}/blobs/uploads/")).headers["location"]
-    assert (await registry.delete(location)).status_code == 204
+    started = await registry.post(f"/v2/{REPO}/blobs/uploads/")
+    location = started.headers["location"]
+    cancelled = await registry.delete(location)
+    assert cancelled.status_code == 204
+    # The session it ended, as distribution names it.
+    assert cancelled.headers["docker-upload-uuid"] == started.headers["docker-upload-uuid"]
     assert_error(await registry.get(location), 404, "BLOB_UPLOAD_UNKNOWN")
+
+
+async def test_no_content_answers_have_no_content_headers(registry: httpx.AsyncClient) -> None:
+    """RFC 9110 8.6: "A server MUST NOT send a Content-Length header field in any response with a
+    status code of ... 204 (No Content)"; and no answer without content has a Content-Type."""
+    started = await registry.post(f"/v2/{REPO}/blobs/uploads/")
+    location = started.headers["location"]
+    patched = await registry.patch(location, content=b"abc")
+    put = await registry.put(location, params={"digest": digest_of(b"abc")})
+    for response in (started, patched, put):
+        assert response.status_code in (201, 202) and response.content == b""
+        assert "content-type" not in response.headers
+    location = (await registry.post(f"/v2/{REPO}/blobs/uploads/")).headers["location"]
+    for response in (await registry.get(location), await registry.delete(location)):
+        assert response.status_code == 204
+        assert "content-length" not in response.headers and "content-type" not in response.headers
+        assert response.headers["docker-distribution-api-version"] == "registry/2.0"
 
 
 async def test_blob_reads_ranges_and_delete(registry: httpx.AsyncClient) -> None:
@@ -147,6 +169,66 @@ async def test_manifest_naming_a_missing_blob_is_refused(registry: httpx.AsyncCl
     assert_error(response, 400, "MANIFEST_BLOB_UNKNOWN")
     assert config
     assert_error(await registry.get(f"/v2/{REPO}/manifests/broken"), 404, "MANIFEST_UNKNOWN")
+
+
+def padded_manifest(config: bytes, total: int, pad: str = "x") -> bytes:
+    """An OCI image manifest of exactly ``total`` bytes, the padding (``pad``, repeated, as UTF-8)
+    in an annotation."""
+    def build(count: int) -> bytes:
+        return json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+                           "layers": [], "annotations": {"org.example.padding": pad * count}},
+                          ensure_ascii=False).encode()
+    free = total - len(build(0))
+    body = build(free // len(pad.encode()))
+    return body + b" " * (total - len(body))  # (trailing whitespace is valid JSON)
+
+
+async def test_manifests_of_4_mib_are_accepted(registry: httpx.AsyncClient) -> None:
+    """The spec: registries "SHOULD expect to be able to support manifest pushes of at least 4
+    megabytes", also when annotations fill it (their record goes to the index) and are not ASCII."""
+    config = b'{"architecture": "amd64", "os": "linux"}'
+    await push_blob(registry, REPO, config)
+    for pad in ("x", "\u00e9"):
+        manifest = padded_manifest(config, MAX_MANIFEST_SIZE, pad)
+        assert len(manifest) == MAX_MANIFEST_SIZE
+        pushed = await registry.put(f"/v2/{REPO}/manifests/big", content=manifest,
+                                    headers={"Content-Type": OCI_MANIFEST})
+        assert pushed.status_code == 201, pushed.text
+        pulled = await registry.get(f"/v2/{REPO}/manifests/big")
+        assert pulled.status_code == 200 and pulled.content == manifest
+
+
+async def test_manifests_over_the_limit_are_413(registry: httpx.AsyncClient) -> None:
+    """The spec: a manifest over the registry's limit SHOULD get 413 (with MANIFEST_INVALID, the
+    spec's code for it), and is not stored."""
+    config = b'{"architecture": "amd64", "os": "linux"}'
+    await push_blob(registry, REPO, config)
+    manifest = padded_manifest(config, MAX_MANIFEST_SIZE + 1024)
+    response = await registry.put(f"/v2/{REPO}/manifests/too-big", content=manifest,
+                                  headers={"Content-Type": OCI_MANIFEST})
+    assert_error(response, 413, "MANIFEST_INVALID")
+    assert response.json()["errors"][0]["detail"]["limit"] == MAX_MANIFEST_SIZE
+    assert_error(await registry.get(f"/v2/{REPO}/manifests/too-big"), 404, "MANIFEST_UNKNOWN")
+    assert_error(await registry.get(f"/v2/{REPO}/manifests/{digest_of(manifest)}"), 404, "MANIFEST_UNKNOWN")
+
+
+async def test_a_smaller_configured_manifest_limit_is_413_too(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """``proxy.max_manifest_size`` below 4 MiB: a manifest over it is 413, not a JSON error about
+    the part that was read."""
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", "proxy.max_manifest_size=1000"),
+                              ["origin", "index", "proxy"])
+    async with httpx.AsyncClient(base_url=herd.url("proxy")) as client:
+        config = b'{"architecture": "amd64", "os": "linux"}'
+        await push_blob(client, REPO, config)
+        response = await client.put(f"/v2/{REPO}/manifests/t", content=padded_manifest(config, 2000),
+                                    headers={"Content-Type": OCI_MANIFEST})
+        assert_error(response, 413, "MANIFEST_INVALID")
+        assert response.json()["errors"][0]["detail"]["limit"] == 1000
+        small = await client.put(f"/v2/{REPO}/manifests/t", content=padded_manifest(config, 1000),
+                                 headers={"Content-Type": OCI_MANIFEST})
+        assert small.status_code == 201, small.text
+    await herd.stop()
 
 
 async def test_an_index_may_name_children_not_pushed_yet(registry: httpx.AsyncClient) -> None:
