@@ -146,6 +146,11 @@ class TrackerConfig:
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)
     metainfo_cache_size: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
+    # Blobs up to this size (manifests, configs, small layers) travel inside the metainfo
+    # reply: one round trip instead of a torrent. 0 turns it off.
+    inline_max: ByteSize = ByteSize(1 * MiB)
+    # Memory the tracker spends caching those small blobs.
+    inline_cache: ByteSize = ByteSize(64 * MiB)
     # A download announced for a blob whose metainfo is older than this asks the origin again,
     # so an origin that lost or stopped seeding a blob fetches it back from its backend.
     metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
@@ -163,6 +168,8 @@ class AgentConfig:
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces ahead of the stream that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    # How long a tag looked up in the index is reused (manifest records are kept for good).
+    tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Attempts at reaching the tracker (with backoff) before a request fails with 503.
     tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
 

@@ -144,12 +144,28 @@ class Downloads:
         return download
 
     async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
-        """The blob's metainfo: from the disk cache, else from the tracker (then cached)."""
+        """The blob's metainfo: from the disk cache, else from the tracker (then cached).
+
+        A small blob's bytes come with it; they are stored (if they match the digest),
+        so the caller finds the blob held and no torrent is needed to serve it.
+        """
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
-            metainfo = Metainfo.parse(await self.tracker.metainfo(namespace, str(digest)), digest)
+            reply = await self.tracker.metainfo(namespace, str(digest))
+            metainfo = Metainfo.parse(reply.metainfo, digest)
             self.node.metainfo.put(metainfo, namespace)
+            if reply.content is not None and digest not in self.node.store:
+                await self._store_inline(digest, reply.content)
         return metainfo
+
+    async def _store_inline(self, digest: Digest, content: bytes) -> None:
+        async def once() -> AsyncIterator[bytes]:
+            yield content
+
+        try:
+            await self.node.store.write(digest, once())
+        except SwarmregError as error:  # the tracker sent wrong bytes: the swarm will fetch them
+            log.warning("inline content of %s refused: %s", digest, error.message)
 
     async def _run(self, download: Download) -> None:
         try:

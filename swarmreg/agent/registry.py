@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from swarmreg.digest import Digest
 from swarmreg.errors import BLOB_UNKNOWN, UNSUPPORTED, SwarmregError
 from swarmreg.http.app import create_base_app
+from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.index.client import IndexClient
 from swarmreg.registry.read import add_read_routes
 
@@ -52,6 +53,8 @@ class SwarmContent:
     async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
         path = self.agent.store.path(digest)
         if digest not in self.agent.store:
+            await self.agent.require_downloads().metainfo(repository, digest)  # small: often inline
+        if digest not in self.agent.store:
             download = await self.agent.require_downloads().start(repository, digest)
             await download.done.wait()
             if download.error is not None:
@@ -59,7 +62,7 @@ class SwarmContent:
         return await trio.to_thread.run_sync(path.read_bytes)
 
 
-def create_registry_app(agent: AgentService, index: IndexClient) -> QuartTrio:
+def create_registry_app(agent: AgentService, index: IndexClient | CachedIndex) -> QuartTrio:
     """The agent's registry app: the pull side of the registry API, nothing else."""
     app = create_base_app("agent-registry")
 

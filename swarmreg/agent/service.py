@@ -8,6 +8,7 @@ from functools import partial
 import trio
 
 from swarmreg.agent.downloads import DownloadBody, Downloads
+from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.http.serve import serve_http
@@ -46,7 +47,8 @@ class AgentService:
                             graceful_timeout=self.config.shutdown_timeout)
             address: Address = await nursery.start(serve, create_agent_app(self), self.config.agent.listen)
             registry: Address = await nursery.start(
-                serve, create_registry_app(self, index), self.config.agent.registry_listen)
+                serve, create_registry_app(self, CachedIndex(index, self.config.agent.tag_ttl)),
+                self.config.agent.registry_listen)
             log.info("agent listening on http://%s (blobs) and http://%s (registry)", address, registry)
             task_status.started({"http": str(address), "registry": str(registry), "peer": str(self.engine.address)})
 

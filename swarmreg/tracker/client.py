@@ -177,13 +177,13 @@ class TrackerClient:
             except (ConnectionClosed, trio.BrokenResourceError):
                 pass
 
-    async def metainfo(self, namespace: str, digest: str) -> bytes:
-        """The blob's metainfo from the tracker (which asks the origins)."""
+    async def metainfo(self, namespace: str, digest: str) -> MetainfoReply:
+        """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob."""
         reply: MetainfoReply = await self._request(
             lambda request_id: MetainfoRequest(request_id, namespace, digest))
         if reply.failure is not None or reply.metainfo is None:
             raise _failure(reply.failure)
-        return reply.metainfo
+        return reply
 
 
 def _failure(failure: Any) -> SwarmregError:

@@ -106,6 +106,8 @@ class MetainfoReply:
     request_id: int
     metainfo: bytes | None = None
     failure: Failure | None = None
+    # A small blob's bytes, so a manifest or config costs one round trip, not a torrent.
+    content: bytes | None = None
 
 
 FRAME_TYPES: dict[str, type] = {

@@ -43,8 +43,13 @@ class OriginDirectory:
     caches it, and records the origin that answered as a seeding peer."""
 
     def __init__(self, http: httpx.AsyncClient, origins: Sequence[Address], peers: PeerStore,
-                 cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None) -> None:
+                 cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None,
+                 inline_max: int = 0, inline_budget: int = 0) -> None:
         self.http = http
+        self.inline_max = inline_max
+        self.inline_budget = inline_budget
+        self._contents: OrderedDict[str, bytes] = OrderedDict()  # digest hex -> small blob, by recency
+        self._content_bytes = 0
         self.on_seeder = on_seeder  # told of an origin that is new to a torrent
         self.origins = tuple(origins)
         self.peers = peers
@@ -84,6 +89,28 @@ class OriginDirectory:
         assert flight.result is not None
         return flight.result
 
+    def content(self, digest_text: str) -> bytes | None:
+        """The small blob's bytes, if they are cached."""
+        hex_ = digest_text.removeprefix("sha256:")
+        data = self._contents.get(hex_)
+        if data is not None:
+            self._contents.move_to_end(hex_)
+        return data
+
+    async def _fetch_content(self, origin: Address, namespace: str, digest: Digest) -> None:
+        """Cache a small blob's bytes (checked against its digest); failing is harmless: peers use the swarm."""
+        url = f"http://{origin}/namespace/{quote(namespace, safe='')}/blobs/{digest}"
+        try:
+            response = await self.http.get(url)
+        except httpx.HTTPError:
+            return
+        if response.status_code != 200 or hashlib.sha256(response.content).hexdigest() != digest.hex:
+            return
+        self._contents[digest.hex] = response.content
+        self._content_bytes += len(response.content)
+        while self._content_bytes > self.inline_budget and self._contents:
+            self._content_bytes -= len(self._contents.popitem(last=False)[1])
+
     async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
         failures = []
         for origin in self._ordered_origins(digest):
@@ -107,6 +134,8 @@ class OriginDirectory:
                 failures.append(f"{origin}: bad metainfo response ({error})")
                 continue
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
+            if metainfo.size <= self.inline_max and digest.hex not in self._contents:
+                await self._fetch_content(origin, namespace, digest)
             if self.peers.announce(known.info_hash, seeder, owner=("origin", str(origin)))[1]:
                 self.on_seeder(known.info_hash, seeder)
             self._cache[digest.hex] = known

@@ -87,7 +87,8 @@ class TrackerService:
             origins = (Address.parse(self.node.bound["origin"]["http"]),)
         async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5)) as http:
             self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size,
-                                           on_seeder=self._push)
+                                           on_seeder=self._push, inline_max=self.config.inline_max,
+                                           inline_budget=self.config.inline_cache)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 server = await nursery.start(partial(
@@ -177,7 +178,7 @@ class TrackerService:
             known = await self.origins.metainfo(frame.namespace, frame.digest)
         except SwarmregError as error:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
-        return MetainfoReply(frame.request_id, metainfo=known.raw)
+        return MetainfoReply(frame.request_id, metainfo=known.raw, content=self.origins.content(frame.digest))
 
     def _push(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
         """Tell every connection in the torrent but ``source`` of ``peer``."""

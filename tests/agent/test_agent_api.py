@@ -174,3 +174,15 @@ async def test_an_origin_that_lost_a_blob_fetches_it_again_and_seeds(nursery: tr
         second = await start_agent(nursery, tmp_path, tracker, "second")
         assert (await client.get(second.url("agent") + blob_path(NS, digest))).content == data
     assert blob_files(origin_dir) == {hex_: len(data)}, "the origin fetched it back from its backend"
+
+
+async def test_a_small_blob_comes_inline_without_a_torrent(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path)
+    agent = await start_agent(nursery, tmp_path, herd)
+    data = random_bytes(20_000, seed=6)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        assert (await client.get(blob_path(NS, digest))).content == data
+        stats = (await client.get("/stats")).json()
+    assert stats["torrents"] == [], "the tracker's metainfo reply carried the bytes"
+    assert blob_files(Path(agent.config.data_dir)) == {digest.removeprefix("sha256:"): len(data)}

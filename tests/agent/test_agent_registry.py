@@ -45,3 +45,25 @@ async def test_pull_through_the_agent(nursery: trio.Nursery, tmp_path: Path) -> 
         assert_error(await registry.get(f"/v2/{REPO}/blobs/{digest_of(b'nobody')}"), 404, "BLOB_UNKNOWN")
     held = blob_files(Path(agent.config.data_dir))
     assert {digest_of(layer).removeprefix("sha256:") for layer in layers} <= set(held)
+
+
+async def test_the_agent_caches_manifest_records_and_briefly_tags(nursery: trio.Nursery, tmp_path: Path) -> None:
+    from swarmreg.agent.index_cache import CachedIndex
+    from swarmreg.index.client import IndexClient
+
+    index = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
+    async with IndexClient(index.ready["roles"]["index"]["http"]) as client:
+        cached = CachedIndex(client, tag_ttl=0.5)
+        first, second = digest_of(b"one"), digest_of(b"two")
+        for digest in (first, second):
+            await client.put_manifest(REPO, digest, media_type=DOCKER_MANIFEST, size=3)
+        await client.put_tag(REPO, "t", first)
+        assert await cached.get_tag(REPO, "t") == first
+        await client.put_tag(REPO, "t", second)
+        assert await cached.get_tag(REPO, "t") == first, "reused within the TTL"
+        await trio.sleep(0.6)
+        assert await cached.get_tag(REPO, "t") == second
+        meta = await cached.get_manifest(REPO, first)
+        await client.delete_manifest(REPO, first)
+        assert await cached.get_manifest(REPO, first) == meta, "a digest's record never changes"
+        assert await cached.get_manifest(REPO, digest_of(b"three")) is None

@@ -50,7 +50,7 @@ async def blob(herd: RunningDaemon) -> tuple[Digest, Metainfo]:
 @asynccontextmanager
 async def channel(herd: RunningDaemon) -> AsyncIterator[WebSocketConnection]:
     host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
-    async with open_websocket(host, int(port), "/announce", use_ssl=False) as ws:
+    async with open_websocket(host, int(port), "/announce", use_ssl=False, max_message_size=16 << 20) as ws:
         yield ws
 
 
@@ -69,6 +69,7 @@ async def test_metainfo_comes_from_the_origin(herd: RunningDaemon, blob: tuple[D
     async with channel(herd) as ws:
         reply = await request(ws, MetainfoRequest(1, NS, str(digest)))
         assert isinstance(reply, MetainfoReply) and reply.metainfo == metainfo.raw
+        assert reply.content == random_bytes(1 << 20), "a blob up to tracker.inline_max comes inline"
         reply = await request(ws, MetainfoRequest(2, NS, str(Digest.of(b"unknown"))))
         assert reply.failure is not None and reply.failure.code == "BLOB_UNKNOWN"
 
@@ -143,3 +144,14 @@ async def test_text_frames_and_wrong_paths_are_refused(herd: RunningDaemon) -> N
     with pytest.raises(Exception, match="404"):
         async with open_websocket(host, int(port), "/elsewhere", use_ssl=False):
             pass
+
+
+async def test_larger_blobs_come_without_their_content(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.inline_max=1000"),
+                              ["origin", "tracker"])
+    async with httpx.AsyncClient(base_url=herd.url("origin")) as client:
+        digest = await upload_blob(client, NS, random_bytes(5000))
+    async with channel(herd) as ws:
+        reply = await request(ws, MetainfoRequest(1, NS, digest))
+        assert reply.metainfo and reply.content is None
+    await herd.stop()

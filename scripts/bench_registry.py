@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Benchmark the registry with skopeo and a load generator, against Debian's docker-registry in the same run.
+
+1. skopeo push of an image (a 256 MiB random layer and a small one) to the proxy and to docker-registry;
+2. skopeo pull from a fresh agent (cold: through the swarm), from the same agent again (warm),
+   and from docker-registry;
+3. manifest HEAD requests per second on an agent's registry port and on docker-registry,
+   from a Python load generator (trio + httpx) in the same process.
+
+Run from the repository root as root (skopeo and docker-registry come from Debian):
+``.venv/bin/python scripts/bench_registry.py [--repeat 3] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from swarmreg.config import parse_size  # noqa: E402
+from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from tests.clients.clients import Skopeo, containers_env  # noqa: E402
+from tests.clients.layout import build_oci_layout  # noqa: E402
+from tests.clients.registry import reference_registry_at  # noqa: E402
+
+# docker-registry answers 404 to a manifest request that does not accept the manifest's type.
+ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
+         "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0", "agent.listen=127.0.0.1:0",
+         "agent.registry_listen=127.0.0.1:0", "store.fsync=false", 'log.level="warning"')
+
+
+async def timed(action) -> float:  # noqa: ANN001 - an awaitable factory
+    started = time.perf_counter()
+    await action()
+    return time.perf_counter() - started
+
+
+class Swarmreg:
+    """A herd (origin, tracker, index, proxy) and agents, each a child process."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.processes: list[DaemonProcess] = []
+
+    async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
+        process = DaemonProcess(name, roles, self.root / name, overrides=[*PORTS, *overrides],
+                                stderr=open(self.root / f"{name}.log", "ab"))
+        self.processes.append(process)
+        await process.start()
+        return process
+
+    async def agent(self, herd: DaemonProcess, name: str) -> DaemonProcess:
+        return await self.start(name, ["agent"], f"agent.tracker={herd.address('tracker', 'ws')}",
+                                f"agent.index={herd.address('index', 'http')}")
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            await process.stop()
+
+
+async def skopeo_runs(work: Path, layout: Path, reference: str, repeat: int) -> dict:
+    skopeo = Skopeo(shutil.which("skopeo") or "skopeo", work / "skopeo", {})
+    (work / "cluster").mkdir()
+    cluster = Swarmreg(work / "cluster")
+    herd = await cluster.start("herd", ["origin", "tracker", "index", "proxy"])
+    proxy = f"http://{herd.address('proxy')}"
+    results: dict[str, list[float]] = {k: [] for k in ("push_reference", "push_proxy", "pull_reference",
+                                                         "pull_agent_cold", "pull_agent_warm")}
+    for rep in range(repeat):
+        # A fresh blob-info cache every time: skopeo would skip blobs it believes a registry has.
+        skopeo.env = containers_env(work / f"home-{rep}")
+        tag = f"bench/image:r{rep}"
+        results["push_reference"].append(await timed(lambda: skopeo.push(layout, reference, tag)))
+        results["push_proxy"].append(await timed(lambda: skopeo.push(layout, proxy, tag)))
+        out = work / f"out-{rep}"
+        out.mkdir()
+        results["pull_reference"].append(await timed(lambda: skopeo.pull(reference, tag, out / "ref", fmt="dir")))
+        agent = await cluster.agent(herd, f"agent{rep}")
+        registry = f"http://{agent.address('agent', 'registry')}"
+        results["pull_agent_cold"].append(await timed(lambda: skopeo.pull(registry, tag, out / "cold", fmt="dir")))
+        results["pull_agent_warm"].append(await timed(lambda: skopeo.pull(registry, tag, out / "warm", fmt="dir")))
+        for side in ("ref", "cold", "warm"):  # the same bytes came back every time
+            assert sorted(os.listdir(out / side)) == sorted(os.listdir(out / "ref"))
+        shutil.rmtree(out)
+    last_agent = cluster.processes[-1]
+    results["agent_registry"] = f"http://{last_agent.address('agent', 'registry')}"
+    results["_cluster"] = cluster  # type: ignore[assignment]
+    return results
+
+
+async def python_rps(url: str, seconds: float, connections: int) -> float:
+    done = 0
+    deadline = trio.current_time() + seconds
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=connections)) as client:
+        async def worker() -> None:
+            nonlocal done
+            while trio.current_time() < deadline:
+                response = await client.head(url, headers={"Accept": ACCEPT})
+                response.raise_for_status()
+                done += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(connections):
+                nursery.start_soon(worker)
+    return done / seconds
+
+
+async def head_rps(url: str, seconds: float, connections: int) -> float:
+    """HEAD requests per second on ``url`` from a trio/httpx load generator in this process.
+
+    (wrk waits for a body after a HEAD response with a Content-Length, so it cannot do this.)
+    """
+    return await python_rps(url, seconds, connections)
+
+
+async def main(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-registry-", dir=args.workdir))
+    try:
+        layout = work / "layout"
+        build_oci_layout(layout, [parse_size(args.layer), 64 << 10])
+        with reference_registry_at(work, "docker-registry") as reference:
+            runs = await skopeo_runs(work, layout, reference, args.repeat)
+            cluster = runs.pop("_cluster")
+            agent_registry = runs.pop("agent_registry")
+            path = "/v2/bench/image/manifests/r0"
+            agent_rps = await head_rps(agent_registry + path, args.seconds, args.connections)
+            reference_rps = await head_rps(reference + path, args.seconds, args.connections)
+            await cluster.stop()
+        return {"layer": parse_size(args.layer), "repeat": args.repeat, "skopeo_s": runs,
+                "head_rps": {"agent": agent_rps, "docker_registry": reference_rps, "tool": "python (trio + httpx)",
+                             "connections": args.connections, "seconds": args.seconds}}
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: dict) -> None:
+    med = statistics.median
+    runs, head = results["skopeo_s"], results["head_rps"]
+    print(f"\nregistry benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, loopback, "
+          f"image = {results['layer'] >> 20} MiB + 64 KiB layers, medians of {results['repeat']}\n")
+    print("| measurement | swarmreg | docker-registry | ratio (swarmreg / docker-registry) |")
+    print("|---|---|---|---|")
+    print(f"| skopeo push to the proxy | {med(runs['push_proxy']):.2f} s | {med(runs['push_reference']):.2f} s "
+          f"| {med(runs['push_proxy']) / med(runs['push_reference']):.2f}x |")
+    for key, what in (("pull_agent_cold", "skopeo pull, cold agent (swarm)"),
+                      ("pull_agent_warm", "skopeo pull, warm agent (local)")):
+        print(f"| {what} | {med(runs[key]):.2f} s | {med(runs['pull_reference']):.2f} s "
+              f"| {med(runs[key]) / med(runs['pull_reference']):.2f}x |")
+    print(f"| manifest HEAD on an agent ({head['tool']}, {head['connections']} connections) "
+          f"| {head['agent']:.0f} req/s | {head['docker_registry']:.0f} req/s "
+          f"| {head['agent'] / head['docker_registry']:.2f}x |")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layer", default="256MiB")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="length of each HEAD load run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workdir")
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--json")
+    arguments = parser.parse_args()
+    outcome = trio.run(main, arguments)
+    report(outcome)
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
