@@ -31,7 +31,7 @@ def create_agent_app(agent: AgentService) -> QuartTrio:
     async def health() -> Response:
         return Response("OK\n")
 
-    add_stats_route(app, agent.engine)
+    add_stats_route(app, agent.engine, lambda: {"inline": agent.require_downloads().inline_stats()})
 
     @app.route(BLOB, methods=["GET", "HEAD"])
     async def get_blob(namespace: str, digest: str) -> Response:

@@ -16,6 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import trio
 from quart.wrappers.response import ResponseBody
@@ -130,6 +131,7 @@ class Downloads:
         self.stall_timeout = node.config.agent.stall_timeout
         self.window = node.config.agent.stream_window
         self._active: dict[Digest, Download] = {}
+        self._inline: dict[Digest, int] = {}  # blobs that came in the tracker's reply: digest -> size
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""
@@ -166,6 +168,13 @@ class Downloads:
             await self.node.store.write(digest, once())
         except SwarmregError as error:  # the tracker sent wrong bytes: the swarm will fetch them
             log.warning("inline content of %s refused: %s", digest, error.message)
+        else:
+            self._inline[digest] = len(content)
+
+    def inline_stats(self) -> dict[str, Any]:
+        """Counters of the blobs that came inline with their metainfo, without a torrent."""
+        return {"blobs": {str(d): size for d, size in self._inline.items()},
+                "bytes": sum(self._inline.values())}
 
     async def _run(self, download: Download) -> None:
         try:

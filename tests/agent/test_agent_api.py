@@ -185,4 +185,5 @@ async def test_a_small_blob_comes_inline_without_a_torrent(nursery: trio.Nursery
         assert (await client.get(blob_path(NS, digest))).content == data
         stats = (await client.get("/stats")).json()
     assert stats["torrents"] == [], "the tracker's metainfo reply carried the bytes"
+    assert stats["inline"] == {"blobs": {digest: len(data)}, "bytes": len(data)}
     assert blob_files(Path(agent.config.data_dir)) == {digest.removeprefix("sha256:"): len(data)}

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import trio
 
+from swarmreg.config import TrackerConfig
 from swarmreg.devcluster import DaemonProcess
 from swarmreg.registry.auth import hash_password
 from tests.conftest import blob_files
@@ -31,6 +32,7 @@ from .tools import hostport
 
 pytestmark = pytest.mark.slow
 MiB = 1 << 20
+INLINE_MAX = TrackerConfig().inline_max  # the devcluster's tracker keeps the default
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 ACCEPT = ", ".join([MANIFEST, INDEX, DOCKER_MANIFEST,
                     "application/vnd.docker.distribution.manifest.list.v2+json"])
@@ -116,21 +118,27 @@ def held(agent: DaemonProcess) -> dict[str, int]:
 
 
 async def assert_came_through_the_swarm(agent: DaemonProcess, sizes: dict[str, int]) -> None:
-    """The agent holds every blob of ``sizes`` (digest -> size), each fetched as a complete torrent
-    whose bytes arrived over the peer wire from the origin or the other agent."""
+    """The agent holds every blob of ``sizes`` (digest -> size), each fetched through the swarm:
+    a complete torrent whose bytes arrived over the peer wire from the origin or the other agent,
+    or, for a blob up to ``tracker.inline_max``, inline in the tracker's metainfo reply."""
     store = held(agent)
     assert {d: store.get(d) for d in sizes} == sizes, f"{agent.name} store: {store}"
     stats = await agent_stats(agent)
     torrents = {t["digest"]: t for t in stats["torrents"]}
+    inline = stats["inline"]["blobs"]
     for digest, size in sizes.items():
         if size == 0:
             continue  # the empty blob has no torrent
+        if digest in inline:
+            assert inline[digest] == size <= INLINE_MAX, (digest, size)
+            continue
         torrent = torrents.get(digest)
         assert torrent is not None, f"{agent.name} has no torrent for {digest}: {sorted(torrents)}"
         assert torrent["complete"] and torrent["size"] == size, torrent
         assert sum(torrent["downloaded_from"].values()) >= size, torrent
-    totals = stats["totals"]
-    assert totals["downloaded_from"]["origin"] + totals["downloaded_from"]["agent"] >= sum(sizes.values())
+    totals = stats["totals"]["downloaded_from"]
+    assert totals["origin"] + totals["agent"] + stats["inline"]["bytes"] >= sum(sizes.values())
+    assert any(size > INLINE_MAX for size in sizes.values()), "some layer travelled the peer wire"
 
 
 def sizes_of(manifest: dict[str, Any]) -> dict[str, int]:
