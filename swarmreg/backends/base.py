@@ -8,6 +8,7 @@ namespace so that backends which care (an upstream registry) can use it.
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +16,9 @@ from typing import Any, Protocol
 import attrs
 
 from swarmreg.digest import Digest
+from swarmreg.http.body import FileBody
+
+STREAM_CHUNK = 4 << 20
 
 
 class BlobStream(Protocol):
@@ -42,6 +46,16 @@ class Backend(abc.ABC):
 
         Returns the size. Uploading a blob the backend holds already is harmless.
         """
+
+    async def upload_file(self, namespace: str, digest: Digest, path: Path) -> None:
+        """Store the local file ``path``, whose content is already known to match ``digest``.
+
+        The default streams it through ``upload``; a backend that can do better
+        (a hard link on one filesystem) overrides this.
+        """
+        body = FileBody(os.open(path, os.O_RDONLY), 0, path.stat().st_size, STREAM_CHUNK)
+        async with body:
+            await self.upload(namespace, digest, body)
 
     @abc.abstractmethod
     async def download(self, namespace: str, digest: Digest) -> BlobStream | None:

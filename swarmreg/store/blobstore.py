@@ -121,9 +121,10 @@ class BlobStore:
                 DIGEST_INVALID, "content does not match digest",
                 {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self._rename_into_place, source, digest)
+            await trio.to_thread.run_sync(self.rename_into_place, source, digest)
 
-    def _rename_into_place(self, source: Path, digest: Digest) -> None:
+    def rename_into_place(self, source: Path, digest: Digest) -> None:
+        """Move a file known to hold ``digest``'s content under it (fsynced first); blocking."""
         target = self.path(digest)
         target.parent.mkdir(exist_ok=True)
         if self.fsync:

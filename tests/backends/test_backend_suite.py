@@ -157,3 +157,31 @@ async def test_a_20_mib_blob_round_trips_in_chunks(backend):
             pieces += 1
     assert received == len(data) and hasher.hexdigest() == digest.hex
     assert pieces > 1  # streamed, not read whole
+
+
+async def test_upload_file_stores_a_local_file(backend, tmp_path):
+    data = random_bytes(3 << 20, seed=31)
+    source = tmp_path / "verified-blob"
+    source.write_bytes(data)
+    digest = Digest.of(data)
+    await backend.upload_file("ns", digest, source)
+    await backend.upload_file("ns", digest, source)  # again: harmless
+    assert await download(backend, digest) == data
+    assert source.read_bytes() == data, "the source is left as it was"
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no tmpfs at /dev/shm to put a second filesystem under")
+async def test_filesystem_backend_copies_across_filesystems(tmp_path):
+    """On one filesystem the file is hard-linked; across two (EXDEV) it is copied."""
+    import tempfile
+
+    from swarmreg.backends.filesystem import FilesystemBackend
+
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as other_filesystem:
+        backend = FilesystemBackend(Path(other_filesystem) / "backend")
+        data = random_bytes(1 << 20, seed=32)
+        source = tmp_path / "blob"
+        source.write_bytes(data)
+        await backend.upload_file("ns", Digest.of(data), source)
+        stored = backend.store.path(Digest.of(data))
+        assert stored.read_bytes() == data and stored.stat().st_ino != source.stat().st_ino
