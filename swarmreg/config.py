@@ -199,9 +199,6 @@ class ProxyConfig:
     # Who may push and pull: user name -> hash from `swarmreg passwd`. Empty: no authentication.
     users: dict[str, str] = attrs.field(factory=dict)
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
-    max_upload_size: ByteSize = ByteSize(64 * GiB)
-    # Upload sessions idle for longer than this are removed.
-    upload_ttl: float = attrs.field(default=86400.0, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen

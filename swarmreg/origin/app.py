@@ -14,6 +14,8 @@ from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import blob_response
 from swarmreg.names import validate_namespace
+from swarmreg.origin.client import UPLOAD_SIZE
+from swarmreg.store.uploads import Upload
 from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER, add_stats_route
 
 if TYPE_CHECKING:
@@ -59,6 +61,43 @@ def create_origin_app(origin: OriginService) -> QuartTrio:
         size = await origin.commit_upload(upload, parsed, through=through)
         return Response("", status=200, headers={"Docker-Content-Digest": str(parsed),
                                                   "Blob-Size": str(size)})
+
+    # Sessions whose digest is known only at the end, for the proxy's Docker pushes: the
+    # bytes stream through the proxy straight into the origin, stored and hashed once.
+    def session() -> Upload:
+        return origin.uploads.get(request.view_args["uid"], validate_namespace(request.args.get("namespace", "")))
+
+    def size_header(upload: Upload) -> dict[str, str]:
+        return {UPLOAD_SIZE: str(upload.meta.size)}
+
+    @app.post("/uploads")
+    async def open_session() -> Response:
+        upload = await origin.uploads.create(validate_namespace(request.args.get("namespace", "")))
+        return Response("", status=200, headers={"Location": upload.uid, **size_header(upload)})
+
+    @app.patch("/uploads/<uid>")
+    async def append_to_session(uid: str) -> Response:
+        upload = session()
+        content_range = request.headers.get("Content-Range")
+        where = parse_upload_range(content_range) if content_range else None  # None: append
+        await origin.uploads.write(upload, where, body_chunks(request.body, idle_timeout))
+        return Response("", status=200, headers=size_header(upload))
+
+    @app.get("/uploads/<uid>")
+    async def session_status(uid: str) -> Response:
+        return Response("", status=204, headers=size_header(session()))
+
+    @app.put("/uploads/<uid>")
+    async def commit_session(uid: str) -> Response:
+        upload = session()
+        digest = Digest.parse(request.args.get("digest", ""))
+        size = await origin.commit_upload(upload, digest, through=_parse_bool("through", request.args.get("through")))
+        return Response("", status=200, headers={"Docker-Content-Digest": str(digest), "Blob-Size": str(size)})
+
+    @app.delete("/uploads/<uid>")
+    async def cancel_session(uid: str) -> Response:
+        await origin.uploads.cancel(session())
+        return Response("", status=204)
 
     @app.get(f"{BLOB}/metainfo")
     async def get_metainfo(namespace: str, digest: str) -> Response:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,7 +15,11 @@ from quart.wrappers.response import ResponseBody
 
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
+from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError, error_code
+from swarmreg.store.uploads import UID
+
+# How many bytes of a session have arrived (the proxy turns it into its Range header).
+UPLOAD_SIZE = "Upload-Size"
 
 # Each PATCH carries this much; the body is streamed from the file in READ-sized reads.
 CHUNK = 32 << 20
@@ -114,6 +118,43 @@ class OriginClient:
             _raise_for(await self._send("PATCH", upload, content=data,
                                         headers={"Content-Range": f"0,{len(data)}"}))
         _raise_for(await self._send("PUT", upload, params={"through": "true" if through else "false"}))
+
+    # -- sessions whose digest comes at the end (the proxy's Docker pushes) -------------------
+
+    def _session(self, uid: str) -> str:
+        if not UID.fullmatch(uid):  # never let a client's id steer the URL
+            raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
+        return f"{self.base}/uploads/{uid}"
+
+    async def open_session(self, namespace: str) -> str:
+        """A new upload session in ``namespace``; returns its id."""
+        response = await self._send("POST", f"{self.base}/uploads", params={"namespace": namespace})
+        _raise_for(response)
+        return response.headers["location"]
+
+    async def append(self, uid: str, namespace: str, chunks: AsyncIterable[bytes], length: int | None) -> int:
+        """Stream ``chunks`` onto the end of the session; returns the bytes it now holds."""
+        headers = {"Content-Length": str(length)} if length is not None else {}
+        response = await self._send("PATCH", self._session(uid), params={"namespace": namespace},
+                                    content=chunks, headers=headers)
+        _raise_for(response)
+        return int(response.headers[UPLOAD_SIZE])
+
+    async def status(self, uid: str, namespace: str) -> int:
+        """The bytes the session holds."""
+        response = await self._send("GET", self._session(uid), params={"namespace": namespace})
+        _raise_for(response)
+        return int(response.headers[UPLOAD_SIZE])
+
+    async def finish(self, uid: str, namespace: str, digest: Digest, *, through: bool = True) -> int:
+        """Commit the session as ``digest`` (DIGEST_INVALID if it does not match); returns the size."""
+        response = await self._send("PUT", self._session(uid), params={
+            "namespace": namespace, "digest": str(digest), "through": "true" if through else "false"})
+        _raise_for(response)
+        return int(response.headers["blob-size"])
+
+    async def cancel(self, uid: str, namespace: str) -> None:
+        _raise_for(await self._send("DELETE", self._session(uid), params={"namespace": namespace}))
 
     async def size(self, namespace: str, digest: Digest) -> int | None:
         """The blob's size at the origin (or its backend), None when unknown."""

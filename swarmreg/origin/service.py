@@ -107,12 +107,10 @@ class OriginService:
         return backend
 
     async def _write_through(self, backend: Backend, namespace: str, digest: Digest) -> None:
-        opened = self.store.open_body(digest)
-        if opened is None:
-            raise SwarmregError(BLOB_UNKNOWN, "blob vanished before the backend write")
         try:
-            async with opened[0] as body:
-                await backend.upload(namespace, digest, body)
+            await backend.upload_file(namespace, digest, self.store.path(digest))
+        except FileNotFoundError:
+            raise SwarmregError(BLOB_UNKNOWN, "blob vanished before the backend write") from None
         except SwarmregError:
             raise
         except Exception as error:

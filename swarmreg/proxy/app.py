@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from quart import Response, request
@@ -17,7 +16,6 @@ from swarmreg.oci.manifest import manifest_too_large, parse_manifest
 from swarmreg.oci.names import parse_reference, validate_repository
 from swarmreg.proxy.content import OriginContent
 from swarmreg.registry.read import add_read_routes
-from swarmreg.store.uploads import Upload
 
 if TYPE_CHECKING:
     from swarmreg.proxy.service import ProxyService
@@ -25,10 +23,10 @@ if TYPE_CHECKING:
 UPLOADS = "/v2/<path:name>/blobs/uploads"
 
 
-def _upload_headers(repository: str, upload: Upload) -> dict[str, str]:
+def _upload_headers(repository: str, uid: str, size: int) -> dict[str, str]:
     """Where the session is and how much of it has arrived (``Range: 0-<last>``, no unit, as distribution)."""
-    return {"Location": f"/v2/{repository}/blobs/uploads/{upload.uid}", "Docker-Upload-UUID": upload.uid,
-            "Range": f"0-{max(upload.meta.size - 1, 0)}", "Content-Length": "0"}
+    return {"Location": f"/v2/{repository}/blobs/uploads/{uid}", "Docker-Upload-UUID": uid,
+            "Range": f"0-{max(size - 1, 0)}", "Content-Length": "0"}
 
 
 def _empty(status: int, headers: dict[str, str]) -> Response:
@@ -46,7 +44,7 @@ def _created(location: str, digest: Digest, extra: dict[str, str] | None = None)
 def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     """The proxy's Quart app."""
     app = create_base_app("proxy")
-    index, uploads = proxy.index, proxy.uploads
+    index, origin = proxy.index, proxy.origin
     idle_timeout = proxy.node.config.http.idle_timeout
     max_manifest = proxy.config.max_manifest_size
 
@@ -64,11 +62,15 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     def body() -> AsyncIterator[bytes]:
         return body_chunks(request.body, idle_timeout)
 
-    async def commit(repository: str, upload: Upload, digest: Digest) -> Response:
-        async def to_origin(path: Path, _hexdigest: str) -> None:
-            await proxy.origin.upload_file(repository, digest, path, through=True)
+    def has_body() -> bool:
+        return request.content_length not in (None, 0) or "chunked" in request.headers.get("Transfer-Encoding", "")
 
-        size = await uploads.commit(upload, digest, deliver=to_origin)
+    async def append(repository: str, uid: str) -> int:
+        """Stream this request's body onto the origin's session; returns the session's size."""
+        return await origin.append(uid, repository, body(), request.content_length)
+
+    async def commit(repository: str, uid: str, digest: Digest) -> Response:
+        size = await origin.finish(uid, repository, digest, through=True)
         await index.link_blob(repository, digest, size)
         return _created(f"/v2/{repository}/blobs/{digest}", digest)
 
@@ -78,6 +80,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
             raise SwarmregError(DIGEST_INVALID, "the digest query parameter is required")
         return Digest.parse(value)
 
+    # Upload sessions live at the origin: the bytes stream through, stored and hashed there once.
     @app.post(f"{UPLOADS}/")
     async def start_upload(name: str) -> Response:
         repository = validate_repository(name)
@@ -89,46 +92,43 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
                 await index.link_blob(repository, digest, size)
                 return _created(f"/v2/{repository}/blobs/{digest}", digest)
             # Not mountable: an ordinary upload session, as the spec says.
-        upload = await uploads.create(repository)
-        if request.args.get("digest"):  # a monolithic upload: the whole blob in this request
-            digest = requested_digest()
-            await uploads.write(upload, None, body())
-            return await commit(repository, upload, digest)
-        return _empty(202, _upload_headers(repository, upload))
+        digest = requested_digest() if request.args.get("digest") else None
+        uid = await origin.open_session(repository)
+        if digest is not None:  # a monolithic upload: the whole blob in this request
+            await append(repository, uid)
+            return await commit(repository, uid, digest)
+        return _empty(202, _upload_headers(repository, uid, 0))
 
     @app.patch(f"{UPLOADS}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        upload = uploads.get(uid, repository)
         if content_range := request.headers.get("Content-Range"):
             where = parse_chunk_range(content_range)
-            if where.start != upload.meta.size:
+            size = await origin.status(uid, repository)
+            if where.start != size:
                 raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
-                                    {"expected_start": upload.meta.size, "content_range": content_range},
-                                    headers=_upload_headers(repository, upload))
-        await uploads.write(upload, None, body())
-        return _empty(202, _upload_headers(repository, upload))
+                                    {"expected_start": size, "content_range": content_range},
+                                    headers=_upload_headers(repository, uid, size))
+        return _empty(202, _upload_headers(repository, uid, await append(repository, uid)))
 
     @app.get(f"{UPLOADS}/<uid>")
     async def upload_status(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        return _empty(204, _upload_headers(repository, uploads.get(uid, repository)))
+        return _empty(204, _upload_headers(repository, uid, await origin.status(uid, repository)))
 
     @app.put(f"{UPLOADS}/<uid>")
     async def finish_upload(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        upload = uploads.get(uid, repository)
         digest = requested_digest()
-        await uploads.write(upload, None, body())  # a last chunk may come with the PUT
-        return await commit(repository, upload, digest)
+        if has_body():  # a last chunk may come with the PUT
+            await append(repository, uid)
+        return await commit(repository, uid, digest)
 
     @app.delete(f"{UPLOADS}/<uid>")
     async def cancel_upload(name: str, uid: str) -> Response:
-        """204 and the session gone; Docker-Upload-UUID names it, as distribution's answer does."""
         repository = validate_repository(name)
-        upload = uploads.get(uid, repository)
-        await uploads.cancel(upload)
-        return _empty(204, {"Docker-Upload-UUID": upload.uid})
+        await origin.cancel(uid, repository)
+        return _empty(204, {"Docker-Upload-UUID": uid})
 
     @app.delete("/v2/<path:name>/blobs/<digest>")
     async def delete_blob(name: str, digest: str) -> Response:

@@ -13,7 +13,6 @@ from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.registry.auth import BasicAuth
-from swarmreg.store.uploads import UploadManager
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +24,6 @@ class ProxyService:
         self.node = node
         self.config = node.config.proxy
         self.auth = BasicAuth(self.config.users)
-        self.uploads = UploadManager(node.config.data_path("proxy-uploads"), node.store,
-                                     ttl=self.config.upload_ttl, max_size=self.config.max_upload_size)
         self.origin: OriginClient
         self.index: IndexClient
 
@@ -37,14 +34,12 @@ class ProxyService:
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         from swarmreg.proxy.app import create_proxy_app
 
-        self.uploads.load()
         async with (OriginClient(self._address(self.config.origin, "origin")) as self.origin,
                     IndexClient(self._address(self.config.index, "index")) as self.index,
                     trio.open_nursery() as nursery):
             address: Address = await nursery.start(partial(
                 serve_http, create_proxy_app(self), self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout))
-            nursery.start_soon(self.uploads.expire_until, self.node.stop)
             log.info("proxy listening on http://%s%s", address,
                      "" if self.auth.enabled else " (no authentication: proxy.users is empty)")
             task_status.started({"http": str(address)})

@@ -39,7 +39,7 @@ from swarmreg.store.blobstore import BlobStore, hash_file, write_chunks
 
 log = logging.getLogger(__name__)
 
-_UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
@@ -136,7 +136,7 @@ class UploadManager:
 
     @staticmethod
     def _read_meta(entry: Path) -> UploadMeta | None:
-        if not _UID.fullmatch(entry.name) or not (entry / "data").is_file():
+        if not UID.fullmatch(entry.name) or not (entry / "data").is_file():
             return None
         try:
             meta = _converter.structure(json.loads((entry / "meta.json").read_bytes()), UploadMeta)
@@ -166,7 +166,7 @@ class UploadManager:
     def get(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload:
         """The open session ``uid`` of this namespace (and digest, if it was opened for one),
         else BLOB_UPLOAD_UNKNOWN."""
-        upload = self._uploads.get(uid) if _UID.fullmatch(uid) else None
+        upload = self._uploads.get(uid) if UID.fullmatch(uid) else None
         if (upload is None or upload.meta.namespace != namespace
                 or (digest is not None and upload.meta.digest != str(digest))):
             raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
