@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark the registry with skopeo and a load generator, against Debian's docker-registry in the same run.
 
-1. skopeo push of an image (a 256 MiB random layer and a small one) to the proxy and to docker-registry;
+Each repetition uses a new image (a 256 MiB random layer and a small one), so every push uploads
+and every cold pull goes through the swarm:
+
+1. skopeo push to the proxy and to docker-registry;
 2. skopeo pull from a fresh agent (cold: through the swarm), from the same agent again (warm),
    and from docker-registry;
-3. manifest HEAD requests per second on an agent's registry port and on docker-registry,
+3. the big layer fetched with curl from a fresh agent (cold), from a warm agent and from
+   docker-registry: the servers' side of the pull, without skopeo's own hashing and writing;
+4. manifest HEAD requests per second on an agent's registry port and on docker-registry,
    from a Python load generator (trio + httpx) in the same process.
 
 Run from the repository root as root (skopeo and docker-registry come from Debian):
@@ -70,23 +75,38 @@ class Swarmreg:
             await process.stop()
 
 
-async def skopeo_runs(work: Path, layout: Path, reference: str, repeat: int) -> dict:
+async def curl_get(url: str) -> float:
+    """Seconds curl takes to GET ``url`` into /dev/null (failing on an HTTP error)."""
+    result = await trio.run_process(["curl", "-sSf", "-o", "/dev/null", "-w", "%{time_total}", url],
+                                    capture_stdout=True)
+    return float(result.stdout)
+
+
+async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> dict:
     skopeo = Skopeo(shutil.which("skopeo") or "skopeo", work / "skopeo", {})
     (work / "cluster").mkdir()
     cluster = Swarmreg(work / "cluster")
     herd = await cluster.start("herd", ["origin", "tracker", "index", "proxy"])
     proxy = f"http://{herd.address('proxy')}"
     results: dict[str, list[float]] = {k: [] for k in ("push_reference", "push_proxy", "pull_reference",
-                                                         "pull_agent_cold", "pull_agent_warm")}
+                                                         "pull_agent_cold", "pull_agent_warm",
+                                                         "curl_reference", "curl_agent_cold", "curl_agent_warm")}
     for rep in range(repeat):
+        layout = work / f"layout-{rep}"
+        image = await trio.to_thread.run_sync(lambda: build_oci_layout(layout, [layer, 64 << 10], seed=rep))
         # A fresh blob-info cache every time: skopeo would skip blobs it believes a registry has.
         skopeo.env = containers_env(work / f"home-{rep}")
-        tag = f"bench/image:r{rep}"
+        repo, tag = "bench/image", f"bench/image:r{rep}"
         results["push_reference"].append(await timed(lambda: skopeo.push(layout, reference, tag)))
         results["push_proxy"].append(await timed(lambda: skopeo.push(layout, proxy, tag)))
         out = work / f"out-{rep}"
         out.mkdir()
         results["pull_reference"].append(await timed(lambda: skopeo.pull(reference, tag, out / "ref", fmt="dir")))
+        # A cold curl first, from an agent stopped straight after, so each cold pull has the origin alone.
+        blob = f"/v2/{repo}/blobs/{image.layers[0].digest}"
+        fresh = await cluster.agent(herd, f"curl{rep}")
+        results["curl_agent_cold"].append(await curl_get(f"http://{fresh.address('agent', 'registry')}{blob}"))
+        await fresh.stop()
         agent = await cluster.agent(herd, f"agent{rep}")
         registry = f"http://{agent.address('agent', 'registry')}"
         results["pull_agent_cold"].append(await timed(lambda: skopeo.pull(registry, tag, out / "cold", fmt="dir")))
@@ -94,6 +114,9 @@ async def skopeo_runs(work: Path, layout: Path, reference: str, repeat: int) -> 
         for side in ("ref", "cold", "warm"):  # the same bytes came back every time
             assert sorted(os.listdir(out / side)) == sorted(os.listdir(out / "ref"))
         shutil.rmtree(out)
+        results["curl_agent_warm"].append(await curl_get(registry + blob))
+        results["curl_reference"].append(await curl_get(reference + blob))
+        shutil.rmtree(layout)
     last_agent = cluster.processes[-1]
     results["agent_registry"] = f"http://{last_agent.address('agent', 'registry')}"
     results["_cluster"] = cluster  # type: ignore[assignment]
@@ -128,10 +151,8 @@ async def head_rps(url: str, seconds: float, connections: int) -> float:
 async def main(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-registry-", dir=args.workdir))
     try:
-        layout = work / "layout"
-        build_oci_layout(layout, [parse_size(args.layer), 64 << 10])
         with reference_registry_at(work, "docker-registry") as reference:
-            runs = await skopeo_runs(work, layout, reference, args.repeat)
+            runs = await skopeo_runs(work, parse_size(args.layer), reference, args.repeat)
             cluster = runs.pop("_cluster")
             agent_registry = runs.pop("agent_registry")
             path = "/v2/bench/image/manifests/r0"
@@ -159,6 +180,10 @@ def report(results: dict) -> None:
                       ("pull_agent_warm", "skopeo pull, warm agent (local)")):
         print(f"| {what} | {med(runs[key]):.2f} s | {med(runs['pull_reference']):.2f} s "
               f"| {med(runs[key]) / med(runs['pull_reference']):.2f}x |")
+    for key, what in (("curl_agent_cold", "curl GET of the big layer, cold agent (swarm)"),
+                      ("curl_agent_warm", "curl GET of the big layer, warm agent (local)")):
+        print(f"| {what} | {med(runs[key]):.2f} s | {med(runs['curl_reference']):.2f} s "
+              f"| {med(runs[key]) / med(runs['curl_reference']):.2f}x |")
     print(f"| manifest HEAD on an agent ({head['tool']}, {head['connections']} connections) "
           f"| {head['agent']:.0f} req/s | {head['docker_registry']:.0f} req/s "
           f"| {head['agent'] / head['docker_registry']:.2f}x |")

@@ -47,7 +47,7 @@ class Cluster:
     async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
         process = DaemonProcess(name, roles, self.root / name, overrides=[
             "origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-            "agent.listen=127.0.0.1:0", *QUIET, *overrides], stderr=open(self.root / f"{name}.log", "ab"))
+            "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0", *QUIET, *overrides], stderr=open(self.root / f"{name}.log", "ab"))
         self.processes.append(process)
         await process.start()
         return process

@@ -119,6 +119,10 @@ class DownloadBody(ResponseBody):
             offset += len(view)
 
 
+# How long a stream waits for its next piece before making it time-critical.
+HURRY_AFTER = 0.5
+
+
 class Downloads:
     """Starts at most one Download per blob, in the agent's nursery, and keeps them until done."""
 
@@ -225,7 +229,15 @@ class Downloads:
         await self._announce_quietly(torrent, complete=True)
 
     async def _wait_piece(self, torrent: Torrent, piece: int) -> None:
-        """Wait for ``piece``; fail when no piece at all arrives for the stall timeout."""
+        """Wait for ``piece``; fail when no piece at all arrives for the stall timeout.
+
+        A piece late by HURRY_AFTER gets a deadline. Not sooner: libtorrent asks for
+        time-critical pieces a block at a time, which starved the request queue and
+        made a one-peer cold pull of 256 MiB half as fast.
+        """
+        with trio.move_on_after(HURRY_AFTER):
+            while not torrent.have[piece] and torrent.error is None:
+                await torrent.wait_changed()
         if not torrent.have[piece]:
             torrent.hurry(piece)
         while not torrent.have[piece]:

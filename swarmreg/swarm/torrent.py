@@ -123,12 +123,26 @@ class Torrent:
             pass
 
     def connect(self, peers: Iterable[PeerAddress]) -> None:
-        """Hand peer addresses to libtorrent; it dedups connections itself."""
+        """Hand peer addresses to libtorrent; it dedups connections itself.
+
+        libtorrent dials handed-over peers in its once-a-second round, so a torrent
+        with no peer yet would sit idle for up to a second (measured: 0.8 s of a
+        cold pull). Pausing and resuming it runs libtorrent's start-up "connect
+        boost" at once; with nobody connected there is nothing to lose.
+        """
+        handed = 0
         for host, port in peers:
             try:
                 self.handle.connect_peer((host, port))
+                handed += 1
             except RuntimeError as error:  # a torrent being removed, or a bad address
                 log.debug("connect_peer %s:%d: %s", host, port, error)
+        try:
+            if handed and not self.handle.status().num_peers:
+                self.handle.pause()
+                self.handle.resume()
+        except RuntimeError:  # a torrent being removed
+            pass
 
     def sample_peers(self) -> None:
         """Fold the connected peers' payload counters into the per-kind totals."""
@@ -174,9 +188,9 @@ class Torrent:
         self.sample_peers()
         try:
             status = self.handle.status()
-            peers, up, down = status.num_peers, status.total_payload_upload, status.total_payload_download
+            connected, up, down = status.num_peers, status.total_payload_upload, status.total_payload_download
         except RuntimeError:
-            peers, up, down = 0, 0, 0
+            connected, up, down = 0, 0, 0
         return {
             "digest": str(self.metainfo.digest),
             "info_hash": self.info_hash,
@@ -184,7 +198,7 @@ class Torrent:
             "pieces": self.metainfo.num_pieces,
             "pieces_done": self.have_count,
             "complete": self.finished.is_set(),
-            "peers": peers,
+            "peers": connected,
             "uploaded": up,
             "downloaded": down,
             "downloaded_from": {kind: v[0] for kind, v in self._by_kind.items()},
