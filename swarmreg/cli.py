@@ -41,8 +41,21 @@ def _parser() -> argparse.ArgumentParser:
     passwd = commands.add_parser("passwd", help="hash a password for the [proxy.users] table")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
 
+    certs = commands.add_parser("certs", help="make a development CA and node certificates for [tls]")
+    certs_commands = certs.add_subparsers(dest="certs_command", required=True)
+    init = certs_commands.add_parser("init", help="create a cluster CA (ca.pem, ca.key) in --dir")
+    issue = certs_commands.add_parser("issue", help="issue NAME.pem and NAME.key, signed by the CA in --dir")
+    issue.add_argument("name", help="the node's name (its certificate's common name and first SAN)")
+    issue.add_argument("--san", action="append", default=[], metavar="NAME",
+                       help="another DNS name or IP address the node is reached at (repeatable)")
+    for command in (init, issue):
+        command.add_argument("--dir", default="certs", help="where the CA and certificates live (default: ./certs)")
+        command.add_argument("--force", action="store_true", help="overwrite existing files")
+
     devcluster = commands.add_parser("devcluster", help="run a local cluster on the devcluster ports")
     devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
+    devcluster.add_argument("--tls", action="store_true",
+                            help="mutual TLS between the nodes, with a dev CA made in the data directory")
     return parser
 
 
@@ -52,10 +65,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "passwd":
             return _passwd(args.stdin)
+        if args.command == "certs":
+            from swarmreg.tls.cli import run_certs
+
+            return run_certs(args)
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 
-            return run_devcluster(args.data_dir)
+            return run_devcluster(args.data_dir, tls=args.tls)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
             sys.stdout.write(dump_config(config))

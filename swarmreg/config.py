@@ -145,6 +145,9 @@ class TrackerConfig:
     max_peers: int = attrs.field(default=50, validator=attrs.validators.ge(1))
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)
+    # A connection that has not completed its TLS and websocket handshakes by then is closed
+    # (a client refused at the TLS handshake, a slow or silent one).
+    handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     metainfo_cache_size: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     # Blobs up to this size (manifests, configs, small layers) travel inside the metainfo
     # reply: one round trip instead of a torrent. 0 turns it off.
@@ -201,6 +204,26 @@ class ProxyConfig:
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
 
 
+def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute, value: str) -> None:
+    if bool(instance.ca) != bool(instance.cert) or bool(instance.cert) != bool(instance.key):
+        raise ValueError("tls.ca, tls.cert and tls.key go together: set all three or none")
+
+
+@attrs.frozen
+class TlsConfig:
+    """The cluster's mutual TLS: with all three set, every inter-node channel (origin, index and
+    tracker APIs, the tracker websocket) takes TLS with a client certificate from this CA."""
+
+    # PEM files; relative paths are taken from the working directory.
+    ca: str = ""
+    cert: str = ""
+    key: str = attrs.field(default="", validator=_all_or_none)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ca)
+
+
 @attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
@@ -209,6 +232,7 @@ class Config:
     log: LogConfig = LogConfig()
     store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()
+    tls: TlsConfig = TlsConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
     swarm: SwarmConfig = SwarmConfig()

@@ -19,6 +19,7 @@ from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import MetainfoCache
+from swarmreg.tls.context import ClusterTls
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class Daemon:
             metainfo = MetainfoCache(data_dir / "metainfo")
             metainfo.prepare()
             node = self.node = Node(self.config, store, BackendRouter.from_config(self.config.backends, data_dir),
-                                    metainfo, stop=self.stop)
+                                    metainfo, tls=ClusterTls.from_config(self.config.tls), stop=self.stop)
             try:
                 async with trio.open_nursery() as watcher:
                     if handle_signals:

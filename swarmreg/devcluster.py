@@ -159,8 +159,29 @@ async def _relay(name: str, stream: trio.abc.ReceiveStream) -> None:
         sys.stderr.write(f"[{name}] {buffer.decode(errors='replace')}\n")
 
 
-async def _devcluster(data_dir: Path) -> None:
-    nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name, overrides=spec.overrides,
+def tls_overrides(certs: Path, name: str) -> tuple[str, ...]:
+    """``--set`` overrides that put a node on the cluster's mutual TLS with ``certs/name.pem``."""
+    return (f'tls.ca="{certs / "ca.pem"}"', f'tls.cert="{certs / f"{name}.pem"}"',
+            f'tls.key="{certs / f"{name}.key"}"')
+
+
+def make_dev_certs(certs: Path, names: Sequence[str]) -> None:
+    """A dev CA and a certificate per node in ``certs``, keeping those already there."""
+    from swarmreg.tls.cli import ca_paths, init_ca, issue_node, node_paths
+
+    if not ca_paths(certs)[0].exists():
+        init_ca(certs)
+    for name in names:
+        if not node_paths(certs, name)[0].exists():
+            issue_node(certs, name, [])
+
+
+async def _devcluster(data_dir: Path, tls: bool) -> None:
+    certs = data_dir / "certs"
+    if tls:
+        make_dev_certs(certs, [spec.name for spec in DEVCLUSTER])
+    nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name,
+                           overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ())],
                            stderr=subprocess.PIPE) for spec in DEVCLUSTER]
     async with trio.open_nursery() as nursery:
         try:
@@ -168,7 +189,7 @@ async def _devcluster(data_dir: Path) -> None:
                 process = await node.spawn()
                 nursery.start_soon(_relay, node.name, process.stderr)
                 await node.wait_ready()
-            _print_table(nodes, data_dir)
+            _print_table(nodes, data_dir, tls)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break
@@ -179,26 +200,34 @@ async def _devcluster(data_dir: Path) -> None:
                     await node.stop()
 
 
-def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path) -> None:
-    rows = [(what, node.name, f"{'ws' if port == 'ws' else 'http'}://{node.address(role, port)}")
+def _scheme(role: str, port: str, tls: bool) -> str:
+    # Cluster TLS covers the channels between nodes; the registry and blob ports are edges.
+    secure = tls and role in ("origin", "index", "tracker")
+    return ("wss" if secure else "ws") if port == "ws" else ("https" if secure else "http")
+
+
+def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool) -> None:
+    rows = [(what, node.name, f"{_scheme(role, port, tls)}://{node.address(role, port)}")
             for spec, node in zip(DEVCLUSTER, nodes, strict=True) for what, role, port in spec.endpoints]
     rows += [(f"{node.name}: peer wire (BitTorrent)", node.name, f"tcp://{node.ready['peer']}")
              for node in nodes if "peer" in node.ready]
     width = max(len(what) for what, _, _ in rows)
     print(f"\nswarmreg devcluster is up (data in {data_dir}); Ctrl-C stops it.\n")
+    if tls:
+        print(f"  mutual TLS between nodes: CA and node certificates in {data_dir / 'certs'}\n")
     for what, node, url in rows:
         print(f"  {what:<{width}}  {node:<9} {url}")
     print(flush=True)
 
 
-def run_devcluster(data_dir: str | None) -> int:
+def run_devcluster(data_dir: str | None, *, tls: bool = False) -> int:
     """Run the devcluster in the foreground until Ctrl-C; returns the exit status."""
     setup_logging()
     temporary = data_dir is None
     root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-"))
     status = 0
     try:
-        trio.run(_devcluster, root)
+        trio.run(_devcluster, root, tls)
     except* DaemonStartError as group:
         for error in group.exceptions:
             print(f"swarmreg devcluster: {error}", file=sys.stderr)

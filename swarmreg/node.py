@@ -11,6 +11,7 @@ from swarmreg.backends import BackendRouter
 from swarmreg.config import Config
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache
+from swarmreg.tls.context import ClusterTls
 
 if TYPE_CHECKING:
     from swarmreg.swarm.engine import SwarmEngine
@@ -24,6 +25,8 @@ class Node:
     store: BlobStore
     backends: BackendRouter
     metainfo: MetainfoCache
+    # Plain or mutual TLS on every channel between nodes (the [tls] section).
+    tls: ClusterTls = attrs.field(factory=ClusterTls)
     # Set when the daemon starts stopping: services stop accepting work.
     stop: trio.Event = attrs.field(factory=trio.Event)
     # The libtorrent session, when a role that moves blobs (agent, origin) runs.

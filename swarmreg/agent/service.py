@@ -32,14 +32,14 @@ class AgentService:
         self.tracker = TrackerClient(
             node.config.agent.tracker, port=lambda: self.engine.address.port, peer_id=self.engine.peer_id,
             announcements=self._announcements, on_peers=self._on_peers,
-            attempts=node.config.agent.tracker_attempts)
+            attempts=node.config.agent.tracker_attempts, tls=node.tls.client)
         self.downloads: Downloads | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         from swarmreg.agent.app import create_agent_app
         from swarmreg.agent.registry import create_registry_app
 
-        async with IndexClient(self.config.agent.index) as index, trio.open_nursery() as nursery:
+        async with IndexClient(self.config.agent.index, tls=self.node.tls.client) as index, trio.open_nursery() as nursery:
             self.downloads = Downloads(self.node, self.tracker, nursery, self.config.data_path("downloads"))
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,12 +36,12 @@ _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolErro
               httpx.WriteError, httpx.PoolTimeout)
 
 
-def _base_url(address: Address | str) -> str:
+def _base_url(address: Address | str, scheme: str = "http") -> str:
     if isinstance(address, Address):
-        return f"http://{address}"
+        return f"{scheme}://{address}"
     if address.startswith(("http://", "https://")):
         return address.rstrip("/")
-    return f"http://{Address.parse(address)}"
+    return f"{scheme}://{Address.parse(address)}"
 
 
 def _digest(digest: Digest | str) -> str:
@@ -54,16 +55,18 @@ def _next(body: Mapping[str, Any]) -> dict[str, Any] | None:
 class IndexClient:
     """An httpx client for one index; use as ``async with IndexClient(address) as index:``.
 
-    ``address`` is an Address, ``"host:port"`` or a base URL. Names are checked here before a
+    ``address`` is an Address, ``"host:port"`` or a base URL; ``tls`` is the cluster's client
+    context (HTTPS with this node's certificate) or None. Names are checked here before a
     request is made, with the index's own error codes.
     """
 
     def __init__(self, address: Address | str, *, timeout: float = 30.0, connect_timeout: float = 5.0,
-                 attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url = _base_url(address)
+                 attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.base_url = _base_url(address, "https" if tls else "http")
         self.attempts = max(1, attempts)
         self.backoff = backoff
-        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport,
+        self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, verify=tls or True,
                                        timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
     async def __aenter__(self) -> IndexClient:

@@ -32,7 +32,8 @@ class IndexService:
             log.info("index database %s", self.store.path)
             async with trio.open_nursery() as nursery:
                 address: Address = await nursery.start(partial(
-                    serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout), self.config.index.listen, http=self.config.http,
-                    stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
-                log.info("index listening on http://%s", address)
+                    serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout),
+                    self.config.index.listen, http=self.config.http, stop=self.stop,
+                    graceful_timeout=self.config.shutdown_timeout, tls=self.config.tls))
+                log.info("index listening on %s://%s", self.node.tls.http, address)
                 task_status.started({"http": str(address)})

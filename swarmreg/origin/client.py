@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from types import TracebackType
@@ -71,12 +72,20 @@ class UpstreamBody(ResponseBody):
         return self.response.aiter_raw(READ)
 
 
-class OriginClient:
-    """Kraken's origin API over HTTP: chunked uploads, reads, stats. Use as an async context manager."""
+def blob_url(base: str, namespace: str, digest: Digest, suffix: str = "") -> str:
+    """The origin API's URL of a blob (``suffix``: ``/metainfo``, ``/uploads``) under ``base``."""
+    return f"{base}/namespace/{quote(namespace, safe='')}/blobs/{digest}{suffix}"
 
-    def __init__(self, address: Address, *, timeout: float = 60.0) -> None:
-        self.base = f"http://{address}"
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5))
+
+class OriginClient:
+    """Kraken's origin API over HTTP: chunked uploads, reads, stats. Use as an async context manager.
+
+    ``tls`` is the cluster's client context (HTTPS with this node's certificate) or None.
+    """
+
+    def __init__(self, address: Address, *, timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
+        self.base = f"{'https' if tls else 'http'}://{address}"
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5), verify=tls or True)
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -85,7 +94,7 @@ class OriginClient:
         await self._http.aclose()
 
     def _url(self, namespace: str, digest: Digest, suffix: str = "") -> str:
-        return f"{self.base}/namespace/{quote(namespace, safe='')}/blobs/{digest}{suffix}"
+        return blob_url(self.base, namespace, digest, suffix)
 
     async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:

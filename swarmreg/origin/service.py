@@ -65,11 +65,11 @@ class OriginService:
             self._nursery = nursery
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
-                stop=self.stop, graceful_timeout=self.config.shutdown_timeout))
+                stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=self.config.tls))
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
             self.engine.on_failure.append(lambda torrent: nursery.start_soon(self._repair, torrent))
-            log.info("origin listening on http://%s", address)
+            log.info("origin listening on %s://%s", self.node.tls.http, address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
 
     async def start_upload(self, namespace: str, digest: Digest) -> str:

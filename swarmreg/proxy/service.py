@@ -34,8 +34,9 @@ class ProxyService:
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         from swarmreg.proxy.app import create_proxy_app
 
-        async with (OriginClient(self._address(self.config.origin, "origin")) as self.origin,
-                    IndexClient(self._address(self.config.index, "index")) as self.index,
+        tls = self.node.tls.client
+        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls) as self.origin,
+                    IndexClient(self._address(self.config.index, "index"), tls=tls) as self.index,
                     trio.open_nursery() as nursery):
             address: Address = await nursery.start(partial(
                 serve_http, create_proxy_app(self), self.config.listen, http=self.node.config.http,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -56,8 +57,9 @@ class TrackerClient:
     def __init__(self, address: Address, *, port: Callable[[], int], peer_id: str,
                  announcements: Callable[[], Iterable[Announcement]],
                  on_peers: Callable[[str, tuple[Peer, ...]], None], attempts: int = 5,
-                 interval: float = 30.0) -> None:
+                 interval: float = 30.0, tls: ssl.SSLContext | None = None) -> None:
         self.address = address
+        self.tls = tls
         self.port = port
         self.peer_id = peer_id
         self.announcements = announcements
@@ -84,7 +86,7 @@ class TrackerClient:
         backoff = 0.1
         while True:
             try:
-                async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=False,
+                async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=self.tls or False,
                                           max_message_size=MAX_REPLY, connect_timeout=10) as ws:
                     backoff = 0.1
                     self.connects += 1

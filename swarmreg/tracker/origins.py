@@ -6,7 +6,6 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from urllib.parse import quote
 
 import attrs
 import httpx
@@ -16,6 +15,7 @@ from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, UNAVAILABLE, SwarmregError
 from swarmreg.names import validate_namespace
+from swarmreg.origin.client import blob_url
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER
 from swarmreg.tracker.messages import Peer
@@ -44,8 +44,9 @@ class OriginDirectory:
 
     def __init__(self, http: httpx.AsyncClient, origins: Sequence[Address], peers: PeerStore,
                  cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None,
-                 inline_max: int = 0, inline_budget: int = 0) -> None:
+                 inline_max: int = 0, inline_budget: int = 0, scheme: str = "http") -> None:
         self.http = http
+        self.scheme = scheme
         self.inline_max = inline_max
         self.inline_budget = inline_budget
         self._contents: OrderedDict[str, bytes] = OrderedDict()  # digest hex -> small blob, by recency
@@ -99,7 +100,7 @@ class OriginDirectory:
 
     async def _fetch_content(self, origin: Address, namespace: str, digest: Digest) -> None:
         """Cache a small blob's bytes (checked against its digest); failing is harmless: peers use the swarm."""
-        url = f"http://{origin}/namespace/{quote(namespace, safe='')}/blobs/{digest}"
+        url = blob_url(f"{self.scheme}://{origin}", namespace, digest)
         try:
             response = await self.http.get(url)
         except httpx.HTTPError:
@@ -114,7 +115,7 @@ class OriginDirectory:
     async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
         failures = []
         for origin in self._ordered_origins(digest):
-            url = f"http://{origin}/namespace/{quote(namespace, safe='')}/blobs/{digest}/metainfo"
+            url = blob_url(f"{self.scheme}://{origin}", namespace, digest, "/metainfo")
             try:
                 response = await self.http.get(url)
             except httpx.HTTPError as error:

@@ -85,18 +85,20 @@ class TrackerService:
         origins = self.config.origins
         if not origins:  # the daemon checked it runs an origin, which started first
             origins = (Address.parse(self.node.bound["origin"]["http"]),)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5)) as http:
+        tls = self.node.tls
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), verify=tls.client or True) as http:
             self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
-                                           inline_budget=self.config.inline_cache)
+                                           inline_budget=self.config.inline_cache, scheme=tls.http)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 server = await nursery.start(partial(
-                    serve_websocket, self._serve, listen.host, listen.port, None, handler_nursery=nursery,
-                    max_message_size=self.config.max_frame_size))
+                    serve_websocket, self._serve, listen.host, listen.port, tls.server, handler_nursery=nursery,
+                    max_message_size=self.config.max_frame_size, connect_timeout=self.config.handshake_timeout,
+                    disconnect_timeout=self.config.handshake_timeout))
                 nursery.start_soon(self._expire)
                 address = Address(listen.host, server.port)
-                log.info("tracker listening on ws://%s%s", address, PATH)
+                log.info("tracker listening on %s://%s%s", tls.ws, address, PATH)
                 task_status.started({"ws": str(address)})
                 await self.node.stop.wait()
                 with trio.move_on_after(2):

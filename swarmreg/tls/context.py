@@ -1,0 +1,56 @@
+"""SSL contexts for the cluster's channels, built once per daemon from ``[tls]``."""
+
+from __future__ import annotations
+
+import ssl
+
+import attrs
+
+from swarmreg.config import ConfigError, TlsConfig
+
+
+@attrs.frozen
+class ClusterTls:
+    """How this daemon talks to the cluster: plain, or mutual TLS under the cluster CA.
+
+    ``server`` requires a client certificate from the CA; ``client`` presents this node's
+    certificate and verifies the server's against the CA and the address dialled.
+    """
+
+    server: ssl.SSLContext | None = None
+    client: ssl.SSLContext | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    @property
+    def http(self) -> str:
+        """The URL scheme of the cluster's HTTP APIs."""
+        return "https" if self.enabled else "http"
+
+    @property
+    def ws(self) -> str:
+        """The URL scheme of the tracker's websocket."""
+        return "wss" if self.enabled else "ws"
+
+    @classmethod
+    def from_config(cls, tls: TlsConfig) -> ClusterTls:
+        """The contexts for ``tls``; a missing or unreadable file is a ConfigError naming the key."""
+        if not tls.enabled:
+            return cls()
+        server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        for context in (server, client):
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            _load(context.load_verify_locations, "tls.ca", tls.ca)
+            _load(lambda _: context.load_cert_chain(tls.cert, tls.key), "tls.cert/tls.key", tls.cert)
+        server.verify_mode = ssl.CERT_REQUIRED
+        return cls(server, client)
+
+
+def _load(load, key: str, path: str) -> None:  # noqa: ANN001 - an ssl loader
+    try:
+        load(path)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"{key}: cannot load {path!r}: {error}") from error
