@@ -209,15 +209,27 @@ def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute, value: str) ->
         raise ValueError("tls.ca, tls.cert and tls.key go together: set all three or none")
 
 
+def _peer_pair(instance: TlsConfig, attribute: attrs.Attribute, value: str) -> None:
+    if bool(instance.peer_cert) != bool(instance.peer_key):
+        raise ValueError("tls.peer_cert and tls.peer_key go together")
+    if instance.peer_cert and not instance.ca:
+        raise ValueError("tls.peer_cert needs the rest of [tls] (ca, cert, key)")
+
+
 @attrs.frozen
 class TlsConfig:
-    """The cluster's mutual TLS: with all three set, every inter-node channel (origin, index and
-    tracker APIs, the tracker websocket) takes TLS with a client certificate from this CA."""
+    """The cluster's mutual TLS: with ca, cert and key set, every inter-node channel (origin,
+    index and tracker APIs, the tracker websocket, the peer wire) takes TLS with a client
+    certificate from this CA."""
 
     # PEM files; relative paths are taken from the working directory.
     ca: str = ""
     cert: str = ""
     key: str = attrs.field(default="", validator=_all_or_none)
+    # The peer wire's certificate (subjectAltName "*", signed by the CA): blobs become SSL
+    # torrents. Needed by daemons that run the swarm (origin, agent) when [tls] is set.
+    peer_cert: str = ""
+    peer_key: str = attrs.field(default="", validator=_peer_pair)
 
     @property
     def enabled(self) -> bool:

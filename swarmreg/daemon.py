@@ -14,7 +14,7 @@ from typing import Any
 import trio
 
 from swarmreg.backends import BackendRouter
-from swarmreg.config import Config
+from swarmreg.config import Config, ConfigError
 from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
@@ -116,17 +116,21 @@ class Daemon:
         with _DataDirLock(data_dir):
             store = BlobStore(data_dir, fsync=self.config.store.fsync, chunk_size=self.config.store.chunk_size)
             store.prepare()
-            metainfo = MetainfoCache(data_dir / "metainfo")
+            tls = ClusterTls.from_config(self.config.tls)
+            if tls.enabled and tls.peer is None and SWARM_ROLES & set(self.roles):
+                raise ConfigError("tls.peer_cert: the agent and origin roles need a peer-wire certificate "
+                                  "with [tls] (swarmreg certs issue makes one)")
+            metainfo = MetainfoCache(data_dir / "metainfo", tls.peer.root_cert if tls.peer else b"")
             metainfo.prepare()
             node = self.node = Node(self.config, store, BackendRouter.from_config(self.config.backends, data_dir),
-                                    metainfo, tls=ClusterTls.from_config(self.config.tls), stop=self.stop)
+                                    metainfo, tls=tls, stop=self.stop)
             try:
                 async with trio.open_nursery() as watcher:
                     if handle_signals:
                         await watcher.start(self._watch_signals)
                     async with trio.open_nursery() as engine_nursery:
                         if SWARM_ROLES & set(self.roles):
-                            node.engine = SwarmEngine(self.config.swarm)
+                            node.engine = SwarmEngine(self.config.swarm, tls.peer)
                             await engine_nursery.start(node.engine.run)
                         async with trio.open_nursery() as services:
                             self._services = services.cancel_scope

@@ -162,7 +162,8 @@ async def _relay(name: str, stream: trio.abc.ReceiveStream) -> None:
 def tls_overrides(certs: Path, name: str) -> tuple[str, ...]:
     """``--set`` overrides that put a node on the cluster's mutual TLS with ``certs/name.pem``."""
     return (f'tls.ca="{certs / "ca.pem"}"', f'tls.cert="{certs / f"{name}.pem"}"',
-            f'tls.key="{certs / f"{name}.key"}"')
+            f'tls.key="{certs / f"{name}.key"}"', f'tls.peer_cert="{certs / f"{name}-peer.pem"}"',
+            f'tls.peer_key="{certs / f"{name}-peer.key"}"')
 
 
 def make_dev_certs(certs: Path, names: Sequence[str]) -> None:

@@ -217,7 +217,8 @@ class OriginService:
             if building is None:
                 building = self._building[digest] = _Flight()
                 try:
-                    metainfo = await trio.to_thread.run_sync(build_metainfo, self.store.path(digest), digest)
+                    metainfo = await trio.to_thread.run_sync(
+                        build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
                     self.node.metainfo.put(metainfo, namespace)
                 except FileNotFoundError:
                     building.error = SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})

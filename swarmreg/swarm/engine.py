@@ -20,10 +20,11 @@ import libtorrent as lt
 import trio
 
 from swarmreg.config import Address, SwarmConfig
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import BAD_GATEWAY, INTERNAL, UNAVAILABLE, SwarmregError
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.settings import every_peer_global, session_settings
 from swarmreg.swarm.torrent import Torrent
+from swarmreg.tls.context import PeerTls
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ def _info_hash(alert: Any) -> str | None:
 class SwarmEngine:
     """Owns the libtorrent session; adds, moves and removes torrents; routes their alerts."""
 
-    def __init__(self, config: SwarmConfig) -> None:
+    def __init__(self, config: SwarmConfig, tls: PeerTls | None = None) -> None:
         self.config = config
+        # Set: every torrent is an SSL torrent of the cluster CA, and so is the listening port.
+        self.tls = tls
         self.session: lt.session | None = None
         self.address: Address | None = None
         # Our identity towards the tracker (libtorrent draws a peer id per torrent).
@@ -81,7 +84,7 @@ class SwarmEngine:
 
     async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the session until ``close()``; reports the peer-wire address once it listens."""
-        session = self.session = lt.session(session_settings(self.config))
+        session = self.session = lt.session(session_settings(self.config, ssl=self.tls is not None))
         session.set_peer_class_filter(every_peer_global())
         wake, alert_fd = socket.socketpair()
         wake.setblocking(False)
@@ -146,7 +149,8 @@ class SwarmEngine:
 
     def _dispatch(self, alert: Any) -> None:  # noqa: C901 - one branch per alert type
         if isinstance(alert, lt.listen_succeeded_alert):
-            if alert.socket_type == lt.socket_type_t.tcp and not self._listening.done.is_set():
+            wire = lt.socket_type_t.tcp_ssl if self.tls is not None else lt.socket_type_t.tcp
+            if alert.socket_type == wire and not self._listening.done.is_set():
                 self._listening.resolve(alert.port)
             return
         if isinstance(alert, lt.listen_failed_alert):
@@ -225,6 +229,10 @@ class SwarmEngine:
             return torrent
         if self.session is None:
             raise SwarmregError(UNAVAILABLE, "the swarm engine is not running")
+        if metainfo.root_cert != (self.tls.root_cert if self.tls else b""):
+            raise SwarmregError(BAD_GATEWAY, "the blob's torrent is not rooted at this cluster's CA"
+                                if metainfo.root_cert else "a plain torrent on a TLS peer wire",
+                                {"digest": str(metainfo.digest)})
         adding = self._adding.get(metainfo.info_hash)
         if adding is None:
             params = metainfo.torrent_params()
@@ -240,9 +248,14 @@ class SwarmEngine:
                 params.max_uploads = self.config.seed_upload_slots
             os.makedirs(save_path, exist_ok=True)
             adding = self._adding[metainfo.info_hash] = (
-                _Pending(), lambda handle: Torrent(metainfo, handle, save_path, namespace))
+                _Pending(), lambda handle: self._torrent(metainfo, handle, save_path, namespace))
             self.session.async_add_torrent(params)
         return await adding[0].wait()
+
+    def _torrent(self, metainfo: Metainfo, handle: lt.torrent_handle, save_path: Path, namespace: str) -> Torrent:
+        if self.tls is not None:  # before any peer connects: it proves our membership
+            handle.set_ssl_certificate_buffer(self.tls.cert, self.tls.key, self.tls.dh_params)
+        return Torrent(metainfo, handle, save_path, namespace)
 
     async def read_piece(self, torrent: Torrent, index: int) -> bytes:
         """A verified piece's bytes, through libtorrent's disk thread.

@@ -53,6 +53,8 @@ class Metainfo:
     info_hash: str  # the v2 (SHA-256) info-hash, hex
     size: int
     piece_length: int
+    # The CA an SSL torrent's peers must present certificates from (PEM), or b"".
+    root_cert: bytes = b""
 
     @property
     def num_pieces(self) -> int:
@@ -78,7 +80,7 @@ class Metainfo:
             size, piece_length = files.file_size(0), info.piece_length()
         except (RuntimeError, ValueError) as error:
             raise SwarmregError(INTERNAL, f"invalid metainfo for {digest}: {error}") from None
-        return cls(raw, digest, str(info.info_hashes().v2), size, piece_length)
+        return cls(raw, digest, str(info.info_hashes().v2), size, piece_length, info.ssl_cert().encode())
 
     def torrent_params(self) -> lt.add_torrent_params:
         """Fresh add_torrent_params for this torrent."""
@@ -109,8 +111,12 @@ def _read_full(file, view: memoryview) -> int:  # noqa: ANN001 - a raw binary fi
     return filled
 
 
-def build_metainfo(path: Path, digest: Digest) -> Metainfo:
-    """Hash the blob at ``path`` into its v2 metainfo (blocking; run it in a thread)."""
+def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"") -> Metainfo:
+    """Hash the blob at ``path`` into its v2 metainfo (blocking; run it in a thread).
+
+    With ``root_cert`` (the cluster CA, PEM) it is an SSL torrent: only peers with a
+    certificate from that CA take part. The CA is part of the info-hash.
+    """
     size = os.stat(path).st_size
     if size == 0:
         raise SwarmregError(INTERNAL, "an empty blob has no torrent")
@@ -137,6 +143,7 @@ def build_metainfo(path: Path, digest: Digest) -> Metainfo:
             b"meta version": 2,
             b"name": name,
             b"piece length": piece_length,
+            **({b"ssl-cert": root_cert} if root_cert else {}),
         },
         b"piece layers": layers,
     }
@@ -145,10 +152,15 @@ def build_metainfo(path: Path, digest: Digest) -> Metainfo:
 
 class MetainfoCache:
     """Metainfo kept on disk as ``<root>/<hex>.torrent``, so restarts need no re-hashing,
-    with the namespace it was first fetched for beside it (``<hex>.namespace``)."""
+    with the namespace it was first fetched for beside it (``<hex>.namespace``).
 
-    def __init__(self, root: Path) -> None:
+    Only torrents rooted at ``root_cert`` (b"": plain torrents) count: metainfo cached before
+    the cluster's CA changed is dropped, to be rebuilt or fetched again.
+    """
+
+    def __init__(self, root: Path, root_cert: bytes = b"") -> None:
         self.root = Path(root)
+        self.root_cert = root_cert
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -164,10 +176,13 @@ class MetainfoCache:
         except FileNotFoundError:
             return None
         try:
-            return Metainfo.parse(raw, digest)
+            metainfo = Metainfo.parse(raw, digest)
         except SwarmregError:
-            self._path(digest).unlink(missing_ok=True)  # damaged: it will be rebuilt or refetched
+            metainfo = None
+        if metainfo is None or metainfo.root_cert != self.root_cert:
+            self._path(digest).unlink(missing_ok=True)  # damaged or stale: rebuilt or refetched
             return None
+        return metainfo
 
     def namespace(self, digest: Digest) -> str:
         try:

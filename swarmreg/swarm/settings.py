@@ -18,15 +18,16 @@ ALERT_MASK = (
 )
 
 
-def session_settings(config: SwarmConfig) -> dict[str, Any]:
+def session_settings(config: SwarmConfig, *, ssl: bool = False) -> dict[str, Any]:
     """Settings for a session that finds peers only through our tracker.
 
     DHT, LSD, UPnP, NAT-PMP and libtorrent's own trackers are off; PEX is an
     extension, disabled per torrent (torrent_flags.disable_pex). uTP is off: it
-    moved 256 MiB in 31-39 s on loopback where TCP took 1.5 s.
+    moved 256 MiB in 31-39 s on loopback where TCP took 1.5 s. With ``ssl`` the
+    peer wire listens for SSL torrents only (libtorrent's ``s`` port suffix).
     """
     return {
-        "listen_interfaces": str(config.listen),
+        "listen_interfaces": f"{config.listen}{'s' if ssl else ''}",
         # The configured port or a clear failure, never a neighbouring port.
         "max_retry_port_bind": 0,
         "listen_system_port_fallback": False,

@@ -21,6 +21,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 NODE_DAYS = 365
 
+# libtorrent's SSL torrents want Diffie-Hellman parameters; these are the standard RFC 7919
+# ffdhe2048 group (public, and generating fresh ones takes minutes).
+FFDHE2048 = """\
+-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+"""
+
 
 @attrs.frozen
 class KeyPair:
@@ -103,6 +116,12 @@ def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_D
                            critical=False)
             .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue_peer(ca: KeyPair, node: str, *, days: int = NODE_DAYS) -> KeyPair:
+    """A peer-wire certificate for ``node``: libtorrent accepts a peer whose SAN is ``*``
+    (or the torrent's name) and whose chain ends at the torrent's root certificate."""
+    return issue(ca, f"{node} peer", ["*"], days=days)
 
 
 def node_names(name: str) -> list[str]:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from swarmreg.tls.certs import KeyPair, issue, make_ca, node_names
+from swarmreg.tls.certs import KeyPair, issue, issue_peer, make_ca, node_names
 
 
 def ca_paths(directory: Path) -> tuple[Path, Path]:
@@ -15,6 +15,10 @@ def ca_paths(directory: Path) -> tuple[Path, Path]:
 
 def node_paths(directory: Path, name: str) -> tuple[Path, Path]:
     return directory / f"{name}.pem", directory / f"{name}.key"
+
+
+def peer_paths(directory: Path, name: str) -> tuple[Path, Path]:
+    return node_paths(directory, f"{name}-peer")
 
 
 def init_ca(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
@@ -28,7 +32,7 @@ def init_ca(directory: Path, *, force: bool = False) -> tuple[Path, Path]:
 
 
 def issue_node(directory: Path, name: str, sans: list[str], *, force: bool = False) -> tuple[Path, Path]:
-    """Issue ``name``'s certificate from the CA in ``directory``."""
+    """Issue ``name``'s certificate and its peer-wire certificate from the CA in ``directory``."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"{name!r} is not a usable node name")
     cert, key = node_paths(directory, name)
@@ -36,6 +40,7 @@ def issue_node(directory: Path, name: str, sans: list[str], *, force: bool = Fal
         raise FileExistsError(f"{cert} exists (use --force to re-issue it)")
     ca = KeyPair.read(*ca_paths(directory))
     issue(ca, name, node_names(name) + sans).write(cert, key)
+    issue_peer(ca, name).write(*peer_paths(directory, name))
     return cert, key
 
 
@@ -55,5 +60,7 @@ def run_certs(args: argparse.Namespace) -> int:
         print(f"swarmreg: {error}", file=sys.stderr)
         return 2
     ca = ca_paths(directory)[0]
-    print(f'[tls]\nca = "{ca.resolve()}"\ncert = "{cert.resolve()}"\nkey = "{key.resolve()}"')
+    peer_cert, peer_key = peer_paths(directory, args.name)
+    print(f'[tls]\nca = "{ca.resolve()}"\ncert = "{cert.resolve()}"\nkey = "{key.resolve()}"\n'
+          f'peer_cert = "{peer_cert.resolve()}"\npeer_key = "{peer_key.resolve()}"')
     return 0

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import attrs
 
 from swarmreg.config import ConfigError, TlsConfig
+from swarmreg.tls.certs import FFDHE2048
+
+
+@attrs.frozen
+class PeerTls:
+    """The peer wire's TLS: blobs are SSL torrents rooted at the cluster CA, and this daemon
+    proves its membership with its peer certificate (PEM texts, as libtorrent takes them)."""
+
+    root_cert: bytes
+    cert: str
+    key: str
+    dh_params: str = FFDHE2048
 
 
 @attrs.frozen
@@ -19,6 +32,8 @@ class ClusterTls:
 
     server: ssl.SSLContext | None = None
     client: ssl.SSLContext | None = None
+    # Set when [tls] names a peer certificate: the swarm engine runs SSL torrents.
+    peer: PeerTls | None = None
 
     @property
     def enabled(self) -> bool:
@@ -46,7 +61,18 @@ class ClusterTls:
             _load(context.load_verify_locations, "tls.ca", tls.ca)
             _load(lambda _: context.load_cert_chain(tls.cert, tls.key), "tls.cert/tls.key", tls.cert)
         server.verify_mode = ssl.CERT_REQUIRED
-        return cls(server, client)
+        peer = None
+        if tls.peer_cert:
+            peer = PeerTls(_read("tls.ca", tls.ca), _read("tls.peer_cert", tls.peer_cert).decode(),
+                           _read("tls.peer_key", tls.peer_key).decode())
+        return cls(server, client, peer)
+
+
+def _read(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot load {path!r}: {error}") from error
 
 
 def _load(load, key: str, path: str) -> None:  # noqa: ANN001 - an ssl loader

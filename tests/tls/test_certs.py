@@ -29,6 +29,10 @@ def test_init_and_issue_write_a_ca_and_node_files(tmp_path: Path, capsys: pytest
     assert set(sans.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", "10.0.0.7")}
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usage)
+    peer = x509.load_pem_x509_certificate((certs / "node-a-peer.pem").read_bytes())
+    assert peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == ["*"], "libtorrent accepts a peer certificate for any torrent name with SAN *"
+    assert stat.S_IMODE((certs / "node-a-peer.key").stat().st_mode) == 0o600
     # Python's ssl (OpenSSL) takes them as they are.
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     context.load_cert_chain(certs / "node-a.pem", certs / "node-a.key")
@@ -53,6 +57,8 @@ def test_an_existing_ca_or_certificate_is_not_replaced_without_force(tmp_path: P
 def test_tls_settings_go_together_and_must_load(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="tls.key"):
         load_config(None, ['tls.ca="ca.pem"'])
+    with pytest.raises(ConfigError, match="tls.peer_key"):
+        load_config(None, ['tls.peer_cert="peer.pem"'])
     config = load_config(None, [f'tls.ca="{tmp_path}/ca.pem"', f'tls.cert="{tmp_path}/n.pem"',
                                 f'tls.key="{tmp_path}/n.key"'])
     with pytest.raises(ConfigError, match="tls.ca: cannot load"):

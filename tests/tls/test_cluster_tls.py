@@ -10,6 +10,7 @@ import pytest
 import trio
 import trustme
 
+from swarmreg.config import ConfigError
 from swarmreg.devcluster import make_dev_certs, tls_overrides
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.proxy.helpers import digest_of, push_image
@@ -100,3 +101,13 @@ async def test_cluster_ports_refuse_clients_without_a_cluster_certificate(
         for address in (origin, index):
             assert (await client.get(f"https://{address}/health")).status_code == 200
     assert (await upgrade_answer(host, int(port), client_context(certs, "stranger"))).startswith(b"HTTP/1.1 101 ")
+
+
+async def test_swarm_roles_need_a_peer_certificate_with_tls(nursery: trio.Nursery, tmp_path: Path,
+                                                            certs: Path) -> None:
+    node_only = [o for o in tls_overrides(certs, "agent") if not o.startswith("tls.peer_")]
+    with pytest.raises(ConfigError, match="tls.peer_cert"):
+        await start_daemon(nursery, make_config(tmp_path / "agent", *node_only), ["agent"])
+    # An index needs no peer wire.
+    index = await start_daemon(nursery, make_config(tmp_path / "index", *node_only), ["index"])
+    await index.stop()

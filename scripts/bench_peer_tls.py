@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Benchmark the price of cluster TLS on the peer wire: a cold pull through one agent on a plain
+cluster against the same pull on a cluster with [tls] (SSL torrents), in the same run.
+
+Each repetition starts a fresh agent, so every pull goes through the swarm; the agent's blob API
+(not under cluster TLS) is read by the same hashing client in both modes.
+Run from the repository root: ``.venv/bin/python scripts/bench_peer_tls.py [--repeat 5] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_swarm import NS, Cluster, blob_url, make_blob, pull  # noqa: E402
+
+from swarmreg.config import parse_size  # noqa: E402
+from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
+
+MiB = 1 << 20
+
+
+async def upload(base: str, verify: ssl.SSLContext | bool, path: Path, digest: str) -> None:
+    """Kraken's chunked upload to the origin at ``base``, 32 MiB a PATCH, then commit."""
+    url = f"{base}/namespace/{NS.replace('/', '%2F')}/blobs/{digest}/uploads"
+    async with httpx.AsyncClient(timeout=600, verify=verify) as client:
+        uid = (await client.post(url)).headers["location"]
+        with open(path, "rb") as file:
+            start = 0
+            while chunk := file.read(32 * MiB):
+                response = await client.patch(f"{url}/{uid}", content=chunk,
+                                              headers={"Content-Range": f"{start},{start + len(chunk)}"})
+                response.raise_for_status()
+                start += len(chunk)
+        (await client.put(f"{url}/{uid}", params={"through": "false"})).raise_for_status()
+
+
+async def mode_runs(work: Path, blob: Path, digest: str, repeat: int, certs: Path | None) -> list[float]:
+    """Cold pulls through fresh agents; ``certs``: the whole cluster on mutual TLS."""
+    cluster = Cluster(work / ("tls" if certs else "plain"))
+    tls = list(tls_overrides(certs, "node")) if certs else []
+    herd = await cluster.herd(*tls)
+    verify: ssl.SSLContext | bool = True
+    base = f"http://{herd.address('origin')}"
+    if certs:
+        verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        verify.load_cert_chain(certs / "node.pem", certs / "node.key")
+        base = f"https://{herd.address('origin')}"
+    await upload(base, verify, blob, digest)
+    await trio.sleep(1.5)  # a libtorrent session turns SSL peers away for about its first second
+    times = []
+    for rep in range(repeat):
+        agent = await cluster.agent(herd, f"agent{rep}", *tls)
+        times.append((await pull(blob_url(agent, "agent", digest), digest))[1])
+        await agent.stop()
+    await cluster.stop()
+    return times
+
+
+async def main(args: argparse.Namespace) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-tls-", dir=args.workdir))
+    try:
+        certs = work / "certs"
+        make_dev_certs(certs, ["node"])
+        blob = work / "blob"
+        digest = make_blob(blob, parse_size(args.size))
+        plain = await mode_runs(work, blob, digest, args.repeat, None)
+        secure = await mode_runs(work, blob, digest, args.repeat, certs)
+        return {"size": parse_size(args.size), "repeat": args.repeat, "plain_s": plain, "tls_s": secure,
+                "ratio": statistics.median(secure) / statistics.median(plain)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: dict) -> None:
+    med = statistics.median
+    size = results["size"]
+    print(f"\npeer-wire TLS benchmark, {time.strftime('%Y-%m-%d')}, loopback, {size >> 20} MiB cold pull "
+          f"through one agent, medians of {results['repeat']}\n")
+    print("| peer wire | cold pull | throughput |\n|---|---|---|")
+    for key, what in (("plain_s", "plain TCP"), ("tls_s", "SSL torrents (cluster TLS)")):
+        print(f"| {what} | {med(results[key]):.2f} s | {size / med(results[key]) / 1e6:.0f} MB/s |")
+    print(f"\nratio TLS / plain: {results['ratio']:.2f}x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="256MiB")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--workdir")
+    parser.add_argument("--json")
+    arguments = parser.parse_args()
+    outcome = trio.run(main, arguments)
+    report(outcome)
+    if arguments.json:
+        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
