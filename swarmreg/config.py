@@ -159,12 +159,36 @@ class TrackerConfig:
     metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
+def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute, value: str) -> None:
+    if bool(instance.cert) != bool(instance.key):
+        raise ValueError("cert and key go together")
+    if instance.client_auth == "verify" and not (instance.ca and instance.cert):
+        raise ValueError('client_auth = "verify" needs cert, key and the ca that signs client certificates')
+
+
+@attrs.frozen
+class EdgeTlsConfig:
+    """TLS on a registry port, like ociregistry's serverTlsConfig: cert and key for one-way TLS;
+    ``client_auth = "verify"`` also requires a client certificate signed by ``ca``."""
+
+    cert: str = ""
+    key: str = ""
+    client_auth: Literal["none", "verify"] = "none"
+    ca: str = attrs.field(default="", validator=_edge_pair)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert)
+
+
 @attrs.frozen
 class AgentConfig:
     # The blob download API (Kraken's agent server port).
     listen: Address = Address("127.0.0.1", 16002)
     # The read-only Docker registry (`docker pull localhost:16000/repo:tag`).
     registry_listen: Address = Address("127.0.0.1", 16000)
+    # HTTPS on the registry port (off: plain HTTP, as docker allows for localhost).
+    registry_tls: EdgeTlsConfig = EdgeTlsConfig()
     tracker: Address = Address("127.0.0.1", 15003)
     index: Address = Address("127.0.0.1", 15004)
     # A download that gets no new piece for this long fails.
@@ -201,6 +225,8 @@ class ProxyConfig:
     index: Address | None = None
     # Who may push and pull: user name -> hash from `swarmreg passwd`. Empty: no authentication.
     users: dict[str, str] = attrs.field(factory=dict)
+    # HTTPS on the registry port (off: plain HTTP, as docker allows for localhost).
+    tls: EdgeTlsConfig = EdgeTlsConfig()
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
 
 

@@ -12,6 +12,7 @@ from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.http.serve import serve_http
+from swarmreg.tls.context import ServerTls
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.swarm.torrent import Torrent
@@ -46,10 +47,12 @@ class AgentService:
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
             address: Address = await nursery.start(serve, create_agent_app(self), self.config.agent.listen)
-            registry: Address = await nursery.start(
+            registry_tls = self.config.agent.registry_tls
+            registry: Address = await nursery.start(partial(
                 serve, create_registry_app(self, CachedIndex(index, self.config.agent.tag_ttl)),
-                self.config.agent.registry_listen)
-            log.info("agent listening on http://%s (blobs) and http://%s (registry)", address, registry)
+                self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
+            log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
+                     "https" if registry_tls.enabled else "http", registry)
             task_status.started({"http": str(address), "registry": str(registry), "peer": str(self.engine.address)})
 
     def require_downloads(self) -> Downloads:

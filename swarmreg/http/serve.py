@@ -13,7 +13,8 @@ import hypercorn.trio
 import trio
 from quart_trio import QuartTrio
 
-from swarmreg.config import Address, HttpConfig, TlsConfig
+from swarmreg.config import Address, HttpConfig
+from swarmreg.tls.context import ServerTls
 
 
 def _drop_unfinished(record: logging.LogRecord) -> bool:
@@ -29,14 +30,14 @@ async def serve_http(
     http: HttpConfig,
     stop: trio.Event,
     graceful_timeout: float,
-    tls: TlsConfig | None = None,
+    tls: ServerTls | None = None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``listen`` until ``stop`` is set, then drain for ``graceful_timeout``.
 
     Reports the bound address (the real port when ``listen.port`` is 0) once the
-    socket listens. With ``tls`` enabled it serves HTTPS and requires a client
-    certificate signed by the cluster CA.
+    socket listens. With ``tls`` it serves HTTPS (requiring a client certificate
+    when ``tls.ca`` is set).
     """
     config = hypercorn.config.Config()
     config.bind = [str(listen)]
@@ -48,9 +49,10 @@ async def serve_http(
         access_log.addFilter(_drop_unfinished)
     config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(D)sus'
     config.include_server_header = False
-    if tls is not None and tls.enabled:
-        config.certfile, config.keyfile, config.ca_certs = tls.cert, tls.key, tls.ca
-        config.verify_mode = ssl.CERT_REQUIRED
+    if tls is not None:
+        config.certfile, config.keyfile = tls.cert, tls.key
+        if tls.ca:
+            config.ca_certs, config.verify_mode = tls.ca, ssl.CERT_REQUIRED
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(partial(hypercorn.trio.serve, app, config, shutdown_trigger=stop.wait))
         bound = urlsplit(binds[0])

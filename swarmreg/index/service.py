@@ -9,6 +9,7 @@ import trio
 
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
+from swarmreg.tls.context import ServerTls
 from swarmreg.index.store import IndexStore
 from swarmreg.node import Node
 
@@ -34,6 +35,6 @@ class IndexService:
                 address: Address = await nursery.start(partial(
                     serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout),
                     self.config.index.listen, http=self.config.http, stop=self.stop,
-                    graceful_timeout=self.config.shutdown_timeout, tls=self.config.tls))
+                    graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
                 log.info("index listening on %s://%s", self.node.tls.http, address)
                 task_status.started({"http": str(address)})

@@ -23,6 +23,7 @@ from swarmreg.errors import (
 )
 from swarmreg.http.body import FileBody
 from swarmreg.http.serve import serve_http
+from swarmreg.tls.context import ServerTls
 from swarmreg.node import Node
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
@@ -65,7 +66,7 @@ class OriginService:
             self._nursery = nursery
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
-                stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=self.config.tls))
+                stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
             self.engine.on_failure.append(lambda torrent: nursery.start_soon(self._repair, torrent))

@@ -9,6 +9,7 @@ import trio
 
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
+from swarmreg.tls.context import ServerTls
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
@@ -40,8 +41,9 @@ class ProxyService:
                     trio.open_nursery() as nursery):
             address: Address = await nursery.start(partial(
                 serve_http, create_proxy_app(self), self.config.listen, http=self.node.config.http,
-                stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout))
-            log.info("proxy listening on http://%s%s", address,
+                stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,
+                tls=ServerTls.edge(self.config.tls)))
+            log.info("proxy listening on %s://%s%s", "https" if self.config.tls.enabled else "http", address,
                      "" if self.auth.enabled else " (no authentication: proxy.users is empty)")
             task_status.started({"http": str(address)})
 

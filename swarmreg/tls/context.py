@@ -7,7 +7,7 @@ from pathlib import Path
 
 import attrs
 
-from swarmreg.config import ConfigError, TlsConfig
+from swarmreg.config import ConfigError, EdgeTlsConfig, TlsConfig
 from swarmreg.tls.certs import FFDHE2048
 
 
@@ -20,6 +20,28 @@ class PeerTls:
     cert: str
     key: str
     dh_params: str = FFDHE2048
+
+
+@attrs.frozen
+class ServerTls:
+    """What an HTTPS port serves with: its certificate, and the CA its clients must present a
+    certificate from (``ca`` empty: no client certificate asked for)."""
+
+    cert: str
+    key: str
+    ca: str = ""
+
+    @classmethod
+    def cluster(cls, tls: TlsConfig) -> ServerTls | None:
+        """A port between nodes: mutual TLS under the cluster CA."""
+        return cls(tls.cert, tls.key, tls.ca) if tls.enabled else None
+
+    @classmethod
+    def edge(cls, tls: EdgeTlsConfig) -> ServerTls | None:
+        """A registry port: one-way TLS, or mutual with ``client_auth = "verify"``."""
+        if not tls.enabled:
+            return None
+        return cls(tls.cert, tls.key, tls.ca if tls.client_auth == "verify" else "")
 
 
 @attrs.frozen
