@@ -215,6 +215,23 @@ class IndexConfig:
             raise ValueError("'database' must name a file")
 
 
+def _regex(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"not a regular expression: {error}") from None
+
+
+@attrs.frozen
+class AccessRuleConfig:
+    """Who may do what on which repositories: ``user`` ("*": any signed-in user, "anonymous":
+    no credentials), ``repositories`` (a regular expression matching whole names), ``actions``."""
+
+    user: str
+    repositories: str = attrs.field(validator=_regex)
+    actions: tuple[Literal["pull", "push", "delete"], ...] = ("pull",)
+
+
 @attrs.frozen
 class ProxyConfig:
     """The push side: the Docker Registry V2 / OCI distribution API."""
@@ -227,6 +244,16 @@ class ProxyConfig:
     users: dict[str, str] = attrs.field(factory=dict)
     # HTTPS on the registry port (off: plain HTTP, as docker allows for localhost).
     tls: EdgeTlsConfig = EdgeTlsConfig()
+    # How clients authenticate when users are set: "basic" on every request, or Docker's token
+    # flow ("token": a 401 points to /token, which trades basic credentials for a bearer token).
+    auth: Literal["basic", "token"] = "basic"
+    token_ttl: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
+    # The tokens' HMAC key; empty: a random one per start (set one shared by all proxies of a realm).
+    token_secret: str = ""
+    # Where the 401 sends clients for a token; empty: this proxy's /token, at the host they used.
+    token_realm: str = ""
+    # Permissions, the first rule that matches user and repository wins; none: users may do all.
+    access: tuple[AccessRuleConfig, ...] = ()
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
 
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import MultiDict
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, RANGE_INVALID, SwarmregError
+from swarmreg.errors import (BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, NOT_FOUND, RANGE_INVALID,
+                             SwarmregError)
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
 from swarmreg.oci.manifest import manifest_too_large, parse_manifest
 from swarmreg.oci.names import parse_reference, validate_repository
 from swarmreg.proxy.content import OriginContent
+from swarmreg.registry.access import CATALOG
 from swarmreg.registry.read import add_read_routes
+from swarmreg.registry.tokens import Grant, parse_scope
 
 if TYPE_CHECKING:
     from swarmreg.proxy.service import ProxyService
@@ -41,6 +48,19 @@ def _created(location: str, digest: Digest, extra: dict[str, str] | None = None)
                         **(extra or {})})
 
 
+def needed_grant() -> Grant | None:
+    """What the routed request does: pull, push or delete on its repository (None for ``/v2/``)."""
+    if request.path.rstrip("/") == "/v2":
+        return None
+    if request.path == "/v2/_catalog":
+        return CATALOG
+    name = (request.view_args or {}).get("name")
+    if name is None:  # no route matched: the 404 says so, to signed-in users
+        return None
+    action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(request.method, "push")
+    return Grant("repository", validate_repository(name), (action,))
+
+
 def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     """The proxy's Quart app."""
     app = create_base_app("proxy")
@@ -51,7 +71,24 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     @app.before_request
     async def _authenticate() -> None:
         if request.path.startswith("/v2"):
-            proxy.auth.user(request.headers.get("Authorization"))
+            g.principal = proxy.auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url)
+
+    @app.route("/token", methods=["GET", "POST"])
+    async def token() -> Response:
+        """Docker's token endpoint: basic credentials (or none) and scopes in, a bearer token out."""
+        if proxy.auth.tokens is None:
+            raise SwarmregError(NOT_FOUND, "this registry uses basic authentication, not tokens")
+        form = await request.form if request.method == "POST" else MultiDict()
+        authorization = request.headers.get("Authorization")
+        if form.get("grant_type") == "password":  # OAuth2 password grant (containerd tries it first)
+            credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
+            authorization = "Basic " + base64.b64encode(credentials).decode()
+        scopes = [grant for scope in [*request.args.getlist("scope"), *form.getlist("scope")]
+                  for grant in parse_scope(scope)]
+        value, expires_in = proxy.auth.token(authorization, scopes)
+        body = {"token": value, "access_token": value, "expires_in": expires_in,
+                "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
+        return Response(json.dumps(body), content_type="application/json")
 
     add_read_routes(app, index, OriginContent(proxy.origin, index))
 
@@ -85,7 +122,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     async def start_upload(name: str) -> Response:
         repository = validate_repository(name)
         mount, source = request.args.get("mount"), request.args.get("from")
-        if mount and source:
+        if mount and source and g.principal.may(Grant("repository", validate_repository(source), ("pull",))):
             digest = Digest.parse(mount)
             size = await index.blob_size(validate_repository(source), digest)
             if size is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import logging
 from functools import partial
 
@@ -13,9 +15,15 @@ from swarmreg.tls.context import ServerTls
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
+from swarmreg.registry.access import Access, Authorizer
 from swarmreg.registry.auth import BasicAuth
+from swarmreg.registry.tokens import TokenIssuer
 
 log = logging.getLogger(__name__)
+
+
+# The service name in token challenges and tokens (Docker's "service" parameter).
+TOKEN_SERVICE = "swarmreg"
 
 
 class ProxyService:
@@ -24,7 +32,12 @@ class ProxyService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config.proxy
-        self.auth = BasicAuth(self.config.users)
+        tokens = None
+        if self.config.auth == "token":
+            secret = self.config.token_secret.encode() or os.urandom(32)
+            tokens = TokenIssuer(secret, TOKEN_SERVICE, self.config.token_ttl)
+        self.auth = Authorizer(BasicAuth(self.config.users), Access(self.config.access), tokens,
+                               self.config.token_realm)
         self.origin: OriginClient
         self.index: IndexClient
 

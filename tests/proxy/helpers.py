@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import httpx
@@ -57,3 +58,25 @@ async def push_image(client: httpx.AsyncClient, repository: str, tag: str, layer
                                 headers={"Content-Type": OCI_MANIFEST if oci else DOCKER_MANIFEST})
     assert response.status_code == 201, response.text
     return response.headers["docker-content-digest"], manifest
+
+
+class RegistryAuth(httpx.Auth):
+    """What docker does with credentials: basic auth, or on a Bearer challenge a token from the
+    realm (asked for with the credentials and the challenge's scope), then the request again."""
+
+    requires_response_body = True
+
+    def __init__(self, user: str, password: str) -> None:
+        self.basic = httpx.BasicAuth(user, password)
+
+    def auth_flow(self, request: httpx.Request):  # noqa: ANN201 - httpx's generator protocol
+        response = yield self.basic.auth_flow(request).__next__()
+        if response.status_code != 401 or not response.headers.get("WWW-Authenticate", "").startswith("Bearer "):
+            return
+        params = dict(re.findall(r'(\w+)="([^"]*)"', response.headers["WWW-Authenticate"]))
+        token_request = httpx.Request("GET", params["realm"], params={
+            k: v for k, v in params.items() if k in ("service", "scope")})
+        token_response = yield next(self.basic.auth_flow(token_request))
+        token_response.raise_for_status()
+        request.headers["Authorization"] = f"Bearer {token_response.json()['token']}"
+        yield request
