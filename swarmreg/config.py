@@ -148,6 +148,10 @@ class TrackerConfig:
     # A connection that has not completed its TLS and websocket handshakes by then is closed
     # (a client refused at the TLS handshake, a slow or silent one).
     handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    # Frames one connection may send per second (up to frame_burst at once); faster senders
+    # are slowed down, not cut off: an agent re-announcing all it holds after a reconnect is legit.
+    frame_rate: float = attrs.field(default=500.0, validator=attrs.validators.gt(0))
+    frame_burst: int = attrs.field(default=2000, validator=attrs.validators.ge(1))
     metainfo_cache_size: int = attrs.field(default=10_000, validator=attrs.validators.ge(1))
     # Blobs up to this size (manifests, configs, small layers) travel inside the metainfo
     # reply: one round trip instead of a torrent. 0 turns it off.

@@ -139,6 +139,9 @@ async def test_a_peer_serving_corrupt_pieces_is_banned_and_the_download_complete
     # Rot every piece of the liar's copy in place: it keeps serving from that file.
     hex_ = digest.removeprefix("sha256:")
     path = liar.data_dir / "blobs" / "sha256" / hex_[:2] / hex_
+    with trio.fail_after(10):  # the response ends once verified; the move into the store follows
+        while not path.exists():
+            await trio.sleep(0.05)
     with open(path, "r+b") as file:
         for offset in range(0, len(data), 128 << 10):
             file.seek(offset + 100)

@@ -13,6 +13,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from swarmreg.config import Address
 from swarmreg.errors import SwarmregError
 from swarmreg.node import Node
+from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.messages import (
     TO_TRACKER,
     Announce,
@@ -42,8 +43,9 @@ PATH = "/announce"
 class _Connection:
     """One peer's websocket: its outgoing queue and the torrents it announced."""
 
-    def __init__(self, ws: WebSocketConnection) -> None:
+    def __init__(self, ws: WebSocketConnection, frames: TokenBucket) -> None:
         self.ws = ws
+        self.frames = frames  # how fast it may send
         self.host = str(getattr(ws.remote, "address", "127.0.0.1"))
         self.peer_ids: dict[str, str] = {}  # info-hash -> the peer id announced for it
         self.outbox, self._inbox = trio.open_memory_channel[Any](SEND_QUEUE)
@@ -116,7 +118,8 @@ class TrackerService:
         if request.path != PATH:
             await request.reject(404, body=b"the announce channel is at /announce")
             return
-        connection = _Connection(await request.accept())
+        connection = _Connection(await request.accept(),
+                                 TokenBucket(self.config.frame_rate, self.config.frame_burst))
         self._connections.add(connection)
         try:
             with connection.scope:
@@ -156,6 +159,7 @@ class TrackerService:
             except ConnectionClosed:
                 return
             frame = decode(data, TO_TRACKER, max_size)
+            await connection.frames.take()
             if isinstance(frame, Leave):
                 if (peer_id := connection.peer_ids.pop(frame.info_hash, None)) is not None:
                     self.peers.leave(frame.info_hash, peer_id)

@@ -155,3 +155,27 @@ async def test_larger_blobs_come_without_their_content(nursery: trio.Nursery, tm
         reply = await request(ws, MetainfoRequest(1, NS, digest))
         assert reply.metainfo and reply.content is None
     await herd.stop()
+
+
+async def test_a_flood_of_announces_is_slowed_down_and_others_are_served_meanwhile(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.frame_rate=50",
+                                                   "tracker.frame_burst=20"), ["origin", "tracker"])
+    async with httpx.AsyncClient(base_url=herd.url("origin")) as client:
+        digest = Digest.parse(await upload_blob(client, NS, random_bytes(1 << 20)))
+        metainfo = Metainfo.parse((await client.get(f"/namespace/{NS}/blobs/{digest}/metainfo")).content, digest)
+    flood_size = 120
+    async with channel(herd) as flooder, channel(herd) as neighbour:
+        started = trio.current_time()
+        for n in range(flood_size):
+            await flooder.send_message(encode(Announce(n, metainfo.info_hash, str(digest), NS, me(n % 5))))
+        with trio.fail_after(2):  # the neighbour is answered while the flood is throttled
+            reply = await request(neighbour, Announce(1, metainfo.info_hash, str(digest), NS, me(99)))
+        assert isinstance(reply, AnnounceReply) and reply.failure is None
+        answered = 0
+        with trio.fail_after(30):
+            while answered < flood_size:
+                if isinstance(decode(await flooder.get_message(), TO_PEER, 16 << 20), AnnounceReply):
+                    answered += 1
+        # 20 at once, then 50 a second: the other 100 take at least 2 s.
+        assert trio.current_time() - started >= (flood_size - 20) / 50 * 0.9
