@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from swarmreg.config import Config, load_config
@@ -24,10 +26,12 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     assert loaded == attrs.evolve(Config(), data_dir=str(tmp_path))
 
 
-async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path), *(["--tls"] if tls else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    secure, ws = ("https", "wss") if tls else ("http", "ws")
     try:
         output = b""
         with trio.fail_after(60):
@@ -35,15 +39,20 @@ async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path:
                 data = await process.stdout.receive_some()
                 assert data, f"devcluster exited: {output.decode()}"
                 output += data
-        for endpoint in (b"http://127.0.0.1:15000", b"http://127.0.0.1:15002", b"ws://127.0.0.1:15003",
-                         b"http://127.0.0.1:15004", b"http://127.0.0.1:16000", b"http://127.0.0.1:16002",
-                         b"http://127.0.0.1:17000", b"http://127.0.0.1:17002", b"tcp://127.0.0.1:16001",
-                         b"tcp://127.0.0.1:17001"):
-            assert endpoint in output
+        for endpoint in ("http://127.0.0.1:15000", f"{secure}://127.0.0.1:15002", f"{ws}://127.0.0.1:15003",
+                         f"{secure}://127.0.0.1:15004", "http://127.0.0.1:16000", "http://127.0.0.1:16002",
+                         "http://127.0.0.1:17000", "http://127.0.0.1:17002", "tcp://127.0.0.1:16001",
+                         "tcp://127.0.0.1:17001"):
+            assert endpoint.encode() in output
+        # With --tls the origin takes only clients with a certificate from the devcluster's CA.
+        verify: ssl.SSLContext | bool = True
+        if tls:
+            verify = ssl.create_default_context(cafile=str(tmp_path / "certs" / "ca.pem"))
+            verify.load_cert_chain(tmp_path / "certs" / "herd.pem", tmp_path / "certs" / "herd.key")
         async with httpx.AsyncClient(timeout=60) as client:
-            assert (await client.get("http://127.0.0.1:15002/health")).status_code == 200
             data = b"hello devcluster" * 100_000
-            origin = httpx.AsyncClient(base_url="http://127.0.0.1:15002", timeout=60)
+            origin = httpx.AsyncClient(base_url=f"{secure}://127.0.0.1:15002", timeout=60, verify=verify)
+            assert (await origin.get("/health")).status_code == 200
             digest = await upload_blob(origin, "library/dev", data, through=True)
             await origin.aclose()
             for agent in ("http://127.0.0.1:16002", "http://127.0.0.1:17002"):
