@@ -71,6 +71,7 @@ class TrackerClient:
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[Any]] = {}
         self.connects = 0
+        self._stopped = False
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -81,6 +82,10 @@ class TrackerClient:
             nursery.start_soon(self._connect_forever)
             await stop.wait()
             nursery.cancel_scope.cancel()
+        # Requests still waiting for a connection fail now, not after their backoff: a download
+        # finishing during shutdown must not hold the daemon until its deadline.
+        self._stopped = True
+        self._connected.set()
 
     async def _connect_forever(self) -> None:
         backoff = 0.1
@@ -98,7 +103,8 @@ class TrackerClient:
                 log.warning("tracker at %s broke the protocol: %s", self.address, error)
             finally:
                 self._ws = None
-                self._connected = trio.Event()
+                if self._connected.is_set():  # an unset one may have waiters: keep it for them
+                    self._connected = trio.Event()
                 for channel in self._waiting.values():
                     channel.close()
                 self._waiting.clear()
@@ -144,6 +150,8 @@ class TrackerClient:
         for attempt in range(self.attempts):
             with trio.move_on_after(2.0 * 2 ** attempt):
                 await self._connected.wait()
+            if self._stopped:
+                raise SwarmregError(UNAVAILABLE, "the tracker client has stopped")
             ws = self._ws
             if ws is None:
                 continue
