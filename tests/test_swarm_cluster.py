@@ -95,8 +95,9 @@ async def test_an_agent_killed_mid_download_resumes_from_its_pieces(spawn, tmp_p
     again = await start_agent(spawn, herd.address("tracker", "ws"), "agent-again", data_dir=data_dir)
     assert await pull(again, digest) == digest
     [torrent] = (await stats(again, "agent"))["torrents"]
-    # Only what was missing came over the wire after the restart.
-    assert torrent["downloaded"] <= (1 - had + 0.1) * len(data), (torrent["downloaded"], had)
+    # Only what was missing came over the wire after the restart, give or take what SIGKILL caught
+    # in libtorrent's write queue (the session's max_queued_disk_bytes, 8 MiB) and a piece in flight.
+    assert torrent["downloaded"] <= (1 - had) * len(data) + 9 * MiB, (torrent["downloaded"], had)
 
 
 async def test_downloads_survive_a_tracker_restart(spawn, tmp_path: Path) -> None:
