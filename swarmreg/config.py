@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, NewType, get_args, get_origin
+from typing import Any, Literal, NewType, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
@@ -23,6 +23,7 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 ByteSize = NewType("ByteSize", int)
+T = TypeVar("T")
 _SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -381,6 +382,14 @@ def _describe(error: BaseException, _type: Any) -> str:
     return str(error) or type(error).__name__
 
 
+def structure(document: Mapping[str, Any], kind: type[T]) -> T:
+    """``document`` (parsed TOML) as a ``kind``, strictly; ConfigError lists every wrong key path."""
+    try:
+        return make_converter().structure(document, kind)
+    except (cattrs.BaseValidationError, ValueError) as error:
+        raise ConfigError(_format_errors(error)) from None
+
+
 def _format_errors(error: Exception) -> str:
     lines = []
     for message in cattrs.transform_error(error, path="$", format_exception=_describe):
@@ -437,10 +446,7 @@ def load_config(
     apply_overrides(data, overrides)
     if data_dir is not None:
         data["data_dir"] = data_dir
-    try:
-        config = make_converter().structure(data, Config)
-    except (cattrs.BaseValidationError, ValueError) as error:
-        raise ConfigError(_format_errors(error)) from None
+    config = structure(data, Config)
     return attrs.evolve(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
 
 
