@@ -37,6 +37,7 @@ class Pull:
     started: float
     finished: float | None = None
     error: str | None = None
+    retries: int = 0
 
     @property
     def seconds(self) -> float | None:
@@ -90,22 +91,30 @@ class Run:
             (await client.put(f"{url}/{uid}", params={"through": "false"})).raise_for_status()
 
     async def pull(self, index: int, digest: str, record: Pull, t0: float) -> None:
-        """GET the blob from agent ``index``, hashing every byte; the digest must match."""
+        """GET the blob from agent ``index``, hashing every byte; the digest must match. A pull cut
+        by a fault is tried again (as a client would) until the scenario's timeout."""
         agent = self.agents[index]
         url = f"{agent.url('agent')}/namespace/{quote(NS, safe='')}/blobs/{digest}"
-        hasher = hashlib.sha256()
-        try:
-            async with httpx.AsyncClient(timeout=self.scenario.timeout) as client:
-                async with client.stream("GET", url) as response:
-                    response.raise_for_status()
-                    async for chunk in response.aiter_raw(CHUNK):
-                        hasher.update(chunk)
-            if "sha256:" + hasher.hexdigest() != digest:
-                record.error = "content does not match the digest"
-            else:
-                record.finished = time.monotonic() - t0
-        except (httpx.HTTPError, OSError) as error:
-            record.error = f"{type(error).__name__}: {error}"
+        with trio.move_on_after(self.scenario.timeout):
+            while True:
+                hasher = hashlib.sha256()
+                try:
+                    async with httpx.AsyncClient(timeout=self.scenario.timeout) as client:
+                        async with client.stream("GET", url) as response:
+                            response.raise_for_status()
+                            async for chunk in response.aiter_raw(CHUNK):
+                                hasher.update(chunk)
+                except (httpx.HTTPError, OSError) as error:
+                    record.error = f"{type(error).__name__}: {error}"
+                    record.retries += 1
+                    await trio.sleep(0.5)
+                    continue
+                if "sha256:" + hasher.hexdigest() != digest:
+                    record.error = "content does not match the digest"
+                else:
+                    record.finished, record.error = time.monotonic() - t0, None
+                return
+        record.error = f"not done after {self.scenario.timeout:g} s ({record.error})"
 
     async def sample(self, t0: float, done: trio.Event) -> None:
         """Every half second: bytes the origin has sent, bytes the agents got from each other."""
@@ -131,8 +140,21 @@ class Run:
         assert process is not None
         process.kill()
         await process.wait()
-        if action == "restart":
+        if action == "restart":  # on the same ports, so that its peers and clients find it again
+            process.overrides = (*process.overrides, *pinned(process.ready))
             await process.start()
+
+
+def pinned(ready: dict[str, Any]) -> tuple[str, ...]:
+    """``--set`` overrides that bind a restarted daemon where it was (from its ready document)."""
+    roles = ready.get("roles", {})
+    pins = [f"origin.listen={roles['origin']['http']}"] if "origin" in roles else []
+    pins += [f"tracker.listen={roles['tracker']['ws']}"] if "tracker" in roles else []
+    if "agent" in roles:
+        pins += [f"agent.listen={roles['agent']['http']}", f"agent.registry_listen={roles['agent']['registry']}"]
+    if "peer" in ready:
+        pins.append(f"swarm.listen={ready['peer']}")
+    return tuple(pins)
 
 
 def make_blob(path: Path, size: int) -> str:

@@ -73,6 +73,10 @@ def session_settings(config: SwarmConfig, *, ssl: bool = False) -> dict[str, Any
         # bound that, so memory stays flat and a crash loses little of a download.
         "max_queued_disk_bytes": 8 << 20,
         "request_timeout": 10,
+        # A peer whose connection failed is tried again after this long (libtorrent: 60 s). Our
+        # peers are cluster nodes handed over by the tracker: one that restarts (an origin, an
+        # agent) is back within seconds, and a minute without it stalls every download it fed.
+        "min_reconnect_time": 2,
         # Re-decide whom to upload to every 2 s (libtorrent: 15 s): a freed
         # upload slot on an origin must not sit idle for long.
         "unchoke_interval": 2,
