@@ -57,7 +57,10 @@ def needed_grant() -> Grant | None:
     name = (request.view_args or {}).get("name")
     if name is None:  # no route matched: the 404 says so, to signed-in users
         return None
-    action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(request.method, "push")
+    if request.url_rule is not None and "/blobs/uploads" in request.url_rule.rule:
+        action = "push"  # an upload session's status and cancel belong to the push
+    else:
+        action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(request.method, "push")
     return Grant("repository", validate_repository(name), (action,))
 
 

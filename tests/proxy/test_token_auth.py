@@ -90,6 +90,9 @@ async def test_tokens_grant_only_what_the_rules_allow(token_proxy: str) -> None:
         assert (await client.get("/v2/team/app/manifests/1")).content == manifest
         refused = await client.post("/v2/team/app/blobs/uploads/")
         assert refused.status_code == 401 and challenge(refused)["error"] == "insufficient_scope"
+        for method in ("GET", "DELETE"):  # an upload session's status and cancel need push, not pull
+            session = await client.request(method, "/v2/team/app/blobs/uploads/some-session")
+            assert challenge(session)["scope"] == "repository:team/app:push", method
         # Nobody signed in: public/ pulls, nothing else.
         anonymous = await token_for(realm, "repository:public/app:pull,push repository:team/app:pull", None)
         client.headers["Authorization"] = f"Bearer {anonymous}"
