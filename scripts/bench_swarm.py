@@ -28,6 +28,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
 from swarmreg.config import parse_size  # noqa: E402
 from swarmreg.devcluster import DaemonProcess  # noqa: E402
 
@@ -62,17 +63,6 @@ class Cluster:
         for process in self.processes:
             await process.stop()
         self.processes.clear()
-
-
-def make_blob(path: Path, size: int) -> str:
-    """A random file of ``size`` bytes, written in pieces; returns its digest."""
-    hasher = hashlib.sha256()
-    with open(path, "wb") as file:
-        for _ in range(0, size, 4 * MiB):
-            piece = os.urandom(min(4 * MiB, size - file.tell()))
-            hasher.update(piece)
-            file.write(piece)
-    return "sha256:" + hasher.hexdigest()
 
 
 async def upload(origin: DaemonProcess, path: Path, digest: str) -> None:
