@@ -20,7 +20,10 @@ import httpx
 import trio
 
 from netsim.scenario import Scenario
+from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
+from swarmreg.digest import Digest
+from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
 QUIET = ("store.fsync=false", 'log.level="warning"')
@@ -77,18 +80,10 @@ class Run:
             await process.stop(timeout=10)
 
     async def upload(self, path: Path, digest: str) -> None:
-        """Kraken's chunked upload to the origin, 32 MiB a PATCH."""
+        """The blob to the origin, with Kraken's chunked upload."""
         assert self.herd is not None
-        url = f"{self.herd.url('origin')}/namespace/{quote(NS, safe='')}/blobs/{digest}/uploads"
-        async with httpx.AsyncClient(timeout=600) as client:
-            uid = (await client.post(url)).headers["location"]
-            with open(path, "rb") as file:
-                start = 0
-                while chunk := file.read(32 << 20):
-                    (await client.patch(f"{url}/{uid}", content=chunk,
-                                        headers={"Content-Range": f"{start},{start + len(chunk)}"})).raise_for_status()
-                    start += len(chunk)
-            (await client.put(f"{url}/{uid}", params={"through": "false"})).raise_for_status()
+        async with OriginClient(Address.parse(self.herd.address("origin")), timeout=600) as origin:
+            await origin.upload_file(NS, Digest.parse(digest), path, through=False)
 
     async def pull(self, index: int, digest: str, record: Pull, t0: float) -> None:
         """GET the blob from agent ``index``, hashing every byte; the digest must match. A pull cut

@@ -19,13 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_swarm import NS, Cluster, blob_url, make_blob, pull  # noqa: E402
+from bench_swarm import Cluster, blob_url, make_blob, pull, upload  # noqa: E402
 
 from swarmreg.config import parse_size  # noqa: E402
 from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
@@ -33,33 +32,16 @@ from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
 MiB = 1 << 20
 
 
-async def upload(base: str, verify: ssl.SSLContext | bool, path: Path, digest: str) -> None:
-    """Kraken's chunked upload to the origin at ``base``, 32 MiB a PATCH, then commit."""
-    url = f"{base}/namespace/{NS.replace('/', '%2F')}/blobs/{digest}/uploads"
-    async with httpx.AsyncClient(timeout=600, verify=verify) as client:
-        uid = (await client.post(url)).headers["location"]
-        with open(path, "rb") as file:
-            start = 0
-            while chunk := file.read(32 * MiB):
-                response = await client.patch(f"{url}/{uid}", content=chunk,
-                                              headers={"Content-Range": f"{start},{start + len(chunk)}"})
-                response.raise_for_status()
-                start += len(chunk)
-        (await client.put(f"{url}/{uid}", params={"through": "false"})).raise_for_status()
-
-
 async def mode_runs(work: Path, blob: Path, digest: str, repeat: int, certs: Path | None) -> list[float]:
     """Cold pulls through fresh agents; ``certs``: the whole cluster on mutual TLS."""
     cluster = Cluster(work / ("tls" if certs else "plain"))
     tls = list(tls_overrides(certs, "node")) if certs else []
     herd = await cluster.herd(*tls)
-    verify: ssl.SSLContext | bool = True
-    base = f"http://{herd.address('origin')}"
+    client_tls = None
     if certs:
-        verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-        verify.load_cert_chain(certs / "node.pem", certs / "node.key")
-        base = f"https://{herd.address('origin')}"
-    await upload(base, verify, blob, digest)
+        client_tls = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        client_tls.load_cert_chain(certs / "node.pem", certs / "node.key")
+    await upload(herd, blob, digest, client_tls)
     await trio.sleep(1.5)  # a libtorrent session turns SSL peers away for about its first second
     times = []
     for rep in range(repeat):

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import statistics
 import sys
 import tempfile
@@ -29,8 +30,10 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
-from swarmreg.config import parse_size  # noqa: E402
+from swarmreg.config import Address, parse_size  # noqa: E402
 from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from swarmreg.digest import Digest  # noqa: E402
+from swarmreg.origin.client import OriginClient  # noqa: E402
 
 MiB = 1 << 20
 NS = "bench/swarm"
@@ -65,22 +68,15 @@ class Cluster:
         self.processes.clear()
 
 
-async def upload(origin: DaemonProcess, path: Path, digest: str) -> None:
-    """Kraken's chunked upload, streaming each 32 MiB PATCH from the file."""
-    size = path.stat().st_size
-    base = f"{origin.url('origin')}/namespace/{NS.replace('/', '%2F')}/blobs/{digest}"
-    async with httpx.AsyncClient(timeout=600) as client:
-        uid = (await client.post(f"{base}/uploads")).headers["location"]
-        with open(path, "rb") as file:
-            for start in range(0, size, 32 * MiB):
-                end = min(start + 32 * MiB, size)
-                file.seek(start)
-                response = await client.patch(f"{base}/uploads/{uid}", content=file.read(end - start),
-                                              headers={"Content-Range": f"{start},{end}"})
-                response.raise_for_status()
-        (await client.put(f"{base}/uploads/{uid}")).raise_for_status()
-        # Let the origin finish hashing the torrent in the background before timing pulls.
-        (await client.get(f"{base}/metainfo")).raise_for_status()
+async def upload(origin: DaemonProcess, path: Path, digest: str, tls: ssl.SSLContext | None = None) -> None:
+    """Kraken's chunked upload (the project's OriginClient), then the metainfo, so that the origin
+    has built the torrent before pulls are timed."""
+    async with OriginClient(Address.parse(origin.address("origin")), timeout=600, tls=tls) as client:
+        await client.upload_file(NS, Digest.parse(digest), path, through=False)
+    async with httpx.AsyncClient(timeout=600, verify=tls or True) as client:
+        scheme = "https" if tls else "http"
+        url = f"{scheme}://{origin.address('origin')}/namespace/{NS.replace('/', '%2F')}/blobs/{digest}/metainfo"
+        (await client.get(url)).raise_for_status()
 
 
 async def pull(url: str, digest: str) -> tuple[float, float]:

@@ -11,19 +11,10 @@ import trio
 import trustme
 
 from swarmreg.config import ConfigError
-from swarmreg.devcluster import make_dev_certs, tls_overrides
+from swarmreg.devcluster import tls_overrides
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.proxy.helpers import digest_of, push_image
-
-NODES = ("herd", "agent", "stranger")
-
-
-@pytest.fixture
-def certs(tmp_path: Path) -> Path:
-    directory = tmp_path / "certs"
-    make_dev_certs(directory, NODES)
-    return directory
-
+from tests.tls.conftest import client_context
 
 async def start_cluster(nursery: trio.Nursery, tmp_path: Path, certs: Path) -> tuple[RunningDaemon, RunningDaemon]:
     herd = await start_daemon(nursery, make_config(tmp_path / "herd", *tls_overrides(certs, "herd"),
@@ -34,14 +25,6 @@ async def start_cluster(nursery: trio.Nursery, tmp_path: Path, certs: Path) -> t
         tmp_path / "agent", *tls_overrides(certs, "agent"), f"agent.tracker={roles['tracker']['ws']}",
         f"agent.index={roles['index']['http']}"), ["agent"])
     return herd, agent
-
-
-def client_context(certs: Path, name: str | None) -> ssl.SSLContext:
-    """A client context trusting the cluster CA, presenting ``name``'s certificate (or none)."""
-    context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
-    if name is not None:
-        context.load_cert_chain(certs / f"{name}.pem", certs / f"{name}.key")
-    return context
 
 
 async def upgrade_answer(host: str, port: int, context: ssl.SSLContext) -> bytes:

@@ -16,7 +16,7 @@ from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.tls.certs import FFDHE2048, KeyPair, issue_peer, make_ca
 from tests.conftest import make_config, random_bytes, start_daemon
 from tests.origin.helpers import upload_blob
-from tests.tls.test_cluster_tls import certs, client_context  # noqa: F401 - a fixture
+from tests.tls.conftest import client_context
 
 NS = "secure/blobs"
 
@@ -29,7 +29,7 @@ def outsider_session() -> lt.session:
                        "alert_mask": 0})
 
 
-async def test_only_cluster_members_get_pieces(nursery: trio.Nursery, tmp_path: Path, certs: Path) -> None:  # noqa: F811
+async def test_only_cluster_members_get_pieces(nursery: trio.Nursery, tmp_path: Path, certs: Path) -> None:
     herd = await start_daemon(nursery, make_config(tmp_path / "herd", *tls_overrides(certs, "herd")),
                               ["origin", "tracker"])
     origin, peer_wire = herd.ready["roles"]["origin"]["http"], herd.ready["roles"]["origin"]["peer"]

@@ -13,13 +13,12 @@ from swarmreg.devcluster import tls_overrides
 from swarmreg.registry.auth import hash_password
 from tests.conftest import random_bytes
 from tests.proxy.helpers import RegistryAuth, digest_of, push_image
-from tests.tls.test_cluster_tls import certs  # noqa: F401 - a fixture
 
 USER, PASSWORD = "alice", "correct horse battery staple"
 TOKEN_SECRET = "the-proxy-token-signing-key-0123456789"
 
 
-def secrets(certs: Path, password_hash: str) -> dict[str, str]:  # noqa: F811
+def secrets(certs: Path, password_hash: str) -> dict[str, str]:
     """Every secret of the run, and the forms it could leak in."""
     found = {"password": PASSWORD, "password hash": password_hash, "token secret": TOKEN_SECRET,
              "basic credentials": base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()}
@@ -30,7 +29,7 @@ def secrets(certs: Path, password_hash: str) -> dict[str, str]:  # noqa: F811
 
 
 async def test_an_authenticated_push_and_pull_leave_no_secret_in_the_logs(spawn: Any, tmp_path: Path,
-                                                                         certs: Path) -> None:  # noqa: F811
+                                                                         certs: Path) -> None:
     password_hash = hash_password(PASSWORD)
     debug = ('log.level="debug"', 'log.format="json"')
     herd = await spawn("herd", ["origin", "tracker", "index", "proxy"], *debug, *tls_overrides(certs, "herd"),
