@@ -1,8 +1,9 @@
-"""The run's report: a terminal table and a JSON file (the PNG plot is not built yet)."""
+"""The run's report: a terminal table, a JSON file and a PNG plot."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,55 @@ def table(figures: dict[str, Any]) -> str:
     ]
     for failed in figures["failed"]:
         lines.append(f"  agent-{failed['agent']} failed: {failed['error']}")
+    lines += _where_time_goes(figures)
     return "\n".join(lines)
+
+
+def _where_time_goes(figures: dict[str, Any]) -> list[str]:
+    lines = ["", "where the time goes (median agent, seconds after its torrent was added):"]
+    milestones = figures.get("milestones_p50_s", {})
+    labels = {"metainfo": "metainfo from the tracker (before)", "announced": "peers from the tracker",
+              "first_piece": "first piece verified", "finished": "every piece here", "verified": "blob re-hashed"}
+    lines += [f"  {labels[name]:<36}{seconds:>8.3f} s" for name, seconds in milestones.items()]
+    cpu = figures.get("cpu")
+    if cpu:
+        share = cpu["machine_busy"]
+        lines.append(f"  CPU: daemons {cpu['daemons_s']:.1f} s, netsim {cpu['netsim_s']:.1f} s in "
+                     f"{cpu['wall_s']:.1f} s of wall time; the machine was {100 * share:.0f}% busy "
+                     f"on {cpu['cores']} cores{' (CPU-bound)' if share > 0.9 else ''}")
+    return lines
 
 
 def write_json(figures: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(figures, indent=2))
+
+
+def plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
+    """A PNG: each run's completion-time CDF (in units of its T*), and bytes sent by the origin
+    and by agents over time."""
+    import matplotlib  # only the report needs it
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, (cdf, traffic) = pyplot.subplots(1, 2, figsize=(12, 4.5))
+    for run in runs:
+        times = run["completion_s"]
+        bound = run["lower_bound_s"] or 1.0
+        xs = [0.0, *(t / bound for t in times)]
+        ys = [(i + 1) / run["agents"] for i in range(-1, len(times))]
+        cdf.step(xs, ys, where="post", label=f"{run['scenario']} ({run['mode'].split()[0]}, T* {bound:.1f} s)")
+        samples = run["samples"]
+        t = [s["t"] for s in samples]
+        traffic.plot(t, [s["origin_up"] / MiB for s in samples], label=f"{run['scenario']}: origin sent")
+        traffic.plot(t, [s["from_agents"] / MiB for s in samples], linestyle="--",
+                     label=f"{run['scenario']}: agents got from agents")
+    cdf.axvline(1.0, color="grey", linewidth=0.8)
+    cdf.set(xlabel="completion time / T*", ylabel="agents done", title="completion time CDF", ylim=(0, 1.02))
+    traffic.set(xlabel="seconds", ylabel="MiB", title="bytes served: origin vs agents")
+    for axes in (cdf, traffic):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)

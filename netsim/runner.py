@@ -1,8 +1,9 @@
 """Run a scenario with real daemons and measure it.
 
-Loopback mode (the one built so far): every node is a `swarmreg daemon` child process on
-127.0.0.1, its link caps enforced by libtorrent's rate limits (the session's peer-class filter
-applies them to loopback peers too). Network namespaces with tc shaping are the next step.
+Every node is a ``swarmreg daemon`` child process. In ``netns`` mode each runs in its own
+network namespace at its own address, its links shaped by tc (netsim.network). In ``loopback``
+mode (no root, no namespaces, or asked for) every node binds 127.0.0.1 and its caps are
+libtorrent's rate limits, which the session's peer-class filter applies to loopback peers too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import attrs
 import httpx
 import trio
 
+from netsim.cpu import machine_busy, own_seconds, process_seconds
+from netsim.network import Network, NetworkError, sweep, unavailable
 from netsim.scenario import Scenario
 from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
@@ -30,6 +33,10 @@ QUIET = ("store.fsync=false", 'log.level="warning"')
 PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
          "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0")
 CHUNK = 4 << 20
+MODES = ("auto", "netns", "loopback")
+# Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
+MILESTONES = ("metainfo", "announced", "first_piece", "finished", "verified")
+NO_DELAY = "none (no netem in this kernel, and netsim has no delay relay)"
 
 
 @attrs.define
@@ -50,34 +57,56 @@ class Pull:
 class Run:
     """The nodes of one scenario run, each a child process with its own data directory and log."""
 
-    def __init__(self, scenario: Scenario, work: Path) -> None:
+    def __init__(self, scenario: Scenario, work: Path, network: Network | None = None) -> None:
         self.scenario = scenario
         self.work = work
+        self.network = network
         self.herd: DaemonProcess | None = None
         self.agents: list[DaemonProcess] = []
         self.samples: list[dict[str, Any]] = []  # bytes served by the origin and by agents over time
 
-    def _process(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        return DaemonProcess(name, roles, self.work / name, overrides=[*PORTS, *QUIET, *overrides],
-                             stderr=open(self.work / f"{name}.log", "ab"))
+    async def _process(self, name: str, roles: list[str], up: int, down: int, *overrides: str) -> DaemonProcess:
+        """A node's process: in its own shaped namespace, or on loopback with libtorrent's caps."""
+        if self.network is None:
+            ports, wrapper = PORTS, ()
+            caps = (f"swarm.upload_rate_limit={up}", f"swarm.download_rate_limit={down}")
+        else:
+            host = await self.network.add(name)
+            await self.network.shape(host, up=up, down=down)
+            ports, wrapper, caps = tuple(p.replace("127.0.0.1", host.address) for p in PORTS), host.wrapper, ()
+        return DaemonProcess(name, roles, self.work / name, overrides=[*ports, *QUIET, *caps, *overrides],
+                             stderr=open(self.work / f"{name}.log", "ab"), wrapper=wrapper)
 
     async def start(self) -> None:
         links = self.scenario.links
-        self.herd = self._process("herd", ["origin", "tracker"], f"swarm.upload_rate_limit={links.origin_up}")
+        if self.network is not None:
+            await self.network.create()
+        self.herd = await self._process("herd", ["origin", "tracker"], links.origin_up, 0)
         await self.herd.start()
         tracker = self.herd.address("tracker", "ws")
         for i in range(self.scenario.agents):
-            agent = self._process(f"agent-{i}", ["agent"], f"agent.tracker={tracker}",
-                                  f"swarm.upload_rate_limit={links.agent_up}",
-                                  f"swarm.download_rate_limit={links.agent_down}", *self.scenario.agent_settings)
+            agent = await self._process(f"agent-{i}", ["agent"], links.agent_up, links.agent_down,
+                                        f"agent.tracker={tracker}", *self.scenario.agent_settings)
             self.agents.append(agent)
         async with trio.open_nursery() as nursery:
             for agent in self.agents:
                 nursery.start_soon(agent.start)
 
+    @property
+    def processes(self) -> list[DaemonProcess]:
+        return [*([self.herd] if self.herd else []), *self.agents]
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the live daemons have used so far."""
+        return sum(process_seconds(p.process.pid) for p in self.processes if p.process is not None)
+
     async def stop(self) -> None:
-        for process in [*self.agents, *([self.herd] if self.herd else [])]:
-            await process.stop(timeout=10)
+        """Stop every process, then take the network down (whatever still runs in it is killed)."""
+        async with trio.open_nursery() as nursery:
+            for process in self.processes:
+                nursery.start_soon(process.stop, 10)
+        if self.network is not None:
+            await self.network.destroy()
 
     async def upload(self, path: Path, digest: str) -> None:
         """The blob to the origin, with Kraken's chunked upload."""
@@ -165,10 +194,28 @@ def make_blob(path: Path, size: int) -> str:
     return "sha256:" + hasher.hexdigest()
 
 
-async def run_scenario(scenario: Scenario, work: Path) -> dict[str, Any]:
-    """Run ``scenario`` in ``work``; every process is stopped however the run ends."""
+async def choose_network(mode: str) -> tuple[Network | None, str]:
+    """The run's network for ``mode`` (auto, netns, loopback) and the mode the report names.
+    ``auto`` falls back to loopback, saying why; ``netns`` fails instead."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}")
+    if mode == "loopback":
+        return None, "loopback"
+    reason = unavailable()
+    if reason is None:
+        await sweep()  # what runs that died left behind
+        return Network(), "netns"
+    if mode == "netns":
+        raise NetworkError(f"network namespaces are unavailable: {reason}")
+    return None, f"loopback (namespaces unavailable: {reason})"
+
+
+async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> dict[str, Any]:
+    """Run ``scenario`` in ``work``; every process, namespace and link is removed however the
+    run ends (an error, a cancellation, Ctrl-C)."""
     work.mkdir(parents=True, exist_ok=True)
-    run = Run(scenario, work)
+    network, mode_name = await choose_network(mode)
+    run = Run(scenario, work, network)
     try:
         await run.start()
         blob = work / "blob"
@@ -177,6 +224,7 @@ async def run_scenario(scenario: Scenario, work: Path) -> dict[str, Any]:
         blob.unlink()
         pulls = [Pull(i, start) for i, start in enumerate(scenario.arrivals.start_times(scenario.agents))]
         done = trio.Event()
+        cpu_before, own_before, busy_before = run.cpu_seconds(), own_seconds(), machine_busy()
         t0 = time.monotonic()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run.sample, t0, done)
@@ -187,19 +235,32 @@ async def run_scenario(scenario: Scenario, work: Path) -> dict[str, Any]:
                     pulling.start_soon(_pull_at, run, record, digest, t0)
             done.set()
             nursery.cancel_scope.cancel()
-        origin_up = run.samples[-1]["origin_up"] if run.samples else 0
-        async with httpx.AsyncClient(timeout=10) as client:  # final counters
-            assert run.herd is not None
-            origin_up = (await client.get(f"{run.herd.url('origin')}/stats")).json()["totals"]["uploaded"]
-            received = from_agents = 0
-            for agent in run.agents:
-                totals = (await client.get(f"{agent.url('agent')}/stats")).json()["totals"]
-                received += totals["downloaded"]
-                from_agents += totals["downloaded_from"]["agent"]
-        return summarize(scenario, pulls, origin_up, from_agents, received, run.samples)
+        wall = time.monotonic() - t0
+        busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
+        cpu = {"wall_s": wall, "daemons_s": run.cpu_seconds() - cpu_before, "netsim_s": own_seconds() - own_before,
+               "machine_busy": busy[0] / busy[1] if busy[1] else 0.0, "cores": os.cpu_count() or 1}
+        counters = await _final_counters(run, digest)
+        figures = summarize(scenario, pulls, run.samples, **counters)
+        figures.update(mode=mode_name, cpu=cpu)
+        return figures
     finally:
         with trio.CancelScope(shield=True):
             await run.stop()
+
+
+async def _final_counters(run: Run, digest: str) -> dict[str, Any]:
+    """The origin's egress, the agents' byte counts and each agent's torrent milestones."""
+    assert run.herd is not None
+    received = from_agents = 0
+    timelines = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        origin_up = (await client.get(f"{run.herd.url('origin')}/stats")).json()["totals"]["uploaded"]
+        for agent in run.agents:
+            stats = (await client.get(f"{agent.url('agent')}/stats")).json()
+            received += stats["totals"]["downloaded"]
+            from_agents += stats["totals"]["downloaded_from"]["agent"]
+            timelines += [t.get("timeline", {}) for t in stats["torrents"] if t["digest"] == digest]
+    return {"origin_up": origin_up, "from_agents": from_agents, "received": received, "timelines": timelines}
 
 
 async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:
@@ -212,18 +273,21 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def summarize(scenario: Scenario, pulls: list[Pull], origin_up: int, from_agents: int, received: int,
-              samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The report's figures: completion percentiles against T*, origin egress, peer share."""
+def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any]], *, origin_up: int,
+              from_agents: int, received: int, timelines: list[dict[str, float]]) -> dict[str, Any]:
+    """The report's figures: completion percentiles against T*, origin egress, peer share, and
+    the median of each torrent milestone across agents."""
     times = [p.seconds for p in pulls if p.seconds is not None]
     bound = scenario.lower_bound()
     figures: dict[str, Any] = {
-        "scenario": scenario.name, "mode": "loopback", "agents": scenario.agents, "blob_size": scenario.blob_size,
+        "scenario": scenario.name, "agents": scenario.agents, "blob_size": scenario.blob_size,
         "links": attrs.asdict(scenario.links), "lower_bound_s": bound,
         "completed": len(times), "failed": [attrs.asdict(p) for p in pulls if p.seconds is None],
         "completion_s": sorted(times), "origin_egress_x": origin_up / scenario.blob_size,
         "share_from_agents": from_agents / max(received, 1), "samples": samples,
-        "delay": "none (loopback mode has no delay relay)",
+        "delay": NO_DELAY,
+        "milestones_p50_s": {name: statistics.median(values) for name in MILESTONES
+                             if (values := [t[name] for t in timelines if name in t])},
     }
     if times:
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):

@@ -36,6 +36,7 @@ class DaemonProcess:
         config_file: str | os.PathLike[str] | None = None,
         stderr: BinaryIO | int | None = None,
         env: Mapping[str, str] | None = None,
+        wrapper: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.roles = tuple(roles)
@@ -45,12 +46,13 @@ class DaemonProcess:
         self.config_file = config_file
         self.stderr = stderr
         self.env = env
+        self.wrapper = tuple(wrapper)  # an argv prefix, such as ``ip netns exec NAME``
         self.process: trio.Process | None = None
         self.ready: dict[str, Any] = {}
 
     @property
     def argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "swarmreg", "daemon", "--roles", ",".join(self.roles),
+        argv = [*self.wrapper, sys.executable, "-m", "swarmreg", "daemon", "--roles", ",".join(self.roles),
                 "--data-dir", str(self.data_dir), "--ready-file", str(self.ready_file)]
         if self.config_file is not None:
             argv += ["--config", str(self.config_file)]

@@ -199,14 +199,17 @@ class Downloads:
 
     async def _download(self, download: Download) -> None:
         digest = download.digest
+        asked = trio.current_time()
         metainfo = download.metainfo = await self.metainfo(download.namespace, digest)
         torrent = download.torrent = await self.engine.add(metainfo, self.directory, namespace=download.namespace)
+        torrent.mark("metainfo", trio.current_time() - asked)  # the tracker round trip (or the cache)
         download.started.set()
         download.notify()
         log.debug("%s: torrent added (%d pieces of %d bytes)", digest, metainfo.num_pieces, metainfo.piece_length)
         torrent.focus(0, self.window)  # before any peer: the first requests go to the front
         peers = await self.tracker.announce(Announcement(metainfo.info_hash, str(digest), download.namespace, False))
         log.debug("%s: announced, %d peer(s)", digest, len(peers))
+        torrent.mark("announced")
         hasher = hashlib.sha256()
         for piece in range(metainfo.num_pieces):
             torrent.focus(piece, self.window)
@@ -223,6 +226,7 @@ class Downloads:
             self.node.metainfo.delete(digest)
             raise SwarmregError(INTERNAL, "the swarm delivered a blob that does not match its digest")
         download.verified = True
+        torrent.mark("verified")
         download.notify()
         await self.engine.move(torrent, self.node.store.path(digest).parent)
         log.info("downloaded %s (%d bytes)", digest, metainfo.size)

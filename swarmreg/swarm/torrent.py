@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ class Torrent:
         self._connections: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._changed = trio.Event()
         self._focused: set[int] = set()
+        # Seconds from when the torrent was added to its milestones (netsim's breakdown).
+        self.added = time.monotonic()
+        self.timeline: dict[str, float] = {}
         self.refresh()
 
     @property
@@ -52,6 +56,11 @@ class Torrent:
     def path(self) -> Path:
         """Where the blob's file is (while downloading: the downloads directory)."""
         return self.save_path / self.metainfo.digest.hex
+
+    def mark(self, milestone: str, seconds: float | None = None) -> None:
+        """Record ``milestone`` once: ``seconds`` if given, else the time since the torrent was added."""
+        if milestone not in self.timeline:
+            self.timeline[milestone] = round(time.monotonic() - self.added if seconds is None else seconds, 4)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -86,10 +95,12 @@ class Torrent:
         if not self.have[index]:
             self.have[index] = 1
             self.have_count += 1
+            self.mark("first_piece")
             self._notify()
 
     def on_finished(self) -> None:
         self.sample_peers()
+        self.mark("finished")
         self.finished.set()
         self._notify()
 
@@ -206,5 +217,6 @@ class Torrent:
             "hash_failures": self.hash_failures,
             "banned_peers": self.banned_peers,
             "error": self.error,
+            "timeline": self.timeline,
             **({"peer_details": self.peer_details()} if peers else {}),
         }

@@ -3,32 +3,102 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import trio
 
 from netsim.__main__ import main
+from netsim.network import unavailable
+from netsim.runner import run_scenario
 from netsim.scenario import Arrivals, Links, Scenario, load_scenario
 from swarmreg.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
+NETNS = unavailable()
+needs_netns = pytest.mark.skipif(NETNS is not None, reason=f"network namespaces: {NETNS}")
 
 
-def test_smoke_runs_and_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "smoke.json"
-    assert main(["run", str(ROOT / "configs/netsim/smoke.toml"), "--json", str(out),
-                 "--workdir", str(tmp_path / "work")]) == 0
+def leftovers(owner: int) -> list[str]:
+    """Namespaces, bridges and daemon processes a run with pid ``owner`` left behind."""
+    names = [n for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+             if n.startswith(f"netsim-{owner}-")]
+    names += [n for n in os.listdir("/sys/class/net") if n == f"nsbr{owner}" or n.startswith(f"ns{owner}v")]
+    ps = subprocess.run(["pgrep", "-f", f"netsim-{owner}-"], capture_output=True, text=True).stdout.split()
+    return names + [f"pid {pid}" for pid in ps]
+
+
+@pytest.mark.parametrize("mode", ["auto", "loopback"])
+def test_smoke_runs_and_reports(mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, png = tmp_path / "smoke.json", tmp_path / "smoke.png"
+    assert main(["run", str(ROOT / "configs/netsim/smoke.toml"), "--mode", mode, "--json", str(out),
+                 "--plot", str(png), "--workdir", str(tmp_path / "work")]) == 0
     figures = json.loads(out.read_text())
+    expected = "loopback" if mode == "loopback" else ("netns" if NETNS is None else f"loopback (namespaces unavailable: {NETNS})")
+    assert figures["mode"] == expected
     assert figures["completed"] == 5 and figures["failed"] == []
     # T* = max(F/u_origin, F/d_agent, N*F/(u_origin + N*u_agent)) = 5 * 8 / (8 + 5 * 4) s
     assert figures["lower_bound_s"] == pytest.approx(40 / 28)
     assert 0 < figures["p50_s"] <= figures["p90_s"] <= figures["max_s"]
     assert figures["origin_egress_x"] >= 1.0, "the origin sent the blob at least once"
     assert figures["samples"], "bytes over time were sampled"
+    assert set(figures["milestones_p50_s"]) == {"metainfo", "announced", "first_piece", "finished", "verified"}
+    assert figures["cpu"]["daemons_s"] > 0 and 0 < figures["cpu"]["machine_busy"] <= 1
     printed = capsys.readouterr().out
-    assert "lower bound T*" in printed and "p99 completion" in printed and "loopback" in printed
-    # Every node was stopped: nothing is left listening from the run.
-    assert not any((tmp_path / "work").glob("*.pid"))
+    assert "lower bound T*" in printed and "p99 completion" in printed and f"{expected} mode" in printed
+    assert "where the time goes" in printed
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 10_000
+    assert leftovers(os.getpid()) == []
+
+
+@needs_netns
+def test_a_failed_run_leaves_no_namespace_link_or_process(tmp_path: Path) -> None:
+    # One agent, a timeout far too short: the pull fails, the run still tears everything down.
+    scenario = Scenario("doomed", agents=1, blob_size=4 << 20, links=Links(origin_up=1 << 20), timeout=0.5)
+    figures = trio.run(run_scenario, scenario, tmp_path, "netns")
+    assert figures["mode"] == "netns" and figures["completed"] == 0 and "not done" in figures["failed"][0]["error"]
+    assert leftovers(os.getpid()) == []
+
+
+@needs_netns
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_cleans_up(signum: int, tmp_path: Path) -> None:
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text('agents = 3\nblob_size = "64MiB"\n[links]\norigin_up = "1MiB"\n')
+    process = subprocess.Popen([sys.executable, "-m", "netsim", "run", str(scenario), "--mode", "netns",
+                                "--workdir", str(tmp_path / "work")], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # Interrupt it mid-run, once every agent has started.
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "work").glob("agent-*/ready.json"))) < 3:
+        assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
+        time.sleep(0.1)
+    assert leftovers(process.pid), "the run had namespaces and daemons"
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    assert leftovers(process.pid) == []
+
+
+@needs_netns
+def test_clean_removes_what_a_killed_run_left(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow.toml"
+    scenario.write_text('agents = 2\nblob_size = "64MiB"\n[links]\norigin_up = "1MiB"\n')
+    process = subprocess.Popen([sys.executable, "-m", "netsim", "run", str(scenario), "--mode", "netns",
+                                "--workdir", str(tmp_path / "work")], cwd=ROOT, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(list((tmp_path / "work").glob("agent-*/ready.json"))) < 2:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.kill()  # no clean-up can run: the next run's sweep (or `netsim clean`) does it
+    process.wait()
+    assert leftovers(process.pid)
+    assert main(["clean"]) == 0
+    assert leftovers(process.pid) == []
 
 
 def test_lower_bound_and_arrivals() -> None:
