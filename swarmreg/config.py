@@ -125,6 +125,8 @@ class SwarmConfig:
     upload_rate_limit: ByteSize = ByteSize(0)
     download_rate_limit: ByteSize = ByteSize(0)
     connections_limit: int = attrs.field(default=500, validator=attrs.validators.ge(2))
+    # Seconds a peer connection may sit with nothing wanted either way before it closes.
+    idle_peer_timeout: int = attrs.field(default=20, validator=attrs.validators.ge(1))
     # Peers served at once; the rest wait their turn (fewer spreads pieces wider).
     unchoke_slots: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     # Download pieces strictly in order (fast to first byte, but agents streaming

@@ -62,6 +62,10 @@ class AgentService:
     async def stream(self, namespace: str, digest: Digest, start: int, end: int) -> DownloadBody:
         """A response body for bytes [start, end) of a blob that arrives through the swarm."""
         download = await self.require_downloads().start(namespace, digest)
+        # Answer only once the first piece may be sent: a download that fails before then
+        # is an error response, not a 200 cut off after its headers.
+        assert download.metainfo is not None
+        await download.wait_released(start // download.metainfo.piece_length)
         return DownloadBody(download, self.engine, start, end, self.config.store.chunk_size)
 
     def _announcements(self) -> list[Announcement]:

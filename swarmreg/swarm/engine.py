@@ -107,8 +107,11 @@ class SwarmEngine:
         finally:
             session.set_alert_fd(-1)
             self.session = None
+            # One line, not a warning per held torrent (an origin holds thousands).
+            if self._torrents:
+                log.info("swarm engine stopped with %d torrents", len(self._torrents))
             for torrent in self._torrents.values():
-                torrent.on_error("the swarm engine stopped")
+                torrent.on_error("the swarm engine stopped", warn=False)
             self._torrents.clear()
             # The session's destructor joins libtorrent's threads: let a worker thread wait for it.
             holder = [session]

@@ -68,6 +68,10 @@ def session_settings(config: SwarmConfig, *, ssl: bool = False) -> dict[str, Any
         # Seeds stay connected to each other, so the per-peer counters sampled
         # each second see every byte before a connection goes idle and closes.
         "close_redundant_connections": False,
+        # ... and idle ones close after this long (libtorrent: 600 s). Every blob an agent
+        # fetched kept a connection to the origin until connections_limit (500) stalled all
+        # new downloads: the registry load test hit it after about 490 blobs.
+        "inactivity_timeout": config.idle_peer_timeout,
         "no_connect_privileged_ports": False,
         # libtorrent 2.1 holds up to 100 MiB of received blocks before writing them;
         # bound that, so memory stays flat and a crash loses little of a download.

@@ -104,8 +104,10 @@ class Torrent:
         self.finished.set()
         self._notify()
 
-    def on_error(self, message: str) -> None:
-        log.warning("torrent %s: %s", self.metainfo.digest, message)
+    def on_error(self, message: str, *, warn: bool = True) -> None:
+        """Fail the torrent: its waiters raise. ``warn=False`` for an expected end (shutdown)."""
+        if warn:
+            log.warning("torrent %s: %s", self.metainfo.digest, message)
         self.error = message
         self._notify()
 
@@ -139,7 +141,8 @@ class Torrent:
         libtorrent dials handed-over peers in its once-a-second round, so a torrent
         with no peer yet would sit idle for up to a second (measured: 0.8 s of a
         cold pull). Pausing and resuming it runs libtorrent's start-up "connect
-        boost" at once; with nobody connected there is nothing to lose.
+        boost" at once; with nobody connected there is nothing to lose. A seed has no
+        hurry (and a pause would reset its session counters).
         """
         handed = 0
         for host, port in peers:
@@ -149,7 +152,8 @@ class Torrent:
             except RuntimeError as error:  # a torrent being removed, or a bad address
                 log.debug("connect_peer %s:%d: %s", host, port, error)
         try:
-            if handed and not self.handle.status().num_peers:
+            status = self.handle.status()
+            if handed and not status.num_peers and not (status.is_seeding or status.is_finished):
                 self.handle.pause()
                 self.handle.resume()
         except RuntimeError:  # a torrent being removed

@@ -187,3 +187,34 @@ async def test_a_small_blob_comes_inline_without_a_torrent(nursery: trio.Nursery
     assert stats["torrents"] == [], "the tracker's metainfo reply carried the bytes"
     assert stats["inline"] == {"blobs": {digest: len(data)}, "bytes": len(data)}
     assert blob_files(Path(agent.config.data_dir)) == {digest.removeprefix("sha256:"): len(data)}
+
+
+async def test_an_agent_pulls_more_blobs_than_it_has_peer_connections(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # Each blob is a torrent with its own peer connection. A finished one must let its idle
+    # connection go: kept, they filled connections_limit and stalled every later download.
+    herd = await start_herd(nursery, tmp_path, "swarm.connections_limit=3", "swarm.idle_peer_timeout=1")
+    agent = await start_agent(nursery, tmp_path, herd, "agent", "swarm.connections_limit=3",
+                              "swarm.idle_peer_timeout=1", "agent.stall_timeout=20")
+    blobs = [random_bytes((1 << 20) + 4096, seed=100 + i) for i in range(6)]  # above inline_max: torrents
+    digests = [await upload(herd, data) for data in blobs]
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        for data, digest in zip(blobs, digests, strict=True):
+            response = await client.get(blob_path(NS, digest))
+            assert response.status_code == 200 and response.content == data, response.text[:200]
+        assert (await client.get("/stats")).json()["totals"]["torrents"] == len(blobs)
+
+
+async def test_a_download_that_fails_before_its_first_byte_is_an_error_not_a_cut_200(nursery: trio.Nursery,
+                                                                                    tmp_path: Path) -> None:
+    origin = await start_daemon(nursery, make_config(tmp_path / "origin"), ["origin"])
+    tracker = await start_daemon(nursery, make_config(
+        tmp_path / "tracker", f"tracker.origins=['{origin.ready['roles']['origin']['http']}']"), ["tracker"])
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=60) as client:
+        digest = await upload_blob(client, NS, random_bytes(3 << 20, seed=7), chunk=8 << 20)
+    agent = await start_agent(nursery, tmp_path, tracker, "agent", "agent.stall_timeout=2")
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        assert (await client.head(blob_path(NS, digest))).status_code == 200  # metainfo known and cached
+        await origin.stop()  # the only seed is gone: no piece will ever come
+        response = await client.get(blob_path(NS, digest))
+        assert_error(response, 503, "UNAVAILABLE")
+        assert "no piece arrived" in response.json()["errors"][0]["message"]

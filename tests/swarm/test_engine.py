@@ -100,3 +100,24 @@ async def test_rate_limits_apply_to_loopback_peers(nursery: trio.Nursery, tmp_pa
     assert torrent.have_count < metainfo.num_pieces
     seeder.close()
     leecher.close()
+
+
+
+async def test_an_origin_seed_gets_its_upload_slots_and_a_leecher_its_milestones(nursery: trio.Nursery,
+                                                                                 tmp_path: Path) -> None:
+    seeder, leecher = engine(seed_upload_slots=3), engine()
+    await nursery.start(seeder.run)
+    await nursery.start(leecher.run)
+    data = random_bytes(2 << 20)
+    metainfo = seed_file(tmp_path / "seed", data)
+    seed = await seeder.add(metainfo, tmp_path / "seed", seed=True)
+    assert seed.handle.max_uploads() == 3
+    torrent = await leecher.add(metainfo, tmp_path / "leech")
+    assert torrent.handle.max_uploads() == (1 << 24) - 1, "a download: no limit of its own"
+    torrent.connect([("127.0.0.1", seeder.address.port)])
+    with trio.fail_after(30):
+        await torrent.finished.wait()
+    timeline = leecher.stats()["torrents"][0]["timeline"]
+    assert 0 <= timeline["first_piece"] <= timeline["finished"], timeline
+    seeder.close()
+    leecher.close()
