@@ -118,6 +118,11 @@ class Network:
         await ip(*tc, "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "10")
         await ip(*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:10", "htb",
                  "rate", f"{rate}bps", "ceil", f"{rate}bps", "burst", burst, "cburst", burst, "quantum", "60000")
+        # A short queue under the cap: htb's default leaf queue (1000 packets) holds seconds of
+        # traffic at these rates, and every request, HAVE and handshake waited behind it. This
+        # kernel has no fq_codel or sfq; a byte FIFO of ~0.1 s (at least two GSO segments) is it.
+        limit = str(max(rate // 10, 128 * 1024))
+        await ip(*tc, "qdisc", "add", "dev", device, "parent", "1:10", "handle", "10:", "bfifo", "limit", limit)
         await ip(*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:20", "htb",
                  "rate", UNCAPPED, "quantum", "60000")
         await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "u32",

@@ -51,6 +51,7 @@ def _where_time_goes(figures: dict[str, Any]) -> list[str]:
         lines.append(f"  CPU: daemons {cpu['daemons_s']:.1f} s, netsim {cpu['netsim_s']:.1f} s in "
                      f"{cpu['wall_s']:.1f} s of wall time; the machine was {100 * share:.0f}% busy "
                      f"on {cpu['cores']} cores{' (CPU-bound)' if share > 0.9 else ''}")
+        lines.append(f"  idle daemons, before the pulls: {cpu['idle_daemons_cores']:.2f} cores")
     return lines
 
 

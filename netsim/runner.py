@@ -81,7 +81,7 @@ class Run:
         links = self.scenario.links
         if self.network is not None:
             await self.network.create()
-        self.herd = await self._process("herd", ["origin", "tracker"], links.origin_up, 0)
+        self.herd = await self._process("herd", ["origin", "tracker"], links.origin_up, 0, *self.scenario.herd_settings)
         await self.herd.start()
         tracker = self.herd.address("tracker", "ws")
         for i in range(self.scenario.agents):
@@ -99,6 +99,12 @@ class Run:
     def cpu_seconds(self) -> float:
         """CPU seconds the live daemons have used so far."""
         return sum(process_seconds(p.process.pid) for p in self.processes if p.process is not None)
+
+    async def idle_cores(self, seconds: float = 2.0) -> float:
+        """Cores the daemons use with nothing to do (a baseline that grows with the node count)."""
+        before = self.cpu_seconds()
+        await trio.sleep(seconds)
+        return (self.cpu_seconds() - before) / seconds
 
     async def stop(self) -> None:
         """Stop every process, then take the network down (whatever still runs in it is killed)."""
@@ -141,7 +147,8 @@ class Run:
         record.error = f"not done after {self.scenario.timeout:g} s ({record.error})"
 
     async def sample(self, t0: float, done: trio.Event) -> None:
-        """Every half second: bytes the origin has sent, bytes the agents got from each other."""
+        """Every half second: bytes the origin has sent, bytes the agents got from each other (all
+        they received but what the origin sent: the sessions' exact totals)."""
         async with httpx.AsyncClient(timeout=5) as client:
             while not done.is_set():
                 point: dict[str, Any] = {"t": time.monotonic() - t0, "origin_up": 0, "from_agents": 0}
@@ -151,7 +158,8 @@ class Run:
                     for agent in self.agents:
                         if agent.process is not None and agent.process.poll() is None:
                             totals = (await client.get(f"{agent.url('agent')}/stats")).json()["totals"]
-                            point["from_agents"] += totals["downloaded_from"]["agent"]
+                            point["from_agents"] += totals["downloaded"]
+                    point["from_agents"] = max(0, point["from_agents"] - point["origin_up"])
                 except (httpx.HTTPError, OSError, KeyError):
                     pass
                 self.samples.append(point)
@@ -224,6 +232,7 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
         blob.unlink()
         pulls = [Pull(i, start) for i, start in enumerate(scenario.arrivals.start_times(scenario.agents))]
         done = trio.Event()
+        idle = await run.idle_cores()
         cpu_before, own_before, busy_before = run.cpu_seconds(), own_seconds(), machine_busy()
         t0 = time.monotonic()
         async with trio.open_nursery() as nursery:
@@ -238,7 +247,8 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
         wall = time.monotonic() - t0
         busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
         cpu = {"wall_s": wall, "daemons_s": run.cpu_seconds() - cpu_before, "netsim_s": own_seconds() - own_before,
-               "machine_busy": busy[0] / busy[1] if busy[1] else 0.0, "cores": os.cpu_count() or 1}
+               "machine_busy": busy[0] / busy[1] if busy[1] else 0.0, "cores": os.cpu_count() or 1,
+               "idle_daemons_cores": idle}
         counters = await _final_counters(run, digest)
         figures = summarize(scenario, pulls, run.samples, **counters)
         figures.update(mode=mode_name, cpu=cpu)
@@ -251,16 +261,16 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
 async def _final_counters(run: Run, digest: str) -> dict[str, Any]:
     """The origin's egress, the agents' byte counts and each agent's torrent milestones."""
     assert run.herd is not None
-    received = from_agents = 0
+    received = 0
     timelines = []
     async with httpx.AsyncClient(timeout=10) as client:
         origin_up = (await client.get(f"{run.herd.url('origin')}/stats")).json()["totals"]["uploaded"]
         for agent in run.agents:
             stats = (await client.get(f"{agent.url('agent')}/stats")).json()
             received += stats["totals"]["downloaded"]
-            from_agents += stats["totals"]["downloaded_from"]["agent"]
             timelines += [t.get("timeline", {}) for t in stats["torrents"] if t["digest"] == digest]
-    return {"origin_up": origin_up, "from_agents": from_agents, "received": received, "timelines": timelines}
+    return {"origin_up": origin_up, "from_agents": max(0, received - origin_up), "received": received,
+            "timelines": timelines}
 
 
 async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:

@@ -64,8 +64,9 @@ class Scenario:
     faults: tuple[Fault, ...] = ()
     # A pull that has not finished by then fails the run.
     timeout: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
-    # Extra `--set` overrides for every agent (tuning experiments).
+    # Extra `--set` overrides for every agent, and for the herd (tuning experiments).
     agent_settings: tuple[str, ...] = ()
+    herd_settings: tuple[str, ...] = ()
 
     def lower_bound(self) -> float:
         """T* = max(F/u_origin, F/d_agent, N*F/(u_origin + N*u_agent)), in seconds (0: uncapped)."""
