@@ -206,6 +206,8 @@ class SwarmEngine:
             torrent.on_error(alert.message())
             for callback in self.on_failure:
                 callback(torrent)
+        elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):
+            log.debug("torrent %s: %s", torrent.metainfo.digest, alert.message())
         elif isinstance(alert, lt.storage_moved_alert):
             if (pending := self._moving.pop(info_hash, None)) is not None:
                 pending.resolve()

@@ -204,8 +204,9 @@ class Torrent:
         try:
             status = self.handle.status()
             connected, up, down = status.num_peers, status.total_payload_upload, status.total_payload_download
+            known, candidates = status.list_peers, status.connect_candidates
         except RuntimeError:
-            connected, up, down = 0, 0, 0
+            connected, up, down, known, candidates = 0, 0, 0, 0, 0
         return {
             "digest": str(self.metainfo.digest),
             "info_hash": self.info_hash,
@@ -214,6 +215,9 @@ class Torrent:
             "pieces_done": self.have_count,
             "complete": self.finished.is_set(),
             "peers": connected,
+            # Peers libtorrent knows of, and those it would still dial (not connected, not failed).
+            "known_peers": known,
+            "connect_candidates": candidates,
             "uploaded": up,
             "downloaded": down,
             "downloaded_from": {kind: v[0] for kind, v in self._by_kind.items()},
