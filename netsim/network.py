@@ -112,21 +112,38 @@ class Network:
             await self._htb((), host.veth, down, "src")
 
     async def _htb(self, inside: Sequence[str], device: str, rate: int, direction: str) -> None:
+        """The cap on one direction: class 1:1 at ``rate``, shared by 1:30 (small packets first)
+        and 1:10 (the rest); 1:20, outside the cap, carries netsim's own traffic."""
         tc = (*inside, "tc")
         # Burst: a tenth of a second of the rate, at least a few full-size (GSO) segments.
         burst = str(max(rate // 10, 256 * 1024))
+        cap = ("burst", burst, "cburst", burst, "quantum", "60000")
         await ip(*tc, "qdisc", "add", "dev", device, "root", "handle", "1:", "htb", "default", "10")
-        await ip(*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:10", "htb",
-                 "rate", f"{rate}bps", "ceil", f"{rate}bps", "burst", burst, "cburst", burst, "quantum", "60000")
-        # A short queue under the cap: htb's default leaf queue (1000 packets) holds seconds of
-        # traffic at these rates, and every request, HAVE and handshake waited behind it. This
-        # kernel has no fq_codel or sfq; a byte FIFO of ~0.1 s (at least two GSO segments) is it.
+        await ip(*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:1", "htb",
+                 "rate", f"{rate}bps", "ceil", f"{rate}bps", *cap)
+        await ip(*tc, "class", "add", "dev", device, "parent", "1:1", "classid", "1:10", "htb",
+                 "rate", f"{rate * 9 // 10}bps", "ceil", f"{rate}bps", "prio", "1", *cap)
+        await ip(*tc, "class", "add", "dev", device, "parent", "1:1", "classid", "1:30", "htb",
+                 "rate", f"{rate // 10}bps", "ceil", f"{rate}bps", "prio", "0", *cap)
+        # Short queues under the cap: htb's default leaf queue (1000 packets) holds seconds of
+        # traffic at these rates. And a full uplink dropped handshakes behind bulk data: 60
+        # agents dialling each other saw most connects time out, and starved agents wrote
+        # their peers off. Real hosts run fq_codel, which sends sparse flows first; this kernel
+        # has no fq_codel or sfq, so packets under 128 bytes (handshakes, ACKs, HAVEs,
+        # requests) and ARP get their own class ahead of the bulk, each with a ~0.1 s byte FIFO.
         limit = str(max(rate // 10, 128 * 1024))
-        await ip(*tc, "qdisc", "add", "dev", device, "parent", "1:10", "handle", "10:", "bfifo", "limit", limit)
+        for leaf in ("10", "30"):
+            await ip(*tc, "qdisc", "add", "dev", device, "parent", f"1:{leaf}", "handle", f"{leaf}:",
+                     "bfifo", "limit", limit)
         await ip(*tc, "class", "add", "dev", device, "parent", "1:", "classid", "1:20", "htb",
                  "rate", UNCAPPED, "quantum", "60000")
-        await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "u32",
+        await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
                  "match", "ip", direction, f"{self.gateway}/32", "flowid", "1:20")
+        await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "prio", "2", "u32",
+                 "match", "u16", "0x0000", "0xff80", "at", "2", "flowid", "1:30")
+        # ARP too: a reply dropped behind bulk data left the asker unable to reach that peer at all.
+        await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "arp", "prio", "3", "u32",
+                 "match", "u32", "0", "0", "flowid", "1:30")
 
     async def destroy(self) -> None:
         """Kill what still runs in the run's namespaces, then remove them and the bridge."""
