@@ -43,6 +43,7 @@ class Torrent:
         self._connections: dict[tuple[Any, ...], tuple[int, int]] = {}
         self._changed = trio.Event()
         self._focused: set[int] = set()
+        self._boosted = False  # the connect boost ran (see connect)
         # Seconds from when the torrent was added to its milestones (netsim's breakdown).
         self.added = time.monotonic()
         self.timeline: dict[str, float] = {}
@@ -141,8 +142,11 @@ class Torrent:
         libtorrent dials handed-over peers in its once-a-second round, so a torrent
         with no peer yet would sit idle for up to a second (measured: 0.8 s of a
         cold pull). Pausing and resuming it runs libtorrent's start-up "connect
-        boost" at once; with nobody connected there is nothing to lose. A seed has no
-        hurry (and a pause would reset its session counters).
+        boost" at once; with nobody connected there is nothing to lose. Only once:
+        a pause also drops the dials in flight, and an agent in a swarm of 60, handed
+        a peer by each announce while still dialling, had its dials cut again and
+        again (netsim swarm60: 1,517 in one run). A seed has no hurry (and a pause
+        would reset its session counters).
         """
         handed = 0
         for host, port in peers:
@@ -153,7 +157,9 @@ class Torrent:
                 log.debug("connect_peer %s:%d: %s", host, port, error)
         try:
             status = self.handle.status()
-            if handed and not status.num_peers and not (status.is_seeding or status.is_finished):
+            if (handed and not self._boosted and not status.num_peers
+                    and not (status.is_seeding or status.is_finished)):
+                self._boosted = True
                 self.handle.pause()
                 self.handle.resume()
         except RuntimeError:  # a torrent being removed
