@@ -30,7 +30,6 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
 import statistics
 import sys
@@ -45,6 +44,7 @@ import attrs
 import httpx
 import trio
 
+from netsim.cpu import own_seconds, process_seconds
 from swarmreg.config import parse_size
 from swarmreg.devcluster import DaemonProcess
 
@@ -399,15 +399,6 @@ def read_status(pid: int) -> dict[str, int]:
             if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile")}
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time a process has used (from /proc/<pid>/stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Cluster:
     """The herd and the agent, each a child process with its own data directory and log."""
 
@@ -463,7 +454,7 @@ class Cluster:
                 "peak_rss_mib": peak / 1024, "sampled_peak_rss_mib": max(samples, default=0) / 1024,
                 "vm_hwm_mib": status.get("VmHWM", 0) / 1024,
                 "rss_first_mib": samples[0] / 1024 if samples else 0.0,
-                "rss_last_mib": samples[-1] / 1024 if samples else 0.0, "cpu_s": cpu_seconds(self.pid(process)),
+                "rss_last_mib": samples[-1] / 1024 if samples else 0.0, "cpu_s": process_seconds(self.pid(process)),
                 "rss_slope_mib_per_min": _late_slope([(sample[0], sample[1]) for sample in series]),
                 "anon_first_mib": anon[0] / 1024 if anon else 0.0, "anon_last_mib": anon[-1] / 1024 if anon else 0.0,
                 "anon_peak_mib": max(anon, default=0) / 1024,
@@ -590,7 +581,6 @@ def summarize(options: Options, main: Image, recorder: Recorder, elapsed: float,
             entry[f"{name}_ms"] = 1000 * percentile(ordered, q) if ordered else None
         kinds[kind] = entry
     total = sum(entry["requests"] for entry in kinds.values())
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "duration_s": options.duration, "elapsed_s": elapsed, "pullers": options.pullers,
         "pushers": options.pushers, "options": attrs.asdict(options),
@@ -603,7 +593,7 @@ def summarize(options: Options, main: Image, recorder: Recorder, elapsed: float,
         "bytes_pushed": recorder.bytes_pushed, "image_pulls": dict(recorder.pulls),
         "image_pulls_total": sum(recorder.pulls.values()), "pushes": recorder.pushes,
         "daemons": memory, "rss_samples_kib": {"columns": ["t", "rss", "anon", "file"], **rss},
-        "load_generator_cpu_s": usage.ru_utime + usage.ru_stime,
+        "load_generator_cpu_s": own_seconds(),
     }
 
 
@@ -649,7 +639,7 @@ def table(figures: dict[str, Any]) -> str:
               f"{'anon peak':>11}{'first':>8}{'last':>8}{'late/min':>10}{'CPU s':>8}  exit  log warn/error: load, stop"]
     for name, daemon in figures["daemons"].items():
         logs = figures.get("daemon_logs", {}).get(name, {})
-        cpu = "-" if daemon["cpu_s"] is None else f"{daemon['cpu_s']:.0f}"
+        cpu = f"{daemon['cpu_s']:.0f}"
         slope, anon_slope = (_slope(daemon["rss_slope_mib_per_min"]), _slope(daemon["anon_slope_mib_per_min"]))
         lines.append(f"{name:<8}{daemon['peak_rss_mib']:>10.1f}{daemon['rss_first_mib']:>8.1f}"
                      f"{daemon['rss_last_mib']:>8.1f}{slope:>10}{daemon['anon_peak_mib']:>11.1f}"
