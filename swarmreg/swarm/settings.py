@@ -31,9 +31,8 @@ def session_settings(config: SwarmConfig, *, ssl: bool = False) -> dict[str, Any
         "listen_interfaces": f"{config.listen}{'s' if ssl else ''}",
         # The configured port or a clear failure, never a neighbouring port.
         "max_retry_port_bind": 0,
-        # The peer wire's accept backlog (libtorrent: 5). Sixty agents dialling each other at
-        # once overflowed it: SYNs were dropped, each peer failed three times and was written
-        # off, and agents starved with one connection out of 59 (netsim swarm60: p90 2.1x T*).
+        # The peer wire's accept backlog (libtorrent: 5): in a swarm of 60, 59 agents dial
+        # each agent at once.
         "listen_queue_size": 512,
         "listen_system_port_fallback": False,
         "user_agent": f"swarmreg/{__version__}",
