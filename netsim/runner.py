@@ -146,20 +146,22 @@ class Run:
                 return
         record.error = f"not done after {self.scenario.timeout:g} s ({record.error})"
 
+    async def stats(self, client: httpx.AsyncClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The /stats of the origin and of every running agent."""
+        assert self.herd is not None
+        origin = (await client.get(f"{self.herd.url('origin')}/stats")).json()
+        agents = [(await client.get(f"{agent.url('agent')}/stats")).json() for agent in self.agents
+                  if agent.process is not None and agent.process.poll() is None]
+        return origin, agents
+
     async def sample(self, t0: float, done: trio.Event) -> None:
-        """Every half second: bytes the origin has sent, bytes the agents got from each other (all
-        they received but what the origin sent: the sessions' exact totals)."""
+        """Every half second: bytes the origin has sent, bytes the agents got from each other."""
         async with httpx.AsyncClient(timeout=5) as client:
             while not done.is_set():
                 point: dict[str, Any] = {"t": time.monotonic() - t0, "origin_up": 0, "from_agents": 0}
                 try:
-                    assert self.herd is not None
-                    point["origin_up"] = (await client.get(f"{self.herd.url('origin')}/stats")).json()["totals"]["uploaded"]
-                    for agent in self.agents:
-                        if agent.process is not None and agent.process.poll() is None:
-                            totals = (await client.get(f"{agent.url('agent')}/stats")).json()["totals"]
-                            point["from_agents"] += totals["downloaded"]
-                    point["from_agents"] = max(0, point["from_agents"] - point["origin_up"])
+                    origin, agents = await self.stats(client)
+                    point.update(traffic(origin, agents))
                 except (httpx.HTTPError, OSError, KeyError):
                     pass
                 self.samples.append(point)
@@ -258,19 +260,20 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
             await run.stop()
 
 
+def traffic(origin: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, int]:
+    """Bytes the origin sent, the agents received, and the agents got from each other: all they
+    received but what the origin sent (the sessions' exact totals, not per-peer samples)."""
+    origin_up = origin["totals"]["uploaded"]
+    received = sum(stats["totals"]["downloaded"] for stats in agents)
+    return {"origin_up": origin_up, "received": received, "from_agents": max(0, received - origin_up)}
+
+
 async def _final_counters(run: Run, digest: str) -> dict[str, Any]:
     """The origin's egress, the agents' byte counts and each agent's torrent milestones."""
-    assert run.herd is not None
-    received = 0
-    timelines = []
     async with httpx.AsyncClient(timeout=10) as client:
-        origin_up = (await client.get(f"{run.herd.url('origin')}/stats")).json()["totals"]["uploaded"]
-        for agent in run.agents:
-            stats = (await client.get(f"{agent.url('agent')}/stats")).json()
-            received += stats["totals"]["downloaded"]
-            timelines += [t.get("timeline", {}) for t in stats["torrents"] if t["digest"] == digest]
-    return {"origin_up": origin_up, "from_agents": max(0, received - origin_up), "received": received,
-            "timelines": timelines}
+        origin, agents = await run.stats(client)
+    timelines = [t.get("timeline", {}) for stats in agents for t in stats["torrents"] if t["digest"] == digest]
+    return {**traffic(origin, agents), "timelines": timelines}
 
 
 async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:
