@@ -45,6 +45,7 @@ import httpx
 import trio
 
 from netsim.cpu import own_seconds, process_seconds
+from netsim.runner import make_blob
 from swarmreg.config import parse_size
 from swarmreg.devcluster import DaemonProcess
 
@@ -347,16 +348,8 @@ def random_blob(size: int, media_type: str) -> Blob:
 
 
 def random_file(path: Path, size: int, media_type: str) -> Blob:
-    """A random layer of ``size`` bytes written to ``path`` (hashed as it is written)."""
-    hasher = hashlib.sha256()
-    with open(path, "wb") as file:
-        left = size
-        while left:
-            piece = os.urandom(min(4 * MiB, left))
-            hasher.update(piece)
-            file.write(piece)
-            left -= len(piece)
-    return Blob("sha256:" + hasher.hexdigest(), size, media_type, path=path)
+    """A random layer of ``size`` bytes written to ``path``."""
+    return Blob(make_blob(path, size), size, media_type, path=path)
 
 
 def config_blob(layers: tuple[Blob, ...], media_type: str) -> Blob:
