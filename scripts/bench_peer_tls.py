@@ -10,7 +10,6 @@ Run from the repository root: ``.venv/bin/python scripts/bench_peer_tls.py [--re
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import ssl
 import statistics
@@ -24,6 +23,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_common import run_and_report  # noqa: E402
 from bench_swarm import Cluster, blob_url, make_blob, pull, upload  # noqa: E402
 
 from swarmreg.config import parse_size  # noqa: E402
@@ -84,8 +84,4 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--workdir")
     parser.add_argument("--json")
-    arguments = parser.parse_args()
-    outcome = trio.run(main, arguments)
-    report(outcome)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
+    run_and_report(parser, main, report)

@@ -19,7 +19,6 @@ Run from the repository root as root (skopeo and docker-registry come from Debia
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,6 +32,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_common import run_and_report  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
 from swarmreg.devcluster import DaemonProcess  # noqa: E402
 from tests.clients.clients import Skopeo, containers_env  # noqa: E402
@@ -198,8 +198,4 @@ if __name__ == "__main__":
     parser.add_argument("--workdir")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--json")
-    arguments = parser.parse_args()
-    outcome = trio.run(main, arguments)
-    report(outcome)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
+    run_and_report(parser, main, report)

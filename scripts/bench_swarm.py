@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import ssl
@@ -29,6 +28,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_common import run_and_report  # noqa: E402
 from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
 from swarmreg.config import Address, parse_size  # noqa: E402
 from swarmreg.devcluster import DaemonProcess  # noqa: E402
@@ -178,7 +178,6 @@ async def bench_swarm(work: Path, size: int, agents: int, u_origin: int, u_agent
 
 
 def report(results: dict) -> None:
-    med = statistics.median
     print(f"\nswarm benchmark, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, loopback\n")
     print("| measurement | swarmreg | compared with | ratio |")
     print("|---|---|---|---|")
@@ -247,8 +246,4 @@ if __name__ == "__main__":
     parser.add_argument("--workdir", help="where to put blobs and daemon data (default: the temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", help="write every number here")
-    arguments = parser.parse_args()
-    outcome = trio.run(main, arguments)
-    report(outcome)
-    if arguments.json:
-        Path(arguments.json).write_text(json.dumps(outcome, indent=2))
+    run_and_report(parser, main, report)
