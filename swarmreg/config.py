@@ -17,7 +17,8 @@ import attrs
 import cattrs
 import tomli_w
 
-from swarmreg.backends.base import backend_type, backend_types
+from swarmreg.backends.types import backend_type, backend_types
+from swarmreg.layout import DataLayout
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -313,9 +314,10 @@ class Config:
     proxy: ProxyConfig = ProxyConfig()
     index: IndexConfig = IndexConfig()
 
-    def data_path(self, path: str) -> Path:
-        """``path`` resolved against the data directory (absolute paths stay as they are)."""
-        return Path(self.data_dir, path)
+    @property
+    def layout(self) -> DataLayout:
+        """Where everything lives under the data directory."""
+        return DataLayout(self.data_dir)
 
 
 def _strict(kind: type, check: Callable[[Any], bool]) -> Callable[[Any, Any], Any]:

@@ -13,8 +13,9 @@ from typing import Any
 
 import trio
 
-from swarmreg.backends import BackendRouter
+from swarmreg.backends.router import BackendRouter
 from swarmreg.config import Config, ConfigError
+from swarmreg.layout import DataLayout
 from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
@@ -66,8 +67,8 @@ def parse_roles(text: str | Sequence[str]) -> tuple[str, ...]:
 class _DataDirLock:
     """An exclusive lock on the data directory, so two daemons never share one."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "LOCK"
+    def __init__(self, layout: DataLayout) -> None:
+        self.path = layout.lock
         self.fd = -1
 
     def __enter__(self) -> _DataDirLock:
@@ -109,18 +110,19 @@ class Daemon:
         In-flight requests then get ``shutdown_timeout`` seconds; a second signal
         cancels them at once.
         """
-        data_dir = Path(self.config.data_dir)
+        layout = self.config.layout
+        data_dir = layout.root
         data_dir.mkdir(parents=True, exist_ok=True)
         if self.ready_file is not None:
             self.ready_file.unlink(missing_ok=True)
-        with _DataDirLock(data_dir):
+        with _DataDirLock(layout):
             store = BlobStore(data_dir, fsync=self.config.store.fsync, chunk_size=self.config.store.chunk_size)
             store.prepare()
             tls = ClusterTls.from_config(self.config.tls)
             if tls.enabled and tls.peer is None and SWARM_ROLES & set(self.roles):
                 raise ConfigError("tls.peer_cert: the agent and origin roles need a peer-wire certificate "
                                   "with [tls] (swarmreg certs issue makes one)")
-            metainfo = MetainfoCache(data_dir / "metainfo", tls.peer.root_cert if tls.peer else b"")
+            metainfo = MetainfoCache(layout.metainfo, tls.peer.root_cert if tls.peer else b"")
             metainfo.prepare()
             node = self.node = Node(self.config, store, BackendRouter.from_config(self.config.backends, data_dir),
                                     metainfo, tls=tls, stop=self.stop)

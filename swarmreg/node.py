@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from swarmreg.backends import BackendRouter
+from swarmreg.backends.router import BackendRouter
 from swarmreg.config import Config
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache

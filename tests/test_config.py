@@ -120,10 +120,10 @@ def test_relative_data_dir_becomes_absolute(tmp_path, monkeypatch):
     assert load_config(None, ["data_dir=other"]).data_dir == str(tmp_path / "other")
 
 
-def test_data_path_resolves_against_data_dir(tmp_path):
+def test_layout_settings_resolve_against_data_dir(tmp_path):
     config = load_config(data_dir=str(tmp_path))
-    assert config.data_path("uploads") == tmp_path / "uploads"
-    assert config.data_path("/abs/elsewhere").as_posix() == "/abs/elsewhere"
+    assert config.layout.setting("index.db") == tmp_path / "index.db"
+    assert config.layout.setting("/abs/elsewhere").as_posix() == "/abs/elsewhere"
 
 
 # --- --set overrides ------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from quart.wrappers.response import ResponseBody
 
 from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
@@ -77,8 +76,9 @@ class Download:
             await self._changed.wait()
 
 
-class DownloadBody(ResponseBody):
-    """A response body that streams bytes [start, end) of a Download as pieces are released."""
+class DownloadBody:
+    """A body (``swarmreg.store.files.Body``) that streams bytes [start, end) of a Download as
+    pieces are released."""
 
     def __init__(self, download: Download, engine: SwarmEngine, start: int, end: int, chunk_size: int) -> None:
         self.download = download
@@ -91,13 +91,7 @@ class DownloadBody(ResponseBody):
     def size(self) -> int:
         return self.end - self.start
 
-    async def __aenter__(self) -> DownloadBody:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Nothing to release: pieces are read whole through the engine."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -148,6 +142,15 @@ class Downloads:
         if download.error is not None and download.metainfo is None:
             raise download.error
         return download
+
+    async def stream(self, namespace: str, digest: Digest, start: int, end: int) -> DownloadBody:
+        """A body for bytes [start, end) of a blob that arrives through the swarm."""
+        download = await self.start(namespace, digest)
+        # Answer only once the first piece may be sent: a download that fails before then
+        # is an error response, not a 200 cut off after its headers.
+        assert download.metainfo is not None
+        await download.wait_released(start // download.metainfo.piece_length)
+        return DownloadBody(download, self.engine, start, end, self.node.config.store.chunk_size)
 
     async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """The blob's metainfo: from the disk cache, else from the tracker (then cached).

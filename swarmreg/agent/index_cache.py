@@ -20,7 +20,7 @@ MANIFESTS = 10_000
 
 
 class CachedIndex:
-    """The IndexClient calls the registry read routes make, with caching where it is safe."""
+    """The index calls the registry read routes make (an IndexReader), with caching where it is safe."""
 
     def __init__(self, index: IndexClient, tag_ttl: float) -> None:
         self.index = index
@@ -51,5 +51,15 @@ class CachedIndex:
                 self._manifests.popitem(last=False)
         return meta
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.index, name)  # tags/list, catalog, referrers: always fresh
+    # Tag lists, the catalog and referrers change with every push: always asked fresh.
+
+    async def list_tags(self, repository: str, n: int | None = None,
+                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        return await self.index.list_tags(repository, n, last)
+
+    async def catalog(self, n: int | None = None, last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        return await self.index.catalog(n, last)
+
+    async def referrers(self, repository: str, digest: Digest | str,
+                        artifact_type: str | None = None) -> list[dict[str, Any]]:
+        return await self.index.referrers(repository, digest, artifact_type)

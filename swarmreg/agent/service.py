@@ -1,23 +1,26 @@
-"""The agent service: the blob download API, the tracker connection, and seeding."""
+"""The agent service: the blob download API, the registry port, the tracker connection, and seeding."""
 
 from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Any
 
 import trio
 
-from swarmreg.agent.downloads import DownloadBody, Downloads
+from swarmreg.agent.app import create_agent_app
+from swarmreg.agent.content import SwarmContent
+from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
+from swarmreg.agent.registry import create_registry_app
 from swarmreg.config import Address
-from swarmreg.digest import Digest
 from swarmreg.http.serve import serve_http
-from swarmreg.tls.context import ServerTls
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.swarm.torrent import Torrent
+from swarmreg.tls.context import ServerTls
 from swarmreg.tracker.client import Announcement, TrackerClient
-from swarmreg.tracker.messages import Peer
+from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
 
@@ -31,42 +34,37 @@ class AgentService:
         self.store = node.store
         self.engine = node.require_engine()
         self.tracker = TrackerClient(
-            node.config.agent.tracker, port=lambda: self.engine.address.port, peer_id=self.engine.peer_id,
+            node.config.agent.tracker, port=self._peer_port, peer_id=self.engine.peer_id,
             announcements=self._announcements, on_peers=self._on_peers,
             attempts=node.config.agent.tracker_attempts, tls=node.tls.client)
         self.downloads: Downloads | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        from swarmreg.agent.app import create_agent_app
-        from swarmreg.agent.registry import create_registry_app
-
-        async with IndexClient(self.config.agent.index, tls=self.node.tls.client) as index, trio.open_nursery() as nursery:
-            self.downloads = Downloads(self.node, self.tracker, nursery, self.config.data_path("downloads"))
+        async with IndexClient(self.config.agent.index, tls=self.node.tls.client) as index, \
+                trio.open_nursery() as nursery:
+            downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
+            content = SwarmContent(self.store, downloads)
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
-            address: Address = await nursery.start(serve, create_agent_app(self), self.config.agent.listen)
+            address: Address = await nursery.start(serve, create_agent_app(content, self._stats),
+                                                   self.config.agent.listen)
             registry_tls = self.config.agent.registry_tls
             registry: Address = await nursery.start(partial(
-                serve, create_registry_app(self, CachedIndex(index, self.config.agent.tag_ttl)),
+                serve, create_registry_app(content, CachedIndex(index, self.config.agent.tag_ttl)),
                 self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
             log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
                      "https" if registry_tls.enabled else "http", registry)
             task_status.started({"http": str(address), "registry": str(registry), "peer": str(self.engine.address)})
 
-    def require_downloads(self) -> Downloads:
-        assert self.downloads is not None, "the agent is running"
-        return self.downloads
+    def _stats(self, peers: bool) -> dict[str, Any]:
+        inline = self.downloads.inline_stats() if self.downloads is not None else {}
+        return self.engine.stats(peers) | {"inline": inline}
 
-    async def stream(self, namespace: str, digest: Digest, start: int, end: int) -> DownloadBody:
-        """A response body for bytes [start, end) of a blob that arrives through the swarm."""
-        download = await self.require_downloads().start(namespace, digest)
-        # Answer only once the first piece may be sent: a download that fails before then
-        # is an error response, not a 200 cut off after its headers.
-        assert download.metainfo is not None
-        await download.wait_released(start // download.metainfo.piece_length)
-        return DownloadBody(download, self.engine, start, end, self.config.store.chunk_size)
+    def _peer_port(self) -> int:
+        assert self.engine.address is not None, "the engine listens before the agent starts"
+        return self.engine.address.port
 
     def _announcements(self) -> list[Announcement]:
         return [Announcement(t.info_hash, str(t.metainfo.digest), t.namespace, t.finished.is_set())
@@ -80,6 +78,4 @@ class AgentService:
         log.debug("peers for %s: %s", info_hash[:12], [(p.host, p.port, p.origin) for p in peers])
         torrent.origins.update((p.host, p.port) for p in peers if p.origin)
         torrent.connect((p.host, p.port) for p in peers
-                        if p.peer_id != self.engine.peer_id and (p.host, p.port) != (me.host, me.port))
-
-
+                        if p.peer_id != self.engine.peer_id and me is not None and (p.host, p.port) != (me.host, me.port))

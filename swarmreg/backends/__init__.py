@@ -1,10 +1,5 @@
 """Storage backends: where blobs live durably, chosen per namespace.
 
-Importing this package registers every built-in backend type.
+``base`` is the interface, ``types`` the registry of backend types (the built-in
+ones included), ``router`` the per-namespace choice; each backend has its module.
 """
-
-from swarmreg.backends import filesystem as _filesystem  # noqa: F401  (registers "filesystem")
-from swarmreg.backends.base import Backend, BlobStream, backend_type, backend_types, register_backend
-from swarmreg.backends.router import BackendRouter
-
-__all__ = ["Backend", "BackendRouter", "BlobStream", "backend_type", "backend_types", "register_backend"]

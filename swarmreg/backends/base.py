@@ -1,4 +1,4 @@
-"""The storage-backend interface and the registry of backend types (name -> factory).
+"""The storage-backend interface.
 
 Modelled on distribution's storage drivers and Kraken's backend clients: a
 backend knows nothing of the daemon; it stores blobs by digest, and is told the
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-import attrs
-
 from swarmreg.digest import Digest
-from swarmreg.http.body import FileBody
+from swarmreg.store.files import FileBody
 
 STREAM_CHUNK = 4 << 20
 
@@ -71,30 +69,3 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:
         """Release connections and files; the default holds none."""
-
-
-@attrs.frozen
-class BackendType:
-    """A registered kind of backend: its options class and how to build one."""
-
-    name: str
-    options: type
-    factory: Callable[[Any, Path], Backend]  # (options, data_dir) -> Backend
-
-
-_TYPES: dict[str, BackendType] = {}
-
-
-def register_backend(name: str, options: type, factory: Callable[[Any, Path], Backend]) -> None:
-    """Make backend type ``name`` available to ``[[backends]] type = name`` in the config."""
-    if name in _TYPES:
-        raise ValueError(f"backend type {name!r} registered twice")
-    _TYPES[name] = BackendType(name, options, factory)
-
-
-def backend_type(name: str) -> BackendType | None:
-    return _TYPES.get(name)
-
-
-def backend_types() -> tuple[BackendType, ...]:
-    return tuple(_TYPES.values())

@@ -11,15 +11,16 @@ from pathlib import Path
 import attrs
 import trio
 
-from swarmreg.backends.base import Backend, register_backend
+from swarmreg.backends.base import Backend
 from swarmreg.digest import Digest
-from swarmreg.http.body import FileBody
+from swarmreg.layout import DataLayout
 from swarmreg.store.blobstore import BlobStore
+from swarmreg.store.files import FileBody
 
 
 @attrs.frozen
 class FilesystemOptions:
-    # Relative paths are taken from the daemon's data directory.
+    # Relative paths are taken from the daemon's data directory (swarmreg.layout).
     root: str = "backend"
 
 
@@ -29,6 +30,11 @@ class FilesystemBackend(Backend):
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.store = BlobStore(root, fsync=fsync)
         self.store.prepare()
+
+    @classmethod
+    def from_options(cls, options: FilesystemOptions, data_dir: Path) -> FilesystemBackend:
+        """The backend ``[[backends]] type = "filesystem"`` configures."""
+        return cls(DataLayout(data_dir).setting(options.root))
 
     async def stat(self, namespace: str, digest: Digest) -> int | None:
         return self.store.size(digest)
@@ -66,7 +72,3 @@ class FilesystemBackend(Backend):
         for digest in await trio.to_thread.run_sync(lambda: list(self.store.digests())):
             yield digest
 
-
-register_backend(
-    "filesystem", FilesystemOptions,
-    lambda options, data_dir: FilesystemBackend(Path(data_dir, options.root)))

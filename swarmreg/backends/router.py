@@ -5,12 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from swarmreg.backends.base import Backend, backend_type
-
-if TYPE_CHECKING:
-    from swarmreg.config import BackendConfig
+from swarmreg.backends.base import Backend
+from swarmreg.backends.types import backend_type
+from swarmreg.config import BackendConfig
 
 
 class BackendRouter:

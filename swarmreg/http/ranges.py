@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import re
 
-import attrs
-
 from swarmreg.errors import BLOB_UPLOAD_INVALID, RANGE_INVALID, SwarmregError
+from swarmreg.store.files import ByteRange
 
 _HTTP_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _KRAKEN_RANGE = re.compile(r"(\d{1,19})[,-](\d{1,19})")
-
-
-@attrs.frozen
-class ByteRange:
-    """The half-open byte interval [start, end)."""
-
-    start: int
-    end: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start
-
-    def content_range(self, size: int) -> str:
-        """The RFC 9110 ``Content-Range`` value (inclusive end) for a 206 response."""
-        return f"bytes {self.start}-{self.end - 1}/{size}"
 
 
 def parse_range_header(value: str | None, size: int) -> ByteRange | None:

@@ -1,10 +1,7 @@
 """The index's HTTP API: JSON over the store, errors in the registry's JSON envelope.
 
-Repository names contain slashes, so every route takes ``<path:repository>``. Where a path
-could be read two ways, the rules are: a digest segment has a colon (so ``/repositories/a/blobs/tags``
-is the tag list of ``a/blobs``), and ``/repositories/a/tags/t`` is tag ``t`` of ``a``; the tag list
-of a repository whose last path component is ``tags`` is also served at
-``/repositories/<r>/tags/-/list`` (no tag is ``-``).
+Repository names contain slashes, so every route takes ``<path:repository>``; swarmreg.index.wire
+says how paths that could be read two ways are read.
 """
 
 from __future__ import annotations
@@ -20,6 +17,8 @@ from werkzeug.routing import BaseConverter
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import PlainResponse as Response
 from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.http.responses import empty_response, json_response
+from swarmreg.http.routes import add_health_route
 from swarmreg.index.store import IndexStore, Page
 from swarmreg.index.validate import (
     check_annotations,
@@ -31,30 +30,23 @@ from swarmreg.index.validate import (
     validate_repository,
     validate_tag,
 )
-from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
-
-REPOSITORY = "/repositories/<path:repository>"
-# Bodies are small JSON documents, but a manifest record carries the manifest's annotations, which
-# may fill nearly all of a manifest of the largest size a registry must accept (4 MiB). The proxy
-# encodes them without escaping non-ASCII, so they take at most as many bytes as in the manifest;
-# the rest leaves room for the record's other fields.
-MAX_BODY_SIZE = MAX_MANIFEST_SIZE + (64 << 10)
+from swarmreg.index.wire import (
+    BLOB_SIZE,
+    BLOBS,
+    CATALOG,
+    MANIFEST_MEDIA_TYPE,
+    MANIFEST_SIZE,
+    MANIFESTS,
+    MAX_BODY_SIZE,
+    REFERRERS,
+)
+from swarmreg.index.wire import REPOSITORY_ROUTE as REPOSITORY
 
 
 class DigestSegment(BaseConverter):
     """A path segment with a colon: what can be a digest (checked in full by the route)."""
 
     regex = "[^/]*:[^/]*"
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """``data`` as a JSON response."""
-    return Response(json.dumps(data, separators=(",", ":")), status=status,
-                    content_type="application/json", headers=headers)
-
-
-def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response("", status=status, headers=headers)
 
 
 async def _json_body(idle_timeout: float) -> Any:
@@ -90,13 +82,11 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
     app.url_map.merge_slashes = False
     app.url_map.converters["digest"] = DigestSegment
 
-    @app.get("/health")
-    async def health() -> Response:
-        return Response("OK")
+    add_health_route(app)
 
     # -- the catalog and tag lists ---------------------------------------------------------
 
-    @app.get("/repositories")
+    @app.get(CATALOG)
     async def catalog() -> Response:
         n = parse_page_size(request.args.get("n"))
         page = await store.catalog(n, request.args.get("last"))
@@ -120,22 +110,22 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
             body = check_body(await _json_body(idle_timeout), {"digest"}, {"repository", "tag"})
             _check_echo(body, repository=repository, tag=tag)
             await store.put_tag(repository, tag, parse_digest(body["digest"]))
-            return _empty(201)
+            return empty_response(201)
         if request.method == "DELETE":
             if not await store.delete_tag(repository, tag):
                 raise _tag_unknown(repository, tag)
-            return _empty(202)
+            return empty_response(202)
         digest = await store.get_tag(repository, tag)
         if digest is None:
             raise _tag_unknown(repository, tag)
         if request.method == "HEAD":
-            return _empty(200, {"Docker-Content-Digest": str(digest)})
+            return empty_response(200, {"Docker-Content-Digest": str(digest)})
         return json_response({"repository": repository, "tag": tag, "digest": str(digest)},
                              headers={"Docker-Content-Digest": str(digest)})
 
     # -- manifests ---------------------------------------------------------------------------
 
-    @app.route(f"{REPOSITORY}/manifests/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    @app.route(f"{REPOSITORY}/{MANIFESTS}/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
     async def manifest(repository: str, digest: str) -> Response:
         validate_repository(repository)
         parsed = parse_digest(digest)
@@ -151,7 +141,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
                 artifact_type=None if artifact_type is None else check_media_type(artifact_type, "artifact_type"),
                 subject=None if subject is None else parse_digest(subject, "subject"),
                 annotations=check_annotations(body.get("annotations")))
-            return _empty(201)
+            return empty_response(201)
         if request.method == "DELETE":
             tags = await store.delete_manifest(repository, parsed)
             if tags is None:
@@ -160,13 +150,13 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
         record = await store.get_manifest(repository, parsed)
         if record is None:
             raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
-        headers = {"Docker-Content-Digest": str(parsed), "Manifest-Media-Type": record.media_type,
-                   "Manifest-Size": str(record.size)}
+        headers = {"Docker-Content-Digest": str(parsed), MANIFEST_MEDIA_TYPE: record.media_type,
+                   MANIFEST_SIZE: str(record.size)}
         if request.method == "HEAD":
-            return _empty(200, headers)
+            return empty_response(200, headers)
         return json_response(record.to_json(), headers=headers)
 
-    @app.get(f"{REPOSITORY}/referrers/<digest:digest>")
+    @app.get(f"{REPOSITORY}/{REFERRERS}/<digest:digest>")
     async def referrers(repository: str, digest: str) -> Response:
         validate_repository(repository)
         subject = parse_digest(digest)
@@ -177,7 +167,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
 
     # -- blob links --------------------------------------------------------------------------
 
-    @app.route(f"{REPOSITORY}/blobs/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
+    @app.route(f"{REPOSITORY}/{BLOBS}/<digest:digest>", methods=["GET", "HEAD", "PUT", "DELETE"])
     async def blob(repository: str, digest: str) -> Response:
         validate_repository(repository)
         parsed = parse_digest(digest)
@@ -185,17 +175,17 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartT
             body = check_body(await _json_body(idle_timeout), {"size"}, {"digest"})
             _check_echo(body, digest=str(parsed))
             await store.link_blob(repository, parsed, check_size(body["size"]))
-            return _empty(201)
+            return empty_response(201)
         if request.method == "DELETE":
             if not await store.unlink_blob(repository, parsed):
                 raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
-            return _empty(202)
+            return empty_response(202)
         size = await store.blob_size(repository, parsed)
         if size is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
-        headers = {"Blob-Size": str(size), "Docker-Content-Digest": str(parsed)}
+        headers = {BLOB_SIZE: str(size), "Docker-Content-Digest": str(parsed)}
         if request.method == "HEAD":
-            return _empty(200, headers)
+            return empty_response(200, headers)
         return json_response({"repository": repository, "digest": str(parsed), "size": size}, headers=headers)
 
     return app

@@ -17,16 +17,10 @@ import trio
 
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.errors import (
-    BAD_GATEWAY,
-    BLOB_UNKNOWN,
-    MANIFEST_UNKNOWN,
-    UNAVAILABLE,
-    ErrorCode,
-    SwarmregError,
-    error_code,
-)
+from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, ErrorCode, SwarmregError
+from swarmreg.http.client import envelope_error, transport_reason
 from swarmreg.index.validate import validate_repository, validate_tag
+from swarmreg.index.wire import BLOB_SIZE, BLOBS, CATALOG, MANIFESTS, REFERRERS, record_path, tag_path, tags_path
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +87,17 @@ class IndexClient:
                 response = await self._http.request(method, path, **kwargs)
                 break
             except _RETRYABLE as error:
-                reason = _reason(error)
+                reason = transport_reason(error)
                 log.debug("index %s %s failed (attempt %d): %s", method, path, attempt + 1, reason)
             except httpx.TransportError as error:  # a timeout: the index is there but too slow
-                reason = _reason(error)
+                reason = transport_reason(error)
                 break
         if response is None:
             raise SwarmregError(UNAVAILABLE, f"index at {self.base_url} unavailable: {reason}",
                                 {"index": self.base_url})
         if response.status_code < 400:
             return response
-        error = _envelope_error(response)
+        error = envelope_error(response)
         if missing is not None and response.status_code == 404 and (error is None or error.code is missing):
             return None  # (a HEAD answer has no body to name its code)
         if error is None:
@@ -140,9 +134,7 @@ class IndexClient:
         NAME_UNKNOWN for an unknown repository; ``n=None`` lists every tag.
         """
         validate_repository(repository)
-        # The /-/list spelling cannot be read as a tag named "tags" of a shorter repository.
-        path = f"/repositories/{repository}/tags" + ("/-/list" if repository.endswith("/tags") else "")
-        response = await self._request("GET", path, params=_page_params(n, last))
+        response = await self._request("GET", tags_path(repository), params=_page_params(n, last))
         assert response is not None
         body = response.json()
         return body["tags"], _next(body)
@@ -150,7 +142,7 @@ class IndexClient:
     async def catalog(self, n: int | None = None,
                       last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
         """A page of repository names and the next page's ``{"last", "n"}`` (None at the end)."""
-        response = await self._request("GET", "/repositories", params=_page_params(n, last))
+        response = await self._request("GET", CATALOG, params=_page_params(n, last))
         assert response is not None
         body = response.json()
         return body["repositories"], _next(body)
@@ -169,17 +161,17 @@ class IndexClient:
             content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         except UnicodeEncodeError:  # a lone surrogate (JSON allows "\ud800"): only escaped
             content = json.dumps(body, separators=(",", ":")).encode()
-        await self._request("PUT", self._path(repository, "manifests", digest), content=content,
+        await self._request("PUT", self._path(repository, MANIFESTS, digest), content=content,
                             headers={"Content-Type": "application/json"})
 
     async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None:
         """``{"digest", "media_type", "size", "artifact_type", "subject", "annotations", "created"}`` or None."""
-        response = await self._request("GET", self._path(repository, "manifests", digest), missing=MANIFEST_UNKNOWN)
+        response = await self._request("GET", self._path(repository, MANIFESTS, digest), missing=MANIFEST_UNKNOWN)
         return None if response is None else response.json()
 
     async def delete_manifest(self, repository: str, digest: Digest | str) -> list[str]:
         """Remove the manifest and the tags pointing at it (returned); MANIFEST_UNKNOWN if unknown."""
-        response = await self._request("DELETE", self._path(repository, "manifests", digest))
+        response = await self._request("DELETE", self._path(repository, MANIFESTS, digest))
         assert response is not None
         return response.json()["deleted_tags"]
 
@@ -188,7 +180,7 @@ class IndexClient:
         """Descriptors ``{mediaType, digest, size, artifactType, annotations}`` of the manifests whose
         subject is ``digest``, by digest; only those of ``artifact_type`` when given."""
         params = {"artifactType": artifact_type} if artifact_type else None
-        response = await self._request("GET", self._path(repository, "referrers", digest), params=params)
+        response = await self._request("GET", self._path(repository, REFERRERS, digest), params=params)
         assert response is not None
         return response.json()["manifests"]
 
@@ -196,39 +188,26 @@ class IndexClient:
 
     async def link_blob(self, repository: str, digest: Digest | str, size: int) -> None:
         """Make the blob visible in the repository."""
-        await self._request("PUT", self._path(repository, "blobs", digest), json={"size": size})
+        await self._request("PUT", self._path(repository, BLOBS, digest), json={"size": size})
 
     async def blob_size(self, repository: str, digest: Digest | str) -> int | None:
         """The size of the blob linked in the repository, or None if it is not linked."""
-        response = await self._request("HEAD", self._path(repository, "blobs", digest), missing=BLOB_UNKNOWN)
-        return None if response is None else int(response.headers["Blob-Size"])
+        response = await self._request("HEAD", self._path(repository, BLOBS, digest), missing=BLOB_UNKNOWN)
+        return None if response is None else int(response.headers[BLOB_SIZE])
 
     async def unlink_blob(self, repository: str, digest: Digest | str) -> None:
         """Remove the blob's link from the repository (BLOB_UNKNOWN if it was not linked)."""
-        await self._request("DELETE", self._path(repository, "blobs", digest))
+        await self._request("DELETE", self._path(repository, BLOBS, digest))
 
     # -- paths -------------------------------------------------------------------------------
 
     @staticmethod
     def _tag_path(repository: str, tag: str) -> str:
-        return f"/repositories/{validate_repository(repository)}/tags/{validate_tag(tag)}"
+        return tag_path(validate_repository(repository), validate_tag(tag))
 
     @staticmethod
     def _path(repository: str, kind: str, digest: Digest | str) -> str:
-        return f"/repositories/{validate_repository(repository)}/{kind}/{_digest(digest)}"
-
-
-def _reason(error: Exception) -> str:
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-
-
-def _envelope_error(response: httpx.Response) -> SwarmregError | None:
-    """The error in the response's JSON envelope, None without one (or with an unknown code)."""
-    try:
-        entry = response.json()["errors"][0]
-        return SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"))
-    except (ValueError, KeyError, IndexError, TypeError):
-        return None
+        return record_path(validate_repository(repository), kind, _digest(digest))
 
 
 def _page_params(n: int | None, last: str | None) -> dict[str, str]:

@@ -9,9 +9,10 @@ import trio
 
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
-from swarmreg.tls.context import ServerTls
+from swarmreg.index.app import create_index_app
 from swarmreg.index.store import IndexStore
 from swarmreg.node import Node
+from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +24,10 @@ class IndexService:
         self.node = node
         self.config = node.config
         self.stop = node.stop
-        self.store = IndexStore(self.config.data_path(self.config.index.database), fsync=self.config.store.fsync)
+        self.store = IndexStore(self.config.layout.setting(self.config.index.database), fsync=self.config.store.fsync)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the index API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
-        from swarmreg.index.app import create_index_app
-
         async with self.store:
             log.info("index database %s", self.store.path)
             async with trio.open_nursery() as nursery:

@@ -1,8 +1,9 @@
-"""The origin's HTTP API, with the endpoint shapes of Kraken's (seed 000)."""
+"""The origin's HTTP API, with the endpoint shapes of Kraken's origin (its endpoint documentation)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable
+from typing import Any, Protocol
 
 from quart import request
 from quart_trio import QuartTrio
@@ -13,15 +14,54 @@ from swarmreg.http.app import PlainResponse as Response
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import blob_response
+from swarmreg.http.routes import add_health_route, add_stats_route
 from swarmreg.names import validate_namespace
-from swarmreg.origin.client import UPLOAD_SIZE
+from swarmreg.origin.wire import (
+    BLOB_ROUTE,
+    BLOB_SIZE,
+    LOCAL,
+    METAINFO,
+    METAINFO_TYPE,
+    PEER_ID_HEADER,
+    PEER_PORT_HEADER,
+    SESSIONS,
+    THROUGH,
+    UPLOAD_SIZE,
+    UPLOADS,
+)
+from swarmreg.store.files import Body, ByteRange
 from swarmreg.store.uploads import Upload
-from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER, add_stats_route
+from swarmreg.swarm.metainfo import Metainfo
 
-if TYPE_CHECKING:
-    from swarmreg.origin.service import OriginService
 
-BLOB = "/namespace/<path:namespace>/blobs/<digest>"
+class Origin(Protocol):
+    """What the origin's routes ask of the origin service."""
+
+    idle_timeout: float
+
+    async def start_upload(self, namespace: str, digest: Digest) -> str: ...
+
+    async def open_session(self, namespace: str) -> Upload: ...
+
+    def upload(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload: ...
+
+    async def write_upload(self, upload: Upload, where: ByteRange | None, chunks: AsyncIterable[bytes]) -> None: ...
+
+    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int: ...
+
+    async def cancel_upload(self, upload: Upload) -> None: ...
+
+    async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int: ...
+
+    async def hold(self, namespace: str, digest: Digest) -> int: ...
+
+    async def open_blob(self, namespace: str, digest: Digest, start: int, end: int) -> Body: ...
+
+    async def metainfo(self, namespace: str, digest: Digest) -> Metainfo: ...
+
+    def seeder(self) -> tuple[str, int]: ...
+
+    def stats(self, peers: bool) -> dict[str, Any]: ...
 
 
 def _parse_bool(name: str, value: str | None) -> bool:
@@ -32,91 +72,93 @@ def _parse_bool(name: str, value: str | None) -> bool:
     raise SwarmregError(BAD_REQUEST, f"query parameter {name} must be true or false", {name: value})
 
 
-def create_origin_app(origin: OriginService) -> QuartTrio:
+def create_origin_app(origin: Origin) -> QuartTrio:
     """The origin's Quart app, serving ``origin``."""
     app = create_base_app("origin")
-    idle_timeout = origin.config.http.idle_timeout
+    add_health_route(app)
+    add_stats_route(app, origin.stats)
 
-    @app.get("/health")
-    async def health() -> Response:
-        return Response("OK\n")
+    def body() -> AsyncIterable[bytes]:
+        return body_chunks(request.body, origin.idle_timeout)
 
-    @app.post(f"{BLOB}/uploads")
+    def through() -> bool:
+        return _parse_bool(THROUGH, request.args.get(THROUGH))
+
+    @app.post(f"{BLOB_ROUTE}{UPLOADS}")
     async def start_upload(namespace: str, digest: str) -> Response:
         uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest))
         return Response("", status=200, headers={"Location": uid})
 
-    @app.patch(f"{BLOB}/uploads/<uid>")
+    @app.patch(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
     async def patch_upload(namespace: str, digest: str, uid: str) -> Response:
-        upload = origin.uploads.get(uid, validate_namespace(namespace), Digest.parse(digest))
-        where = parse_upload_range(request.headers.get("Content-Range"))
-        await origin.uploads.write(upload, where, body_chunks(request.body, idle_timeout))
+        upload = origin.upload(uid, validate_namespace(namespace), Digest.parse(digest))
+        await origin.write_upload(upload, parse_upload_range(request.headers.get("Content-Range")), body())
         return Response("", status=200)
 
-    @app.put(f"{BLOB}/uploads/<uid>")
+    @app.put(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
     async def commit_upload(namespace: str, digest: str, uid: str) -> Response:
         parsed = Digest.parse(digest)
-        upload = origin.uploads.get(uid, validate_namespace(namespace), parsed)
-        through = _parse_bool("through", request.args.get("through"))
-        size = await origin.commit_upload(upload, parsed, through=through)
-        return Response("", status=200, headers={"Docker-Content-Digest": str(parsed),
-                                                  "Blob-Size": str(size)})
+        upload = origin.upload(uid, validate_namespace(namespace), parsed)
+        size = await origin.commit_upload(upload, parsed, through=through())
+        return Response("", status=200, headers={"Docker-Content-Digest": str(parsed), BLOB_SIZE: str(size)})
 
     # Sessions whose digest is known only at the end, for the proxy's Docker pushes: the
     # bytes stream through the proxy straight into the origin, stored and hashed once.
     def session() -> Upload:
-        return origin.uploads.get(request.view_args["uid"], validate_namespace(request.args.get("namespace", "")))
+        return origin.upload((request.view_args or {})["uid"],
+                             validate_namespace(request.args.get("namespace", "")))
 
     def size_header(upload: Upload) -> dict[str, str]:
         return {UPLOAD_SIZE: str(upload.meta.size)}
 
-    @app.post("/uploads")
+    @app.post(SESSIONS)
     async def open_session() -> Response:
-        upload = await origin.uploads.create(validate_namespace(request.args.get("namespace", "")))
+        upload = await origin.open_session(validate_namespace(request.args.get("namespace", "")))
         return Response("", status=200, headers={"Location": upload.uid, **size_header(upload)})
 
-    @app.patch("/uploads/<uid>")
+    @app.patch(f"{SESSIONS}/<uid>")
     async def append_to_session(uid: str) -> Response:
         upload = session()
         content_range = request.headers.get("Content-Range")
         where = parse_upload_range(content_range) if content_range else None  # None: append
-        await origin.uploads.write(upload, where, body_chunks(request.body, idle_timeout))
+        await origin.write_upload(upload, where, body())
         return Response("", status=200, headers=size_header(upload))
 
-    @app.get("/uploads/<uid>")
+    @app.get(f"{SESSIONS}/<uid>")
     async def session_status(uid: str) -> Response:
         return Response("", status=204, headers=size_header(session()))
 
-    @app.put("/uploads/<uid>")
+    @app.put(f"{SESSIONS}/<uid>")
     async def commit_session(uid: str) -> Response:
         upload = session()
         digest = Digest.parse(request.args.get("digest", ""))
-        size = await origin.commit_upload(upload, digest, through=_parse_bool("through", request.args.get("through")))
-        return Response("", status=200, headers={"Docker-Content-Digest": str(digest), "Blob-Size": str(size)})
+        size = await origin.commit_upload(upload, digest, through=through())
+        return Response("", status=200, headers={"Docker-Content-Digest": str(digest), BLOB_SIZE: str(size)})
 
-    @app.delete("/uploads/<uid>")
+    @app.delete(f"{SESSIONS}/<uid>")
     async def cancel_session(uid: str) -> Response:
-        await origin.uploads.cancel(session())
+        await origin.cancel_upload(session())
         return Response("", status=204)
 
-    @app.get(f"{BLOB}/metainfo")
+    @app.get(f"{BLOB_ROUTE}{METAINFO}")
     async def get_metainfo(namespace: str, digest: str) -> Response:
         metainfo = await origin.metainfo(validate_namespace(namespace), Digest.parse(digest))
-        engine = origin.engine
-        assert engine.address is not None
-        return Response(metainfo.raw, content_type="application/x-bittorrent", headers={
-            PEER_ID_HEADER: engine.peer_id, PEER_PORT_HEADER: str(engine.address.port)})
+        peer_id, port = origin.seeder()
+        return Response(metainfo.raw, content_type=METAINFO_TYPE,
+                        headers={PEER_ID_HEADER: peer_id, PEER_PORT_HEADER: str(port)})
 
-    add_stats_route(app, origin.engine)
-
-    @app.route(BLOB, methods=["GET", "HEAD"])
+    @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])
     async def get_blob(namespace: str, digest: str) -> Response:
         namespace, parsed = validate_namespace(namespace), Digest.parse(digest)
+        range_header = request.headers.get("Range")
         if request.method == "HEAD":
-            local = _parse_bool("local", request.args.get("local"))
-            size = await origin.stat(namespace, parsed, local=local)
-            return blob_response(parsed, size, None, request.headers.get("Range"))
-        body, size = await origin.open_blob(namespace, parsed)
-        return blob_response(parsed, size, body, request.headers.get("Range"))
+            size = await origin.stat(namespace, parsed, local=_parse_bool(LOCAL, request.args.get(LOCAL)))
+            return await blob_response(parsed, size, range_header, None)
+        size = await origin.hold(namespace, parsed)
+
+        async def open_range(start: int, end: int) -> Body:
+            return await origin.open_blob(namespace, parsed, start, end)
+
+        return await blob_response(parsed, size, range_header, open_range)
 
     return app

@@ -6,75 +6,61 @@ import os
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
+import attrs
 import httpx
-import trio
-from quart.wrappers.response import ResponseBody
 
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError, error_code
-from swarmreg.store.uploads import UID
-
-# How many bytes of a session have arrived (the proxy turns it into its Range header).
-UPLOAD_SIZE = "Upload-Size"
+from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
+from swarmreg.http.client import raise_for_error
+from swarmreg.origin.wire import (
+    BLOB_SIZE,
+    LOCAL,
+    METAINFO,
+    PEER_ID_HEADER,
+    PEER_PORT_HEADER,
+    SESSIONS,
+    THROUGH,
+    UPLOAD_ID,
+    UPLOAD_SIZE,
+    UPLOADS,
+    blob_path,
+    session_path,
+)
+from swarmreg.store.files import FileBody
 
 # Each PATCH carries this much; the body is streamed from the file in READ-sized reads.
 CHUNK = 32 << 20
 READ = 4 << 20
 
 
-def _raise_for(response: httpx.Response) -> None:
-    """Turn an error response of the origin into the SwarmregError it describes."""
-    if response.is_success:
-        return
-    try:
-        entry = response.json()["errors"][0]
-        raise SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"))
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise SwarmregError(BAD_GATEWAY, f"origin answered {response.status_code}") from None
-
-
-async def _file_part(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        while start < end:
-            data = await trio.to_thread.run_sync(os.pread, fd, min(READ, end - start), start)
-            if not data:
-                raise SwarmregError(BAD_GATEWAY, "file shrank while it was being sent")
-            start += len(data)
-            yield data
-    finally:
-        os.close(fd)
-
-
-class UpstreamBody(ResponseBody):
-    """A response body relayed from an open httpx stream; closes the stream when the response ends."""
+class UpstreamBody:
+    """A blob body relayed from an open httpx stream (a ``swarmreg.store.files.Body``)."""
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         self.start, self.end = 0, int(response.headers.get("content-length", 0))
 
-    async def __aenter__(self) -> UpstreamBody:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def aclose(self) -> None:
         await self.response.aclose()
-
-    def close(self) -> None:
-        """Closed by __aexit__; a body never sent is closed by the garbage collector with its client."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self.response.aiter_raw(READ)
 
 
-def blob_url(base: str, namespace: str, digest: Digest, suffix: str = "") -> str:
-    """The origin API's URL of a blob (``suffix``: ``/metainfo``, ``/uploads``) under ``base``."""
-    return f"{base}/namespace/{quote(namespace, safe='')}/blobs/{digest}{suffix}"
+@attrs.frozen
+class OriginMetainfo:
+    """A blob's torrent metainfo as an origin serves it, and the peer that seeds it there."""
+
+    raw: bytes
+    peer_id: str
+    peer_port: int
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 class OriginClient:
@@ -84,104 +70,124 @@ class OriginClient:
     """
 
     def __init__(self, address: Address, *, timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
+        self.address = address
         self.base = f"{'https' if tls else 'http'}://{address}"
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout, connect=5), verify=tls or True)
+        self._http = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(timeout, connect=5),
+                                       verify=tls or True)
 
     async def __aenter__(self) -> OriginClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
         await self._http.aclose()
 
-    def _url(self, namespace: str, digest: Digest, suffix: str = "") -> str:
-        return blob_url(self.base, namespace, digest, suffix)
-
-    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return await self._http.request(method, url, **kwargs)
+            return await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise SwarmregError(BAD_GATEWAY, f"origin {self.base} unreachable: {type(error).__name__}") from None
 
+    async def _checked(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self._send(method, path, **kwargs)
+        raise_for_error(response, f"origin {self.base}")
+        return response
+
+    # -- uploads of a known digest (Kraken's API) --------------------------------------------
+
+    async def _start_upload(self, namespace: str, digest: Digest) -> str | None:
+        """The upload's path, or None when the origin holds the blob (and has written it through)."""
+        started = await self._send("POST", blob_path(namespace, digest, UPLOADS))
+        if started.status_code == 409:
+            return None
+        raise_for_error(started, f"origin {self.base}")
+        return blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
+
     async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True) -> None:
         """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; a blob the origin holds is skipped."""
-        started = await self._send("POST", self._url(namespace, digest, "/uploads"))
-        if started.status_code == 409:  # the origin has it (and has written it through)
+        upload = await self._start_upload(namespace, digest)
+        if upload is None:
             return
-        _raise_for(started)
-        upload = self._url(namespace, digest, f"/uploads/{started.headers['location']}")
         size = path.stat().st_size
         for start in range(0, size, CHUNK):
             end = min(start + CHUNK, size)
-            _raise_for(await self._send("PATCH", upload, content=_file_part(path, start, end), headers={
-                "Content-Range": f"{start},{end}", "Content-Length": str(end - start)}))
-        _raise_for(await self._send("PUT", upload, params={"through": "true" if through else "false"}))
+            async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
+                await self._checked("PATCH", upload, content=body, headers={
+                    "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
+        await self._checked("PUT", upload, params={THROUGH: _flag(through)})
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
-        started = await self._send("POST", self._url(namespace, digest, "/uploads"))
-        if started.status_code == 409:
+        upload = await self._start_upload(namespace, digest)
+        if upload is None:
             return
-        _raise_for(started)
-        upload = self._url(namespace, digest, f"/uploads/{started.headers['location']}")
         if data:
-            _raise_for(await self._send("PATCH", upload, content=data,
-                                        headers={"Content-Range": f"0,{len(data)}"}))
-        _raise_for(await self._send("PUT", upload, params={"through": "true" if through else "false"}))
+            await self._checked("PATCH", upload, content=data, headers={"Content-Range": f"0,{len(data)}"})
+        await self._checked("PUT", upload, params={THROUGH: _flag(through)})
 
     # -- sessions whose digest comes at the end (the proxy's Docker pushes) -------------------
 
-    def _session(self, uid: str) -> str:
-        if not UID.fullmatch(uid):  # never let a client's id steer the URL
+    @staticmethod
+    def _session(uid: str) -> str:
+        if not UPLOAD_ID.fullmatch(uid):  # never let a client's id steer the URL
             raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
-        return f"{self.base}/uploads/{uid}"
+        return session_path(uid)
 
     async def open_session(self, namespace: str) -> str:
         """A new upload session in ``namespace``; returns its id."""
-        response = await self._send("POST", f"{self.base}/uploads", params={"namespace": namespace})
-        _raise_for(response)
+        response = await self._checked("POST", SESSIONS, params={"namespace": namespace})
         return response.headers["location"]
 
     async def append(self, uid: str, namespace: str, chunks: AsyncIterable[bytes], length: int | None) -> int:
         """Stream ``chunks`` onto the end of the session; returns the bytes it now holds."""
         headers = {"Content-Length": str(length)} if length is not None else {}
-        response = await self._send("PATCH", self._session(uid), params={"namespace": namespace},
-                                    content=chunks, headers=headers)
-        _raise_for(response)
+        response = await self._checked("PATCH", self._session(uid), params={"namespace": namespace},
+                                       content=chunks, headers=headers)
         return int(response.headers[UPLOAD_SIZE])
 
     async def status(self, uid: str, namespace: str) -> int:
         """The bytes the session holds."""
-        response = await self._send("GET", self._session(uid), params={"namespace": namespace})
-        _raise_for(response)
+        response = await self._checked("GET", self._session(uid), params={"namespace": namespace})
         return int(response.headers[UPLOAD_SIZE])
 
     async def finish(self, uid: str, namespace: str, digest: Digest, *, through: bool = True) -> int:
         """Commit the session as ``digest`` (DIGEST_INVALID if it does not match); returns the size."""
-        response = await self._send("PUT", self._session(uid), params={
-            "namespace": namespace, "digest": str(digest), "through": "true" if through else "false"})
-        _raise_for(response)
-        return int(response.headers["blob-size"])
+        response = await self._checked("PUT", self._session(uid), params={
+            "namespace": namespace, "digest": str(digest), THROUGH: _flag(through)})
+        return int(response.headers[BLOB_SIZE])
 
     async def cancel(self, uid: str, namespace: str) -> None:
-        _raise_for(await self._send("DELETE", self._session(uid), params={"namespace": namespace}))
+        await self._checked("DELETE", self._session(uid), params={"namespace": namespace})
 
-    async def size(self, namespace: str, digest: Digest) -> int | None:
-        """The blob's size at the origin (or its backend), None when unknown."""
-        response = await self._send("HEAD", self._url(namespace, digest))
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def size(self, namespace: str, digest: Digest, *, local: bool = False) -> int | None:
+        """The blob's size at the origin (or, unless ``local``, its backend), None when unknown."""
+        response = await self._send("HEAD", blob_path(namespace, digest), params={LOCAL: "true"} if local else None)
         if response.status_code == 404:
             return None
-        _raise_for(response)
+        raise_for_error(response, f"origin {self.base}")
         return int(response.headers["content-length"])
 
     async def read(self, namespace: str, digest: Digest) -> bytes:
         """A small blob's bytes (a manifest)."""
-        response = await self._send("GET", self._url(namespace, digest))
-        _raise_for(response)
-        return response.content
+        return (await self._checked("GET", blob_path(namespace, digest))).content
+
+    async def metainfo(self, namespace: str, digest: Digest) -> OriginMetainfo:
+        """The blob's torrent metainfo (the origin fetches and seeds the blob first); BLOB_UNKNOWN if it has none."""
+        response = await self._checked("GET", blob_path(namespace, digest, METAINFO))
+        try:
+            return OriginMetainfo(response.content, response.headers[PEER_ID_HEADER],
+                                  int(response.headers[PEER_PORT_HEADER]))
+        except (KeyError, ValueError):
+            raise SwarmregError(BAD_GATEWAY, f"origin {self.base} named no seeder for the metainfo") from None
 
     async def open(self, namespace: str, digest: Digest, range_header: str | None = None) -> UpstreamBody:
         """Start streaming the blob (or the range); the body must be sent or closed."""
-        request = self._http.build_request("GET", self._url(namespace, digest),
+        request = self._http.build_request("GET", blob_path(namespace, digest),
                                            headers={"Range": range_header} if range_header else None)
         try:
             response = await self._http.send(request, stream=True)
@@ -190,5 +196,6 @@ class OriginClient:
         if not response.is_success:
             await response.aread()
             await response.aclose()
-            _raise_for(response)
+            raise_for_error(response, f"origin {self.base}")
         return UpstreamBody(response)
+

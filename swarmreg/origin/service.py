@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable
 from functools import partial
+from typing import Any
 
 import attrs
 import trio
 
-from swarmreg.backends import Backend
+from swarmreg.backends.base import Backend
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import (
@@ -21,13 +23,14 @@ from swarmreg.errors import (
     UNAVAILABLE,
     SwarmregError,
 )
-from swarmreg.http.body import FileBody
 from swarmreg.http.serve import serve_http
-from swarmreg.tls.context import ServerTls
 from swarmreg.node import Node
+from swarmreg.origin.app import create_origin_app
+from swarmreg.store.files import ByteRange, FileBody
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from swarmreg.swarm.torrent import Torrent
+from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,9 @@ class OriginService:
         self.backends = node.backends
         self.stop = node.stop
         self.engine = node.require_engine()
+        self.idle_timeout = config.http.idle_timeout
         self.uploads = UploadManager(
-            config.data_path("uploads"), self.store,
+            config.layout.uploads, self.store,
             ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
         self._fetches: dict[Digest, _Flight] = {}
         self._building: dict[Digest, _Flight] = {}
@@ -59,8 +63,6 @@ class OriginService:
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
-        from swarmreg.origin.app import create_origin_app
-
         self.uploads.load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -86,6 +88,21 @@ class OriginService:
                 await self._write_through(backend, namespace, digest)
             raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
+
+    async def open_session(self, namespace: str) -> Upload:
+        """An upload session whose digest comes at the commit (the proxy's Docker pushes)."""
+        return await self.uploads.create(namespace)
+
+    def upload(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload:
+        """The open session ``uid`` of this namespace (and digest), else BLOB_UPLOAD_UNKNOWN."""
+        return self.uploads.get(uid, namespace, digest)
+
+    async def write_upload(self, upload: Upload, where: ByteRange | None, chunks: AsyncIterable[bytes]) -> None:
+        """Write a chunk at ``where`` of the session, or append it (``None``)."""
+        await self.uploads.write(upload, where, chunks)
+
+    async def cancel_upload(self, upload: Upload) -> None:
+        await self.uploads.cancel(upload)
 
     async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int:
         """Commit the upload into the store and, with ``through``, into the namespace's backend."""
@@ -128,15 +145,31 @@ class OriginService:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         return size
 
-    async def open_blob(self, namespace: str, digest: Digest) -> tuple[FileBody, int]:
-        """Open the blob for streaming, fetching it from the backend first on a local miss."""
-        opened = self.store.open_body(digest)
-        if opened is None:
+    async def hold(self, namespace: str, digest: Digest) -> int:
+        """The blob's size once the store holds it, fetching it from the backend first on a local miss."""
+        size = self.store.size(digest)
+        if size is None:
             await self._fetch(namespace, digest)
-            opened = self.store.open_body(digest)
+            size = self.store.size(digest)
+        if size is None:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+        return size
+
+    async def open_blob(self, namespace: str, digest: Digest, start: int, end: int) -> FileBody:
+        """Bytes [start, end) of a held blob, for streaming."""
+        opened = self.store.open_body(digest, start, end)
         if opened is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
-        return opened
+        return opened[0]
+
+    def seeder(self) -> tuple[str, int]:
+        """The peer id and peer-wire port this origin seeds from."""
+        assert self.engine.address is not None, "the engine listens before the origin serves"
+        return self.engine.peer_id, self.engine.address.port
+
+    def stats(self, peers: bool) -> dict[str, Any]:
+        """The swarm engine's counters."""
+        return self.engine.stats(peers)
 
     async def _fetch(self, namespace: str, digest: Digest) -> None:
         fetch = self._fetches.get(digest)

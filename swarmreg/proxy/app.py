@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
-
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
@@ -17,15 +14,16 @@ from swarmreg.errors import (BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN
                              SwarmregError)
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
+from swarmreg.http.responses import empty_response, json_response
+from swarmreg.http.routes import add_health_route
+from swarmreg.index.client import IndexClient
 from swarmreg.oci.manifest import manifest_too_large, parse_manifest
 from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.content import OriginContent
-from swarmreg.registry.access import CATALOG
+from swarmreg.registry.access import CATALOG, Authorizer
 from swarmreg.registry.read import add_read_routes
 from swarmreg.registry.tokens import Grant, parse_scope
-
-if TYPE_CHECKING:
-    from swarmreg.proxy.service import ProxyService
 
 UPLOADS = "/v2/<path:name>/blobs/uploads"
 
@@ -36,15 +34,8 @@ def _upload_headers(repository: str, uid: str, size: int) -> dict[str, str]:
             "Range": f"0-{max(size - 1, 0)}", "Content-Length": "0"}
 
 
-def _empty(status: int, headers: dict[str, str]) -> Response:
-    """An answer without content, and so without a Content-Type (Quart would say text/html)."""
-    response = Response(b"", status=status, headers=headers)
-    del response.headers["Content-Type"]
-    return response
-
-
 def _created(location: str, digest: Digest, extra: dict[str, str] | None = None) -> Response:
-    return _empty(201, {"Location": location, "Docker-Content-Digest": str(digest), "Content-Length": "0",
+    return empty_response(201, {"Location": location, "Docker-Content-Digest": str(digest), "Content-Length": "0",
                         **(extra or {})})
 
 
@@ -64,22 +55,22 @@ def needed_grant() -> Grant | None:
     return Grant("repository", validate_repository(name), (action,))
 
 
-def create_proxy_app(proxy: ProxyService) -> QuartTrio:
-    """The proxy's Quart app."""
+def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient, *,
+                     idle_timeout: float, max_manifest: int) -> QuartTrio:
+    """The proxy's Quart app: ``auth`` decides who may do what, ``origin`` keeps the bytes,
+    ``index`` the tags, manifest records and blob links; request bodies stalled for
+    ``idle_timeout`` seconds fail, manifests are at most ``max_manifest`` bytes."""
     app = create_base_app("proxy")
-    index, origin = proxy.index, proxy.origin
-    idle_timeout = proxy.node.config.http.idle_timeout
-    max_manifest = proxy.config.max_manifest_size
 
     @app.before_request
     async def _authenticate() -> None:
         if request.path.startswith("/v2"):
-            g.principal = proxy.auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url)
+            g.principal = auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url)
 
     @app.route("/token", methods=["GET", "POST"])
     async def token() -> Response:
         """Docker's token endpoint: basic credentials (or none) and scopes in, a bearer token out."""
-        if proxy.auth.tokens is None:
+        if auth.tokens is None:
             raise SwarmregError(NOT_FOUND, "this registry uses basic authentication, not tokens")
         form = await request.form if request.method == "POST" else MultiDict()
         authorization = request.headers.get("Authorization")
@@ -88,16 +79,13 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
             authorization = "Basic " + base64.b64encode(credentials).decode()
         scopes = [grant for scope in [*request.args.getlist("scope"), *form.getlist("scope")]
                   for grant in parse_scope(scope)]
-        value, expires_in = proxy.auth.token(authorization, scopes)
+        value, expires_in = auth.token(authorization, scopes)
         body = {"token": value, "access_token": value, "expires_in": expires_in,
                 "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
-        return Response(json.dumps(body), content_type="application/json")
+        return json_response(body)
 
-    add_read_routes(app, index, OriginContent(proxy.origin, index))
-
-    @app.get("/health")
-    async def health() -> Response:
-        return Response("OK\n", content_type="text/plain")
+    add_read_routes(app, index, OriginContent(origin, index))
+    add_health_route(app)
 
     def body() -> AsyncIterator[bytes]:
         return body_chunks(request.body, idle_timeout)
@@ -137,7 +125,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
         if digest is not None:  # a monolithic upload: the whole blob in this request
             await append(repository, uid)
             return await commit(repository, uid, digest)
-        return _empty(202, _upload_headers(repository, uid, 0))
+        return empty_response(202, _upload_headers(repository, uid, 0))
 
     @app.patch(f"{UPLOADS}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
@@ -149,12 +137,12 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
                 raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
                                     {"expected_start": size, "content_range": content_range},
                                     headers=_upload_headers(repository, uid, size))
-        return _empty(202, _upload_headers(repository, uid, await append(repository, uid)))
+        return empty_response(202, _upload_headers(repository, uid, await append(repository, uid)))
 
     @app.get(f"{UPLOADS}/<uid>")
     async def upload_status(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        return _empty(204, _upload_headers(repository, uid, await origin.status(uid, repository)))
+        return empty_response(204, _upload_headers(repository, uid, await origin.status(uid, repository)))
 
     @app.put(f"{UPLOADS}/<uid>")
     async def finish_upload(name: str, uid: str) -> Response:
@@ -168,7 +156,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
     async def cancel_upload(name: str, uid: str) -> Response:
         repository = validate_repository(name)
         await origin.cancel(uid, repository)
-        return _empty(204, {"Docker-Upload-UUID": uid})
+        return empty_response(204, {"Docker-Upload-UUID": uid})
 
     @app.delete("/v2/<path:name>/blobs/<digest>")
     async def delete_blob(name: str, digest: str) -> Response:
@@ -176,7 +164,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
         if await index.blob_size(repository, parsed) is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
         await index.unlink_blob(repository, parsed)
-        return _empty(202, {"Content-Length": "0"})
+        return empty_response(202, {"Content-Length": "0"})
 
     @app.put("/v2/<path:name>/manifests/<reference>")
     async def put_manifest(name: str, reference: str) -> Response:
@@ -192,7 +180,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
         for blob in manifest.blobs:
             if await index.blob_size(repository, blob) is None:
                 raise SwarmregError(MANIFEST_BLOB_UNKNOWN, detail={"digest": str(blob)})
-        await proxy.origin.upload_bytes(repository, manifest.digest, data, through=True)
+        await origin.upload_bytes(repository, manifest.digest, data, through=True)
         await index.put_manifest(repository, manifest.digest, media_type=manifest.media_type, size=manifest.size,
                                  artifact_type=manifest.artifact_type, subject=manifest.subject,
                                  annotations=manifest.annotations)
@@ -209,7 +197,7 @@ def create_proxy_app(proxy: ProxyService) -> QuartTrio:
             await index.delete_manifest(repository, target)
         else:
             await index.delete_tag(repository, target)
-        return _empty(202, {"Content-Length": "0"})
+        return empty_response(202, {"Content-Length": "0"})
 
     return app
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from swarmreg.digest import Digest
 from swarmreg.index.client import IndexClient
-from swarmreg.origin.client import OriginClient
+from swarmreg.origin.client import OriginClient, UpstreamBody
 
 
 class OriginContent:
@@ -19,9 +17,7 @@ class OriginContent:
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         return await self.index.blob_size(repository, digest)
 
-    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Any:
-        if end <= start:
-            return b""
+    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> UpstreamBody:
         whole = start == 0 and end == size
         return await self.origin.open(repository, digest, None if whole else f"bytes={start}-{end - 1}")
 

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import logging
+import os
 from functools import partial
 
 import trio
 
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
-from swarmreg.tls.context import ServerTls
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
+from swarmreg.proxy.app import create_proxy_app
 from swarmreg.registry.access import Access, Authorizer
 from swarmreg.registry.auth import BasicAuth
 from swarmreg.registry.tokens import TokenIssuer
+from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +38,20 @@ class ProxyService:
             tokens = TokenIssuer(secret, TOKEN_SERVICE, self.config.token_ttl)
         self.auth = Authorizer(BasicAuth(self.config.users), Access(self.config.access), tokens,
                                self.config.token_realm)
-        self.origin: OriginClient
-        self.index: IndexClient
 
     def _address(self, configured: Address | None, role: str) -> Address:
         # Unset: the role of the same daemon, which the daemon checked runs and started first.
         return configured or Address.parse(self.node.bound[role]["http"])
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        from swarmreg.proxy.app import create_proxy_app
-
         tls = self.node.tls.client
-        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls) as self.origin,
-                    IndexClient(self._address(self.config.index, "index"), tls=tls) as self.index,
+        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls) as origin,
+                    IndexClient(self._address(self.config.index, "index"), tls=tls) as index,
                     trio.open_nursery() as nursery):
+            app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
+                                   max_manifest=self.config.max_manifest_size)
             address: Address = await nursery.start(partial(
-                serve_http, create_proxy_app(self), self.config.listen, http=self.node.config.http,
+                serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,
                 tls=ServerTls.edge(self.config.tls)))
             log.info("proxy listening on %s://%s%s", "https" if self.config.tls.enabled else "http", address,

@@ -6,7 +6,6 @@ the origin over HTTP on the proxy, the swarm on an agent.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -15,11 +14,11 @@ from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
-from swarmreg.http.responses import opened_blob_response
-from swarmreg.index.client import IndexClient
+from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
 from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.store.files import Body
 
 API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
 MAX_PAGE = 10_000
@@ -31,17 +30,28 @@ class Content(Protocol):
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The blob's size as this repository sees it; None when it is not there."""
 
-    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Any:
-        """A response body for bytes [start, end) of the blob of ``size`` bytes."""
+    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Body:
+        """A body for bytes [start, end) (never empty) of the blob of ``size`` bytes."""
 
     async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
         """A manifest's exact bytes."""
 
 
-def json_response(value: Any, status: int = 200, headers: dict[str, str] | None = None,
-                  content_type: str = "application/json") -> Response:
-    return Response(json.dumps(value, separators=(",", ":")), status=status, content_type=content_type,
-                    headers=headers)
+class IndexReader(Protocol):
+    """The index calls the read routes make (an IndexClient, or an agent's CachedIndex)."""
+
+    async def get_tag(self, repository: str, tag: str) -> str | None: ...
+
+    async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None: ...
+
+    async def list_tags(self, repository: str, n: int | None = None,
+                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
+
+    async def catalog(self, n: int | None = None,
+                      last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
+
+    async def referrers(self, repository: str, digest: Digest | str,
+                        artifact_type: str | None = None) -> list[dict[str, Any]]: ...
 
 
 def page_arguments() -> tuple[int | None, str | None]:
@@ -62,7 +72,7 @@ def next_link(path: str, following: dict[str, Any] | None) -> dict[str, str]:
     return {"Link": f'<{path}?{urlencode(following)}>; rel="next"'}
 
 
-async def resolve(index: IndexClient, repository: str, reference: str) -> tuple[Digest, dict[str, Any]]:
+async def resolve(index: IndexReader, repository: str, reference: str) -> tuple[Digest, dict[str, Any]]:
     """A manifest reference (tag or digest) -> its digest and its metadata in the index."""
     target = parse_reference(reference)
     if isinstance(target, Digest):
@@ -76,7 +86,7 @@ async def resolve(index: IndexClient, repository: str, reference: str) -> tuple[
     return digest, meta
 
 
-def add_read_routes(app: QuartTrio, index: IndexClient, content: Content) -> None:
+def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> None:
     """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
 
     @app.after_request
@@ -112,11 +122,11 @@ def add_read_routes(app: QuartTrio, index: IndexClient, content: Content) -> Non
         if size is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
 
-        async def open_range(start: int, end: int) -> Any:
+        async def open_range(start: int, end: int) -> Body:
             return await content.open_blob(repository, parsed, size, start, end)
 
-        return await opened_blob_response(parsed, size, request.headers.get("Range"),
-                                          None if request.method == "HEAD" else open_range)
+        return await blob_response(parsed, size, request.headers.get("Range"),
+                                   None if request.method == "HEAD" else open_range)
 
     @app.get("/v2/<path:name>/tags/list")
     async def list_tags(name: str) -> Response:

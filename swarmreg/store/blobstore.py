@@ -1,11 +1,6 @@
 """The content-addressed blob store every role keeps its blobs in.
 
-Layout under the data directory::
-
-    blobs/sha256/<first 2 hex>/<hex>   committed blobs, named by their sha256
-    tmp/<random>                       writes in progress (removed at start-up)
-
-A blob only ever appears under its digest by an atomic rename of a file whose
+Its tree (``blobs/sha256/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout. A blob only ever appears under its digest by an atomic rename of a file whose
 sha256 was checked first, so no reader, crash or concurrent writer can see a
 partial or wrong blob under a digest.
 """
@@ -24,7 +19,8 @@ import trio
 
 from swarmreg.digest import Digest
 from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError
-from swarmreg.http.body import FileBody
+from swarmreg.layout import BlobTree
+from swarmreg.store.files import FileBody
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +50,10 @@ class BlobStore:
     """Committed blobs by digest, plus a temp area on the same filesystem for writes."""
 
     def __init__(self, root: Path, *, fsync: bool = True, chunk_size: int = 4 << 20) -> None:
-        self.root = Path(root)
-        self.blobs_dir = self.root / "blobs" / "sha256"
-        self.tmp_dir = self.root / "tmp"
+        self.tree = BlobTree(root)
+        self.root = self.tree.root
+        self.blobs_dir = self.tree.blobs
+        self.tmp_dir = self.tree.tmp
         self.fsync = fsync
         self.chunk_size = chunk_size
 
@@ -71,7 +68,7 @@ class BlobStore:
         self.tmp_dir.mkdir()
 
     def path(self, digest: Digest) -> Path:
-        return self.blobs_dir / digest.hex[:2] / digest.hex
+        return self.tree.blob(digest)
 
     def size(self, digest: Digest) -> int | None:
         """The blob's size, or None when the store does not hold it."""

@@ -1,7 +1,7 @@
 """Chunked upload sessions that survive restarts and commit atomically into the blob store.
 
-Each session is a directory ``uploads/<uid>/`` holding ``data`` (bytes written at
-their offsets) and ``meta.json`` (the byte ranges received so far). A chunk's
+Each session is a directory ``uploads/<uid>/`` (see swarmreg.layout) holding the
+bytes written at their offsets and the byte ranges received so far. A chunk's
 range is recorded only after all of its bytes are written, so a process killed
 mid-chunk leaves a session that simply lacks that chunk. Chunks may arrive in
 any order; a chunk that overlaps received (or in-flight) bytes is refused.
@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -34,12 +33,13 @@ from swarmreg.errors import (
     TOO_LARGE,
     SwarmregError,
 )
-from swarmreg.http.ranges import ByteRange
+from swarmreg.layout import UPLOAD_DATA, UPLOAD_META
+from swarmreg.origin.wire import UPLOAD_ID
 from swarmreg.store.blobstore import BlobStore, hash_file, write_chunks
+from swarmreg.store.files import ByteRange
 
 log = logging.getLogger(__name__)
 
-UID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
@@ -104,13 +104,14 @@ class Upload:
 
     @property
     def data_path(self) -> Path:
-        return self.dir / "data"
+        return self.dir / UPLOAD_DATA
 
 
 class UploadManager:
     """Creates, writes, commits and expires upload sessions under ``root``."""
 
     def __init__(self, root: Path, store: BlobStore, *, ttl: float, max_size: int) -> None:
+        """``root`` is the data directory's ``uploads/`` (swarmreg.layout)."""
         self.root = Path(root)
         self.store = store
         self.ttl = ttl
@@ -136,18 +137,18 @@ class UploadManager:
 
     @staticmethod
     def _read_meta(entry: Path) -> UploadMeta | None:
-        if not UID.fullmatch(entry.name) or not (entry / "data").is_file():
+        if not UPLOAD_ID.fullmatch(entry.name) or not (entry / UPLOAD_DATA).is_file():
             return None
         try:
-            meta = _converter.structure(json.loads((entry / "meta.json").read_bytes()), UploadMeta)
+            meta = _converter.structure(json.loads((entry / UPLOAD_META).read_bytes()), UploadMeta)
         except (OSError, ValueError, cattrs.BaseValidationError):
             return None
         return meta if meta.uid == entry.name else None
 
     def _write_meta(self, upload: Upload) -> None:
-        temp = upload.dir / "meta.json.tmp"
+        temp = upload.dir / f"{UPLOAD_META}.tmp"
         temp.write_text(json.dumps(_converter.unstructure(upload.meta)))
-        os.replace(temp, upload.dir / "meta.json")
+        os.replace(temp, upload.dir / UPLOAD_META)
 
     def __len__(self) -> int:
         return len(self._uploads)
@@ -166,7 +167,7 @@ class UploadManager:
     def get(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload:
         """The open session ``uid`` of this namespace (and digest, if it was opened for one),
         else BLOB_UPLOAD_UNKNOWN."""
-        upload = self._uploads.get(uid) if UID.fullmatch(uid) else None
+        upload = self._uploads.get(uid) if UPLOAD_ID.fullmatch(uid) else None
         if (upload is None or upload.meta.namespace != namespace
                 or (digest is not None and upload.meta.digest != str(digest))):
             raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})

@@ -20,6 +20,7 @@ import libtorrent as lt
 
 from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, SwarmregError
+from swarmreg.layout import metainfo_file
 
 BLOCK = 16 << 10
 _ZERO = bytes(32)
@@ -168,7 +169,7 @@ class MetainfoCache:
             stale.unlink()
 
     def _path(self, digest: Digest, suffix: str = ".torrent") -> Path:
-        return self.root / f"{digest.hex}{suffix}"
+        return metainfo_file(self.root, digest, suffix)
 
     def get(self, digest: Digest) -> Metainfo | None:
         try:

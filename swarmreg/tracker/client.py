@@ -14,7 +14,9 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError, error_code
-from swarmreg.tracker.messages import (
+from swarmreg.tracker.wire import (
+    MAX_REPLY,
+    PATH,
     TO_PEER,
     Announce,
     AnnounceReply,
@@ -27,12 +29,9 @@ from swarmreg.tracker.messages import (
     decode,
     encode,
 )
-from swarmreg.tracker.service import PATH
 
 log = logging.getLogger(__name__)
 
-# Replies carry metainfo, which can be large for big blobs.
-MAX_REPLY = 16 << 20
 REPLY_TIMEOUT = 60.0
 MAX_BACKOFF = 5.0
 

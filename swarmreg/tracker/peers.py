@@ -8,7 +8,7 @@ from collections.abc import Hashable
 
 import attrs
 
-from swarmreg.tracker.messages import Peer
+from swarmreg.tracker.wire import Peer
 
 
 @attrs.define

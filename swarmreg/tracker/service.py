@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
-import httpx
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from swarmreg.config import Address
 from swarmreg.errors import SwarmregError
 from swarmreg.node import Node
+from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
-from swarmreg.tracker.messages import (
+from swarmreg.tracker.wire import (
+    PATH,
     TO_TRACKER,
     Announce,
     AnnounceReply,
@@ -37,7 +39,6 @@ log = logging.getLogger(__name__)
 SEND_QUEUE = 256
 # Requests one connection may have in flight (each may wait on an origin).
 IN_FLIGHT = 32
-PATH = "/announce"
 
 
 class _Connection:
@@ -88,10 +89,12 @@ class TrackerService:
         if not origins:  # the daemon checked it runs an origin, which started first
             origins = (Address.parse(self.node.bound["origin"]["http"]),)
         tls = self.node.tls
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), verify=tls.client or True) as http:
-            self.origins = OriginDirectory(http, origins, self.peers, self.config.metainfo_cache_size,
+        async with AsyncExitStack() as clients:
+            directory = [await clients.enter_async_context(OriginClient(address, timeout=30, tls=tls.client))
+                         for address in origins]
+            self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
-                                           inline_budget=self.config.inline_cache, scheme=tls.http)
+                                           inline_budget=self.config.inline_cache)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 server = await nursery.start(partial(

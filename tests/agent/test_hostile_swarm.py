@@ -21,7 +21,7 @@ from swarmreg.digest import Digest
 from swarmreg.http.serve import serve_http
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import build_metainfo
-from swarmreg.swarm.stats import PEER_ID_HEADER, PEER_PORT_HEADER
+from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from tests.conftest import blob_files, make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path
 

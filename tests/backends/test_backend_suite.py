@@ -1,6 +1,6 @@
 """The contract every storage backend keeps, run against every registered backend type.
 
-A new backend type only needs to be registered (``swarmreg.backends.register_backend``) to be
+A new backend type only needs to be registered (``swarmreg.backends.types.register_backend``) to be
 tested here; if it needs something running (a server, a bucket), add an entry to BACKEND_SETUP.
 """
 
@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from swarmreg.backends import Backend, backend_types
+from swarmreg.backends.base import Backend
+from swarmreg.backends.types import backend_types
 from swarmreg.digest import Digest
 from swarmreg.errors import DIGEST_INVALID, SwarmregError
 from tests.conftest import random_bytes

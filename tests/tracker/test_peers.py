@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from swarmreg.tracker.messages import Peer
+from swarmreg.tracker.wire import Peer
 from swarmreg.tracker.peers import PeerStore
 
 IH = "ab" * 32

@@ -14,7 +14,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from swarmreg.digest import Digest
 from swarmreg.swarm.metainfo import Metainfo
-from swarmreg.tracker.messages import (
+from swarmreg.tracker.wire import (
     TO_PEER,
     Announce,
     AnnounceReply,

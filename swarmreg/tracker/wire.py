@@ -1,4 +1,5 @@
-"""The tracker channel's frames: attrs classes carried as msgpack, each with a protocol version.
+"""The tracker's wire contract: the channel's path, and its frames (attrs classes carried as msgpack,
+each with a protocol version), imported by the tracker and by every peer's client.
 
 A frame on the wire is a msgpack map ``{"v": version, "t": type, "b": body}``.
 Anything else (truncated, oversized, an unknown version or type, a body that
@@ -16,6 +17,10 @@ import cattrs
 import msgpack
 
 PROTOCOL_VERSION = 1
+# The websocket path of the announce channel.
+PATH = "/announce"
+# A reply (metainfo of a big blob included) is at most this big.
+MAX_REPLY = 16 << 20
 _HEX = re.compile(r"[0-9a-f]+")
 
 

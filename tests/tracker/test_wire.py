@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmreg.tracker.messages import (
+from swarmreg.tracker.wire import (
     TO_PEER,
     TO_TRACKER,
     Announce,

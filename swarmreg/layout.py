@@ -1,0 +1,86 @@
+"""The data directory's layout: every path a daemon writes under it is named here, and only here.
+
+As CNCF distribution's ``registry/storage/paths.go`` does for its storage, this module is the
+one description of the tree (docs/layout.md shows it)::
+
+    <data_dir>/
+      LOCK                         flock()ed by the daemon that uses the directory
+      blobs/sha256/<xx>/<hex>      committed blobs, named by their sha256 (xx: its first two hex digits)
+      tmp/<random>                 blob writes in progress; emptied at start-up
+      uploads/<uid>/data           an upload session's bytes, each at its offset
+      uploads/<uid>/meta.json      the byte ranges the session has received
+      metainfo/<hex>.torrent       cached torrent metainfo of a blob
+      metainfo/<hex>.namespace     the namespace that metainfo was first fetched for
+      downloads/<hex>              a blob an agent is receiving through the swarm
+      backend/                     the filesystem backend's root: its own blobs/ and tmp/
+      index.db                     the index's SQLite database (and its -wal/-shm files)
+
+``backend`` and ``index.db`` are the defaults of ``[[backends]] options.root`` and
+``index.database``; relative settings are taken from the data directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from swarmreg.digest import Digest
+
+UPLOAD_DATA = "data"
+UPLOAD_META = "meta.json"
+
+
+@attrs.frozen
+class BlobTree:
+    """A content-addressed tree: ``blobs/sha256/<xx>/<hex>`` beside a ``tmp/`` on the same filesystem.
+
+    The data directory is one; the filesystem backend's root is another.
+    """
+
+    root: Path = attrs.field(converter=Path)
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    def blob(self, digest: Digest) -> Path:
+        return self.blobs / digest.hex[:2] / digest.hex
+
+
+@attrs.frozen
+class DataLayout(BlobTree):
+    """Every path under a daemon's data directory."""
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "LOCK"
+
+    @property
+    def uploads(self) -> Path:
+        return self.root / "uploads"
+
+    def upload(self, uid: str) -> Path:
+        """An upload session's directory (holding UPLOAD_DATA and UPLOAD_META); ``uid`` is checked by the caller."""
+        return self.uploads / uid
+
+    @property
+    def metainfo(self) -> Path:
+        return self.root / "metainfo"
+
+    @property
+    def downloads(self) -> Path:
+        return self.root / "downloads"
+
+    def setting(self, path: str) -> Path:
+        """A path from the configuration (backend root, index database), relative to the data directory."""
+        return self.root / path
+
+
+def metainfo_file(directory: Path, digest: Digest, suffix: str = ".torrent") -> Path:
+    """A blob's cached metainfo (``.torrent``) or its namespace (``.namespace``) under ``metainfo/``."""
+    return directory / f"{digest.hex}{suffix}"

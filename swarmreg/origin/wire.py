@@ -1,0 +1,47 @@
+"""The origin's wire contract: paths, headers and ids that its server and its clients share.
+
+Kraken's origin endpoints (its endpoint documentation): blobs by namespace and digest,
+chunked uploads of a known digest, and torrent metainfo; plus sessions whose digest
+comes only at the commit, for the proxy's Docker pushes.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from swarmreg.digest import Digest
+
+# Quart route of a blob; a client builds the same path with blob_path.
+BLOB_ROUTE = "/namespace/<path:namespace>/blobs/<digest>"
+UPLOADS = "/uploads"  # suffix of BLOB_ROUTE: Kraken's uploads of a known digest
+METAINFO = "/metainfo"  # suffix of BLOB_ROUTE: the blob's torrent
+METAINFO_TYPE = "application/x-bittorrent"
+# Sessions whose digest is known only at the end: POST SESSIONS, then SESSIONS/<uid>.
+SESSIONS = "/uploads"
+
+# An upload id (a UUID4 in its canonical text form); nothing else may steer a path or URL.
+UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+# How many bytes of a session have arrived (the proxy turns it into its Range header).
+UPLOAD_SIZE = "Upload-Size"
+# A committed blob's size, in the commit's answer.
+BLOB_SIZE = "Blob-Size"
+# An origin's metainfo response names the peer that seeds the blob, for the tracker.
+PEER_ID_HEADER = "Swarm-Peer-Id"
+PEER_PORT_HEADER = "Swarm-Peer-Port"
+
+# Query parameters: `through=true` also writes the blob to the namespace's backend;
+# `local=true` (on HEAD) asks about the origin's own store only.
+THROUGH = "through"
+LOCAL = "local"
+
+
+def blob_path(namespace: str, digest: Digest, suffix: str = "") -> str:
+    """The path of a blob (``suffix``: UPLOADS, METAINFO) on an origin or an agent."""
+    return f"/namespace/{quote(namespace, safe='')}/blobs/{digest}{suffix}"
+
+
+def session_path(uid: str) -> str:
+    """The path of a session opened at SESSIONS; ``uid`` must match UPLOAD_ID."""
+    return f"{SESSIONS}/{uid}"
