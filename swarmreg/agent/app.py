@@ -5,19 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from quart import request
+from quart import Response
 from quart_trio import QuartTrio
 
+from swarmreg.agent.wire import BLOB_ROUTE
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, SwarmregError
-from swarmreg.http.app import PlainResponse as Response
 from swarmreg.http.app import create_base_app
-from swarmreg.http.responses import blob_response
 from swarmreg.http.routes import add_health_route, add_stats_route
 from swarmreg.names import validate_namespace
-from swarmreg.agent.wire import BLOB_ROUTE
-from swarmreg.registry.read import Content
-from swarmreg.store.files import Body
+from swarmreg.registry.read import Content, content_response
 
 
 def create_agent_app(content: Content, stats: Callable[[bool], dict[str, Any]]) -> QuartTrio:
@@ -28,15 +24,6 @@ def create_agent_app(content: Content, stats: Callable[[bool], dict[str, Any]]) 
 
     @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])
     async def get_blob(namespace: str, digest: str) -> Response:
-        namespace, parsed = validate_namespace(namespace), Digest.parse(digest)
-        size = await content.blob_size(namespace, parsed)
-        if size is None:
-            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
-
-        async def open_range(start: int, end: int) -> Body:
-            return await content.open_blob(namespace, parsed, size, start, end)
-
-        return await blob_response(parsed, size, request.headers.get("Range"),
-                                   None if request.method == "HEAD" else open_range)
+        return await content_response(content, validate_namespace(namespace), Digest.parse(digest))
 
     return app

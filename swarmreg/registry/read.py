@@ -86,6 +86,19 @@ async def resolve(index: IndexReader, repository: str, reference: str) -> tuple[
     return digest, meta
 
 
+async def content_response(content: Content, repository: str, digest: Digest) -> Response:
+    """The answer to this GET or HEAD of a blob from ``content``; BLOB_UNKNOWN when it is not there."""
+    size = await content.blob_size(repository, digest)
+    if size is None:
+        raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+
+    async def open_range(start: int, end: int) -> Body:
+        return await content.open_blob(repository, digest, size, start, end)
+
+    return await blob_response(digest, size, request.headers.get("Range"),
+                               None if request.method == "HEAD" else open_range)
+
+
 def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> None:
     """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
 
@@ -117,16 +130,7 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> Non
 
     @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD"])
     async def get_blob(name: str, digest: str) -> Response:
-        repository, parsed = validate_repository(name), Digest.parse(digest)
-        size = await content.blob_size(repository, parsed)
-        if size is None:
-            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
-
-        async def open_range(start: int, end: int) -> Body:
-            return await content.open_blob(repository, parsed, size, start, end)
-
-        return await blob_response(parsed, size, request.headers.get("Range"),
-                                   None if request.method == "HEAD" else open_range)
+        return await content_response(content, validate_repository(name), Digest.parse(digest))
 
     @app.get("/v2/<path:name>/tags/list")
     async def list_tags(name: str) -> Response:
