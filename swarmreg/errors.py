@@ -63,9 +63,9 @@ BLOB_UNKNOWN = _register(
     "requests).")
 BLOB_UPLOAD_INVALID = _register(
     "BLOB_UPLOAD_INVALID", 400, "blob upload invalid",
-    "The upload cannot go on as sent: a malformed Content-Range (or none, on the origin's API), a "
-    "chunk or commit while the upload is being committed or still has chunks being written, or a "
-    "request body that sent nothing for `http.idle_timeout`.")
+    "The upload cannot go on as sent: a PATCH to the origin's API without a well-formed "
+    "`Content-Range: start,end`, a chunk or commit while the upload is being committed or still has "
+    "chunks being written, or a request body that sent nothing for `http.idle_timeout`.")
 BLOB_UPLOAD_UNKNOWN = _register(
     "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry",
     "No upload session has this id: it was never opened, was committed or cancelled, or sat idle "
@@ -132,8 +132,9 @@ TOOMANYREQUESTS = _register(
 RANGE_INVALID = _register(
     "RANGE_INVALID", 416, "requested range not satisfiable",
     "A blob GET's Range lies outside the blob (the answer carries `Content-Range: bytes */SIZE`), "
-    "an upload chunk does not start where the bytes received end or overlaps them, a Content-Range "
-    "ends before it starts, or a commit finds gaps in the upload.")
+    "an upload chunk does not start where the bytes received end or overlaps them, a chunk's "
+    "Content-Range is malformed (registry ports) or ends before it starts, or a commit finds gaps "
+    "in the upload.")
 BLOB_EXISTS = _register(
     "BLOB_EXISTS", 409, "blob already exists",
     "Opening an upload on the origin's blob API for a blob the origin already holds, as Kraken "
