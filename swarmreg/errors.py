@@ -1,8 +1,9 @@
 """The one registry of error codes that every HTTP port answers with.
 
 Registry ports speak the OCI distribution spec's envelope
-``{"errors": [{"code", "message", "detail"}]}``; the origin, index and tracker
-HTTP APIs use the same envelope so every client parses one format.
+``{"errors": [{"code", "message", "detail"}]}``; the origin, agent and index
+HTTP APIs use the same envelope so every client parses one format, and the
+tracker's failed replies carry the same codes.
 """
 
 from __future__ import annotations
