@@ -1,4 +1,4 @@
-"""The origin's HTTP API, with the endpoint shapes of Kraken's (seed 000)."""
+"""The origin's HTTP API, with the endpoint shapes of Kraken's origin (Kraken's endpoint documentation)."""
 
 from __future__ import annotations
 
