@@ -27,7 +27,7 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
+async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path), *(["--tls"] if tls else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
