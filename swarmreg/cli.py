@@ -1,4 +1,4 @@
-"""Command-line entry points: ``swarmreg daemon``, ``swarmreg config show``, ``swarmreg devcluster``."""
+"""The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs`` and ``devcluster``."""
 
 from __future__ import annotations
 

@@ -201,7 +201,7 @@ class AgentConfig:
     index: Address = Address("127.0.0.1", 15004)
     # A download that gets no new piece for this long fails.
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
-    # Pieces ahead of the stream that are fetched first (rarest first among them).
+    # Pieces from the next one the download hashes that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     # How long a tag looked up in the index is reused (manifest records are kept for good).
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))

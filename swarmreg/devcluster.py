@@ -127,7 +127,9 @@ class NodeSpec:
     endpoints: tuple[tuple[str, str, str], ...]  # (what, role, port) shown in the endpoint table
 
 
-# The ports of Kraken's devcluster (seed 002) for the roles that exist so far.
+# Kraken's devcluster, as its codelab walks through it: a herd and two agents, on Kraken's ports
+# (Kraken's herd also runs testfs, a storage backend for tests; the origin's filesystem backend
+# stands in for it).
 DEVCLUSTER = (
     NodeSpec("herd", ("origin", "tracker", "index", "proxy"),
              ("proxy.listen=127.0.0.1:15000", "swarm.listen=127.0.0.1:15001", "origin.listen=127.0.0.1:15002",

@@ -1,8 +1,9 @@
 """The one registry of error codes that every HTTP port answers with.
 
 Registry ports speak the OCI distribution spec's envelope
-``{"errors": [{"code", "message", "detail"}]}``; the origin, index and tracker
-HTTP APIs use the same envelope so every client parses one format.
+``{"errors": [{"code", "message", "detail"}]}``; the origin, agent and index
+HTTP APIs use the same envelope so every client parses one format, and the
+tracker's failed replies carry the same codes.
 """
 
 from __future__ import annotations
@@ -14,20 +15,22 @@ import attrs
 
 @attrs.frozen
 class ErrorCode:
-    """A named error: the spec's code string, its HTTP status and a default message."""
+    """A named error: the spec's code string, its HTTP status, a default message, and a
+    description for docs/errors.md (when a client gets it and what it means)."""
 
     code: str
     status: int
     message: str
+    description: str = ""
 
 
 _REGISTRY: dict[str, ErrorCode] = {}
 
 
-def _register(code: str, status: int, message: str) -> ErrorCode:
+def _register(code: str, status: int, message: str, description: str = "") -> ErrorCode:
     if code in _REGISTRY:
         raise ValueError(f"error code {code} registered twice")
-    _REGISTRY[code] = ErrorCode(code, status, message)
+    _REGISTRY[code] = ErrorCode(code, status, message, description)
     return _REGISTRY[code]
 
 
@@ -41,38 +44,134 @@ def registered_codes() -> tuple[ErrorCode, ...]:
     return tuple(_REGISTRY.values())
 
 
+def markdown_table() -> str:
+    """Every registered code as a Markdown table (code, status, message, description).
+
+    scripts/gen_error_docs.py writes it into docs/errors.md; a test checks the two agree.
+    """
+    rows = ["| code | HTTP status | message | description |", "|---|---|---|---|"]
+    for code in registered_codes():
+        cells = (f"`{code.code}`", str(code.status), code.message, code.description)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
 # Codes from the OCI distribution spec.
-BLOB_UNKNOWN = _register("BLOB_UNKNOWN", 404, "blob unknown to registry")
-BLOB_UPLOAD_INVALID = _register("BLOB_UPLOAD_INVALID", 400, "blob upload invalid")
-BLOB_UPLOAD_UNKNOWN = _register("BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry")
-DIGEST_INVALID = _register("DIGEST_INVALID", 400, "provided digest did not match uploaded content")
-MANIFEST_UNKNOWN = _register("MANIFEST_UNKNOWN", 404, "manifest unknown to registry")
-NAME_INVALID = _register("NAME_INVALID", 400, "invalid repository name")
-NAME_UNKNOWN = _register("NAME_UNKNOWN", 404, "repository name not known to registry")
-PAGINATION_NUMBER_INVALID = _register("PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested")
-SIZE_INVALID = _register("SIZE_INVALID", 400, "provided length did not match content length")
-UNSUPPORTED = _register("UNSUPPORTED", 405, "the operation is unsupported on this path")
+BLOB_UNKNOWN = _register(
+    "BLOB_UNKNOWN", 404, "blob unknown to registry",
+    "A GET or HEAD names a blob the repository does not have (registry ports), or that no origin "
+    "and no backend of the namespace holds (the origin and agent blob APIs, the tracker's metainfo "
+    "requests).")
+BLOB_UPLOAD_INVALID = _register(
+    "BLOB_UPLOAD_INVALID", 400, "blob upload invalid",
+    "The upload cannot go on as sent: a PATCH to the origin's API without a well-formed "
+    "`Content-Range: start,end`, a chunk or commit while the upload is being committed or still has "
+    "chunks being written, or a request body that sent nothing for `http.idle_timeout`.")
+BLOB_UPLOAD_UNKNOWN = _register(
+    "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry",
+    "No upload session has this id: it was never opened, was committed or cancelled, or sat idle "
+    "past `origin.upload_ttl`.")
+DIGEST_INVALID = _register(
+    "DIGEST_INVALID", 400, "provided digest did not match uploaded content",
+    "A digest is malformed or of an unsupported algorithm, an upload's bytes do not hash to the "
+    "digest it is committed under (or the upload was opened for another digest), the commit has no "
+    "`digest` parameter, or a manifest does not match the digest it is put under. swarmreg stores "
+    "sha256 only.")
+MANIFEST_UNKNOWN = _register(
+    "MANIFEST_UNKNOWN", 404, "manifest unknown to registry",
+    "The repository has no manifest under this tag or digest (registry ports and the index), or a "
+    "tag is set to a manifest the repository does not have.")
+NAME_INVALID = _register(
+    "NAME_INVALID", 400, "invalid repository name",
+    "A repository name or namespace breaks the spec's grammar; on the origin also a write-through "
+    "(`?through=true`) to a namespace that no `[[backends]]` entry matches.")
+NAME_UNKNOWN = _register(
+    "NAME_UNKNOWN", 404, "repository name not known to registry",
+    "The tag list of a repository that has no manifest and no blob link.")
+PAGINATION_NUMBER_INVALID = _register(
+    "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested",
+    "The index API got an `n` query parameter that is not a count of zero or more.")
+SIZE_INVALID = _register(
+    "SIZE_INVALID", 400, "provided length did not match content length",
+    "A chunk's body is longer or shorter than its Content-Range says; the chunk is not recorded.")
+UNSUPPORTED = _register(
+    "UNSUPPORTED", 405, "the operation is unsupported on this path",
+    "The method is not allowed on this path, or a push reached an agent's registry port, which is "
+    "read-only (push to the proxy).")
 # Manifest, auth and rate codes, with the statuses and messages of CNCF distribution's errcode
 # (MANIFEST_BLOB_UNKNOWN takes the spec's wording: distribution's repeats BLOB_UNKNOWN's).
-MANIFEST_BLOB_UNKNOWN = _register("MANIFEST_BLOB_UNKNOWN", 400,
-                                  "manifest references a manifest or blob unknown to registry")
-MANIFEST_INVALID = _register("MANIFEST_INVALID", 400, "manifest invalid")
-MANIFEST_UNVERIFIED = _register("MANIFEST_UNVERIFIED", 400, "manifest failed signature verification")
-TAG_INVALID = _register("TAG_INVALID", 400, "manifest tag did not match URI")
-UNAUTHORIZED = _register("UNAUTHORIZED", 401, "authentication required")
-DENIED = _register("DENIED", 403, "requested access to the resource is denied")
-TOOMANYREQUESTS = _register("TOOMANYREQUESTS", 429, "too many requests")
+MANIFEST_BLOB_UNKNOWN = _register(
+    "MANIFEST_BLOB_UNKNOWN", 400, "manifest references a manifest or blob unknown to registry",
+    "A manifest pushed to the proxy references a blob or child manifest the repository does not "
+    "have (push those first).")
+MANIFEST_INVALID = _register(
+    "MANIFEST_INVALID", 400, "manifest invalid",
+    "A pushed manifest does not parse or validate (bad JSON, a missing or malformed field, a "
+    "reference to itself, a schema 1 manifest); with status 413 when it is larger than "
+    "`proxy.max_manifest_size`.")
+MANIFEST_UNVERIFIED = _register(
+    "MANIFEST_UNVERIFIED", 400, "manifest failed signature verification",
+    "A signed manifest's signature does not verify. swarmreg verifies no signatures (it refuses "
+    "schema 1 manifests with MANIFEST_INVALID), so it never answers this code.")
+TAG_INVALID = _register(
+    "TAG_INVALID", 400, "manifest tag did not match URI",
+    "The tag breaks the spec's tag grammar (`[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`).")
+UNAUTHORIZED = _register(
+    "UNAUTHORIZED", 401, "authentication required",
+    "The proxy has `[proxy.users]` and the request has no valid credentials (basic auth), or no "
+    "valid bearer token or one without the scope it needs (token auth); the WWW-Authenticate header "
+    "says how to sign in.")
+DENIED = _register(
+    "DENIED", 403, "requested access to the resource is denied",
+    "The user signed in but no `[[proxy.access]]` rule allows this action on this repository.")
+TOOMANYREQUESTS = _register(
+    "TOOMANYREQUESTS", 429, "too many requests",
+    "The client sent more requests than the registry allows. swarmreg never answers it: the tracker "
+    "slows a fast connection down (`tracker.frame_rate`) instead of refusing it.")
 
 # Codes of our own, for conditions the spec has no code for.
-RANGE_INVALID = _register("RANGE_INVALID", 416, "requested range not satisfiable")
-BLOB_EXISTS = _register("BLOB_EXISTS", 409, "blob already exists")
-TOO_LARGE = _register("TOO_LARGE", 413, "content exceeds the configured limit")
-NOT_FOUND = _register("NOT_FOUND", 404, "no such endpoint")
-BAD_REQUEST = _register("BAD_REQUEST", 400, "malformed request")
-BACKEND_ERROR = _register("BACKEND_ERROR", 502, "storage backend failed")
-BAD_GATEWAY = _register("BAD_GATEWAY", 502, "an upstream service failed")
-UNAVAILABLE = _register("UNAVAILABLE", 503, "service unavailable")
-INTERNAL = _register("INTERNAL", 500, "internal server error")
+RANGE_INVALID = _register(
+    "RANGE_INVALID", 416, "requested range not satisfiable",
+    "A blob GET's Range lies outside the blob (the answer carries `Content-Range: bytes */SIZE`), "
+    "an upload chunk does not start where the bytes received end or overlaps them, a chunk's "
+    "Content-Range is malformed (registry ports) or ends before it starts, or a commit finds gaps "
+    "in the upload.")
+BLOB_EXISTS = _register(
+    "BLOB_EXISTS", 409, "blob already exists",
+    "Opening an upload on the origin's blob API for a blob the origin already holds, as Kraken "
+    "answers: there is nothing to upload (a missing backend copy is written first).")
+TOO_LARGE = _register(
+    "TOO_LARGE", 413, "content exceeds the configured limit",
+    "An upload would pass `origin.max_upload_size`, or a request body to the index passes its "
+    "limit.")
+NOT_FOUND = _register(
+    "NOT_FOUND", 404, "no such endpoint",
+    "No route on this port matches the path; on the proxy also `/token` when `proxy.auth` is "
+    "\"basic\".")
+BAD_REQUEST = _register(
+    "BAD_REQUEST", 400, "malformed request",
+    "A request the spec has no code for is malformed: a bad index request body or field, a "
+    "boolean query parameter that is not true or false, a list `n` out of range on a registry "
+    "port, or the metainfo of the empty blob (which has no torrent).")
+BACKEND_ERROR = _register(
+    "BACKEND_ERROR", 502, "storage backend failed",
+    "The origin's storage backend failed or returned bytes that do not match the digest. When a "
+    "write-through fails after the commit, the blob is held locally, and opening its upload again "
+    "retries the backend write.")
+BAD_GATEWAY = _register(
+    "BAD_GATEWAY", 502, "an upstream service failed",
+    "Another node failed this one: an origin could not be reached or answered something "
+    "unexpected, the index answered something unexpected, no origin could give the tracker a "
+    "blob's metainfo, or a torrent's metainfo is not rooted at this cluster's CA.")
+UNAVAILABLE = _register(
+    "UNAVAILABLE", 503, "service unavailable",
+    "A node needed for the answer is out of reach or stopping: the tracker or index did not answer "
+    "after retries, the tracker has no origin to ask, a download got no piece for "
+    "`agent.stall_timeout`, or the daemon is shutting down. Retrying later may succeed.")
+INTERNAL = _register(
+    "INTERNAL", 500, "internal server error",
+    "A bug or an operating system error while serving the request, or a swarm download whose bytes "
+    "did not match the blob's digest (the response is cut and the file dropped).")
 
 
 class SwarmregError(Exception):

@@ -27,7 +27,7 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
+async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path), *(["--tls"] if tls else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -58,7 +58,7 @@ async def test_devcluster_starts_on_the_seed_ports_and_stops_on_ctrl_c(tmp_path:
             for agent in ("http://127.0.0.1:16002", "http://127.0.0.1:17002"):
                 response = await client.get(f"{agent}/namespace/library%2Fdev/blobs/{digest}")
                 assert response.content == data
-            # The walk-through of seed 002: push to the proxy, pull from both agents' registries.
+            # Kraken's devcluster codelab: push to the proxy, pull from both agents' registries.
             proxy = httpx.AsyncClient(base_url="http://127.0.0.1:15000", timeout=60)
             manifest_digest, manifest = await push_image(proxy, "test/hello-world", "latest", [data])
             await proxy.aclose()

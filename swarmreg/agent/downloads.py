@@ -1,7 +1,7 @@
 """Blobs arriving through the swarm, streamed to responses while they arrive.
 
 One Download per blob, shared by every request for it. It takes the metainfo
-from the tracker, adds the torrent (in order, so the front of the blob comes
+from the tracker, adds the torrent (pieces from the next one to hash come
 first), hashes each piece in order into the whole-blob sha256, and moves the
 file into the blob store only when that hash matches the digest. Responses
 stream every piece that has been hashed, but the last piece only after the
