@@ -222,13 +222,6 @@ class IndexConfig:
             raise ValueError("'database' must name a file")
 
 
-def _regex(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise ValueError(f"not a regular expression: {error}") from None
-
-
 @attrs.frozen
 class AccessRuleConfig:
     """Who may do what on which repositories: ``user`` ("*": any signed-in user, "anonymous":
