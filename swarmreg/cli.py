@@ -10,7 +10,7 @@ from functools import partial
 import attrs
 import trio
 
-from swarmreg.config import ConfigError, dump_config, load_config
+from swarmreg.config import Config, ConfigError, dump_config, load_config
 from swarmreg.logs import setup_logging
 
 
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _run_daemon(args: argparse.Namespace, config) -> int:  # noqa: ANN001 - a Config
+def _run_daemon(args: argparse.Namespace, config: Config) -> int:
     from swarmreg.daemon import Daemon, DaemonError
 
     config = attrs.evolve(config, log=attrs.evolve(

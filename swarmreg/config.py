@@ -17,7 +17,7 @@ import attrs
 import cattrs
 import tomli_w
 
-from swarmreg.backends.types import backend_type, backend_types
+from swarmreg.backends.types import BackendType, backend_type, backend_types
 from swarmreg.layout import DataLayout
 
 MiB = 1 << 20
@@ -63,7 +63,7 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-def _regex(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _regex(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         re.compile(value)
     except re.error as error:
@@ -88,7 +88,7 @@ class StoreConfig:
     # so a power cut cannot leave a torn file there either.
     fsync: bool = True
     # Reads and writes move this much per call; large chunks are what make streaming fast.
-    chunk_size: ByteSize = attrs.field(default=ByteSize(4 * MiB), validator=attrs.validators.ge(MiB))
+    chunk_size: ByteSize = attrs.field(default=ByteSize(4 * MiB), validator=attrs.validators.ge(ByteSize(MiB)))
 
 
 @attrs.frozen
@@ -98,6 +98,13 @@ class HttpConfig:
     keep_alive_timeout: float = attrs.field(default=75.0, validator=attrs.validators.gt(0))
 
 
+def _filesystem() -> BackendType:
+    # Registered by importing swarmreg.backends, which importing swarmreg.backends.base does.
+    kind = backend_type("filesystem")
+    assert kind is not None
+    return kind
+
+
 @attrs.frozen
 class BackendConfig:
     """Which storage backend holds the blobs of the namespaces matching ``namespace``."""
@@ -105,7 +112,7 @@ class BackendConfig:
     namespace: str = attrs.field(default=".*", validator=_regex)
     type: str = "filesystem"
     # Structured into the options class the backend type registered (see swarmreg.backends).
-    options: Any = attrs.field(factory=lambda: backend_type("filesystem").options())
+    options: Any = attrs.field(factory=lambda: _filesystem().options())
 
 
 @attrs.frozen
@@ -167,7 +174,7 @@ class TrackerConfig:
     metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
-def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute, value: str) -> None:
+def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
     if bool(instance.cert) != bool(instance.key):
         raise ValueError("cert and key go together")
     if instance.client_auth == "verify" and not (instance.ca and instance.cert):
@@ -218,16 +225,9 @@ class IndexConfig:
     database: str = attrs.field(default="index.db")
 
     @database.validator
-    def _check_database(self, _attribute: attrs.Attribute, value: str) -> None:
+    def _check_database(self, _attribute: attrs.Attribute[str], value: str) -> None:
         if not value:
             raise ValueError("'database' must name a file")
-
-
-def _regex(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    try:
-        re.compile(value)
-    except re.error as error:
-        raise ValueError(f"not a regular expression: {error}") from None
 
 
 @attrs.frozen
@@ -265,12 +265,12 @@ class ProxyConfig:
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
 
 
-def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute, value: str) -> None:
+def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
     if bool(instance.ca) != bool(instance.cert) or bool(instance.cert) != bool(instance.key):
         raise ValueError("tls.ca, tls.cert and tls.key go together: set all three or none")
 
 
-def _peer_pair(instance: TlsConfig, attribute: attrs.Attribute, value: str) -> None:
+def _peer_pair(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
     if bool(instance.peer_cert) != bool(instance.peer_key):
         raise ValueError("tls.peer_cert and tls.peer_key go together")
     if instance.peer_cert and not instance.ca:

@@ -90,7 +90,8 @@ class DaemonProcess:
 
     def address(self, role: str, port: str = "http") -> str:
         """``host:port`` that ``role`` bound for ``port`` (from the ready document)."""
-        return self.ready["roles"][role][port]
+        address: str = self.ready["roles"][role][port]
+        return address
 
     def url(self, role: str, port: str = "http") -> str:
         return f"http://{self.address(role, port)}"
@@ -192,6 +193,7 @@ async def _devcluster(data_dir: Path, tls: bool) -> None:
         try:
             for node in nodes:
                 process = await node.spawn()
+                assert process.stderr is not None  # stderr=PIPE
                 nursery.start_soon(_relay, node.name, process.stderr)
                 await node.wait_ready()
             _print_table(nodes, data_dir, tls)

@@ -21,7 +21,7 @@ class Digest:
     hex: str = attrs.field()
 
     @hex.validator
-    def _check(self, _attribute: attrs.Attribute, value: str) -> None:
+    def _check(self, _attribute: attrs.Attribute[str], value: str) -> None:
         if not _SHA256_HEX.fullmatch(value):
             raise SwarmregError(DIGEST_INVALID, "invalid digest", {"digest": value})
 

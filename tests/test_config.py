@@ -257,6 +257,11 @@ def test_bad_regex_in_backend_namespace(tmp_path):
     assert "regular expression" in error_line(config_error(path=path), "backends[0].namespace")
 
 
+def test_bad_regex_in_an_access_rule_names_its_key_path(tmp_path):
+    path = write_toml(tmp_path, '[[proxy.access]]\nuser = "alice"\nrepositories = "team/("\n')
+    assert "regular expression" in error_line(config_error(path=path), "proxy.access[0].repositories")
+
+
 def test_every_wrong_key_is_reported_at_once():
     message = config_error('log.level="loud"', 'store.fsync="no"', "origin.listen=nope")
     for key_path in ("log.level", "store.fsync", "origin.listen"):

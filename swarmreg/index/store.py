@@ -349,9 +349,9 @@ def _has_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> bo
 
 
 def _has_repository(db: sqlite3.Connection, repository: str) -> bool:
-    return db.execute("SELECT EXISTS (SELECT 1 FROM manifests WHERE repository = ?) "
-                      "OR EXISTS (SELECT 1 FROM blobs WHERE repository = ?)",
-                      (repository, repository)).fetchone()[0] == 1
+    return bool(db.execute("SELECT EXISTS (SELECT 1 FROM manifests WHERE repository = ?) "
+                           "OR EXISTS (SELECT 1 FROM blobs WHERE repository = ?)",
+                           (repository, repository)).fetchone()[0])
 
 
 def _get_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> ManifestRecord | None:

@@ -4,7 +4,7 @@ checked by swarmreg.oci.names (re-exported here for the index's modules)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 from swarmreg.digest import Digest
@@ -60,7 +60,7 @@ def check_annotations(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def check_body(body: Any, required: set[str], optional: set[str] = frozenset()) -> Mapping[str, Any]:
+def check_body(body: Any, required: Set[str], optional: Set[str] = frozenset()) -> Mapping[str, Any]:
     """A JSON object with every ``required`` key and no key outside ``required | optional``."""
     if not isinstance(body, Mapping):
         raise SwarmregError(BAD_REQUEST, "the body must be a JSON object")

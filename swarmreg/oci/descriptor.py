@@ -27,6 +27,11 @@ def freeze_mapping(mapping: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(mapping or {}))
 
 
+def _str_tuple(items: Iterable[str]) -> tuple[str, ...]:
+    # ``converter=tuple`` would do the same, but mypy cannot tell the element type from it.
+    return tuple(items)
+
+
 def invalid(where: str, reason: str) -> SwarmregError:
     """A MANIFEST_INVALID error about field ``where`` (a JSON path like ``layers[2].size``)."""
     message = f"manifest invalid: {where}: {reason}" if where else f"manifest invalid: {reason}"
@@ -73,7 +78,7 @@ class Descriptor:
     size: int = attrs.field(validator=attrs.validators.instance_of(int))
     artifact_type: str | None = None
     annotations: Mapping[str, str] = attrs.field(factory=dict, converter=freeze_mapping, hash=False)
-    urls: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    urls: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple)
     platform: Platform | None = None
 
     @property

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 
@@ -139,7 +139,7 @@ def _check_header(content_type: str | None) -> str:
                         {"mediaType": header[:200], "supported": sorted(MANIFEST_TYPES)})
 
 
-def _refuse_constant(name: str) -> Any:
+def _refuse_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 

@@ -13,9 +13,8 @@ import os
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-import attrs
 import libtorrent as lt
 import trio
 
@@ -32,29 +31,38 @@ log = logging.getLogger(__name__)
 SAMPLE_INTERVAL = 1.0
 
 
-@attrs.define(eq=False)
-class _Pending:
-    """An asynchronous libtorrent call waiting for the alert that answers it."""
+T = TypeVar("T")
 
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: Any = None
-    error: str | None = None
 
-    def resolve(self, result: Any = None, error: str | None = None) -> None:
-        self.result, self.error = result, error
+class _Pending(Generic[T]):
+    """An asynchronous libtorrent call waiting for the alert that answers it with a ``T``."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self._result: tuple[T] | None = None  # in a tuple, so that None can be a result
+        self._error = ""
+
+    def resolve(self, result: T) -> None:
+        self._result, self._error = (result,), ""
         self.done.set()
 
-    async def wait(self) -> Any:
+    def fail(self, error: str) -> None:
+        self._result, self._error = None, error
+        self.done.set()
+
+    async def wait(self) -> T:
         await self.done.wait()
-        if self.error is not None:
-            raise SwarmregError(INTERNAL, self.error)
-        return self.result
+        if self._result is None:
+            raise SwarmregError(INTERNAL, self._error)
+        return self._result[0]
 
 
-def _info_hash(alert: Any) -> str | None:
+def _info_hash(alert: lt.alert) -> str | None:
+    if not isinstance(alert, lt.torrent_alert):
+        return None
     try:
         return str(alert.handle.info_hashes().v2)
-    except (AttributeError, RuntimeError):
+    except RuntimeError:  # an invalid handle (a torrent already removed)
         return None
 
 
@@ -71,11 +79,11 @@ class SwarmEngine:
         self.peer_id = os.urandom(10).hex()
         self._torrents: dict[str, Torrent] = {}
         # info-hash -> (the pending add, how to make its Torrent from the handle)
-        self._adding: dict[str, tuple[_Pending, Callable[[lt.torrent_handle], Torrent]]] = {}
-        self._moving: dict[str, _Pending] = {}
-        self._removing: dict[str, _Pending] = {}
-        self._reading: dict[tuple[str, int], _Pending] = {}
-        self._listening = _Pending()
+        self._adding: dict[str, tuple[_Pending[Torrent], Callable[[lt.torrent_handle], Torrent]]] = {}
+        self._moving: dict[str, _Pending[None]] = {}
+        self._removing: dict[str, _Pending[None]] = {}
+        self._reading: dict[tuple[str, int], _Pending[bytes]] = {}
+        self._listening: _Pending[int] = _Pending()  # the peer wire's port
         # Called with a torrent whose file failed (missing, unreadable); roles repair it.
         self.on_failure: list[Callable[[Torrent], None]] = []
         self._closed = trio.Event()
@@ -150,7 +158,7 @@ class SwarmEngine:
 
     # -- alerts ------------------------------------------------------------------------------
 
-    def _dispatch(self, alert: Any) -> None:  # noqa: C901 - one branch per alert type
+    def _dispatch(self, alert: lt.alert) -> None:
         if isinstance(alert, lt.listen_succeeded_alert):
             wire = lt.socket_type_t.tcp_ssl if self.tls is not None else lt.socket_type_t.tcp
             if alert.socket_type == wire and not self._listening.done.is_set():
@@ -158,39 +166,29 @@ class SwarmEngine:
             return
         if isinstance(alert, lt.listen_failed_alert):
             if not self._listening.done.is_set():
-                self._listening.resolve(error=f"cannot listen on {self.config.listen}: {alert.message()}")
+                self._listening.fail(f"cannot listen on {self.config.listen}: {alert.message()}")
             return
         if isinstance(alert, lt.add_torrent_alert):
-            info_hash = str(alert.params.info_hashes.v2)
-            adding = self._adding.pop(info_hash, None)
-            if adding is not None:
-                pending, make = adding
-                if alert.error.value():
-                    pending.resolve(error=f"cannot add torrent: {alert.error.message()}")
-                else:
-                    torrent = self._torrents[info_hash] = make(alert.handle)
-                    pending.resolve(torrent)
+            self._added(alert)
             return
         if isinstance(alert, lt.state_update_alert):
             for status in alert.status:
-                if (torrent := self._torrents.get(str(status.info_hashes.v2))) is not None:
-                    torrent.sample_peers()
+                if (updated := self._torrents.get(str(status.info_hashes.v2))) is not None:
+                    updated.sample_peers()
             return
         if isinstance(alert, lt.torrent_removed_alert):
-            info_hash = str(alert.info_hashes.v2)
-            if (pending := self._removing.pop(info_hash, None)) is not None:
-                pending.resolve()
+            if (removed := self._removing.pop(str(alert.info_hashes.v2), None)) is not None:
+                removed.resolve(None)
             return
         info_hash = _info_hash(alert)
-        torrent = self._torrents.get(info_hash) if info_hash else None
-        if torrent is None:
+        if info_hash is None or (torrent := self._torrents.get(info_hash)) is None:
             return
         if isinstance(alert, lt.read_piece_alert):
-            if (pending := self._reading.pop((info_hash, alert.piece), None)) is not None:
+            if (reading := self._reading.pop((info_hash, alert.piece), None)) is not None:
                 if alert.error.value():
-                    pending.resolve(error=f"cannot read piece {alert.piece}: {alert.error.message()}")
+                    reading.fail(f"cannot read piece {alert.piece}: {alert.error.message()}")
                 else:
-                    pending.resolve(bytes(alert.buffer))
+                    reading.resolve(bytes(alert.buffer))
         elif isinstance(alert, lt.piece_finished_alert):
             torrent.on_piece(alert.piece_index)
         elif isinstance(alert, lt.torrent_finished_alert):
@@ -209,11 +207,22 @@ class SwarmEngine:
         elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):
             log.debug("torrent %s: %s", torrent.metainfo.digest, alert.message())
         elif isinstance(alert, lt.storage_moved_alert):
-            if (pending := self._moving.pop(info_hash, None)) is not None:
-                pending.resolve()
+            if (moving := self._moving.pop(info_hash, None)) is not None:
+                moving.resolve(None)
         elif isinstance(alert, lt.storage_moved_failed_alert):
-            if (pending := self._moving.pop(info_hash, None)) is not None:
-                pending.resolve(error=f"cannot move storage: {alert.message()}")
+            if (moving := self._moving.pop(info_hash, None)) is not None:
+                moving.fail(f"cannot move storage: {alert.message()}")
+
+    def _added(self, alert: lt.add_torrent_alert) -> None:
+        info_hash = str(alert.params.info_hashes.v2)
+        if (adding := self._adding.pop(info_hash, None)) is None:
+            return
+        pending, make = adding
+        if alert.error.value():
+            pending.fail(f"cannot add torrent: {alert.error.message()}")
+        else:
+            torrent = self._torrents[info_hash] = make(alert.handle)
+            pending.resolve(torrent)
 
     # -- torrents ----------------------------------------------------------------------------
 

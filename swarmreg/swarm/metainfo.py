@@ -12,8 +12,10 @@ free. Tests check the output is byte-identical to libtorrent's own.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 import libtorrent as lt
@@ -72,6 +74,8 @@ class Metainfo:
         try:
             params = lt.load_torrent_buffer(raw)
             info = params.ti
+            if info is None:
+                raise ValueError("no info dictionary")
             files = info.layout()
             padding = all(files.file_flags(i) & lt.file_storage.flag_pad_file for i in range(1, files.num_files()))
             if files.file_path(0) != digest.hex or info.name() != digest.hex or not padding:
@@ -88,7 +92,7 @@ class Metainfo:
         return lt.load_torrent_buffer(self.raw)
 
 
-def _sha(data: bytes) -> bytes:
+def _sha(data: bytes | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
@@ -104,7 +108,7 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _read_full(file, view: memoryview) -> int:  # noqa: ANN001 - a raw binary file
+def _read_full(file: io.RawIOBase, view: memoryview) -> int:
     """Fill ``view`` from ``file`` unless the file ends first; returns the bytes read."""
     filled = 0
     while filled < len(view) and (n := file.readinto(view[filled:])):
@@ -138,7 +142,9 @@ def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"") -> Metain
         root = _fold(pieces, _next_power_of_two(len(pieces)), _fold([], per_piece, _ZERO))
         layers = {root: b"".join(pieces)}
     name = digest.hex.encode()
-    torrent = {
+    # Any: libtorrent's stubs type bencodable values as a union of two dict types (and more),
+    # which mypy cannot match a nested dict literal against.
+    torrent: dict[bytes, Any] = {
         b"info": {
             b"file tree": {name: {b"": {b"length": size, b"pieces root": root}}},
             b"meta version": 2,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import libtorrent as lt
 
 from swarmreg import __version__
@@ -19,7 +17,7 @@ ALERT_MASK = (
 )
 
 
-def session_settings(config: SwarmConfig, *, ssl: bool = False) -> dict[str, Any]:
+def session_settings(config: SwarmConfig, *, ssl: bool = False) -> lt.settings_pack:
     """Settings for a session that finds peers only through our tracker.
 
     DHT, LSD, UPnP, NAT-PMP and libtorrent's own trackers are off; PEX is an

@@ -40,7 +40,8 @@ class Torrent:
         self.origins: set[PeerAddress] = set()
         # Payload bytes per peer kind, from connections sampled so far.
         self._by_kind = {"origin": [0, 0], "agent": [0, 0]}  # kind -> [downloaded, uploaded]
-        self._connections: dict[tuple[Any, ...], tuple[int, int]] = {}
+        # (address, peer id) -> (downloaded, uploaded) when last sampled
+        self._connections: dict[tuple[PeerAddress, str], tuple[int, int]] = {}
         self._changed = trio.Event()
         self._focused: set[int] = set()
         self._boosted = False  # the connect boost ran (see connect)
@@ -127,7 +128,6 @@ class Torrent:
             if not self.have[index] and index not in self._focused:
                 self.handle.piece_priority(index, 7)
                 self._focused.add(index)
-
 
     def hurry(self, index: int) -> None:
         """Make the piece a stream waits for time-critical: requested before everything queued."""

@@ -11,11 +11,18 @@ import datetime
 import ipaddress
 import os
 from pathlib import Path
+from typing import TypeGuard, get_args
 
 import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    CertificateIssuerPublicKeyTypes,
+    CertificatePublicKeyTypes,
+    PrivateKeyTypes,
+)
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_DAYS = 3650
@@ -71,7 +78,7 @@ def _name(common_name: str) -> x509.Name:
 def make_ca(common_name: str = "swarmreg cluster CA", *, days: int = CA_DAYS) -> KeyPair:
     """A new self-signed certificate authority."""
     key = _new_key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(_name(common_name)).issuer_name(_name(common_name))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -85,6 +92,15 @@ def make_ca(common_name: str = "swarmreg cluster CA", *, days: int = CA_DAYS) ->
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+# Kinds of key that cannot sign (X25519, DH, ...) cannot be a CA's.
+def _signing_private(key: PrivateKeyTypes) -> TypeGuard[CertificateIssuerPrivateKeyTypes]:
+    return isinstance(key, get_args(CertificateIssuerPrivateKeyTypes))
+
+
+def _signing_public(key: CertificatePublicKeyTypes) -> TypeGuard[CertificateIssuerPublicKeyTypes]:
+    return isinstance(key, get_args(CertificateIssuerPublicKeyTypes))
 
 
 def _general_name(name: str) -> x509.GeneralName:
@@ -101,8 +117,11 @@ def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_D
         raise ValueError("a certificate needs at least one name")
     ca_cert = x509.load_pem_x509_certificate(ca.cert)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
+    ca_public = ca_cert.public_key()
+    if not _signing_private(ca_key) or not _signing_public(ca_public):
+        raise ValueError("the CA's key cannot sign certificates")
     key = _new_key()
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(_name(common_name)).issuer_name(ca_cert.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
@@ -112,9 +131,8 @@ def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_D
             .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False)
+            .sign(ca_key, hashes.SHA256()))
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 

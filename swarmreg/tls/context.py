@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -81,7 +83,7 @@ class ClusterTls:
         for context in (server, client):
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             _load(context.load_verify_locations, "tls.ca", tls.ca)
-            _load(lambda _: context.load_cert_chain(tls.cert, tls.key), "tls.cert/tls.key", tls.cert)
+            _load(partial(context.load_cert_chain, keyfile=tls.key), "tls.cert/tls.key", tls.cert)
         server.verify_mode = ssl.CERT_REQUIRED
         peer = None
         if tls.peer_cert:
@@ -97,7 +99,7 @@ def _read(key: str, path: str) -> bytes:
         raise ConfigError(f"{key}: cannot load {path!r}: {error}") from error
 
 
-def _load(load, key: str, path: str) -> None:  # noqa: ANN001 - an ssl loader
+def _load(load: Callable[[str], object], key: str, path: str) -> None:
     try:
         load(path)
     except (OSError, ssl.SSLError) as error:
