@@ -81,7 +81,7 @@ class SingleFlight(Generic[K, S, T]):
         except SwarmregError as error:
             flight.error = error
         except Exception as error:  # a bug or an OS error: this work fails, the service runs on
-            log.exception("%s failed", self.what)
+            log.exception("%s of %s failed", self.what, key)
             flight.error = SwarmregError(INTERNAL, f"{self.what} failed: {type(error).__name__}: {error}")
         except BaseException:  # the nursery is cancelled: the service is stopping
             flight.error = SwarmregError(UNAVAILABLE, f"{self.what} interrupted: shutting down")

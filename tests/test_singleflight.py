@@ -96,7 +96,7 @@ async def test_any_other_exception_is_logged_and_internal_for_every_waiter(
     for outcome in outcomes:
         assert isinstance(outcome, SwarmregError) and outcome.code is INTERNAL
         assert "AssertionError: a bug" in outcome.message
-    assert [r.message for r in caplog.records] == ["test work failed"]
+    assert [r.message for r in caplog.records] == ["test work of key failed"]
     assert caplog.records[0].exc_info is not None  # with its traceback
 
 
