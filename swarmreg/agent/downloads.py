@@ -15,6 +15,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import trio
 from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
 from swarmreg.node import Node
+from swarmreg.singleflight import SingleFlight
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.torrent import Torrent
@@ -125,19 +127,16 @@ class Downloads:
         self.engine = node.require_engine()
         self.tracker = tracker
         self.nursery = nursery
+        # In the agent's nursery: a client that hangs up does not stop a shared download.
+        self._active = SingleFlight[Digest, Download, None]("download", nursery, on_error=Download.fail)
         self.directory = directory
         self.stall_timeout = node.config.agent.stall_timeout
         self.window = node.config.agent.stream_window
-        self._active: dict[Digest, Download] = {}
         self._inline: dict[Digest, int] = {}  # blobs that came in the tracker's reply: digest -> size
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""
-        download = self._active.get(digest)
-        if download is None:
-            download = self._active[digest] = Download(namespace, digest)
-            # In the agent's nursery: a client that hangs up does not stop a shared download.
-            self.nursery.start_soon(self._run, download)
+        download = self._active.start(digest, self._run, partial(Download, namespace, digest)).state
         await download.started.wait()
         if download.error is not None and download.metainfo is None:
             raise download.error
@@ -184,21 +183,15 @@ class Downloads:
                 "bytes": sum(self._inline.values())}
 
     async def _run(self, download: Download) -> None:
+        # On failure, SingleFlight hands the error (INTERNAL for a bug, UNAVAILABLE at
+        # shutdown) to Download.fail, which ends the download's responses.
         try:
             await self._download(download)
         except SwarmregError as error:
             log.warning("download of %s failed: %s", download.digest, error.message)
-            download.fail(error)
-        except Exception as error:  # a bug or an OS error: this download fails, the agent serves on
-            log.exception("download of %s failed", download.digest)
-            download.fail(SwarmregError(INTERNAL, f"download failed: {type(error).__name__}: {error}"))
-        except trio.Cancelled:
-            download.fail(SwarmregError(UNAVAILABLE, "the agent is shutting down"))
             raise
-        finally:
-            self._active.pop(download.digest, None)
-            download.done.set()
-            download.notify()
+        download.done.set()
+        download.notify()
 
     async def _download(self, download: Download) -> None:
         digest = download.digest

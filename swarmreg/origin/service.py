@@ -7,7 +7,6 @@ from collections.abc import AsyncIterable
 from functools import partial
 from typing import Any
 
-import attrs
 import trio
 
 from swarmreg.backends.base import Backend
@@ -20,27 +19,19 @@ from swarmreg.errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
     NAME_INVALID,
-    UNAVAILABLE,
     SwarmregError,
 )
 from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.origin.app import create_origin_app
 from swarmreg.store.files import ByteRange, FileBody
+from swarmreg.singleflight import SingleFlight
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
-
-
-@attrs.define(eq=False)
-class _Flight:
-    """One piece of work (a fetch, a hash) that every request for the same blob waits on."""
-
-    done: trio.Event = attrs.field(factory=trio.Event)
-    error: SwarmregError | None = None
 
 
 class OriginService:
@@ -57,8 +48,10 @@ class OriginService:
         self.uploads = UploadManager(
             config.layout.uploads, self.store,
             ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
-        self._fetches: dict[Digest, _Flight] = {}
-        self._building: dict[Digest, _Flight] = {}
+        # Each runs once at a time per blob, in the service's nursery, not the request's:
+        # a client that hangs up does not cancel a fetch or a hash others are waiting for.
+        self._fetches = SingleFlight[Digest, None, None]("blob fetch")
+        self._building = SingleFlight[Digest, None, Metainfo]("metainfo build")
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
@@ -66,6 +59,8 @@ class OriginService:
         self.uploads.load()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            self._fetches.bind(nursery)
+            self._building.bind(nursery)
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
@@ -172,18 +167,9 @@ class OriginService:
         return self.engine.stats(peers)
 
     async def _fetch(self, namespace: str, digest: Digest) -> None:
-        fetch = self._fetches.get(digest)
-        if fetch is None:
-            assert self._nursery is not None, "the service is running"
-            fetch = self._fetches[digest] = _Flight()
-            # In the service's nursery, not the request's: a client that hangs up
-            # does not cancel a fetch other requests are waiting for.
-            self._nursery.start_soon(self._run_fetch, namespace, digest, fetch)
-        await fetch.done.wait()
-        if fetch.error is not None:
-            raise fetch.error
+        await self._fetches.run(digest, partial(self._run_fetch, namespace, digest))
 
-    async def _run_fetch(self, namespace: str, digest: Digest, fetch: _Flight) -> None:
+    async def _run_fetch(self, namespace: str, digest: Digest) -> None:
         try:
             backend = self.backends.for_namespace(namespace)
             stream = backend and await self._backend_call(backend.download(namespace, digest))
@@ -194,15 +180,9 @@ class OriginService:
             log.info("fetched %s from the backend of %s", digest, namespace)
         except SwarmregError as error:
             if error.code is DIGEST_INVALID:
-                error = SwarmregError(BACKEND_ERROR, "backend returned content that does not match",
-                                      error.detail)
-            fetch.error = error
-        except trio.Cancelled:
-            fetch.error = SwarmregError(UNAVAILABLE, "origin is shutting down")
+                raise SwarmregError(BACKEND_ERROR, "backend returned content that does not match",
+                                    error.detail) from error
             raise
-        finally:
-            del self._fetches[digest]
-            fetch.done.set()
 
     @staticmethod
     async def _backend_call(call):  # noqa: ANN001, ANN205 - any awaitable
@@ -247,25 +227,15 @@ class OriginService:
     async def _seeded_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
-            building = self._building.get(digest)
-            if building is None:
-                building = self._building[digest] = _Flight()
-                try:
-                    metainfo = await trio.to_thread.run_sync(
-                        build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
-                    self.node.metainfo.put(metainfo, namespace)
-                except FileNotFoundError:
-                    building.error = SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
-                except SwarmregError as error:
-                    building.error = error
-                finally:
-                    del self._building[digest]
-                    building.done.set()
-            else:
-                await building.done.wait()
-            if building.error is not None:
-                raise building.error
-            metainfo = self.node.metainfo.get(digest)
-            assert metainfo is not None
+            metainfo = await self._building.run(digest, partial(self._build_metainfo, digest, namespace))
         await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
+        return metainfo
+
+    async def _build_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
+        try:
+            metainfo = await trio.to_thread.run_sync(
+                build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
+            self.node.metainfo.put(metainfo, namespace)
+        except FileNotFoundError:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
         return metainfo

@@ -6,6 +6,7 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import attrs
 import trio
@@ -14,6 +15,7 @@ from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, UNAVAILABLE, SwarmregError
 from swarmreg.names import validate_namespace
 from swarmreg.origin.client import OriginClient
+from swarmreg.singleflight import SingleFlight
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.tracker.wire import Peer
 from swarmreg.tracker.peers import PeerStore
@@ -28,16 +30,12 @@ class KnownBlob:
     fetched: float  # trio.current_time() of the fetch from an origin
 
 
-@attrs.define(eq=False)
-class _Flight:
-    done: trio.Event = attrs.field(factory=trio.Event)
-    result: KnownBlob | None = None
-    error: SwarmregError | None = None
-
-
 class OriginDirectory:
     """Fetches a blob's metainfo from the origins (at most once at a time per blob),
-    caches it, and records the origin that answered as a seeding peer."""
+    caches it, and records the origin that answered as a seeding peer.
+
+    The fetches run in the tracker's nursery, given with ``bind`` once it is open.
+    """
 
     def __init__(self, origins: Sequence[OriginClient], peers: PeerStore,
                  cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None,
@@ -51,7 +49,13 @@ class OriginDirectory:
         self.peers = peers
         self.cache_size = cache_size
         self._cache: OrderedDict[str, KnownBlob] = OrderedDict()
-        self._flights: dict[str, _Flight] = {}
+        # In the tracker's nursery, not the first requester's task: a connection that
+        # closes does not take a fetch other connections wait for with it.
+        self._flights = SingleFlight[str, None, KnownBlob]("metainfo fetch")
+
+    def bind(self, nursery: trio.Nursery) -> None:
+        """Run the fetches from the origins in ``nursery`` (the tracker's)."""
+        self._flights.bind(nursery)
 
     def _ordered_origins(self, digest: Digest) -> list[OriginClient]:
         # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
@@ -68,22 +72,7 @@ class OriginDirectory:
         if not refresh and (known := self._cache.get(digest.hex)) is not None:
             self._cache.move_to_end(digest.hex)
             return known
-        flight = self._flights.get(digest.hex)
-        if flight is None:
-            flight = self._flights[digest.hex] = _Flight()
-            try:
-                flight.result = await self._fetch(namespace, digest)
-            except SwarmregError as error:
-                flight.error = error
-            finally:
-                del self._flights[digest.hex]
-                flight.done.set()
-        else:
-            await flight.done.wait()
-        if flight.error is not None:
-            raise flight.error
-        assert flight.result is not None
-        return flight.result
+        return await self._flights.run(digest.hex, partial(self._fetch, namespace, digest))
 
     def content(self, digest_text: str) -> bytes | None:
         """The small blob's bytes, if they are cached."""

@@ -97,6 +97,7 @@ class TrackerService:
                                            inline_budget=self.config.inline_cache)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                self.origins.bind(nursery)
                 server = await nursery.start(partial(
                     serve_websocket, self._serve, listen.host, listen.port, tls.server, handler_nursery=nursery,
                     max_message_size=self.config.max_frame_size, connect_timeout=self.config.handshake_timeout,
