@@ -16,7 +16,7 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket
 
 from swarmreg.digest import Digest
-from swarmreg.tracker.messages import TO_PEER, MetainfoReply, MetainfoRequest, decode, encode
+from swarmreg.tracker.wire import TO_PEER, MetainfoReply, MetainfoRequest, decode, encode
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.origin.helpers import upload_blob
 
