@@ -160,6 +160,7 @@ class Downloads:
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
             reply = await self.tracker.metainfo(namespace, str(digest))
+            assert reply.metainfo is not None, "the client raises for a reply without metainfo"
             metainfo = Metainfo.parse(reply.metainfo, digest)
             self.node.metainfo.put(metainfo, namespace)
             if reply.content is not None and digest not in self.node.store:

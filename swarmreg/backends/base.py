@@ -22,7 +22,8 @@ STREAM_CHUNK = 4 << 20
 class BlobStream(Protocol):
     """An open blob: its size, and its bytes as an async iterable inside ``async with``."""
 
-    size: int
+    @property
+    def size(self) -> int: ...
 
     async def __aenter__(self) -> Any: ...
 

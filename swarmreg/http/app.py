@@ -14,6 +14,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import EventWrapper, TrioBody, TrioRequest
+from quart_trio.wrappers.response import TrioResponse
 from werkzeug.exceptions import HTTPException
 
 from swarmreg.errors import (
@@ -90,7 +91,7 @@ class BoundedRequest(TrioRequest):
     body_class = BoundedBody
 
 
-class PlainResponse(Response):
+class PlainResponse(TrioResponse):
     """Bodies without an explicit type are plain text, not Quart's HTML default."""
 
     default_mimetype = "text/plain"

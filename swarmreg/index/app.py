@@ -10,12 +10,11 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import request
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
-from swarmreg.http.app import PlainResponse as Response
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route

@@ -97,13 +97,13 @@ class IndexClient:
                                 {"index": self.base_url})
         if response.status_code < 400:
             return response
-        error = envelope_error(response)
-        if missing is not None and response.status_code == 404 and (error is None or error.code is missing):
+        answered = envelope_error(response)
+        if missing is not None and response.status_code == 404 and (answered is None or answered.code is missing):
             return None  # (a HEAD answer has no body to name its code)
-        if error is None:
-            error = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}: {response.text[:200]}",
-                                  {"status": response.status_code})
-        raise error
+        if answered is None:
+            answered = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}: {response.text[:200]}",
+                                     {"status": response.status_code})
+        raise answered
 
     async def health(self) -> bool:
         """True when the index answers its health check."""
@@ -173,7 +173,8 @@ class IndexClient:
         """Remove the manifest and the tags pointing at it (returned); MANIFEST_UNKNOWN if unknown."""
         response = await self._request("DELETE", self._path(repository, MANIFESTS, digest))
         assert response is not None
-        return response.json()["deleted_tags"]
+        tags: list[str] = response.json()["deleted_tags"]
+        return tags
 
     async def referrers(self, repository: str, digest: Digest | str,
                         artifact_type: str | None = None) -> list[dict[str, Any]]:
@@ -182,7 +183,8 @@ class IndexClient:
         params = {"artifactType": artifact_type} if artifact_type else None
         response = await self._request("GET", self._path(repository, REFERRERS, digest), params=params)
         assert response is not None
-        return response.json()["manifests"]
+        manifests: list[dict[str, Any]] = response.json()["manifests"]
+        return manifests
 
     # -- blob links --------------------------------------------------------------------------
 

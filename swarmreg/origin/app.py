@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterable
 from typing import Any, Protocol
 
-from quart import request
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, SwarmregError
-from swarmreg.http.app import PlainResponse as Response
-from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.http.app import PlainResponse, body_chunks, create_base_app
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import blob_response
 from swarmreg.http.routes import add_health_route, add_stats_route
@@ -87,20 +86,20 @@ def create_origin_app(origin: Origin) -> QuartTrio:
     @app.post(f"{BLOB_ROUTE}{UPLOADS}")
     async def start_upload(namespace: str, digest: str) -> Response:
         uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest))
-        return Response("", status=200, headers={"Location": uid})
+        return PlainResponse("", status=200, headers={"Location": uid})
 
     @app.patch(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
     async def patch_upload(namespace: str, digest: str, uid: str) -> Response:
         upload = origin.upload(uid, validate_namespace(namespace), Digest.parse(digest))
         await origin.write_upload(upload, parse_upload_range(request.headers.get("Content-Range")), body())
-        return Response("", status=200)
+        return PlainResponse("", status=200)
 
     @app.put(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
     async def commit_upload(namespace: str, digest: str, uid: str) -> Response:
         parsed = Digest.parse(digest)
         upload = origin.upload(uid, validate_namespace(namespace), parsed)
         size = await origin.commit_upload(upload, parsed, through=through())
-        return Response("", status=200, headers={"Docker-Content-Digest": str(parsed), BLOB_SIZE: str(size)})
+        return PlainResponse("", status=200, headers={"Docker-Content-Digest": str(parsed), BLOB_SIZE: str(size)})
 
     # Sessions whose digest is known only at the end, for the proxy's Docker pushes: the
     # bytes stream through the proxy straight into the origin, stored and hashed once.
@@ -114,7 +113,7 @@ def create_origin_app(origin: Origin) -> QuartTrio:
     @app.post(SESSIONS)
     async def open_session() -> Response:
         upload = await origin.open_session(validate_namespace(request.args.get("namespace", "")))
-        return Response("", status=200, headers={"Location": upload.uid, **size_header(upload)})
+        return PlainResponse("", status=200, headers={"Location": upload.uid, **size_header(upload)})
 
     @app.patch(f"{SESSIONS}/<uid>")
     async def append_to_session(uid: str) -> Response:
@@ -122,29 +121,29 @@ def create_origin_app(origin: Origin) -> QuartTrio:
         content_range = request.headers.get("Content-Range")
         where = parse_upload_range(content_range) if content_range else None  # None: append
         await origin.write_upload(upload, where, body())
-        return Response("", status=200, headers=size_header(upload))
+        return PlainResponse("", status=200, headers=size_header(upload))
 
     @app.get(f"{SESSIONS}/<uid>")
     async def session_status(uid: str) -> Response:
-        return Response("", status=204, headers=size_header(session()))
+        return PlainResponse("", status=204, headers=size_header(session()))
 
     @app.put(f"{SESSIONS}/<uid>")
     async def commit_session(uid: str) -> Response:
         upload = session()
         digest = Digest.parse(request.args.get("digest", ""))
         size = await origin.commit_upload(upload, digest, through=through())
-        return Response("", status=200, headers={"Docker-Content-Digest": str(digest), BLOB_SIZE: str(size)})
+        return PlainResponse("", status=200, headers={"Docker-Content-Digest": str(digest), BLOB_SIZE: str(size)})
 
     @app.delete(f"{SESSIONS}/<uid>")
     async def cancel_session(uid: str) -> Response:
         await origin.cancel_upload(session())
-        return Response("", status=204)
+        return PlainResponse("", status=204)
 
     @app.get(f"{BLOB_ROUTE}{METAINFO}")
     async def get_metainfo(namespace: str, digest: str) -> Response:
         metainfo = await origin.metainfo(validate_namespace(namespace), Digest.parse(digest))
         peer_id, port = origin.seeder()
-        return Response(metainfo.raw, content_type=METAINFO_TYPE,
+        return PlainResponse(metainfo.raw, content_type=METAINFO_TYPE,
                         headers={PEER_ID_HEADER: peer_id, PEER_PORT_HEADER: str(port)})
 
     @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -32,6 +32,7 @@ from swarmreg.swarm.torrent import Torrent
 from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class OriginService:
@@ -172,7 +173,7 @@ class OriginService:
     async def _run_fetch(self, namespace: str, digest: Digest) -> None:
         try:
             backend = self.backends.for_namespace(namespace)
-            stream = backend and await self._backend_call(backend.download(namespace, digest))
+            stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
             if stream is None:
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
             async with stream:
@@ -185,7 +186,8 @@ class OriginService:
             raise
 
     @staticmethod
-    async def _backend_call(call):  # noqa: ANN001, ANN205 - any awaitable
+    async def _backend_call(call: Awaitable[T]) -> T:
+        """Await a backend's call; its own failures become BACKEND_ERROR (the client is not at fault)."""
         try:
             return await call
         except SwarmregError:

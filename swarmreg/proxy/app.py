@@ -120,11 +120,11 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
                 await index.link_blob(repository, digest, size)
                 return _created(f"/v2/{repository}/blobs/{digest}", digest)
             # Not mountable: an ordinary upload session, as the spec says.
-        digest = requested_digest() if request.args.get("digest") else None
+        monolithic = requested_digest() if request.args.get("digest") else None
         uid = await origin.open_session(repository)
-        if digest is not None:  # a monolithic upload: the whole blob in this request
+        if monolithic is not None:  # the whole blob in this request
             await append(repository, uid)
-            return await commit(repository, uid, digest)
+            return await commit(repository, uid, monolithic)
         return empty_response(202, _upload_headers(repository, uid, 0))
 
     @app.patch(f"{UPLOADS}/<uid>")

@@ -157,7 +157,7 @@ class UploadManager:
         """Open a new session for a blob in ``namespace`` (of ``digest``, when known now)."""
         uid = str(uuid.uuid4())
         now = time.time()
-        upload = Upload(UploadMeta(uid, namespace, digest and str(digest), now, now), self.root / uid)
+        upload = Upload(UploadMeta(uid, namespace, None if digest is None else str(digest), now, now), self.root / uid)
         upload.dir.mkdir(parents=True)
         upload.data_path.touch()
         self._write_meta(upload)
@@ -185,7 +185,7 @@ class UploadManager:
         if upload.committing:
             raise SwarmregError(BLOB_UPLOAD_INVALID, "upload is being committed")
         appending = where is None
-        if appending:
+        if where is None:
             if upload.in_flight or upload.meta.missing():
                 raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
                                     {"received": [list(r) for r in upload.meta.ranges]})
@@ -193,7 +193,8 @@ class UploadManager:
         if where.end > self.max_size:
             raise SwarmregError(TOO_LARGE, f"uploads are limited to {self.max_size} bytes",
                                 {"limit": self.max_size})
-        if any(_overlaps(r, where) for r in (*upload.meta.ranges, *upload.in_flight)):
+        taken: list[tuple[int, int] | ByteRange] = [*upload.meta.ranges, *upload.in_flight]
+        if any(_overlaps(r, where) for r in taken):
             raise SwarmregError(
                 RANGE_INVALID, "chunk overlaps bytes already uploaded",
                 {"chunk": [where.start, where.end], "received": [list(r) for r in upload.meta.ranges]})

@@ -29,14 +29,14 @@ class ProtocolError(Exception):
 
 
 def _hex(length: int) -> Any:
-    def check(_instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    def check(_instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
         if len(value) != length or not _HEX.fullmatch(value):
             raise ValueError(f"{attribute.name} must be {length} hex digits")
 
     return check
 
 
-def _port(_instance: Any, _attribute: attrs.Attribute, value: int) -> None:
+def _port(_instance: Any, _attribute: attrs.Attribute[int], value: int) -> None:
     if not 0 < value < 65536:
         raise ValueError("port must be 1-65535")
 
@@ -130,7 +130,7 @@ TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply})
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
 
-def _strict(kind: type) -> Any:
+def _strict(kind: type[Any]) -> Any:
     def structure(value: Any, _type: Any) -> Any:
         if type(value) is not kind and not (kind is float and type(value) is int):
             raise ValueError(f"expected {kind.__name__}")
@@ -145,7 +145,8 @@ for _kind in (int, float, str, bool, bytes):
 
 def encode(frame: Any) -> bytes:
     """A frame's bytes on the wire."""
-    return msgpack.packb({"v": PROTOCOL_VERSION, "t": _NAMES[type(frame)], "b": _converter.unstructure(frame)})
+    data: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "t": _NAMES[type(frame)], "b": _converter.unstructure(frame)})
+    return data
 
 
 def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
