@@ -84,7 +84,8 @@ class _DataDirLock:
 class Daemon:
     """Starts each role as a service, reports their addresses, and stops them gracefully."""
 
-    def __init__(self, config: Config, roles: Sequence[str], *, ready_file: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, config: Config, roles: Sequence[str], *,
+                 ready_file: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.roles = parse_roles(roles)
         needs = [("tracker", "origin", bool(config.tracker.origins), "tracker.origins"),

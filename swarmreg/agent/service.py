@@ -75,7 +75,8 @@ class AgentService:
         if torrent is None:
             return
         me = self.engine.address
+        assert me is not None, "the engine listens before the agent starts"
         log.debug("peers for %s: %s", info_hash[:12], [(p.host, p.port, p.origin) for p in peers])
         torrent.origins.update((p.host, p.port) for p in peers if p.origin)
         torrent.connect((p.host, p.port) for p in peers
-                        if p.peer_id != self.engine.peer_id and me is not None and (p.host, p.port) != (me.host, me.port))
+                        if p.peer_id != self.engine.peer_id and (p.host, p.port) != (me.host, me.port))

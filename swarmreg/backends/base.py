@@ -68,5 +68,5 @@ class Backend(abc.ABC):
     def list(self, namespace: str) -> AsyncIterator[Digest]:
         """Every digest the backend holds for ``namespace``."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional to override: most backends hold nothing
         """Release connections and files; the default holds none."""

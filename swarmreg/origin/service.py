@@ -24,8 +24,8 @@ from swarmreg.errors import (
 from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.origin.app import create_origin_app
-from swarmreg.store.files import ByteRange, FileBody
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.files import ByteRange, FileBody
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from swarmreg.swarm.torrent import Torrent

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
 
 from swarmreg.digest import Digest
-from swarmreg.errors import (BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, NOT_FOUND, RANGE_INVALID,
-                             SwarmregError)
+from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, NOT_FOUND, RANGE_INVALID, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
 from swarmreg.http.responses import empty_response, json_response
@@ -81,7 +81,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
                   for grant in parse_scope(scope)]
         value, expires_in = auth.token(authorization, scopes)
         body = {"token": value, "access_token": value, "expires_in": expires_in,
-                "issued_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")}
+                "issued_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
         return json_response(body)
 
     add_read_routes(app, index, OriginContent(origin, index))

@@ -1,8 +1,9 @@
 """The content-addressed blob store every role keeps its blobs in.
 
-Its tree (``blobs/sha256/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout. A blob only ever appears under its digest by an atomic rename of a file whose
-sha256 was checked first, so no reader, crash or concurrent writer can see a
-partial or wrong blob under a digest.
+Its tree (``blobs/sha256/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout.
+A blob only ever appears under its digest by an atomic rename of a file whose sha256
+was checked first, so no reader, crash or concurrent writer can see a partial or
+wrong blob under a digest.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def hash_file(path: Path, chunk_size: int, hasher: "hashlib._Hash | None" = None, start: int = 0) -> str:
+def hash_file(path: Path, chunk_size: int, hasher: hashlib._Hash | None = None, start: int = 0) -> str:
     """Finish ``hasher`` (a fresh sha256 when None) over ``path`` from offset ``start``; blocking."""
     hasher = hasher or hashlib.sha256()
     with open(path, "rb", buffering=0) as file:
@@ -163,7 +164,7 @@ def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-def _hash_and_write(fd: int, hasher: "hashlib._Hash | None", pieces: list[bytes], offset: int) -> None:
+def _hash_and_write(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
     data = b"".join(pieces) if len(pieces) > 1 else pieces[0]
     if hasher is not None:
         hasher.update(data)
@@ -171,7 +172,7 @@ def _hash_and_write(fd: int, hasher: "hashlib._Hash | None", pieces: list[bytes]
 
 
 async def write_chunks(fd: int, chunks: AsyncIterable[bytes], *, offset: int, chunk_size: int,
-                       hasher: "hashlib._Hash | None" = None, limit: int | None = None) -> int:
+                       hasher: hashlib._Hash | None = None, limit: int | None = None) -> int:
     """Write ``chunks`` to ``fd`` from ``offset`` in writes of about ``chunk_size``.
 
     Feeds ``hasher`` on the way. More than ``limit`` bytes raise SIZE_INVALID.

@@ -26,8 +26,8 @@ import trio
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BLOB_UPLOAD_INVALID,
-    DIGEST_INVALID,
     BLOB_UPLOAD_UNKNOWN,
+    DIGEST_INVALID,
     RANGE_INVALID,
     SIZE_INVALID,
     TOO_LARGE,
@@ -94,7 +94,7 @@ class Upload:
     in_flight: list[ByteRange] = attrs.field(factory=list)
     # sha256 of the bytes [0, hashed_upto), fed while in-order chunks are written,
     # so a sequential upload commits without reading its file again.
-    hasher: "hashlib._Hash" = attrs.field(factory=hashlib.sha256)
+    hasher: hashlib._Hash = attrs.field(factory=hashlib.sha256)
     hashed_upto: int = 0
     committing: bool = False
 
@@ -215,7 +215,7 @@ class UploadManager:
             upload.in_flight.remove(where)
 
     async def _write_body(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes],
-                          hasher: "hashlib._Hash | None", *, exact: bool) -> int:
+                          hasher: hashlib._Hash | None, *, exact: bool) -> int:
         fd = os.open(upload.data_path, os.O_WRONLY)
         try:
             written = await write_chunks(fd, chunks, offset=where.start, limit=where.length,

@@ -17,8 +17,8 @@ from swarmreg.names import validate_namespace
 from swarmreg.origin.client import OriginClient
 from swarmreg.singleflight import SingleFlight
 from swarmreg.swarm.metainfo import Metainfo
-from swarmreg.tracker.wire import Peer
 from swarmreg.tracker.peers import PeerStore
+from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
 

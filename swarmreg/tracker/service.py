@@ -15,6 +15,8 @@ from swarmreg.errors import SwarmregError
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
+from swarmreg.tracker.origins import OriginDirectory
+from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import (
     PATH,
     TO_TRACKER,
@@ -30,8 +32,6 @@ from swarmreg.tracker.wire import (
     decode,
     encode,
 )
-from swarmreg.tracker.origins import OriginDirectory
-from swarmreg.tracker.peers import PeerStore
 
 log = logging.getLogger(__name__)
 
