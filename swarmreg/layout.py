@@ -64,10 +64,6 @@ class DataLayout(BlobTree):
     def uploads(self) -> Path:
         return self.root / "uploads"
 
-    def upload(self, uid: str) -> Path:
-        """An upload session's directory (holding UPLOAD_DATA and UPLOAD_META); ``uid`` is checked by the caller."""
-        return self.uploads / uid
-
     @property
     def metainfo(self) -> Path:
         return self.root / "metainfo"
@@ -79,6 +75,14 @@ class DataLayout(BlobTree):
     def setting(self, path: str) -> Path:
         """A path from the configuration (backend root, index database), relative to the data directory."""
         return self.root / path
+
+
+def upload_dir(uploads: Path, uid: str) -> Path:
+    """An upload session's directory under ``uploads/``, holding UPLOAD_DATA and UPLOAD_META.
+
+    ``uid`` must match swarmreg.origin.wire.UPLOAD_ID (the caller checks it).
+    """
+    return uploads / uid
 
 
 def metainfo_file(directory: Path, digest: Digest, suffix: str = ".torrent") -> Path:

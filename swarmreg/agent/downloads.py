@@ -126,7 +126,6 @@ class Downloads:
         self.node = node
         self.engine = node.require_engine()
         self.tracker = tracker
-        self.nursery = nursery
         # In the agent's nursery: a client that hangs up does not stop a shared download.
         self._active = SingleFlight[Digest, Download, None]("download", nursery, on_error=Download.fail)
         self.directory = directory

@@ -33,7 +33,7 @@ from swarmreg.errors import (
     TOO_LARGE,
     SwarmregError,
 )
-from swarmreg.layout import UPLOAD_DATA, UPLOAD_META
+from swarmreg.layout import UPLOAD_DATA, UPLOAD_META, upload_dir
 from swarmreg.origin.wire import UPLOAD_ID
 from swarmreg.store.blobstore import BlobStore, hash_file, write_chunks
 from swarmreg.store.files import ByteRange
@@ -157,7 +157,8 @@ class UploadManager:
         """Open a new session for a blob in ``namespace`` (of ``digest``, when known now)."""
         uid = str(uuid.uuid4())
         now = time.time()
-        upload = Upload(UploadMeta(uid, namespace, None if digest is None else str(digest), now, now), self.root / uid)
+        meta = UploadMeta(uid, namespace, None if digest is None else str(digest), now, now)
+        upload = Upload(meta, upload_dir(self.root, uid))
         upload.dir.mkdir(parents=True)
         upload.data_path.touch()
         self._write_meta(upload)
