@@ -24,26 +24,38 @@ from swarmreg.proxy.content import OriginContent
 from swarmreg.registry.access import CATALOG, Authorizer
 from swarmreg.registry.read import add_read_routes
 from swarmreg.registry.tokens import Grant, parse_scope
-
-UPLOADS = "/v2/<path:name>/blobs/uploads"
+from swarmreg.registry.wire import (
+    BASE,
+    BLOB_ROUTE,
+    CATALOG_PATH,
+    CONTENT_DIGEST,
+    MANIFEST_ROUTE,
+    OCI_SUBJECT,
+    TOKEN,
+    UPLOAD_UUID,
+    UPLOADS_ROUTE,
+    blob_path,
+    manifest_path,
+    upload_path,
+)
 
 
 def _upload_headers(repository: str, uid: str, size: int) -> dict[str, str]:
     """Where the session is and how much of it has arrived (``Range: 0-<last>``, no unit, as distribution)."""
-    return {"Location": f"/v2/{repository}/blobs/uploads/{uid}", "Docker-Upload-UUID": uid,
+    return {"Location": upload_path(repository, uid), UPLOAD_UUID: uid,
             "Range": f"0-{max(size - 1, 0)}", "Content-Length": "0"}
 
 
 def _created(location: str, digest: Digest, extra: dict[str, str] | None = None) -> Response:
-    return empty_response(201, {"Location": location, "Docker-Content-Digest": str(digest), "Content-Length": "0",
+    return empty_response(201, {"Location": location, CONTENT_DIGEST: str(digest), "Content-Length": "0",
                         **(extra or {})})
 
 
 def needed_grant() -> Grant | None:
     """What the routed request does: pull, push or delete on its repository (None for ``/v2/``)."""
-    if request.path.rstrip("/") == "/v2":
+    if request.path.rstrip("/") == BASE.rstrip("/"):
         return None
-    if request.path == "/v2/_catalog":
+    if request.path == CATALOG_PATH:
         return CATALOG
     name = (request.view_args or {}).get("name")
     if name is None:  # no route matched: the 404 says so, to signed-in users
@@ -64,10 +76,10 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
 
     @app.before_request
     async def _authenticate() -> None:
-        if request.path.startswith("/v2"):
+        if request.path.startswith(BASE.rstrip("/")):
             g.principal = auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url)
 
-    @app.route("/token", methods=["GET", "POST"])
+    @app.route(TOKEN, methods=["GET", "POST"])
     async def token() -> Response:
         """Docker's token endpoint: basic credentials (or none) and scopes in, a bearer token out."""
         if auth.tokens is None:
@@ -100,7 +112,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
     async def commit(repository: str, uid: str, digest: Digest) -> Response:
         size = await origin.finish(uid, repository, digest, through=True)
         await index.link_blob(repository, digest, size)
-        return _created(f"/v2/{repository}/blobs/{digest}", digest)
+        return _created(blob_path(repository, digest), digest)
 
     def requested_digest() -> Digest:
         value = request.args.get("digest")
@@ -109,7 +121,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         return Digest.parse(value)
 
     # Upload sessions live at the origin: the bytes stream through, stored and hashed there once.
-    @app.post(f"{UPLOADS}/")
+    @app.post(f"{UPLOADS_ROUTE}/")
     async def start_upload(name: str) -> Response:
         repository = validate_repository(name)
         mount, source = request.args.get("mount"), request.args.get("from")
@@ -118,7 +130,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
             size = await index.blob_size(validate_repository(source), digest)
             if size is not None:
                 await index.link_blob(repository, digest, size)
-                return _created(f"/v2/{repository}/blobs/{digest}", digest)
+                return _created(blob_path(repository, digest), digest)
             # Not mountable: an ordinary upload session, as the spec says.
         monolithic = requested_digest() if request.args.get("digest") else None
         uid = await origin.open_session(repository)
@@ -127,7 +139,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
             return await commit(repository, uid, monolithic)
         return empty_response(202, _upload_headers(repository, uid, 0))
 
-    @app.patch(f"{UPLOADS}/<uid>")
+    @app.patch(f"{UPLOADS_ROUTE}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
         repository = validate_repository(name)
         if content_range := request.headers.get("Content-Range"):
@@ -139,12 +151,12 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
                                     headers=_upload_headers(repository, uid, size))
         return empty_response(202, _upload_headers(repository, uid, await append(repository, uid)))
 
-    @app.get(f"{UPLOADS}/<uid>")
+    @app.get(f"{UPLOADS_ROUTE}/<uid>")
     async def upload_status(name: str, uid: str) -> Response:
         repository = validate_repository(name)
         return empty_response(204, _upload_headers(repository, uid, await origin.status(uid, repository)))
 
-    @app.put(f"{UPLOADS}/<uid>")
+    @app.put(f"{UPLOADS_ROUTE}/<uid>")
     async def finish_upload(name: str, uid: str) -> Response:
         repository = validate_repository(name)
         digest = requested_digest()
@@ -152,13 +164,13 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
             await append(repository, uid)
         return await commit(repository, uid, digest)
 
-    @app.delete(f"{UPLOADS}/<uid>")
+    @app.delete(f"{UPLOADS_ROUTE}/<uid>")
     async def cancel_upload(name: str, uid: str) -> Response:
         repository = validate_repository(name)
         await origin.cancel(uid, repository)
-        return empty_response(204, {"Docker-Upload-UUID": uid})
+        return empty_response(204, {UPLOAD_UUID: uid})
 
-    @app.delete("/v2/<path:name>/blobs/<digest>")
+    @app.delete(BLOB_ROUTE)
     async def delete_blob(name: str, digest: str) -> Response:
         repository, parsed = validate_repository(name), Digest.parse(digest)
         if await index.blob_size(repository, parsed) is None:
@@ -166,7 +178,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         await index.unlink_blob(repository, parsed)
         return empty_response(202, {"Content-Length": "0"})
 
-    @app.put("/v2/<path:name>/manifests/<reference>")
+    @app.put(MANIFEST_ROUTE)
     async def put_manifest(name: str, reference: str) -> Response:
         repository = validate_repository(name)
         target = parse_reference(reference)
@@ -186,10 +198,10 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
                                  annotations=manifest.annotations)
         if not isinstance(target, Digest):
             await index.put_tag(repository, target, manifest.digest)
-        extra = {"OCI-Subject": str(manifest.subject)} if manifest.subject else {}
-        return _created(f"/v2/{repository}/manifests/{manifest.digest}", manifest.digest, extra)
+        extra = {OCI_SUBJECT: str(manifest.subject)} if manifest.subject else {}
+        return _created(manifest_path(repository, manifest.digest), manifest.digest, extra)
 
-    @app.delete("/v2/<path:name>/manifests/<reference>")
+    @app.delete(MANIFEST_ROUTE)
     async def delete_manifest(name: str, reference: str) -> Response:
         repository = validate_repository(name)
         target = parse_reference(reference)

@@ -18,10 +18,20 @@ from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
 from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.registry.wire import (
+    API_VERSION,
+    BASE,
+    BLOB_ROUTE,
+    CATALOG_PATH,
+    CONTENT_DIGEST,
+    FILTERS_APPLIED,
+    MANIFEST_ROUTE,
+    MAX_PAGE,
+    REFERRERS_ROUTE,
+    TAGS_ROUTE,
+    tags_path,
+)
 from swarmreg.store.files import Body
-
-API_VERSION_HEADER = ("Docker-Distribution-API-Version", "registry/2.0")
-MAX_PAGE = 10_000
 
 
 class Content(Protocol):
@@ -107,52 +117,52 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> Non
         """The API version on every answer; a 204 without Content-Length (RFC 9110 8.6: "A server
         MUST NOT send a Content-Length header field in any response with a status code of ... 204")
         or a Content-Type for the content it does not have (Quart sets both)."""
-        response.headers[API_VERSION_HEADER[0]] = API_VERSION_HEADER[1]
+        response.headers[API_VERSION[0]] = API_VERSION[1]
         if response.status_code == 204:
             del response.headers["Content-Length"]
             del response.headers["Content-Type"]
         return response
 
-    @app.get("/v2/")
+    @app.get(BASE)
     async def base() -> Response:
         return json_response({})
 
-    @app.route("/v2/<path:name>/manifests/<reference>", methods=["GET", "HEAD"])
+    @app.route(MANIFEST_ROUTE, methods=["GET", "HEAD"])
     async def get_manifest(name: str, reference: str) -> Response:
         repository = validate_repository(name)
         digest, meta = await resolve(index, repository, reference)
-        headers = {"Docker-Content-Digest": str(digest), "ETag": f'"{digest}"',
+        headers = {CONTENT_DIGEST: str(digest), "ETag": f'"{digest}"',
                    "Content-Length": str(meta["size"])}
         body = b"" if request.method == "HEAD" else await content.manifest_bytes(repository, digest)
         response = Response(body, content_type=meta["media_type"], headers=headers)
         response.headers["Content-Length"] = str(meta["size"])
         return response
 
-    @app.route("/v2/<path:name>/blobs/<digest>", methods=["GET", "HEAD"])
+    @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])
     async def get_blob(name: str, digest: str) -> Response:
         return await content_response(content, validate_repository(name), Digest.parse(digest))
 
-    @app.get("/v2/<path:name>/tags/list")
+    @app.get(TAGS_ROUTE)
     async def list_tags(name: str) -> Response:
         repository = validate_repository(name)
         n, last = page_arguments()
         tags, following = await index.list_tags(repository, n, last)
         return json_response({"name": repository, "tags": tags},
-                             headers=next_link(f"/v2/{repository}/tags/list", following))
+                             headers=next_link(tags_path(repository), following))
 
-    @app.get("/v2/_catalog")
+    @app.get(CATALOG_PATH)
     async def catalog() -> Response:
         n, last = page_arguments()
         repositories, following = await index.catalog(n, last)
-        return json_response({"repositories": repositories}, headers=next_link("/v2/_catalog", following))
+        return json_response({"repositories": repositories}, headers=next_link(CATALOG_PATH, following))
 
-    @app.get("/v2/<path:name>/referrers/<digest>")
+    @app.get(REFERRERS_ROUTE)
     async def referrers(name: str, digest: str) -> Response:
         repository, parsed = validate_repository(name), Digest.parse(digest)
         artifact_type = request.args.get("artifactType")
         found = await index.referrers(repository, parsed, artifact_type)
         descriptors = [Descriptor(entry["mediaType"], Digest.parse(entry["digest"]), entry["size"],
                                   entry.get("artifactType"), entry.get("annotations") or {}) for entry in found]
-        headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+        headers = {FILTERS_APPLIED: "artifactType"} if artifact_type else {}
         return Response(referrers_index(descriptors), content_type="application/vnd.oci.image.index.v1+json",
                         headers=headers)
