@@ -47,13 +47,11 @@ import trio
 from netsim.cpu import own_seconds, process_seconds
 from netsim.runner import make_blob
 from swarmreg.config import parse_size
-from swarmreg.devcluster import DaemonProcess
+from swarmreg.devcluster import DaemonProcess, port_zero
 
 KiB, MiB = 1 << 10, 1 << 20
 PIECE = 1 * MiB  # pulls read blobs in pieces this big: a blob is never held whole
-PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-         "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0", "agent.listen=127.0.0.1:0",
-         "agent.registry_listen=127.0.0.1:0", "store.fsync=false", 'log.level="warning"')
+QUIET = ("store.fsync=false", 'log.level="warning"')
 REPOSITORY, TAG = "load/app", "v1"
 # What containerd's resolver (docker pull) accepts for a manifest.
 ACCEPT = ("application/vnd.docker.distribution.manifest.v2+json, "
@@ -411,7 +409,7 @@ class Cluster:
         return herd, agent
 
     async def _start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.work / name, overrides=[*PORTS, *self.settings, *overrides],
+        process = DaemonProcess(name, roles, self.work / name, overrides=[*port_zero(roles), *QUIET, *self.settings, *overrides],
                                 stderr=open(self.work / f"{name}.log", "ab"))
         self.processes.append(process)
         await process.start()

@@ -24,14 +24,12 @@ from netsim.cpu import machine_busy, own_seconds, process_seconds
 from netsim.network import Network, NetworkError, sweep, unavailable
 from netsim.scenario import Scenario
 from swarmreg.config import Address
-from swarmreg.devcluster import DaemonProcess
+from swarmreg.devcluster import DaemonProcess, port_zero
 from swarmreg.digest import Digest
 from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
 QUIET = ("store.fsync=false", 'log.level="warning"')
-PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-         "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0")
 CHUNK = 4 << 20
 MODES = ("auto", "netns", "loopback")
 # Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
@@ -68,12 +66,12 @@ class Run:
     async def _process(self, name: str, roles: list[str], up: int, down: int, *overrides: str) -> DaemonProcess:
         """A node's process: in its own shaped namespace, or on loopback with libtorrent's caps."""
         if self.network is None:
-            ports, wrapper = PORTS, ()
+            ports, wrapper = port_zero(roles), ()
             caps = (f"swarm.upload_rate_limit={up}", f"swarm.download_rate_limit={down}")
         else:
             host = await self.network.add(name)
             await self.network.shape(host, up=up, down=down)
-            ports, wrapper, caps = tuple(p.replace("127.0.0.1", host.address) for p in PORTS), host.wrapper, ()
+            ports, wrapper, caps = port_zero(roles, host.address), host.wrapper, ()
         return DaemonProcess(name, roles, self.work / name, overrides=[*ports, *QUIET, *caps, *overrides],
                              stderr=open(self.work / f"{name}.log", "ab"), wrapper=wrapper)
 

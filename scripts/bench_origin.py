@@ -66,7 +66,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from swarmreg.devcluster import DaemonProcess, port_zero  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 MB = 1e6
@@ -323,7 +323,7 @@ class Origin:
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "ab")
         self.process = DaemonProcess(name, ["origin"], self.data_dir,
-                                     overrides=["origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0"], stderr=self.log,
+                                     overrides=port_zero(["origin"]), stderr=self.log,
                                      env={"PYTHONUNBUFFERED": "1"})
 
     async def __aenter__(self) -> Origin:

@@ -34,16 +34,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_common import run_and_report  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from swarmreg.devcluster import DaemonProcess, port_zero  # noqa: E402
 from tests.clients.clients import Skopeo, containers_env  # noqa: E402
 from tests.clients.layout import build_oci_layout  # noqa: E402
 from tests.clients.registry import reference_registry_at  # noqa: E402
 
 # docker-registry answers 404 to a manifest request that does not accept the manifest's type.
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-         "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0", "agent.listen=127.0.0.1:0",
-         "agent.registry_listen=127.0.0.1:0", "store.fsync=false", 'log.level="warning"')
+QUIET = ("store.fsync=false", 'log.level="warning"')
 
 
 async def timed(action) -> float:  # noqa: ANN001 - an awaitable factory
@@ -60,7 +58,7 @@ class Swarmreg:
         self.processes: list[DaemonProcess] = []
 
     async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.root / name, overrides=[*PORTS, *overrides],
+        process = DaemonProcess(name, roles, self.root / name, overrides=[*port_zero(roles), *QUIET, *overrides],
                                 stderr=open(self.root / f"{name}.log", "ab"))
         self.processes.append(process)
         await process.start()

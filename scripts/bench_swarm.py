@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_common import run_and_report  # noqa: E402
 from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
 from swarmreg.config import Address, parse_size  # noqa: E402
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from swarmreg.devcluster import DaemonProcess, port_zero  # noqa: E402
 from swarmreg.digest import Digest  # noqa: E402
 from swarmreg.origin.client import OriginClient  # noqa: E402
 
@@ -49,9 +49,8 @@ class Cluster:
         self.processes: list[DaemonProcess] = []
 
     async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.root / name, overrides=[
-            "origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-            "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0", *QUIET, *overrides], stderr=open(self.root / f"{name}.log", "ab"))
+        process = DaemonProcess(name, roles, self.root / name, overrides=[*port_zero(roles), *QUIET, *overrides],
+                                stderr=open(self.root / f"{name}.log", "ab"))
         self.processes.append(process)
         await process.start()
         return process

@@ -16,12 +16,10 @@ import trio
 
 from swarmreg.config import Config, load_config
 from swarmreg.daemon import Daemon
-from swarmreg.devcluster import DaemonProcess
+from swarmreg.devcluster import DaemonProcess, port_zero
 
 # Every role listens on a free port in tests.
-PORT_ZERO = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-             "agent.listen=127.0.0.1:0", "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0",
-             "agent.registry_listen=127.0.0.1:0")
+PORT_ZERO = port_zero()
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:
