@@ -66,7 +66,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swarmreg.devcluster import DaemonProcess, port_zero  # noqa: E402
+from netsim.cluster import Cluster  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 MB = 1e6
@@ -319,25 +319,22 @@ class Origin:
     """An origin daemon in a child process, with a fresh data dir and its log in the work dir."""
 
     def __init__(self, workdir: Path, name: str) -> None:
-        self.data_dir = workdir / name
-        self.log_path = workdir / f"{name}.log"
-        self.log = open(self.log_path, "ab")
-        self.process = DaemonProcess(name, ["origin"], self.data_dir,
-                                     overrides=port_zero(["origin"]), stderr=self.log,
-                                     env={"PYTHONUNBUFFERED": "1"})
+        self.cluster = Cluster(workdir, env={"PYTHONUNBUFFERED": "1"})
+        self.process = self.cluster.add(name, ["origin"])
+        self.data_dir = self.process.data_dir
+        self.log_path = self.cluster.log_path(name)
 
     async def __aenter__(self) -> Origin:
         try:
             await self.process.start()
         except BaseException:
-            self.log.close()
+            self.cluster.close()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         with trio.CancelScope(shield=True):
-            status = await self.process.stop()
-        self.log.close()
+            status = (await self.cluster.stop())[self.process.name]
         if status != 0:
             print(f"warning: {self.process.name} exited with status {status}, see {self.log_path}",
                   file=sys.stderr)

@@ -33,44 +33,20 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_common import run_and_report  # noqa: E402
+from netsim.cluster import QUIET, Cluster  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
-from swarmreg.devcluster import DaemonProcess, port_zero  # noqa: E402
 from tests.clients.clients import Skopeo, containers_env  # noqa: E402
 from tests.clients.layout import build_oci_layout  # noqa: E402
 from tests.clients.registry import reference_registry_at  # noqa: E402
 
 # docker-registry answers 404 to a manifest request that does not accept the manifest's type.
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-QUIET = ("store.fsync=false", 'log.level="warning"')
 
 
 async def timed(action) -> float:  # noqa: ANN001 - an awaitable factory
     started = time.perf_counter()
     await action()
     return time.perf_counter() - started
-
-
-class Swarmreg:
-    """A herd (origin, tracker, index, proxy) and agents, each a child process."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.processes: list[DaemonProcess] = []
-
-    async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.root / name, overrides=[*port_zero(roles), *QUIET, *overrides],
-                                stderr=open(self.root / f"{name}.log", "ab"))
-        self.processes.append(process)
-        await process.start()
-        return process
-
-    async def agent(self, herd: DaemonProcess, name: str) -> DaemonProcess:
-        return await self.start(name, ["agent"], f"agent.tracker={herd.address('tracker', 'ws')}",
-                                f"agent.index={herd.address('index', 'http')}")
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            await process.stop()
 
 
 async def curl_get(url: str) -> float:
@@ -82,9 +58,8 @@ async def curl_get(url: str) -> float:
 
 async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> dict:
     skopeo = Skopeo(shutil.which("skopeo") or "skopeo", work / "skopeo", {})
-    (work / "cluster").mkdir()
-    cluster = Swarmreg(work / "cluster")
-    herd = await cluster.start("herd", ["origin", "tracker", "index", "proxy"])
+    cluster = Cluster(work / "cluster", QUIET)  # a herd (origin, tracker, index, proxy) and agents
+    herd = await cluster.herd()
     proxy = f"http://{herd.address('proxy')}"
     results: dict[str, list[float]] = {k: [] for k in ("push_reference", "push_proxy", "pull_reference",
                                                          "pull_agent_cold", "pull_agent_warm",
