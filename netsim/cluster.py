@@ -24,7 +24,7 @@ def joins(herd: DaemonProcess) -> tuple[str, ...]:
     return tuple(settings)
 
 
-def pid(process: DaemonProcess) -> int:
+def pid_of(process: DaemonProcess) -> int:
     """The pid of a process that has been started."""
     assert process.process is not None, f"{process.name} was never started"
     return process.process.pid

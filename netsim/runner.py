@@ -24,6 +24,7 @@ from netsim.cluster import QUIET, Cluster, joins
 from netsim.cpu import machine_busy, own_seconds, process_seconds
 from netsim.network import Network, NetworkError, sweep, unavailable
 from netsim.scenario import Scenario
+from netsim.stats import percentile
 from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
 from swarmreg.digest import Digest
@@ -270,11 +271,6 @@ async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:
     await run.pull(record.agent, digest, record, t0)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any]], *, origin_up: int,
               from_agents: int, received: int, timelines: list[dict[str, float]]) -> dict[str, Any]:
     """The report's figures: completion percentiles against T*, origin egress, peer share, and
@@ -293,7 +289,7 @@ def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any
     }
     if times:
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
-            figures[f"{name}_s"] = _percentile(times, q)
+            figures[f"{name}_s"] = percentile(figures["completion_s"], q)
             figures[f"{name}_vs_bound"] = figures[f"{name}_s"] / bound if bound else None
         figures["mean_s"] = statistics.fmean(times)
     return figures
