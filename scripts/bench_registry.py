@@ -56,7 +56,9 @@ async def curl_get(url: str) -> float:
     return float(result.stdout)
 
 
-async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> dict:
+async def skopeo_runs(work: Path, layer: int, reference: str,
+                      repeat: int) -> tuple[dict[str, list[float]], Cluster, str]:
+    """The skopeo and curl timings; the cluster, still running, and its last agent's registry."""
     skopeo = Skopeo(shutil.which("skopeo") or "skopeo", work / "skopeo", {})
     cluster = Cluster(work / "cluster", QUIET)  # a herd (origin, tracker, index, proxy) and agents
     herd = await cluster.herd()
@@ -91,9 +93,7 @@ async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> di
         results["curl_reference"].append(await curl_get(reference + blob))
         shutil.rmtree(layout)
     last_agent = cluster.processes[-1]
-    results["agent_registry"] = f"http://{last_agent.address('agent', 'registry')}"
-    results["_cluster"] = cluster  # type: ignore[assignment]
-    return results
+    return results, cluster, f"http://{last_agent.address('agent', 'registry')}"
 
 
 async def python_rps(url: str, seconds: float, connections: int) -> float:
@@ -125,9 +125,7 @@ async def main(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-registry-", dir=args.workdir))
     try:
         with reference_registry_at(work, "docker-registry") as reference:
-            runs = await skopeo_runs(work, parse_size(args.layer), reference, args.repeat)
-            cluster = runs.pop("_cluster")
-            agent_registry = runs.pop("agent_registry")
+            runs, cluster, agent_registry = await skopeo_runs(work, parse_size(args.layer), reference, args.repeat)
             path = "/v2/bench/image/manifests/r0"
             agent_rps = await head_rps(agent_registry + path, args.seconds, args.connections)
             reference_rps = await head_rps(reference + path, args.seconds, args.connections)
