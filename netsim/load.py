@@ -158,7 +158,7 @@ async def _load(cluster: Cluster, herd: DaemonProcess, agent: DaemonProcess, opt
         elapsed = time.monotonic() - t0
         daemons = memory.figures()  # before the daemons stop: VmHWM goes with the process
         nursery.cancel_scope.cancel()
-    return summarize(options, main, recorder, elapsed, daemons, memory.rss)
+    return summarize(attrs.asdict(options), main, recorder, elapsed, daemons, memory.rss)
 
 
 def main(argv: list[str] | None = None) -> int:

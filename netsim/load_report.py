@@ -4,17 +4,12 @@ table printed at its end."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
-
-import attrs
+from typing import Any
 
 from netsim.cpu import own_seconds
 from netsim.images import Image, size_label
 from netsim.registry_client import Recorder
 from netsim.stats import percentile
-
-if TYPE_CHECKING:
-    from netsim.load import Options
 
 KiB, MiB = 1 << 10, 1 << 20
 
@@ -28,9 +23,10 @@ def _kind_order(kind: str) -> tuple[str, float]:
     return name, float(number) * (MiB if unit == "MiB" else KiB)
 
 
-def summarize(options: Options, main: Image, recorder: Recorder, elapsed: float, memory: dict[str, Any],
+def summarize(options: dict[str, Any], main: Image, recorder: Recorder, elapsed: float, memory: dict[str, Any],
               rss: dict[str, list[tuple[float, int, int, int]]]) -> dict[str, Any]:
-    """The report's figures: per-kind rates and latency percentiles, throughput, failures, memory."""
+    """The report's figures: per-kind rates and latency percentiles, throughput, failures, memory
+    (``options``: the load's, as a dict)."""
     kinds: dict[str, dict[str, Any]] = {}
     for kind in sorted({*recorder.latencies, *recorder.failed_by_kind}, key=_kind_order):
         ordered = sorted(recorder.latencies.get(kind, []))
@@ -42,8 +38,8 @@ def summarize(options: Options, main: Image, recorder: Recorder, elapsed: float,
         kinds[kind] = entry
     total = sum(entry["requests"] for entry in kinds.values())
     return {
-        "duration_s": options.duration, "elapsed_s": elapsed, "pullers": options.pullers,
-        "pushers": options.pushers, "options": attrs.asdict(options),
+        "duration_s": options["duration"], "elapsed_s": elapsed, "pullers": options["pullers"],
+        "pushers": options["pushers"], "options": options,
         "image": {"repository": main.repository, "tag": main.tag, "manifest": main.manifest_digest,
                   "layers": [layer.size for layer in main.layers], "bytes": main.size},
         "requests": total, "requests_per_s": total / elapsed,
@@ -74,9 +70,8 @@ def table(figures: dict[str, Any]) -> str:
         f"{'failed':>8}",
     ]
     for kind, entry in figures["kinds"].items():
-        lines.append(f"{kind:<26}{entry['requests']:>10}{entry['per_s']:>9.1f}"
-                     + "".join(f"{_ms(entry[f'{q}_ms']):>{9 if q != 'max' else 10}}" for q in ("p50", "p90", "p99", "max"))
-                     + f"{entry['failed']:>8}")
+        latencies = "".join(f"{_ms(entry[f'{q}_ms']):>{9 if q != 'max' else 10}}" for q in ("p50", "p90", "p99", "max"))
+        lines.append(f"{kind:<26}{entry['requests']:>10}{entry['per_s']:>9.1f}{latencies}{entry['failed']:>8}")
     pulls = figures["image_pulls"]
     lines += [
         f"{'all':<26}{figures['requests']:>10}{figures['requests_per_s']:>9.1f}{'':>45}{figures['failed_requests']:>8}",
