@@ -66,7 +66,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import run_and_report  # noqa: E402
-
 from netsim.cluster import Cluster, pid_of  # noqa: E402
 from netsim.cpu import machine_seconds, own_seconds, process_seconds  # noqa: E402
 from netsim.memory import read_status, reset_hwm  # noqa: E402

@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import run_and_report  # noqa: E402
 from bench_swarm import HERD, blob_url, make_blob, pull, upload  # noqa: E402
-
 from netsim.cluster import QUIET, Cluster  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
 from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
