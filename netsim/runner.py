@@ -20,18 +20,17 @@ import attrs
 import httpx
 import trio
 
+from netsim.cluster import QUIET, Cluster, joins
 from netsim.cpu import machine_busy, own_seconds, process_seconds
 from netsim.network import Network, NetworkError, sweep, unavailable
 from netsim.scenario import Scenario
+from netsim.stats import percentile
 from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
 from swarmreg.digest import Digest
 from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
-QUIET = ("store.fsync=false", 'log.level="warning"')
-PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-         "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0")
 CHUNK = 4 << 20
 MODES = ("auto", "netns", "loopback")
 # Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
@@ -61,6 +60,7 @@ class Run:
         self.scenario = scenario
         self.work = work
         self.network = network
+        self.cluster = Cluster(work, QUIET)
         self.herd: DaemonProcess | None = None
         self.agents: list[DaemonProcess] = []
         self.samples: list[dict[str, Any]] = []  # bytes served by the origin and by agents over time
@@ -68,14 +68,11 @@ class Run:
     async def _process(self, name: str, roles: list[str], up: int, down: int, *overrides: str) -> DaemonProcess:
         """A node's process: in its own shaped namespace, or on loopback with libtorrent's caps."""
         if self.network is None:
-            ports, wrapper = PORTS, ()
-            caps = (f"swarm.upload_rate_limit={up}", f"swarm.download_rate_limit={down}")
-        else:
-            host = await self.network.add(name)
-            await self.network.shape(host, up=up, down=down)
-            ports, wrapper, caps = tuple(p.replace("127.0.0.1", host.address) for p in PORTS), host.wrapper, ()
-        return DaemonProcess(name, roles, self.work / name, overrides=[*ports, *QUIET, *caps, *overrides],
-                             stderr=open(self.work / f"{name}.log", "ab"), wrapper=wrapper)
+            return self.cluster.add(name, roles, f"swarm.upload_rate_limit={up}",
+                                    f"swarm.download_rate_limit={down}", *overrides)
+        host = await self.network.add(name)
+        await self.network.shape(host, up=up, down=down)
+        return self.cluster.add(name, roles, *overrides, host=host.address, wrapper=host.wrapper)
 
     async def start(self) -> None:
         links = self.scenario.links
@@ -83,22 +80,17 @@ class Run:
             await self.network.create()
         self.herd = await self._process("herd", ["origin", "tracker"], links.origin_up, 0, *self.scenario.herd_settings)
         await self.herd.start()
-        tracker = self.herd.address("tracker", "ws")
         for i in range(self.scenario.agents):
             agent = await self._process(f"agent-{i}", ["agent"], links.agent_up, links.agent_down,
-                                        f"agent.tracker={tracker}", *self.scenario.agent_settings)
+                                        *joins(self.herd), *self.scenario.agent_settings)
             self.agents.append(agent)
         async with trio.open_nursery() as nursery:
             for agent in self.agents:
                 nursery.start_soon(agent.start)
 
-    @property
-    def processes(self) -> list[DaemonProcess]:
-        return [*([self.herd] if self.herd else []), *self.agents]
-
     def cpu_seconds(self) -> float:
         """CPU seconds the live daemons have used so far."""
-        return sum(process_seconds(p.process.pid) for p in self.processes if p.process is not None)
+        return sum(process_seconds(p.process.pid) for p in self.cluster.processes if p.process is not None)
 
     async def idle_cores(self, seconds: float = 2.0) -> float:
         """Cores the daemons use with nothing to do (a baseline that grows with the node count)."""
@@ -108,9 +100,7 @@ class Run:
 
     async def stop(self) -> None:
         """Stop every process, then take the network down (whatever still runs in it is killed)."""
-        async with trio.open_nursery() as nursery:
-            for process in self.processes:
-                nursery.start_soon(process.stop, 10)
+        await self.cluster.stop(10, at_once=True)
         if self.network is not None:
             await self.network.destroy()
 
@@ -281,11 +271,6 @@ async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:
     await run.pull(record.agent, digest, record, t0)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any]], *, origin_up: int,
               from_agents: int, received: int, timelines: list[dict[str, float]]) -> dict[str, Any]:
     """The report's figures: completion percentiles against T*, origin egress, peer share, and
@@ -304,7 +289,7 @@ def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any
     }
     if times:
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
-            figures[f"{name}_s"] = _percentile(times, q)
+            figures[f"{name}_s"] = percentile(figures["completion_s"], q)
             figures[f"{name}_vs_bound"] = figures[f"{name}_s"] / bound if bound else None
         figures["mean_s"] = statistics.fmean(times)
     return figures

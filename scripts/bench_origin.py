@@ -4,7 +4,7 @@
 Run from the repository root with the project's virtual environment (httpx comes with the
 test extra)::
 
-    .venv/bin/python scripts/bench_origin.py [--size 256MiB] [--repeat 3] [--chunk 32MiB] [--json out.json]
+    .venv/bin/python scripts/bench_origin.py [--size 256MiB] [--repeat 3] [--json out.json]
 
 What it does (every figure is measured in the same run, on the same disk):
 
@@ -16,11 +16,11 @@ What it does (every figure is measured in the same run, on the same disk):
    Nothing is dropped from the page cache: every read in this script, baseline or
    origin, is served from memory.
 3. Then a fresh origin daemon (``swarmreg daemon --roles origin`` in a child process, with
-   a fresh data dir, so the same digest can be uploaded again): Kraken's chunked upload
-   (POST, one PATCH ``Content-Range: start,end`` per ``--chunk``, each body streamed from
-   the file in 4 MiB reads, PUT ``?through=false``), the download streamed with httpx
-   (hashed and verified) and with curl (into /dev/null), then the same for the small
-   blob. Then another fresh daemon takes the upload with ``?through=true``, which also
+   a fresh data dir, so the same digest can be uploaded again): Kraken's chunked upload by
+   the project's OriginClient (POST, one PATCH ``Content-Range: start,end`` per 32 MiB,
+   each body streamed from the file in 4 MiB reads, PUT ``?through=false``), the download
+   streamed with httpx (hashed and verified) and with curl (into /dev/null), then the same
+   for the small blob. Then another fresh daemon takes the upload with ``?through=true``, which also
    writes the blob to the filesystem backend.
 4. While each transfer runs, a task samples the daemon's VmRSS every 20 ms; VmHWM is
    reset (``/proc/<pid>/clear_refs``) before each phase and read after it.
@@ -45,17 +45,15 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
-import json
 import os
 import platform
-import re
 import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -65,25 +63,36 @@ import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
+from bench_common import run_and_report  # noqa: E402
+from netsim.cluster import Cluster, pid_of  # noqa: E402
+from netsim.cpu import machine_seconds, own_seconds, process_seconds  # noqa: E402
+from netsim.memory import read_status, reset_hwm  # noqa: E402
+from netsim.runner import make_blob  # noqa: E402
+from swarmreg.config import Address, parse_size  # noqa: E402
+from swarmreg.digest import Digest  # noqa: E402
+from swarmreg.origin.client import OriginClient  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 MB = 1e6
-PIECE = 4 * MiB  # file generation, baseline reads, and the pieces of each PATCH body
+PIECE = 4 * MiB  # baseline reads
+PATCH = 32 * MiB  # what OriginClient.upload_file sends per PATCH (its CHUNK), for the table
 SAMPLE_INTERVAL = 0.020
 NAMESPACE = "bench"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": KiB, "mib": MiB, "gib": 1 << 30, "tib": 1 << 40}
 
 
-def parse_size(text: str) -> int:
-    match = _SIZE.fullmatch(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"expected a size such as 256MiB or 1GB, got {text!r}")
-    return int(match[1]) * _UNITS[(match[2] or "b").lower()]
+def at_least(minimum: int, parse: Callable[[str], int] = int) -> Callable[[str], int]:
+    """An argparse type: ``parse`` the text, refusing values below ``minimum``."""
+    def convert(text: str) -> int:
+        try:
+            value = parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text!r}")
+        return value
+    return convert
 
 
 def human(size: int) -> str:
@@ -94,19 +103,6 @@ def human(size: int) -> str:
 
 
 # -- the data ---------------------------------------------------------------------------------
-
-def generate(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path`` in 4 MiB pieces; returns their sha256 hex."""
-    hasher = hashlib.sha256()
-    with open(path, "wb", buffering=0) as file:
-        left = size
-        while left:
-            piece = os.urandom(min(PIECE, left))
-            hasher.update(piece)
-            file.write(piece)
-            left -= len(piece)
-    return hasher.hexdigest()
-
 
 def preheat(workdir: Path, nbytes: int) -> None:
     """Write ``nbytes`` to a scratch file and unlink it, so that much memory is freshly freed.
@@ -159,44 +155,10 @@ def time_read(src: Path, *, hash_it: bool) -> float:
 
 # -- the daemon's /proc figures -------------------------------------------------------------------
 
-def proc_status(pid: int) -> dict[str, int]:
+def memory(pid: int) -> dict[str, int]:
     """VmRSS and VmHWM of ``pid`` in bytes."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * KiB
-    return values
-
-
-def reset_hwm(pid: int) -> bool:
-    """Reset the process's VmHWM to its current RSS (Linux >= 4.0); False if not allowed."""
-    try:
-        with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def proc_cpu(pid: int) -> float:
-    """User + system CPU seconds the process has used."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def system_cpu() -> tuple[int, int, int]:
-    """Machine-wide (total, idle + iowait, steal) ticks from /proc/stat."""
-    with open("/proc/stat") as stat:
-        fields = [int(x) for x in stat.readline().split()[1:]]
-    return sum(fields[:8]), fields[3] + fields[4], fields[7]
-
-
-def own_cpu(who: int = resource.RUSAGE_SELF) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
+    status = read_status(pid)
+    return {"VmRSS": status["VmRSS"] * KiB, "VmHWM": status["VmHWM"] * KiB}
 
 
 async def measure(pid: int, operation: Callable[[], Awaitable[Any]], *,
@@ -208,81 +170,44 @@ async def measure(pid: int, operation: Callable[[], Awaitable[Any]], *,
     async def sample() -> None:
         nonlocal peak, samples
         while True:
-            peak = max(peak, proc_status(pid)["VmRSS"])
+            peak = max(peak, memory(pid)["VmRSS"])
             samples += 1
             await trio.sleep(SAMPLE_INTERVAL)
 
     hwm_reset = reset_hwm(pid)
-    rss_before = proc_status(pid)["VmRSS"]
+    rss_before = memory(pid)["VmRSS"]
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sample)
         await trio.sleep(0)  # first sample before the transfer starts
-        daemon_cpu, client_cpu, machine = proc_cpu(pid), own_cpu(client), system_cpu()
+        daemon_cpu, client_cpu, machine = process_seconds(pid), own_seconds(client), machine_seconds()
         start = time.perf_counter()
         result = await operation()
         seconds = time.perf_counter() - start
-        daemon_cpu, client_cpu = proc_cpu(pid) - daemon_cpu, own_cpu(client) - client_cpu
-        total, idle, steal = (after - before for after, before in zip(system_cpu(), machine, strict=True))
+        daemon_cpu, client_cpu = process_seconds(pid) - daemon_cpu, own_seconds(client) - client_cpu
+        busy, total, steal = (after - before for after, before in zip(machine_seconds(), machine, strict=True))
         nursery.cancel_scope.cancel()
-    status = proc_status(pid)
+    status = memory(pid)
     peak = max(peak, status["VmRSS"])
     return {"seconds": seconds, "rss_before": rss_before, "rss_peak_sampled": peak, "samples": samples,
             "vm_hwm": status["VmHWM"], "vm_hwm_reset": hwm_reset,
             "daemon_cpu_seconds": daemon_cpu, "client_cpu_seconds": client_cpu,
-            "machine_busy_share": (total - idle) / total if total else None,
+            "machine_busy_share": busy / total if total else None,
             "machine_steal_share": steal / total if total else None,
             # CPU (in cores) that neither the daemon nor the client used: other processes,
             # this script's own sampler when curl is the client, interrupts.
-            "other_cpu_cores": ((total - idle) / CLK_TCK - daemon_cpu - client_cpu) / seconds
-            if total else None,
+            "other_cpu_cores": (busy - daemon_cpu - client_cpu) / seconds if total else None,
             "result": result}
 
 
 # -- the client side --------------------------------------------------------------------------
 
-async def file_range(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
-    """Bytes [start, end) of ``fd`` in 4 MiB preads (page-cache hits: done on the event loop)."""
-    offset = start
-    while offset < end:
-        data = os.pread(fd, min(PIECE, end - offset), offset)
-        if not data:
-            raise RuntimeError("benchmark file shrank")
-        offset += len(data)
-        yield data
-        await trio.lowlevel.checkpoint()
+def digest(blob: dict[str, Any]) -> Digest:
+    return Digest.parse(f"sha256:{blob['sha256']}")
 
 
 def check(response: httpx.Response, what: str) -> None:
     if response.status_code != 200:
         raise RuntimeError(f"{what}: HTTP {response.status_code}: {response.text[:500]}")
-
-
-async def upload(client: httpx.AsyncClient, blob_url: str, path: Path, size: int, chunk: int,
-                 *, through: bool) -> int:
-    """Kraken's chunked upload: POST, one streamed PATCH per ``chunk``, PUT. Returns PATCH count."""
-    response = await client.post(f"{blob_url}/uploads")
-    check(response, "POST uploads")
-    uid = response.headers["Location"]
-    patches = 0
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for start in range(0, size, chunk):
-            end = min(start + chunk, size)
-            # An explicit Content-Length makes httpx send the async-iterator body as is
-            # (not chunked): each PATCH streams from the file, never a whole chunk in memory.
-            response = await client.patch(
-                f"{blob_url}/uploads/{uid}", content=file_range(fd, start, end),
-                headers={"Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
-            check(response, f"PATCH {start},{end}")
-            patches += 1
-    finally:
-        os.close(fd)
-    response = await client.put(f"{blob_url}/uploads/{uid}",
-                                params={"through": "true" if through else "false"})
-    check(response, "PUT uploads")
-    if int(response.headers["Blob-Size"]) != size:
-        raise RuntimeError(f"committed size {response.headers['Blob-Size']} != {size}")
-    return patches
 
 
 async def download_httpx(client: httpx.AsyncClient, blob_url: str, hexdigest: str, size: int) -> int:
@@ -319,33 +244,33 @@ class Origin:
     """An origin daemon in a child process, with a fresh data dir and its log in the work dir."""
 
     def __init__(self, workdir: Path, name: str) -> None:
-        self.data_dir = workdir / name
-        self.log_path = workdir / f"{name}.log"
-        self.log = open(self.log_path, "ab")
-        self.process = DaemonProcess(name, ["origin"], self.data_dir,
-                                     overrides=["origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0"], stderr=self.log,
-                                     env={"PYTHONUNBUFFERED": "1"})
+        self.cluster = Cluster(workdir, env={"PYTHONUNBUFFERED": "1"})
+        self.process = self.cluster.add(name, ["origin"])
+        self.data_dir = self.process.data_dir
+        self.log_path = self.cluster.log_path(name)
 
     async def __aenter__(self) -> Origin:
         try:
             await self.process.start()
         except BaseException:
-            self.log.close()
+            self.cluster.close()
             raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         with trio.CancelScope(shield=True):
-            status = await self.process.stop()
-        self.log.close()
+            status = (await self.cluster.stop())[self.process.name]
         if status != 0:
             print(f"warning: {self.process.name} exited with status {status}, see {self.log_path}",
                   file=sys.stderr)
 
     @property
     def pid(self) -> int:
-        assert self.process.process is not None
-        return self.process.process.pid
+        return pid_of(self.process)
+
+    def uploader(self) -> OriginClient:
+        """The project's origin client, for Kraken's chunked uploads to this daemon."""
+        return OriginClient(Address.parse(self.process.address("origin")), timeout=300)
 
     def blob_url(self, hexdigest: str) -> str:
         return f"{self.process.url('origin')}/namespace/{NAMESPACE}/blobs/sha256:{hexdigest}"
@@ -407,13 +332,13 @@ async def run_all(args: argparse.Namespace, workdir: Path, blobs: dict[str, dict
             progress(f"  {label}: {key} {m['seconds']:.3f} s")
 
         run_baselines(workdir, blobs, heat, record)
-        async with Origin(workdir, f"origin-{suffix}") as origin, \
+        async with Origin(workdir, f"origin-{suffix}") as origin, origin.uploader() as uploader, \
                 httpx.AsyncClient(timeout=timeout) as client:
-            into.setdefault("daemon idle", []).append({"rss": proc_status(origin.pid)["VmRSS"]})
+            into.setdefault("daemon idle", []).append({"rss": memory(origin.pid)["VmRSS"]})
             for blob in (big, small):
                 url, tag = origin.blob_url(blob["sha256"]), blob["tag"]
                 record(f"upload through=false {tag}", await timed(origin.pid, partial(
-                    upload, client, url, blob["path"], blob["size"], args.chunk, through=False)))
+                    uploader.upload_file, NAMESPACE, digest(blob), blob["path"], through=False)))
                 record(f"download httpx {tag}", await timed(origin.pid, partial(
                     download_httpx, client, url, blob["sha256"], blob["size"])))
                 if curl:
@@ -422,11 +347,9 @@ async def run_all(args: argparse.Namespace, workdir: Path, blobs: dict[str, dict
                         client=resource.RUSAGE_CHILDREN))
         if not args.keep:
             origin.remove_data()
-        async with Origin(workdir, f"origin-through-{suffix}") as origin, \
-                httpx.AsyncClient(timeout=timeout) as client:
+        async with Origin(workdir, f"origin-through-{suffix}") as origin, origin.uploader() as uploader:
             record("upload through=true big", await timed(origin.pid, partial(
-                upload, client, origin.blob_url(big["sha256"]), big["path"], big["size"], args.chunk,
-                through=True)))
+                uploader.upload_file, NAMESPACE, digest(big), big["path"], through=True)))
         if not args.keep:
             origin.remove_data()
 
@@ -435,11 +358,10 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def summarize(results: dict[str, list[dict[str, Any]]], blobs: dict[str, dict[str, Any]],
-              args: argparse.Namespace) -> list[dict[str, Any]]:
+def summarize(results: dict[str, list[dict[str, Any]]], blobs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per operation: medians of seconds, MB/s, ratio to the copy of the same size."""
     rows = []
-    patches = f"({human(args.chunk)} PATCHes)"
+    patches = f"({human(PATCH)} PATCHes)"
     order = [
         ("file copy big", "file copy (shutil.copyfile)", "big"),
         ("file copy+fsync big", "file copy + fsync", "big"),
@@ -527,26 +449,8 @@ def print_table(rows: list[dict[str, Any]], idle_rss: float, steal: list[float],
     print("(see preheat() and --no-preheat).")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=parse_size, default=256 * MiB, help="blob size (default 256MiB)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (default 3)")
-    parser.add_argument("--chunk", type=parse_size, default=32 * MiB, help="PATCH size (default 32MiB)")
-    parser.add_argument("--json", type=Path, help="write every number to this file")
-    parser.add_argument("--workdir", type=Path,
-                        help="parent of the temp work dir (default: the system temp dir)")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (data, daemon logs)")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed repetitions first (default 1; see the module doc)")
-    parser.add_argument("--no-preheat", dest="preheat", action="store_false",
-                        help="do not free fresh memory before each timed phase (see preheat())")
-    parser.add_argument("--httpx-read", type=parse_size, default=1 * MiB,
-                        help="bytes httpcore asks the socket for per read (its default is 64KiB; "
-                             "default here 1MiB, so the client spends less CPU per byte)")
-    args = parser.parse_args()
-    if args.size < 4 or args.repeat < 1 or args.chunk < 1 or args.warmup < 0:
-        parser.error("--size, --repeat and --chunk must be positive, --warmup not negative")
-
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate the blobs, run every repetition; returns every figure (the JSON document)."""
     httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = args.httpx_read
     workdir = Path(tempfile.mkdtemp(prefix="swarmreg-bench-", dir=args.workdir))
     progress(f"work dir {workdir}")
@@ -555,54 +459,67 @@ def main() -> int:
         for tag, size in (("big", args.size), ("small", args.size // 4)):
             path = workdir / f"blob-{tag}"
             start = time.perf_counter()
-            blobs[tag] = {"tag": tag, "path": path, "size": size, "sha256": generate(path, size)}
+            digest = make_blob(path, size)  # blocking, with nothing else running yet
+            blobs[tag] = {"tag": tag, "path": path, "size": size, "sha256": digest.removeprefix("sha256:")}
             progress(f"generated {human(size)} in {time.perf_counter() - start:.2f} s")
 
         # The generated files' dirty pages go to disk now, not during a measurement.
         os.sync()
         results: dict[str, list[dict[str, Any]]] = {}
         warmup: dict[str, list[dict[str, Any]]] = {}
-        trio.run(run_all, args, workdir, blobs, results, warmup)
-
-        rows = summarize(results, blobs, args)
-        idle_rss = median([r["rss"] for r in results["daemon idle"]])
-        curl = "yes" if results.get("download curl big") else "not found"
-        print(f"\nswarmreg origin benchmark, {datetime.date.today()}, {os.cpu_count()} cores, "
-              f"loopback, blobs {human(args.size)} and {human(args.size // 4)}, {args.repeat} runs "
-              f"after {args.warmup} warm-up, PATCH {human(args.chunk)}, httpx read {human(args.httpx_read)}, "
-              f"preheat {'on' if args.preheat else 'off'}, curl {curl}")
-        steal = [r["machine_steal_share"] for runs in results.values() for r in runs
-                 if r.get("machine_steal_share") is not None]
-        others = [r["other_cpu_cores"] for runs in results.values() for r in runs
-                  if r.get("other_cpu_cores") is not None]
-        print_table(rows, idle_rss, steal, others)
-        if args.json:
-            document = {
-                "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                            "python": platform.python_version()},
-                "args": {"size": args.size, "repeat": args.repeat, "warmup": args.warmup,
-                         "preheat": args.preheat, "copies_per_repeat": COPIES, "chunk": args.chunk,
-                         "httpx_read": args.httpx_read, "workdir": str(workdir)},
-                "units": {"sizes": "bytes", "rss": "bytes", "seconds": "wall seconds",
-                          "mb_per_s": "1e6 bytes per second",
-                          "ratio_vs_copy": "throughput / file copy throughput of the same size"},
-                "blobs": {tag: {k: str(v) if isinstance(v, Path) else v for k, v in blob.items()}
-                          for tag, blob in blobs.items()},
-                "daemon_idle_rss_median": idle_rss,
-                "rows": rows,
-                "runs": results,
-                "warmup_runs": warmup,
-            }
-            args.json.write_text(json.dumps(document, indent=2) + "\n")
-            progress(f"wrote {args.json}")
+        await run_all(args, workdir, blobs, results, warmup)
+        return {
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version()},
+            "args": {"size": args.size, "repeat": args.repeat, "warmup": args.warmup,
+                     "preheat": args.preheat, "copies_per_repeat": COPIES, "chunk": PATCH,
+                     "httpx_read": args.httpx_read, "workdir": str(workdir)},
+            "units": {"sizes": "bytes", "rss": "bytes", "seconds": "wall seconds",
+                      "mb_per_s": "1e6 bytes per second",
+                      "ratio_vs_copy": "throughput / file copy throughput of the same size"},
+            "blobs": {tag: {k: str(v) if isinstance(v, Path) else v for k, v in blob.items()}
+                      for tag, blob in blobs.items()},
+            "daemon_idle_rss_median": median([r["rss"] for r in results["daemon idle"]]),
+            "rows": summarize(results, blobs),
+            "runs": results,
+            "warmup_runs": warmup,
+        }
     finally:
         if args.keep:
             progress(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+
+
+def report(document: dict[str, Any]) -> None:
+    """The run's header line and its table of medians."""
+    args, results = document["args"], document["runs"]
+    curl = "yes" if results.get("download curl big") else "not found"
+    print(f"\nswarmreg origin benchmark, {document['date'][:10]}, {document['machine']['cpus']} cores, "
+          f"loopback, blobs {human(args['size'])} and {human(args['size'] // 4)}, {args['repeat']} runs "
+          f"after {args['warmup']} warm-up, PATCH {human(args['chunk'])}, httpx read {human(args['httpx_read'])}, "
+          f"preheat {'on' if args['preheat'] else 'off'}, curl {curl}")
+    steal = [r["machine_steal_share"] for runs in results.values() for r in runs
+             if r.get("machine_steal_share") is not None]
+    others = [r["other_cpu_cores"] for runs in results.values() for r in runs
+              if r.get("other_cpu_cores") is not None]
+    print_table(document["rows"], document["daemon_idle_rss_median"], steal, others)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=at_least(4, parse_size), default=256 * MiB, help="blob size (default 256MiB)")
+    parser.add_argument("--repeat", type=at_least(1), default=3, help="runs of each measurement (default 3)")
+    parser.add_argument("--json", type=Path, help="write every number to this file")
+    parser.add_argument("--workdir", type=Path,
+                        help="parent of the temp work dir (default: the system temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (data, daemon logs)")
+    parser.add_argument("--warmup", type=at_least(0), default=1,
+                        help="untimed repetitions first (default 1; see the module doc)")
+    parser.add_argument("--no-preheat", dest="preheat", action="store_false",
+                        help="do not free fresh memory before each timed phase (see preheat())")
+    parser.add_argument("--httpx-read", type=at_least(1, parse_size), default=1 * MiB,
+                        help="bytes httpcore asks the socket for per read (its default is 64KiB; "
+                             "default here 1MiB, so the client spends less CPU per byte)")
+    run_and_report(parser, main, report)

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_common import run_and_report  # noqa: E402
-from bench_swarm import Cluster, blob_url, make_blob, pull, upload  # noqa: E402
-
+from bench_swarm import HERD, blob_url, make_blob, pull, upload  # noqa: E402
+from netsim.cluster import QUIET, Cluster  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
 from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
 
@@ -34,9 +34,9 @@ MiB = 1 << 20
 
 async def mode_runs(work: Path, blob: Path, digest: str, repeat: int, certs: Path | None) -> list[float]:
     """Cold pulls through fresh agents; ``certs``: the whole cluster on mutual TLS."""
-    cluster = Cluster(work / ("tls" if certs else "plain"))
+    cluster = Cluster(work / ("tls" if certs else "plain"), QUIET)
     tls = list(tls_overrides(certs, "node")) if certs else []
-    herd = await cluster.herd(*tls)
+    herd = await cluster.herd(*tls, roles=HERD)
     client_tls = None
     if certs:
         client_tls = ssl.create_default_context(cafile=str(certs / "ca.pem"))

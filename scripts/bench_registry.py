@@ -33,46 +33,20 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_common import run_and_report  # noqa: E402
+from netsim.cluster import QUIET, Cluster  # noqa: E402
 from swarmreg.config import parse_size  # noqa: E402
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
 from tests.clients.clients import Skopeo, containers_env  # noqa: E402
 from tests.clients.layout import build_oci_layout  # noqa: E402
 from tests.clients.registry import reference_registry_at  # noqa: E402
 
 # docker-registry answers 404 to a manifest request that does not accept the manifest's type.
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
-PORTS = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-         "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0", "agent.listen=127.0.0.1:0",
-         "agent.registry_listen=127.0.0.1:0", "store.fsync=false", 'log.level="warning"')
 
 
 async def timed(action) -> float:  # noqa: ANN001 - an awaitable factory
     started = time.perf_counter()
     await action()
     return time.perf_counter() - started
-
-
-class Swarmreg:
-    """A herd (origin, tracker, index, proxy) and agents, each a child process."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.processes: list[DaemonProcess] = []
-
-    async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.root / name, overrides=[*PORTS, *overrides],
-                                stderr=open(self.root / f"{name}.log", "ab"))
-        self.processes.append(process)
-        await process.start()
-        return process
-
-    async def agent(self, herd: DaemonProcess, name: str) -> DaemonProcess:
-        return await self.start(name, ["agent"], f"agent.tracker={herd.address('tracker', 'ws')}",
-                                f"agent.index={herd.address('index', 'http')}")
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            await process.stop()
 
 
 async def curl_get(url: str) -> float:
@@ -82,11 +56,12 @@ async def curl_get(url: str) -> float:
     return float(result.stdout)
 
 
-async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> dict:
+async def skopeo_runs(work: Path, layer: int, reference: str,
+                      repeat: int) -> tuple[dict[str, list[float]], Cluster, str]:
+    """The skopeo and curl timings; the cluster, still running, and its last agent's registry."""
     skopeo = Skopeo(shutil.which("skopeo") or "skopeo", work / "skopeo", {})
-    (work / "cluster").mkdir()
-    cluster = Swarmreg(work / "cluster")
-    herd = await cluster.start("herd", ["origin", "tracker", "index", "proxy"])
+    cluster = Cluster(work / "cluster", QUIET)  # a herd (origin, tracker, index, proxy) and agents
+    herd = await cluster.herd()
     proxy = f"http://{herd.address('proxy')}"
     results: dict[str, list[float]] = {k: [] for k in ("push_reference", "push_proxy", "pull_reference",
                                                          "pull_agent_cold", "pull_agent_warm",
@@ -118,9 +93,7 @@ async def skopeo_runs(work: Path, layer: int, reference: str, repeat: int) -> di
         results["curl_reference"].append(await curl_get(reference + blob))
         shutil.rmtree(layout)
     last_agent = cluster.processes[-1]
-    results["agent_registry"] = f"http://{last_agent.address('agent', 'registry')}"
-    results["_cluster"] = cluster  # type: ignore[assignment]
-    return results
+    return results, cluster, f"http://{last_agent.address('agent', 'registry')}"
 
 
 async def python_rps(url: str, seconds: float, connections: int) -> float:
@@ -152,9 +125,7 @@ async def main(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-registry-", dir=args.workdir))
     try:
         with reference_registry_at(work, "docker-registry") as reference:
-            runs = await skopeo_runs(work, parse_size(args.layer), reference, args.repeat)
-            cluster = runs.pop("_cluster")
-            agent_registry = runs.pop("agent_registry")
+            runs, cluster, agent_registry = await skopeo_runs(work, parse_size(args.layer), reference, args.repeat)
             path = "/v2/bench/image/manifests/r0"
             agent_rps = await head_rps(agent_registry + path, args.seconds, args.connections)
             reference_rps = await head_rps(reference + path, args.seconds, args.connections)

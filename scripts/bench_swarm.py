@@ -29,6 +29,7 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_common import run_and_report  # noqa: E402
+from netsim.cluster import QUIET, Cluster  # noqa: E402
 from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
 from swarmreg.config import Address, parse_size  # noqa: E402
 from swarmreg.devcluster import DaemonProcess  # noqa: E402
@@ -37,35 +38,7 @@ from swarmreg.origin.client import OriginClient  # noqa: E402
 
 MiB = 1 << 20
 NS = "bench/swarm"
-QUIET = ("store.fsync=false", "log.level=\"warning\"")
-
-
-class Cluster:
-    """A herd (origin + tracker) and agents, each a child process with its own data directory."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.processes: list[DaemonProcess] = []
-
-    async def start(self, name: str, roles: list[str], *overrides: str) -> DaemonProcess:
-        process = DaemonProcess(name, roles, self.root / name, overrides=[
-            "origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-            "agent.listen=127.0.0.1:0", "agent.registry_listen=127.0.0.1:0", *QUIET, *overrides], stderr=open(self.root / f"{name}.log", "ab"))
-        self.processes.append(process)
-        await process.start()
-        return process
-
-    async def herd(self, *overrides: str) -> DaemonProcess:
-        return await self.start("herd", ["origin", "tracker"], *overrides)
-
-    async def agent(self, herd: DaemonProcess, name: str, *overrides: str) -> DaemonProcess:
-        return await self.start(name, ["agent"], f"agent.tracker={herd.address('tracker', 'ws')}", *overrides)
-
-    async def stop(self) -> None:
-        for process in self.processes:
-            await process.stop()
-        self.processes.clear()
+HERD = ("origin", "tracker")  # a herd with no registry roles: the swarm alone
 
 
 async def upload(origin: DaemonProcess, path: Path, digest: str, tls: ssl.SSLContext | None = None) -> None:
@@ -109,8 +82,8 @@ async def stats(process: DaemonProcess, role: str) -> dict:
 async def bench_cold_pull(work: Path, size: int, repeat: int) -> dict:
     blob = work / "blob"
     digest = make_blob(blob, size)
-    cluster = Cluster(work / "cold")
-    herd = await cluster.herd()
+    cluster = Cluster(work / "cold", QUIET)
+    herd = await cluster.herd(roles=HERD)
     await upload(herd, blob, digest)
     direct, swarm, ttfb = [], [], []
     for rep in range(repeat):
@@ -128,8 +101,8 @@ async def bench_cold_pull(work: Path, size: int, repeat: int) -> dict:
 async def bench_ttfb(work: Path, size: int, repeat: int) -> dict:
     blob = work / "big"
     digest = make_blob(blob, size)
-    cluster = Cluster(work / "ttfb")
-    herd = await cluster.herd()
+    cluster = Cluster(work / "ttfb", QUIET)
+    herd = await cluster.herd(roles=HERD)
     await upload(herd, blob, digest)
     blob.unlink()
     origin, agent_runs = [], []
@@ -146,8 +119,8 @@ async def bench_swarm(work: Path, size: int, agents: int, u_origin: int, u_agent
                       overrides: list[str], herd_overrides: list[str]) -> dict:
     blob = work / "swarm-blob"
     digest = make_blob(blob, size)
-    cluster = Cluster(work / "swarm")
-    herd = await cluster.herd(f"swarm.upload_rate_limit={u_origin}", *herd_overrides)
+    cluster = Cluster(work / "swarm", QUIET)
+    herd = await cluster.herd(f"swarm.upload_rate_limit={u_origin}", *herd_overrides, roles=HERD)
     await upload(herd, blob, digest)
     blob.unlink()
     members = [await cluster.agent(herd, f"agent{i}", f"swarm.upload_rate_limit={u_agent}",

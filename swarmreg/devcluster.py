@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -116,6 +116,23 @@ class DaemonProcess:
             return await self.process.wait()
         self.kill()
         return await self.process.wait()
+
+
+# The settings each role listens on; the agent and the origin also serve the peer wire.
+LISTEN_SETTINGS = {
+    "origin": ("origin.listen", "swarm.listen"),
+    "tracker": ("tracker.listen",),
+    "index": ("index.listen",),
+    "proxy": ("proxy.listen",),
+    "agent": ("agent.listen", "agent.registry_listen", "swarm.listen"),
+}
+
+
+def port_zero(roles: Iterable[str] = tuple(LISTEN_SETTINGS), host: str = "127.0.0.1") -> tuple[str, ...]:
+    """``--set`` overrides that put every listener of ``roles`` on a free port of ``host`` (tests,
+    benchmarks and netsim run many daemons side by side)."""
+    keys = dict.fromkeys(key for role in roles for key in LISTEN_SETTINGS[role])
+    return tuple(f"{key}={host}:0" for key in keys)
 
 
 @attrs.frozen

@@ -14,14 +14,13 @@ import httpx
 import pytest
 import trio
 
+from netsim.cluster import Cluster
 from swarmreg.config import Config, load_config
 from swarmreg.daemon import Daemon
-from swarmreg.devcluster import DaemonProcess
+from swarmreg.devcluster import DaemonProcess, port_zero
 
 # Every role listens on a free port in tests.
-PORT_ZERO = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
-             "agent.listen=127.0.0.1:0", "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0",
-             "agent.registry_listen=127.0.0.1:0")
+PORT_ZERO = port_zero()
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:
@@ -77,17 +76,11 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Any]:
     ``await spawn(name, roles, *overrides)`` returns a ready DaemonProcess whose
     log is ``tmp_path/<name>.log``.
     """
-    processes: list[DaemonProcess] = []
-    logs: list[Any] = []
+    cluster = Cluster(tmp_path, ["shutdown_timeout=5"], env={"PYTHONUNBUFFERED": "1"})
 
     async def start(name: str, roles: Sequence[str], *overrides: str, data_dir: Path | None = None,
                     wait: bool = True) -> DaemonProcess:
-        log = open(tmp_path / f"{name}.log", "ab")
-        logs.append(log)
-        process = DaemonProcess(name, roles, data_dir or tmp_path / name,
-                                overrides=[*PORT_ZERO, "shutdown_timeout=5", *overrides], stderr=log,
-                                env={"PYTHONUNBUFFERED": "1"})
-        processes.append(process)
+        process = cluster.add(name, roles, *overrides, data_dir=data_dir)
         if wait:
             await process.start()
         else:
@@ -95,12 +88,7 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Any]:
         return process
 
     yield start
-    for process in processes:
-        process.kill()
-        if process.process is not None:
-            await process.wait()
-    for log in logs:
-        log.close()
+    await cluster.kill()
 
 
 def files_under(root: Path) -> set[str]:

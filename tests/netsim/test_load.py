@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from netsim.load import layer_sizes, main, percentile
+from netsim.images import layer_sizes
+from netsim.load import main
+from netsim.stats import percentile
 
 
 @pytest.mark.slow
