@@ -194,7 +194,8 @@ def _owner(match: re.Match[str]) -> int:
 async def sweep(*, everything: bool = False) -> list[int]:
     """Remove what runs whose process is gone left behind (``everything``: every run's).
     Returns the owners cleaned up."""
-    owners = {_owner(match) for name in _namespaces() + _links() if (match := NAMESPACE.match(name) or LINK.match(name))}
+    owners = {_owner(match) for name in _namespaces() + _links()
+              if (match := NAMESPACE.match(name) or LINK.match(name))}
     stale = sorted(owner for owner in owners if everything or not _alive(owner))
     for owner in stale:
         await remove(owner)

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -68,15 +69,15 @@ async def skopeo_runs(work: Path, layer: int, reference: str,
                                                          "curl_reference", "curl_agent_cold", "curl_agent_warm")}
     for rep in range(repeat):
         layout = work / f"layout-{rep}"
-        image = await trio.to_thread.run_sync(lambda: build_oci_layout(layout, [layer, 64 << 10], seed=rep))
+        image = await trio.to_thread.run_sync(partial(build_oci_layout, layout, [layer, 64 << 10], seed=rep))
         # A fresh blob-info cache every time: skopeo would skip blobs it believes a registry has.
         skopeo.env = containers_env(work / f"home-{rep}")
         repo, tag = "bench/image", f"bench/image:r{rep}"
-        results["push_reference"].append(await timed(lambda: skopeo.push(layout, reference, tag)))
-        results["push_proxy"].append(await timed(lambda: skopeo.push(layout, proxy, tag)))
+        results["push_reference"].append(await timed(partial(skopeo.push, layout, reference, tag)))
+        results["push_proxy"].append(await timed(partial(skopeo.push, layout, proxy, tag)))
         out = work / f"out-{rep}"
         out.mkdir()
-        results["pull_reference"].append(await timed(lambda: skopeo.pull(reference, tag, out / "ref", fmt="dir")))
+        results["pull_reference"].append(await timed(partial(skopeo.pull, reference, tag, out / "ref", fmt="dir")))
         # A cold curl first, from an agent stopped straight after, so each cold pull has the origin alone.
         blob = f"/v2/{repo}/blobs/{image.layers[0].digest}"
         fresh = await cluster.agent(herd, f"curl{rep}")
@@ -84,8 +85,8 @@ async def skopeo_runs(work: Path, layer: int, reference: str,
         await fresh.stop()
         agent = await cluster.agent(herd, f"agent{rep}")
         registry = f"http://{agent.address('agent', 'registry')}"
-        results["pull_agent_cold"].append(await timed(lambda: skopeo.pull(registry, tag, out / "cold", fmt="dir")))
-        results["pull_agent_warm"].append(await timed(lambda: skopeo.pull(registry, tag, out / "warm", fmt="dir")))
+        results["pull_agent_cold"].append(await timed(partial(skopeo.pull, registry, tag, out / "cold", fmt="dir")))
+        results["pull_agent_warm"].append(await timed(partial(skopeo.pull, registry, tag, out / "warm", fmt="dir")))
         for side in ("ref", "cold", "warm"):  # the same bytes came back every time
             assert sorted(os.listdir(out / side)) == sorted(os.listdir(out / "ref"))
         shutil.rmtree(out)

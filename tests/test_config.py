@@ -9,11 +9,11 @@ import pytest
 
 from swarmreg.backends.filesystem import FilesystemOptions
 from swarmreg.config import (
-    GiB,
-    MiB,
     Address,
     BackendConfig,
     ConfigError,
+    GiB,
+    MiB,
     dump_config,
     load_config,
 )

@@ -19,9 +19,9 @@ from quart_trio import QuartTrio
 from swarmreg.config import Address, HttpConfig, SwarmConfig
 from swarmreg.digest import Digest
 from swarmreg.http.serve import serve_http
+from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import build_metainfo
-from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from tests.conftest import blob_files, make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path
 

@@ -251,7 +251,7 @@ def write_docker_archive(layout: Path, image: Image, out: Path, repo_tag: str) -
     manifest = [{"Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names}]
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
         tar.add(blobs / image.config.digest.removeprefix("sha256:"), arcname=config_name)
-        for desc, name in zip(image.layers, layer_names):
+        for desc, name in zip(image.layers, layer_names, strict=True):
             tar.add(blobs / desc.digest.removeprefix("sha256:"), arcname=name)
         data = canonical_json(manifest)
         info = tarfile.TarInfo("manifest.json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -58,7 +59,7 @@ def reference_registry_at(log_dir: Path, name: str = "docker-registry") -> Itera
             daemon = Daemon.start(name, [binary, "serve", str(config)], log_dir / f"{name}.log")
             url = f"http://127.0.0.1:{port}"
             try:
-                daemon.wait_until(lambda: _answers(url), f"GET {url}/v2/ answers 200")
+                daemon.wait_until(partial(_answers, url), f"GET {url}/v2/ answers 200")
                 break
             except RuntimeError:
                 if "address already in use" not in daemon.log.read_text(errors="replace"):

@@ -8,8 +8,18 @@ import json
 import tarfile
 from pathlib import Path
 
-from .layout import (CONFIG, INDEX, LAYER, MANIFEST, REF_NAME, blob_digests,
-                     build_oci_index_layout, build_oci_layout, read_layout, write_docker_archive)
+from .layout import (
+    CONFIG,
+    INDEX,
+    LAYER,
+    MANIFEST,
+    REF_NAME,
+    blob_digests,
+    build_oci_index_layout,
+    build_oci_layout,
+    read_layout,
+    write_docker_archive,
+)
 
 
 def blob(layout: Path, digest: str) -> bytes:
@@ -34,7 +44,7 @@ def test_layout_is_deterministic_and_consistent(tmp_path: Path) -> None:
     assert [layer["mediaType"] for layer in manifest["layers"]] == [LAYER, LAYER]
     config = json.loads(blob(tmp_path / "a", a.config.digest))
     assert config["rootfs"]["diff_ids"] == list(a.diff_ids)
-    for desc, diff_id in zip(a.layers, a.diff_ids):
+    for desc, diff_id in zip(a.layers, a.diff_ids, strict=True):
         raw = gzip.decompress(blob(tmp_path / "a", desc.digest))
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id
         assert len(blob(tmp_path / "a", desc.digest)) == desc.size

@@ -12,8 +12,15 @@ import pytest
 import trio
 
 from .clients import Containerd, Docker, Podman, Skopeo
-from .layout import (INDEX, Image, blob_digests, build_oci_index_layout, build_oci_layout,
-                     read_layout, write_docker_archive)
+from .layout import (
+    INDEX,
+    Image,
+    blob_digests,
+    build_oci_index_layout,
+    build_oci_layout,
+    read_layout,
+    write_docker_archive,
+)
 from .tools import hostport
 
 MiB = 1 << 20

@@ -27,8 +27,16 @@ from tests.conftest import blob_files
 from tests.proxy.helpers import RegistryAuth
 
 from .clients import Containerd, Docker, Podman, Skopeo
-from .layout import (INDEX, MANIFEST, Image, blob_digests, build_oci_index_layout, build_oci_layout,
-                     read_layout, write_docker_archive)
+from .layout import (
+    INDEX,
+    MANIFEST,
+    Image,
+    blob_digests,
+    build_oci_index_layout,
+    build_oci_layout,
+    read_layout,
+    write_docker_archive,
+)
 from .tools import hostport
 
 pytestmark = pytest.mark.slow
@@ -182,7 +190,7 @@ async def test_skopeo_copies_a_big_image_to_the_proxy_and_back_from_both_agents(
 
     outs = [tmp_path / "from-agent-one", tmp_path / "from-agent-two"]
     await in_parallel(*[lambda r=registry, o=out: skopeo.pull(r, "test/big:latest", o)
-                        for registry, out in zip(cluster.registries, outs)])
+                        for registry, out in zip(cluster.registries, outs, strict=True)])
     for out in outs:
         assert read_layout(out)["manifests"][0]["digest"] == image.manifest.digest
         assert await trio.to_thread.run_sync(blob_digests, out) == set(image.blobs)
@@ -207,7 +215,7 @@ async def test_docker_pushes_to_the_proxy_and_pulls_from_both_agents(
     assert manifest["mediaType"] == DOCKER_MANIFEST and manifest["config"]["digest"] == image.config.digest
     await docker("rmi", proxy_ref, "swarmreg-test/loaded:latest")
 
-    for agent, registry in zip(cluster.agents, cluster.registries):
+    for agent, registry in zip(cluster.agents, cluster.registries, strict=True):
         ref = f"{hostport(registry)}/test/docker:latest"
         await docker("pull", ref)
         assert await docker.image_id(ref) == image.config.digest
@@ -343,7 +351,7 @@ async def test_skopeo_creds_against_a_proxy_with_authentication(skopeo: Skopeo, 
     await assert_same_manifest_everywhere(cluster, "test/auth", "latest", image.manifest.digest,
                                           auth=(USER, PASSWORD))
     # The agents on localhost ask for no credentials.
-    for agent, registry in zip(cluster.agents, cluster.registries):
+    for agent, registry in zip(cluster.agents, cluster.registries, strict=True):
         out = tmp_path / f"pulled-{agent.name}"
         await skopeo.pull(registry, "test/auth:latest", out)
         assert read_layout(out)["manifests"][0]["digest"] == image.manifest.digest

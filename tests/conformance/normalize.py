@@ -82,11 +82,14 @@ def error_codes(document: Any) -> list[str] | None:
     return None
 
 
+def _descriptor_digest(descriptor: Any) -> str:
+    return descriptor.get("digest", "") if isinstance(descriptor, dict) else ""
+
+
 def sort_descriptors(document: Any) -> Any:
     """Image indexes (referrers answers) list descriptors in no specified order: sort them."""
     if isinstance(document, dict) and isinstance(document.get("manifests"), list):
-        key = (lambda d: d.get("digest", "") if isinstance(d, dict) else "")
-        return {**document, "manifests": sorted(document["manifests"], key=key)}
+        return {**document, "manifests": sorted(document["manifests"], key=_descriptor_digest)}
     return document
 
 

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from .content import (ACCEPT_ALL, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SBOM, SIGNATURE,
-                      Content, digest, image_index)
+from .content import ACCEPT_ALL, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SBOM, SIGNATURE, Content, digest, image_index
 from .steps import Step
 
 APP = "conformance/app"

@@ -39,7 +39,8 @@ def test_smoke_runs_and_reports(mode: str, tmp_path: Path, capsys: pytest.Captur
     assert main(["run", str(ROOT / "configs/netsim/smoke.toml"), "--mode", mode, "--json", str(out),
                  "--plot", str(png), "--workdir", str(tmp_path / "work")]) == 0
     figures = json.loads(out.read_text())
-    expected = "loopback" if mode == "loopback" else ("netns" if NETNS is None else f"loopback (namespaces unavailable: {NETNS})")
+    unavailable = f"loopback (namespaces unavailable: {NETNS})"
+    expected = "loopback" if mode == "loopback" else ("netns" if NETNS is None else unavailable)
     assert figures["mode"] == expected
     assert figures["completed"] == 5 and figures["failed"] == []
     # T* = max(F/u_origin, F/d_agent, N*F/(u_origin + N*u_agent)) = 5 * 8 / (8 + 5 * 4) s
@@ -112,7 +113,8 @@ def test_every_shipped_scenario_loads_and_bad_ones_are_refused(tmp_path: Path) -
     for path in (ROOT / "configs/netsim").glob("*.toml"):
         assert load_scenario(path).name == path.stem
     bad = tmp_path / "bad.toml"
-    for text, named in (('agents = 5\nblob_size = "lots"\n[links]\norigin_upp = 1\n', ["blob_size", "links.origin_upp"]),
+    for text, named in (('agents = 5\nblob_size = "lots"\n[links]\norigin_upp = 1\n',
+                         ["blob_size", "links.origin_upp"]),
                         ("agents = 0\n", ["agents"])):
         bad.write_text(text)
         with pytest.raises(ConfigError) as refused:

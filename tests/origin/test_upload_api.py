@@ -163,7 +163,8 @@ async def test_commit_with_a_gap_is_416_and_the_upload_goes_on(origin_client: ht
 async def test_unknown_upload_id_is_404(origin_client: httpx.AsyncClient) -> None:
     data = b"hello"
     digest = digest_of(data)
-    for uid in ["00000000-0000-4000-8000-000000000000", "not-a-uuid", "x" * 500, "ABCDEF00-0000-4000-8000-000000000000"]:
+    for uid in ["00000000-0000-4000-8000-000000000000", "not-a-uuid", "x" * 500,
+                "ABCDEF00-0000-4000-8000-000000000000"]:
         assert_error(await patch(origin_client, NS, digest, uid, data, 0), 404, "BLOB_UPLOAD_UNKNOWN")
         assert_error(await commit(origin_client, NS, digest, uid), 404, "BLOB_UPLOAD_UNKNOWN")
     # An upload id is bound to its digest and namespace.

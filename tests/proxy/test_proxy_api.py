@@ -57,7 +57,8 @@ async def test_chunked_upload_with_content_range(registry: httpx.AsyncClient, he
     first = await registry.patch(location, content=data[:half],
                                  headers={"Content-Range": f"0-{half - 1}", "Content-Type": "application/octet-stream"})
     assert first.status_code == 202 and first.headers["range"] == f"0-{half - 1}"
-    out_of_order = await registry.patch(location, content=b"x" * 10, headers={"Content-Range": f"{half + 5}-{half + 14}"})
+    out_of_order = await registry.patch(location, content=b"x" * 10,
+                                        headers={"Content-Range": f"{half + 5}-{half + 14}"})
     assert_error(out_of_order, 416, "RANGE_INVALID")
     status = await registry.get(location)
     assert status.status_code == 204 and status.headers["range"] == f"0-{half - 1}"

@@ -12,7 +12,7 @@ import trio
 
 from swarmreg.registry.auth import hash_password
 from swarmreg.registry.tokens import Grant, TokenIssuer, parse_scope
-from tests.conftest import make_config, start_daemon
+from tests.conftest import start_daemon
 from tests.proxy.helpers import digest_of, push_blob, push_image
 
 USERS = {"alice": "alice-pw", "bob": "bob-pw"}

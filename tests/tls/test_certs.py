@@ -26,7 +26,8 @@ def test_init_and_issue_write_a_ca_and_node_files(tmp_path: Path, capsys: pytest
     cert = x509.load_pem_x509_certificate((certs / "node-a.pem").read_bytes())
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["node-a", "localhost", "node-a.example"]
-    assert set(sans.get_values_for_type(x509.IPAddress)) == {ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", "10.0.0.7")}
+    addresses = {ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", "10.0.0.7")}
+    assert set(sans.get_values_for_type(x509.IPAddress)) == addresses
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(usage)
     peer = x509.load_pem_x509_certificate((certs / "node-a-peer.pem").read_bytes())

@@ -16,6 +16,7 @@ from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemo
 from tests.proxy.helpers import digest_of, push_image
 from tests.tls.conftest import client_context
 
+
 async def start_cluster(nursery: trio.Nursery, tmp_path: Path, certs: Path) -> tuple[RunningDaemon, RunningDaemon]:
     herd = await start_daemon(nursery, make_config(tmp_path / "herd", *tls_overrides(certs, "herd"),
                                                    "tracker.handshake_timeout=2"),

@@ -36,7 +36,8 @@ async def test_an_authenticated_push_and_pull_leave_no_secret_in_the_logs(spawn:
                        f'proxy.users.{USER}="{password_hash}"', 'proxy.auth="token"',
                        f'proxy.token_secret="{TOKEN_SECRET}"')
     agent = await spawn("agent", ["agent"], *debug, *tls_overrides(certs, "agent"),
-                        f"agent.tracker={herd.address('tracker', 'ws')}", f"agent.index={herd.address('index', 'http')}")
+                        f"agent.tracker={herd.address('tracker', 'ws')}",
+                        f"agent.index={herd.address('index', 'http')}")
     layers = [random_bytes(3 << 20, seed=4), b"small layer"]
     async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
         assert (await proxy.get("/v2/")).status_code == 401

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from swarmreg.tracker.wire import Peer
 from swarmreg.tracker.peers import PeerStore
+from swarmreg.tracker.wire import Peer
 
 IH = "ab" * 32
 
