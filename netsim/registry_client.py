@@ -61,7 +61,7 @@ async def request(client: httpx.AsyncClient, recorder: Recorder, kind: str, meth
     started = time.perf_counter()
     try:
         response = await client.request(method, url, **kwargs)
-    except Exception as error:  # noqa: BLE001 - whatever it raised, the request failed
+    except Exception as error:  # whatever it raised, the request failed
         raise recorder.fail(kind, type(error).__name__, f"{method} {url}: {error!r}") from error
     if response.status_code not in expect:
         raise recorder.fail(kind, f"HTTP {response.status_code}", f"{method} {url}: {response.text[:300]}")
@@ -83,7 +83,7 @@ async def get_blob(client: httpx.AsyncClient, recorder: Recorder, kind: str, url
                 received += len(piece)
     except RequestFailed:
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise recorder.fail(kind, type(error).__name__, f"GET {url} after {received} bytes: {error!r}") from error
     recorder.bytes_pulled += received
     if received != blob.size or "sha256:" + hasher.hexdigest() != blob.digest:

@@ -65,14 +65,14 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import run_and_report  # noqa: E402
-from netsim.cluster import Cluster, pid_of  # noqa: E402
-from netsim.cpu import machine_seconds, own_seconds, process_seconds  # noqa: E402
-from netsim.memory import read_status, reset_hwm  # noqa: E402
-from netsim.runner import make_blob  # noqa: E402
-from swarmreg.config import Address, parse_size  # noqa: E402
-from swarmreg.digest import Digest  # noqa: E402
-from swarmreg.origin.client import OriginClient  # noqa: E402
+from bench_common import run_and_report
+from netsim.cluster import Cluster, pid_of
+from netsim.cpu import machine_seconds, own_seconds, process_seconds
+from netsim.memory import read_status, reset_hwm
+from netsim.runner import make_blob
+from swarmreg.config import Address, parse_size
+from swarmreg.digest import Digest
+from swarmreg.origin.client import OriginClient
 
 KiB, MiB = 1 << 10, 1 << 20
 MB = 1e6

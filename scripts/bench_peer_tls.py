@@ -23,11 +23,12 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_common import run_and_report  # noqa: E402
-from bench_swarm import HERD, blob_url, make_blob, pull, upload  # noqa: E402
-from netsim.cluster import QUIET, Cluster  # noqa: E402
-from swarmreg.config import parse_size  # noqa: E402
-from swarmreg.devcluster import make_dev_certs, tls_overrides  # noqa: E402
+from bench_common import run_and_report
+from bench_swarm import HERD, blob_url, pull, upload
+from netsim.cluster import QUIET, Cluster
+from netsim.runner import make_blob
+from swarmreg.config import parse_size
+from swarmreg.devcluster import make_dev_certs, tls_overrides
 
 MiB = 1 << 20
 

@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -33,18 +34,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_common import run_and_report  # noqa: E402
-from netsim.cluster import QUIET, Cluster  # noqa: E402
-from swarmreg.config import parse_size  # noqa: E402
-from tests.clients.clients import Skopeo, containers_env  # noqa: E402
-from tests.clients.layout import build_oci_layout  # noqa: E402
-from tests.clients.registry import reference_registry_at  # noqa: E402
+from bench_common import run_and_report
+from netsim.cluster import QUIET, Cluster
+from swarmreg.config import parse_size
+from tests.clients.clients import Skopeo, containers_env
+from tests.clients.layout import build_oci_layout
+from tests.clients.registry import reference_registry_at
 
 # docker-registry answers 404 to a manifest request that does not accept the manifest's type.
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
 
 
-async def timed(action) -> float:  # noqa: ANN001 - an awaitable factory
+async def timed(action: Callable[[], Awaitable[object]]) -> float:
     started = time.perf_counter()
     await action()
     return time.perf_counter() - started

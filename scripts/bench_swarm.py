@@ -28,13 +28,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_common import run_and_report  # noqa: E402
-from netsim.cluster import QUIET, Cluster  # noqa: E402
-from netsim.runner import make_blob  # noqa: E402,F401 - bench_peer_tls takes it from here too
-from swarmreg.config import Address, parse_size  # noqa: E402
-from swarmreg.devcluster import DaemonProcess  # noqa: E402
-from swarmreg.digest import Digest  # noqa: E402
-from swarmreg.origin.client import OriginClient  # noqa: E402
+from bench_common import run_and_report
+from netsim.cluster import QUIET, Cluster
+from netsim.runner import make_blob
+from swarmreg.config import Address, parse_size
+from swarmreg.devcluster import DaemonProcess
+from swarmreg.digest import Digest
+from swarmreg.origin.client import OriginClient
 
 MiB = 1 << 20
 NS = "bench/swarm"

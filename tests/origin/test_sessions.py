@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from tests.origin.helpers import assert_error
 NS = "team/app"
 
 
-async def chunks(data: bytes, size: int = 100_000):  # noqa: ANN201 - an async iterator
+async def chunks(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
     for offset in range(0, len(data), size):
         yield data[offset:offset + size]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Generator
 from typing import Any
 
 import httpx
@@ -69,7 +70,7 @@ class RegistryAuth(httpx.Auth):
     def __init__(self, user: str, password: str) -> None:
         self.basic = httpx.BasicAuth(user, password)
 
-    def auth_flow(self, request: httpx.Request):  # noqa: ANN201 - httpx's generator protocol
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield self.basic.auth_flow(request).__next__()
         if response.status_code != 401 or not response.headers.get("WWW-Authenticate", "").startswith("Bearer "):
             return
