@@ -25,6 +25,7 @@ from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
 from swarmreg.node import Node
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.files import ChunkedRange
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.torrent import Torrent
@@ -78,20 +79,14 @@ class Download:
             await self._changed.wait()
 
 
-class DownloadBody:
+class DownloadBody(ChunkedRange):
     """A body (``swarmreg.store.files.Body``) that streams bytes [start, end) of a Download as
     pieces are released."""
 
     def __init__(self, download: Download, engine: SwarmEngine, start: int, end: int, chunk_size: int) -> None:
+        super().__init__(start, end, chunk_size)
         self.download = download
         self.engine = engine
-        self.start = start
-        self.end = end
-        self.chunk_size = chunk_size
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
     async def aclose(self) -> None:
         """Nothing to release: pieces are read whole through the engine."""

@@ -45,16 +45,10 @@ class Body(Protocol):
     async def aclose(self) -> None: ...
 
 
-class FileBody:
-    """Bytes [start, end) of an already open file descriptor, read with pread in a thread.
+class ChunkedRange:
+    """Bytes [start, end) of a blob, sent in chunks of about ``chunk_size``: what bodies share."""
 
-    The descriptor is opened before the response starts, so a blob deleted or
-    replaced meanwhile still streams the content whose size the headers announced.
-    The body owns the descriptor and closes it when it is closed (or collected).
-    """
-
-    def __init__(self, fd: int, start: int, end: int, chunk_size: int) -> None:
-        self.fd = fd
+    def __init__(self, start: int, end: int, chunk_size: int) -> None:
         self.start = start
         self.end = end
         self.chunk_size = chunk_size
@@ -63,6 +57,19 @@ class FileBody:
     def size(self) -> int:
         """How many bytes the body will send."""
         return self.end - self.start
+
+
+class FileBody(ChunkedRange):
+    """Bytes [start, end) of an already open file descriptor, read with pread in a thread.
+
+    The descriptor is opened before the response starts, so a blob deleted or
+    replaced meanwhile still streams the content whose size the headers announced.
+    The body owns the descriptor and closes it when it is closed (or collected).
+    """
+
+    def __init__(self, fd: int, start: int, end: int, chunk_size: int) -> None:
+        super().__init__(start, end, chunk_size)
+        self.fd = fd
 
     async def __aenter__(self) -> FileBody:
         return self
