@@ -106,8 +106,23 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         return request.content_length not in (None, 0) or "chunked" in request.headers.get("Transfer-Encoding", "")
 
     async def append(repository: str, uid: str) -> int:
-        """Stream this request's body onto the origin's session; returns the session's size."""
-        return await origin.append(uid, repository, body(), request.content_length)
+        """Stream this request's body onto the origin's session; returns the session's size.
+
+        With a ``Content-Range``, the chunk must start where the session ends and hold exactly
+        the bytes the range names (else 416, as distribution answers), whether its length is
+        declared or the body is chunked.
+        """
+        content_range = request.headers.get("Content-Range")
+        if not content_range:
+            return await origin.append(uid, repository, body(), request.content_length)
+        where = parse_chunk_range(content_range)
+        size = await origin.status(uid, repository)
+        declared = request.content_length
+        if where.start != size or (declared is not None and declared != where.length):
+            raise SwarmregError(RANGE_INVALID, "the chunk must continue the upload and match its Content-Range",
+                                {"expected_start": size, "content_range": content_range[:100],
+                                 "content_length": declared}, headers=_upload_headers(repository, uid, size))
+        return await origin.append(uid, repository, _exactly(body(), where.length), where.length)
 
     async def commit(repository: str, uid: str, digest: Digest) -> Response:
         size = await origin.finish(uid, repository, digest, through=True)
@@ -142,13 +157,6 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
     @app.patch(f"{UPLOADS_ROUTE}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
         repository = validate_repository(name)
-        if content_range := request.headers.get("Content-Range"):
-            where = parse_chunk_range(content_range)
-            size = await origin.status(uid, repository)
-            if where.start != size:
-                raise SwarmregError(RANGE_INVALID, "chunks must arrive in order",
-                                    {"expected_start": size, "content_range": content_range},
-                                    headers=_upload_headers(repository, uid, size))
         return empty_response(202, _upload_headers(repository, uid, await append(repository, uid)))
 
     @app.get(f"{UPLOADS_ROUTE}/<uid>")
@@ -212,6 +220,19 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         return empty_response(202, {"Content-Length": "0"})
 
     return app
+
+
+async def _exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
+    """``chunks`` as they come, if they add up to ``length`` bytes; RANGE_INVALID as soon as they cannot."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > length:
+            raise SwarmregError(RANGE_INVALID, "the chunk is longer than its Content-Range", {"length": length})
+        yield chunk
+    if received != length:
+        raise SwarmregError(RANGE_INVALID, "the chunk is shorter than its Content-Range",
+                            {"length": length, "received": received})
 
 
 async def _read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:

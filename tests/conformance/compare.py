@@ -53,6 +53,21 @@ KNOWN_DIFFERENCES: Mapping[str, str] = {
         'of a chunk being the last chunk\'s <end-of-range> plus one. If a chunk is uploaded out of '
         'order, the registry MUST respond with a 416 Requested Range Not Satisfiable code." '
         '(docker-registry ignores Content-Range and appends the chunk: 202)'),
+    "push.bad-range.patch-length": (
+        f'{_SPEC}, "Pushing a blob in chunks": the Content-Range of a chunk is "<range-start>-<range-end>" '
+        'of the bytes it carries, and "If a chunk is uploaded out of order, the registry MUST respond with a '
+        '416"; a chunk whose body is longer than its range puts its last bytes out of order (docker-registry '
+        'ignores Content-Range and appends all three bytes: 202)'),
+    "push.bad-range.patch-1": (
+        f'{_SPEC}, "Pushing a blob in chunks": the upload holds what the accepted chunks carried '
+        '(docker-registry kept the three bytes of the refused chunk before them)'),
+    "push.bad-range.put-gap": (
+        f'{_SPEC}, "Pushing a blob in chunks": the closing PUT "MAY include ... the final chunk", '
+        'a chunk like any other: "If a chunk is uploaded out of order, the registry MUST respond with a 416" '
+        '(docker-registry appends it and then fails the digest: 400)'),
+    "push.bad-range.cancel": (
+        f'{_SPEC}, "Deleting an upload": the upload refused with 416 is still open, and DELETE ends it: 204 '
+        '(docker-registry ended it at the failed PUT: 404)'),
     "pull.blob-range-unsatisfiable": (
         f'{_SPEC}, "Pulling blobs": "A registry SHOULD support the Range request header in '
         'accordance with RFC 9110" (both answer 416 with Content-Range: bytes */<size>); "Error '

@@ -108,6 +108,17 @@ def push_blobs(c: Content) -> list[Step]:
         s(name="push.out-of-order.patch-gap", method="PATCH", url="$ooo", expect=416,
           body=c.out_of_order[2000:3000], headers={**OCTET, "Content-Range": "2000-2999"}),
         s(name="push.out-of-order.cancel", method="DELETE", url="$ooo", expect=204),
+        # A chunk must hold exactly the bytes its Content-Range names (one byte here, three sent),
+        # and a closing PUT's chunk must continue the upload, not land after a gap: 416 for both.
+        s(name="push.bad-range.open", method="POST", url=uploads(APP), expect=202, save="range"),
+        s(name="push.bad-range.patch-length", method="PATCH", url="$range", expect=416,
+          body=b"abc", headers={**OCTET, "Content-Range": "0-0"}),
+        s(name="push.bad-range.patch-1", method="PATCH", url="$range", expect=202, save="range",
+          body=c.out_of_order[:1000], headers={**OCTET, "Content-Range": "0-999"}),
+        s(name="push.bad-range.put-gap", method="PUT", url="$range", expect=416,
+          params={"digest": digest(c.out_of_order[:1000] + c.out_of_order[2000:3000])},
+          body=c.out_of_order[2000:3000], headers={**OCTET, "Content-Range": "2000-2999"}),
+        s(name="push.bad-range.cancel", method="DELETE", url="$range", expect=(204, 404)),
         # A PUT whose digest does not match the data.
         s(name="push.wrong-digest.open", method="POST", url=uploads(APP), expect=202, save="bad"),
         s(name="push.wrong-digest.patch", method="PATCH", url="$bad", expect=202, save="bad",

@@ -41,6 +41,33 @@ async def registry(herd: RunningDaemon) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def _streamed(data: bytes) -> AsyncIterator[bytes]:
+    """A body without a Content-Length: httpx sends it chunked."""
+    yield data
+
+
+async def test_a_chunk_must_hold_exactly_its_content_range(registry: httpx.AsyncClient) -> None:
+    started = await registry.post(f"/v2/{REPO}/blobs/uploads/")
+    location = started.headers["location"]
+    # The range says one byte, the body has three: refused, as distribution does, and nothing is written.
+    assert_error(await registry.patch(location, content=b"abc", headers={"Content-Range": "0-0"}),
+                 416, "RANGE_INVALID")
+    for body in (b"short", b"far too long for ten bytes"):  # chunked bodies, counted as they arrive
+        assert_error(await registry.patch(location, content=_streamed(body), headers={"Content-Range": "0-9"}),
+                     416, "RANGE_INVALID")
+    status = await registry.get(location)
+    assert status.status_code == 204 and status.headers["range"] == "0-0"
+    data = b"0123456789"
+    assert (await registry.patch(location, content=_streamed(data), headers={"Content-Range": "0-9"})).status_code == 202
+    # A closing PUT's chunk must continue the upload too: not appended at another offset.
+    assert_error(await registry.put(location, params={"digest": digest_of(data + b"!")}, content=b"!",
+                                    headers={"Content-Range": "20-20"}), 416, "RANGE_INVALID")
+    done = await registry.put(location, params={"digest": digest_of(data + b"!")}, content=b"!",
+                              headers={"Content-Range": "10-10"})
+    assert done.status_code == 201
+    assert (await registry.get(f"/v2/{REPO}/blobs/{digest_of(data + b'!')}")).content == data + b"!"
+
+
 async def test_base_endpoint(registry: httpx.AsyncClient) -> None:
     response = await registry.get("/v2/")
     assert response.status_code == 200 and response.json() == {}
