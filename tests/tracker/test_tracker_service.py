@@ -241,3 +241,26 @@ async def test_a_connection_cannot_take_the_origins_peer_id(herd: RunningDaemon,
         async with channel(herd) as third:
             assert origin in (await announce(third, digest, metainfo, me(3))).peers
 
+
+async def test_a_holder_that_does_not_answer_a_ping_loses_its_peer_id(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A peer that reconnected gets its id back from its old connection if that one is dead."""
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.handshake_timeout=1"),
+                              ["origin", "tracker"])
+    async with httpx.AsyncClient(base_url=herd.url("origin")) as client:
+        digest = Digest.parse(await upload_blob(client, NS, random_bytes(1 << 20)))
+        metainfo = Metainfo.parse((await client.get(f"/namespace/{NS}/blobs/{digest}/metainfo")).content, digest)
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    # With no message queue, a connection that stops reading stops answering pings too.
+    async with open_websocket(host, int(port), "/announce", use_ssl=False, message_queue_size=0) as stuck:
+        await announce(stuck, digest, metainfo, me(1))
+        async with channel(herd) as other, channel(herd) as again:
+            await announce(other, digest, metainfo, me(2))  # pushed to the stuck one, which does not read it
+            reply = await announce(again, digest, metainfo, Peer(me(1).peer_id, "203.0.113.9", 7666))
+            assert reply.failure is None
+            assert [(p.peer_id, p.port) for p in (await next_push(other)).peers] == [(me(1).peer_id, 7666)]
+            listed = [(p.peer_id, p.port) for p in (await announce(other, digest, metainfo, me(2))).peers]
+            assert (me(1).peer_id, 7666) in listed and (me(1).peer_id, 7001) not in listed
+        with pytest.raises(ConnectionClosed), trio.fail_after(10):
+            while True:  # the push it did not read, then the close
+                await stuck.get_message()
+    await herd.stop()
