@@ -156,7 +156,8 @@ class TrackerConfig:
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)
     # A connection that has not completed its TLS and websocket handshakes by then is closed
-    # (a client refused at the TLS handshake, a slow or silent one).
+    # (a client refused at the TLS handshake, a slow or silent one); so is one that does not
+    # answer a ping in that time when another connection announces its peer id.
     handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     # Frames one connection may send per second (up to frame_burst at once); faster senders
     # are slowed down, not cut off: an agent re-announcing all it holds after a reconnect is legit.

@@ -168,6 +168,12 @@ UNAVAILABLE = _register(
     "A node needed for the answer is out of reach or stopping: the tracker or index did not answer "
     "after retries, the tracker has no origin to ask, a download got no piece for "
     "`agent.stall_timeout`, or the daemon is shutting down. Retrying later may succeed.")
+PEER_ID_TAKEN = _register(
+    "PEER_ID_TAKEN", 409, "peer id belongs to another peer",
+    "A tracker announce names a peer id that another open connection or an origin announced, or a "
+    "second peer id on a connection that already announced one (a connection is one peer). Nothing "
+    "is recorded; a connection's id is free again once it closes, and an origin's changes only when "
+    "the tracker asks the origins again.")
 INTERNAL = _register(
     "INTERNAL", 500, "internal server error",
     "A bug or an operating system error while serving the request, or a swarm download whose bytes "

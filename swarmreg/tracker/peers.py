@@ -8,6 +8,7 @@ from collections.abc import Hashable
 
 import attrs
 
+from swarmreg.errors import PEER_ID_TAKEN, SwarmregError
 from swarmreg.tracker.wire import Peer
 
 
@@ -20,7 +21,13 @@ class _Entry:
 
 class PeerStore:
     """Peers per info-hash. Announced peers expire after ``ttl`` unless they announce
-    again, and go at once when their connection closes; origins stay."""
+    again, and go at once when their connection closes; origins stay.
+
+    A peer id belongs to whoever announced it first, in every torrent: a connection (one
+    peer id per connection, held until ``drop_owner``) or an origin (for as long as one
+    of its entries has that id). Nobody else may announce it (PEER_ID_TAKEN), so no
+    connection can replace, or by leaving take away, another peer's entry.
+    """
 
     def __init__(self, ttl: float, max_peers: int, rng: random.Random | None = None) -> None:
         """Origins never expire: announce them with owner ("origin", address)."""
@@ -28,7 +35,10 @@ class PeerStore:
         self.max_peers = max_peers
         self._rng = rng or random.Random()
         self._torrents: dict[str, dict[str, _Entry]] = {}
-        self._owned: dict[Hashable, set[tuple[str, str]]] = {}
+        self._owned: dict[Hashable, dict[str, str]] = {}  # owner -> info-hash -> its peer id there
+        self._claims: dict[str, Hashable] = {}  # peer id -> the connection it belongs to
+        self._ids: dict[Hashable, str] = {}  # connection -> its peer id (the inverse)
+        self._origin_ids: dict[str, int] = {}  # peer id -> how many origin entries have it
 
     def __len__(self) -> int:
         return sum(len(peers) for peers in self._torrents.values())
@@ -37,20 +47,56 @@ class PeerStore:
                  now: float | None = None) -> tuple[list[Peer], bool]:
         """Record ``peer``; returns the peers to hand it, and whether others should hear of it.
 
-        Others hear of a peer that is new to the torrent or has just completed.
+        Others hear of a peer that is new to the torrent or has just completed. A peer that is
+        not an origin gets PEER_ID_TAKEN, and nothing changes, when its id is an origin's or
+        another owner's, or when its owner announced another id before.
         """
         now = time.monotonic() if now is None else now
+        if peer.origin:
+            self._evict(peer.peer_id)
+        else:
+            self._claim(peer.peer_id, owner)
         previous = self._torrents.get(info_hash, {}).get(peer.peer_id)
         ttl = float("inf") if peer.origin else self.ttl  # origins stay until replaced
         if owner is not None:
-            owned = self._owned.setdefault(owner, set())
             # One peer per owner and torrent: a restarted origin replaces its old entry.
-            for stale in [k for k in owned if k[0] == info_hash and k[1] != peer.peer_id]:
-                self._remove(*stale)
-            owned.add((info_hash, peer.peer_id))
+            if (stale := self._owned.get(owner, {}).get(info_hash)) not in (None, peer.peer_id):
+                self._remove(info_hash, stale, owner)
+        if previous is not None:  # this owner's own, or (for an origin) whoever had the id here
+            self._remove(info_hash, peer.peer_id, previous.owner)
         self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(peer, owner, now + ttl)
+        if owner is not None:
+            self._owned.setdefault(owner, {})[info_hash] = peer.peer_id
+        if peer.origin:
+            self._origin_ids[peer.peer_id] = self._origin_ids.get(peer.peer_id, 0) + 1
         news = previous is None or previous.peer != peer
         return self.peers_for(info_hash, exclude=peer.peer_id, now=now), news
+
+    def holder(self, peer_id: str) -> Hashable | None:
+        """The connection ``peer_id`` belongs to, if a connection (not an origin) holds it."""
+        return self._claims.get(peer_id)
+
+    def _claim(self, peer_id: str, owner: Hashable | None) -> None:
+        """Make ``peer_id`` ``owner``'s, or raise PEER_ID_TAKEN if it is someone else's."""
+        if self._origin_ids.get(peer_id):
+            raise SwarmregError(PEER_ID_TAKEN, f"peer id {peer_id} is an origin's")
+        holder = self._claims.get(peer_id)
+        if holder is not None and holder != owner:
+            raise SwarmregError(PEER_ID_TAKEN, f"peer id {peer_id} belongs to another connection")
+        if owner is None:
+            return
+        mine = self._ids.setdefault(owner, peer_id)
+        if mine != peer_id:
+            raise SwarmregError(PEER_ID_TAKEN, f"this connection announced peer id {mine}: it cannot be another peer")
+        self._claims[peer_id] = owner
+
+    def _evict(self, peer_id: str) -> None:
+        """An origin announces ``peer_id``: a connection that claimed it loses its entries."""
+        holder = self._claims.pop(peer_id, None)
+        if holder is not None:
+            for info_hash, owned_id in list(self._owned.get(holder, {}).items()):
+                if owned_id == peer_id:
+                    self._remove(info_hash, peer_id, holder)
 
     def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
         """Up to ``max_peers`` live peers: origins and complete peers first, random within each class."""
@@ -63,31 +109,41 @@ class PeerStore:
         self._rng.shuffle(others)
         return (seeds + others)[:self.max_peers]
 
-    def leave(self, info_hash: str, peer_id: str) -> None:
-        self._remove(info_hash, peer_id)
+    def leave(self, info_hash: str, owner: Hashable) -> None:
+        """``owner`` no longer takes part in the torrent; it keeps its peer id."""
+        if (peer_id := self._owned.get(owner, {}).get(info_hash)) is not None:
+            self._remove(info_hash, peer_id, owner)
 
-    def _remove(self, info_hash: str, peer_id: str) -> None:
+    def _remove(self, info_hash: str, peer_id: str, owner: Hashable | None) -> None:
+        """Forget the torrent's entry for ``peer_id`` if ``owner``'s."""
         peers = self._torrents.get(info_hash, {})
-        entry = peers.pop(peer_id, None)
-        if entry is not None and entry.owner is not None:
-            self._owned.get(entry.owner, set()).discard((info_hash, peer_id))
+        entry = peers.get(peer_id)
+        if entry is None or entry.owner != owner:
+            return
+        del peers[peer_id]
+        if entry.owner is not None and self._owned.get(entry.owner, {}).get(info_hash) == peer_id:
+            del self._owned[entry.owner][info_hash]
+        if entry.peer.origin:
+            self._origin_ids[peer_id] -= 1
+            if not self._origin_ids[peer_id]:
+                del self._origin_ids[peer_id]
         if not peers:
             self._torrents.pop(info_hash, None)
 
     def drop_owner(self, owner: Hashable) -> int:
-        """Forget every peer a closed connection announced; returns how many."""
-        owned = self._owned.pop(owner, set())
-        for info_hash, peer_id in owned:
-            entry = self._torrents.get(info_hash, {}).get(peer_id)
-            if entry is not None and entry.owner == owner:
-                self._remove(info_hash, peer_id)
+        """Forget every peer a closed connection announced, and free its peer id; returns how many."""
+        owned = self._owned.pop(owner, {})
+        for info_hash, peer_id in owned.items():
+            self._remove(info_hash, peer_id, owner)
+        if (claimed := self._ids.pop(owner, None)) is not None and self._claims.get(claimed) == owner:
+            del self._claims[claimed]
         return len(owned)
 
     def expire(self, now: float | None = None) -> int:
         """Forget peers whose announce is older than the TTL; returns how many."""
         now = time.monotonic() if now is None else now
-        stale = [(info_hash, peer_id) for info_hash, peers in self._torrents.items()
+        stale = [(info_hash, peer_id, entry.owner) for info_hash, peers in self._torrents.items()
                  for peer_id, entry in peers.items() if entry.expires <= now]
-        for info_hash, peer_id in stale:
-            self._remove(info_hash, peer_id)
+        for info_hash, peer_id, owner in stale:
+            self._remove(info_hash, peer_id, owner)
         return len(stale)

@@ -11,7 +11,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from swarmreg.config import Address
-from swarmreg.errors import SwarmregError
+from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
@@ -137,10 +137,32 @@ class TrackerService:
             log.error("tracker connection from %s failed", connection.host, exc_info=group)
             await self._close(connection, 1011, "internal error")
         finally:
-            self._connections.discard(connection)
-            for info_hash in connection.peer_ids:
-                self._unsubscribe(connection, info_hash)
-            self.peers.drop_owner(connection)
+            self._forget(connection)
+
+    def _forget(self, connection: _Connection) -> None:
+        """Take a connection out of every torrent: its peers go, its peer id is free again."""
+        self._connections.discard(connection)
+        for info_hash in connection.peer_ids:
+            self._unsubscribe(connection, info_hash)
+        self.peers.drop_owner(connection)
+
+    async def _alive(self, connection: _Connection) -> bool:
+        """Whether ``connection`` answers a ping; one that does not is closed and forgotten.
+
+        A peer that reconnected announces its peer id on a new connection while the old one
+        may not have been seen to close (a half-open TCP connection): asked now, it goes.
+        """
+        with trio.move_on_after(self.config.handshake_timeout):
+            try:
+                await connection.ws.ping()
+                return True
+            except ConnectionClosed:
+                pass
+        log.warning("dropping tracker connection from %s: another connection announces its peer id "
+                    "and it does not answer a ping", connection.host)
+        self._forget(connection)
+        connection.scope.cancel()
+        return False
 
     @staticmethod
     async def _close(connection: _Connection, code: int, reason: str) -> None:
@@ -165,8 +187,8 @@ class TrackerService:
             frame = decode(data, TO_TRACKER, max_size)
             await connection.frames.take()
             if isinstance(frame, Leave):
-                if (peer_id := connection.peer_ids.pop(frame.info_hash, None)) is not None:
-                    self.peers.leave(frame.info_hash, peer_id)
+                if connection.peer_ids.pop(frame.info_hash, None) is not None:
+                    self.peers.leave(frame.info_hash, connection)
                     self._unsubscribe(connection, frame.info_hash)
                 continue
             # Requests may wait on an origin; a connection gets a bounded number at once.
@@ -218,7 +240,18 @@ class TrackerService:
             self._nursery.start_soon(self._refresh, frame.namespace, frame.digest)
         # A peer is reached at the address its connection comes from, whatever it claims.
         peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete)
-        peers, news = self.peers.announce(frame.info_hash, peer, owner=connection)
+        # A peer id belongs to the connection that announced it first, while that one lives
+        # (others get PEER_ID_TAKEN): if it is held elsewhere, make sure the holder lives.
+        holder = self.peers.holder(peer.peer_id)
+        while isinstance(holder, _Connection) and holder is not connection and not await self._alive(holder):
+            holder = self.peers.holder(peer.peer_id)
+        if connection not in self._connections:  # forgotten while it waited: it claims nothing
+            return AnnounceReply(frame.request_id, frame.info_hash,
+                                 failure=Failure(UNAVAILABLE.code, "the connection is closing"))
+        try:
+            peers, news = self.peers.announce(frame.info_hash, peer, owner=connection)
+        except SwarmregError as error:
+            return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
         connection.peer_ids[frame.info_hash] = peer.peer_id
         subscribers = self._subscribers.setdefault(frame.info_hash, set())
         subscribers.add(connection)

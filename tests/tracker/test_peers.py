@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
+from swarmreg.errors import PEER_ID_TAKEN, SwarmregError
 from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import Peer
 
@@ -62,19 +65,78 @@ def test_a_closed_connection_takes_its_peers_with_it() -> None:
     assert len(store) == 1
 
 
-def test_a_peer_that_reconnected_is_not_dropped_with_its_old_connection() -> None:
+def test_a_peer_id_is_free_again_once_its_connection_closed() -> None:
     store = PeerStore(ttl=60, max_peers=50)
     store.announce(IH, peer(1), owner="old", now=0)
-    store.announce(IH, peer(1), owner="new", now=1)
     store.drop_owner("old")
+    store.announce(IH, peer(1), owner="new", now=1)
+    assert store.holder(peer(1).peer_id) == "new"
     assert len(store.peers_for(IH, now=1)) == 1
 
 
 def test_leave() -> None:
     store = PeerStore(ttl=60, max_peers=50)
     store.announce(IH, peer(1), owner="c", now=0)
-    store.leave(IH, peer(1).peer_id)
+    store.leave(IH, "c")
     assert store.peers_for(IH, now=0) == [] and len(store) == 0
+    assert store.holder(peer(1).peer_id) == "c", "leaving a torrent keeps the connection's peer id"
+
+
+def refused(store: PeerStore, info_hash: str, p: Peer, owner: str) -> None:
+    with pytest.raises(SwarmregError) as error:
+        store.announce(info_hash, p, owner=owner, now=5)
+    assert error.value.code is PEER_ID_TAKEN
+
+
+def test_another_connections_peer_id_is_refused_in_every_torrent() -> None:
+    store = PeerStore(ttl=60, max_peers=50)
+    other = "cd" * 32
+    store.announce(IH, peer(1), owner="first", now=0)
+    refused(store, IH, Peer(peer(1).peer_id, "10.0.0.66", 6666, complete=True), "impostor")
+    refused(store, other, peer(1), "impostor")
+    # Nothing changed: the first connection's entry stays, and its leaving still works.
+    assert store.peers_for(IH, now=5) == [peer(1)] and store.peers_for(other, now=5) == []
+    store.drop_owner("impostor")
+    assert store.peers_for(IH, now=5) == [peer(1)]
+    store.leave(IH, "impostor")
+    assert store.peers_for(IH, now=5) == [peer(1)]
+    assert store.holder(peer(1).peer_id) == "first"
+
+
+def test_a_connection_is_one_peer() -> None:
+    store = PeerStore(ttl=60, max_peers=50)
+    store.announce(IH, peer(1), owner="c", now=0)
+    store.announce("cd" * 32, peer(1, complete=True), owner="c", now=0)  # the same id: fine
+    refused(store, IH, peer(2), "c")
+    assert store.peers_for(IH, now=5) == [peer(1)] and store.holder(peer(2).peer_id) is None
+
+
+def test_an_origins_peer_id_cannot_be_announced_replaced_or_removed_by_a_connection() -> None:
+    store = PeerStore(ttl=60, max_peers=50)
+    origin = peer(0, origin=True, complete=True)
+    other = "cd" * 32
+    store.announce(IH, origin, owner=("origin", "o:1"), now=0)
+    refused(store, IH, peer(0), "impostor")
+    refused(store, other, peer(0), "impostor")  # nor in a torrent the origin is not recorded in
+    store.leave(IH, "impostor")
+    store.drop_owner("impostor")
+    assert store.expire(now=10_000) == 0
+    assert store.peers_for(IH, now=10_000) == [origin] and store.peers_for(other, now=0) == []
+
+
+def test_an_origin_takes_its_peer_id_back_from_a_connection() -> None:
+    """A connection that learnt a restarted origin's new id before the tracker did loses it."""
+    store = PeerStore(ttl=60, max_peers=50)
+    other = "cd" * 32
+    store.announce(IH, peer(0), owner="impostor", now=0)
+    store.announce(other, peer(0), owner="impostor", now=0)
+    origin = peer(0, origin=True, complete=True)
+    store.announce(IH, origin, owner=("origin", "o:1"), now=1)
+    assert store.peers_for(IH, now=1) == [origin] and store.peers_for(other, now=1) == []
+    assert store.holder(peer(0).peer_id) is None
+    refused(store, other, peer(0), "impostor")
+    store.drop_owner("impostor")
+    assert store.peers_for(IH, now=1) == [origin]
 
 
 def test_an_owner_has_one_peer_per_torrent() -> None:

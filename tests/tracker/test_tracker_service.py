@@ -179,3 +179,88 @@ async def test_a_flood_of_announces_is_slowed_down_and_others_are_served_meanwhi
                     answered += 1
         # 20 at once, then 50 a second: the other 100 take at least 2 s.
         assert trio.current_time() - started >= (flood_size - 20) / 50 * 0.9
+
+
+async def announce(ws: WebSocketConnection, digest: Digest, metainfo: Metainfo, peer: Peer) -> AnnounceReply:
+    reply = await request(ws, Announce(1, metainfo.info_hash, str(digest), NS, peer))
+    assert isinstance(reply, AnnounceReply)
+    return reply
+
+
+async def next_push(ws: WebSocketConnection) -> PeersPush:
+    with trio.fail_after(10):
+        push = decode(await ws.get_message(), TO_PEER, 1 << 20)
+    assert isinstance(push, PeersPush)
+    return push
+
+
+async def test_a_peer_id_belongs_to_the_connection_that_announced_it(
+        herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, metainfo = blob
+    impostor = Peer(me(1).peer_id, "203.0.113.9", 7666)
+    async with channel(herd) as first, channel(herd) as third:
+        await announce(third, digest, metainfo, me(3))
+        assert (await announce(first, digest, metainfo, me(1))).failure is None
+        assert [(p.peer_id, p.port) for p in (await next_push(third)).peers] == [(me(1).peer_id, 7001)]
+        async with channel(herd) as second:
+            reply = await announce(second, digest, metainfo, impostor)
+            assert reply.failure is not None and reply.failure.code == "PEER_ID_TAKEN" and not reply.peers
+            # Nothing was replaced: the next push is the next newcomer's, and lists show the first.
+            async with channel(herd) as fourth:
+                await announce(fourth, digest, metainfo, me(4))
+                assert [p.peer_id for p in (await next_push(third)).peers] == [me(4).peer_id]
+            listed = [(p.peer_id, p.port) for p in (await announce(third, digest, metainfo, me(3))).peers]
+            assert (me(1).peer_id, 7001) in listed and (me(1).peer_id, 7666) not in listed
+        # The impostor has gone, the first is still there.
+        listed = [(p.peer_id, p.port) for p in (await announce(third, digest, metainfo, me(3))).peers]
+        assert (me(1).peer_id, 7001) in listed
+
+
+async def test_a_closed_connections_peer_id_is_free_again(herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, metainfo = blob
+    async with channel(herd) as second, channel(herd) as third:
+        async with channel(herd) as first:
+            await announce(first, digest, metainfo, me(1))
+            refused = await announce(second, digest, metainfo, me(1))
+            assert refused.failure is not None and refused.failure.code == "PEER_ID_TAKEN"
+        reply = await announce(second, digest, metainfo, me(1))
+        assert reply.failure is None
+        listed = [(p.peer_id, p.port) for p in (await announce(third, digest, metainfo, me(3))).peers]
+        assert (me(1).peer_id, 7001) in listed
+
+
+async def test_a_connection_cannot_take_the_origins_peer_id(herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
+    digest, metainfo = blob
+    async with channel(herd) as first:
+        [origin] = [p for p in (await announce(first, digest, metainfo, me(1))).peers if p.origin]
+        async with channel(herd) as impostor:
+            reply = await announce(impostor, digest, metainfo, Peer(origin.peer_id, "203.0.113.9", 7666, True))
+            assert reply.failure is not None and reply.failure.code == "PEER_ID_TAKEN"
+        # The impostor disconnected: the origin is in every peer list still.
+        assert origin in (await announce(first, digest, metainfo, me(1))).peers
+        async with channel(herd) as third:
+            assert origin in (await announce(third, digest, metainfo, me(3))).peers
+
+
+async def test_a_holder_that_does_not_answer_a_ping_loses_its_peer_id(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A peer that reconnected gets its id back from its old connection if that one is dead."""
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.handshake_timeout=1"),
+                              ["origin", "tracker"])
+    async with httpx.AsyncClient(base_url=herd.url("origin")) as client:
+        digest = Digest.parse(await upload_blob(client, NS, random_bytes(1 << 20)))
+        metainfo = Metainfo.parse((await client.get(f"/namespace/{NS}/blobs/{digest}/metainfo")).content, digest)
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    # With no message queue, a connection that stops reading stops answering pings too.
+    async with open_websocket(host, int(port), "/announce", use_ssl=False, message_queue_size=0) as stuck:
+        await announce(stuck, digest, metainfo, me(1))
+        async with channel(herd) as other, channel(herd) as again:
+            await announce(other, digest, metainfo, me(2))  # pushed to the stuck one, which does not read it
+            reply = await announce(again, digest, metainfo, Peer(me(1).peer_id, "203.0.113.9", 7666))
+            assert reply.failure is None
+            assert [(p.peer_id, p.port) for p in (await next_push(other)).peers] == [(me(1).peer_id, 7666)]
+            listed = [(p.peer_id, p.port) for p in (await announce(other, digest, metainfo, me(2))).peers]
+            assert (me(1).peer_id, 7666) in listed and (me(1).peer_id, 7001) not in listed
+        with pytest.raises(ConnectionClosed), trio.fail_after(10):
+            while True:  # the push it did not read, then the close
+                await stuck.get_message()
+    await herd.stop()
