@@ -72,6 +72,16 @@ class PeerStore:
         news = previous is None or previous.peer != peer
         return self.peers_for(info_hash, exclude=peer.peer_id, now=now), news
 
+    def is_origin(self, info_hash: str, peer: Peer) -> bool:
+        """Whether ``peer`` is, at its address, an origin of the torrent: an agent in its origin's daemon.
+
+        Agent and origin roles in one daemon share one peer wire and so one peer id; the agent's
+        announces of the origin's torrents say nothing the origin's entry does not say already.
+        """
+        entry = self._torrents.get(info_hash, {}).get(peer.peer_id)
+        return (entry is not None and entry.peer.origin
+                and (entry.peer.host, entry.peer.port) == (peer.host, peer.port))
+
     def holder(self, peer_id: str) -> Hashable | None:
         """The connection ``peer_id`` belongs to, if a connection (not an origin) holds it."""
         return self._claims.get(peer_id)

@@ -240,6 +240,10 @@ class TrackerService:
             self._nursery.start_soon(self._refresh, frame.namespace, frame.digest)
         # A peer is reached at the address its connection comes from, whatever it claims.
         peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete)
+        if self.peers.is_origin(frame.info_hash, peer):
+            return AnnounceReply(frame.request_id, frame.info_hash,
+                                 tuple(self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)),
+                                 self.config.announce_interval)
         # A peer id belongs to the connection that announced it first, while that one lives
         # (others get PEER_ID_TAKEN): if it is held elsewhere, make sure the holder lives.
         holder = self.peers.holder(peer.peer_id)

@@ -242,6 +242,19 @@ async def test_a_connection_cannot_take_the_origins_peer_id(herd: RunningDaemon,
             assert origin in (await announce(third, digest, metainfo, me(3))).peers
 
 
+async def test_the_origins_own_daemon_may_announce_its_peer_id(herd: RunningDaemon,
+                                                               blob: tuple[Digest, Metainfo]) -> None:
+    """An agent role in the origin's daemon shares its peer wire and peer id: its announce is the origin's."""
+    digest, metainfo = blob
+    async with channel(herd) as first:
+        [origin] = [p for p in (await announce(first, digest, metainfo, me(1))).peers if p.origin]
+        async with channel(herd) as same_node:  # from the origin's address, with its port
+            reply = await announce(same_node, digest, metainfo, Peer(origin.peer_id, "ignored", origin.port, True))
+            assert reply.failure is None and me(1).peer_id in [p.peer_id for p in reply.peers]
+            assert origin.peer_id not in [p.peer_id for p in reply.peers]
+        assert origin in (await announce(first, digest, metainfo, me(1))).peers
+
+
 async def test_a_holder_that_does_not_answer_a_ping_loses_its_peer_id(nursery: trio.Nursery, tmp_path: Path) -> None:
     """A peer that reconnected gets its id back from its old connection if that one is dead."""
     herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.handshake_timeout=1"),
