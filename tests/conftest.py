@@ -17,11 +17,26 @@ import trio
 from swarmreg.config import Config, load_config
 from swarmreg.daemon import Daemon
 from swarmreg.devcluster import DaemonProcess
+from tests.watchdog import add_watchdogs, close_abandoned_trio_run
 
 # Every role listens on a free port in tests.
 PORT_ZERO = ("origin.listen=127.0.0.1:0", "swarm.listen=127.0.0.1:0", "tracker.listen=127.0.0.1:0",
              "agent.listen=127.0.0.1:0", "index.listen=127.0.0.1:0", "proxy.listen=127.0.0.1:0",
              "agent.registry_listen=127.0.0.1:0")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-trio's trio_mode has marked the Trio tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    add_watchdogs(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    except BaseException as error:  # pytest-timeout's failure may stop a trio.run mid-loop
+        close_abandoned_trio_run(error)
+        raise
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:
@@ -94,13 +109,16 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Any]:
             await process.spawn()
         return process
 
-    yield start
-    for process in processes:
-        process.kill()
-        if process.process is not None:
-            await process.wait()
-    for log in logs:
-        log.close()
+    try:
+        yield start
+    finally:  # even when a hung test is cancelled: no daemon outlives it
+        for process in processes:
+            process.kill()
+        for log in logs:
+            log.close()
+        for process in processes:
+            if process.process is not None:
+                await process.wait()
 
 
 def files_under(root: Path) -> set[str]:
