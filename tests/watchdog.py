@@ -10,6 +10,7 @@ If the test cannot be cancelled (a shielded wait), pytest-timeout still fires af
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -17,6 +18,7 @@ import traceback
 import warnings
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from functools import partial
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -47,10 +49,31 @@ def watchdog_seconds(item: pytest.Item) -> float | None:
     return timeout - min(MARGIN, timeout / 10)
 
 
+def _await_frames(awaitable: Any) -> Iterator[tuple[FrameType, int]]:
+    """The frames ``awaitable`` waits in, outermost first: Task.iter_await_frames, which also
+    goes through the coroutine wrapper a class's ``__await__`` returns (hypercorn's TCPServer)."""
+    while awaitable is not None:
+        if hasattr(awaitable, "cr_frame"):
+            frame, awaitable = awaitable.cr_frame, awaitable.cr_await
+        elif hasattr(awaitable, "gi_frame"):
+            frame, awaitable = awaitable.gi_frame, awaitable.gi_yieldfrom
+        elif hasattr(awaitable, "ag_frame"):
+            frame, awaitable = awaitable.ag_frame, awaitable.ag_await
+        elif type(awaitable).__name__ in ("coroutine_wrapper", "async_generator_asend", "async_generator_athrow"):
+            # These hide what they wrap; the garbage collector knows.
+            inner = [ref for ref in gc.get_referents(awaitable) if hasattr(ref, ("cr_frame", "ag_frame")[
+                type(awaitable).__name__ != "coroutine_wrapper"])]
+            frame, awaitable = None, inner[0] if inner else None
+        else:
+            return
+        if frame is not None:
+            yield frame, frame.f_lineno
+
+
 def _task_lines(task: trio.lowlevel.Task, depth: int) -> Iterator[str]:
     indent = "    " * depth
     yield f"{indent}task {task.name!r}"
-    frames = [(frame, line) for frame, line in task.iter_await_frames()
+    frames = [(frame, line) for frame, line in _await_frames(task.coro)
               if not frame.f_code.co_filename.startswith(_TRIO_CORE)]  # the scheduler's own frames
     for line in traceback.StackSummary.extract(frames).format():
         for part in line.rstrip("\n").split("\n"):
