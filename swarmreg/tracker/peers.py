@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Hashable
 
 import attrs
+import trio
 
 from swarmreg.tracker.messages import Peer
 
@@ -20,7 +20,11 @@ class _Entry:
 
 class PeerStore:
     """Peers per info-hash. Announced peers expire after ``ttl`` unless they announce
-    again, and go at once when their connection closes; origins stay."""
+    again, and go at once when their connection closes; origins stay.
+
+    Times are trio's clock (``trio.current_time()``), the clock the tracker's expiry loop
+    sleeps on, unless a method is given ``now``.
+    """
 
     def __init__(self, ttl: float, max_peers: int, rng: random.Random | None = None) -> None:
         """Origins never expire: announce them with owner ("origin", address)."""
@@ -39,7 +43,7 @@ class PeerStore:
 
         Others hear of a peer that is new to the torrent or has just completed.
         """
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         previous = self._torrents.get(info_hash, {}).get(peer.peer_id)
         ttl = float("inf") if peer.origin else self.ttl  # origins stay until replaced
         if owner is not None:
@@ -54,7 +58,7 @@ class PeerStore:
 
     def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
         """Up to ``max_peers`` live peers: origins and complete peers first, random within each class."""
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         live = [e.peer for e in self._torrents.get(info_hash, {}).values()
                 if e.expires > now and e.peer.peer_id != exclude]
         seeds = [p for p in live if p.origin or p.complete]
@@ -85,7 +89,7 @@ class PeerStore:
 
     def expire(self, now: float | None = None) -> int:
         """Forget peers whose announce is older than the TTL; returns how many."""
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         stale = [(info_hash, peer_id) for info_hash, peers in self._torrents.items()
                  for peer_id, entry in peers.items() if entry.expires <= now]
         for info_hash, peer_id in stale:
