@@ -18,9 +18,24 @@ from netsim.cluster import Cluster
 from swarmreg.config import Config, load_config
 from swarmreg.daemon import Daemon
 from swarmreg.devcluster import DaemonProcess, port_zero
+from tests.watchdog import add_watchdogs, close_abandoned_trio_run
 
 # Every role listens on a free port in tests.
 PORT_ZERO = port_zero()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-trio's trio_mode has marked the Trio tests
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    add_watchdogs(items)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    except BaseException as error:  # pytest-timeout's failure may stop a trio.run mid-loop
+        close_abandoned_trio_run(error)
+        raise
 
 
 def make_config(data_dir: Path, *overrides: str) -> Config:
@@ -87,8 +102,10 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Any]:
             await process.spawn()
         return process
 
-    yield start
-    await cluster.kill()
+    try:
+        yield start
+    finally:  # even when a hung test is cancelled: no daemon outlives it
+        await cluster.kill()
 
 
 def files_under(root: Path) -> set[str]:

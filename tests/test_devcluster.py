@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -13,11 +14,30 @@ import httpx
 import pytest
 import trio
 
-from swarmreg.config import Config, load_config
+from swarmreg.config import Address, Config, load_config
+from swarmreg.devcluster import DEVCLUSTER
 from tests.origin.helpers import upload_blob
 from tests.proxy.helpers import push_image
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def devcluster_ports() -> list[int]:
+    """The fixed ports the devcluster listens on, from its node specs (``*.listen=host:port``)."""
+    return [Address.parse(value).port for spec in DEVCLUSTER for override in spec.overrides
+            for key, value in [override.split("=", 1)] if key.endswith("listen")]
+
+
+def busy_port(ports: list[int]) -> int | None:
+    """The first of ``ports`` that cannot be bound on 127.0.0.1 now (as the daemons bind), if any."""
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return port
+    return None
 
 
 def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
@@ -26,8 +46,18 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     assert loaded == attrs.evolve(Config(), data_dir=str(tmp_path))
 
 
+@pytest.fixture
+def devcluster_ports_free() -> None:
+    """Skip (naming the port) when a devcluster port is taken: its ports are fixed, and are what
+    the test checks, so it cannot run beside a running devcluster. (A sync fixture: pytest-trio
+    would drop the reason of a skip raised in the test.)"""
+    if (port := busy_port(devcluster_ports())) is not None:
+        pytest.skip(f"devcluster port 127.0.0.1:{port} is in use (a devcluster running?)")
+
+
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
-async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool) -> None:
+async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: Path, tls: bool,
+                                                                    devcluster_ports_free: None) -> None:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path), *(["--tls"] if tls else [])],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

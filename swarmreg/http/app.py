@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 
 # A request body buffers at most this much before the socket stops being read.
 BODY_HIGH_WATER = 8 << 20
+# A request answered before its body was read keeps its connection only when the rest of the
+# body is at most this long and arrives this soon (it is read and dropped); otherwise the answer
+# says Connection: close, so the client does not send its next request on a connection that is
+# about to close with unread bytes in it.
+DRAIN_LIMIT = 1 << 20
+DRAIN_TIMEOUT = 1.0
 
 
 class BoundedBody(TrioBody):
@@ -47,9 +53,19 @@ class BoundedBody(TrioBody):
         self._size = 0
         self._drained = EventWrapper()
         self._drained.set()
+        self._discarding = False
+        self.received = 0  # bytes of the body that have arrived, kept or not
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has arrived."""
+        return self._complete.is_set()
 
     def append(self, data: bytes) -> None:
         if not data or self._must_raise is not None:
+            return
+        self.received += len(data)
+        if self._discarding:
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -86,6 +102,15 @@ class BoundedBody(TrioBody):
     async def wait_drained(self) -> None:
         await self._drained.wait()
 
+    async def wait_complete(self) -> None:
+        await self._complete.wait()
+
+    def discard(self) -> None:
+        """Nothing reads this body any more: drop what it holds and whatever still arrives,
+        so the connection's reader never waits for room again."""
+        self._discarding = True
+        self.clear()
+
 
 class BoundedRequest(TrioRequest):
     body_class = BoundedBody
@@ -98,7 +123,21 @@ class PlainResponse(TrioResponse):
 
 
 class BackpressureConnection(TrioASGIHTTPConnection):
-    """Reads the next body message only once the handler has drained the buffer."""
+    """Reads the next body message only once the handler has drained the buffer, and ends each
+    response so that its connection is kept alive or closed, never left hanging.
+
+    hypercorn finishes a request inside the app's last ``send``: it closes the connection when
+    the request body has not all arrived, or else starts the keep-alive timer and reads the next
+    request. That same ``send`` first tells the app ``http.disconnect``, on which quart-trio
+    cancels the app's tasks, the sender included, and the cancellation cut hypercorn's work
+    short at its next checkpoint: a connection meant to close stayed open, its reader dropped
+    the rest of the body and then waited forever before the next request (which got no
+    answer), and a kept-alive connection lost its idle timeout. So the disconnect that arrives
+    during the last send does not cancel it. A response sent before the body has all arrived
+    (an early error) waits for a short rest of it (_drain), or says ``Connection: close``.
+    """
+
+    _finishing = False
 
     async def handle_messages(self, nursery: trio.Nursery, request: Any, receive: Any) -> None:  # type: ignore[override]
         while True:
@@ -110,7 +149,42 @@ class BackpressureConnection(TrioASGIHTTPConnection):
                 await request.body.wait_drained()
             elif message["type"] == "http.disconnect":
                 break
+        if not self._finishing:  # a client gone mid-request: stop the handler
+            nursery.cancel_scope.cancel()
+
+    async def handle_request(self, nursery: trio.Nursery, request: Any, send: Any) -> None:  # type: ignore[override]
+        response = await self.app.handle_request(request)
+        if not await _drain(request) and self.scope.get("http_version") in ("1.0", "1.1"):
+            response.headers["Connection"] = "close"
+
+        async def finish(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._finishing = True
+            await send(message)
+
+        if isinstance(response, Response) and response.timeout is not Ellipsis:
+            timeout = response.timeout
+        else:
+            timeout = self.app.config["RESPONSE_TIMEOUT"]
+        with trio.move_on_after(float("inf") if timeout is None else timeout):
+            await self._send_response(finish, response)
         nursery.cancel_scope.cancel()
+
+
+async def _drain(request: Any) -> bool:
+    """Read and drop the rest of a body the handler left, if it is short and comes soon;
+    returns whether the whole body has arrived (and the connection can serve another request)."""
+    body = request.body
+    if not isinstance(body, BoundedBody):
+        return True
+    body.discard()
+    if body.complete:
+        return True
+    length = request.content_length  # None: chunked, or no body (whose end may not be in yet)
+    if length is None or length - body.received <= DRAIN_LIMIT:
+        with trio.move_on_after(DRAIN_TIMEOUT):
+            await body.wait_complete()
+    return body.complete
 
 
 def error_response(error: SwarmregError, headers: dict[str, str] | None = None) -> Response:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Hashable
 
 import attrs
+import trio
 
 from swarmreg.errors import PEER_ID_TAKEN, SwarmregError
 from swarmreg.tracker.wire import Peer
@@ -51,7 +51,7 @@ class PeerStore:
         not an origin gets PEER_ID_TAKEN, and nothing changes, when its id is an origin's or
         another owner's, or when its owner announced another id before.
         """
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         if peer.origin:
             self._evict(peer.peer_id)
         else:
@@ -110,7 +110,7 @@ class PeerStore:
 
     def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
         """Up to ``max_peers`` live peers: origins and complete peers first, random within each class."""
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         live = [e.peer for e in self._torrents.get(info_hash, {}).values()
                 if e.expires > now and e.peer.peer_id != exclude]
         seeds = [p for p in live if p.origin or p.complete]
@@ -151,7 +151,7 @@ class PeerStore:
 
     def expire(self, now: float | None = None) -> int:
         """Forget peers whose announce is older than the TTL; returns how many."""
-        now = time.monotonic() if now is None else now
+        now = trio.current_time() if now is None else now
         stale = [(info_hash, peer_id, entry.owner) for info_hash, peers in self._torrents.items()
                  for peer_id, entry in peers.items() if entry.expires <= now]
         for info_hash, peer_id, owner in stale:

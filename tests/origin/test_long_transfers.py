@@ -16,6 +16,7 @@ MINUTE = 60.0
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # takes over a minute by design, several on a loaded machine
 async def test_slow_upload_and_slow_download_take_over_a_minute_and_complete(
         origin_client: httpx.AsyncClient, origin: RunningDaemon) -> None:
     address = origin.ready["roles"]["origin"]["http"]

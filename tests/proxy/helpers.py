@@ -75,8 +75,10 @@ class RegistryAuth(httpx.Auth):
         if response.status_code != 401 or not response.headers.get("WWW-Authenticate", "").startswith("Bearer "):
             return
         params = dict(re.findall(r'(\w+)="([^"]*)"', response.headers["WWW-Authenticate"]))
+        # A request made here has none of the client's settings: give it the timeouts at least.
         token_request = httpx.Request("GET", params["realm"], params={
-            k: v for k, v in params.items() if k in ("service", "scope")})
+            k: v for k, v in params.items() if k in ("service", "scope")},
+            extensions={key: request.extensions[key] for key in ("timeout",) if key in request.extensions})
         token_response = yield next(self.basic.auth_flow(token_request))
         token_response.raise_for_status()
         request.headers["Authorization"] = f"Bearer {token_response.json()['token']}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+import trio
+from trio.testing import MockClock
 
 from swarmreg.errors import PEER_ID_TAKEN, SwarmregError
 from swarmreg.tracker.peers import PeerStore
@@ -145,3 +147,14 @@ def test_an_owner_has_one_peer_per_torrent() -> None:
     store.announce(IH, peer(1, origin=True, complete=True), owner=("origin", "o:1"), now=0)
     store.announce(IH, peer(2, origin=True, complete=True), owner=("origin", "o:1"), now=1)
     assert [p.peer_id for p in store.peers_for(IH, now=1)] == [peer(2).peer_id]
+
+
+async def test_times_are_trios_clock_the_one_the_tracker_sleeps_on(autojump_clock: MockClock) -> None:
+    store = PeerStore(ttl=10, max_peers=50)
+    store.announce(IH, peer(1), owner="c1")
+    await trio.sleep(9)
+    store.announce(IH, peer(2), owner="c2")
+    assert store.expire() == 0
+    await trio.sleep(2)  # on a mock clock: no real time passes
+    assert store.expire() == 1
+    assert [p.peer_id for p in store.peers_for(IH)] == [peer(2).peer_id]
