@@ -6,12 +6,14 @@ as a plugin, so what is checked is what a hang in the suite would print.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+ROOT = str(Path(__file__).resolve().parents[1])  # where the tests package is
 HANGING = '''
 import pytest
 import trio
@@ -47,6 +49,8 @@ async def test_hangs_where_no_cancel_reaches():
         await trio.to_thread.run_sync(__import__("time").sleep, 15, abandon_on_cancel=False)
 
 
+
+
 def test_a_plain_test_that_hangs():
     __import__("time").sleep(15)
 
@@ -63,7 +67,8 @@ def run_pytest(tmp_path: Path, name: str, source: str, timeout: int) -> tuple[st
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.conftest", "-p", "no:cacheprovider",
                            "--timeout", str(timeout), "-v", name],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])})
     return done.stdout + done.stderr, time.monotonic() - started
 
 
