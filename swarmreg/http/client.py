@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from swarmreg.errors import BAD_GATEWAY, ErrorCode, SwarmregError, error_code
+from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
 
 
 def envelope_error(response: httpx.Response) -> SwarmregError | None:
@@ -16,13 +16,14 @@ def envelope_error(response: httpx.Response) -> SwarmregError | None:
         return None
 
 
-def raise_for_error(response: httpx.Response, service: str, default: ErrorCode = BAD_GATEWAY) -> None:
-    """Raise the SwarmregError an error response describes; one without an envelope is ``default``."""
+def raise_for_error(response: httpx.Response, service: str) -> None:
+    """Raise the SwarmregError an error response describes; one without an envelope is BAD_GATEWAY."""
     if response.is_success:
         return
     error = envelope_error(response)
     if error is None:
-        error = SwarmregError(default, f"{service} answered {response.status_code}", {"status": response.status_code})
+        error = SwarmregError(BAD_GATEWAY, f"{service} answered {response.status_code}",
+                              {"status": response.status_code})
     raise error
 
 

@@ -17,7 +17,6 @@ from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
 from swarmreg.http.client import raise_for_error
 from swarmreg.origin.wire import (
     BLOB_SIZE,
-    LOCAL,
     METAINFO,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
@@ -164,9 +163,9 @@ class OriginClient:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    async def size(self, namespace: str, digest: Digest, *, local: bool = False) -> int | None:
-        """The blob's size at the origin (or, unless ``local``, its backend), None when unknown."""
-        response = await self._send("HEAD", blob_path(namespace, digest), params={LOCAL: "true"} if local else None)
+    async def size(self, namespace: str, digest: Digest) -> int | None:
+        """The blob's size at the origin (or its backend), None when unknown."""
+        response = await self._send("HEAD", blob_path(namespace, digest))
         if response.status_code == 404:
             return None
         raise_for_error(response, f"origin {self.base}")

@@ -52,11 +52,20 @@ class BlobStore:
 
     def __init__(self, root: Path, *, fsync: bool = True, chunk_size: int = 4 << 20) -> None:
         self.tree = BlobTree(root)
-        self.root = self.tree.root
-        self.blobs_dir = self.tree.blobs
-        self.tmp_dir = self.tree.tmp
         self.fsync = fsync
         self.chunk_size = chunk_size
+
+    @property
+    def root(self) -> Path:
+        return self.tree.root
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.tree.blobs
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.tree.tmp
 
     def prepare(self) -> None:
         """Create the layout and remove temp files a previous process left behind."""
