@@ -48,7 +48,9 @@ class OriginService:
         self.idle_timeout = config.http.idle_timeout
         self.uploads = UploadManager(
             config.layout.uploads, self.store,
-            ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
+            ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size,
+            max_sessions=config.origin.max_sessions,
+            max_per_namespace=config.origin.max_sessions_per_namespace)
         # Each runs once at a time per blob, in the service's nursery, not the request's:
         # a client that hangs up does not cancel a fetch or a hash others are waiting for.
         self._fetches = SingleFlight[Digest, None, None]("blob fetch")
