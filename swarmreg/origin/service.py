@@ -130,8 +130,9 @@ class OriginService:
         except SwarmregError:
             raise
         except Exception as error:
+            # The backend's own text (paths, hosts) goes to the log, not to the client.
             log.exception("backend write of %s failed", digest)
-            raise SwarmregError(BACKEND_ERROR, f"blob committed locally, backend write failed: {error}",
+            raise SwarmregError(BACKEND_ERROR, "blob committed locally, backend write failed",
                                 {"digest": str(digest)}) from error
 
     async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int:
@@ -196,7 +197,7 @@ class OriginService:
             raise
         except Exception as error:
             log.exception("backend call failed")
-            raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {error}") from error
+            raise SwarmregError(BACKEND_ERROR) from error
 
     # -- seeding -------------------------------------------------------------------------------
 
