@@ -126,8 +126,10 @@ DENIED = _register(
     "The user signed in but no `[[proxy.access]]` rule allows this action on this repository.")
 TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
-    "The client sent more requests than the registry allows. swarmreg never answers it: the tracker "
-    "slows a fast connection down (`tracker.frame_rate`) instead of refusing it.")
+    "A client address failed to sign in `proxy.auth_failure_limit` times within "
+    "`proxy.auth_failure_window` seconds: the proxy checks no password from it until the oldest "
+    "failure ages out (the `Retry-After` header and `detail.retry_after` say when). The tracker "
+    "never answers it: it slows a fast connection down (`tracker.frame_rate`) instead.")
 
 # Codes of our own, for conditions the spec has no code for.
 RANGE_INVALID = _register(
@@ -142,8 +144,8 @@ BLOB_EXISTS = _register(
     "answers: there is nothing to upload (a missing backend copy is written first).")
 TOO_LARGE = _register(
     "TOO_LARGE", 413, "content exceeds the configured limit",
-    "An upload would pass `origin.max_upload_size`, or a request body to the index passes its "
-    "limit.")
+    "An upload would pass `origin.max_upload_size`, a request body to the index passes its "
+    "limit, or a `POST /token` form is over 8 KiB.")
 NOT_FOUND = _register(
     "NOT_FOUND", 404, "no such endpoint",
     "No route on this port matches the path; on the proxy also `/token` when `proxy.auth` is "
