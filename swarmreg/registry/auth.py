@@ -16,7 +16,8 @@ import math
 import os
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import trio
 
@@ -57,8 +58,10 @@ class FailureThrottle:
     """Failed sign-ins per client address in a sliding window: after ``limit`` of them within
     ``window`` seconds the address is refused until the oldest one ages out. ``limit`` 0: off.
 
-    Memory is bounded: each address keeps at most ``limit`` timestamps, and the table at most
-    ``max_addresses`` addresses (the one that failed longest ago is dropped first).
+    Checks still running count as failures until they end, so a client that sends many guesses
+    at once gets no more than ``limit`` of them checked. Memory is bounded: each address keeps
+    at most ``limit`` timestamps, and the table at most ``max_addresses`` addresses (the one that
+    failed longest ago is dropped first).
     """
 
     def __init__(self, limit: int, window: float, *, max_addresses: int = _THROTTLE_ADDRESSES,
@@ -68,16 +71,33 @@ class FailureThrottle:
         self.max_addresses = max_addresses
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._checking: dict[str, int] = {}  # checks in progress per address
 
     def retry_after(self, address: str) -> int:
         """Seconds until ``address`` may try again; 0 when it may now."""
-        failures = self._failures.get(address)
-        if self.limit <= 0 or failures is None or len(failures) < self.limit:
+        if self.limit <= 0:
             return 0
-        wait = failures[0] + self.window - self._clock()
-        if wait <= 0:
+        now = self._clock()
+        recent = [at for at in self._failures.get(address, ()) if at + self.window > now]
+        if len(recent) + self._checking.get(address, 0) < self.limit:
             return 0
-        return max(1, math.ceil(wait))
+        if len(recent) < self.limit:  # refused for checks in progress: they end within seconds
+            return 1
+        return max(1, math.ceil(recent[0] + self.window - now))
+
+    @contextmanager
+    def checking(self, address: str) -> Iterator[None]:
+        """Around one password check from ``address``."""
+        if self.limit <= 0:
+            yield
+            return
+        self._checking[address] = self._checking.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            self._checking[address] -= 1
+            if not self._checking[address]:
+                del self._checking[address]
 
     def failed(self, address: str) -> None:
         """Count a failed sign-in from ``address``."""
@@ -140,8 +160,9 @@ class BasicAuth:
                                 {"retry_after": wait}, headers={"Retry-After": str(wait)})
         stored = self.users.get(name)
         # An unknown user is checked against a dummy hash: the same work, the same answer time.
-        matches = await trio.to_thread.run_sync(verify_password, password, stored or _DUMMY_HASH,
-                                                limiter=self.limiter)
+        with self.throttle.checking(client):
+            matches = await trio.to_thread.run_sync(verify_password, password, stored or _DUMMY_HASH,
+                                                    limiter=self.limiter)
         if stored is None or not matches:
             self.throttle.failed(client)
             raise self.refusal("invalid username or password")
