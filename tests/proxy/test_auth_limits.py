@@ -71,7 +71,7 @@ async def test_a_password_check_leaves_the_event_loop_running() -> None:
         during = ticks - before
         checking = False
     # One scrypt takes tens of milliseconds; a loop blocked by it ticks at most once.
-    assert during >= 5, f"{during} ticks in {elapsed * 1000:.0f} ms of password checking"
+    assert during >= 3, f"{during} ticks in {elapsed * 1000:.0f} ms of password checking"
 
 
 async def test_the_limiter_bounds_how_many_checks_run_at_once() -> None:
@@ -259,6 +259,9 @@ async def test_an_oversized_token_form_is_413_before_its_body_is_read(nursery: t
         async with httpx.AsyncClient(base_url=proxy, timeout=30) as client:
             response = await client.post("/token", content=chunked(), headers={"Content-Type": form})
             assert response.status_code == 413 and response.json()["errors"][0]["code"] == "TOO_LARGE"
+            for malformed in ("&".join(f"f{n}=1" for n in range(200)).encode(), b"scope=\xff\xfe"):
+                bad = await client.post("/token", content=malformed, headers={"Content-Type": form})
+                assert bad.status_code == 400 and bad.json()["errors"][0]["code"] == "BAD_REQUEST"
             # A form of the right size still trades a password for a token.
             grant = {"grant_type": "password", "username": "alice", "password": PASSWORD,
                      "service": "swarmreg", "scope": "repository:a/b:pull", "pad": "x" * (TOKEN_FORM_LIMIT // 2)}
