@@ -123,7 +123,8 @@ async def phase(daemon: DaemonProcess, seconds: float, load: str) -> dict[str, A
         await trio.sleep(0.5)  # the load gets going
         cpu, machine, started = process_seconds(pid), machine_seconds(), time.perf_counter()
         answered_before = sum(answers.values())
-        proxy_times, origin_times = [], []
+        proxy_times: list[float] = []
+        origin_times: list[float] = []
         async with trio.open_nursery() as probes:
             async def probe(url: str, into: list[float]) -> None:
                 into.extend(await latencies(url, seconds))
