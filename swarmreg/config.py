@@ -268,6 +268,10 @@ class ProxyConfig:
     # Permissions, the first rule that matches user and repository wins; none: users may do all.
     access: tuple[AccessRuleConfig, ...] = ()
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
+    # A client address with this many failed sign-ins within auth_failure_window seconds gets
+    # 429 until the oldest one ages out (0: no limit).
+    auth_failure_limit: int = attrs.field(default=10, validator=attrs.validators.ge(0))
+    auth_failure_window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
 def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:

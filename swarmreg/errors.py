@@ -132,8 +132,11 @@ TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
     "Opening an upload session when `origin.max_sessions` sessions are open in all, or "
     "`origin.max_sessions_per_namespace` in the namespace (the repository): finish or cancel one, "
-    "or wait the `Retry-After` seconds the answer carries (the proxy relays both). The tracker "
-    "slows a fast connection down (`tracker.frame_rate`) instead of refusing it.")
+    "or wait the `Retry-After` seconds the answer carries (the proxy relays both). Or a client "
+    "address failed to sign in `proxy.auth_failure_limit` times within `proxy.auth_failure_window` "
+    "seconds: the proxy checks no password from it until the oldest failure ages out (the "
+    "`Retry-After` header and `detail.retry_after` say when). The tracker never answers it: it "
+    "slows a fast connection down (`tracker.frame_rate`) instead.")
 
 # Codes of our own, for conditions the spec has no code for.
 RANGE_INVALID = _register(
@@ -148,8 +151,8 @@ BLOB_EXISTS = _register(
     "answers: there is nothing to upload (a missing backend copy is written first).")
 TOO_LARGE = _register(
     "TOO_LARGE", 413, "content exceeds the configured limit",
-    "An upload would pass `origin.max_upload_size`, or a request body to the index passes its "
-    "limit.")
+    "An upload would pass `origin.max_upload_size`, a request body to the index passes its "
+    "limit, or a `POST /token` form is over 8 KiB.")
 NOT_FOUND = _register(
     "NOT_FOUND", 404, "no such endpoint",
     "No route on this port matches the path; on the proxy also `/token` when `proxy.auth` is "

@@ -6,6 +6,7 @@ the origin over HTTP on the proxy, the swarm on an agent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -103,8 +104,37 @@ async def content_response(content: Content, repository: str, digest: Digest) ->
                                None if request.method == "HEAD" else open_range)
 
 
-def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> None:
-    """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
+# Per request: which repositories the catalog may name (None: all of them).
+CatalogFilter = Callable[[], Callable[[str], bool] | None]
+# How many names the filtered catalog reads from the index at a time.
+_CATALOG_BATCH = 1000
+
+
+async def filtered_catalog(index: IndexReader, n: int | None, last: str | None,
+                           visible: Callable[[str], bool]) -> tuple[list[str], dict[str, Any] | None]:
+    """A page of the ``visible`` repositories after ``last``: pagination counts only those, so
+    every page is full until the last and the next page starts where this one ended."""
+    if n == 0:
+        return [], None
+    names: list[str] = []
+    cursor = last
+    while True:
+        page, following = await index.catalog(_CATALOG_BATCH, cursor)
+        for name in page:
+            if not visible(name):
+                continue
+            if n is not None and len(names) == n:  # one more exists: this page is not the last
+                return names, {"last": names[-1], "n": n}
+            names.append(name)
+        if not following or not page:
+            return names, None
+        cursor = page[-1]
+
+
+def add_read_routes(app: QuartTrio, index: IndexReader, content: Content,
+                    catalog_filter: CatalogFilter | None = None) -> None:
+    """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``;
+    ``catalog_filter`` narrows the catalog to what the request's user may see."""
 
     @app.after_request
     async def _registry_headers(response: Response) -> Response:
@@ -147,7 +177,11 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> Non
     @app.get(CATALOG_PATH)
     async def catalog() -> Response:
         n, last = page_arguments()
-        repositories, following = await index.catalog(n, last)
+        visible = catalog_filter() if catalog_filter is not None else None
+        if visible is None:
+            repositories, following = await index.catalog(n, last)
+        else:
+            repositories, following = await filtered_catalog(index, n, last, visible)
         return json_response({"repositories": repositories}, headers=next_link(CATALOG_PATH, following))
 
     @app.get(REFERRERS_ROUTE)

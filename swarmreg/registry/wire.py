@@ -23,6 +23,11 @@ UPLOAD_UUID = "Docker-Upload-UUID"
 OCI_SUBJECT = "OCI-Subject"
 FILTERS_APPLIED = "OCI-Filters-Applied"
 
+# A POST /token form (grant_type, username, password, scope, service, client_id) is small: at
+# most this many bytes and fields.
+TOKEN_FORM_LIMIT = 8 << 10
+TOKEN_FORM_FIELDS = 100
+
 
 def blob_path(repository: str, digest: object) -> str:
     return f"/v2/{repository}/blobs/{digest}"
