@@ -3,7 +3,8 @@
 One Download per blob, shared by every request for it. It takes the metainfo
 from the tracker, adds the torrent (pieces from the next one to hash come
 first), hashes each piece in order into the whole-blob sha256, and moves the
-file into the blob store only when that hash matches the digest. Responses
+file into the blob store only when that hash matches the digest (fsynced first,
+with ``store.fsync``, as every blob the store holds). Responses
 stream every piece that has been hashed, but the last piece only after the
 whole blob matched: a blob that does not match its digest is never served
 whole; its responses are cut and the file dropped.
@@ -25,6 +26,7 @@ from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
 from swarmreg.node import Node
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.blobstore import fsync_path
 from swarmreg.store.files import ChunkedRange
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
@@ -219,9 +221,26 @@ class Downloads:
         download.verified = True
         torrent.mark("verified")
         download.notify()
-        await self.engine.move(torrent, self.node.store.path(digest).parent)
+        await self._commit(torrent)
         log.info("downloaded %s (%d bytes)", digest, metainfo.size)
         await self._announce_quietly(torrent, complete=True)
+
+    async def _commit(self, torrent: Torrent) -> None:
+        """Move a verified download under its digest, durably: only then is the blob held.
+
+        As the origin's store does: with ``store.fsync`` the file is fsynced before
+        it appears under its digest (after libtorrent has written all of it), a new
+        shard directory in its parent, and the shard once the file is in it.
+        """
+        store = self.node.store
+        digest = torrent.metainfo.digest
+        if store.fsync:
+            await self.engine.flush(torrent)
+            await trio.to_thread.run_sync(fsync_path, torrent.path)
+        shard = await trio.to_thread.run_sync(store.make_shard, digest)
+        await self.engine.move(torrent, shard)
+        if store.fsync:
+            await trio.to_thread.run_sync(partial(fsync_path, shard, directory=True))
 
     async def _wait_piece(self, torrent: Torrent, piece: int) -> None:
         """Wait for ``piece``; fail when no piece at all arrives for the stall timeout.
