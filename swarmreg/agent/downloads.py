@@ -6,8 +6,8 @@ first), hashes each piece in order into the whole-blob sha256, and moves the
 file into the blob store only when that hash matches the digest (fsynced first,
 with ``store.fsync``, as every blob the store holds). Responses
 stream every piece that has been hashed, but the last piece only after the
-whole blob matched: a blob that does not match its digest is never served
-whole; its responses are cut and the file dropped.
+whole blob matched and is held: a blob that does not match its digest is never
+served whole; its responses are cut and the file dropped.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Download:
         self.metainfo: Metainfo | None = None
         self.torrent: Torrent | None = None
         self.hashed = 0  # pieces [0, hashed) went into the whole-blob hash
-        self.verified = False  # the whole blob matched its digest
+        self.verified = False  # the whole blob matched its digest and is held (durably, with store.fsync)
         self.error: SwarmregError | None = None
         # The last pieces hashed, for responses streaming right behind the hash.
         self.recent: OrderedDict[int, bytes] = OrderedDict()
@@ -72,7 +72,7 @@ class Download:
         self.notify()
 
     async def wait_released(self, piece: int) -> None:
-        """Wait until a response may send ``piece``: hashed, and for the last piece, verified."""
+        """Wait until a response may send ``piece``: hashed, and for the last piece, verified and held."""
         assert self.metainfo is not None
         last = self.metainfo.num_pieces - 1
         while not (self.hashed > piece and (piece < last or self.verified)):
@@ -218,10 +218,13 @@ class Downloads:
             await self.engine.remove(torrent, delete_files=True)
             self.node.metainfo.delete(digest)
             raise SwarmregError(INTERNAL, "the swarm delivered a blob that does not match its digest")
-        download.verified = True
         torrent.mark("verified")
-        download.notify()
+        # The last piece goes out only once the blob is held: a client that has it all
+        # finds it on this agent, as a pusher finds a blob the origin acknowledged.
         await self._commit(torrent)
+        torrent.mark("committed")
+        download.verified = True
+        download.notify()
         log.info("downloaded %s (%d bytes)", digest, metainfo.size)
         await self._announce_quietly(torrent, complete=True)
 
