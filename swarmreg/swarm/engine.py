@@ -37,6 +37,7 @@ DISK_TIMEOUT = 120.0
 
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class _Pending(Generic[T]):
@@ -301,7 +302,7 @@ class SwarmEngine:
         if pending is None:
             pending = self._reading[key] = _Pending()
             torrent.handle.read_piece(index)
-        return await pending.wait()
+        return await self._answer(self._reading, key, pending)
 
     async def flush(self, torrent: Torrent) -> None:
         """Wait until libtorrent has written all it received of the torrent to its file.
@@ -315,15 +316,26 @@ class SwarmEngine:
             torrent.raise_if_failed()
             pending = self._flushing[torrent.info_hash] = _Pending()
             torrent.handle.flush_cache()
-        await pending.wait(DISK_TIMEOUT)
+        await self._answer(self._flushing, torrent.info_hash, pending)
 
     async def move(self, torrent: Torrent, directory: Path) -> None:
         """Move the torrent's file into ``directory`` (a rename on one filesystem); it keeps seeding."""
         torrent.raise_if_failed()
         pending = self._moving[torrent.info_hash] = _Pending()
         torrent.handle.move_storage(str(directory), lt.move_flags_t.always_replace_files)
-        await pending.wait(DISK_TIMEOUT)
+        await self._answer(self._moving, torrent.info_hash, pending)
         torrent.save_path = directory
+
+    @staticmethod
+    async def _answer(table: dict[K, _Pending[T]], key: K, pending: _Pending[T]) -> T:
+        """The pending call's result, within DISK_TIMEOUT; one that timed out is forgotten,
+        so the next call asks libtorrent again instead of joining a wait that may never end."""
+        try:
+            return await pending.wait(DISK_TIMEOUT)
+        except SwarmregError:
+            if table.get(key) is pending:
+                del table[key]
+            raise
 
     def _fail_pending(self, info_hash: str | None, reason: str) -> None:
         """Fail the flushes, moves and reads waiting on the torrent (on every one, for None)."""
