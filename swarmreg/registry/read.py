@@ -13,11 +13,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
+from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
 from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
 from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.oci.pagination import parse_page_size
 from swarmreg.registry.wire import (
     API_VERSION,
     BASE,
@@ -26,7 +27,6 @@ from swarmreg.registry.wire import (
     CONTENT_DIGEST,
     FILTERS_APPLIED,
     MANIFEST_ROUTE,
-    MAX_PAGE,
     REFERRERS_ROUTE,
     TAGS_ROUTE,
     tags_path,
@@ -66,13 +66,7 @@ class IndexReader(Protocol):
 
 def page_arguments() -> tuple[int | None, str | None]:
     """``n`` and ``last`` of a paginated list request."""
-    raw = request.args.get("n")
-    n = None
-    if raw is not None:
-        if not raw.isdigit() or int(raw) > MAX_PAGE:
-            raise SwarmregError(BAD_REQUEST, f"n must be an integer from 0 to {MAX_PAGE}", {"n": raw[:20]})
-        n = int(raw)
-    return n, request.args.get("last")
+    return parse_page_size(request.args.get("n")), request.args.get("last")
 
 
 def next_link(path: str, following: dict[str, Any] | None) -> dict[str, str]:

@@ -3,6 +3,10 @@ limits shared by the ports that serve it (the proxy, all of it; every agent, its
 
 from __future__ import annotations
 
+from swarmreg.oci.pagination import MAX_PAGE
+
+__all__ = ["MAX_PAGE"]  # the page bound (swarmreg.oci.pagination), part of this contract
+
 BASE = "/v2/"
 CATALOG_PATH = "/v2/_catalog"
 TOKEN = "/token"
@@ -18,9 +22,6 @@ CONTENT_DIGEST = "Docker-Content-Digest"
 UPLOAD_UUID = "Docker-Upload-UUID"
 OCI_SUBJECT = "OCI-Subject"
 FILTERS_APPLIED = "OCI-Filters-Applied"
-
-# The largest page of a tag list or the catalog a client may ask for (``n``).
-MAX_PAGE = 10_000
 
 
 def blob_path(repository: str, digest: object) -> str:
