@@ -215,7 +215,8 @@ class AgentConfig:
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces from the next one the download hashes that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
-    # How long a tag looked up in the index is reused (manifest records are kept for good).
+    # How long an answer of the index (a tag or blob link, found or not; a manifest record found) is
+    # reused: a tag, manifest or blob deleted through the proxy stops being served within it.
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Attempts at reaching the tracker (with backoff) before a request fails with 503.
     tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))

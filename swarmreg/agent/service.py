@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from swarmreg.agent.app import create_agent_app
-from swarmreg.agent.content import SwarmContent
+from swarmreg.agent.content import LinkedContent, SwarmContent
 from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.agent.registry import create_registry_app
@@ -51,8 +51,9 @@ class AgentService:
             address: Address = await nursery.start(serve, create_agent_app(content, self._stats),
                                                    self.config.agent.listen)
             registry_tls = self.config.agent.registry_tls
+            cached = CachedIndex(index, self.config.agent.tag_ttl, nursery)
             registry: Address = await nursery.start(partial(
-                serve, create_registry_app(content, CachedIndex(index, self.config.agent.tag_ttl)),
+                serve, create_registry_app(LinkedContent(content, cached), cached),
                 self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
             log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
                      "https" if registry_tls.enabled else "http", registry)

@@ -130,10 +130,25 @@ class BlobStore:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self.rename_into_place, source, digest)
 
+    def make_shard(self, digest: Digest) -> Path:
+        """The blob's shard directory, created if new; blocking.
+
+        With ``fsync``, a new shard is fsynced in its parent: otherwise a crash could
+        lose the directory, and with it a blob whose own rename was made durable.
+        """
+        shard = self.path(digest).parent
+        try:
+            shard.mkdir()
+        except FileExistsError:
+            return shard
+        if self.fsync:
+            fsync_path(shard.parent, directory=True)
+        return shard
+
     def rename_into_place(self, source: Path, digest: Digest) -> None:
         """Move a file known to hold ``digest``'s content under it (fsynced first); blocking."""
         target = self.path(digest)
-        target.parent.mkdir(exist_ok=True)
+        self.make_shard(digest)
         if self.fsync:
             fsync_path(source)
         # Concurrent writers of one digest each rename identical content; the last wins atomically.
