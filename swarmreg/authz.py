@@ -156,5 +156,5 @@ def exposure_error(config: Config, roles: Sequence[str]) -> str | None:
         return None
     return (f"internal ports listen beyond loopback ({'; '.join(exposed)}) with neither [tls] nor a "
             "cluster secret, so anyone who reaches them could upload blobs and write tags and manifests: "
-            "set [cluster] secret (the same on every node), or configure [tls] with role certificates "
+            "set [cluster] secret (cluster.secret, the same on every node), or configure [tls] with role certificates "
             "(swarmreg certs issue NAME --roles ...), or set cluster.insecure = true to run so on purpose")

@@ -82,6 +82,15 @@ def test_certificates_carry_their_roles_as_uri_names(certs: Path) -> None:
     assert cert_roles((certs / "herd-peer.pem").read_bytes()) == set(), "a peer-wire certificate reads only"
 
 
+def test_dev_certificates_get_the_devcluster_roles(tmp_path: Path) -> None:
+    make_dev_certs(tmp_path, ["herd", "agent-one", "stranger"])
+    assert cert_roles((tmp_path / "herd.pem").read_bytes()) == {"origin", "tracker", "index", "proxy"}
+    assert cert_roles((tmp_path / "agent-one.pem").read_bytes()) == {"agent"}
+    assert cert_roles((tmp_path / "stranger.pem").read_bytes()) == set()
+    make_dev_certs(tmp_path, {"stranger": ("index",)})  # other roles asked for: issued again
+    assert cert_roles((tmp_path / "stranger.pem").read_bytes()) == {"index"}
+
+
 def test_certs_issue_takes_roles(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "swarmreg", "certs", *args, "--dir", str(tmp_path)],
