@@ -396,3 +396,22 @@ def test_cluster_keys_are_strict() -> None:
     with pytest.raises(ConfigError, match="cluster.bogus"):
         load_config(None, ["cluster.bogus=1"])
 
+
+
+async def test_a_push_and_pull_with_the_secret_leave_it_out_of_the_logs(spawn: Any, tmp_path: Path) -> None:
+    debug = ('log.level="debug"', 'log.format="json"', f'cluster.secret="{SECRET}"')
+    herd = await spawn("herd", ["origin", "tracker", "index", "proxy"], *debug)
+    agent = await spawn("agent", ["agent"], *debug, f"agent.tracker={herd.address('tracker', 'ws')}",
+                        f"agent.index={herd.address('index', 'http')}")
+    layers = [random_bytes(1 << 20, seed=8)]
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
+        _, manifest = await push_image(proxy, "secret/app", "1", layers)
+    async with httpx.AsyncClient(base_url=f"http://{agent.address('agent', 'registry')}", timeout=60) as registry:
+        assert (await registry.get("/v2/secret/app/manifests/1")).content == manifest
+        assert (await registry.get(f"/v2/secret/app/blobs/{Digest.of(layers[0])}")).content == layers[0]
+    await agent.stop()
+    await herd.stop()
+    for name in ("herd", "agent"):
+        text = (tmp_path / f"{name}.log").read_text()
+        assert '"level": "debug"' in text
+        assert SECRET not in text, f"the cluster secret is in the {name} log"
