@@ -308,6 +308,17 @@ class TlsConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """What the internal ports ask of a writer when ``[tls]`` is not set (see swarmreg.authz)."""
+
+    # Shared by every node: writes to the origin, index and tracker need it as a bearer token,
+    # which our own clients send. Empty: no secret (writes unchecked without [tls]).
+    secret: str = attrs.field(default="", repr=False)
+    # Start even though internal ports listen beyond loopback with neither [tls] nor a secret.
+    insecure: bool = False
+
+
+@attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
     # SIGINT/SIGTERM give in-flight work this long before it is cancelled.
@@ -316,6 +327,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()
     tls: TlsConfig = TlsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
     swarm: SwarmConfig = SwarmConfig()
@@ -472,7 +484,13 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def dump_config(config: Config) -> str:
-    """The configuration as TOML that ``load_config`` reads back to the same value."""
+REDACTED = "<redacted>"
+
+
+def dump_config(config: Config, *, redact: bool = False) -> str:
+    """The configuration as TOML that ``load_config`` reads back to the same value; with
+    ``redact`` (``swarmreg config show``) a set cluster secret reads ``<redacted>``."""
+    if redact and config.cluster.secret:
+        config = attrs.evolve(config, cluster=attrs.evolve(config.cluster, secret=REDACTED))
     # TOML has no null: an unset optional key is simply left out.
     return tomli_w.dumps(_without_none(make_converter().unstructure(config)))

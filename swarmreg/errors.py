@@ -124,10 +124,13 @@ UNAUTHORIZED = _register(
     "UNAUTHORIZED", 401, "authentication required",
     "The proxy has `[proxy.users]` and the request has no valid credentials (basic auth), or no "
     "valid bearer token or one without the scope it needs (token auth); the WWW-Authenticate header "
-    "says how to sign in.")
+    "says how to sign in. On an internal port (origin, index, tracker) without `[tls]`: a write "
+    "without the cluster secret (`[cluster] secret`) as its bearer token, or with a wrong one.")
 DENIED = _register(
     "DENIED", 403, "requested access to the resource is denied",
-    "The user signed in but no `[[proxy.access]]` rule allows this action on this repository.")
+    "The user signed in but no `[[proxy.access]]` rule allows this action on this repository; or, on "
+    "an internal port with `[tls]`, the caller's certificate lacks the role the write is for (index "
+    "writes: proxy, index; origin uploads: proxy, origin; tracker origin announces: origin).")
 TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
     "Opening an upload session when `origin.max_sessions` sessions are open in all, or "

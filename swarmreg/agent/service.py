@@ -36,11 +36,13 @@ class AgentService:
         self.tracker = TrackerClient(
             node.config.agent.tracker, port=self._peer_port, peer_id=self.engine.peer_id,
             announcements=self._announcements, on_peers=self._on_peers,
-            attempts=node.config.agent.tracker_attempts, tls=node.tls.client)
+            attempts=node.config.agent.tracker_attempts, tls=node.tls.client,
+            secret=node.config.cluster.secret)
         self.downloads: Downloads | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        async with IndexClient(self.config.agent.index, tls=self.node.tls.client) as index, \
+        async with IndexClient(self.config.agent.index, tls=self.node.tls.client,
+                               secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
             content = SwarmContent(self.store, downloads)

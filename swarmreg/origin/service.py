@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from swarmreg.authz import ClusterGuard
 from swarmreg.backends.base import Backend
 from swarmreg.config import Address
 from swarmreg.digest import Digest
@@ -65,7 +66,8 @@ class OriginService:
             self._fetches.bind(nursery)
             self._building.bind(nursery)
             address: Address = await nursery.start(partial(
-                serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
+                serve_http, create_origin_app(self, ClusterGuard.from_config(self.node.config)),
+                self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)

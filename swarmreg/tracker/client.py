@@ -12,6 +12,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
 
+from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError, error_code
 from swarmreg.tracker.wire import (
@@ -44,6 +45,8 @@ class Announcement:
     digest: str
     namespace: str
     complete: bool
+    # Announce as an origin of the torrent (the tracker takes it from the origin role only).
+    origin: bool = False
 
 
 class TrackerClient:
@@ -56,9 +59,11 @@ class TrackerClient:
     def __init__(self, address: Address, *, port: Callable[[], int], peer_id: str,
                  announcements: Callable[[], Iterable[Announcement]],
                  on_peers: Callable[[str, tuple[Peer, ...]], None], attempts: int = 5,
-                 interval: float = 30.0, tls: ssl.SSLContext | None = None) -> None:
+                 interval: float = 30.0, tls: ssl.SSLContext | None = None, secret: str = "") -> None:
         self.address = address
         self.tls = tls
+        # The cluster secret, sent in the websocket handshake (the tracker checks it for origin announces).
+        self._headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
         self.port = port
         self.peer_id = peer_id
         self.announcements = announcements
@@ -91,7 +96,8 @@ class TrackerClient:
         while True:
             try:
                 async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=self.tls or False,
-                                          max_message_size=MAX_REPLY, connect_timeout=10) as ws:
+                                          max_message_size=MAX_REPLY, connect_timeout=10,
+                                          extra_headers=self._headers) as ws:
                     backoff = 0.1
                     self.connects += 1
                     log.info("connected to the tracker at %s", self.address)
@@ -170,7 +176,8 @@ class TrackerClient:
 
     async def announce(self, announcement: Announcement) -> tuple[Peer, ...]:
         """Announce one torrent; returns (and hands to ``on_peers``) the peers to connect to."""
-        me = Peer(self.peer_id, "", self.port(), announcement.complete)  # the tracker fills the host in
+        # The tracker fills the host in.
+        me = Peer(self.peer_id, "", self.port(), announcement.complete, announcement.origin)
         reply: AnnounceReply = await self._request(lambda request_id: Announce(
             request_id, announcement.info_hash, announcement.digest, announcement.namespace, me))
         if reply.failure is not None:
