@@ -9,12 +9,14 @@ ProtocolError, and the receiver closes that one connection with the reason.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import attrs
 import cattrs
 import msgpack
+from cattrs.v import format_exception
 
 PROTOCOL_VERSION = 1
 # The websocket path of the announce channel.
@@ -22,6 +24,10 @@ PATH = "/announce"
 # A reply (metainfo of a big blob included) is at most this big.
 MAX_REPLY = 16 << 20
 _HEX = re.compile(r"[0-9a-f]+")
+# The re-announce interval a reply may set, in seconds: a peer never re-announces in a tight
+# loop (or not at all) because a tracker said so.
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 86400.0
 
 
 class ProtocolError(Exception):
@@ -39,6 +45,12 @@ def _hex(length: int) -> Any:
 def _port(_instance: Any, _attribute: attrs.Attribute[int], value: int) -> None:
     if not 0 < value < 65536:
         raise ValueError("port must be 1-65535")
+
+
+def _interval(_instance: Any, attribute: attrs.Attribute[float], value: float) -> None:
+    if not (math.isfinite(value) and MIN_INTERVAL <= value <= MAX_INTERVAL):
+        raise ValueError(f"{attribute.name} must be a finite number of seconds in "
+                         f"[{MIN_INTERVAL:g}, {MAX_INTERVAL:g}], not {value!r}")
 
 
 @attrs.frozen
@@ -94,7 +106,7 @@ class AnnounceReply:
     request_id: int
     info_hash: str
     peers: tuple[Peer, ...] = ()
-    interval: float = 30.0
+    interval: float = attrs.field(default=30.0, validator=_interval)
     failure: Failure | None = None
 
 
@@ -143,6 +155,13 @@ for _kind in (int, float, str, bool, bytes):
     _converter.register_structure_hook(_kind, _strict(_kind))
 
 
+def _reason(error: BaseException, kind: Any) -> str:
+    """cattrs' wording of a failed field, with a validator's own message (which names the bound)."""
+    if type(error) is ValueError and str(error):
+        return f"invalid value ({str(error)[:120]})"
+    return format_exception(error, kind)
+
+
 def encode(frame: Any) -> bytes:
     """A frame's bytes on the wire."""
     data: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "t": _NAMES[type(frame)], "b": _converter.unstructure(frame)})
@@ -171,5 +190,6 @@ def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
     try:
         return _converter.structure(message["b"], kind)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
-        reason = "; ".join(cattrs.transform_error(error)) if isinstance(error, cattrs.BaseValidationError) else error
+        reason = ("; ".join(cattrs.transform_error(error, format_exception=_reason))
+                  if isinstance(error, cattrs.BaseValidationError) else error)
         raise ProtocolError(f"malformed {message['t']} frame: {str(reason)[:200]}") from None
