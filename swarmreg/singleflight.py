@@ -15,7 +15,7 @@ from typing import Generic, TypeVar, cast
 
 import trio
 
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError, log_failure, os_error
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,10 @@ class SingleFlight(Generic[K, S, T]):
             flight._result = await work(flight.state)
         except SwarmregError as error:
             flight.error = error
-        except Exception as error:  # a bug or an OS error: this work fails, the service runs on
+        except OSError as error:  # a full disk (STORAGE_FULL) or another OS error; no path in the answer
+            log_failure(log, f"{self.what} of {key}", error)
+            flight.error = os_error(error, f"{self.what} failed")
+        except Exception as error:  # a bug: this work fails, the service runs on
             log.exception("%s of %s failed", self.what, key)
             flight.error = SwarmregError(INTERNAL, f"{self.what} failed: {type(error).__name__}: {error}")
         except BaseException:  # the nursery is cancelled: the service is stopping

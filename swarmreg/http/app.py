@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Generator
 from typing import Any
 
 import trio
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import EventWrapper, TrioBody, TrioRequest
@@ -25,6 +25,8 @@ from swarmreg.errors import (
     TOO_LARGE,
     UNSUPPORTED,
     SwarmregError,
+    is_storage_full,
+    os_error,
 )
 
 log = logging.getLogger(__name__)
@@ -224,7 +226,12 @@ def create_base_app(name: str) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error in %s", name)
+        if is_storage_full(error):  # an operator's problem, not a bug: no traceback in the log
+            log.error("%s: disk full while serving %s", name, request.path[:200])
+        else:
+            log.exception("unhandled error in %s", name)
+        if isinstance(error, OSError):  # its str() names the file: the answer must not
+            return error_response(os_error(error, "storage error"))
         return error_response(SwarmregError(INTERNAL, f"{type(error).__name__}: {error}"))
 
     return app
