@@ -33,6 +33,7 @@ from swarmreg.errors import (
     STORAGE_FULL,
     TOO_LARGE,
     SwarmregError,
+    log_failure,
     os_error,
 )
 from swarmreg.layout import UPLOAD_DATA, UPLOAD_META, upload_dir
@@ -322,7 +323,10 @@ class UploadManager:
         while not stop.is_set():
             with trio.move_on_after(min(self.ttl / 4, 300.0)):
                 await stop.wait()
-            self.expire()
+            try:
+                self.expire()
+            except Exception as error:  # background work: the next round tries again
+                log_failure(log, "expiring upload sessions", error)
 
     def expire(self, now: float | None = None) -> int:
         """Remove idle sessions older than the TTL; returns how many went."""
