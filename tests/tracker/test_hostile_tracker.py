@@ -24,8 +24,8 @@ from swarmreg.config import Address
 from swarmreg.errors import SwarmregError
 from swarmreg.tracker.client import Announcement, TrackerClient
 from swarmreg.tracker.wire import (
-    PROTOCOL_VERSION,
     TO_PEER,
+    AnnounceReply,
     Failure,
     MetainfoReply,
     Peer,
@@ -41,11 +41,8 @@ MALFORMED = b"\x93\x01\x02\x03"
 
 
 def announce_reply(request_id: int, info_hash: str, interval: float) -> bytes:
-    """An announce reply built by hand: AnnounceReply itself refuses a bad interval."""
-    body = {"request_id": request_id, "info_hash": info_hash, "peers": [GOOD_PEER], "interval": interval,
-            "failure": None}
-    data: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "t": "announce_reply", "b": body})
-    return data
+    """An announce reply listing GOOD_PEER: our own encoder sends any interval; decoders check it."""
+    return encode(AnnounceReply(request_id, info_hash, (Peer(**GOOD_PEER),), interval))
 
 
 BAD_ANNOUNCE_REPLIES: list[Callable[[int, str], bytes]] = [
