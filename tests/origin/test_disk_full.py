@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -24,38 +23,10 @@ from swarmreg.store.blobstore import BlobStore
 from swarmreg.store.files import ByteRange
 from swarmreg.store.uploads import UploadManager
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
-from tests.origin.helpers import blob_path, commit, digest_of, patch, start_upload, upload_blob
+from tests.origin.helpers import blob_path, commit, digest_of, fill, patch, start_upload, tmpfs, upload_blob
 
 NS = "library/full"
 MiB = 1 << 20
-
-
-@contextmanager
-def tmpfs(where: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` mounted on ``where`` for the block; skips the test if mounting fails."""
-    where.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        # Lazy: a file a stopped daemon's thread still holds does not keep the mount.
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(directory: Path, name: str = "filler") -> Path:
-    """Write one file into ``directory`` until its filesystem is full."""
-    path = directory / name
-    chunk = b"\0" * (64 << 10)
-    with open(path, "wb", buffering=0) as file:
-        try:
-            while True:
-                file.write(chunk)
-        except OSError:
-            pass
-    return path
 
 
 @asynccontextmanager
