@@ -130,7 +130,7 @@ class OriginService:
             raise
         except Exception as error:
             log.exception("backend write of %s failed", digest)
-            raise SwarmregError(BACKEND_ERROR, f"blob committed locally, backend write failed: {error}",
+            raise SwarmregError(BACKEND_ERROR, f"blob committed locally, backend write failed: {_reason(error)}",
                                 {"digest": str(digest)}) from error
 
     async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int:
@@ -195,7 +195,7 @@ class OriginService:
             raise
         except Exception as error:
             log.exception("backend call failed")
-            raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {error}") from error
+            raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {_reason(error)}") from error
 
     # -- seeding -------------------------------------------------------------------------------
 
@@ -254,3 +254,10 @@ class OriginService:
             # Not cached (a full disk): seed and serve it all the same; the next ask builds it again.
             log_failure(log, f"caching the metainfo of {digest}", error)
         return metainfo
+
+
+def _reason(error: Exception) -> str:
+    """Why a backend call failed, for the answer: an OSError's str() names the file, its strerror does not."""
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    return str(error)
