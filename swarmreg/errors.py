@@ -178,8 +178,9 @@ PEER_ID_TAKEN = _register(
     "the tracker asks the origins again.")
 STORAGE_FULL = _register(
     "STORAGE_FULL", 507, "insufficient storage",
-    "The node's disk (or its quota) is full: an upload chunk, an upload's commit or a blob fetched "
-    "from a backend could not be written (ENOSPC, EDQUOT). Nothing partial is kept under a digest; "
+    "The node's disk (or its quota) is full: an upload chunk, an upload's commit, a blob fetched "
+    "from a backend, an agent's download or the index's database could not be written (ENOSPC, "
+    "EDQUOT, SQLITE_FULL). Nothing partial is kept under a digest; "
     "the chunk is not recorded and the session stays open, so the client may retry once space is "
     "freed. The daemon keeps serving the blobs it holds.")
 INTERNAL = _register(

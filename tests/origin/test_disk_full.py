@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -30,10 +30,10 @@ MiB = 1 << 20
 
 
 @asynccontextmanager
-async def running_origin(data_dir: Path, *roles: str) -> AsyncIterator[RunningDaemon]:
+async def running_origin(data_dir: Path, *roles: str, overrides: Sequence[str] = ()) -> AsyncIterator[RunningDaemon]:
     """A real daemon (the origin role, and ``roles``) on ``data_dir``, stopped at the end."""
     async with trio.open_nursery() as nursery:
-        daemon = await start_daemon(nursery, make_config(data_dir), ["origin", *roles])
+        daemon = await start_daemon(nursery, make_config(data_dir, *overrides), ["origin", *roles])
         try:
             yield daemon
         finally:
@@ -206,3 +206,34 @@ async def test_a_background_failure_after_a_commit_does_not_stop_the_origin(tmp_
         assert response.status_code == 500 and str(data_dir) not in response.text
         assert response.json()["errors"][0]["code"] == "INTERNAL"
         assert not origin.daemon.stopped.is_set()
+
+
+async def test_a_manifest_push_onto_a_full_index_is_507_and_the_index_recovers(tmp_path: Path) -> None:
+    """SQLite's 'database or disk is full' is STORAGE_FULL too, and leaves no transaction open."""
+    from tests.proxy.helpers import DOCKER_MANIFEST, image_manifest, push_blob
+
+    data_dir = tmp_path / "data"
+    with tmpfs(data_dir / "indexdb", "1m") as index_disk:
+        async with running_origin(data_dir, "index", "proxy", overrides=["index.database=indexdb/index.db"]) as herd, \
+                httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as registry:
+            config, layer = b'{"architecture": "amd64", "os": "linux"}', random_bytes(64 << 10, seed=9)
+            for blob in (config, layer):
+                await push_blob(registry, NS, blob)
+            filler = fill(index_disk)
+            manifests = [image_manifest(config, [layer], annotations={"n": "x" * 2000 + str(n)}) for n in range(200)]
+            answers = []
+            for n, manifest in enumerate(manifests):  # until the WAL needs a page it cannot get
+                response = await registry.put(f"/v2/{NS}/manifests/t{n}", content=manifest,
+                                              headers={"Content-Type": DOCKER_MANIFEST})
+                answers.append(response)
+                if response.status_code != 201:
+                    break
+            assert_storage_full(answers[-1], data_dir)
+            assert "index" in answers[-1].json()["errors"][0]["message"]
+            assert (await registry.get("/v2/")).status_code == 200
+            filler.unlink()
+            response = await registry.put(f"/v2/{NS}/manifests/after", content=manifests[0],
+                                          headers={"Content-Type": DOCKER_MANIFEST})
+            assert response.status_code == 201, response.text
+            assert (await registry.get(f"/v2/{NS}/manifests/after",
+                                       headers={"Accept": DOCKER_MANIFEST})).content == manifests[0]
