@@ -155,8 +155,10 @@ class TrackerConfig:
     # Origins to fetch metainfo from (their HTTP API); they also seed every blob.
     # Empty: the origin role of this same daemon.
     origins: tuple[Address, ...] = ()
-    # How often peers re-announce; a peer silent for three intervals expires.
-    announce_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    # How often peers re-announce; a peer silent for three intervals expires. Within the bounds
+    # a peer accepts in a reply (swarmreg.tracker.wire.MIN_INTERVAL, MAX_INTERVAL).
+    announce_interval: float = attrs.field(
+        default=30.0, validator=[attrs.validators.ge(1.0), attrs.validators.le(86400.0)])
     max_peers: int = attrs.field(default=50, validator=attrs.validators.ge(1))
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)

@@ -23,7 +23,7 @@ from typing import Any
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.singleflight import SingleFlight
 from swarmreg.store.blobstore import fsync_path
@@ -186,9 +186,22 @@ class Downloads:
             await self._download(download)
         except SwarmregError as error:
             log.warning("download of %s failed: %s", download.digest, error.message)
+            await self._drop_failed(download)
             raise
         download.done.set()
         download.notify()
+
+    async def _drop_failed(self, download: Download) -> None:
+        """Remove a torrent that failed (a full disk), file and all: the space goes back, and
+        the next request starts afresh instead of meeting the same failed torrent."""
+        torrent = download.torrent
+        if torrent is None or torrent.error is None or self.engine.get(torrent.info_hash) is not torrent:
+            return  # a stalled download keeps its torrent and pieces for the next request
+        try:
+            with trio.CancelScope(shield=True):
+                await self.engine.remove(torrent, delete_files=True)
+        except Exception as error:
+            log_failure(log, f"removing the failed torrent of {download.digest}", error)
 
     async def _download(self, download: Download) -> None:
         digest = download.digest
@@ -207,6 +220,9 @@ class Downloads:
         for piece in range(metainfo.num_pieces):
             torrent.focus(piece, self.window)
             await self._wait_piece(torrent, piece)
+            # A piece libtorrent checked in memory but could not write (a full disk) reads back
+            # wrong: the torrent's own error is the reason, not the digest.
+            torrent.raise_if_failed()
             data = await self.engine.read_piece(torrent, piece)
             await trio.to_thread.run_sync(hasher.update, data)
             download.remember(piece, data)
@@ -214,6 +230,7 @@ class Downloads:
             download.notify()
             if piece == 0:
                 log.debug("%s: first piece verified", digest)
+        torrent.raise_if_failed()
         if hasher.hexdigest() != digest.hex:
             await self.engine.remove(torrent, delete_files=True)
             self.node.metainfo.delete(digest)

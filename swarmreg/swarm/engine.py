@@ -8,6 +8,7 @@ info-hash to its Torrent.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -20,7 +21,7 @@ import libtorrent as lt
 import trio
 
 from swarmreg.config import Address, SwarmConfig
-from swarmreg.errors import BAD_GATEWAY, INTERNAL, UNAVAILABLE, ErrorCode, SwarmregError
+from swarmreg.errors import BAD_GATEWAY, INTERNAL, STORAGE_FULL, UNAVAILABLE, ErrorCode, SwarmregError
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.settings import every_peer_global, session_settings
 from swarmreg.swarm.torrent import Torrent
@@ -217,7 +218,14 @@ class SwarmEngine:
             torrent.banned_peers += 1
             log.warning("torrent %s: banned peer %s", torrent.metainfo.digest, alert.endpoint)
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
-            torrent.on_error(alert.message())
+            if torrent.error is None:  # libtorrent repeats it for every write that fails
+                log.warning("torrent %s: %s", torrent.metainfo.digest, alert.message())
+            # The alert's own message names the file: the torrent's error (which answers a
+            # download's requests) has the reason only.
+            full = alert.error.value() in (errno.ENOSPC, errno.EDQUOT) and \
+                alert.error.category().name() in ("system", "generic")
+            torrent.on_error(f"file error: {alert.error.message()}", warn=False,
+                             code=STORAGE_FULL if full else UNAVAILABLE)
             for callback in self.on_failure:
                 callback(torrent)
         elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):

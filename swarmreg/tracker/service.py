@@ -14,7 +14,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 
 from swarmreg.authz import TRACKER_ORIGINS, ClusterGuard
 from swarmreg.config import Address
-from swarmreg.errors import UNAVAILABLE, SwarmregError
+from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
@@ -274,8 +274,8 @@ class TrackerService:
         assert self.origins is not None
         try:
             await self.origins.metainfo(namespace, digest, refresh=True)
-        except SwarmregError as error:
-            log.warning("refreshing %s from the origins: %s", digest, error.message)
+        except Exception as error:  # background work: logged, never raised into the tracker's nursery
+            log_failure(log, f"refreshing {digest} from the origins", error)
 
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
