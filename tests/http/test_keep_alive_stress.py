@@ -4,7 +4,8 @@ A herd (origin, tracker, index, proxy) and an agent run as child processes; on e
 ports (origin, index, proxy, the agent's blob API and its registry) a few connections carry a
 seeded mix of thousands of requests: good GETs and HEADs, 404s, 400s, 405s, and answers the server
 gives before it has read the request body (an oversized manifest, a body for a read-only port, a
-bad digest or name with a body, a body far too large, a body still being sent, malformed requests).
+bad digest or name with a body, a body far too large, one whose rest comes a moment later, one the
+client holds back until the answer, malformed requests).
 The tracker's port serves only the websocket upgrade: every plain request there is refused, and
 its connection must then end (it is not kept alive) rather than hang. No port has another HTTP
 listener: /health and /stats are routes of the ports above.
@@ -39,6 +40,7 @@ CONNECTIONS = 4  # per port, used side by side
 REQUESTS = 2000  # per port, split across its connections
 TRACKER_REQUESTS = 200  # each on a connection of its own
 HOLD_BACK_DELAY = 0.05  # a held-back rest of a body goes out this long after the answer
+TRICKLE_DELAY = 0.1  # well within the time the server waits for the rest of a body it drains
 MAX_FAILURES = 5  # per connection, and 3 times as many per port: then the port's run stops (each
 # failure may have cost a timeout)
 KiB, MiB = 1 << 10, 1 << 20
@@ -62,7 +64,8 @@ class Request:
     body: bytes = b""
     headers: tuple[tuple[str, str], ...] = ()
     chunked: bool = False  # the body goes with Transfer-Encoding: chunked, as docker's PATCHes
-    hold_back: int = 0  # bytes of the body sent only after the answer (if the connection is kept)
+    hold_back: int = 0  # bytes of the body sent only after the answer (if the connection is kept) ...
+    trickle: bool = False  # ... or TRICKLE_DELAY after the rest, answered or not (a slow uploader)
     raw: bytes | None = None  # sent as is instead (malformed requests)
     answer: bytes | None = None  # the body the answer must carry
     may_close: bool = False  # the server may (must, for ``raw``) end the connection after answering
@@ -213,7 +216,10 @@ class RawConnection:
             nonlocal cut
             try:
                 await send(request.encode(f"{self.host}:{self.port}") + first)
-                if request.hold_back:
+                if request.trickle:
+                    await trio.sleep(TRICKLE_DELAY)
+                    await send(body[len(first):])
+                elif request.hold_back:
                     await answered.wait()
                     await trio.sleep(HOLD_BACK_DELAY)
                     await send(body[len(first):])
@@ -369,6 +375,7 @@ def origin_mix(image: Image) -> list[tuple[int, Request]]:
         (2, Request("patch 2 MiB", "PATCH", session, 404, body=TWO_MIB, may_close=True)),
         (1, Request("patch 12 MiB", "PATCH", session, 404, body=BIG, may_close=True)),
         (1, Request("patch held back", "PATCH", session, 404, body=SMALL, hold_back=900, may_close=True)),
+        (2, Request("patch trickled", "PATCH", session, 404, body=SMALL, hold_back=900, trickle=True)),
         *malformed(),
     ]
 
@@ -396,6 +403,8 @@ def index_mix(image: Image) -> list[tuple[int, Request]]:
         (1, Request("put 12 MiB bad name", "PUT", "/repositories/Bad_Name/tags/v1", 400, body=BIG, may_close=True)),
         (1, Request("put held back", "PUT", "/repositories/Bad_Name/tags/v1", 400, body=SMALL, hold_back=900,
                     may_close=True)),
+        (2, Request("put trickled", "PUT", "/repositories/Bad_Name/tags/v1", 400, body=SMALL, hold_back=900,
+                    trickle=True)),
         *malformed(),
     ]
 
@@ -437,6 +446,8 @@ def proxy_mix(image: Image) -> list[tuple[int, Request]]:
         (1, Request("bad digest 12 MiB", "POST", f"{uploads}?digest=sha256:short", 400, body=BIG, may_close=True)),
         (1, Request("bad name held back", "POST", "/v2/Bad_Name/blobs/uploads/", 400, body=SMALL, hold_back=900,
                     may_close=True)),
+        (2, Request("bad name trickled", "POST", "/v2/Bad_Name/blobs/uploads/", 400, body=SMALL, hold_back=900,
+                    trickle=True)),
     ]
 
 
@@ -450,6 +461,7 @@ def agent_registry_mix(image: Image) -> list[tuple[int, Request]]:
         (2, Request("manifest 5 MiB", "PUT", f"/v2/{REPO}/manifests/v2", 405, body=MANIFEST_5MIB, may_close=True)),
         (1, Request("push 12 MiB", "POST", f"{uploads}?digest={ZERO}", 405, body=BIG, may_close=True)),
         (1, Request("push held back", "POST", uploads, 405, body=SMALL, hold_back=900, may_close=True)),
+        (2, Request("push trickled", "POST", uploads, 405, body=SMALL, hold_back=900, trickle=True)),
     ]
 
 
@@ -471,6 +483,7 @@ def agent_mix(image: Image) -> list[tuple[int, Request]]:
         (2, Request("put 2 MiB", "PUT", blob, 405, body=TWO_MIB, may_close=True)),
         (1, Request("put 12 MiB", "PUT", blob, 405, body=BIG, may_close=True)),
         (1, Request("post held back", "POST", blob, 405, body=SMALL, hold_back=900, may_close=True)),
+        (2, Request("post trickled", "POST", blob, 405, body=SMALL, hold_back=900, trickle=True)),
         *malformed(),
     ]
 
