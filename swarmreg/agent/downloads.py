@@ -201,7 +201,7 @@ class Downloads:
         peers = await self.tracker.announce(Announcement(metainfo.info_hash, str(digest), download.namespace, False))
         log.debug("%s: announced, %d peer(s)", digest, len(peers))
         torrent.mark("announced")
-        hasher = hashlib.sha256()
+        hasher = digest.hasher()
         for piece in range(metainfo.num_pieces):
             torrent.focus(piece, self.window)
             await self._wait_piece(torrent, piece)

@@ -10,7 +10,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
 
-from swarmreg.digest import Digest
+from swarmreg.digest import CANONICAL, Digest
 from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, NOT_FOUND, RANGE_INVALID, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
@@ -193,7 +193,10 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         data = await _read_limited(body(), max_manifest)
         if len(data) > max_manifest:  # (parse_manifest has its own, fixed limit too)
             raise manifest_too_large(len(data), max_manifest)
-        manifest = parse_manifest(data, request.headers.get("Content-Type"))
+        # By digest, the manifest is verified with that digest's algorithm (and stored under it);
+        # by tag its digest is the canonical sha256.
+        manifest = parse_manifest(data, request.headers.get("Content-Type"),
+                                  algorithm=target.algorithm if isinstance(target, Digest) else CANONICAL)
         if isinstance(target, Digest) and target != manifest.digest:
             raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
                                 {"digest": str(target), "actual": str(manifest.digest)})

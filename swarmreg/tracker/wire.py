@@ -16,6 +16,8 @@ import attrs
 import cattrs
 import msgpack
 
+from swarmreg.digest import MAX_DIGEST_LENGTH
+
 PROTOCOL_VERSION = 1
 # The websocket path of the announce channel.
 PATH = "/announce"
@@ -58,7 +60,7 @@ class Announce:
 
     request_id: int
     info_hash: str = attrs.field(validator=_hex(64))
-    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+    digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
     peer: Peer
 
@@ -76,7 +78,7 @@ class MetainfoRequest:
 
     request_id: int
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
-    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+    digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
 
 
 @attrs.frozen
