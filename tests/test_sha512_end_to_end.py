@@ -73,6 +73,8 @@ async def test_sha512_through_proxy_swarm_agent_and_kraken_api(nursery: trio.Nur
         assert response.status_code == 201, response.text
         assert response.headers["docker-content-digest"] == sha512(config)
         assert response.headers["location"].endswith(f"/v2/{REPO}/blobs/{sha512(config)}")
+        response = await proxy.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": sha512(b"")}, content=b"")
+        assert response.status_code == 201, response.text
         wrong = await push_chunked(proxy, layer, sha512(layer[:-1]))
         assert_error(wrong, 400, "DIGEST_INVALID")
         response = await push_chunked(proxy, layer, sha512(layer))
@@ -111,6 +113,8 @@ async def test_sha512_through_proxy_swarm_agent_and_kraken_api(nursery: trio.Nur
         pulled = await registry.get(f"/v2/{REPO}/blobs/{sha512(layer)}")
         assert pulled.status_code == 200 and pulled.content == layer
         assert pulled.headers["docker-content-digest"] == sha512(layer)
+        empty = await registry.get(f"/v2/{REPO}/blobs/{sha512(b'')}")
+        assert empty.status_code == 200 and empty.content == b"", "the empty blob has no torrent"
         ranged = await registry.get(f"/v2/{REPO}/blobs/{sha512(layer)}", headers={"Range": "bytes=100-199"})
         assert ranged.status_code == 206 and ranged.content == layer[100:200]
     agent_dir = Path(agent.config.data_dir)

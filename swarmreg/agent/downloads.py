@@ -11,7 +11,6 @@ whole; its responses are cut and the file dropped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator

@@ -2,8 +2,8 @@
 
 Its tree (``blobs/<alg>/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout.
 A blob only ever appears under its digest by an atomic rename of a file whose hash
-(of the digest's algorithm, sha256 or sha512) was checked first, so no reader, crash or concurrent writer can see a partial or
-wrong blob under a digest.
+(of the digest's algorithm, sha256 or sha512) was checked first, so no reader, crash
+or concurrent writer can see a partial or wrong blob under a digest.
 """
 
 from __future__ import annotations
