@@ -117,9 +117,14 @@ class BackendConfig:
 @attrs.frozen
 class OriginConfig:
     listen: Address = Address("127.0.0.1", 15002)
-    # Upload sessions idle for longer than this are removed.
-    upload_ttl: float = attrs.field(default=86400.0, validator=attrs.validators.gt(0))
+    # Upload sessions idle for longer than this are removed (checked every quarter of it, at
+    # most every 5 minutes), so abandoned sessions give their disk and their slot back.
+    upload_ttl: float = attrs.field(default=3600.0, validator=attrs.validators.gt(0))
     max_upload_size: ByteSize = ByteSize(64 * GiB)
+    # Open upload sessions, in all and per namespace (a repository, for the proxy's pushes);
+    # past either, opening one more answers 429 TOOMANYREQUESTS with Retry-After.
+    max_sessions: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    max_sessions_per_namespace: int = attrs.field(default=100, validator=attrs.validators.ge(1))
 
 
 @attrs.frozen
@@ -263,6 +268,10 @@ class ProxyConfig:
     # Permissions, the first rule that matches user and repository wins; none: users may do all.
     access: tuple[AccessRuleConfig, ...] = ()
     max_manifest_size: ByteSize = ByteSize(4 * MiB)
+    # A client address with this many failed sign-ins within auth_failure_window seconds gets
+    # 429 until the oldest one ages out (0: no limit).
+    auth_failure_limit: int = attrs.field(default=10, validator=attrs.validators.ge(0))
+    auth_failure_window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
 def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:

@@ -8,6 +8,8 @@ tracker's failed replies carry the same codes.
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Any
 
 import attrs
@@ -70,7 +72,8 @@ BLOB_UPLOAD_INVALID = _register(
 BLOB_UPLOAD_UNKNOWN = _register(
     "BLOB_UPLOAD_UNKNOWN", 404, "blob upload unknown to registry",
     "No upload session has this id: it was never opened, was committed or cancelled, or sat idle "
-    "past `origin.upload_ttl`.")
+    "past `origin.upload_ttl`; also a chunk still being written when its upload is cancelled (the "
+    "chunk is dropped with the session).")
 DIGEST_INVALID = _register(
     "DIGEST_INVALID", 400, "provided digest did not match uploaded content",
     "A digest is malformed or of an unsupported algorithm, an upload's bytes do not hash to the "
@@ -90,7 +93,8 @@ NAME_UNKNOWN = _register(
     "The tag list of a repository that has no manifest and no blob link.")
 PAGINATION_NUMBER_INVALID = _register(
     "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested",
-    "The index API got an `n` query parameter that is not a count of zero or more.")
+    "A tag list or catalog request (registry ports and the index) has an `n` query parameter that "
+    "is not an ASCII count from 0 to 10000.")
 SIZE_INVALID = _register(
     "SIZE_INVALID", 400, "provided length did not match content length",
     "A chunk's body is longer or shorter than its Content-Range says; the chunk is not recorded.")
@@ -126,8 +130,13 @@ DENIED = _register(
     "The user signed in but no `[[proxy.access]]` rule allows this action on this repository.")
 TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
-    "The client sent more requests than the registry allows. swarmreg never answers it: the tracker "
-    "slows a fast connection down (`tracker.frame_rate`) instead of refusing it.")
+    "Opening an upload session when `origin.max_sessions` sessions are open in all, or "
+    "`origin.max_sessions_per_namespace` in the namespace (the repository): finish or cancel one, "
+    "or wait the `Retry-After` seconds the answer carries (the proxy relays both). Or a client "
+    "address failed to sign in `proxy.auth_failure_limit` times within `proxy.auth_failure_window` "
+    "seconds: the proxy checks no password from it until the oldest failure ages out (the "
+    "`Retry-After` header and `detail.retry_after` say when). The tracker never answers it: it "
+    "slows a fast connection down (`tracker.frame_rate`) instead.")
 
 # Codes of our own, for conditions the spec has no code for.
 RANGE_INVALID = _register(
@@ -142,8 +151,8 @@ BLOB_EXISTS = _register(
     "answers: there is nothing to upload (a missing backend copy is written first).")
 TOO_LARGE = _register(
     "TOO_LARGE", 413, "content exceeds the configured limit",
-    "An upload would pass `origin.max_upload_size`, or a request body to the index passes its "
-    "limit.")
+    "An upload would pass `origin.max_upload_size`, a request body to the index passes its "
+    "limit, or a `POST /token` form is over 8 KiB.")
 NOT_FOUND = _register(
     "NOT_FOUND", 404, "no such endpoint",
     "No route on this port matches the path; on the proxy also `/token` when `proxy.auth` is "
@@ -151,8 +160,8 @@ NOT_FOUND = _register(
 BAD_REQUEST = _register(
     "BAD_REQUEST", 400, "malformed request",
     "A request the spec has no code for is malformed: a bad index request body or field, a "
-    "boolean query parameter that is not true or false, a list `n` out of range on a registry "
-    "port, or the metainfo of the empty blob (which has no torrent).")
+    "boolean query parameter that is not true or false, or the metainfo of the empty blob (which "
+    "has no torrent).")
 BACKEND_ERROR = _register(
     "BACKEND_ERROR", 502, "storage backend failed",
     "The origin's storage backend failed or returned bytes that do not match the digest. When a "
@@ -177,7 +186,9 @@ PEER_ID_TAKEN = _register(
 INTERNAL = _register(
     "INTERNAL", 500, "internal server error",
     "A bug or an operating system error while serving the request, or a swarm download whose bytes "
-    "did not match the blob's digest (the response is cut and the file dropped).")
+    "did not match the blob's digest (the response is cut and the file dropped). The answer says "
+    "nothing of the cause but an `error_id` (in the message and the detail); the daemon's log has "
+    "the traceback under that id.")
 
 
 class SwarmregError(Exception):
@@ -204,3 +215,12 @@ class SwarmregError(Exception):
         if self.detail is not None:
             entry["detail"] = self.detail
         return {"errors": [entry]}
+
+
+def internal_error(log: logging.Logger, what: str) -> SwarmregError:
+    """INTERNAL for the exception being handled: its traceback goes to ``log`` (with ``what``)
+    under a new error id, and the answer carries only that id, never the exception's text,
+    which may name a file of the data directory, an address or a secret."""
+    error_id = uuid.uuid4().hex[:16]
+    log.exception("%s (error id %s)", what, error_id)
+    return SwarmregError(INTERNAL, f"internal server error (error id {error_id})", {"error_id": error_id})

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar, cast
 
 import trio
 
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import UNAVAILABLE, SwarmregError, internal_error
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,8 @@ class SingleFlight(Generic[K, S, T]):
             flight._result = await work(flight.state)
         except SwarmregError as error:
             flight.error = error
-        except Exception as error:  # a bug or an OS error: this work fails, the service runs on
-            log.exception("%s of %s failed", self.what, key)
-            flight.error = SwarmregError(INTERNAL, f"{self.what} failed: {type(error).__name__}: {error}")
+        except Exception:  # a bug or an OS error: this work fails, the service runs on
+            flight.error = internal_error(log, f"{self.what} of {key} failed")
         except BaseException:  # the nursery is cancelled: the service is stopping
             flight.error = SwarmregError(UNAVAILABLE, f"{self.what} interrupted: shutting down")
             raise

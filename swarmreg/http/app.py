@@ -25,6 +25,7 @@ from swarmreg.errors import (
     TOO_LARGE,
     UNSUPPORTED,
     SwarmregError,
+    internal_error,
 )
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,7 @@ def create_base_app(name: str) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
-        log.exception("unhandled error in %s", name)
-        return error_response(SwarmregError(INTERNAL, f"{type(error).__name__}: {error}"))
+        return error_response(internal_error(log, f"unhandled error in {name}"))
 
     return app
 

@@ -6,12 +6,18 @@ import httpx
 
 from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
 
+# Headers of an error answer that a relaying port passes on with the error (how long to wait
+# before retrying a 429 or 503).
+RELAYED_HEADERS = ("Retry-After",)
+
 
 def envelope_error(response: httpx.Response) -> SwarmregError | None:
-    """The error a response's JSON envelope carries, None without one (or with an unknown code)."""
+    """The error a response's JSON envelope carries, None without one (or with an unknown code);
+    it keeps the RELAYED_HEADERS of the response, so relaying it answers them too."""
     try:
         entry = response.json()["errors"][0]
-        return SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"))
+        headers = {name: response.headers[name] for name in RELAYED_HEADERS if name in response.headers}
+        return SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"), headers)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
 

@@ -79,7 +79,7 @@ class IndexClient:
                        **kwargs: Any) -> httpx.Response | None:
         """The response to a request, None for a 404 of ``missing``; other errors raise SwarmregError."""
         response: httpx.Response | None = None
-        reason = ""
+        reason = kind = ""
         for attempt in range(self.attempts):
             if attempt:
                 await trio.sleep(self.backoff * 2 ** (attempt - 1))
@@ -87,13 +87,14 @@ class IndexClient:
                 response = await self._http.request(method, path, **kwargs)
                 break
             except _RETRYABLE as error:
-                reason = transport_reason(error)
+                reason, kind = transport_reason(error), type(error).__name__
                 log.debug("index %s %s failed (attempt %d): %s", method, path, attempt + 1, reason)
             except httpx.TransportError as error:  # a timeout: the index is there but too slow
-                reason = transport_reason(error)
+                reason, kind = transport_reason(error), type(error).__name__
                 break
-        if response is None:
-            raise SwarmregError(UNAVAILABLE, f"index at {self.base_url} unavailable: {reason}",
+        if response is None:  # the exception's text is logged, only its type answered
+            log.warning("index %s %s failed: %s", method, path, reason)
+            raise SwarmregError(UNAVAILABLE, f"index at {self.base_url} unavailable: {kind}",
                                 {"index": self.base_url})
         if response.status_code < 400:
             return response
@@ -101,7 +102,8 @@ class IndexClient:
         if missing is not None and response.status_code == 404 and (answered is None or answered.code is missing):
             return None  # (a HEAD answer has no body to name its code)
         if answered is None:
-            answered = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}: {response.text[:200]}",
+            log.warning("index %s %s answered %d: %r", method, path, response.status_code, response.text[:200])
+            answered = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}",
                                      {"status": response.status_code})
         raise answered
 

@@ -8,8 +8,9 @@ from collections.abc import Mapping, Set
 from typing import Any
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_REQUEST, PAGINATION_NUMBER_INVALID, SwarmregError
+from swarmreg.errors import BAD_REQUEST, SwarmregError
 from swarmreg.oci.names import validate_repository, validate_tag
+from swarmreg.oci.pagination import parse_page_size
 
 __all__ = ["check_annotations", "check_body", "check_media_type", "check_size", "parse_digest",
            "parse_page_size", "validate_repository", "validate_tag"]
@@ -25,15 +26,6 @@ def parse_digest(text: Any, field: str = "digest") -> Digest:
     if not isinstance(text, str):
         raise SwarmregError(BAD_REQUEST, f"{field} must be a string", {field: text})
     return Digest.parse(text)
-
-
-def parse_page_size(text: str | None) -> int | None:
-    """The ``n`` query parameter: None when absent, else a count >= 0 (PAGINATION_NUMBER_INVALID)."""
-    if text is None or text == "":
-        return None
-    if not text.isascii() or not text.isdigit():
-        raise SwarmregError(PAGINATION_NUMBER_INVALID, detail={"n": text[:100]})
-    return int(text)
 
 
 def check_media_type(value: Any, field: str) -> str:

@@ -48,7 +48,9 @@ class OriginService:
         self.idle_timeout = config.http.idle_timeout
         self.uploads = UploadManager(
             config.layout.uploads, self.store,
-            ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size)
+            ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size,
+            max_sessions=config.origin.max_sessions,
+            max_per_namespace=config.origin.max_sessions_per_namespace)
         # Each runs once at a time per blob, in the service's nursery, not the request's:
         # a client that hangs up does not cancel a fetch or a hash others are waiting for.
         self._fetches = SingleFlight[Digest, None, None]("blob fetch")
@@ -128,8 +130,9 @@ class OriginService:
         except SwarmregError:
             raise
         except Exception as error:
+            # The backend's own text (paths, hosts) goes to the log, not to the client.
             log.exception("backend write of %s failed", digest)
-            raise SwarmregError(BACKEND_ERROR, f"blob committed locally, backend write failed: {error}",
+            raise SwarmregError(BACKEND_ERROR, "blob committed locally, backend write failed",
                                 {"digest": str(digest)}) from error
 
     async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int:
@@ -194,7 +197,7 @@ class OriginService:
             raise
         except Exception as error:
             log.exception("backend call failed")
-            raise SwarmregError(BACKEND_ERROR, f"storage backend failed: {error}") from error
+            raise SwarmregError(BACKEND_ERROR) from error
 
     # -- seeding -------------------------------------------------------------------------------
 

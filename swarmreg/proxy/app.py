@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from urllib.parse import parse_qsl
 
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
 
 from swarmreg.digest import CANONICAL, Digest
-from swarmreg.errors import BLOB_UNKNOWN, DIGEST_INVALID, MANIFEST_BLOB_UNKNOWN, NOT_FOUND, RANGE_INVALID, SwarmregError
+from swarmreg.errors import (
+    BAD_REQUEST,
+    BLOB_UNKNOWN,
+    DIGEST_INVALID,
+    MANIFEST_BLOB_UNKNOWN,
+    NOT_FOUND,
+    RANGE_INVALID,
+    TOO_LARGE,
+    SwarmregError,
+)
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.ranges import parse_chunk_range
 from swarmreg.http.responses import empty_response, json_response
@@ -21,7 +31,7 @@ from swarmreg.oci.manifest import manifest_too_large, parse_manifest
 from swarmreg.oci.names import parse_reference, validate_repository
 from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.content import OriginContent
-from swarmreg.registry.access import CATALOG, Authorizer
+from swarmreg.registry.access import CATALOG, Authorizer, Principal
 from swarmreg.registry.read import add_read_routes
 from swarmreg.registry.tokens import Grant, parse_scope
 from swarmreg.registry.wire import (
@@ -32,6 +42,8 @@ from swarmreg.registry.wire import (
     MANIFEST_ROUTE,
     OCI_SUBJECT,
     TOKEN,
+    TOKEN_FORM_FIELDS,
+    TOKEN_FORM_LIMIT,
     UPLOAD_UUID,
     UPLOADS_ROUTE,
     blob_path,
@@ -77,26 +89,45 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
     @app.before_request
     async def _authenticate() -> None:
         if request.path.startswith(BASE.rstrip("/")):
-            g.principal = auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url)
+            g.principal = await auth.check(request.headers.get("Authorization"), needed_grant(), request.host_url,
+                                           client_address())
 
     @app.route(TOKEN, methods=["GET", "POST"])
     async def token() -> Response:
         """Docker's token endpoint: basic credentials (or none) and scopes in, a bearer token out."""
         if auth.tokens is None:
             raise SwarmregError(NOT_FOUND, "this registry uses basic authentication, not tokens")
-        form = await request.form if request.method == "POST" else MultiDict()
+        form = await _token_form() if request.method == "POST" else MultiDict()
         authorization = request.headers.get("Authorization")
         if form.get("grant_type") == "password":  # OAuth2 password grant (containerd tries it first)
             credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
             authorization = "Basic " + base64.b64encode(credentials).decode()
         scopes = [grant for scope in [*request.args.getlist("scope"), *form.getlist("scope")]
                   for grant in parse_scope(scope)]
-        value, expires_in = auth.token(authorization, scopes)
+        value, expires_in = await auth.token(authorization, scopes, client_address())
         body = {"token": value, "access_token": value, "expires_in": expires_in,
                 "issued_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
         return json_response(body)
 
-    add_read_routes(app, index, OriginContent(origin, index))
+    def catalog_filter() -> Callable[[str], bool] | None:
+        principal: Principal = g.principal
+        return None if principal.sees_everything else principal.may_pull
+
+    async def _token_form() -> MultiDict[str, str]:
+        """The POSTed form, at most TOKEN_FORM_LIMIT bytes (413 before reading a longer one)."""
+        declared = request.content_length
+        if declared is not None and declared > TOKEN_FORM_LIMIT:
+            raise _form_too_large(declared)
+        data = await _read_limited(body(), TOKEN_FORM_LIMIT)
+        if len(data) > TOKEN_FORM_LIMIT:
+            raise _form_too_large(None)
+        try:
+            fields = parse_qsl(data.decode(), keep_blank_values=True, max_num_fields=TOKEN_FORM_FIELDS)
+        except (UnicodeDecodeError, ValueError) as error:
+            raise SwarmregError(BAD_REQUEST, "the token request's form is malformed") from error
+        return MultiDict(fields)
+
+    add_read_routes(app, index, OriginContent(origin, index), catalog_filter)
     add_health_route(app)
 
     def body() -> AsyncIterator[bytes]:
@@ -223,6 +254,16 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         return empty_response(202, {"Content-Length": "0"})
 
     return app
+
+
+def client_address() -> str:
+    """The peer's address, whose failed sign-ins are counted (no proxy in front is trusted)."""
+    return request.remote_addr or ""
+
+
+def _form_too_large(declared: int | None) -> SwarmregError:
+    return SwarmregError(TOO_LARGE, f"the token request's form is over {TOKEN_FORM_LIMIT} bytes",
+                         {"limit": TOKEN_FORM_LIMIT, "content_length": declared})
 
 
 async def _exactly(chunks: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:

@@ -15,7 +15,7 @@ from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.app import create_proxy_app
 from swarmreg.registry.access import Access, Authorizer
-from swarmreg.registry.auth import BasicAuth
+from swarmreg.registry.auth import BasicAuth, FailureThrottle
 from swarmreg.registry.tokens import TokenIssuer
 from swarmreg.tls.context import ServerTls
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # The service name in token challenges and tokens (Docker's "service" parameter).
 TOKEN_SERVICE = "swarmreg"
+# Password verifications (scrypt, in worker threads) running at once.
+PASSWORD_THREADS = 2
 
 
 class ProxyService:
@@ -36,8 +38,12 @@ class ProxyService:
         if self.config.auth == "token":
             secret = self.config.token_secret.encode() or os.urandom(32)
             tokens = TokenIssuer(secret, TOKEN_SERVICE, self.config.token_ttl)
-        self.auth = Authorizer(BasicAuth(self.config.users), Access(self.config.access), tokens,
-                               self.config.token_realm)
+        # scrypt runs in worker threads, this many at once: guessing passwords takes at most two
+        # cores and never the event loop.
+        self.password_limiter = trio.CapacityLimiter(PASSWORD_THREADS)
+        throttle = FailureThrottle(self.config.auth_failure_limit, self.config.auth_failure_window)
+        basic = BasicAuth(self.config.users, limiter=self.password_limiter, throttle=throttle)
+        self.auth = Authorizer(basic, Access(self.config.access), tokens, self.config.token_realm)
 
     def _address(self, configured: Address | None, role: str) -> Address:
         # Unset: the role of the same daemon, which the daemon checked runs and started first.

@@ -29,7 +29,7 @@ class Access:
         if not self.rules:
             return frozenset(ACTIONS) if user is not None else frozenset()
         for who, pattern, actions in self.rules:
-            if (who == (user or ANONYMOUS) or (who == "*" and user is not None)) and pattern.fullmatch(repository):
+            if _applies(who, user) and pattern.fullmatch(repository):
                 return actions
         return frozenset()
 
@@ -37,16 +37,30 @@ class Access:
         """What of ``wanted`` (a requested scope) ``user`` gets, or None."""
         if wanted.type == "repository":
             allowed = [a for a in wanted.actions if a in self.actions(user, wanted.name)]
-        elif wanted == CATALOG and user is not None and self.lists_everything(user):
+        elif wanted == CATALOG and self.may_list(user):
             allowed = ["*"]
         else:
             allowed = []
         return Grant(wanted.type, wanted.name, tuple(allowed)) if allowed else None
 
-    def lists_everything(self, user: str) -> bool:
-        """The catalog names every repository, so only users who may pull them all see it."""
-        return not self.rules or any(who in (user, "*") and pattern.pattern in (".*", ".+") and "pull" in actions
-                                     for who, pattern, actions in self.rules)
+    def may_list(self, user: str | None) -> bool:
+        """Whether ``user`` may ask for the catalog: anyone signed in, and anonymous requests when
+        some rule lets them pull. Either way the catalog names only what the user may pull."""
+        return user is not None or any(who == ANONYMOUS and "pull" in actions for who, _, actions in self.rules)
+
+    def lists_everything(self, user: str | None) -> bool:
+        """Whether the rules let ``user`` pull every repository (the catalog needs no filter)."""
+        if not self.rules:
+            return user is not None
+        # Only when the first rule for the user matches every name: an earlier rule that denies a
+        # repository wins over a later ".*" one, so otherwise each repository is checked.
+        first = next(((pattern, actions) for who, pattern, actions in self.rules if _applies(who, user)), None)
+        return first is not None and first[0].pattern in (".*", ".+") and "pull" in first[1]
+
+
+def _applies(who: str, user: str | None) -> bool:
+    """Whether a rule for ``who`` covers ``user`` (None: anonymous; "*" is anyone signed in)."""
+    return who == (user or ANONYMOUS) or (who == "*" and user is not None)
 
 
 @attrs.frozen
@@ -54,13 +68,23 @@ class Principal:
     """Who a request runs as, and what else it may do (a cross-repository mount pulls the source)."""
 
     user: str | None
-    access: Access | None = None  # checked per request (basic); None with a token or an open registry
-    claims: Claims | None = None
+    access: Access | None = None  # the rules; None on an open registry
+    claims: Claims | None = None  # with a token: what it allows (the rules then only filter lists)
 
     def may(self, needed: Grant) -> bool:
+        """Whether the request may do ``needed``: its token says so, or the rules do."""
         if self.claims is not None:
             return self.claims.allows(needed)
         return self.access is None or self.access.grant(self.user, needed) == needed
+
+    def may_pull(self, repository: str) -> bool:
+        """Whether the rules let this user pull ``repository`` (what the catalog lists)."""
+        return self.access is None or "pull" in self.access.actions(self.user, repository)
+
+    @property
+    def sees_everything(self) -> bool:
+        """Whether the catalog needs no filtering for this user."""
+        return self.access is None or self.access.lists_everything(self.user)
 
 
 OPEN = Principal(None)
@@ -80,12 +104,22 @@ class Authorizer:
     def enabled(self) -> bool:
         return self.basic.enabled
 
-    def check(self, authorization: str | None, needed: Grant | None, host_url: str) -> Principal:
-        """Who the request runs as; ``needed`` is what it does (None: only sign-in, as ``/v2/``)."""
+    async def check(self, authorization: str | None, needed: Grant | None, host_url: str,
+                    client: str = "") -> Principal:
+        """Who the request runs as; ``needed`` is what it does (None: only sign-in, as ``/v2/``);
+        ``client`` is the peer's address, whose failed sign-ins are counted."""
         if not self.enabled:
             return OPEN
         if self.tokens is None:
-            principal = Principal(self.basic.user(authorization), self.access)
+            if authorization is None and needed is not None:
+                # No credentials: the rules for anonymous decide; when they deny, the 401 challenge
+                # lets the client sign in (as docker does). /v2/ always challenges: docker login
+                # needs the challenge to learn how to sign in.
+                anonymous = Principal(None, self.access)
+                if anonymous.may(needed):
+                    return anonymous
+                raise self.basic.refusal("authentication required")
+            principal = Principal(await self.basic.user(authorization, client), self.access)
             if needed is not None and not principal.may(needed):
                 raise SwarmregError(DENIED, detail={"scope": needed.scope()})
             return principal
@@ -95,7 +129,7 @@ class Authorizer:
             raise self._challenge(needed, host_url, "authentication required")
         if needed is not None and not claims.allows(needed):
             raise self._challenge(needed, host_url, "insufficient scope", error="insufficient_scope")
-        return Principal(claims.user, claims=claims)
+        return Principal(claims.user, self.access, claims)
 
     def _challenge(self, needed: Grant | None, host_url: str, message: str, error: str = "") -> SwarmregError:
         assert self.tokens is not None
@@ -106,9 +140,9 @@ class Authorizer:
             parts.append(f'error="{error}"')
         return SwarmregError(UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer " + ",".join(parts)})
 
-    def token(self, authorization: str | None, scopes: Sequence[Grant]) -> tuple[str, int]:
+    async def token(self, authorization: str | None, scopes: Sequence[Grant], client: str = "") -> tuple[str, int]:
         """The /token endpoint: check basic credentials (none: anonymous), grant what the rules allow."""
         assert self.tokens is not None
-        user = self.basic.user(authorization) if authorization else None
+        user = await self.basic.user(authorization, client) if authorization else None
         granted = [g for wanted in scopes if (g := self.access.grant(user, wanted)) is not None]
         return self.tokens.issue(user, granted)

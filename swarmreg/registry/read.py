@@ -6,6 +6,7 @@ the origin over HTTP on the proxy, the swarm on an agent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -13,11 +14,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
+from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
 from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
 from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.oci.pagination import parse_page_size
 from swarmreg.registry.wire import (
     API_VERSION,
     BASE,
@@ -26,7 +28,6 @@ from swarmreg.registry.wire import (
     CONTENT_DIGEST,
     FILTERS_APPLIED,
     MANIFEST_ROUTE,
-    MAX_PAGE,
     REFERRERS_ROUTE,
     TAGS_ROUTE,
     tags_path,
@@ -66,13 +67,7 @@ class IndexReader(Protocol):
 
 def page_arguments() -> tuple[int | None, str | None]:
     """``n`` and ``last`` of a paginated list request."""
-    raw = request.args.get("n")
-    n = None
-    if raw is not None:
-        if not raw.isdigit() or int(raw) > MAX_PAGE:
-            raise SwarmregError(BAD_REQUEST, f"n must be an integer from 0 to {MAX_PAGE}", {"n": raw[:20]})
-        n = int(raw)
-    return n, request.args.get("last")
+    return parse_page_size(request.args.get("n")), request.args.get("last")
 
 
 def next_link(path: str, following: dict[str, Any] | None) -> dict[str, str]:
@@ -109,8 +104,37 @@ async def content_response(content: Content, repository: str, digest: Digest) ->
                                None if request.method == "HEAD" else open_range)
 
 
-def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> None:
-    """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``."""
+# Per request: which repositories the catalog may name (None: all of them).
+CatalogFilter = Callable[[], Callable[[str], bool] | None]
+# How many names the filtered catalog reads from the index at a time.
+_CATALOG_BATCH = 1000
+
+
+async def filtered_catalog(index: IndexReader, n: int | None, last: str | None,
+                           visible: Callable[[str], bool]) -> tuple[list[str], dict[str, Any] | None]:
+    """A page of the ``visible`` repositories after ``last``: pagination counts only those, so
+    every page is full until the last and the next page starts where this one ended."""
+    if n == 0:
+        return [], None
+    names: list[str] = []
+    cursor = last
+    while True:
+        page, following = await index.catalog(_CATALOG_BATCH, cursor)
+        for name in page:
+            if not visible(name):
+                continue
+            if n is not None and len(names) == n:  # one more exists: this page is not the last
+                return names, {"last": names[-1], "n": n}
+            names.append(name)
+        if not following or not page:
+            return names, None
+        cursor = page[-1]
+
+
+def add_read_routes(app: QuartTrio, index: IndexReader, content: Content,
+                    catalog_filter: CatalogFilter | None = None) -> None:
+    """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``;
+    ``catalog_filter`` narrows the catalog to what the request's user may see."""
 
     @app.after_request
     async def _registry_headers(response: Response) -> Response:
@@ -153,7 +177,11 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content) -> Non
     @app.get(CATALOG_PATH)
     async def catalog() -> Response:
         n, last = page_arguments()
-        repositories, following = await index.catalog(n, last)
+        visible = catalog_filter() if catalog_filter is not None else None
+        if visible is None:
+            repositories, following = await index.catalog(n, last)
+        else:
+            repositories, following = await filtered_catalog(index, n, last, visible)
         return json_response({"repositories": repositories}, headers=next_link(CATALOG_PATH, following))
 
     @app.get(REFERRERS_ROUTE)

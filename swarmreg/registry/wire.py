@@ -3,6 +3,10 @@ limits shared by the ports that serve it (the proxy, all of it; every agent, its
 
 from __future__ import annotations
 
+from swarmreg.oci.pagination import MAX_PAGE
+
+__all__ = ["MAX_PAGE"]  # the page bound (swarmreg.oci.pagination), part of this contract
+
 BASE = "/v2/"
 CATALOG_PATH = "/v2/_catalog"
 TOKEN = "/token"
@@ -19,8 +23,10 @@ UPLOAD_UUID = "Docker-Upload-UUID"
 OCI_SUBJECT = "OCI-Subject"
 FILTERS_APPLIED = "OCI-Filters-Applied"
 
-# The largest page of a tag list or the catalog a client may ask for (``n``).
-MAX_PAGE = 10_000
+# A POST /token form (grant_type, username, password, scope, service, client_id) is small: at
+# most this many bytes and fields.
+TOKEN_FORM_LIMIT = 8 << 10
+TOKEN_FORM_FIELDS = 100
 
 
 def blob_path(repository: str, digest: object) -> str:

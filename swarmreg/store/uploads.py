@@ -5,6 +5,9 @@ bytes written at their offsets and the byte ranges received so far. A chunk's
 range is recorded only after all of its bytes are written, so a process killed
 mid-chunk leaves a session that simply lacks that chunk. Chunks may arrive in
 any order; a chunk that overlaps received (or in-flight) bytes is refused.
+
+Sessions are bounded: at most ``max_sessions`` open in all and ``max_per_namespace`` in one
+namespace (429 TOOMANYREQUESTS past either), and a session idle for ``ttl`` seconds is removed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import attrs
@@ -31,6 +35,7 @@ from swarmreg.errors import (
     RANGE_INVALID,
     SIZE_INVALID,
     TOO_LARGE,
+    TOOMANYREQUESTS,
     SwarmregError,
 )
 from swarmreg.layout import UPLOAD_DATA, UPLOAD_META, upload_dir
@@ -41,6 +46,10 @@ from swarmreg.store.files import ByteRange
 log = logging.getLogger(__name__)
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+
+# What a client told "too many upload sessions" waits before it tries again: sessions free up
+# as pushes commit, and abandoned ones within the TTL.
+RETRY_AFTER = 30
 
 
 @attrs.frozen
@@ -105,6 +114,8 @@ class Upload:
         default=attrs.Factory(lambda self: _initial_hasher(self.meta), takes_self=True))
     hashed_upto: int = 0
     committing: bool = False
+    # Cancelled (DELETE) while chunks were being written: they stop and record nothing.
+    cancelled: bool = False
 
     @property
     def uid(self) -> str:
@@ -118,13 +129,18 @@ class Upload:
 class UploadManager:
     """Creates, writes, commits and expires upload sessions under ``root``."""
 
-    def __init__(self, root: Path, store: BlobStore, *, ttl: float, max_size: int) -> None:
-        """``root`` is the data directory's ``uploads/`` (swarmreg.layout)."""
+    def __init__(self, root: Path, store: BlobStore, *, ttl: float, max_size: int,
+                 max_sessions: int | None = None, max_per_namespace: int | None = None) -> None:
+        """``root`` is the data directory's ``uploads/`` (swarmreg.layout); ``max_sessions`` and
+        ``max_per_namespace`` bound the open sessions (None: unbounded)."""
         self.root = Path(root)
         self.store = store
         self.ttl = ttl
         self.max_size = max_size
+        self.max_sessions = max_sessions
+        self.max_per_namespace = max_per_namespace
         self._uploads: dict[str, Upload] = {}
+        self._per_namespace: Counter[str] = Counter()
 
     def load(self) -> None:
         """Pick up the sessions a previous process left; drop broken and expired ones."""
@@ -139,7 +155,7 @@ class UploadManager:
                 else:
                     entry.unlink(missing_ok=True)
                 continue
-            self._uploads[meta.uid] = Upload(meta, entry)
+            self._add(Upload(meta, entry))
         if self._uploads:
             log.info("resumed %d upload session(s)", len(self._uploads))
 
@@ -163,8 +179,27 @@ class UploadManager:
     def __len__(self) -> int:
         return len(self._uploads)
 
+    def _add(self, upload: Upload) -> None:
+        self._uploads[upload.uid] = upload
+        self._per_namespace[upload.meta.namespace] += 1
+
+    def _check_room(self, namespace: str) -> None:
+        """TOOMANYREQUESTS (with Retry-After) when one more session would pass a limit."""
+        if self.max_sessions is not None and len(self._uploads) >= self.max_sessions:
+            scope, limit = "in all", self.max_sessions
+        elif self.max_per_namespace is not None and self._per_namespace[namespace] >= self.max_per_namespace:
+            scope, limit = "in this namespace", self.max_per_namespace
+        else:
+            return
+        log.warning("refused an upload session in %s: %d open %s", namespace, limit, scope)
+        raise SwarmregError(TOOMANYREQUESTS, f"too many open upload sessions {scope}; "
+                            "finish or cancel one, or retry later", {"limit": limit},
+                            headers={"Retry-After": str(RETRY_AFTER)})
+
     async def create(self, namespace: str, digest: Digest | None = None) -> Upload:
-        """Open a new session for a blob in ``namespace`` (of ``digest``, when known now)."""
+        """Open a new session for a blob in ``namespace`` (of ``digest``, when known now);
+        TOOMANYREQUESTS when the open sessions are at a limit."""
+        self._check_room(namespace)
         uid = str(uuid.uuid4())
         now = time.time()
         meta = UploadMeta(uid, namespace, None if digest is None else str(digest), now, now)
@@ -172,7 +207,7 @@ class UploadManager:
         upload.dir.mkdir(parents=True)
         upload.data_path.touch()
         self._write_meta(upload)
-        self._uploads[uid] = upload
+        self._add(upload)
         return upload
 
     def get(self, uid: str, namespace: str, digest: Digest | None = None) -> Upload:
@@ -213,7 +248,9 @@ class UploadManager:
         in_order = where.start == upload.hashed_upto
         hasher = upload.hasher.copy() if in_order else None
         try:
-            written = await self._write_body(upload, where, chunks, hasher, exact=not appending)
+            written = await self._write_body(upload, where, _until_cancelled(upload, chunks), hasher,
+                                             exact=not appending)
+            _check_not_cancelled(upload)
             recorded = ByteRange(where.start, where.start + written)
             if written:
                 upload.meta = attrs.evolve(
@@ -227,7 +264,10 @@ class UploadManager:
 
     async def _write_body(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes],
                           hasher: hashlib._Hash | None, *, exact: bool) -> int:
-        fd = os.open(upload.data_path, os.O_WRONLY)
+        try:
+            fd = os.open(upload.data_path, os.O_WRONLY)
+        except FileNotFoundError:  # the session was removed under us
+            raise _cancelled_error(upload) from None
         try:
             written = await write_chunks(fd, chunks, offset=where.start, limit=where.length,
                                          hasher=hasher, chunk_size=self.store.chunk_size)
@@ -287,13 +327,17 @@ class UploadManager:
         return hash_file(upload.data_path, self.store.chunk_size, upload.hasher.copy(), upload.hashed_upto)
 
     async def cancel(self, upload: Upload) -> None:
-        """Drop the session and its bytes."""
+        """Drop the session and its bytes; chunks being written stop with BLOB_UPLOAD_UNKNOWN."""
         if upload.committing:
             raise SwarmregError(BLOB_UPLOAD_INVALID, "upload is being committed")
+        upload.cancelled = True
         self._remove(upload)
 
     def _remove(self, upload: Upload) -> None:
-        self._uploads.pop(upload.uid, None)
+        if self._uploads.pop(upload.uid, None) is not None:
+            self._per_namespace[upload.meta.namespace] -= 1
+            if not self._per_namespace[upload.meta.namespace]:
+                del self._per_namespace[upload.meta.namespace]
         shutil.rmtree(upload.dir, ignore_errors=True)
 
     async def expire_until(self, stop: trio.Event) -> None:
@@ -312,3 +356,21 @@ class UploadManager:
             log.info("upload %s expired", upload.uid)
             self._remove(upload)
         return len(stale)
+
+
+def _cancelled_error(upload: Upload) -> SwarmregError:
+    return SwarmregError(BLOB_UPLOAD_UNKNOWN, "the upload was cancelled while this chunk was written",
+                         {"uid": upload.uid})
+
+
+def _check_not_cancelled(upload: Upload) -> None:
+    if upload.cancelled:
+        raise _cancelled_error(upload)
+
+
+async def _until_cancelled(upload: Upload, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``chunks``, stopping (BLOB_UPLOAD_UNKNOWN) as soon as the session is cancelled, so a
+    DELETE during a PATCH does not leave the PATCH writing into a removed file."""
+    async for chunk in chunks:
+        _check_not_cancelled(upload)
+        yield chunk

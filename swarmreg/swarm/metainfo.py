@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ import libtorrent as lt
 from swarmreg.digest import Digest
 from swarmreg.errors import INTERNAL, SwarmregError
 from swarmreg.layout import metainfo_file
+
+log = logging.getLogger(__name__)
 
 BLOCK = 16 << 10
 _ZERO = bytes(32)
@@ -84,7 +87,8 @@ class Metainfo:
                 raise ValueError("not a v2-only torrent")
             size, piece_length = files.file_size(0), info.piece_length()
         except (RuntimeError, ValueError) as error:
-            raise SwarmregError(INTERNAL, f"invalid metainfo for {digest}: {error}") from None
+            log.warning("invalid metainfo for %s: %s", digest, error)  # libtorrent's text: logged only
+            raise SwarmregError(INTERNAL, f"invalid metainfo for {digest}") from None
         return cls(raw, digest, str(info.info_hashes().v2), size, piece_length, info.ssl_cert().encode())
 
     def torrent_params(self) -> lt.add_torrent_params:

@@ -497,3 +497,15 @@ async def test_unknown_routes_and_methods(http: httpx.AsyncClient) -> None:
         assert response.status_code == 404 and error_of(response) == "NOT_FOUND", path
     response = await http.post("/repositories/a/tags/x", json={})
     assert response.status_code == 405 and error_of(response) == "UNSUPPORTED"
+
+
+@pytest.mark.parametrize("n", ["99999999999999999999", "10001", "9" * 5000])
+async def test_a_page_size_past_the_bound_is_400_not_an_overflow(http: httpx.AsyncClient, n: str) -> None:
+    """SQLite's integers overflowed on a huge n (a 500); every list takes at most 10000."""
+    await put_manifest(http, "library/app", digest(1))
+    assert (await http.put("/repositories/library/app/tags/v1", json={"digest": digest(1)})).status_code == 201
+    for path in ("/repositories", "/repositories/library/app/tags"):
+        response = await http.get(path, params={"n": n})
+        assert response.status_code == 400 and error_of(response) == "PAGINATION_NUMBER_INVALID", response.text
+        assert "Overflow" not in response.text
+        assert (await http.get(path, params={"n": "10000"})).status_code == 200

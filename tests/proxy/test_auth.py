@@ -27,19 +27,19 @@ def test_hashes_verify_and_are_salted() -> None:
 @pytest.mark.parametrize("header", [None, "", "Bearer abc", "Basic", "Basic !!!notbase64",
                                     "Basic " + base64.b64encode(b"no-colon").decode(),
                                     basic("alice", "wrong"), basic("mallory", "pw")])
-def test_anything_but_the_right_credentials_is_401_with_a_challenge(header: str | None) -> None:
+async def test_anything_but_the_right_credentials_is_401_with_a_challenge(header: str | None) -> None:
     auth = BasicAuth({"alice": hash_password("pw")})
     with pytest.raises(SwarmregError) as refused:
-        auth.user(header)
+        await auth.user(header)
     assert refused.value.status == 401
     assert refused.value.headers == {"WWW-Authenticate": 'Basic realm="swarmreg"'}
 
 
-def test_right_credentials_and_no_table() -> None:
+async def test_right_credentials_and_no_table() -> None:
     auth = BasicAuth({"alice": hash_password("p:w")})
-    assert auth.user(basic("alice", "p:w")) == "alice"  # a colon in the password is fine
-    assert auth.user(basic("alice", "p:w")) == "alice"  # the second time from the cache
-    assert BasicAuth({}).user(None) is None
+    assert await auth.user(basic("alice", "p:w")) == "alice"  # a colon in the password is fine
+    assert await auth.user(basic("alice", "p:w")) == "alice"  # the second time from the cache
+    assert await BasicAuth({}).user(None) is None
 
 
 def test_cli_passwd_prints_a_hash_that_verifies() -> None:

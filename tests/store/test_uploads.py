@@ -20,6 +20,7 @@ from swarmreg.errors import (
     RANGE_INVALID,
     SIZE_INVALID,
     TOO_LARGE,
+    TOOMANYREQUESTS,
     UNAVAILABLE,
     SwarmregError,
 )
@@ -411,3 +412,62 @@ async def test_load_drops_a_session_whose_meta_names_an_unsupported_digest(manag
     (upload.dir / "meta.json").write_text(json.dumps({**meta, "digest": "md5:" + "ab" * 16}))
     again = reopen(manager)
     assert len(again) == 0 and not upload.dir.exists()
+
+
+# --- bounds: open sessions, cancellation during a write ---------------------------------------
+
+async def test_open_sessions_are_bounded_in_all_and_per_namespace(tmp_path):
+    store = BlobStore(tmp_path / "store", fsync=False, chunk_size=4096)
+    store.prepare()
+    manager = UploadManager(tmp_path / "uploads", store, ttl=3600, max_size=1 << 20,
+                            max_sessions=3, max_per_namespace=2)
+    manager.load()
+    first = await manager.create("a/x")
+    await manager.create("a/x", Digest.of(b"known"))
+    with pytest.raises(SwarmregError) as refused:
+        await manager.create("a/x")
+    assert refused.value.code is TOOMANYREQUESTS and int(refused.value.headers["Retry-After"]) > 0
+    await manager.create("b/y")
+    with pytest.raises(SwarmregError) as full:
+        await manager.create("c/z")
+    assert full.value.code is TOOMANYREQUESTS and len(manager) == 3
+    # Sessions resumed after a restart count too.
+    again = UploadManager(manager.root, store, ttl=3600, max_size=1 << 20, max_sessions=3, max_per_namespace=2)
+    again.load()
+    with pytest.raises(SwarmregError):
+        await again.create("a/x")
+    await again.cancel(again.get(first.uid, "a/x"))
+    await again.create("a/x")
+    assert len(again) == 3
+
+
+async def test_a_cancel_during_a_write_stops_it_and_leaves_nothing(manager):
+    data = random_bytes(10_000)
+    upload = await manager.create(NS)
+    sent = trio.Event()
+    go_on = trio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[:5000]
+        sent.set()
+        await go_on.wait()
+        yield data[5000:]
+
+    failed: list[SwarmregError] = []
+
+    async def write() -> None:
+        with pytest.raises(SwarmregError) as error:
+            await manager.write(upload, ByteRange(0, 10_000), body())
+        failed.append(error.value)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(write)
+        await sent.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        await manager.cancel(upload)
+        go_on.set()
+    assert failed[0].code is BLOB_UPLOAD_UNKNOWN
+    assert len(manager) == 0 and list(manager.root.iterdir()) == []
+    with pytest.raises(SwarmregError) as gone:
+        manager.get(upload.uid, NS)
+    assert gone.value.code is BLOB_UPLOAD_UNKNOWN
