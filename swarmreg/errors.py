@@ -81,8 +81,8 @@ DIGEST_INVALID = _register(
     "DIGEST_INVALID", 400, "provided digest did not match uploaded content",
     "A digest is malformed or of an unsupported algorithm, an upload's bytes do not hash to the "
     "digest it is committed under (or the upload was opened for another digest), the commit has no "
-    "`digest` parameter, or a manifest does not match the digest it is put under. swarmreg stores "
-    "sha256 only.")
+    "`digest` parameter, or a manifest does not match the digest it is put under. swarmreg accepts "
+    "the two algorithms the OCI image spec registers, sha256 (64 hex digits) and sha512 (128).")
 MANIFEST_UNKNOWN = _register(
     "MANIFEST_UNKNOWN", 404, "manifest unknown to registry",
     "The repository has no manifest under this tag or digest (registry ports and the index), or a "

@@ -5,7 +5,8 @@ one description of the tree (docs/layout.md shows it)::
 
     <data_dir>/
       LOCK                         flock()ed by the daemon that uses the directory
-      blobs/sha256/<xx>/<hex>      committed blobs, named by their sha256 (xx: its first two hex digits)
+      blobs/<alg>/<xx>/<hex>       committed blobs, named by their digest: <alg> is sha256 or sha512,
+                                   xx the first two hex digits
       tmp/<random>                 blob writes in progress; emptied at start-up
       uploads/<uid>/data           an upload session's bytes, each at its offset
       uploads/<uid>/meta.json      the byte ranges the session has received
@@ -33,7 +34,7 @@ UPLOAD_META = "meta.json"
 
 @attrs.frozen
 class BlobTree:
-    """A content-addressed tree: ``blobs/sha256/<xx>/<hex>`` beside a ``tmp/`` on the same filesystem.
+    """A content-addressed tree: ``blobs/<alg>/<xx>/<hex>`` beside a ``tmp/`` on the same filesystem.
 
     The data directory is one; the filesystem backend's root is another.
     """
@@ -42,14 +43,19 @@ class BlobTree:
 
     @property
     def blobs(self) -> Path:
-        return self.root / "blobs" / "sha256"
+        """The directory holding one subdirectory per digest algorithm."""
+        return self.root / "blobs"
+
+    def algorithm_dir(self, algorithm: str) -> Path:
+        """``blobs/<alg>``: the blobs named by digests of ``algorithm``."""
+        return self.blobs / algorithm
 
     @property
     def tmp(self) -> Path:
         return self.root / "tmp"
 
     def blob(self, digest: Digest) -> Path:
-        return self.blobs / digest.hex[:2] / digest.hex
+        return self.algorithm_dir(digest.algorithm) / digest.hex[:2] / digest.hex
 
 
 @attrs.frozen
@@ -86,5 +92,8 @@ def upload_dir(uploads: Path, uid: str) -> Path:
 
 
 def metainfo_file(directory: Path, digest: Digest, suffix: str = ".torrent") -> Path:
-    """A blob's cached metainfo (``.torrent``) or its namespace (``.namespace``) under ``metainfo/``."""
+    """A blob's cached metainfo (``.torrent``) or its namespace (``.namespace``) under ``metainfo/``.
+
+    Named by the hex alone: a sha256 hex (64 digits) never equals a sha512 one (128).
+    """
     return directory / f"{digest.hex}{suffix}"

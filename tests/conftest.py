@@ -114,9 +114,9 @@ def files_under(root: Path) -> set[str]:
 
 
 def blob_files(data_dir: Path) -> dict[str, int]:
-    """Committed blobs of a data directory: hex -> size."""
-    blobs = data_dir / "blobs" / "sha256"
-    return {p.name: p.stat().st_size for p in blobs.glob("*/*")} if blobs.exists() else {}
+    """Committed blobs of a data directory, of every algorithm (blobs/<alg>/<xx>/<hex>): hex -> size."""
+    blobs = data_dir / "blobs"
+    return {p.name: p.stat().st_size for p in blobs.glob("*/*/*")} if blobs.exists() else {}
 
 
 def random_bytes(size: int, seed: int = 0) -> bytes:

@@ -1,19 +1,57 @@
-"""Digest: the only accepted form is ``sha256:<64 lowercase hex>``."""
+"""Digest: the accepted forms are ``sha256:<64 lowercase hex>`` and ``sha512:<128 lowercase hex>``."""
 
 import hashlib
 
 import pytest
 
-from swarmreg.digest import Digest
+from swarmreg.digest import MAX_DIGEST_LENGTH, Digest
 from swarmreg.errors import DIGEST_INVALID, SwarmregError
 
 HEX = "0123456789abcdef" * 4
+HEX512 = "0123456789abcdef" * 8
 
 
 def test_parse_accepts_sha256_lowercase_hex():
     digest = Digest.parse(f"sha256:{HEX}")
     assert digest.hex == HEX
     assert digest.algorithm == "sha256"
+
+
+def test_parse_accepts_sha512_lowercase_hex():
+    digest = Digest.parse(f"sha512:{HEX512}")
+    assert digest.hex == HEX512
+    assert digest.algorithm == "sha512"
+    assert str(digest) == f"sha512:{HEX512}"
+    assert len(str(digest)) == MAX_DIGEST_LENGTH
+
+
+def test_sha256_and_sha512_digests_differ_by_algorithm():
+    assert Digest(HEX) == Digest(HEX, "sha256") != Digest(HEX512, "sha512")
+    assert Digest.parse(f"sha512:{HEX512}").hasher().name == "sha512"
+    assert Digest.parse(f"sha256:{HEX}").hasher().name == "sha256"
+
+
+@pytest.mark.parametrize("text", [
+    f"sha512:{HEX512[:-1]}",        # 127 hex digits
+    f"sha512:{HEX512}0",            # 129 hex digits
+    f"sha512:{HEX}",                # a sha256's length under sha512
+    f"sha256:{HEX512}",             # a sha512's length under sha256
+    f"sha512:{HEX512.upper()}",
+    "sha512:",
+    "sha512:../../etc/passwd",
+])
+def test_parse_rejects_sha512_of_the_wrong_form(text):
+    with pytest.raises(SwarmregError) as info:
+        Digest.parse(text)
+    assert info.value.code is DIGEST_INVALID
+    assert info.value.status == 400
+
+
+def test_constructor_checks_hex_against_its_algorithm():
+    for hex_, algorithm in [(HEX512, "sha256"), (HEX, "sha512"), (HEX, "md5"), (HEX, "SHA256")]:
+        with pytest.raises(SwarmregError) as info:
+            Digest(hex_, algorithm)
+        assert info.value.code is DIGEST_INVALID
 
 
 @pytest.mark.parametrize("text", [
@@ -42,8 +80,9 @@ def test_parse_rejects_malformed_digests(text):
 
 
 @pytest.mark.parametrize("text", [
-    "sha512:" + "ab" * 64,
     "md5:" + "ab" * 16,
+    "sha1:" + "ab" * 20,
+    "blake3:" + "ab" * 32,
     f"sha384:{HEX}",
 ])
 def test_parse_rejects_other_algorithms_as_unsupported(text):
@@ -74,6 +113,17 @@ def test_of_hashes_bytes_and_str_round_trips():
     assert digest.hex == hashlib.sha256(data).hexdigest()
     assert str(digest) == f"sha256:{digest.hex}"
     assert Digest.parse(str(digest)) == digest
+
+
+def test_of_hashes_with_sha512_on_request():
+    data = b"hello swarmreg"
+    digest = Digest.of(data, "sha512")
+    assert digest.hex == hashlib.sha512(data).hexdigest()
+    assert str(digest) == f"sha512:{digest.hex}"
+    assert Digest.parse(str(digest)) == digest
+    with pytest.raises(SwarmregError) as info:
+        Digest.of(data, "md5")
+    assert info.value.code is DIGEST_INVALID
 
 
 def test_digests_compare_and_hash_by_value():

@@ -7,12 +7,13 @@ from typing import Protocol
 import trio
 
 from swarmreg.agent.downloads import Downloads
-from swarmreg.digest import Digest
+from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import BLOB_UNKNOWN, SwarmregError
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.store.files import Body
 
-EMPTY = Digest.of(b"")
+# The empty blob under each algorithm: its content is known, and it has no torrent.
+EMPTY = frozenset(Digest.of(b"", algorithm) for algorithm in ALGORITHMS)
 
 
 class SwarmContent:
@@ -23,7 +24,7 @@ class SwarmContent:
         self.downloads = downloads
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
-        if digest == EMPTY:
+        if digest in EMPTY:
             return 0
         if (size := self.store.size(digest)) is not None:
             return size

@@ -12,7 +12,6 @@ served whole; its responses are cut and the file dropped.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -216,7 +215,7 @@ class Downloads:
         peers = await self.tracker.announce(Announcement(metainfo.info_hash, str(digest), download.namespace, False))
         log.debug("%s: announced, %d peer(s)", digest, len(peers))
         torrent.mark("announced")
-        hasher = hashlib.sha256()
+        hasher = digest.hasher()
         for piece in range(metainfo.num_pieces):
             torrent.focus(piece, self.window)
             await self._wait_piece(torrent, piece)

@@ -22,7 +22,7 @@ MAX_MEDIA_TYPE_LENGTH = 255
 
 
 def parse_digest(text: Any, field: str = "digest") -> Digest:
-    """A ``sha256:<hex>`` digest from a URL or a JSON field; DIGEST_INVALID otherwise."""
+    """A ``sha256:<hex>`` or ``sha512:<hex>`` digest from a URL or a JSON field; DIGEST_INVALID otherwise."""
     if not isinstance(text, str):
         raise SwarmregError(BAD_REQUEST, f"{field} must be a string", {field: text})
     return Digest.parse(text)

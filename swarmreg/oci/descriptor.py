@@ -202,10 +202,10 @@ def _check_urls(urls: tuple[str, ...], where: str) -> None:
 def parse_descriptor(value: Any, where: str, *, with_platform: bool = False) -> Descriptor:
     """Parse a descriptor JSON object found at ``where`` (for error messages).
 
-    mediaType, digest (sha256 only) and size are required; urls, annotations and artifactType
+    mediaType, digest (sha256 or sha512) and size are required; urls, annotations and artifactType
     are checked when present; ``platform`` is read only when ``with_platform`` (index entries)
     and ignored elsewhere, as the image spec defines it only there. Raises MANIFEST_INVALID, or
-    DIGEST_INVALID for a malformed or non-sha256 digest.
+    DIGEST_INVALID for a malformed digest or one of another algorithm.
     """
     if not isinstance(value, dict):
         raise invalid(where, "must be a descriptor object")

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import attrs
 
-from swarmreg.digest import Digest
+from swarmreg.digest import CANONICAL, Digest
 from swarmreg.errors import MANIFEST_INVALID, SwarmregError
 from swarmreg.oci.descriptor import (
     Descriptor,
@@ -91,15 +91,19 @@ def manifest_too_large(size: int, limit: int) -> SwarmregError:
                          {"size": size, "limit": limit}, status=413)
 
 
-def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
+def parse_manifest(body: bytes, content_type: str | None, *, algorithm: str = CANONICAL) -> Manifest:
     """Validate a pushed manifest and extract its references.
+
+    The manifest's own digest is taken with ``algorithm``: sha256 unless the manifest is put
+    under a digest of another algorithm (``PUT /v2/<name>/manifests/sha512:...``), which
+    must then be verified with that algorithm.
 
     ``content_type`` is the request's Content-Type header (parameters ignored). The manifest type
     comes from the header when it names a manifest type, else from the body's ``mediaType``, else
     from the body's shape (``manifests``: OCI index; ``config``/``layers``: OCI manifest). When
     both header and body name a type they must agree. Raises SwarmregError: MANIFEST_INVALID for
     anything malformed, ambiguous, self-referencing or schema1; DIGEST_INVALID for a
-    descriptor digest that is malformed or not sha256; a body over MAX_MANIFEST_SIZE is refused
+    descriptor digest that is malformed or of neither sha256 nor sha512; a body over MAX_MANIFEST_SIZE is refused
     with 413 (``manifest_too_large``).
     """
     if len(body) > MAX_MANIFEST_SIZE:
@@ -113,7 +117,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> Manifest:
     media_type = _resolve_media_type(header, document)
     _check_unambiguous(media_type, document)
 
-    digest = Digest.of(data)
+    digest = Digest.of(data, algorithm)
     if media_type in INDEX_MANIFESTS:
         manifest = _index(media_type, digest, len(data), document)
     else:

@@ -40,7 +40,7 @@ def validate_tag(tag: str) -> str:
 
 
 def parse_reference(reference: str) -> Digest | str:
-    """A manifest reference: a Digest if it contains ``:`` (DIGEST_INVALID unless sha256), else a tag.
+    """A manifest reference: a Digest if it contains ``:`` (DIGEST_INVALID unless sha256 or sha512), else a tag.
 
     Tags cannot contain ``:``, so the colon alone decides which grammar applies.
     """

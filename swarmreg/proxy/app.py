@@ -11,7 +11,7 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
 
-from swarmreg.digest import Digest
+from swarmreg.digest import CANONICAL, Digest
 from swarmreg.errors import (
     BAD_REQUEST,
     BLOB_UNKNOWN,
@@ -224,7 +224,10 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         data = await _read_limited(body(), max_manifest)
         if len(data) > max_manifest:  # (parse_manifest has its own, fixed limit too)
             raise manifest_too_large(len(data), max_manifest)
-        manifest = parse_manifest(data, request.headers.get("Content-Type"))
+        # By digest, the manifest is verified with that digest's algorithm (and stored under it);
+        # by tag its digest is the canonical sha256.
+        manifest = parse_manifest(data, request.headers.get("Content-Type"),
+                                  algorithm=target.algorithm if isinstance(target, Digest) else CANONICAL)
         if isinstance(target, Digest) and target != manifest.digest:
             raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
                                 {"digest": str(target), "actual": str(manifest.digest)})

@@ -1,9 +1,9 @@
 """The content-addressed blob store every role keeps its blobs in.
 
-Its tree (``blobs/sha256/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout.
-A blob only ever appears under its digest by an atomic rename of a file whose sha256
-was checked first, so no reader, crash or concurrent writer can see a partial or
-wrong blob under a digest.
+Its tree (``blobs/<alg>/<xx>/<hex>`` and ``tmp/``) is described in swarmreg.layout.
+A blob only ever appears under its digest by an atomic rename of a file whose hash
+(of the digest's algorithm, sha256 or sha512) was checked first, so no reader, crash
+or concurrent writer can see a partial or wrong blob under a digest.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import trio
 
-from swarmreg.digest import Digest
+from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError, os_error
 from swarmreg.layout import BlobTree
 from swarmreg.store.files import FileBody
@@ -69,7 +69,8 @@ class BlobStore:
 
     def prepare(self) -> None:
         """Create the layout and remove temp files a previous process left behind."""
-        self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        for algorithm in ALGORITHMS:
+            self.tree.algorithm_dir(algorithm).mkdir(parents=True, exist_ok=True)
         if self.tmp_dir.exists():
             stale = list(self.tmp_dir.iterdir())
             if stale:
@@ -92,9 +93,13 @@ class BlobStore:
 
     def digests(self) -> Iterator[Digest]:
         """Every committed blob's digest (a directory scan; blocking)."""
-        for shard in sorted(self.blobs_dir.iterdir()):
-            for entry in sorted(shard.iterdir()):
-                yield Digest(entry.name)
+        for algorithm in ALGORITHMS:
+            directory = self.tree.algorithm_dir(algorithm)
+            if not directory.is_dir():
+                continue
+            for shard in sorted(directory.iterdir()):
+                for entry in sorted(shard.iterdir()):
+                    yield Digest(entry.name, algorithm)
 
     def open_body(self, digest: Digest, start: int = 0, end: int | None = None) -> tuple[FileBody, int] | None:
         """Open the blob for streaming bytes [start, end); returns the body and the blob's size.
@@ -113,20 +118,20 @@ class BlobStore:
         return self.tmp_dir / uuid.uuid4().hex
 
     async def install(self, source: Path, digest: Digest, *, hexdigest: str | None = None) -> None:
-        """Move the file ``source`` under ``digest`` once its sha256 matches.
+        """Move the file ``source`` under ``digest`` once its hash (of the digest's algorithm) matches.
 
-        ``hexdigest`` is the caller's own hash of the file's content, when it hashed
-        the bytes while writing them; otherwise the file is hashed here. On a
+        ``hexdigest`` is the caller's own hash of the file's content with the digest's
+        algorithm, when it hashed the bytes while writing them; otherwise the file is hashed here. On a
         mismatch ``source`` is removed and DIGEST_INVALID raised. The rename
         itself is shielded from cancellation: it happens whole or not at all.
         """
         if hexdigest is None:
-            hexdigest = await trio.to_thread.run_sync(hash_file, source, self.chunk_size)
+            hexdigest = await trio.to_thread.run_sync(hash_file, source, self.chunk_size, digest.hasher())
         if hexdigest != digest.hex:
             source.unlink(missing_ok=True)
             raise SwarmregError(
                 DIGEST_INVALID, "content does not match digest",
-                {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
+                {"digest": str(digest), "actual": f"{digest.algorithm}:{hexdigest}"})
         with trio.CancelScope(shield=True):
             try:
                 await trio.to_thread.run_sync(self.rename_into_place, source, digest)
@@ -160,9 +165,9 @@ class BlobStore:
             fsync_path(target.parent, directory=True)
 
     async def write(self, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
-        """Store the stream ``chunks`` under ``digest``, checking its sha256; returns the size."""
+        """Store the stream ``chunks`` under ``digest``, checking its hash; returns the size."""
         temp = self.temp_path()
-        hasher = hashlib.sha256()
+        hasher = digest.hasher()
         try:
             try:
                 fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)

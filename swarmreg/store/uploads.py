@@ -27,7 +27,7 @@ import attrs
 import cattrs
 import trio
 
-from swarmreg.digest import Digest
+from swarmreg.digest import CANONICAL, Digest
 from swarmreg.errors import (
     BLOB_UPLOAD_INVALID,
     BLOB_UPLOAD_UNKNOWN,
@@ -96,6 +96,10 @@ def _overlaps(a: tuple[int, int] | ByteRange, b: ByteRange) -> bool:
     return start < b.end and b.start < end
 
 
+def _initial_hasher(meta: UploadMeta) -> hashlib._Hash:
+    return hashlib.new(CANONICAL) if meta.digest is None else Digest.parse(meta.digest).hasher()
+
+
 @attrs.define(eq=False)
 class Upload:
     """One open upload session."""
@@ -104,9 +108,13 @@ class Upload:
     dir: Path
     # Ranges being written right now; nothing else may touch them.
     in_flight: list[ByteRange] = attrs.field(factory=list)
-    # sha256 of the bytes [0, hashed_upto), fed while in-order chunks are written,
-    # so a sequential upload commits without reading its file again.
-    hasher: hashlib._Hash = attrs.field(factory=hashlib.sha256)
+    # The hash of the bytes [0, hashed_upto), fed while in-order chunks are written,
+    # so a sequential upload commits without reading its file again. Its algorithm is
+    # the digest's when the session was opened for one (Kraken's API), else sha256:
+    # a Docker push names its digest only at the commit, and a sha512 commit then
+    # hashes the file once more rather than every upload paying for two hashes.
+    hasher: hashlib._Hash = attrs.field(
+        default=attrs.Factory(lambda self: _initial_hasher(self.meta), takes_self=True))
     hashed_upto: int = 0
     committing: bool = False
     # Cancelled (DELETE) while chunks were being written: they stop and record nothing.
@@ -160,7 +168,9 @@ class UploadManager:
             return None
         try:
             meta = _converter.structure(json.loads((entry / UPLOAD_META).read_bytes()), UploadMeta)
-        except (OSError, ValueError, cattrs.BaseValidationError):
+            if meta.digest is not None:
+                Digest.parse(meta.digest)  # the session's hasher is of its algorithm
+        except (OSError, ValueError, cattrs.BaseValidationError, SwarmregError):
             return None
         return meta if meta.uid == entry.name else None
 
@@ -325,11 +335,11 @@ class UploadManager:
         size = upload.meta.size
         upload.committing = True
         try:
-            hexdigest = await trio.to_thread.run_sync(self._finish_hash, upload, size)
+            hexdigest = await trio.to_thread.run_sync(self._finish_hash, upload, size, digest)
             if hexdigest != digest.hex:
                 self._remove(upload)
                 raise SwarmregError(DIGEST_INVALID, "content does not match digest",
-                                    {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
+                                    {"digest": str(digest), "actual": f"{digest.algorithm}:{hexdigest}"})
             if deliver is None:
                 # A full disk may refuse the move (STORAGE_FULL): the session stays for a retry.
                 with trio.CancelScope(shield=True):
@@ -341,9 +351,12 @@ class UploadManager:
         self._remove(upload)
         return size
 
-    def _finish_hash(self, upload: Upload, size: int) -> str:
+    def _finish_hash(self, upload: Upload, size: int, digest: Digest) -> str:
+        """The session's bytes hashed with ``digest``'s algorithm; blocking."""
         # Bytes past the last recorded range belong to a chunk that never finished.
         os.truncate(upload.data_path, size)
+        if upload.hasher.name != digest.algorithm:
+            return hash_file(upload.data_path, self.store.chunk_size, digest.hasher())
         if upload.hashed_upto == size:
             return upload.hasher.hexdigest()
         return hash_file(upload.data_path, self.store.chunk_size, upload.hasher.copy(), upload.hashed_upto)

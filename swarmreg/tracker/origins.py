@@ -76,7 +76,10 @@ class OriginDirectory:
 
     def content(self, digest_text: str) -> bytes | None:
         """The small blob's bytes, if they are cached."""
-        hex_ = digest_text.removeprefix("sha256:")
+        try:
+            hex_ = Digest.parse(digest_text).hex
+        except SwarmregError:
+            return None
         data = self._contents.get(hex_)
         if data is not None:
             self._contents.move_to_end(hex_)
@@ -88,7 +91,7 @@ class OriginDirectory:
             content = await origin.read(namespace, digest)
         except SwarmregError:
             return
-        if hashlib.sha256(content).hexdigest() != digest.hex:
+        if Digest.of(content, digest.algorithm) != digest:
             return
         self._contents[digest.hex] = content
         self._content_bytes += len(content)

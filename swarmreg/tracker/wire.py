@@ -18,6 +18,8 @@ import cattrs
 import msgpack
 from cattrs.v import format_exception
 
+from swarmreg.digest import MAX_DIGEST_LENGTH
+
 PROTOCOL_VERSION = 1
 # The websocket path of the announce channel.
 PATH = "/announce"
@@ -64,7 +66,7 @@ class Announce:
 
     request_id: int
     info_hash: str = attrs.field(validator=_hex(64))
-    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+    digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
     peer: Peer
 
@@ -82,7 +84,7 @@ class MetainfoRequest:
 
     request_id: int
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
-    digest: str = attrs.field(validator=attrs.validators.max_len(80))
+    digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
 
 
 @attrs.frozen

@@ -37,6 +37,15 @@ _LEXICAL = (f'{_SPEC}, "Listing Tags": "If the list is not empty, the tags MUST 
 _PAGE = (f'{_SPEC}, "Listing Tags": "the response MUST include <int> results" unless fewer exist or '
          'a Link header is provided, and with last "up to <int> tags *after* <tagname> will be '
          'returned" in lexical order (docker-registry 2.8 ignores n and last)')
+_SHA512 = ('OCI image spec v1.1, descriptor.md "Registered algorithms": sha512 is registered beside '
+           'sha256 ("When the algorithm identifier is sha512, the encoded portion MUST match '
+           '/[a-f0-9]{128}/"), and a digest names content by the algorithm it gives; ' + _SPEC + ', '
+           '"Pulling blobs": the Docker-Content-Digest header is the digest of the blob "<digest>" '
+           'pulled (docker-registry 2.8 keeps every blob under its sha256 only and answers that digest)')
+_SHA512_MANIFEST = (_SPEC + ', "Pushing Manifests": the <reference> of PUT /v2/<name>/manifests/<reference> '
+                    'may be a digest, and a digest may be a sha512 one (image spec, "Registered algorithms"); '
+                    'the manifest is then pullable by that digest (docker-registry 2.8 refuses it: 400 '
+                    'DIGEST_INVALID, and so has nothing to answer with at the GET and HEAD: 404)')
 KNOWN_DIFFERENCES: Mapping[str, str] = {
     "errors.upload-status-unknown-id": (
         f'{_SPEC}, "Error Codes": code-3 BLOB_UPLOAD_UNKNOWN is "blob upload unknown to registry", '
@@ -48,6 +57,21 @@ KNOWN_DIFFERENCES: Mapping[str, str] = {
     "push.monolithic-post-arm64.fallback-put": _FALLBACK_PUT,
     "push.monolithic-post-empty-blob": _SINGLE_POST,
     "push.monolithic-post-empty-blob.fallback-put": _FALLBACK_PUT,
+    "sha512.monolithic-post": f"{_SINGLE_POST}; {_SHA512}",
+    "sha512.monolithic-post.fallback-put": _FALLBACK_PUT,
+    "sha512.post-put.put": _SHA512,
+    "sha512.chunked.put-last-chunk": _SHA512,
+    "sha512.blob-head": _SHA512,
+    "sha512.blob-get": _SHA512,
+    "sha512.blob-get-chunked-upload": _SHA512,
+    "sha512.blob-range": _SHA512,
+    "sha512.blob-under-sha256-unknown": (
+        f'{_SPEC}, "Pulling blobs": "If the blob is not found in the repository, the registry MUST return '
+        'a 404"; a blob pushed under its sha512 digest is in the repository under that digest (docker-registry '
+        '2.8 keeps it under its sha256 and serves it there: 200)'),
+    "sha512.manifest-by-digest": _SHA512_MANIFEST,
+    "sha512.manifest-get-by-digest": _SHA512_MANIFEST,
+    "sha512.manifest-head-by-digest": _SHA512_MANIFEST,
     "push.out-of-order.patch-gap": (
         f'{_SPEC}, "Pushing a blob in chunks": "Chunks MUST be uploaded in order, with the first byte '
         'of a chunk being the last chunk\'s <end-of-range> plus one. If a chunk is uploaded out of '

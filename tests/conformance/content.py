@@ -33,6 +33,11 @@ def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def digest512(data: bytes) -> str:
+    """A sha512 digest (image-spec registers sha512; the distribution spec lets a client choose it)."""
+    return "sha512:" + hashlib.sha512(data).hexdigest()
+
+
 def encode(document: Any) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
@@ -43,6 +48,10 @@ def random_blob(size: int, seed: int) -> bytes:
 
 def descriptor(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
     return {"mediaType": media_type, "digest": digest(data), "size": len(data), **extra}
+
+
+def descriptor512(media_type: str, data: bytes, **extra: Any) -> dict[str, Any]:
+    return {"mediaType": media_type, "digest": digest512(data), "size": len(data), **extra}
 
 
 def image_index(*manifests: dict[str, Any]) -> dict[str, Any]:
@@ -67,6 +76,12 @@ class Content:
     wrong_digest_data = random_blob(5000, 5)                                  # PUT ?digest= mismatch
     cancelled = random_blob(4000, 6)                                          # DELETE upload
     out_of_order = random_blob(8000, 7)                                       # PATCH gap -> 416
+    # Blobs pushed under sha512 digests.
+    config_sha512 = encode({"architecture": "amd64", "os": "linux", "variant": "sha512",
+                            "rootfs": {"type": "layers", "diff_ids": []}})  # monolithic POST
+    layer_sha512_put = random_blob(40_000, 8)                                 # POST then PUT
+    layer_sha512_chunked = random_blob(2 * 65536 + 500, 9)                    # PATCH + PUT
+    wrong_sha512_data = random_blob(3000, 10)                                 # PUT ?digest= mismatch
 
     @cached_property
     def oci_amd64(self) -> bytes:
@@ -92,6 +107,14 @@ class Content:
             descriptor(OCI_MANIFEST, self.oci_amd64, platform={"architecture": "amd64", "os": "linux"}),
             descriptor(OCI_MANIFEST, self.oci_arm64, platform={"architecture": "arm64", "os": "linux"}),
         ]})
+
+    @cached_property
+    def oci_sha512(self) -> bytes:
+        """An OCI image manifest whose config and layers are named by sha512 digests."""
+        return encode({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                       "config": descriptor512(OCI_CONFIG, self.config_sha512),
+                       "layers": [descriptor512(OCI_LAYER, self.layer_sha512_put),
+                                  descriptor512(OCI_LAYER, self.layer_sha512_chunked)]})
 
     def artifact(self, artifact_type: str, subject: bytes, note: str) -> bytes:
         """An OCI 1.1 artifact manifest (empty config and layer) whose subject is ``subject``."""
@@ -146,4 +169,7 @@ class Content:
                  "empty", "never_pushed", "wrong_digest_data", "cancelled", "out_of_order",
                  "oci_amd64", "oci_arm64", "docker_v2", "index", "sbom", "signature",
                  "missing_blob", "at_limit", "over_limit"]
-        return {digest(getattr(self, name)) for name in names}
+        sha512 = ["config_sha512", "layer_sha512_put", "layer_sha512_chunked", "wrong_sha512_data",
+                  "oci_sha512"]
+        return ({digest(getattr(self, name)) for name in names + sha512}
+                | {digest512(getattr(self, name)) for name in sha512})

@@ -22,14 +22,14 @@ RECORDED_HEADERS = (
     "docker-distribution-api-version",
 )
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}(?![0-9a-f])|sha512:[0-9a-f]{128}")
 UPLOAD_PATH = re.compile(r"(/blobs/uploads/)[^/?#]+")
 LINK = re.compile(r"<([^>]*)>\s*;\s*rel=\"?([^\";]+)\"?")
 
 
 def mask_text(text: str, known: Collection[str]) -> str:
     """Replace UUIDs and unknown digests in ``text`` by placeholders."""
-    text = DIGEST.sub(lambda m: m.group(0) if m.group(0) in known else "sha256:<unknown>", text)
+    text = DIGEST.sub(lambda m: m.group(0) if m.group(0) in known else m.group(0)[:7] + "<unknown>", text)
     return UUID.sub("<uuid>", text)
 
 

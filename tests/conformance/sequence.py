@@ -11,7 +11,18 @@ from __future__ import annotations
 
 from functools import partial
 
-from .content import ACCEPT_ALL, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, SBOM, SIGNATURE, Content, digest, image_index
+from .content import (
+    ACCEPT_ALL,
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    SBOM,
+    SIGNATURE,
+    Content,
+    digest,
+    digest512,
+    image_index,
+)
 from .steps import Step
 
 APP = "conformance/app"
@@ -58,12 +69,16 @@ def base_and_errors(c: Content) -> list[Step]:
     ]
 
 
-def monolithic(name: str, data: bytes) -> list[Step]:
-    """A single-POST upload, and the PUT a client sends if the registry opened an upload instead."""
+def monolithic(name: str, data: bytes, ref: str | None = None) -> list[Step]:
+    """A single-POST upload, and the PUT a client sends if the registry opened an upload instead.
+
+    ``ref`` is the digest to push it under (default: its sha256)."""
+    ref = ref or digest(data)
+    created = {"docker-content-digest": ref, "location": blob(APP, ref)}
     return [
-        Step(name, "push", "POST", uploads(APP), (201, 202), params={"digest": digest(data)}, body=data,
-             headers=OCTET, save=name),
-        Step(f"{name}.fallback-put", "push", "PUT", f"${name}", 201, params={"digest": digest(data)},
+        Step(name, "push", "POST", uploads(APP), (201, 202), params={"digest": ref}, body=data,
+             headers=OCTET, save=name, spec_headers=created if ref.startswith("sha512:") else {}),
+        Step(f"{name}.fallback-put", "push", "PUT", f"${name}", 201, params={"digest": ref},
              body=data, headers=OCTET, note="skipped when the POST stored the blob (201)"),
     ]
 
@@ -224,6 +239,73 @@ def push_manifests(c: Content) -> list[Step]:
     ]
 
 
+def _bytes(data: bytes) -> dict[str, object]:
+    """The normalized body of content steps that return exactly ``data``."""
+    return {"sha256": digest(data).removeprefix("sha256:"), "length": len(data)}
+
+
+def sha512(c: Content) -> list[Step]:
+    """Blobs and a manifest under sha512 digests: image-spec registers sha512, and the distribution
+    spec lets a client choose the algorithm ("Pushing blobs": the digest parameter of the PUT)."""
+    s = partial(Step, workflow="push")
+    chunked = c.layer_sha512_chunked
+    config, layer = digest512(c.config_sha512), digest512(c.layer_sha512_put)
+    by_digest = digest512(c.oci_sha512)
+
+    def named(ref: str, location: str | None = None) -> dict[str, str | None]:
+        # What a registry that keeps the client's algorithm answers (held to it where it departs
+        # from docker-registry, which names every blob by its sha256).
+        return {"docker-content-digest": ref, **({"location": location} if location else {})}
+
+    return [
+        *monolithic("sha512.monolithic-post", c.config_sha512, config),
+        s(name="sha512.post-put.open", method="POST", url=uploads(APP), expect=202, save="put512"),
+        s(name="sha512.post-put.put", method="PUT", url="$put512", expect=201,
+          params={"digest": layer}, body=c.layer_sha512_put, headers=OCTET,
+          spec_headers=named(layer, blob(APP, layer))),
+        s(name="sha512.chunked.open", method="POST", url=uploads(APP), expect=202, save="chunked512"),
+        s(name="sha512.chunked.patch-1", method="PATCH", url="$chunked512", expect=202, save="chunked512",
+          body=chunked[:CHUNK], headers={**OCTET, "Content-Range": f"0-{CHUNK - 1}"}),
+        s(name="sha512.chunked.status", method="GET", url="$chunked512", expect=204),
+        s(name="sha512.chunked.put-last-chunk", method="PUT", url="$chunked512", expect=201,
+          params={"digest": digest512(chunked)}, body=chunked[CHUNK:],
+          headers={**OCTET, "Content-Range": f"{CHUNK}-{len(chunked) - 1}"},
+          spec_headers=named(digest512(chunked), blob(APP, digest512(chunked)))),
+        # The sha256 of the same bytes is another digest: the check is sha512's, and it fails.
+        s(name="sha512.wrong-digest.open", method="POST", url=uploads(APP), expect=202, save="bad512"),
+        s(name="sha512.wrong-digest.put", method="PUT", url="$bad512", expect=400,
+          params={"digest": digest512(c.cancelled)}, body=c.wrong_sha512_data, headers=OCTET),
+        s(name="sha512.wrong-digest.blob-absent", method="HEAD", url=blob(APP, digest512(c.cancelled)),
+          expect=404),
+        s(name="sha512.blob-head", method="HEAD", url=blob(APP, layer), expect=200, content=True,
+          spec_headers=named(layer)),
+        s(name="sha512.blob-get", method="GET", url=blob(APP, layer), expect=200, content=True,
+          spec_headers=named(layer), spec_body=_bytes(c.layer_sha512_put)),
+        s(name="sha512.blob-get-chunked-upload", method="GET", url=blob(APP, digest512(chunked)),
+          expect=200, content=True, spec_headers=named(digest512(chunked)), spec_body=_bytes(chunked)),
+        s(name="sha512.blob-range", method="GET", url=blob(APP, layer), expect=206, content=True,
+          headers={"Range": "bytes=100-199"}, spec_headers=named(layer),
+          spec_body=_bytes(c.layer_sha512_put[100:200])),
+        s(name="sha512.blob-under-sha256-unknown", method="GET", url=blob(APP, c.layer_sha512_put),
+          expect=(200, 404), note="pushed under its sha512 only: 404, or 200 where blobs are kept by sha256"),
+        put_manifest("sha512.manifest-by-digest", APP, by_digest, c.oci_sha512, OCI_MANIFEST,
+                     spec_headers=named(by_digest, manifest(APP, by_digest))),
+        put_manifest("sha512.manifest-by-tag", APP, "sha512", c.oci_sha512, OCI_MANIFEST),
+        put_manifest("sha512.manifest-digest-mismatch", APP, digest512(c.oci_amd64), c.oci_sha512,
+                     OCI_MANIFEST, expect=400),
+        s(name="sha512.manifest-get-by-digest", method="GET", url=manifest(APP, by_digest), expect=200,
+          workflow="pull", headers=ACCEPT, content=True,
+          spec_headers={**named(by_digest), "content-type": OCI_MANIFEST}, spec_body=_bytes(c.oci_sha512)),
+        s(name="sha512.manifest-head-by-digest", method="HEAD", url=manifest(APP, by_digest), expect=200,
+          workflow="pull", headers=ACCEPT, content=True,
+          spec_headers={**named(by_digest), "content-length": str(len(c.oci_sha512))}),
+        s(name="sha512.manifest-get-by-tag", method="GET", url=manifest(APP, "sha512"), expect=200,
+          workflow="pull", headers=ACCEPT, content=True, note="by tag the digest is the canonical sha256"),
+        s(name="sha512.manifest-mismatch-not-stored", method="GET", url=manifest(APP, digest512(c.oci_amd64)),
+          expect=404, workflow="pull", headers=ACCEPT),
+    ]
+
+
 def tag_list(*tags: str) -> dict[str, object]:
     """The tags/list body of APP the spec calls for: ``tags`` in lexical order."""
     return {"name": APP, "tags": sorted(tags)}
@@ -333,7 +415,7 @@ def build_sequence(content: Content | None = None) -> list[Step]:
     """The whole sequence, in execution order; step names are unique."""
     c = content or Content()
     steps = [*base_and_errors(c), *push_blobs(c), *pull_blobs(c), *mount_blobs(c),
-             *push_manifests(c), *discovery(), *referrers(c), *management(c)]
+             *push_manifests(c), *sha512(c), *discovery(), *referrers(c), *management(c)]
     names = [step.name for step in steps]
     assert len(names) == len(set(names)), "duplicate step names"
     return steps

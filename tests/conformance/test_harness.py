@@ -9,7 +9,7 @@ import attrs
 import httpx
 
 from .compare import KNOWN_DIFFERENCES, compare, reference_gaps, spec_departures
-from .content import MANIFEST_LIMIT, Content, digest
+from .content import MANIFEST_LIMIT, Content, digest, digest512
 from .normalize import normalize_body, normalize_headers, normalize_link, normalize_location
 from .runner import Observation, _pieces
 from .sequence import build_sequence
@@ -49,6 +49,18 @@ def test_locations_compare_equal_absolute_or_relative() -> None:
     assert normalize_location(BASE + blob, BASE, KNOWN) == blob
     assert normalize_location(f"/v2/x/blobs/sha256:{'1' * 64}", BASE, KNOWN) == \
         "/v2/x/blobs/sha256:<unknown>"
+
+
+def test_sha512_digests_are_kept_when_known_and_masked_otherwise() -> None:
+    known = f"/v2/x/blobs/{digest512(Content.layer_sha512_put)}"
+    assert normalize_location(known, BASE, KNOWN) == known
+    assert normalize_location(f"/v2/x/blobs/sha512:{'1' * 128}", BASE, KNOWN) == "/v2/x/blobs/sha512:<unknown>"
+    # A sha256 prefix of a sha512 hex is not a sha256 digest.
+    assert normalize_location(f"/v2/x/blobs/sha256:{'1' * 128}", BASE, KNOWN) == f"/v2/x/blobs/sha256:{'1' * 128}"
+    sha512_steps = [step for step in build_sequence() if step.name.startswith("sha512.")]
+    assert {"push", "pull"} <= {step.workflow for step in sha512_steps}
+    assert any("sha512:" in str(step.params.get("digest", "")) and "Content-Range" in step.headers
+               for step in sha512_steps), "a chunked upload under a sha512 digest"
 
 
 def test_link_query_order_does_not_matter() -> None:

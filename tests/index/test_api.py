@@ -466,7 +466,8 @@ async def test_good_repository_names(http: httpx.AsyncClient) -> None:
         assert (await http.get(f"/repositories/{name}/tags")).json() == {"name": name, "tags": [], "next": None}
 
 
-@pytest.mark.parametrize("bad", ["sha256:abc", "sha512:" + "a" * 128, "sha256:" + "A" * 64, "sha256:", ":x"])
+@pytest.mark.parametrize("bad", ["sha256:abc", "sha384:" + "a" * 96, "sha512:" + "a" * 64, "sha256:" + "A" * 64,
+                                 "sha256:", ":x"])
 async def test_bad_digests(http: httpx.AsyncClient, bad: str) -> None:
     for method, path in [("GET", f"/repositories/r/manifests/{bad}"), ("DELETE", f"/repositories/r/blobs/{bad}"),
                          ("GET", f"/repositories/r/referrers/{bad}"), ("PUT", f"/repositories/r/blobs/{bad}")]:

@@ -400,8 +400,10 @@ REFUSALS = {
                          DIGEST_INVALID, "layers[0].digest"),
     "uppercase digest": (_with(fx.OCI_IMAGE, ("config", "digest"), fx.OCI_CONFIG.upper()), None,
                          DIGEST_INVALID, "config.digest"),
-    "sha512 digest": (_with(fx.OCI_IMAGE, ("layers", 0, "digest"), "sha512:" + "a" * 128), None,
+    "sha384 digest": (_with(fx.OCI_IMAGE, ("layers", 0, "digest"), "sha384:" + "a" * 96), None,
                       DIGEST_INVALID, "layers[0].digest"),
+    "short sha512 digest": (_with(fx.OCI_IMAGE, ("layers", 0, "digest"), "sha512:" + "a" * 64), None,
+                            DIGEST_INVALID, "layers[0].digest"),
     "traversal digest": (_with(fx.OCI_INDEX, ("manifests", 0, "digest"), "sha256:../../etc"), None,
                          DIGEST_INVALID, "manifests[0].digest"),
     "no size": (_with(fx.OCI_IMAGE, ("layers", 0, "size"), DELETE), None, MANIFEST_INVALID,
@@ -473,7 +475,7 @@ def test_a_manifest_referencing_itself_is_refused(monkeypatch):
     # A sha256 fixpoint cannot be built, so make the hash of the body equal a digest it lists.
     class Rigged(Digest):
         @classmethod
-        def of(cls, data: bytes) -> Digest:
+        def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
             return Digest.parse(target)
 
     monkeypatch.setattr(manifest_module, "Digest", Rigged)
@@ -482,3 +484,24 @@ def test_a_manifest_referencing_itself_is_refused(monkeypatch):
         error = refused(body)
         assert error.code is MANIFEST_INVALID and "references itself" in error.message
         assert error.detail == {"digest": target}
+
+
+# -- sha512 ------------------------------------------------------------------------------------
+
+def test_descriptors_may_name_sha512_digests():
+    config, layer = "sha512:" + "c" * 128, "sha512:" + "d" * 128
+    document = load(fx.OCI_IMAGE)
+    document["config"]["digest"], document["layers"][0]["digest"] = config, layer
+    manifest = parse_manifest(dump(document), mt.OCI_MANIFEST)
+    assert manifest.blobs[:2] == (Digest.parse(config), Digest.parse(layer))
+    assert manifest.digest.algorithm == "sha256", "the canonical digest unless asked for another"
+
+
+def test_the_manifest_digest_is_taken_with_the_algorithm_asked_for():
+    """A manifest put under a sha512 digest is verified with sha512."""
+    manifest = parse_manifest(fx.OCI_IMAGE, mt.OCI_MANIFEST, algorithm="sha512")
+    assert manifest.digest == Digest(hashlib.sha512(fx.OCI_IMAGE).hexdigest(), "sha512")
+    assert manifest.descriptor().digest == manifest.digest
+    with pytest.raises(SwarmregError) as info:
+        parse_manifest(fx.OCI_IMAGE, mt.OCI_MANIFEST, algorithm="md5")
+    assert info.value.code is DIGEST_INVALID

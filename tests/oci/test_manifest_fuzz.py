@@ -49,7 +49,7 @@ def mostly(good, bad):
 
 HEX_DIGESTS = st.text("0123456789abcdef", min_size=64, max_size=64).map(lambda h: f"sha256:{h}")
 DIGESTS = mostly(st.one_of(HEX_DIGESTS, st.just(fx.OCI_LAYER)),
-                 st.one_of(st.sampled_from(["sha512:" + "a" * 128, "sha256:", "sha256:AB"]), JUNK))
+                 st.one_of(st.sampled_from(["sha384:" + "a" * 96, "sha512:" + "a" * 64, "sha256:", "sha256:AB"]), JUNK))
 MEDIA_TYPES = mostly(st.sampled_from(sorted(mt.MANIFEST_TYPES | {mt.OCI_CONFIG, mt.OCI_EMPTY,
                                                                  mt.DOCKER_FOREIGN_LAYER})),
                      st.one_of(st.text(max_size=30), JUNK))

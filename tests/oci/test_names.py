@@ -93,10 +93,12 @@ def test_invalid_tags(tag):
 def test_parse_reference_tag_or_digest():
     assert parse_reference("latest") == "latest"
     assert parse_reference(f"sha256:{HEX}") == Digest(HEX)
+    assert parse_reference(f"sha512:{HEX}{HEX}") == Digest(HEX + HEX, "sha512")
 
 
 @pytest.mark.parametrize("reference", [
-    f"sha512:{HEX}{HEX}",               # well-formed, but only sha256 is supported
+    f"sha384:{HEX}{HEX[:32]}",          # well-formed, but only sha256 and sha512 are supported
+    f"sha512:{HEX}",                    # a sha256's length under sha512
     "sha256:abc",
     f"sha256:{HEX.upper()}",
     "sha256:../../etc/passwd",

@@ -105,7 +105,8 @@ async def test_empty_blob(origin_client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("digest", [
     "sha256:abc",
     "sha256:" + "A" * 64,
-    "sha512:" + "a" * 128,
+    "sha512:" + "a" * 64,   # a sha256's length under sha512
+    "sha384:" + "a" * 96,
     "md5:d41d8cd98f00b204e9800998ecf8427e",
     "notadigest",
     "sha256:" + "g" * 64,

@@ -50,10 +50,11 @@ def files_outside_data(root: Path) -> set[str]:
 
 
 def assert_store_intact(herd: Herd) -> None:
-    """Every blob under a digest holds exactly that digest's bytes."""
+    """Every blob under a digest holds exactly that digest's bytes (sha256: 64 hex digits, sha512: 128)."""
     for hex_, _ in blob_files(herd.root / "herd").items():
-        path = herd.root / "herd" / "blobs" / "sha256" / hex_[:2] / hex_
-        assert hashlib.sha256(path.read_bytes()).hexdigest() == hex_, f"a blob under {hex_} is not it"
+        algorithm = "sha256" if len(hex_) == 64 else "sha512"
+        path = herd.root / "herd" / "blobs" / algorithm / hex_[:2] / hex_
+        assert hashlib.new(algorithm, path.read_bytes()).hexdigest() == hex_, f"a blob under {hex_} is not it"
 
 
 async def assert_unharmed(herd: Herd, before: set[str], outside: set[str]) -> None:
@@ -93,7 +94,9 @@ async def test_bad_repository_names_are_400_name_invalid_or_404(herd: Herd, name
     ("..%2F..%2Fevil", ("TAG_INVALID", "DIGEST_INVALID", "NOT_FOUND")),
     ("sha256:..%2F..%2Fevil", ("DIGEST_INVALID", "NOT_FOUND")),
     ("md5:d41d8cd98f00b204e9800998ecf8427e", ("DIGEST_INVALID", "UNSUPPORTED")),
-    ("sha512:" + "ab" * 64, ("DIGEST_INVALID", "UNSUPPORTED")),
+    ("sha384:" + "ab" * 48, ("DIGEST_INVALID", "UNSUPPORTED")),
+    ("sha512:" + "ab" * 32, ("DIGEST_INVALID",)),   # a sha256's length under sha512
+    ("sha512:" + "ab" * 63 + "..", ("DIGEST_INVALID", "NOT_FOUND")),
     ("x" * 129, ("TAG_INVALID",)),
 ])
 async def test_bad_tags_and_digests_change_nothing(herd: Herd, reference: str, codes: tuple[str, ...]) -> None:

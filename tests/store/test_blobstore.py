@@ -32,6 +32,7 @@ async def read_body(store: BlobStore, digest: Digest, start: int = 0, end: int |
 def test_prepare_creates_the_layout(tmp_path):
     make_store(tmp_path / "data")
     assert (tmp_path / "data" / "blobs" / "sha256").is_dir()
+    assert (tmp_path / "data" / "blobs" / "sha512").is_dir()
     assert (tmp_path / "data" / "tmp").is_dir()
 
 
@@ -234,3 +235,33 @@ async def test_a_write_fsyncs_the_blob_its_shard_and_a_new_shard_in_its_parent(t
                 if Digest.of(data).hex[:2] == first.hex[:2])
     await store.write(Digest.of(data), chunks(data))
     assert key(path.parent.parent) not in synced and key(path.parent) in synced
+
+
+# --- sha512 -----------------------------------------------------------------------------------
+
+async def test_a_sha512_blob_is_stored_under_blobs_sha512_and_listed(tmp_path):
+    store = make_store(tmp_path)
+    data = random_bytes(200_000, seed=5)
+    digest, same_bytes = Digest.of(data, "sha512"), Digest.of(data)
+    assert await store.write(digest, chunks(data, 7000)) == len(data)
+    assert files_under(tmp_path) == {f"blobs/sha512/{digest.hex[:2]}/{digest.hex}"}
+    assert store.path(digest).read_bytes() == data
+    assert digest in store and same_bytes not in store  # one blob per digest, not per content
+    await store.write(same_bytes, chunks(data))
+    assert sorted(store.digests()) == sorted([digest, same_bytes])
+    assert await read_body(store, digest, 10, 100) == data[10:100]
+    assert await store.delete(digest) and list(store.digests()) == [same_bytes]
+
+
+async def test_a_sha512_blob_is_verified_with_sha512(tmp_path):
+    """Content whose sha256 hex is what a sha512 digest claims is refused: the hash must be sha512's."""
+    store = make_store(tmp_path)
+    data = b"sha512 content"
+    with pytest.raises(SwarmregError) as info:
+        await store.write(Digest.of(b"other", "sha512"), chunks(data))
+    assert info.value.code is DIGEST_INVALID
+    assert info.value.detail["actual"] == str(Digest.of(data, "sha512"))
+    source = store.temp_path()
+    source.write_bytes(data)
+    await store.install(source, Digest.of(data, "sha512"))
+    assert store.path(Digest.of(data, "sha512")).read_bytes() == data

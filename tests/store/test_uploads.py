@@ -358,6 +358,62 @@ async def test_a_delivery_that_fails_keeps_the_session_for_a_retry(manager, tmp_
     assert Digest.of(data) not in manager.store, "a delivery replaces the move into the store"
 
 
+# --- sha512 -----------------------------------------------------------------------------------
+
+async def test_a_session_opened_for_a_sha512_digest_hashes_with_sha512(manager):
+    data = random_bytes(30_000, seed=31)
+    digest = Digest.of(data, "sha512")
+    upload = await manager.create(NS, digest)
+    assert upload.hasher.name == "sha512"
+    for start in range(0, len(data), 10_000):
+        await put(manager, upload, data, start, start + 10_000)
+    assert upload.hashed_upto == len(data)
+    assert await manager.commit(upload, digest) == len(data)
+    assert manager.store.path(digest).read_bytes() == data
+    assert manager.store.path(digest).parent.parent.name == "sha512"
+
+
+async def test_a_session_without_a_digest_commits_under_a_sha512_digest(manager):
+    """The digest comes at the commit (a Docker push): the bytes hashed as sha256 on the way are hashed
+    again with sha512, in and out of order."""
+    data = random_bytes(25_000, seed=32)
+    upload = await manager.create(NS)
+    await manager.write(upload, None, chunks(data[:9000]))
+    await manager.write(upload, None, chunks(data[9000:]))
+    assert await manager.commit(upload, Digest.of(data, "sha512")) == len(data)
+    assert manager.store.path(Digest.of(data, "sha512")).read_bytes() == data
+    assert Digest.of(data) not in manager.store
+
+    gapped = await manager.create(NS)
+    await put(manager, gapped, data, 12_000, 25_000)
+    await put(manager, gapped, data, 0, 12_000)
+    with pytest.raises(SwarmregError) as info:
+        await manager.commit(gapped, Digest.of(data[:-1], "sha512"))
+    assert error_code(info) is DIGEST_INVALID
+    assert info.value.detail["actual"] == str(Digest.of(data, "sha512"))
+
+
+async def test_a_sha512_session_survives_a_restart(manager):
+    data = random_bytes(20_000, seed=33)
+    digest = Digest.of(data, "sha512")
+    upload = await manager.create(NS, digest)
+    await put(manager, upload, data, 0, 8000)
+    again = reopen(manager)
+    resumed = again.get(upload.uid, NS, digest)
+    assert resumed.hasher.name == "sha512"
+    await put(again, resumed, data, 8000, 20_000)
+    assert await again.commit(resumed, digest) == len(data)
+    assert again.store.path(digest).read_bytes() == data
+
+
+async def test_load_drops_a_session_whose_meta_names_an_unsupported_digest(manager):
+    upload = await manager.create(NS, Digest.of(b"x", "sha512"))
+    meta = json.loads((upload.dir / "meta.json").read_text())
+    (upload.dir / "meta.json").write_text(json.dumps({**meta, "digest": "md5:" + "ab" * 16}))
+    again = reopen(manager)
+    assert len(again) == 0 and not upload.dir.exists()
+
+
 # --- bounds: open sessions, cancellation during a write ---------------------------------------
 
 async def test_open_sessions_are_bounded_in_all_and_per_namespace(tmp_path):

@@ -26,6 +26,7 @@ from swarmreg.tracker.wire import (
 PEER = Peer("ab" * 10, "127.0.0.1", 6881, complete=True)
 INFO_HASH = "cd" * 32
 DIGEST = "sha256:" + "e" * 64
+DIGEST512 = "sha512:" + "f" * 128  # 135 characters, the longest digest
 LIMIT = 64 << 10
 
 
@@ -33,6 +34,8 @@ LIMIT = 64 << 10
     Announce(1, INFO_HASH, DIGEST, "library/foo", PEER),
     Leave(INFO_HASH),
     MetainfoRequest(7, "library/foo", DIGEST),
+    Announce(2, INFO_HASH, DIGEST512, "library/foo", PEER),
+    MetainfoRequest(8, "library/foo", DIGEST512),
 ])
 def test_frames_to_the_tracker_round_trip(frame: object) -> None:
     assert decode(encode(frame), TO_TRACKER, LIMIT) == frame
@@ -72,6 +75,7 @@ GOOD_ANNOUNCE = {"request_id": 1, "info_hash": INFO_HASH, "digest": DIGEST, "nam
     (frame("announce", {**GOOD_ANNOUNCE, "peer": {**GOOD_ANNOUNCE["peer"], "port": 70000}}), "malformed announce"),
     (frame("announce", {**GOOD_ANNOUNCE, "peer": {**GOOD_ANNOUNCE["peer"], "complete": 1}}), "malformed announce"),
     (frame("leave", None), "malformed leave"),
+    (frame("announce", {**GOOD_ANNOUNCE, "digest": DIGEST512 + "f"}), "malformed announce"),
     (b"\x00" * (LIMIT + 1), "exceeds"),
 ])
 def test_bad_frames_are_protocol_errors(data: bytes, reason: str) -> None:
