@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import statistics
 import time
 from pathlib import Path
@@ -60,7 +61,9 @@ class Run:
         self.scenario = scenario
         self.work = work
         self.network = network
-        self.cluster = Cluster(work, QUIET)
+        # The nodes listen on their namespaces' addresses: the internal writes need the cluster secret.
+        self.secret = secrets.token_hex(16)
+        self.cluster = Cluster(work, (*QUIET, f'cluster.secret="{self.secret}"'))
         self.herd: DaemonProcess | None = None
         self.agents: list[DaemonProcess] = []
         self.samples: list[dict[str, Any]] = []  # bytes served by the origin and by agents over time
@@ -107,7 +110,8 @@ class Run:
     async def upload(self, path: Path, digest: str) -> None:
         """The blob to the origin, with Kraken's chunked upload."""
         assert self.herd is not None
-        async with OriginClient(Address.parse(self.herd.address("origin")), timeout=600) as origin:
+        async with OriginClient(Address.parse(self.herd.address("origin")), timeout=600,
+                                secret=self.secret) as origin:
             await origin.upload_file(NS, Digest.parse(digest), path, through=False)
 
     async def pull(self, index: int, digest: str, record: Pull, t0: float) -> None:

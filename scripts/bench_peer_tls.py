@@ -57,7 +57,8 @@ async def main(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-tls-", dir=args.workdir))
     try:
         certs = work / "certs"
-        make_dev_certs(certs, ["node"])
+        # One certificate for every node of the bench; the upload to the origin needs a writer's role.
+        make_dev_certs(certs, {"node": ("origin", "tracker", "index", "proxy", "agent")})
         blob = work / "blob"
         digest = make_blob(blob, parse_size(args.size))
         plain = await mode_runs(work, blob, digest, args.repeat, None)

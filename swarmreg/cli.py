@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     issue.add_argument("name", help="the node's name (its certificate's common name and first SAN)")
     issue.add_argument("--san", action="append", default=[], metavar="NAME",
                        help="another DNS name or IP address the node is reached at (repeatable)")
+    issue.add_argument("--roles", default="", metavar="ROLE,...",
+                       help="the roles the node may write as on the internal ports (agent,origin,tracker,"
+                            "proxy,index); none: the certificate reads only")
     for command in (init, issue):
         command.add_argument("--dir", default="certs", help="where the CA and certificates live (default: ./certs)")
         command.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -75,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_devcluster(args.data_dir, tls=args.tls)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
-            sys.stdout.write(dump_config(config))
+            sys.stdout.write(dump_config(config, redact=True))
             return 0
         return _run_daemon(args, config)
     except ConfigError as error:

@@ -155,8 +155,10 @@ class TrackerConfig:
     # Origins to fetch metainfo from (their HTTP API); they also seed every blob.
     # Empty: the origin role of this same daemon.
     origins: tuple[Address, ...] = ()
-    # How often peers re-announce; a peer silent for three intervals expires.
-    announce_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    # How often peers re-announce; a peer silent for three intervals expires. Within the bounds
+    # a peer accepts in a reply (swarmreg.tracker.wire.MIN_INTERVAL, MAX_INTERVAL).
+    announce_interval: float = attrs.field(
+        default=30.0, validator=[attrs.validators.ge(1.0), attrs.validators.le(86400.0)])
     max_peers: int = attrs.field(default=50, validator=attrs.validators.ge(1))
     # Frames larger than this close the connection.
     max_frame_size: ByteSize = ByteSize(64 << 10)
@@ -215,7 +217,8 @@ class AgentConfig:
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces from the next one the download hashes that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
-    # How long a tag looked up in the index is reused (manifest records are kept for good).
+    # How long an answer of the index (a tag or blob link, found or not; a manifest record found) is
+    # reused: a tag, manifest or blob deleted through the proxy stops being served within it.
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Attempts at reaching the tracker (with backoff) before a request fails with 503.
     tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
@@ -307,6 +310,17 @@ class TlsConfig:
 
 
 @attrs.frozen
+class ClusterConfig:
+    """What the internal ports ask of a writer when ``[tls]`` is not set (see swarmreg.authz)."""
+
+    # Shared by every node: writes to the origin, index and tracker need it as a bearer token,
+    # which our own clients send. Empty: no secret (writes unchecked without [tls]).
+    secret: str = attrs.field(default="", repr=False)
+    # Start even though internal ports listen beyond loopback with neither [tls] nor a secret.
+    insecure: bool = False
+
+
+@attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
     # SIGINT/SIGTERM give in-flight work this long before it is cancelled.
@@ -315,6 +329,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()
     tls: TlsConfig = TlsConfig()
+    cluster: ClusterConfig = ClusterConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
     swarm: SwarmConfig = SwarmConfig()
@@ -471,7 +486,13 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-def dump_config(config: Config) -> str:
-    """The configuration as TOML that ``load_config`` reads back to the same value."""
+REDACTED = "<redacted>"
+
+
+def dump_config(config: Config, *, redact: bool = False) -> str:
+    """The configuration as TOML that ``load_config`` reads back to the same value; with
+    ``redact`` (``swarmreg config show``) a set cluster secret reads ``<redacted>``."""
+    if redact and config.cluster.secret:
+        config = attrs.evolve(config, cluster=attrs.evolve(config.cluster, secret=REDACTED))
     # TOML has no null: an unset optional key is simply left out.
     return tomli_w.dumps(_without_none(make_converter().unstructure(config)))

@@ -13,6 +13,7 @@ from typing import Any
 
 import trio
 
+from swarmreg.authz import exposure_error
 from swarmreg.backends.router import BackendRouter
 from swarmreg.config import Config, ConfigError
 from swarmreg.layout import DataLayout
@@ -94,6 +95,9 @@ class Daemon:
         for role, other, configured, key in needs:
             if role in self.roles and not configured and other not in self.roles:
                 raise DaemonError(f"the {role} needs {key}, or the {other} role in the same daemon")
+        # Before anything binds: internal ports open to the network must check who writes.
+        if (exposed := exposure_error(config, self.roles)) is not None:
+            raise DaemonError(exposed)
         self.ready_file = Path(ready_file) if ready_file is not None else None
         self.stop = trio.Event()
         self.stopped = trio.Event()

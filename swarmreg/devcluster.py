@@ -188,21 +188,32 @@ def tls_overrides(certs: Path, name: str) -> tuple[str, ...]:
             f'tls.peer_key="{certs / f"{name}-peer.key"}"')
 
 
-def make_dev_certs(certs: Path, names: Sequence[str]) -> None:
-    """A dev CA and a certificate per node in ``certs``, keeping those already there."""
+def dev_roles(name: str) -> tuple[str, ...]:
+    """The roles of a node named as the devcluster names them: the herd's, an agent's, else none."""
+    if name == "herd":
+        return DEVCLUSTER[0].roles
+    return ("agent",) if name.startswith("agent") else ()
+
+
+def make_dev_certs(certs: Path, names: Sequence[str] | Mapping[str, Sequence[str]]) -> None:
+    """A dev CA and a certificate per node in ``certs``, keeping those already there with the
+    same roles; ``names`` maps each node to its roles (a plain list: ``dev_roles`` of each name)."""
+    from swarmreg.tls.certs import cert_roles
     from swarmreg.tls.cli import ca_paths, init_ca, issue_node, node_paths
 
     if not ca_paths(certs)[0].exists():
         init_ca(certs)
-    for name in names:
-        if not node_paths(certs, name)[0].exists():
-            issue_node(certs, name, [])
+    wanted = names if isinstance(names, Mapping) else {name: dev_roles(name) for name in names}
+    for name, roles in wanted.items():
+        path = node_paths(certs, name)[0]
+        if not path.exists() or cert_roles(path.read_bytes()) != frozenset(roles):
+            issue_node(certs, name, [], force=True, roles=roles)
 
 
 async def _devcluster(data_dir: Path, tls: bool) -> None:
     certs = data_dir / "certs"
     if tls:
-        make_dev_certs(certs, [spec.name for spec in DEVCLUSTER])
+        make_dev_certs(certs, {spec.name: spec.roles for spec in DEVCLUSTER})
     nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name,
                            overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ())],
                            stderr=subprocess.PIPE) for spec in DEVCLUSTER]

@@ -8,9 +8,10 @@ tracker's failed replies carry the same codes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 
@@ -124,10 +125,13 @@ UNAUTHORIZED = _register(
     "UNAUTHORIZED", 401, "authentication required",
     "The proxy has `[proxy.users]` and the request has no valid credentials (basic auth), or no "
     "valid bearer token or one without the scope it needs (token auth); the WWW-Authenticate header "
-    "says how to sign in.")
+    "says how to sign in. On an internal port (origin, index, tracker) without `[tls]`: a write "
+    "without the cluster secret (`[cluster] secret`) as its bearer token, or with a wrong one.")
 DENIED = _register(
     "DENIED", 403, "requested access to the resource is denied",
-    "The user signed in but no `[[proxy.access]]` rule allows this action on this repository.")
+    "The user signed in but no `[[proxy.access]]` rule allows this action on this repository; or, on "
+    "an internal port with `[tls]`, the caller's certificate lacks the role the write is for (index "
+    "writes: proxy, index; origin uploads: proxy, origin; tracker origin announces: origin).")
 TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
     "Opening an upload session when `origin.max_sessions` sessions are open in all, or "
@@ -183,6 +187,13 @@ PEER_ID_TAKEN = _register(
     "second peer id on a connection that already announced one (a connection is one peer). Nothing "
     "is recorded; a connection's id is free again once it closes, and an origin's changes only when "
     "the tracker asks the origins again.")
+STORAGE_FULL = _register(
+    "STORAGE_FULL", 507, "insufficient storage",
+    "The node's disk (or its quota) is full: an upload chunk, an upload's commit, a blob fetched "
+    "from a backend, an agent's download or the index's database could not be written (ENOSPC, "
+    "EDQUOT, SQLITE_FULL). Nothing partial is kept under a digest; "
+    "the chunk is not recorded and the session stays open, so the client may retry once space is "
+    "freed. The daemon keeps serving the blobs it holds.")
 INTERNAL = _register(
     "INTERNAL", 500, "internal server error",
     "A bug or an operating system error while serving the request, or a swarm download whose bytes "
@@ -224,3 +235,35 @@ def internal_error(log: logging.Logger, what: str) -> SwarmregError:
     error_id = uuid.uuid4().hex[:16]
     log.exception("%s (error id %s)", what, error_id)
     return SwarmregError(INTERNAL, f"internal server error (error id {error_id})", {"error_id": error_id})
+
+
+# The errno values that mean "no space left": the disk is full, or the user's quota is.
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_storage_full(error: BaseException) -> TypeGuard[OSError]:
+    """Whether ``error`` is an OSError saying the disk or the quota is full."""
+    return isinstance(error, OSError) and error.errno in _FULL
+
+
+def os_error(error: OSError, what: str) -> SwarmregError:
+    """The SwarmregError an operating system ``error`` while doing ``what`` is answered with.
+
+    STORAGE_FULL for a full disk or quota, INTERNAL otherwise; the message names the
+    errno's meaning only, never the file (an answer carries no path of the node's).
+    """
+    reason = error.strerror or type(error).__name__
+    if is_storage_full(error):
+        return SwarmregError(STORAGE_FULL, f"{what}: {reason}")
+    return SwarmregError(INTERNAL, f"{what}: {reason}")
+
+
+def log_failure(logger: logging.Logger, what: str, error: Exception) -> None:
+    """Log why background work (``what``) failed, as it goes on: a SwarmregError by its message,
+    a full disk as the operator's problem it is, anything else with its traceback (a bug)."""
+    if isinstance(error, SwarmregError):
+        logger.warning("%s: %s", what, error.message)
+    elif is_storage_full(error):
+        logger.error("%s: %s", what, os_error(error, "disk full").message)
+    else:
+        logger.exception("%s failed unexpectedly", what)

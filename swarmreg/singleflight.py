@@ -15,7 +15,7 @@ from typing import Generic, TypeVar, cast
 
 import trio
 
-from swarmreg.errors import UNAVAILABLE, SwarmregError, internal_error
+from swarmreg.errors import UNAVAILABLE, SwarmregError, internal_error, is_storage_full, log_failure, os_error
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,12 @@ class SingleFlight(Generic[K, S, T]):
             flight._result = await work(flight.state)
         except SwarmregError as error:
             flight.error = error
-        except Exception:  # a bug or an OS error: this work fails, the service runs on
-            flight.error = internal_error(log, f"{self.what} of {key} failed")
+        except Exception as error:  # a full disk, a bug: this work fails, the service runs on
+            if is_storage_full(error):  # STORAGE_FULL, without the file's path
+                log_failure(log, f"{self.what} of {key}", error)
+                flight.error = os_error(error, f"{self.what} failed")
+            else:
+                flight.error = internal_error(log, f"{self.what} of {key} failed")
         except BaseException:  # the nursery is cancelled: the service is stopping
             flight.error = SwarmregError(UNAVAILABLE, f"{self.what} interrupted: shutting down")
             raise

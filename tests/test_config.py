@@ -328,3 +328,15 @@ def test_cli_config_show_refuses_unknown_keys_with_status_2():
     assert result.returncode == 2
     assert "unknown key" in error_line(result.stderr, "origin.bogus")
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("interval", ["0.5", "86401", "nan", "inf"])
+def test_the_announce_interval_keeps_the_bounds_peers_accept(interval: str) -> None:
+    """A tracker must not send intervals its peers refuse (swarmreg.tracker.wire's bounds)."""
+    error_line(config_error(f"tracker.announce_interval={interval}"), "tracker.announce_interval")
+
+
+def test_the_config_bounds_of_the_announce_interval_are_the_wire_bounds() -> None:
+    from swarmreg.tracker.wire import MAX_INTERVAL, MIN_INTERVAL
+    assert load_config(None, [f"tracker.announce_interval={MIN_INTERVAL}"]).tracker.announce_interval == MIN_INTERVAL
+    assert load_config(None, [f"tracker.announce_interval={MAX_INTERVAL}"]).tracker.announce_interval == MAX_INTERVAL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
 from swarmreg.agent.downloads import Downloads
@@ -47,3 +49,33 @@ class SwarmContent:
             if download.error is not None:
                 raise download.error
         return await trio.to_thread.run_sync(path.read_bytes)
+
+
+class BlobLinks(Protocol):
+    """Which blobs a repository links (the agent's CachedIndex)."""
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None: ...
+
+
+class LinkedContent:
+    """The registry port's Content: a blob is there only where the index links it, as on the proxy.
+
+    Without this an agent served any blob it could get under any repository name, so
+    a client allowed to pull one repository could read another's layers by digest.
+    Manifests need no link: the read routes find them in the index first.
+    """
+
+    def __init__(self, content: SwarmContent, links: BlobLinks) -> None:
+        self.content = content
+        self.links = links
+
+    async def blob_size(self, repository: str, digest: Digest) -> int | None:
+        if await self.links.blob_size(repository, digest) is None:
+            return None
+        return await self.content.blob_size(repository, digest)
+
+    async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Body:
+        return await self.content.open_blob(repository, digest, size, start, end)
+
+    async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
+        return await self.content.manifest_bytes(repository, digest)

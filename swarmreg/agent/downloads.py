@@ -3,10 +3,11 @@
 One Download per blob, shared by every request for it. It takes the metainfo
 from the tracker, adds the torrent (pieces from the next one to hash come
 first), hashes each piece in order into the whole-blob sha256, and moves the
-file into the blob store only when that hash matches the digest. Responses
+file into the blob store only when that hash matches the digest (fsynced first,
+with ``store.fsync``, as every blob the store holds). Responses
 stream every piece that has been hashed, but the last piece only after the
-whole blob matched: a blob that does not match its digest is never served
-whole; its responses are cut and the file dropped.
+whole blob matched and is held: a blob that does not match its digest is never
+served whole; its responses are cut and the file dropped.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.blobstore import fsync_path
 from swarmreg.store.files import ChunkedRange
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
@@ -46,7 +48,7 @@ class Download:
         self.metainfo: Metainfo | None = None
         self.torrent: Torrent | None = None
         self.hashed = 0  # pieces [0, hashed) went into the whole-blob hash
-        self.verified = False  # the whole blob matched its digest
+        self.verified = False  # the whole blob matched its digest and is held (durably, with store.fsync)
         self.error: SwarmregError | None = None
         # The last pieces hashed, for responses streaming right behind the hash.
         self.recent: OrderedDict[int, bytes] = OrderedDict()
@@ -70,7 +72,7 @@ class Download:
         self.notify()
 
     async def wait_released(self, piece: int) -> None:
-        """Wait until a response may send ``piece``: hashed, and for the last piece, verified."""
+        """Wait until a response may send ``piece``: hashed, and for the last piece, verified and held."""
         assert self.metainfo is not None
         last = self.metainfo.num_pieces - 1
         while not (self.hashed > piece and (piece < last or self.verified)):
@@ -184,9 +186,22 @@ class Downloads:
             await self._download(download)
         except SwarmregError as error:
             log.warning("download of %s failed: %s", download.digest, error.message)
+            await self._drop_failed(download)
             raise
         download.done.set()
         download.notify()
+
+    async def _drop_failed(self, download: Download) -> None:
+        """Remove a torrent that failed (a full disk), file and all: the space goes back, and
+        the next request starts afresh instead of meeting the same failed torrent."""
+        torrent = download.torrent
+        if torrent is None or torrent.error is None or self.engine.get(torrent.info_hash) is not torrent:
+            return  # a stalled download keeps its torrent and pieces for the next request
+        try:
+            with trio.CancelScope(shield=True):
+                await self.engine.remove(torrent, delete_files=True)
+        except Exception as error:
+            log_failure(log, f"removing the failed torrent of {download.digest}", error)
 
     async def _download(self, download: Download) -> None:
         digest = download.digest
@@ -205,6 +220,9 @@ class Downloads:
         for piece in range(metainfo.num_pieces):
             torrent.focus(piece, self.window)
             await self._wait_piece(torrent, piece)
+            # A piece libtorrent checked in memory but could not write (a full disk) reads back
+            # wrong: the torrent's own error is the reason, not the digest.
+            torrent.raise_if_failed()
             data = await self.engine.read_piece(torrent, piece)
             await trio.to_thread.run_sync(hasher.update, data)
             download.remember(piece, data)
@@ -212,16 +230,37 @@ class Downloads:
             download.notify()
             if piece == 0:
                 log.debug("%s: first piece verified", digest)
+        torrent.raise_if_failed()
         if hasher.hexdigest() != digest.hex:
             await self.engine.remove(torrent, delete_files=True)
             self.node.metainfo.delete(digest)
             raise SwarmregError(INTERNAL, "the swarm delivered a blob that does not match its digest")
-        download.verified = True
         torrent.mark("verified")
+        # The last piece goes out only once the blob is held: a client that has it all
+        # finds it on this agent, as a pusher finds a blob the origin acknowledged.
+        await self._commit(torrent)
+        torrent.mark("committed")
+        download.verified = True
         download.notify()
-        await self.engine.move(torrent, self.node.store.path(digest).parent)
         log.info("downloaded %s (%d bytes)", digest, metainfo.size)
         await self._announce_quietly(torrent, complete=True)
+
+    async def _commit(self, torrent: Torrent) -> None:
+        """Move a verified download under its digest, durably: only then is the blob held.
+
+        As the origin's store does: with ``store.fsync`` the file is fsynced before
+        it appears under its digest (after libtorrent has written all of it), a new
+        shard directory in its parent, and the shard once the file is in it.
+        """
+        store = self.node.store
+        digest = torrent.metainfo.digest
+        if store.fsync:
+            await self.engine.flush(torrent)
+            await trio.to_thread.run_sync(fsync_path, torrent.path)
+        shard = await trio.to_thread.run_sync(store.make_shard, digest)
+        await self.engine.move(torrent, shard)
+        if store.fsync:
+            await trio.to_thread.run_sync(partial(fsync_path, shard, directory=True))
 
     async def _wait_piece(self, torrent: Torrent, piece: int) -> None:
         """Wait for ``piece``; fail when no piece at all arrives for the stall timeout.

@@ -9,7 +9,7 @@ from typing import Any
 import trio
 
 from swarmreg.agent.app import create_agent_app
-from swarmreg.agent.content import SwarmContent
+from swarmreg.agent.content import LinkedContent, SwarmContent
 from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.agent.registry import create_registry_app
@@ -36,11 +36,13 @@ class AgentService:
         self.tracker = TrackerClient(
             node.config.agent.tracker, port=self._peer_port, peer_id=self.engine.peer_id,
             announcements=self._announcements, on_peers=self._on_peers,
-            attempts=node.config.agent.tracker_attempts, tls=node.tls.client)
+            attempts=node.config.agent.tracker_attempts, tls=node.tls.client,
+            secret=node.config.cluster.secret)
         self.downloads: Downloads | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        async with IndexClient(self.config.agent.index, tls=self.node.tls.client) as index, \
+        async with IndexClient(self.config.agent.index, tls=self.node.tls.client,
+                               secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
             content = SwarmContent(self.store, downloads)
@@ -51,8 +53,9 @@ class AgentService:
             address: Address = await nursery.start(serve, create_agent_app(content, self._stats),
                                                    self.config.agent.listen)
             registry_tls = self.config.agent.registry_tls
+            cached = CachedIndex(index, self.config.agent.tag_ttl, nursery)
             registry: Address = await nursery.start(partial(
-                serve, create_registry_app(content, CachedIndex(index, self.config.agent.tag_ttl)),
+                serve, create_registry_app(LinkedContent(content, cached), cached),
                 self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
             log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
                      "https" if registry_tls.enabled else "http", registry)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Generator
 from typing import Any
 
 import trio
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import EventWrapper, TrioBody, TrioRequest
@@ -26,6 +26,8 @@ from swarmreg.errors import (
     UNSUPPORTED,
     SwarmregError,
     internal_error,
+    is_storage_full,
+    os_error,
 )
 
 log = logging.getLogger(__name__)
@@ -225,6 +227,9 @@ def create_base_app(name: str) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
+        if is_storage_full(error):  # an operator's problem, not a bug: no traceback in the log
+            log.error("%s: disk full while serving %s", name, request.path[:200])
+            return error_response(os_error(error, "storage error"))
         return error_response(internal_error(log, f"unhandled error in {name}"))
 
     return app

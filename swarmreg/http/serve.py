@@ -10,11 +10,27 @@ from urllib.parse import urlsplit
 
 import hypercorn.config
 import hypercorn.trio
+import hypercorn.trio.run
 import trio
+from hypercorn.trio.tcp_server import TCPServer
 from quart_trio import QuartTrio
 
 from swarmreg.config import Address, HttpConfig
+from swarmreg.http.identity import CONNECTION
 from swarmreg.tls.context import ServerTls
+
+
+class _IdentifyingTCPServer(TCPServer):
+    """hypercorn's connection handler, recording the connection's stream for the requests on it
+    (swarmreg.http.identity reads the client certificate from it: the ASGI scope has none)."""
+
+    async def run(self) -> None:
+        CONNECTION.set(self.stream)
+        await super().run()
+
+
+# hypercorn's trio worker builds one handler per accepted connection from this name.
+hypercorn.trio.run.TCPServer = _IdentifyingTCPServer  # type: ignore[attr-defined]
 
 
 def _drop_unfinished(record: logging.LogRecord) -> bool:

@@ -14,8 +14,10 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
+from swarmreg.authz import INDEX_WRITERS, ClusterGuard
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
+from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
 from swarmreg.index.store import IndexStore, Page
@@ -74,9 +76,12 @@ def _tag_unknown(repository: str, tag: str) -> SwarmregError:
     return SwarmregError(MANIFEST_UNKNOWN, "tag unknown", {"repository": repository, "tag": tag})
 
 
-def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0) -> QuartTrio:
-    """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails."""
+def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
+                     guard: ClusterGuard | None = None) -> QuartTrio:
+    """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails.
+    Writes (PUT, DELETE) are for the proxy and index roles when ``guard`` checks writers."""
     app = create_base_app("index")
+    guard_writes(app, guard or ClusterGuard(), INDEX_WRITERS, "writing to the index")
     # "a//b" is a bad name, not a redirect to "a/b".
     app.url_map.merge_slashes = False
     app.url_map.converters["digest"] = DigestSegment

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import trio
 
+from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, ErrorCode, SwarmregError
@@ -50,17 +51,19 @@ class IndexClient:
     """An httpx client for one index; use as ``async with IndexClient(address) as index:``.
 
     ``address`` is an Address, ``"host:port"`` or a base URL; ``tls`` is the cluster's client
-    context (HTTPS with this node's certificate) or None. Names are checked here before a
+    context (HTTPS with this node's certificate) or None, ``secret`` the cluster secret (sent as
+    a bearer token). Names are checked here before a
     request is made, with the index's own error codes.
     """
 
     def __init__(self, address: Address | str, *, timeout: float = 30.0, connect_timeout: float = 5.0,
                  attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, secret: str = "") -> None:
         self.base_url = _base_url(address, "https" if tls else "http")
         self.attempts = max(1, attempts)
         self.backoff = backoff
         self._http = httpx.AsyncClient(base_url=self.base_url, transport=transport, verify=tls or True,
+                                       headers=bearer_headers(secret),
                                        timeout=httpx.Timeout(timeout, connect=connect_timeout))
 
     async def __aenter__(self) -> IndexClient:

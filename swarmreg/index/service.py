@@ -7,6 +7,7 @@ from functools import partial
 
 import trio
 
+from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
 from swarmreg.index.app import create_index_app
@@ -32,7 +33,8 @@ class IndexService:
             log.info("index database %s", self.store.path)
             async with trio.open_nursery() as nursery:
                 address: Address = await nursery.start(partial(
-                    serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout),
+                    serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
+                                                 guard=ClusterGuard.from_config(self.config)),
                     self.config.index.listen, http=self.config.http, stop=self.stop,
                     graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
                 log.info("index listening on %s://%s", self.node.tls.http, address)

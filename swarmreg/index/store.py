@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, STORAGE_FULL, SwarmregError
 
 T = TypeVar("T")
 
@@ -209,17 +209,25 @@ class IndexStore:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 result = work(db)
+                db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                # A COMMIT that failed (a full disk) may leave the transaction open: close it, or
+                # every later BEGIN fails and the index is stuck until a restart.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            db.execute("COMMIT")
             return result
 
         async with self._lock:
             if self._db is None:
                 raise RuntimeError("the index store is not open")
             # Not abandoned on cancellation: the lock stays held until the transaction is over.
-            return await trio.to_thread.run_sync(transaction)
+            try:
+                return await trio.to_thread.run_sync(transaction)
+            except sqlite3.OperationalError as error:
+                if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                    raise SwarmregError(STORAGE_FULL, "writing the index: database or disk is full") from None
+                raise
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._call(False, work)

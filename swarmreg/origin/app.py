@@ -8,9 +8,11 @@ from typing import Any, Protocol
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from swarmreg.authz import ORIGIN_WRITERS, ClusterGuard
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, SwarmregError
 from swarmreg.http.app import PlainResponse, body_chunks, create_base_app
+from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import blob_response
 from swarmreg.http.routes import add_health_route, add_stats_route
@@ -71,9 +73,16 @@ def _parse_bool(name: str, value: str | None) -> bool:
     raise SwarmregError(BAD_REQUEST, f"query parameter {name} must be true or false", {name: value})
 
 
-def create_origin_app(origin: Origin) -> QuartTrio:
-    """The origin's Quart app, serving ``origin``."""
+def _upload_request() -> bool:
+    # A session's status is part of an upload too: only the writer has a use for it.
+    return is_write() or request.path.startswith(f"{SESSIONS}/")
+
+
+def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> QuartTrio:
+    """The origin's Quart app, serving ``origin``; uploads and deletes are for the proxy and
+    origin roles when ``guard`` checks writers."""
     app = create_base_app("origin")
+    guard_writes(app, guard or ClusterGuard(), ORIGIN_WRITERS, "uploading to the origin", _upload_request)
     add_health_route(app)
     add_stats_route(app, origin.stats)
 

@@ -14,6 +14,7 @@ import attrs
 import httpx
 import trio
 
+from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
@@ -72,14 +73,16 @@ def _flag(value: bool) -> str:
 class OriginClient:
     """Kraken's origin API over HTTP: chunked uploads, reads, stats. Use as an async context manager.
 
-    ``tls`` is the cluster's client context (HTTPS with this node's certificate) or None.
+    ``tls`` is the cluster's client context (HTTPS with this node's certificate) or None;
+    ``secret`` the cluster secret, sent as a bearer token (``[cluster] secret``).
     """
 
-    def __init__(self, address: Address, *, timeout: float = 60.0, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, address: Address, *, timeout: float = 60.0, tls: ssl.SSLContext | None = None,
+                 secret: str = "") -> None:
         self.address = address
         self.base = f"{'https' if tls else 'http'}://{address}"
         self._http = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(timeout, connect=5),
-                                       verify=tls or True)
+                                       verify=tls or True, headers=bearer_headers(secret))
 
     async def __aenter__(self) -> OriginClient:
         return self

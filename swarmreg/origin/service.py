@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from swarmreg.authz import ClusterGuard
 from swarmreg.backends.base import Backend
 from swarmreg.config import Address
 from swarmreg.digest import Digest
@@ -20,6 +21,7 @@ from swarmreg.errors import (
     DIGEST_INVALID,
     NAME_INVALID,
     SwarmregError,
+    log_failure,
 )
 from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
@@ -65,7 +67,8 @@ class OriginService:
             self._fetches.bind(nursery)
             self._building.bind(nursery)
             address: Address = await nursery.start(partial(
-                serve_http, create_origin_app(self), self.config.origin.listen, http=self.config.http,
+                serve_http, create_origin_app(self, ClusterGuard.from_config(self.node.config)),
+                self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
@@ -201,25 +204,33 @@ class OriginService:
 
     # -- seeding -------------------------------------------------------------------------------
 
+    # Background work: each logs what it fails with and returns; none raises into the
+    # service's nursery, where any exception (a full disk, a damaged file) would stop the daemon.
+
     async def _seed_cached(self) -> None:
-        if seeded := await self.node.seed_held():
-            log.info("seeding %d blob(s)", seeded)
+        try:
+            if seeded := await self.node.seed_held():
+                log.info("seeding %d blob(s)", seeded)
+        except Exception as error:
+            log_failure(log, "seeding the blobs held", error)
 
     async def _repair(self, torrent: Torrent) -> None:
         """A seeded blob's file failed: drop the torrent, refetch the blob if it is gone, seed again."""
         digest = torrent.metainfo.digest
         log.warning("seeding %s failed (%s): repairing", digest, torrent.error)
-        await self.engine.remove(torrent)
         try:
+            await self.engine.remove(torrent)
             await self.metainfo(torrent.namespace or self.node.metainfo.namespace(digest), digest)
         except SwarmregError as error:
             log.warning("cannot seed %s again: %s", digest, error.message)
+        except Exception as error:
+            log_failure(log, f"repairing the seed of {digest}", error)
 
     async def _metainfo_quietly(self, digest: Digest, namespace: str) -> None:
         try:
             await self._seeded_metainfo(digest, namespace)
-        except SwarmregError as error:
-            log.warning("metainfo for %s: %s", digest, error.message)
+        except Exception as error:
+            log_failure(log, f"metainfo for {digest} in {namespace}", error)
 
     async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """The blob's torrent metainfo, fetching the blob from its backend if needed; the blob is seeded."""
@@ -240,7 +251,12 @@ class OriginService:
         try:
             metainfo = await trio.to_thread.run_sync(
                 build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
-            self.node.metainfo.put(metainfo, namespace)
         except FileNotFoundError:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+        try:
+            self.node.metainfo.put(metainfo, namespace)
+        except OSError as error:
+            # Not cached (a full disk): seed and serve it all the same; the next ask builds it again.
+            log_failure(log, f"caching the metainfo of {digest}", error)
         return metainfo
+

@@ -50,9 +50,9 @@ class ProxyService:
         return configured or Address.parse(self.node.bound[role]["http"])
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        tls = self.node.tls.client
-        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls) as origin,
-                    IndexClient(self._address(self.config.index, "index"), tls=tls) as index,
+        tls, secret = self.node.tls.client, self.node.config.cluster.secret
+        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls, secret=secret) as origin,
+                    IndexClient(self._address(self.config.index, "index"), tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
                                    max_manifest=self.config.max_manifest_size)

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError
+from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError, os_error
 from swarmreg.layout import BlobTree
 from swarmreg.store.files import FileBody
 
@@ -128,12 +128,30 @@ class BlobStore:
                 DIGEST_INVALID, "content does not match digest",
                 {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self.rename_into_place, source, digest)
+            try:
+                await trio.to_thread.run_sync(self.rename_into_place, source, digest)
+            except OSError as error:  # a full disk may refuse the shard's directory entry
+                raise os_error(error, "moving the blob into the store") from None
+
+    def make_shard(self, digest: Digest) -> Path:
+        """The blob's shard directory, created if new; blocking.
+
+        With ``fsync``, a new shard is fsynced in its parent: otherwise a crash could
+        lose the directory, and with it a blob whose own rename was made durable.
+        """
+        shard = self.path(digest).parent
+        try:
+            shard.mkdir()
+        except FileExistsError:
+            return shard
+        if self.fsync:
+            fsync_path(shard.parent, directory=True)
+        return shard
 
     def rename_into_place(self, source: Path, digest: Digest) -> None:
         """Move a file known to hold ``digest``'s content under it (fsynced first); blocking."""
         target = self.path(digest)
-        target.parent.mkdir(exist_ok=True)
+        self.make_shard(digest)
         if self.fsync:
             fsync_path(source)
         # Concurrent writers of one digest each rename identical content; the last wins atomically.
@@ -146,7 +164,10 @@ class BlobStore:
         temp = self.temp_path()
         hasher = hashlib.sha256()
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except OSError as error:
+                raise os_error(error, "creating the blob's file") from None
             try:
                 size = await write_chunks(fd, chunks, offset=0, hasher=hasher, chunk_size=self.chunk_size)
             finally:
@@ -180,12 +201,21 @@ def _hash_and_write(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], 
     write_all(fd, data, offset)
 
 
+async def _write_pieces(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
+    try:
+        await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pieces, offset)
+    except OSError as error:  # ENOSPC, EDQUOT (STORAGE_FULL) or EIO: the write failed, not the client
+        raise os_error(error, "writing the blob") from None
+
+
 async def write_chunks(fd: int, chunks: AsyncIterable[bytes], *, offset: int, chunk_size: int,
                        hasher: hashlib._Hash | None = None, limit: int | None = None) -> int:
     """Write ``chunks`` to ``fd`` from ``offset`` in writes of about ``chunk_size``.
 
-    Feeds ``hasher`` on the way. More than ``limit`` bytes raise SIZE_INVALID.
-    Returns the number of bytes written.
+    Feeds ``hasher`` on the way. More than ``limit`` bytes raise SIZE_INVALID; a failed
+    write (a full disk: STORAGE_FULL) raises the SwarmregError of swarmreg.errors.os_error,
+    while errors of ``chunks`` itself pass through as they are. Returns the number of bytes
+    written.
     """
     written, pending, pending_size = 0, [], 0
     async for chunk in chunks:
@@ -194,9 +224,9 @@ async def write_chunks(fd: int, chunks: AsyncIterable[bytes], *, offset: int, ch
         if limit is not None and written + pending_size > limit:
             raise SwarmregError(SIZE_INVALID, "body is longer than its Content-Range", {"limit": limit})
         if pending_size >= chunk_size:
-            await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pending, offset + written)
+            await _write_pieces(fd, hasher, pending, offset + written)
             written, pending, pending_size = written + pending_size, [], 0
     if pending:
-        await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pending, offset + written)
+        await _write_pieces(fd, hasher, pending, offset + written)
         written += pending_size
     return written

@@ -34,9 +34,12 @@ from swarmreg.errors import (
     DIGEST_INVALID,
     RANGE_INVALID,
     SIZE_INVALID,
+    STORAGE_FULL,
     TOO_LARGE,
     TOOMANYREQUESTS,
     SwarmregError,
+    log_failure,
+    os_error,
 )
 from swarmreg.layout import UPLOAD_DATA, UPLOAD_META, upload_dir
 from swarmreg.origin.wire import UPLOAD_ID
@@ -161,10 +164,21 @@ class UploadManager:
             return None
         return meta if meta.uid == entry.name else None
 
-    def _write_meta(self, upload: Upload) -> None:
+    @staticmethod
+    def _write_meta(upload: Upload, meta: UploadMeta) -> None:
+        """Persist ``meta`` as the session's (replacing the old whole), then adopt it in memory.
+
+        On a failure (a full disk) neither the file nor ``upload.meta`` changes: the session on
+        disk and in memory keep agreeing, as if the chunk was never sent.
+        """
         temp = upload.dir / f"{UPLOAD_META}.tmp"
-        temp.write_text(json.dumps(_converter.unstructure(upload.meta)))
-        os.replace(temp, upload.dir / UPLOAD_META)
+        try:
+            temp.write_text(json.dumps(_converter.unstructure(meta)))
+            os.replace(temp, upload.dir / UPLOAD_META)
+        except OSError as error:
+            temp.unlink(missing_ok=True)
+            raise os_error(error, "recording the upload") from None
+        upload.meta = meta
 
     def __len__(self) -> int:
         return len(self._uploads)
@@ -194,9 +208,15 @@ class UploadManager:
         now = time.time()
         meta = UploadMeta(uid, namespace, None if digest is None else str(digest), now, now)
         upload = Upload(meta, upload_dir(self.root, uid))
-        upload.dir.mkdir(parents=True)
-        upload.data_path.touch()
-        self._write_meta(upload)
+        try:
+            upload.dir.mkdir(parents=True)
+            upload.data_path.touch()
+            self._write_meta(upload, meta)
+        except (OSError, SwarmregError) as error:  # a full disk: no half-made session stays
+            shutil.rmtree(upload.dir, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise os_error(error, "opening the upload session") from None
+            raise
         self._add(upload)
         return upload
 
@@ -243,14 +263,28 @@ class UploadManager:
             _check_not_cancelled(upload)
             recorded = ByteRange(where.start, where.start + written)
             if written:
-                upload.meta = attrs.evolve(
-                    upload.meta, ranges=_add_range(upload.meta.ranges, recorded), updated=time.time())
+                self._write_meta(upload, attrs.evolve(
+                    upload.meta, ranges=_add_range(upload.meta.ranges, recorded), updated=time.time()))
                 if hasher is not None and upload.hashed_upto == where.start:
                     upload.hasher, upload.hashed_upto = hasher, recorded.end
-                self._write_meta(upload)
             return recorded
+        except SwarmregError as error:
+            if error.code is STORAGE_FULL:
+                self._trim(upload, where)
+            raise
         finally:
             upload.in_flight.remove(where)
+
+    @staticmethod
+    def _trim(upload: Upload, failed: ByteRange) -> None:
+        """Give back the space a chunk that failed on a full disk took, when nothing else is
+        being written: the bytes past the last recorded range belong to no chunk."""
+        if upload.in_flight != [failed]:
+            return
+        try:
+            os.truncate(upload.data_path, upload.meta.size)
+        except OSError:
+            log.warning("upload %s: cannot trim its unrecorded bytes", upload.uid)
 
     async def _write_body(self, upload: Upload, where: ByteRange, chunks: AsyncIterable[bytes],
                           hasher: hashlib._Hash | None, *, exact: bool) -> int:
@@ -297,6 +331,7 @@ class UploadManager:
                 raise SwarmregError(DIGEST_INVALID, "content does not match digest",
                                     {"digest": str(digest), "actual": f"sha256:{hexdigest}"})
             if deliver is None:
+                # A full disk may refuse the move (STORAGE_FULL): the session stays for a retry.
                 with trio.CancelScope(shield=True):
                     await self.store.install(upload.data_path, digest, hexdigest=hexdigest)
             else:
@@ -332,7 +367,10 @@ class UploadManager:
         while not stop.is_set():
             with trio.move_on_after(min(self.ttl / 4, 300.0)):
                 await stop.wait()
-            self.expire()
+            try:
+                self.expire()
+            except Exception as error:  # background work: the next round tries again
+                log_failure(log, "expiring upload sessions", error)
 
     def expire(self, now: float | None = None) -> int:
         """Remove idle sessions older than the TTL; returns how many went."""

@@ -8,7 +8,9 @@ info-hash to its Torrent.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 import socket
 from collections.abc import Callable, Iterator
@@ -19,7 +21,7 @@ import libtorrent as lt
 import trio
 
 from swarmreg.config import Address, SwarmConfig
-from swarmreg.errors import BAD_GATEWAY, INTERNAL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import BAD_GATEWAY, INTERNAL, STORAGE_FULL, UNAVAILABLE, ErrorCode, SwarmregError
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.settings import every_peer_global, session_settings
 from swarmreg.swarm.torrent import Torrent
@@ -30,8 +32,13 @@ log = logging.getLogger(__name__)
 # Counters of peers are folded in this often while anything transfers.
 SAMPLE_INTERVAL = 1.0
 
+# The longest wait for libtorrent to flush or move a torrent's file (a rename, and writes
+# already queued): past it the caller fails instead of waiting for an alert that may never come.
+DISK_TIMEOUT = 120.0
+
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 
 class _Pending(Generic[T]):
@@ -41,19 +48,26 @@ class _Pending(Generic[T]):
         self.done = trio.Event()
         self._result: tuple[T] | None = None  # in a tuple, so that None can be a result
         self._error = ""
+        self._code = INTERNAL
 
     def resolve(self, result: T) -> None:
         self._result, self._error = (result,), ""
         self.done.set()
 
-    def fail(self, error: str) -> None:
-        self._result, self._error = None, error
+    def fail(self, error: str, code: ErrorCode = INTERNAL) -> None:
+        if self.done.is_set():
+            return
+        self._result, self._error, self._code = None, error, code
         self.done.set()
 
-    async def wait(self) -> T:
-        await self.done.wait()
+    async def wait(self, timeout: float = math.inf) -> T:
+        """The result; UNAVAILABLE past ``timeout`` seconds (the alert may never come)."""
+        with trio.move_on_after(timeout):
+            await self.done.wait()
+        if not self.done.is_set():
+            raise SwarmregError(UNAVAILABLE, f"libtorrent did not answer within {timeout:g} s")
         if self._result is None:
-            raise SwarmregError(INTERNAL, self._error)
+            raise SwarmregError(self._code, self._error)
         return self._result[0]
 
 
@@ -81,6 +95,7 @@ class SwarmEngine:
         # info-hash -> (the pending add, how to make its Torrent from the handle)
         self._adding: dict[str, tuple[_Pending[Torrent], Callable[[lt.torrent_handle], Torrent]]] = {}
         self._moving: dict[str, _Pending[None]] = {}
+        self._flushing: dict[str, _Pending[None]] = {}
         self._removing: dict[str, _Pending[None]] = {}
         self._reading: dict[tuple[str, int], _Pending[bytes]] = {}
         self._listening: _Pending[int] = _Pending()  # the peer wire's port
@@ -121,6 +136,8 @@ class SwarmEngine:
             for torrent in self._torrents.values():
                 torrent.on_error("the swarm engine stopped", warn=False)
             self._torrents.clear()
+            # No alert answers these any more: their waiters fail now instead of hanging.
+            self._fail_pending(None, "the swarm engine stopped")
             # The session's destructor joins libtorrent's threads: let a worker thread wait for it.
             holder = [session]
             del session
@@ -201,11 +218,21 @@ class SwarmEngine:
             torrent.banned_peers += 1
             log.warning("torrent %s: banned peer %s", torrent.metainfo.digest, alert.endpoint)
         elif isinstance(alert, (lt.torrent_error_alert, lt.file_error_alert)):
-            torrent.on_error(alert.message())
+            if torrent.error is None:  # libtorrent repeats it for every write that fails
+                log.warning("torrent %s: %s", torrent.metainfo.digest, alert.message())
+            # The alert's own message names the file: the torrent's error (which answers a
+            # download's requests) has the reason only.
+            full = alert.error.value() in (errno.ENOSPC, errno.EDQUOT) and \
+                alert.error.category().name() in ("system", "generic")
+            torrent.on_error(f"file error: {alert.error.message()}", warn=False,
+                             code=STORAGE_FULL if full else UNAVAILABLE)
             for callback in self.on_failure:
                 callback(torrent)
         elif isinstance(alert, (lt.peer_disconnected_alert, lt.peer_error_alert)):
             log.debug("torrent %s: %s", torrent.metainfo.digest, alert.message())
+        elif isinstance(alert, lt.cache_flushed_alert):
+            if (flushing := self._flushing.pop(info_hash, None)) is not None:
+                flushing.resolve(None)
         elif isinstance(alert, lt.storage_moved_alert):
             if (moving := self._moving.pop(info_hash, None)) is not None:
                 moving.resolve(None)
@@ -283,14 +310,52 @@ class SwarmEngine:
         if pending is None:
             pending = self._reading[key] = _Pending()
             torrent.handle.read_piece(index)
-        return await pending.wait()
+        return await self._answer(self._reading, key, pending)
+
+    async def flush(self, torrent: Torrent) -> None:
+        """Wait until libtorrent has written all it received of the torrent to its file.
+
+        libtorrent hashes pieces from its store buffer before they reach the file;
+        ``flush_cache`` releases the files after the writes queued before it, so an
+        fsync afterwards makes every byte durable.
+        """
+        pending = self._flushing.get(torrent.info_hash)
+        if pending is None:
+            torrent.raise_if_failed()
+            pending = self._flushing[torrent.info_hash] = _Pending()
+            torrent.handle.flush_cache()
+        await self._answer(self._flushing, torrent.info_hash, pending)
 
     async def move(self, torrent: Torrent, directory: Path) -> None:
         """Move the torrent's file into ``directory`` (a rename on one filesystem); it keeps seeding."""
+        torrent.raise_if_failed()
         pending = self._moving[torrent.info_hash] = _Pending()
         torrent.handle.move_storage(str(directory), lt.move_flags_t.always_replace_files)
-        await pending.wait()
+        await self._answer(self._moving, torrent.info_hash, pending)
         torrent.save_path = directory
+
+    @staticmethod
+    async def _answer(table: dict[K, _Pending[T]], key: K, pending: _Pending[T]) -> T:
+        """The pending call's result, within DISK_TIMEOUT; one that timed out is forgotten,
+        so the next call asks libtorrent again instead of joining a wait that may never end."""
+        try:
+            return await pending.wait(DISK_TIMEOUT)
+        except SwarmregError:
+            if table.get(key) is pending:
+                del table[key]
+            raise
+
+    def _fail_pending(self, info_hash: str | None, reason: str) -> None:
+        """Fail the flushes, moves and reads waiting on the torrent (on every one, for None)."""
+        for table in (self._flushing, self._moving):
+            for key in [k for k in table if info_hash is None or k == info_hash]:
+                table.pop(key).fail(reason, UNAVAILABLE)
+        for read in [k for k in self._reading if info_hash is None or k[0] == info_hash]:
+            self._reading.pop(read).fail(reason, UNAVAILABLE)
+        if info_hash is None:
+            for adding, _ in self._adding.values():
+                adding.fail(reason, UNAVAILABLE)
+            self._adding.clear()
 
     async def remove(self, torrent: Torrent, *, delete_files: bool = False) -> None:
         """Remove the torrent from the session (and its file, with ``delete_files``)."""
@@ -300,6 +365,8 @@ class SwarmEngine:
         pending = self._removing[torrent.info_hash] = _Pending()
         self.session.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
         torrent.on_error("removed")
+        # Alerts of a removed torrent are not routed: a flush or move waiting on one would hang.
+        self._fail_pending(torrent.info_hash, "the torrent was removed")
         with trio.move_on_after(10):
             await pending.wait()
 

@@ -202,10 +202,15 @@ class MetainfoCache:
             return ""
 
     def put(self, metainfo: Metainfo, namespace: str = "") -> None:
+        """Cache ``metainfo`` (and its namespace); an OSError (a full disk) leaves no temp file."""
         for suffix, data in ((".namespace", namespace.encode()), (".torrent", metainfo.raw)):
             temp = self._path(metainfo.digest, suffix + ".tmp")
-            temp.write_bytes(data)
-            os.replace(temp, self._path(metainfo.digest, suffix))
+            try:
+                temp.write_bytes(data)
+                os.replace(temp, self._path(metainfo.digest, suffix))
+            except OSError:
+                temp.unlink(missing_ok=True)
+                raise
 
     def delete(self, digest: Digest) -> None:
         for suffix in (".torrent", ".namespace"):

@@ -11,7 +11,7 @@ from typing import Any
 import libtorrent as lt
 import trio
 
-from swarmreg.errors import UNAVAILABLE, SwarmregError
+from swarmreg.errors import UNAVAILABLE, ErrorCode, SwarmregError
 from swarmreg.swarm.metainfo import Metainfo
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Torrent:
         self.have_count = 0
         self.finished = trio.Event()
         self.error: str | None = None
+        self.error_code: ErrorCode = UNAVAILABLE  # what a download that met ``error`` answers
         self.hash_failures = 0
         self.banned_peers = 0
         self.origins: set[PeerAddress] = set()
@@ -80,7 +81,7 @@ class Torrent:
 
     def raise_if_failed(self) -> None:
         if self.error is not None:
-            raise SwarmregError(UNAVAILABLE, f"download failed: {self.error}")
+            raise SwarmregError(self.error_code, f"download failed: {self.error}")
 
     def refresh(self) -> None:
         """Re-read which pieces are here (after a check of existing data)."""
@@ -106,11 +107,13 @@ class Torrent:
         self.finished.set()
         self._notify()
 
-    def on_error(self, message: str, *, warn: bool = True) -> None:
-        """Fail the torrent: its waiters raise. ``warn=False`` for an expected end (shutdown)."""
+    def on_error(self, message: str, *, warn: bool = True, code: ErrorCode = UNAVAILABLE) -> None:
+        """Fail the torrent: its waiters raise ``code`` with ``message`` (which clients may see:
+        no path in it). ``warn=False`` for an expected end (shutdown) or one logged already."""
         if warn:
             log.warning("torrent %s: %s", self.metainfo.digest, message)
         self.error = message
+        self.error_code = code
         self._notify()
 
     def on_hash_failed(self, index: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeGuard, get_args
 
@@ -24,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from swarmreg.authz import parse_roles, role_uri, roles_from_uris
 
 CA_DAYS = 3650
 NODE_DAYS = 365
@@ -110,11 +113,15 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.DNSName(name)
 
 
-def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_DAYS) -> KeyPair:
+def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_DAYS,
+          roles: Sequence[str] = ()) -> KeyPair:
     """A certificate signed by ``ca`` for ``names`` (DNS names or IP addresses; ``*`` for any),
-    good for TLS servers and clients alike."""
+    good for TLS servers and clients alike, carrying ``roles`` as URI subjectAltNames
+    ``swarmreg:role:<role>`` (what it may write on the internal ports; none: it reads only)."""
     if not names:
         raise ValueError("a certificate needs at least one name")
+    sans = [_general_name(n) for n in names]
+    sans += [x509.UniformResourceIdentifier(role_uri(role)) for role in parse_roles(roles)]
     ca_cert = x509.load_pem_x509_certificate(ca.cert)
     ca_key = serialization.load_pem_private_key(ca.key, password=None)
     ca_public = ca_cert.public_key()
@@ -128,7 +135,7 @@ def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_D
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(min(now + datetime.timedelta(days=days), ca_cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_public), critical=False)
@@ -136,9 +143,20 @@ def issue(ca: KeyPair, common_name: str, names: list[str], *, days: int = NODE_D
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
+def cert_roles(cert_pem: bytes) -> frozenset[str]:
+    """The roles a PEM certificate carries (its ``swarmreg:role:`` URI subjectAltNames)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return frozenset()
+    return roles_from_uris(sans.get_values_for_type(x509.UniformResourceIdentifier))
+
+
 def issue_peer(ca: KeyPair, node: str, *, days: int = NODE_DAYS) -> KeyPair:
     """A peer-wire certificate for ``node``: libtorrent accepts a peer whose SAN is ``*``
-    (or the torrent's name) and whose chain ends at the torrent's root certificate."""
+    (or the torrent's name) and whose chain ends at the torrent's root certificate.
+    It carries no role: presented to an internal port, it reads only."""
     return issue(ca, f"{node} peer", ["*"], days=days)
 
 

@@ -12,8 +12,9 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
 
+from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
-from swarmreg.errors import UNAVAILABLE, SwarmregError, error_code
+from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError, error_code
 from swarmreg.tracker.wire import (
     MAX_REPLY,
     PATH,
@@ -44,6 +45,8 @@ class Announcement:
     digest: str
     namespace: str
     complete: bool
+    # Announce as an origin of the torrent (the tracker takes it from the origin role only).
+    origin: bool = False
 
 
 class TrackerClient:
@@ -56,9 +59,11 @@ class TrackerClient:
     def __init__(self, address: Address, *, port: Callable[[], int], peer_id: str,
                  announcements: Callable[[], Iterable[Announcement]],
                  on_peers: Callable[[str, tuple[Peer, ...]], None], attempts: int = 5,
-                 interval: float = 30.0, tls: ssl.SSLContext | None = None) -> None:
+                 interval: float = 30.0, tls: ssl.SSLContext | None = None, secret: str = "") -> None:
         self.address = address
         self.tls = tls
+        # The cluster secret, sent in the websocket handshake (the tracker checks it for origin announces).
+        self._headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
         self.port = port
         self.peer_id = peer_id
         self.announcements = announcements
@@ -87,19 +92,26 @@ class TrackerClient:
         self._connected.set()
 
     async def _connect_forever(self) -> None:
+        """Connect, serve the session, and reconnect with backoff, whatever ends the session.
+
+        Nothing a tracker sends ends this loop: a frame that breaks the protocol drops that
+        connection (its reason logged), and any other failure of a session is logged and
+        retried the same way. Only cancellation (the client stopping) gets through.
+        """
         backoff = 0.1
         while True:
+            healthy = False
             try:
                 async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=self.tls or False,
-                                          max_message_size=MAX_REPLY, connect_timeout=10) as ws:
-                    backoff = 0.1
+                                          max_message_size=MAX_REPLY, connect_timeout=10,
+                                          extra_headers=self._headers) as ws:
                     self.connects += 1
                     log.info("connected to the tracker at %s", self.address)
-                    await self._session(ws)
+                    healthy = await self._session(ws)
             except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError) as error:
                 log.info("tracker at %s unreachable: %s", self.address, error or type(error).__name__)
-            except ProtocolError as error:
-                log.warning("tracker at %s broke the protocol: %s", self.address, error)
+            except Exception:  # a bug of ours or a tracker we do not understand: log, reconnect
+                log.exception("tracker connection to %s failed", self.address)
             finally:
                 self._ws = None
                 if self._connected.is_set():  # an unset one may have waiters: keep it for them
@@ -107,12 +119,24 @@ class TrackerClient:
                 for channel in self._waiting.values():
                     channel.close()
                 self._waiting.clear()
+            # A session that ended normally starts the backoff over; one that broke the protocol
+            # (or failed) backs off further, so a broken tracker is not hammered with reconnects.
+            if healthy:
+                backoff = 0.1
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _session(self, ws: WebSocketConnection) -> None:
+    async def _session(self, ws: WebSocketConnection) -> bool:
+        """Receive frames until the connection ends; True if the tracker kept to the protocol.
+
+        A frame that does not decode or validate (say, an interval that is not a finite
+        number of seconds in bounds) closes the connection with the reason (code 1002), and
+        the caller reconnects. The error never leaves the nursery, where it would come out
+        wrapped in an ExceptionGroup that no ``except ProtocolError`` sees.
+        """
         self._ws = ws
         self._connected.set()
+        kept_protocol = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reannounce)
             try:
@@ -120,8 +144,15 @@ class TrackerClient:
                     self._receive(decode(await ws.get_message(), TO_PEER, MAX_REPLY))
             except ConnectionClosed as closed:
                 log.info("tracker at %s closed the connection: %s", self.address, closed.reason)
+            except ProtocolError as error:
+                log.warning("tracker at %s broke the protocol, dropping the connection: %s", self.address, error)
+                kept_protocol = False
+                with trio.move_on_after(1.0) as closing:
+                    closing.shield = True  # the close handshake runs even if the client stops now
+                    await ws.aclose(code=1002, reason=str(error)[:120])
             finally:
                 nursery.cancel_scope.cancel()
+        return kept_protocol
 
     def _receive(self, frame: Any) -> None:
         if isinstance(frame, PeersPush):
@@ -133,19 +164,34 @@ class TrackerClient:
             channel.close()
 
     async def _reannounce(self) -> None:
-        """Announce every torrent at once after connecting, then every interval."""
+        """Announce every torrent at once after connecting, then every interval.
+
+        Its failures are logged, never raised: they would end the session (and with it
+        every request waiting on this connection).
+        """
         while True:
-            for announcement in list(self.announcements()):
+            try:
+                announcements = list(self.announcements())
+            except Exception:
+                log.exception("listing what to announce failed")
+                announcements = []
+            for announcement in announcements:
                 try:
                     await self.announce(announcement)
                 except SwarmregError as error:
                     log.info("re-announce of %s: %s", announcement.digest, error.message)
+                except Exception:
+                    log.exception("re-announce of %s failed", announcement.digest)
             await trio.sleep(self.interval)
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def _request(self, make: Callable[[int], Any]) -> Any:
-        """Send a request and wait for its reply, retrying over reconnects; UNAVAILABLE at the end."""
+    async def _request(self, make: Callable[[int], Any], expected: type) -> Any:
+        """Send a request and wait for its reply, retrying over reconnects; UNAVAILABLE at the end.
+
+        A reply of another type than ``expected`` (a tracker that mixed its request ids up) is
+        BAD_GATEWAY, not an AttributeError in the caller.
+        """
         for attempt in range(self.attempts):
             with trio.move_on_after(2.0 * 2 ** attempt):
                 await self._connected.wait()
@@ -161,6 +207,9 @@ class TrackerClient:
                 await ws.send_message(encode(make(request_id)))
                 with trio.move_on_after(REPLY_TIMEOUT):
                     async for reply in receive:
+                        if not isinstance(reply, expected):
+                            raise SwarmregError(BAD_GATEWAY, f"tracker at {self.address} answered a "
+                                                f"{type(reply).__name__} to a request for a {expected.__name__}")
                         return reply
             except (ConnectionClosed, trio.BrokenResourceError):
                 pass
@@ -170,12 +219,13 @@ class TrackerClient:
 
     async def announce(self, announcement: Announcement) -> tuple[Peer, ...]:
         """Announce one torrent; returns (and hands to ``on_peers``) the peers to connect to."""
-        me = Peer(self.peer_id, "", self.port(), announcement.complete)  # the tracker fills the host in
+        # The tracker fills the host in.
+        me = Peer(self.peer_id, "", self.port(), announcement.complete, announcement.origin)
         reply: AnnounceReply = await self._request(lambda request_id: Announce(
-            request_id, announcement.info_hash, announcement.digest, announcement.namespace, me))
+            request_id, announcement.info_hash, announcement.digest, announcement.namespace, me), AnnounceReply)
         if reply.failure is not None:
             raise _failure(reply.failure)
-        self.interval = reply.interval
+        self.interval = reply.interval  # in [MIN_INTERVAL, MAX_INTERVAL]: decode checked it
         self.on_peers(reply.info_hash, reply.peers)
         return reply.peers
 
@@ -189,7 +239,7 @@ class TrackerClient:
     async def metainfo(self, namespace: str, digest: str) -> MetainfoReply:
         """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob."""
         reply: MetainfoReply = await self._request(
-            lambda request_id: MetainfoRequest(request_id, namespace, digest))
+            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply)
         if reply.failure is not None or reply.metainfo is None:
             raise _failure(reply.failure)
         return reply

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import ssl
+import weakref
 from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
+from swarmreg.authz import TRACKER_ORIGINS, ClusterGuard
 from swarmreg.config import Address
-from swarmreg.errors import UNAVAILABLE, SwarmregError
+from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
@@ -41,11 +44,38 @@ SEND_QUEUE = 256
 IN_FLIGHT = 32
 
 
+def _endpoint_key(host: Any, port: int) -> tuple[str, int]:
+    return str(ipaddress.ip_address(str(host))), int(port)
+
+
+class _RecordingListener(trio.abc.Listener[trio.abc.Stream]):
+    """Hands over accepted streams as they are, remembering each TLS stream by its remote
+    address: trio-websocket shows a handler the request, not the stream, and the tracker
+    reads the caller's certificate from the stream."""
+
+    def __init__(self, inner: trio.abc.Listener[Any], streams: weakref.WeakValueDictionary[Any, Any]) -> None:
+        self.inner = inner
+        self.streams = streams
+
+    async def accept(self) -> trio.abc.Stream:
+        stream: trio.abc.Stream = await self.inner.accept()
+        if isinstance(stream, trio.SSLStream):
+            self.streams[_endpoint_key(*stream.transport_stream.socket.getpeername()[:2])] = stream
+        return stream
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class _Connection:
     """One peer's websocket: its outgoing queue and the torrents it announced."""
 
-    def __init__(self, ws: WebSocketConnection, frames: TokenBucket) -> None:
+    def __init__(self, ws: WebSocketConnection, frames: TokenBucket, *,
+                 peercert: dict[str, Any] | None = None, authorization: str | None = None) -> None:
         self.ws = ws
+        # Who is calling, for the announces only some roles may make.
+        self.peercert = peercert
+        self.authorization = authorization
         self.frames = frames  # how fast it may send
         self.host = str(getattr(ws.remote, "address", "127.0.0.1"))
         self.peer_ids: dict[str, str] = {}  # info-hash -> the peer id announced for it
@@ -82,6 +112,18 @@ class TrackerService:
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
         self._nursery: trio.Nursery | None = None
+        self.guard = ClusterGuard.from_config(node.config)
+        self._streams: weakref.WeakValueDictionary[tuple[str, int], trio.SSLStream[Any]] = \
+            weakref.WeakValueDictionary()
+
+    async def _listen(self, listen: Address, context: ssl.SSLContext | None) -> tuple[list[Any], int]:
+        """The websocket's listeners (TLS ones remember their streams) and the port they bound."""
+        sockets = await trio.open_tcp_listeners(listen.port, host=listen.host)
+        port = sockets[0].socket.getsockname()[1]
+        inner: list[trio.abc.Listener[Any]] = list(sockets)
+        if context is not None:
+            inner = [trio.SSLListener(socket, context, https_compatible=False) for socket in sockets]
+        return [_RecordingListener(listener, self._streams) for listener in inner], port
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         listen = self.config.listen
@@ -90,7 +132,8 @@ class TrackerService:
             origins = (Address.parse(self.node.bound["origin"]["http"]),)
         tls = self.node.tls
         async with AsyncExitStack() as clients:
-            directory = [await clients.enter_async_context(OriginClient(address, timeout=30, tls=tls.client))
+            directory = [await clients.enter_async_context(OriginClient(
+                address, timeout=30, tls=tls.client, secret=self.node.config.cluster.secret))
                          for address in origins]
             self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
@@ -98,12 +141,13 @@ class TrackerService:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.origins.bind(nursery)
-                server = await nursery.start(partial(
-                    serve_websocket, self._serve, listen.host, listen.port, tls.server, handler_nursery=nursery,
-                    max_message_size=self.config.max_frame_size, connect_timeout=self.config.handshake_timeout,
-                    disconnect_timeout=self.config.handshake_timeout))
+                listeners, port = await self._listen(listen, tls.server)
+                server = WebSocketServer(
+                    self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
+                    connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout)
+                await nursery.start(server.run)
                 nursery.start_soon(self._expire)
-                address = Address(listen.host, server.port)
+                address = Address(listen.host, port)
                 log.info("tracker listening on %s://%s%s", tls.ws, address, PATH)
                 task_status.started({"ws": str(address)})
                 await self.node.stop.wait()
@@ -122,8 +166,16 @@ class TrackerService:
         if request.path != PATH:
             await request.reject(404, body=b"the announce channel is at /announce")
             return
+        headers = {name.lower(): value for name, value in request.headers}
+        authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+        peercert = None
+        remote = request.remote
+        if not isinstance(remote, str):
+            stream = self._streams.get(_endpoint_key(remote.address, remote.port))
+            peercert = stream.getpeercert() if stream is not None else None
         connection = _Connection(await request.accept(),
-                                 TokenBucket(self.config.frame_rate, self.config.frame_burst))
+                                 TokenBucket(self.config.frame_rate, self.config.frame_burst),
+                                 peercert=peercert, authorization=authorization)
         self._connections.add(connection)
         try:
             with connection.scope:
@@ -222,8 +274,8 @@ class TrackerService:
         assert self.origins is not None
         try:
             await self.origins.metainfo(namespace, digest, refresh=True)
-        except SwarmregError as error:
-            log.warning("refreshing %s from the origins: %s", digest, error.message)
+        except Exception as error:  # background work: logged, never raised into the tracker's nursery
+            log_failure(log, f"refreshing {digest} from the origins", error)
 
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
@@ -238,8 +290,17 @@ class TrackerService:
             # Someone is downloading: have the origin confirm it still holds and seeds the blob.
             assert self._nursery is not None
             self._nursery.start_soon(self._refresh, frame.namespace, frame.digest)
+        # An origin's entry never expires and takes over its peer id: only an identified origin
+        # (role certificate, or the cluster secret) may make one; unchecked, the flag is dropped.
+        origin = frame.peer.origin and not self.guard.open
+        if origin:
+            try:
+                self.guard.check(TRACKER_ORIGINS, "announcing as an origin", peercert=connection.peercert,
+                                 authorization=connection.authorization)
+            except SwarmregError as error:
+                return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
         # A peer is reached at the address its connection comes from, whatever it claims.
-        peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete)
+        peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete, origin)
         if self.peers.is_origin(frame.info_hash, peer):
             return AnnounceReply(frame.request_id, frame.info_hash,
                                  tuple(self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)),

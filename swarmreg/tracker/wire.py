@@ -9,12 +9,14 @@ ProtocolError, and the receiver closes that one connection with the reason.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 import attrs
 import cattrs
 import msgpack
+from cattrs.v import format_exception
 
 PROTOCOL_VERSION = 1
 # The websocket path of the announce channel.
@@ -22,6 +24,10 @@ PATH = "/announce"
 # A reply (metainfo of a big blob included) is at most this big.
 MAX_REPLY = 16 << 20
 _HEX = re.compile(r"[0-9a-f]+")
+# The re-announce interval a reply may set, in seconds: a peer never re-announces in a tight
+# loop (or not at all) because a tracker said so.
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 86400.0
 
 
 class ProtocolError(Exception):
@@ -94,6 +100,7 @@ class AnnounceReply:
     request_id: int
     info_hash: str
     peers: tuple[Peer, ...] = ()
+    # Seconds until the next re-announce; decode() refuses one outside [MIN_INTERVAL, MAX_INTERVAL].
     interval: float = 30.0
     failure: Failure | None = None
 
@@ -124,6 +131,17 @@ FRAME_TYPES: dict[str, type] = {
     "metainfo_reply": MetainfoReply,
 }
 _NAMES = {kind: name for name, kind in FRAME_TYPES.items()}
+
+
+def _check_interval(reply: AnnounceReply) -> None:
+    if not (math.isfinite(reply.interval) and MIN_INTERVAL <= reply.interval <= MAX_INTERVAL):
+        raise ValueError(f"interval must be a finite number of seconds in "
+                         f"[{MIN_INTERVAL:g}, {MAX_INTERVAL:g}], not {reply.interval!r}")
+
+
+# Bounds a frame's fields must keep beyond their types, checked as it is decoded. Not attrs
+# validators: a test's fake tracker must be able to build (and encode) a frame that breaks them.
+_CHECKS: dict[type, Any] = {AnnounceReply: _check_interval}
 TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest})
 TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply})
 
@@ -141,6 +159,13 @@ def _strict(kind: type[Any]) -> Any:
 
 for _kind in (int, float, str, bool, bytes):
     _converter.register_structure_hook(_kind, _strict(_kind))
+
+
+def _reason(error: BaseException, kind: Any) -> str:
+    """cattrs' wording of a failed field, with a validator's own message (which names the bound)."""
+    if type(error) is ValueError and str(error):
+        return f"invalid value ({str(error)[:120]})"
+    return format_exception(error, kind)
 
 
 def encode(frame: Any) -> bytes:
@@ -169,7 +194,11 @@ def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
     if not isinstance(message["b"], dict):
         raise ProtocolError(f"malformed {message['t']} frame: the body is not a map")
     try:
-        return _converter.structure(message["b"], kind)
+        frame: Any = _converter.structure(message["b"], kind)
+        if (check := _CHECKS.get(kind)) is not None:
+            check(frame)
+        return frame
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
-        reason = "; ".join(cattrs.transform_error(error)) if isinstance(error, cattrs.BaseValidationError) else error
+        reason = ("; ".join(cattrs.transform_error(error, format_exception=_reason))
+                  if isinstance(error, cattrs.BaseValidationError) else error)
         raise ProtocolError(f"malformed {message['t']} frame: {str(reason)[:200]}") from None

@@ -8,6 +8,7 @@ import httpx
 import trio
 from trio.testing import MockClock
 
+from swarmreg.digest import Digest
 from tests.conftest import blob_files, make_config, random_bytes, start_daemon
 from tests.origin.helpers import assert_error
 from tests.proxy.helpers import DOCKER_MANIFEST, digest_of, push_image
@@ -68,5 +69,57 @@ async def test_the_agent_caches_manifest_records_and_briefly_tags(nursery: trio.
         assert await cached.get_tag(REPO, "t") == second
         meta = await cached.get_manifest(REPO, first)
         await client.delete_manifest(REPO, first)
-        assert await cached.get_manifest(REPO, first) == meta, "a digest's record never changes"
-        assert await cached.get_manifest(REPO, digest_of(b"three")) is None
+        mock_clock.jump(0.4)
+        assert await cached.get_manifest(REPO, first) == meta, "reused within the TTL"
+        mock_clock.jump(0.2)
+        assert await cached.get_manifest(REPO, first) is None, "a deleted manifest is gone after the TTL"
+        three = digest_of(b"three")
+        assert await cached.get_manifest(REPO, three) is None
+        await client.put_manifest(REPO, three, media_type=DOCKER_MANIFEST, size=3)
+        assert await cached.get_manifest(REPO, three) is not None, "an unknown manifest is not cached"
+        # Blob links, found or not, are kept for the TTL too.
+        await client.link_blob(REPO, digest_of(b"blob"), 4)
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"blob"))) == 4
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"later"))) is None
+        await client.unlink_blob(REPO, digest_of(b"blob"))
+        await client.link_blob(REPO, digest_of(b"later"), 5)
+        mock_clock.jump(0.4)
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"blob"))) == 4
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"later"))) is None
+        mock_clock.jump(0.2)
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"blob"))) is None
+        assert await cached.blob_size(REPO, Digest.parse(digest_of(b"later"))) == 5
+
+
+async def test_concurrent_misses_share_one_index_request(nursery: trio.Nursery, tmp_path: Path) -> None:
+    from swarmreg.agent.index_cache import CachedIndex
+    from swarmreg.index.client import IndexClient
+
+    requests: list[str] = []
+
+    class Counting(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            requests.append(f"{request.method} {request.url.path}")
+            return await super().handle_async_request(request)
+
+    index = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
+    async with IndexClient(index.ready["roles"]["index"]["http"], transport=Counting()) as client:
+        digest = digest_of(b"one")
+        await client.put_manifest(REPO, digest, media_type=DOCKER_MANIFEST, size=3)
+        await client.put_tag(REPO, "t", digest)
+        await client.link_blob(REPO, digest, 3)
+        requests.clear()
+        cached = CachedIndex(client, tag_ttl=60, nursery=nursery)
+        answers: list[object] = []
+
+        async def ask() -> None:
+            answers.append((await cached.get_tag(REPO, "t"), await cached.get_manifest(REPO, digest),
+                            await cached.blob_size(REPO, Digest.parse(digest)),
+                            await cached.blob_size(REPO, Digest.parse(digest_of(b"none")))))
+
+        async with trio.open_nursery() as askers:
+            for _ in range(20):
+                askers.start_soon(ask)
+        assert len(answers) == 20 and len(set(map(repr, answers))) == 1
+        assert answers[0][0] == digest and answers[0][2] == 3 and answers[0][3] is None  # type: ignore[index]
+        assert len(requests) == 4, requests

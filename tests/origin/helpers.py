@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 
@@ -104,3 +109,38 @@ def no_blob_anywhere(data_dir: Path, digest: str) -> bool:
     """True when ``digest`` is not committed in the data directory (local store)."""
     hex_ = digest.removeprefix("sha256:")
     return not (data_dir / "blobs" / "sha256" / hex_[:2] / hex_).exists()
+
+
+@contextmanager
+def tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted on ``where`` for the block; skips the test if mounting fails."""
+    where.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        pytest.skip(f"cannot run mount(8) for a tmpfs: {error}")
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        # Lazy: a file a stopped daemon's thread still holds does not keep the mount.
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(directory: Path, name: str = "filler", *, leave: int = 0) -> Path:
+    """Write one file into ``directory`` until its filesystem has only ``leave`` bytes free."""
+    path = directory / name
+    chunk = b"\0" * (64 << 10)
+    with open(path, "wb", buffering=0) as file:
+        try:
+            while True:
+                stat = os.statvfs(directory)
+                room = stat.f_bavail * stat.f_frsize - leave
+                if room <= 0:
+                    break
+                file.write(chunk[:room])
+        except OSError:
+            pass
+    return path

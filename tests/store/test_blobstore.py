@@ -204,3 +204,33 @@ async def test_install_refuses_a_caller_hash_other_than_the_digest(tmp_path):
         await store.install(source, Digest.of(b"x"), hexdigest=Digest.of(b"y").hex)
     assert info.value.code is DIGEST_INVALID
     assert not source.exists() and Digest.of(b"x") not in store
+
+
+async def test_a_write_fsyncs_the_blob_its_shard_and_a_new_shard_in_its_parent(tmp_path, monkeypatch):
+    import os
+
+    store = make_store(tmp_path, fsync=True)
+    synced: list[tuple[int, int]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    def key(path) -> tuple[int, int]:
+        st = path.stat()
+        return st.st_dev, st.st_ino
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    first = Digest.of(b"first")
+    await store.write(first, chunks(b"first"))
+    path = store.path(first)
+    assert synced == [key(path.parent.parent), key(path), key(path.parent)], \
+        "the new shard in its parent, the file, the shard with the file in it"
+    synced.clear()
+    # Another blob of the same shard: the shard is not new, its parent is not synced again.
+    data = next(data for data in (str(i).encode() for i in range(10_000))
+                if Digest.of(data).hex[:2] == first.hex[:2])
+    await store.write(Digest.of(data), chunks(data))
+    assert key(path.parent.parent) not in synced and key(path.parent) in synced

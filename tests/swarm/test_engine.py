@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import trio
 
 from swarmreg.config import Address, SwarmConfig
 from swarmreg.digest import Digest
-from swarmreg.errors import SwarmregError
+from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from tests.conftest import random_bytes
@@ -121,3 +122,34 @@ async def test_an_origin_seed_gets_its_upload_slots_and_a_leecher_its_milestones
     assert 0 <= timeline["first_piece"] <= timeline["finished"], timeline
     seeder.close()
     leecher.close()
+
+
+async def test_a_move_or_flush_of_a_removed_torrent_fails_instead_of_hanging(nursery: trio.Nursery,
+                                                                            tmp_path: Path) -> None:
+    # Alerts of a removed torrent are not routed: a wait for one used to hang, and the
+    # agent's shutdown with it.
+    leecher = engine()
+    await nursery.start(leecher.run)
+    metainfo = seed_file(tmp_path / "seed", random_bytes(1 << 20, seed=3))
+    failures: list[SwarmregError] = []
+
+    async def waiting(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except SwarmregError as error:
+            failures.append(error)
+
+    for wait in ("move", "flush"):
+        torrent = await leecher.add(metainfo, tmp_path / wait)
+        failures.clear()
+        with trio.fail_after(15):
+            async with trio.open_nursery() as waiters:
+                call = leecher.move(torrent, tmp_path / "elsewhere") if wait == "move" else leecher.flush(torrent)
+                waiters.start_soon(waiting, call)
+                await trio.sleep(0)  # the call is made; its alert is not handled yet
+                await leecher.remove(torrent)
+        assert failures and failures[0].code is UNAVAILABLE, wait
+        with pytest.raises(SwarmregError):
+            await leecher.flush(torrent)  # a failed torrent is not flushed
+    leecher.close()
+

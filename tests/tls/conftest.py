@@ -9,7 +9,8 @@ import pytest
 
 from swarmreg.devcluster import make_dev_certs
 
-NODES = ("herd", "agent", "stranger")
+# Each node's certificate carries the roles its daemon runs; the stranger's none.
+NODES = {"herd": ("origin", "tracker", "index", "proxy"), "agent": ("agent",), "stranger": ()}
 
 
 @pytest.fixture

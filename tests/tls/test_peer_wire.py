@@ -34,7 +34,8 @@ async def test_only_cluster_members_get_pieces(nursery: trio.Nursery, tmp_path: 
                               ["origin", "tracker"])
     origin, peer_wire = herd.ready["roles"]["origin"]["http"], herd.ready["roles"]["origin"]["peer"]
     data = random_bytes(4 << 20, seed=9)
-    async with httpx.AsyncClient(base_url=f"https://{origin}", verify=client_context(certs, "stranger"),
+    # Uploads are for the proxy and origin roles: the herd's certificate has them.
+    async with httpx.AsyncClient(base_url=f"https://{origin}", verify=client_context(certs, "herd"),
                                  timeout=30) as client:
         digest = await upload_blob(client, NS, data, chunk=1 << 20)
         response = await client.get(f"/namespace/{quote(NS, safe='')}/blobs/{digest}/metainfo")
@@ -75,7 +76,8 @@ async def test_only_cluster_members_get_pieces(nursery: trio.Nursery, tmp_path: 
         status = handle.status()
         assert status.total_payload_download == 0 and status.num_pieces == 0, "an outsider got a piece"
     assert control.status().is_seeding, "the bare session with a member's certificate got the blob"
-    async with httpx.AsyncClient(base_url=f"https://{origin}", verify=client_context(certs, "stranger"),
+    # Uploads are for the proxy and origin roles: the herd's certificate has them.
+    async with httpx.AsyncClient(base_url=f"https://{origin}", verify=client_context(certs, "herd"),
                                  timeout=30) as client:
         stats = (await client.get("/stats")).json()
     assert stats["totals"]["uploaded"] >= len(data), "the origin served the member"
