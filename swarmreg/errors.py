@@ -15,6 +15,8 @@ from typing import Any, TypeGuard
 
 import attrs
 
+_log = logging.getLogger(__name__)
+
 
 @attrs.frozen
 class ErrorCode:
@@ -228,12 +230,12 @@ class SwarmregError(Exception):
         return {"errors": [entry]}
 
 
-def internal_error(log: logging.Logger, what: str) -> SwarmregError:
-    """INTERNAL for the exception being handled: its traceback goes to ``log`` (with ``what``)
-    under a new error id, and the answer carries only that id, never the exception's text,
-    which may name a file of the data directory, an address or a secret."""
+def internal_error(log: logging.Logger, what: str, error: BaseException | None = None) -> SwarmregError:
+    """INTERNAL for ``error`` (by default the exception being handled): its traceback goes to
+    ``log`` (with ``what``) under a new error id, and the answer carries only that id, never the
+    exception's text, which may name a file of the data directory, an address or a secret."""
     error_id = uuid.uuid4().hex[:16]
-    log.exception("%s (error id %s)", what, error_id)
+    log.error("%s (error id %s)", what, error_id, exc_info=error if error is not None else True)
     return SwarmregError(INTERNAL, f"internal server error (error id {error_id})", {"error_id": error_id})
 
 
@@ -249,13 +251,13 @@ def is_storage_full(error: BaseException) -> TypeGuard[OSError]:
 def os_error(error: OSError, what: str) -> SwarmregError:
     """The SwarmregError an operating system ``error`` while doing ``what`` is answered with.
 
-    STORAGE_FULL for a full disk or quota, INTERNAL otherwise; the message names the
-    errno's meaning only, never the file (an answer carries no path of the node's).
+    STORAGE_FULL for a full disk or quota, naming the errno's meaning only, never the file (an
+    answer carries no path of the node's); anything else is INTERNAL with an error id, its
+    traceback logged under that id.
     """
-    reason = error.strerror or type(error).__name__
     if is_storage_full(error):
-        return SwarmregError(STORAGE_FULL, f"{what}: {reason}")
-    return SwarmregError(INTERNAL, f"{what}: {reason}")
+        return SwarmregError(STORAGE_FULL, f"{what}: {error.strerror or type(error).__name__}")
+    return internal_error(_log, what, error)
 
 
 def log_failure(logger: logging.Logger, what: str, error: Exception) -> None:

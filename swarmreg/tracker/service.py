@@ -101,6 +101,17 @@ class _Connection:
             self.scope.cancel()
 
 
+async def _refuse(request: WebSocketRequest, status: int, body: bytes) -> None:
+    """Refuse the handshake with ``status`` and end the connection.
+
+    trio-websocket (0.12) sends the refusal but then leaves the socket open, read by nobody and
+    with no timeout, until the client hangs up: a client that reuses the connection waits forever
+    for an answer, and each refused handshake held a socket for good.
+    """
+    await request.reject(status, extra_headers=[(b"Connection", b"close")], body=body)
+    await request._connection._close_stream()  # no public way to end a refused connection
+
+
 class TrackerService:
     """Serves the announce channel until the daemon stops."""
 
@@ -164,7 +175,7 @@ class TrackerService:
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
-            await request.reject(404, body=b"the announce channel is at /announce")
+            await _refuse(request, 404, b"the announce channel is at /announce")
             return
         headers = {name.lower(): value for name, value in request.headers}
         authorization = headers.get(b"authorization", b"").decode("latin-1") or None

@@ -146,6 +146,23 @@ async def test_text_frames_and_wrong_paths_are_refused(herd: RunningDaemon) -> N
             pass
 
 
+async def test_a_refused_handshake_ends_its_connection(herd: RunningDaemon) -> None:
+    # trio-websocket sent the 404 and then kept the socket open until the client hung up.
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    await stream.send_all(b"GET /elsewhere HTTP/1.1\r\nHost: tracker\r\nUpgrade: websocket\r\n"
+                          b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                          b"Sec-WebSocket-Version: 13\r\n\r\n")
+    received = b""
+    with trio.fail_after(5):
+        while data := await stream.receive_some(4096):
+            received += data
+    await stream.aclose()
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 404 ") and b"connection: close" in head.lower()
+    assert body == b"the announce channel is at /announce"
+
+
 async def test_larger_blobs_come_without_their_content(nursery: trio.Nursery, tmp_path: Path) -> None:
     herd = await start_daemon(nursery, make_config(tmp_path / "herd", "tracker.inline_max=1000"),
                               ["origin", "tracker"])
