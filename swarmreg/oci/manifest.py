@@ -143,11 +143,17 @@ def _check_header(content_type: str | None) -> str:
                         {"mediaType": header[:200], "supported": sorted(MANIFEST_TYPES)})
 
 
+class _NotJson(ValueError):
+    """NaN, Infinity or -Infinity: Python extensions, not JSON."""
+
+
 def _refuse_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotJson(name)
 
 
 def _load_json(data: bytes) -> Any:
+    # The refusals say where in their own words: a decoder's exception text is no part of an
+    # answer (docs/security.md), even where it is harmless.
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -155,8 +161,14 @@ def _load_json(data: bytes) -> Any:
     try:
         # NaN and Infinity are Python extensions, not JSON; deep nesting hits the recursion limit.
         return json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:
-        raise invalid("", f"not valid JSON ({str(error)[:200]})") from None
+    except json.JSONDecodeError as error:
+        raise invalid("", f"not valid JSON at line {error.lineno} column {error.colno}") from None
+    except _NotJson:
+        raise invalid("", "not valid JSON: NaN and Infinity are no JSON values") from None
+    except RecursionError:
+        raise invalid("", "not valid JSON: nested too deeply") from None
+    except ValueError:  # an integer too long to convert
+        raise invalid("", "not valid JSON: a number is too long") from None
 
 
 def _check_schema_version(value: Any) -> None:

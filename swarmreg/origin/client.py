@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
+import trio
 
 from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
@@ -31,9 +34,13 @@ from swarmreg.origin.wire import (
 )
 from swarmreg.store.files import FileBody
 
+log = logging.getLogger(__name__)
+
 # Each PATCH carries this much; the body is streamed from the file in READ-sized reads.
 CHUNK = 32 << 20
 READ = 4 << 20
+# How long the cancel of a session that a failed request leaves may take (see abandon).
+ABANDON_TIMEOUT = 10.0
 
 
 class UpstreamBody:
@@ -113,22 +120,34 @@ class OriginClient:
         upload = await self._start_upload(namespace, digest)
         if upload is None:
             return
-        size = path.stat().st_size
-        for start in range(0, size, CHUNK):
-            end = min(start + CHUNK, size)
-            async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
-                await self._checked("PATCH", upload, content=body, headers={
-                    "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
-        await self._checked("PUT", upload, params={THROUGH: _flag(through)})
+        async with self._abandoned_on_failure(namespace, upload):
+            size = path.stat().st_size
+            for start in range(0, size, CHUNK):
+                end = min(start + CHUNK, size)
+                async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
+                    await self._checked("PATCH", upload, content=body, headers={
+                        "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
+            await self._checked("PUT", upload, params={THROUGH: _flag(through)})
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
         upload = await self._start_upload(namespace, digest)
         if upload is None:
             return
-        if data:
-            await self._checked("PATCH", upload, content=data, headers={"Content-Range": f"0,{len(data)}"})
-        await self._checked("PUT", upload, params={THROUGH: _flag(through)})
+        async with self._abandoned_on_failure(namespace, upload):
+            if data:
+                await self._checked("PATCH", upload, content=data, headers={"Content-Range": f"0,{len(data)}"})
+            await self._checked("PUT", upload, params={THROUGH: _flag(through)})
+
+    @asynccontextmanager
+    async def _abandoned_on_failure(self, namespace: str, upload: str) -> AsyncIterator[None]:
+        """Around the PATCHes and PUT of a Kraken upload at ``upload`` (its path): when they fail,
+        the session is cancelled, so that it does not hold one of the origin's bounded sessions."""
+        try:
+            yield
+        except BaseException:
+            await self.abandon(upload.rsplit("/", 1)[-1], namespace)
+            raise
 
     # -- sessions whose digest comes at the end (the proxy's Docker pushes) -------------------
 
@@ -163,6 +182,23 @@ class OriginClient:
 
     async def cancel(self, uid: str, namespace: str) -> None:
         await self._checked("DELETE", self._session(uid), params={"namespace": namespace})
+
+    async def abandon(self, uid: str, namespace: str) -> None:
+        """Cancel a session that a failed request leaves, best effort: the origin bounds its open
+        sessions (429 past the limit), so one left until its TTL takes a slot from every client.
+
+        Shielded, since the request may be failing because it is being cancelled (its client hung
+        up), and bounded by ABANDON_TIMEOUT; a session already gone (committed, or dropped on a
+        digest mismatch) is fine, and any other failure is logged: the TTL removes the session.
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + ABANDON_TIMEOUT) as scope:
+            try:
+                await self.cancel(uid, namespace)
+            except SwarmregError as error:
+                if error.code is not BLOB_UPLOAD_UNKNOWN:
+                    log.warning("cannot cancel upload session %s at origin %s: %s", uid, self.base, error.message)
+        if scope.cancelled_caught:
+            log.warning("cancelling upload session %s at origin %s timed out", uid, self.base)
 
     # -- reads ---------------------------------------------------------------------------------
 

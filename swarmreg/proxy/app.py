@@ -181,8 +181,14 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         monolithic = requested_digest() if request.args.get("digest") else None
         uid = await origin.open_session(repository)
         if monolithic is not None:  # the whole blob in this request
-            await append(repository, uid)
-            return await commit(repository, uid, monolithic)
+            try:
+                await append(repository, uid)
+                return await commit(repository, uid, monolithic)
+            except BaseException:
+                # Nobody knows this session's id: unless it goes now, it holds one of the
+                # origin's bounded sessions until its TTL (a bad body, a client that hung up).
+                await origin.abandon(uid, repository)
+                raise
         return empty_response(202, _upload_headers(repository, uid, 0))
 
     @app.patch(f"{UPLOADS_ROUTE}/<uid>")

@@ -144,5 +144,10 @@ class Authorizer:
         """The /token endpoint: check basic credentials (none: anonymous), grant what the rules allow."""
         assert self.tokens is not None
         user = await self.basic.user(authorization, client) if authorization else None
-        granted = [g for wanted in scopes if (g := self.access.grant(user, wanted)) is not None]
-        return self.tokens.issue(user, granted)
+        # One grant per resource, with every action granted on it: repeated scopes do not grow
+        # the token (which the client sends on every request).
+        granted: dict[tuple[str, str], dict[str, None]] = {}
+        for wanted in scopes:
+            if (grant := self.access.grant(user, wanted)) is not None:
+                granted.setdefault((grant.type, grant.name), {}).update(dict.fromkeys(grant.actions))
+        return self.tokens.issue(user, [Grant(kind, name, tuple(actions)) for (kind, name), actions in granted.items()])

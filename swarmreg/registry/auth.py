@@ -121,6 +121,14 @@ class FailureThrottle:
             del self._failures[address]
 
 
+class _Check:
+    """One password check in progress, which requests with the same credentials wait for."""
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.matched: bool | None = None  # None: it did not finish (cancelled)
+
+
 class BasicAuth:
     """Checks ``Authorization: Basic`` against a user table; no table means no authentication.
 
@@ -135,6 +143,7 @@ class BasicAuth:
         self.limiter = limiter if limiter is not None else trio.CapacityLimiter(2)
         self.throttle = throttle if throttle is not None else FailureThrottle(0, 60.0)
         self._verified: set[bytes] = set()
+        self._checks: dict[bytes, _Check] = {}  # checks running now, by credentials
 
     @property
     def enabled(self) -> bool:
@@ -152,24 +161,41 @@ class BasicAuth:
             sep = ""
         if scheme.lower() != "basic" or not sep:
             raise self.refusal("authentication required")
-        key = hashlib.sha256(f"{name}\0{password}".encode()).digest()
-        if key in self._verified:  # known right: costs no scrypt, so a throttled address may use it
-            return name
+        # The name's length first: "a\0b" with "c" and "a" with "b\0c" are different credentials.
+        key = hashlib.sha256(f"{len(name)}:{name}\0{password}".encode()).digest()
+        while True:
+            if key in self._verified:  # known right: costs no scrypt, so a throttled address may use it
+                return name
+            shared = self._checks.get(key)
+            if shared is None:
+                break
+            # The same credentials are being checked now (a client's parallel requests): share
+            # that answer, so they cost one scrypt and count as at most one failure.
+            await shared.done.wait()
+            if shared.matched is False:
+                raise self.refusal("invalid username or password")
+            # Matched (now cached), or that check was cancelled: look again.
         if wait := self.throttle.retry_after(client):
             raise SwarmregError(TOOMANYREQUESTS, "too many failed sign-ins from this address",
                                 {"retry_after": wait}, headers={"Retry-After": str(wait)})
         stored = self.users.get(name)
-        # An unknown user is checked against a dummy hash: the same work, the same answer time.
-        with self.throttle.checking(client):
-            matches = await trio.to_thread.run_sync(verify_password, password, stored or _DUMMY_HASH,
-                                                    limiter=self.limiter)
-        if stored is None or not matches:
-            self.throttle.failed(client)
-            raise self.refusal("invalid username or password")
-        if len(self._verified) >= _CACHE_LIMIT:
-            self._verified.clear()
-        self._verified.add(key)
-        return name
+        check = self._checks[key] = _Check()
+        try:
+            # An unknown user is checked against a dummy hash: the same work, the same answer time.
+            with self.throttle.checking(client):
+                matches = await trio.to_thread.run_sync(verify_password, password, stored or _DUMMY_HASH,
+                                                        limiter=self.limiter)
+            check.matched = stored is not None and matches
+            if not check.matched:
+                self.throttle.failed(client)
+                raise self.refusal("invalid username or password")
+            if len(self._verified) >= _CACHE_LIMIT:
+                self._verified.clear()
+            self._verified.add(key)
+            return name
+        finally:
+            del self._checks[key]
+            check.done.set()
 
     def refusal(self, message: str) -> SwarmregError:
         """401 with the Basic challenge."""

@@ -238,7 +238,9 @@ class SwarmEngine:
                 moving.resolve(None)
         elif isinstance(alert, lt.storage_moved_failed_alert):
             if (moving := self._moving.pop(info_hash, None)) is not None:
-                moving.fail(f"cannot move storage: {alert.message()}")
+                # The alert's own text names the files: the log has it, the error the errno's meaning.
+                log.warning("torrent %s: %s", torrent.metainfo.digest, alert.message())
+                moving.fail(f"cannot move storage: {alert.error.message()}")
 
     def _added(self, alert: lt.add_torrent_alert) -> None:
         info_hash = str(alert.params.info_hashes.v2)

@@ -110,7 +110,9 @@ class OriginDirectory:
                 failures.append(f"{origin.address}: {error.message}")
                 continue
             except ValueError as error:  # a seeder the peer wire could not reach
-                failures.append(f"{origin.address}: bad metainfo response ({error})")
+                # Its text is logged (with the others below), not sent to the agent.
+                log.warning("metainfo for %s from origin %s: bad seeder: %s", digest, origin.address, error)
+                failures.append(f"{origin.address}: bad metainfo response")
                 continue
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:

@@ -505,3 +505,23 @@ def test_the_manifest_digest_is_taken_with_the_algorithm_asked_for():
     with pytest.raises(SwarmregError) as info:
         parse_manifest(fx.OCI_IMAGE, mt.OCI_MANIFEST, algorithm="md5")
     assert info.value.code is DIGEST_INVALID
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"schemaVersion": NaN}', b"[" * 100_000 + b"]" * 100_000,
+                                  b'{"schemaVersion": 1' + b"0" * 5000 + b"}", b'{"a": 1} trailing'],
+                         ids=["not json", "empty", "nan", "deep nesting", "huge integer", "trailing"])
+def test_a_refusal_carries_no_decoder_text(body: bytes) -> None:
+    """MANIFEST_INVALID says where the JSON breaks in its own words, never the decoder's
+    exception text ("Expecting value: line 1 column 1 (char 0)")."""
+    decoder_text = "NaN is not JSON"  # (Python decodes NaN; the parser refuses it in its own words)
+    try:
+        json.loads(body.decode())
+    except (ValueError, RecursionError) as error:
+        decoder_text = str(error)
+    with pytest.raises(SwarmregError) as refused:
+        parse_manifest(body, None)
+    assert refused.value.code is MANIFEST_INVALID
+    envelope = json.dumps(refused.value.envelope())
+    assert decoder_text[:20] not in envelope
+    for words in ("Expecting", "Exceeds the limit", "recursion", "Extra data", "is not JSON"):
+        assert words not in envelope

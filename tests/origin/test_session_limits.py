@@ -11,6 +11,10 @@ import httpx
 import pytest
 import trio
 
+from swarmreg.config import Address
+from swarmreg.digest import Digest
+from swarmreg.errors import TOO_LARGE, SwarmregError
+from swarmreg.origin.client import OriginClient
 from tests.conftest import RunningDaemon, make_config, start_daemon
 from tests.origin.helpers import assert_error, blob_path, digest_of
 
@@ -78,3 +82,22 @@ def test_the_defaults_bound_sessions(tmp_path: Path) -> None:
     assert config.origin.max_sessions == 1000
     assert config.origin.max_sessions_per_namespace == 100
     assert config.origin.upload_ttl == 3600.0
+
+
+async def test_a_failed_kraken_upload_cancels_its_session(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """OriginClient's uploads of a known digest (the proxy's manifests, the CLI's files) cancel
+    the session they opened when a PATCH or the PUT fails, instead of leaving it to its TTL."""
+    daemon = await start_daemon(nursery, make_config(tmp_path / "origin", "origin.max_upload_size=4"), ["origin"])
+    data = b"more than four bytes"
+    file = tmp_path / "blob"
+    file.write_bytes(data)
+    async with OriginClient(Address.parse(daemon.ready["roles"]["origin"]["http"])) as origin:
+        with pytest.raises(SwarmregError) as refused:
+            await origin.upload_bytes("team/a", Digest.parse(digest_of(data)), data)
+        assert refused.value.code is TOO_LARGE
+        assert not list(daemon.config.layout.uploads.iterdir())
+        with pytest.raises(SwarmregError) as refused:
+            await origin.upload_file("team/a", Digest.parse(digest_of(data)), file)
+        assert refused.value.code is TOO_LARGE
+        assert not list(daemon.config.layout.uploads.iterdir())
+    await daemon.stop()

@@ -210,6 +210,43 @@ async def test_guesses_sent_at_once_get_no_more_checks_than_the_limit() -> None:
     assert sorted(statuses) == [401] * 3 + [429] * 17
 
 
+async def test_the_same_credentials_sent_at_once_are_checked_once() -> None:
+    """A client sends the same credentials on parallel requests (docker pulls layers three at a
+    time with basic auth; CI jobs start together behind one address): they share one check, and
+    none of them is a failure in progress, so none gets 429. The same wrong password sent at
+    once is one failure."""
+    auth = BasicAuth({"alice": HASH}, limiter=trio.CapacityLimiter(1), throttle=FailureThrottle(3, 60))
+    users: list[str | None] = []
+    statuses: list[int] = []
+
+    async def pull() -> None:
+        users.append(await auth.user(basic("alice", PASSWORD), "10.0.0.1"))
+
+    async def mistype() -> None:
+        statuses.append((await refused(auth, basic("alice", "typo"), "10.0.0.2")).status)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(12):
+            nursery.start_soon(pull)
+            nursery.start_soon(mistype)
+    assert users == ["alice"] * 12
+    assert statuses == [401] * 12
+    assert auth.throttle.retry_after("10.0.0.2") == 0  # one failure of three
+
+
+async def test_parallel_pulls_with_basic_auth_get_no_429(nursery: trio.Nursery, tmp_path: Path) -> None:
+    proxy = await start_proxy(nursery, tmp_path, "auth_failure_limit = 3")
+    async with client_from(proxy, "127.0.0.3") as docker:
+        async def pull(statuses: list[int]) -> None:
+            statuses.append((await docker.get("/v2/team/a/tags/list", auth=("alice", PASSWORD))).status_code)
+
+        statuses: list[int] = []
+        async with trio.open_nursery() as pulls:
+            for _ in range(10):
+                pulls.start_soon(pull, statuses)
+        assert statuses == [404] * 10  # NAME_UNKNOWN: signed in, nothing pushed yet
+
+
 @pytest.mark.parametrize("mode", ["basic", "token"])
 async def test_the_proxy_answers_429_in_the_envelope(nursery: trio.Nursery, tmp_path: Path, mode: str) -> None:
     proxy = await start_proxy(nursery, tmp_path, f'auth = "{mode}"', "auth_failure_limit = 3",
@@ -268,3 +305,10 @@ async def test_an_oversized_token_form_is_413_before_its_body_is_read(nursery: t
             token = await client.post("/token", data=grant)
             assert token.status_code == 200, token.text
             assert token.json()["token"]
+
+
+async def test_verified_credentials_do_not_vouch_for_another_split_of_them() -> None:
+    """The cache of verified credentials tells "a\\0b" with "c" from "a" with "b\\0c"."""
+    auth = BasicAuth({"a": hash_password("b\0c")})
+    assert await auth.user(basic("a", "b\0c")) == "a"
+    assert (await refused(auth, basic("a\0b", "c"))).status == 401

@@ -8,7 +8,7 @@ import httpx
 import trio
 
 from tests.conftest import make_config, start_daemon
-from tests.origin.helpers import assert_error
+from tests.origin.helpers import RawRequest, assert_error
 from tests.proxy.helpers import push_blob
 
 
@@ -38,3 +38,32 @@ async def test_the_proxy_relays_429_with_retry_after(nursery: trio.Nursery, tmp_
         assert (await registry.delete(opened[0])).status_code == 204
         await push_blob(registry, "team/a", b"a layer")
         await push_blob(registry, "team/a", b"another layer")
+
+
+async def test_a_failed_monolithic_push_frees_its_session(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """A POST ?digest= opens a session at the origin for its body: when the body fails (a bad
+    Content-Range, a client that hangs up mid-body), the session goes with it, or a careless
+    client would fill the repository's sessions (429 for everyone) for origin.upload_ttl."""
+    herd = await start_daemon(nursery, make_config(
+        tmp_path / "herd", "origin.max_sessions_per_namespace=2"), ["origin", "index", "proxy"])
+    uploads = herd.config.layout.uploads
+    digest = "sha256:" + "0" * 64
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=30) as registry:
+        for _ in range(3):
+            refused = await registry.post("/v2/team/a/blobs/uploads/", params={"digest": digest}, content=b"xyz",
+                                          headers={"Content-Range": "5-7"})
+            assert_error(refused, 416, "RANGE_INVALID")
+        assert not list(uploads.iterdir())
+        for _ in range(3):  # a client that sends part of its body, then hangs up
+            raw = await RawRequest.open(herd.ready["roles"]["proxy"]["http"], "POST",
+                                        f"/v2/team/a/blobs/uploads/?digest={digest}", {"Content-Length": "1000"})
+            await raw.send(b"abc")
+            with trio.fail_after(10):
+                while not list(uploads.iterdir()):  # the session is open, its body streaming
+                    await trio.sleep(0.01)
+            await raw.aclose()
+            with trio.fail_after(10):
+                while list(uploads.iterdir()):
+                    await trio.sleep(0.01)
+        for _ in range(2):
+            assert (await registry.post("/v2/team/a/blobs/uploads/")).status_code == 202

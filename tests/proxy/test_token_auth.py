@@ -10,7 +10,9 @@ import httpx
 import pytest
 import trio
 
-from swarmreg.registry.auth import hash_password
+from swarmreg.config import AccessRuleConfig
+from swarmreg.registry.access import Access, Authorizer
+from swarmreg.registry.auth import BasicAuth, hash_password
 from swarmreg.registry.tokens import Grant, TokenIssuer, parse_scope
 from tests.conftest import start_daemon
 from tests.proxy.helpers import digest_of, push_blob, push_image
@@ -150,3 +152,17 @@ async def test_basic_auth_with_rules_answers_403_for_what_a_user_may_not_do(
         not_mounted = await alice.post("/v2/team/app/blobs/uploads/",
                                        params={"mount": digest_of(b"mountable"), "from": "private/src"})
         assert not_mounted.status_code == 202
+
+
+async def test_repeated_scopes_are_one_grant_per_resource() -> None:
+    """A token names each resource once, with every action granted on it: a client that repeats
+    scopes (or asks for pull, then push) does not grow the token it sends on every request."""
+    issuer = TokenIssuer(b"k", "swarmreg", 60)
+    access = Access([AccessRuleConfig("anonymous", "public/.*", ("pull", "push"))])
+    authorizer = Authorizer(BasicAuth({}), access, issuer)
+    scopes = [*parse_scope("repository:public/a:pull " * 50), *parse_scope("repository:public/a:push,pull"),
+              *parse_scope("registry:catalog:* registry:catalog:* repository:team/a:pull")]
+    token, _ = await authorizer.token(None, scopes)
+    claims = issuer.verify(token)
+    assert claims is not None
+    assert claims.grants == (Grant("repository", "public/a", ("pull", "push")), Grant("registry", "catalog", ("*",)))

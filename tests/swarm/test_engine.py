@@ -153,3 +153,16 @@ async def test_a_move_or_flush_of_a_removed_torrent_fails_instead_of_hanging(nur
             await leecher.flush(torrent)  # a failed torrent is not flushed
     leecher.close()
 
+
+
+async def test_a_failed_move_names_no_file(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """libtorrent's text of a failed move names the files (it is logged); the error says only why."""
+    mover = engine()
+    await nursery.start(mover.run)
+    metainfo = seed_file(tmp_path / "seed", random_bytes(100_000))
+    torrent = await mover.add(metainfo, tmp_path / "seed", seed=True)
+    (tmp_path / "plain").write_bytes(b"not a directory")
+    with pytest.raises(SwarmregError) as failed:
+        await mover.move(torrent, tmp_path / "plain" / "blobs")
+    assert failed.value.message == "cannot move storage: Not a directory"
+    mover.close()
