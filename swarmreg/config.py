@@ -62,6 +62,23 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+REDACTED = "<redacted>"
+
+
+def _redacted(value: Any) -> Any:
+    """A secret's stand-in: ``<redacted>`` for a set value, each value of a table (a user's
+    password hash) so, an unset one as it is (an empty secret is worth knowing)."""
+    if isinstance(value, Mapping):
+        return {key: REDACTED for key in value}
+    return REDACTED if value else value
+
+
+def secret_field(**kwargs: Any) -> Any:
+    """An attrs field that holds a secret (a key, a password hash): ``repr`` and ``swarmreg config
+    show`` print ``<redacted>`` for it, and launchers keep it off command lines (``secret_keys``)."""
+    return attrs.field(repr=lambda value: repr(_redacted(value)), metadata={"secret": True}, **kwargs)
+
+
 def _regex(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         re.compile(value)
@@ -257,7 +274,7 @@ class ProxyConfig:
     origin: Address | None = None
     index: Address | None = None
     # Who may push and pull: user name -> hash from `swarmreg passwd`. Empty: no authentication.
-    users: dict[str, str] = attrs.field(factory=dict)
+    users: dict[str, str] = secret_field(factory=dict)
     # HTTPS on the registry port (off: plain HTTP, as docker allows for localhost).
     tls: EdgeTlsConfig = EdgeTlsConfig()
     # How clients authenticate when users are set: "basic" on every request, or Docker's token
@@ -265,7 +282,7 @@ class ProxyConfig:
     auth: Literal["basic", "token"] = "basic"
     token_ttl: float = attrs.field(default=300.0, validator=attrs.validators.gt(0))
     # The tokens' HMAC key; empty: a random one per start (set one shared by all proxies of a realm).
-    token_secret: str = ""
+    token_secret: str = secret_field(default="")
     # Where the 401 sends clients for a token; empty: this proxy's /token, at the host they used.
     token_realm: str = ""
     # Permissions, the first rule that matches user and repository wins; none: users may do all.
@@ -315,7 +332,10 @@ class ClusterConfig:
 
     # Shared by every node: writes to the origin, index and tracker need it as a bearer token,
     # which our own clients send. Empty: no secret (writes unchecked without [tls]).
-    secret: str = attrs.field(default="", repr=False)
+    secret: str = secret_field(default="")
+    # A file whose content (surrounding whitespace stripped) is the secret, read at start: keeps
+    # the secret out of the configuration file and off command lines. Set this or secret, not both.
+    secret_file: str = ""
     # Start even though internal ports listen beyond loopback with neither [tls] nor a secret.
     insecure: bool = False
 
@@ -475,7 +495,26 @@ def load_config(
     if data_dir is not None:
         data["data_dir"] = data_dir
     config = structure(data, Config)
+    config = attrs.evolve(config, cluster=_read_secret_file(config.cluster))
     return attrs.evolve(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
+
+
+def _read_secret_file(cluster: ClusterConfig) -> ClusterConfig:
+    """``cluster`` with ``secret`` read from ``secret_file``, if that is set."""
+    if not cluster.secret_file:
+        return cluster
+    if cluster.secret:
+        raise ConfigError("cluster.secret and cluster.secret_file: set one of them, not both")
+    try:
+        with open(cluster.secret_file, encoding="utf-8") as file:
+            secret = file.read().strip()
+    except OSError as error:
+        raise ConfigError(f"cluster.secret_file: cannot read {cluster.secret_file}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is empty")
+    return attrs.evolve(cluster, secret=secret)
 
 
 def _without_none(value: Any) -> Any:
@@ -486,13 +525,43 @@ def _without_none(value: Any) -> Any:
     return value
 
 
-REDACTED = "<redacted>"
+def _redact(instance: Any, data: Any) -> Any:
+    """``data`` (``instance`` unstructured) with the value of every secret field redacted."""
+    if isinstance(data, list) and isinstance(instance, tuple | list):
+        return [_redact(item, value) for item, value in zip(instance, data, strict=True)]
+    if not (attrs.has(type(instance)) and isinstance(data, dict)):
+        return data
+    data = dict(data)
+    for field in attrs.fields(type(instance)):
+        if field.name in data:
+            value = getattr(instance, field.name)
+            secret = field.metadata.get("secret")
+            data[field.name] = _redacted(data[field.name]) if secret else _redact(value, data[field.name])
+    return data
+
+
+def secret_keys(instance: Any = None, prefix: str = "") -> frozenset[str]:
+    """The dotted key paths of every secret field (``cluster.secret``, ``proxy.token_secret``,
+    ``proxy.users``), found in the tables under ``instance`` (default: the default Config)."""
+    instance = Config() if instance is None else instance
+    keys: set[str] = set()
+    for field in attrs.fields(type(instance)):
+        value = getattr(instance, field.name)
+        if field.metadata.get("secret"):
+            keys.add(prefix + field.name)
+        elif attrs.has(type(value)):
+            keys |= secret_keys(value, f"{prefix}{field.name}.")
+    return frozenset(keys)
 
 
 def dump_config(config: Config, *, redact: bool = False) -> str:
     """The configuration as TOML that ``load_config`` reads back to the same value; with
-    ``redact`` (``swarmreg config show``) a set cluster secret reads ``<redacted>``."""
-    if redact and config.cluster.secret:
-        config = attrs.evolve(config, cluster=attrs.evolve(config.cluster, secret=REDACTED))
+    ``redact`` (``swarmreg config show``) every set secret (each field made by ``secret_field``:
+    the cluster secret, the token secret, the users' password hashes) reads ``<redacted>``."""
+    data = make_converter().unstructure(config)
+    if config.cluster.secret_file:
+        del data["cluster"]["secret"]  # read from the file again, not written out
+    if redact:
+        data = _redact(config, data)
     # TOML has no null: an unset optional key is simply left out.
-    return tomli_w.dumps(_without_none(make_converter().unstructure(config)))
+    return tomli_w.dumps(_without_none(data))

@@ -9,14 +9,34 @@ import signal
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import attrs
+import tomli_w
 import trio
 
+from swarmreg.config import apply_overrides, secret_keys
 from swarmreg.logs import setup_logging
+
+# The configuration a daemon is started with when it is given secrets: mode 0600 in its data
+# directory, so that they stay off its command line (which any user of the host can read).
+LAUNCH_CONFIG = "launch-config.toml"
+
+
+def split_secrets(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``overrides`` split into those that set no secret and those that do (``cluster.secret``,
+    ``proxy.token_secret``, ``proxy.users`` or a key under it, or a table holding one of them)."""
+    keys = secret_keys()
+    plain: list[str] = []
+    hidden: list[str] = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        secret = any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)
+        (hidden if secret else plain).append(item)
+    return plain, hidden
 
 
 class DaemonStartError(Exception):
@@ -51,14 +71,38 @@ class DaemonProcess:
         self.ready: dict[str, Any] = {}
 
     @property
+    def launch_config(self) -> Path:
+        """The 0600 file that carries the secret overrides (and the config file's content)."""
+        return self.data_dir / LAUNCH_CONFIG
+
+    @property
     def argv(self) -> list[str]:
+        """The command line; overrides that set a secret are not on it (see ``write_launch_config``)."""
+        plain, hidden = split_secrets(self.overrides)
+        config_file = self.launch_config if hidden else self.config_file
         argv = [*self.wrapper, sys.executable, "-m", "swarmreg", "daemon", "--roles", ",".join(self.roles),
                 "--data-dir", str(self.data_dir), "--ready-file", str(self.ready_file)]
-        if self.config_file is not None:
-            argv += ["--config", str(self.config_file)]
-        for item in self.overrides:
+        if config_file is not None:
+            argv += ["--config", str(config_file)]
+        for item in plain:
             argv += ["--set", item]
         return argv
+
+    def write_launch_config(self) -> None:
+        """Write the config file (if any) with the secret overrides applied into ``launch_config``,
+        created with mode 0600; nothing if no override sets a secret."""
+        hidden = split_secrets(self.overrides)[1]
+        if not hidden:
+            return
+        data: dict[str, Any] = {}
+        if self.config_file is not None:
+            with open(self.config_file, "rb") as file:
+                data = tomllib.load(file)
+        apply_overrides(data, hidden)
+        self.launch_config.unlink(missing_ok=True)  # O_EXCL below: a new file, never one left readable
+        fd = os.open(self.launch_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(tomli_w.dumps(data))
 
     async def start(self, timeout: float = 60.0) -> dict[str, Any]:
         """Start the process and wait for its ready document (every bound address)."""
@@ -69,6 +113,7 @@ class DaemonProcess:
         """Start the process without waiting for it to be ready."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ready_file.unlink(missing_ok=True)
+        self.write_launch_config()
         self.process = await trio.lowlevel.open_process(
             self.argv, stdin=subprocess.DEVNULL, stderr=self.stderr,
             env=None if self.env is None else {**os.environ, **self.env})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 
 from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
@@ -9,6 +11,8 @@ from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
 # Headers of an error answer that a relaying port passes on with the error (how long to wait
 # before retrying a 429 or 503).
 RELAYED_HEADERS = ("Retry-After",)
+
+log = logging.getLogger(__name__)
 
 
 def envelope_error(response: httpx.Response) -> SwarmregError | None:
@@ -23,16 +27,28 @@ def envelope_error(response: httpx.Response) -> SwarmregError | None:
 
 
 def raise_for_error(response: httpx.Response, service: str) -> None:
-    """Raise the SwarmregError an error response describes; one without an envelope is BAD_GATEWAY."""
+    """Raise the SwarmregError an error response describes; one without an envelope is BAD_GATEWAY.
+
+    ``service`` names the role that answered ("origin"), never its address: the error may reach
+    a registry client. The URL asked goes to the log instead."""
     if response.is_success:
         return
     error = envelope_error(response)
     if error is None:
+        log.warning("%s at %s answered %d without an error envelope", service, _url(response), response.status_code)
         error = SwarmregError(BAD_GATEWAY, f"{service} answered {response.status_code}",
                               {"status": response.status_code})
     raise error
 
 
+def _url(response: httpx.Response) -> str:
+    try:
+        return str(response.request.url.copy_with(query=None))
+    except RuntimeError:  # a response built without a request (tests)
+        return "(unknown)"
+
+
 def transport_reason(error: Exception) -> str:
-    """A short reason for a failed request: the error's type and message (never a traceback)."""
+    """A short reason for a failed request, for the log: the error's type and message (never a
+    traceback). The message may name the address, so it is not for answers."""
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__

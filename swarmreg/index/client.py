@@ -95,17 +95,17 @@ class IndexClient:
             except httpx.TransportError as error:  # a timeout: the index is there but too slow
                 reason, kind = transport_reason(error), type(error).__name__
                 break
-        if response is None:  # the exception's text is logged, only its type answered
-            log.warning("index %s %s failed: %s", method, path, reason)
-            raise SwarmregError(UNAVAILABLE, f"index at {self.base_url} unavailable: {kind}",
-                                {"index": self.base_url})
+        if response is None:  # the exception's text and the address are logged, only its type answered
+            log.warning("index %s: %s %s failed: %s", self.base_url, method, path, reason)
+            raise SwarmregError(UNAVAILABLE, f"index unavailable: {kind}")
         if response.status_code < 400:
             return response
         answered = envelope_error(response)
         if missing is not None and response.status_code == 404 and (answered is None or answered.code is missing):
             return None  # (a HEAD answer has no body to name its code)
         if answered is None:
-            log.warning("index %s %s answered %d: %r", method, path, response.status_code, response.text[:200])
+            log.warning("index %s: %s %s answered %d: %r", self.base_url, method, path, response.status_code,
+                        response.text[:200])
             answered = SwarmregError(BAD_GATEWAY, f"index answered {response.status_code}",
                                      {"status": response.status_code})
         raise answered

@@ -18,7 +18,7 @@ from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
-from swarmreg.http.client import raise_for_error
+from swarmreg.http.client import raise_for_error, transport_reason
 from swarmreg.origin.wire import (
     BLOB_SIZE,
     METAINFO,
@@ -98,11 +98,17 @@ class OriginClient:
         try:
             return await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
-            raise SwarmregError(BAD_GATEWAY, f"origin {self.base} unreachable: {type(error).__name__}") from None
+            raise self._unreachable(method, path, error) from None
+
+    def _unreachable(self, method: str, path: str, error: httpx.HTTPError) -> SwarmregError:
+        """The error for a request that got no answer: the log names the origin's address, the
+        answer (which may reach a registry client) only says the origin was unreachable."""
+        log.warning("origin %s: %s %s failed: %s", self.base, method, path, transport_reason(error))
+        return SwarmregError(BAD_GATEWAY, f"origin unreachable: {type(error).__name__}")
 
     async def _checked(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = await self._send(method, path, **kwargs)
-        raise_for_error(response, f"origin {self.base}")
+        raise_for_error(response, "origin")
         return response
 
     # -- uploads of a known digest (Kraken's API) --------------------------------------------
@@ -112,7 +118,7 @@ class OriginClient:
         started = await self._send("POST", blob_path(namespace, digest, UPLOADS))
         if started.status_code == 409:
             return None
-        raise_for_error(started, f"origin {self.base}")
+        raise_for_error(started, "origin")
         return blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
 
     async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True) -> None:
@@ -207,7 +213,7 @@ class OriginClient:
         response = await self._send("HEAD", blob_path(namespace, digest))
         if response.status_code == 404:
             return None
-        raise_for_error(response, f"origin {self.base}")
+        raise_for_error(response, "origin")
         return int(response.headers["content-length"])
 
     async def read(self, namespace: str, digest: Digest) -> bytes:
@@ -221,7 +227,8 @@ class OriginClient:
             return OriginMetainfo(response.content, response.headers[PEER_ID_HEADER],
                                   int(response.headers[PEER_PORT_HEADER]))
         except (KeyError, ValueError):
-            raise SwarmregError(BAD_GATEWAY, f"origin {self.base} named no seeder for the metainfo") from None
+            log.warning("origin %s named no seeder for the metainfo of %s", self.base, digest)
+            raise SwarmregError(BAD_GATEWAY, "origin named no seeder for the metainfo") from None
 
     async def open(self, namespace: str, digest: Digest, range_header: str | None = None) -> UpstreamBody:
         """Start streaming the blob (or the range); the body must be sent or closed."""
@@ -230,10 +237,10 @@ class OriginClient:
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as error:
-            raise SwarmregError(BAD_GATEWAY, f"origin {self.base} unreachable: {type(error).__name__}") from None
+            raise self._unreachable("GET", request.url.path, error) from None
         if not response.is_success:
             await response.aread()
             await response.aclose()
-            raise_for_error(response, f"origin {self.base}")
+            raise_for_error(response, "origin")
         return UpstreamBody(response)
 

@@ -208,14 +208,18 @@ class TrackerClient:
                 with trio.move_on_after(REPLY_TIMEOUT):
                     async for reply in receive:
                         if not isinstance(reply, expected):
-                            raise SwarmregError(BAD_GATEWAY, f"tracker at {self.address} answered a "
-                                                f"{type(reply).__name__} to a request for a {expected.__name__}")
+                            log.warning("tracker at %s answered a %s to a request for a %s", self.address,
+                                        type(reply).__name__, expected.__name__)
+                            raise SwarmregError(BAD_GATEWAY, f"tracker answered a {type(reply).__name__} "
+                                                f"to a request for a {expected.__name__}")
                         return reply
             except (ConnectionClosed, trio.BrokenResourceError):
                 pass
             finally:
                 self._waiting.pop(request_id, None)
-        raise SwarmregError(UNAVAILABLE, f"tracker at {self.address} unreachable after {self.attempts} attempts")
+        # The address is for the log: the error may reach a registry client.
+        log.warning("tracker at %s unreachable after %d attempts", self.address, self.attempts)
+        raise SwarmregError(UNAVAILABLE, f"tracker unreachable after {self.attempts} attempts")
 
     async def announce(self, announcement: Announcement) -> tuple[Peer, ...]:
         """Announce one torrent; returns (and hands to ``on_peers``) the peers to connect to."""

@@ -99,7 +99,11 @@ class OriginDirectory:
             self._content_bytes -= len(self._contents.popitem(last=False)[1])
 
     async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
-        failures, unknown = [], 0
+        # Each failure as logged (with the origin's address) and as answered (without: the
+        # answer reaches the agent and, through it, registry clients).
+        failures: list[str] = []
+        answers: list[str] = []
+        unknown = 0
         for origin in self._ordered_origins(digest):
             try:
                 served = await origin.metainfo(namespace, digest)
@@ -108,11 +112,13 @@ class OriginDirectory:
             except SwarmregError as error:
                 unknown += error.code is BLOB_UNKNOWN
                 failures.append(f"{origin.address}: {error.message}")
+                answers.append(error.message or error.code.message)
                 continue
             except ValueError as error:  # a seeder the peer wire could not reach
                 # Its text is logged (with the others below), not sent to the agent.
                 log.warning("metainfo for %s from origin %s: bad seeder: %s", digest, origin.address, error)
                 failures.append(f"{origin.address}: bad metainfo response")
+                answers.append("bad metainfo response")
                 continue
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
@@ -127,4 +133,5 @@ class OriginDirectory:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         log.warning("metainfo for %s: %s", digest, "; ".join(failures))
         raise SwarmregError(BAD_GATEWAY if failures else UNAVAILABLE,
-                            f"no origin could provide the blob's metainfo: {'; '.join(failures) or 'none configured'}")
+                            "no origin could provide the blob's metainfo: "
+                            f"{'; '.join(dict.fromkeys(answers)) or 'none configured'}")
