@@ -309,13 +309,21 @@ class TlsConfig:
         return bool(self.ca)
 
 
+def _bearer_secret(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    # Our clients send it in an HTTP header: a space at either end, a control character or a
+    # non-ASCII one made every internal request fail in the client (httpx refuses such a header)
+    # or never match (the server strips the header). The value is never quoted: it is a secret.
+    if value and not all("!" <= char <= "~" for char in value):
+        raise ValueError("'secret' must be printable ASCII without spaces (e.g. `openssl rand -hex 32`)")
+
+
 @attrs.frozen
 class ClusterConfig:
     """What the internal ports ask of a writer when ``[tls]`` is not set (see swarmreg.authz)."""
 
     # Shared by every node: writes to the origin, index and tracker need it as a bearer token,
     # which our own clients send. Empty: no secret (writes unchecked without [tls]).
-    secret: str = attrs.field(default="", repr=False)
+    secret: str = attrs.field(default="", repr=False, validator=_bearer_secret)
     # Start even though internal ports listen beyond loopback with neither [tls] nor a secret.
     insecure: bool = False
 
