@@ -7,10 +7,24 @@ what broke and why it no longer does.
 from __future__ import annotations
 
 import json
+from functools import partial
+from pathlib import Path
 
+import httpx
+import msgpack
 import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
 
 from swarmreg.config import ConfigError, load_config
+from swarmreg.digest import Digest
+from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.tracker.wire import AnnounceReply, MetainfoReply, Peer, PeersPush, encode
+from tests.conftest import make_config, random_bytes, start_daemon
+from tests.origin.helpers import blob_path, upload_blob
+
+NS = "attack2/blobs"
 
 
 @pytest.mark.parametrize("secret", ["a-secret-pasted-with-a-newline\n", " leading-space", "trailing-space ",
@@ -28,3 +42,52 @@ def test_a_secret_no_header_can_carry_is_refused_at_load(secret: str) -> None:
 def test_printable_secrets_load() -> None:
     for secret in ("0123abcdef" * 6, "base64+/=_-.~!#$%&'*^`|", ""):
         assert load_config(None, [f"cluster.secret={json.dumps(secret)}"]).cluster.secret == secret
+
+
+# -- a tracker's peers (point 2) ---------------------------------------------------------------
+
+BAD_HOSTS = ("evil.example", "nul\0host", "", "999.1.1.1", "x" * 255)
+
+
+async def test_peers_with_hosts_that_are_no_address_cost_only_themselves(nursery: trio.Nursery,
+                                                                         tmp_path: Path) -> None:
+    """A tracker listing peers at host names (or NUL, empty, 999.1.1.1) next to the origin: libtorrent
+    refuses such an endpoint with Boost.Python's ArgumentError, a TypeError the agent did not
+    catch, so every pull the tracker answered so failed with 500 and each push of peers broke the
+    tracker connection. The bad peers are skipped; the pull gets the blob from the origin."""
+    origin = await start_daemon(nursery, make_config(tmp_path / "origin"), ["origin"])
+    data = random_bytes(2 << 20, seed=11)
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=60) as client:
+        digest = await upload_blob(client, NS, data)
+        described = await client.get(f"{blob_path(NS, digest)}/metainfo")
+    seeder = Peer(described.headers[PEER_ID_HEADER], "127.0.0.1", int(described.headers[PEER_PORT_HEADER]),
+                  complete=True, origin=True)
+    metainfo = Metainfo.parse(described.content, Digest.parse(digest))
+    bad = tuple(Peer(f"{n:020x}", host, 6881 + n, complete=True) for n, host in enumerate(BAD_HOSTS))
+
+    async def handle(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                frame = msgpack.unpackb(await ws.get_message())
+                body = frame["b"]
+                if frame["t"] == "metainfo_request":
+                    await ws.send_message(encode(MetainfoReply(body["request_id"], described.content)))
+                elif frame["t"] == "announce":
+                    await ws.send_message(encode(PeersPush(metainfo.info_hash, bad)))
+                    await ws.send_message(encode(AnnounceReply(body["request_id"], metainfo.info_hash,
+                                                               (*bad, seeder), 30.0)))
+        except ConnectionClosed:
+            pass
+
+    server = await nursery.start(partial(serve_websocket, handle, "127.0.0.1", 0, ssl_context=None))
+    agent = await start_daemon(nursery, make_config(tmp_path / "agent", f"agent.tracker=127.0.0.1:{server.port}"),
+                               ["agent"])
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        with trio.fail_after(60):
+            pulled = await client.get(blob_path(NS, digest))
+        assert pulled.status_code == 200, pulled.text
+        assert pulled.content == data
+        assert (await client.get("/health")).status_code == 200
+    await agent.stop()
+    await origin.stop()
