@@ -167,7 +167,21 @@ def _reason(error: BaseException, kind: Any) -> str:
     """cattrs' wording of a failed field, with a validator's own message (which names the bound)."""
     if type(error) is ValueError and str(error):
         return f"invalid value ({str(error)[:120]})"
+    if isinstance(error, AttributeError):  # cattrs read a non-map as a map: say so, not Python's words
+        return "expected a map"
     return format_exception(error, kind)
+
+
+def _reasons(error: BaseException) -> str:
+    """What was wrong with a body, field by field; never an error of its own (a map with a
+    non-string key made cattrs' path joining raise TypeError here, which left decode() unchecked
+    and cost the tracker's connection a 1011 and a traceback)."""
+    if not isinstance(error, cattrs.BaseValidationError):
+        return str(error)
+    try:
+        return "; ".join(cattrs.transform_error(error, format_exception=_reason))
+    except Exception:
+        return "a field has a key or value of the wrong type"
 
 
 def encode(frame: Any) -> bytes:
@@ -201,6 +215,4 @@ def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
             check(frame)
         return frame
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, AttributeError) as error:
-        reason = ("; ".join(cattrs.transform_error(error, format_exception=_reason))
-                  if isinstance(error, cattrs.BaseValidationError) else error)
-        raise ProtocolError(f"malformed {message['t']} frame: {str(reason)[:200]}") from None
+        raise ProtocolError(f"malformed {message['t']} frame: {_reasons(error)[:200]}") from None

@@ -9,18 +9,30 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgpack
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket, serve_websocket
 
 from swarmreg.config import ConfigError, load_config
 from swarmreg.digest import Digest
 from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from swarmreg.swarm.metainfo import Metainfo
-from swarmreg.tracker.wire import AnnounceReply, MetainfoReply, Peer, PeersPush, encode
+from swarmreg.tracker.wire import (
+    TO_PEER,
+    TO_TRACKER,
+    AnnounceReply,
+    MetainfoReply,
+    MetainfoRequest,
+    Peer,
+    PeersPush,
+    ProtocolError,
+    decode,
+    encode,
+)
 from tests.conftest import make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path, upload_blob
 
@@ -91,3 +103,50 @@ async def test_peers_with_hosts_that_are_no_address_cost_only_themselves(nursery
         assert (await client.get("/health")).status_code == 200
     await agent.stop()
     await origin.stop()
+
+
+# -- tracker frames (point 2) ------------------------------------------------------------------
+
+BYTES_KEYS = [
+    ("leave", {b"info_hash": "ab" * 32}),
+    ("leave", {"info_hash": "ab" * 32, b"extra": 1}),
+    ("announce", {"request_id": 1, "info_hash": "ab" * 32, "digest": "sha256:" + "cd" * 32, "namespace": "n",
+                  "peer": {b"peer_id": "ab" * 10, "host": "", "port": 1}}),
+    ("announce_reply", {"request_id": 1, "info_hash": "ab" * 32, "peers": [{b"peer_id": "ab" * 10}]}),
+]
+
+
+@pytest.mark.parametrize("kind, body", BYTES_KEYS)
+def test_a_body_with_a_bytes_key_is_a_protocol_error(kind: str, body: dict[Any, Any]) -> None:
+    """msgpack lets a map key be bytes; cattrs' error path could not be joined (TypeError), which
+    escaped decode(): the tracker answered 1011 with a traceback, an agent logged one."""
+    frame = msgpack.packb({"v": 1, "t": kind, "b": body})
+    with pytest.raises(ProtocolError, match=f"malformed {kind} frame"):
+        decode(frame, TO_TRACKER | TO_PEER, 1 << 20)
+
+
+def test_a_non_map_where_a_map_goes_says_so() -> None:
+    frame = msgpack.packb({"v": 1, "t": "announce", "b": {
+        "request_id": 1, "info_hash": "ab" * 32, "digest": "sha256:" + "cd" * 32, "namespace": "n", "peer": ["x"]}})
+    with pytest.raises(ProtocolError) as refused:
+        decode(frame, TO_TRACKER, 1 << 20)
+    assert "expected a map @ $.peer" in str(refused.value) and "attribute" not in str(refused.value)
+
+
+async def test_the_tracker_closes_a_frame_with_bytes_keys_as_a_protocol_error(nursery: trio.Nursery,
+                                                                             tmp_path: Path) -> None:
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd"), ["origin", "tracker"])
+    host, _, port = herd.ready["roles"]["tracker"]["ws"].rpartition(":")
+    for kind, body in BYTES_KEYS[:3]:
+        async with open_websocket(host, int(port), "/announce", use_ssl=False) as ws:
+            await ws.send_message(msgpack.packb({"v": 1, "t": kind, "b": body}))
+            with trio.fail_after(10), pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+        assert closed.value.reason.code == 1008, closed.value.reason
+        assert f"malformed {kind} frame" in (closed.value.reason.reason or "")
+    async with open_websocket(host, int(port), "/announce", use_ssl=False) as ws:  # and it serves on
+        await ws.send_message(encode(MetainfoRequest(7, NS, "sha256:" + "cd" * 32)))
+        with trio.fail_after(10):
+            reply = decode(await ws.get_message(), TO_PEER, 1 << 20)
+        assert isinstance(reply, MetainfoReply) and reply.request_id == 7
+    await herd.stop()
