@@ -18,6 +18,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, open_websocket, serve_websocket
 
 from swarmreg.config import ConfigError, load_config
+from swarmreg.devcluster import make_dev_certs, tls_overrides
 from swarmreg.digest import Digest
 from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from swarmreg.swarm.metainfo import Metainfo
@@ -33,8 +34,9 @@ from swarmreg.tracker.wire import (
     decode,
     encode,
 )
-from tests.conftest import make_config, random_bytes, start_daemon
-from tests.origin.helpers import blob_path, upload_blob
+from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
+from tests.origin.helpers import assert_error, blob_path, upload_blob
+from tests.proxy.helpers import digest_of
 
 NS = "attack2/blobs"
 
@@ -149,4 +151,50 @@ async def test_the_tracker_closes_a_frame_with_bytes_keys_as_a_protocol_error(nu
         with trio.fail_after(10):
             reply = decode(await ws.get_message(), TO_PEER, 1 << 20)
         assert isinstance(reply, MetainfoReply) and reply.request_id == 7
+    await herd.stop()
+
+
+# -- a node with the wrong cluster credentials (point 1) ---------------------------------------
+
+async def push_refused(proxy: RunningDaemon, *, hidden: str) -> None:
+    """Every write of a docker push through ``proxy`` is 502 BAD_GATEWAY naming the fix, not a 401
+    or 403 that a docker client takes for its own login (nor one that names ``hidden``)."""
+    layer = random_bytes(4096, seed=21)
+    async with httpx.AsyncClient(base_url=proxy.url("proxy"), timeout=30) as registry:
+        answers = [await registry.post("/v2/misconfigured/app/blobs/uploads/"),
+                   await registry.post("/v2/misconfigured/app/blobs/uploads/", params={"digest": digest_of(layer)},
+                                       content=layer),
+                   await registry.delete("/v2/misconfigured/app/manifests/v1")]
+    for response in answers:
+        assert_error(response, 502, "BAD_GATEWAY")
+        assert "WWW-Authenticate" not in response.headers
+        assert "cluster credentials" in response.text and "[cluster] secret" in response.text, response.text
+        assert hidden not in response.text
+
+
+async def test_a_proxy_with_the_wrong_secret_answers_bad_gateway(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", 'cluster.secret="the-right-secret-0123"'),
+                              ["origin", "index"])
+    roles = herd.ready["roles"]
+    for secret in ("the-wrong-secret-0123", ""):
+        proxy = await start_daemon(nursery, make_config(
+            tmp_path / "proxy", f'cluster.secret="{secret}"', f"proxy.origin={roles['origin']['http']}",
+            f"proxy.index={roles['index']['http']}"), ["proxy"])
+        await push_refused(proxy, hidden="the-right-secret")
+        await proxy.stop()
+    await herd.stop()
+
+
+async def test_a_proxy_whose_certificate_lacks_the_role_answers_bad_gateway(nursery: trio.Nursery,
+                                                                          tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    make_dev_certs(certs, {"herd": ("origin", "index"), "edge-without-role": ("agent",)})
+    herd = await start_daemon(nursery, make_config(tmp_path / "herd", *tls_overrides(certs, "herd")),
+                              ["origin", "index"])
+    roles = herd.ready["roles"]
+    proxy = await start_daemon(nursery, make_config(
+        tmp_path / "proxy", *tls_overrides(certs, "edge-without-role"), f"proxy.origin={roles['origin']['http']}",
+        f"proxy.index={roles['index']['http']}"), ["proxy"])
+    await push_refused(proxy, hidden="edge-without-role")
+    await proxy.stop()
     await herd.stop()
