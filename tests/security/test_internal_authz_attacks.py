@@ -23,6 +23,8 @@ from swarmreg.digest import Digest
 from swarmreg.origin.wire import PEER_ID_HEADER, PEER_PORT_HEADER
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.tracker.wire import (
+    MAX_PEERS,
+    MAX_REPLY,
     TO_PEER,
     TO_TRACKER,
     AnnounceReply,
@@ -198,3 +200,14 @@ async def test_a_proxy_whose_certificate_lacks_the_role_answers_bad_gateway(nurs
     await push_refused(proxy, hidden="edge-without-role")
     await proxy.stop()
     await herd.stop()
+
+
+@pytest.mark.parametrize("kind", [AnnounceReply, PeersPush])
+def test_a_frame_of_a_quarter_million_peers_keeps_the_first_thousand(kind: type) -> None:
+    """A tracker may fill 16 MB with ~220,000 peers: structuring them all (0.8 s) and handing them
+    to libtorrent (1.3 s more) blocked an agent's event loop for each such frame."""
+    peers = tuple(Peer(f"{n:020x}", f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 1 + n % 65535, True)
+                  for n in range(200_000))
+    frame = AnnounceReply(1, "ab" * 32, peers) if kind is AnnounceReply else PeersPush("ab" * 32, peers)
+    decoded = decode(encode(frame), TO_PEER, MAX_REPLY)
+    assert decoded.peers == peers[:MAX_PEERS] and MAX_PEERS == 1000
