@@ -211,3 +211,37 @@ def test_a_frame_of_a_quarter_million_peers_keeps_the_first_thousand(kind: type)
     frame = AnnounceReply(1, "ab" * 32, peers) if kind is AnnounceReply else PeersPush("ab" * 32, peers)
     decoded = decode(encode(frame), TO_PEER, MAX_REPLY)
     assert decoded.peers == peers[:MAX_PEERS] and MAX_PEERS == 1000
+
+
+async def test_metainfo_the_tracker_garbled_is_bad_gateway(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Metainfo that does not parse (garbage, another blob's torrent) is the tracker's fault: 502
+    naming it, not 500 INTERNAL (a bug of ours); the agent serves on and caches nothing."""
+    origin = await start_daemon(nursery, make_config(tmp_path / "origin"), ["origin"])
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=60) as client:
+        other = await upload_blob(client, NS, random_bytes(70_000, seed=5))
+        another_torrent = (await client.get(f"{blob_path(NS, other)}/metainfo")).content
+    await origin.stop()
+    answers = iter([b"d4:infoi1ee", b"not bencode at all", another_torrent])
+
+    async def handle(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                frame = msgpack.unpackb(await ws.get_message())
+                if frame["t"] == "metainfo_request":
+                    await ws.send_message(encode(MetainfoReply(frame["b"]["request_id"], next(answers))))
+        except ConnectionClosed:
+            pass
+
+    server = await nursery.start(partial(serve_websocket, handle, "127.0.0.1", 0, ssl_context=None))
+    agent = await start_daemon(nursery, make_config(tmp_path / "agent", f"agent.tracker=127.0.0.1:{server.port}"),
+                               ["agent"])
+    wanted = digest_of(b"what the agent asks for")
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        for _ in range(3):
+            response = await client.get(blob_path(NS, wanted))
+            assert_error(response, 502, "BAD_GATEWAY")
+            assert "tracker" in response.json()["errors"][0]["message"], response.text
+        assert (await client.get("/health")).status_code == 200
+    assert not list((tmp_path / "agent").rglob("*.torrent")), "nothing invalid was cached"
+    await agent.stop()
