@@ -326,13 +326,21 @@ class TlsConfig:
         return bool(self.ca)
 
 
+def _bearer_secret(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    # Our clients send it in an HTTP header: a space at either end, a control character or a
+    # non-ASCII one made every internal request fail in the client (httpx refuses such a header)
+    # or never match (the server strips the header). The value is never quoted: it is a secret.
+    if value and not all("!" <= char <= "~" for char in value):
+        raise ValueError("'secret' must be printable ASCII without spaces (e.g. `openssl rand -hex 32`)")
+
+
 @attrs.frozen
 class ClusterConfig:
     """What the internal ports ask of a writer when ``[tls]`` is not set (see swarmreg.authz)."""
 
     # Shared by every node: writes to the origin, index and tracker need it as a bearer token,
     # which our own clients send. Empty: no secret (writes unchecked without [tls]).
-    secret: str = secret_field(default="")
+    secret: str = secret_field(default="", validator=_bearer_secret)
     # A file whose content (surrounding whitespace stripped) is the secret, read at start: keeps
     # the secret out of the configuration file and off command lines. Set this or secret, not both.
     secret_file: str = ""
@@ -514,7 +522,10 @@ def _read_secret_file(cluster: ClusterConfig) -> ClusterConfig:
         raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is not UTF-8 text") from None
     if not secret:
         raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is empty")
-    return attrs.evolve(cluster, secret=secret)
+    try:
+        return attrs.evolve(cluster, secret=secret)
+    except ValueError as error:  # the secret's own checks (no whitespace, printable ASCII)
+        raise ConfigError(f"cluster.secret_file: {cluster.secret_file}: {error}") from None
 
 
 def _without_none(value: Any) -> Any:

@@ -177,7 +177,10 @@ BAD_GATEWAY = _register(
     "BAD_GATEWAY", 502, "an upstream service failed",
     "Another node failed this one: an origin could not be reached or answered something "
     "unexpected, the index answered something unexpected, no origin could give the tracker a "
-    "blob's metainfo, or a torrent's metainfo is not rooted at this cluster's CA.")
+    "blob's metainfo, the tracker sent metainfo that is no torrent of the blob, a torrent's "
+    "metainfo is not rooted at this cluster's CA, or an origin or the "
+    "index refused this node's cluster credentials (a wrong `[cluster] secret`, a certificate "
+    "without the role; detail `upstream` names their code).")
 UNAVAILABLE = _register(
     "UNAVAILABLE", 503, "service unavailable",
     "A node needed for the answer is out of reach or stopping: the tracker or index did not answer "

@@ -22,7 +22,7 @@ from typing import Any
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import INTERNAL, UNAVAILABLE, SwarmregError, log_failure
+from swarmreg.errors import BAD_GATEWAY, INTERNAL, UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.singleflight import SingleFlight
 from swarmreg.store.blobstore import fsync_path
@@ -156,7 +156,10 @@ class Downloads:
         if metainfo is None:
             reply = await self.tracker.metainfo(namespace, str(digest))
             assert reply.metainfo is not None, "the client raises for a reply without metainfo"
-            metainfo = Metainfo.parse(reply.metainfo, digest)
+            try:
+                metainfo = Metainfo.parse(reply.metainfo, digest)
+            except SwarmregError:  # the tracker's fault, not ours (parse logged libtorrent's reason)
+                raise SwarmregError(BAD_GATEWAY, f"the tracker sent invalid metainfo for {digest}") from None
             self.node.metainfo.put(metainfo, namespace)
             if reply.content is not None and digest not in self.node.store:
                 await self._store_inline(digest, reply.content)

@@ -6,7 +6,9 @@ import logging
 
 import httpx
 
-from swarmreg.errors import BAD_GATEWAY, SwarmregError, error_code
+from swarmreg.errors import BAD_GATEWAY, DENIED, UNAUTHORIZED, SwarmregError, error_code
+
+log = logging.getLogger(__name__)
 
 # Headers of an error answer that a relaying port passes on with the error (how long to wait
 # before retrying a 429 or 503).
@@ -15,15 +17,29 @@ RELAYED_HEADERS = ("Retry-After",)
 log = logging.getLogger(__name__)
 
 
-def envelope_error(response: httpx.Response) -> SwarmregError | None:
+def envelope_error(response: httpx.Response, service: str = "upstream") -> SwarmregError | None:
     """The error a response's JSON envelope carries, None without one (or with an unknown code);
-    it keeps the RELAYED_HEADERS of the response, so relaying it answers them too."""
+    it keeps the RELAYED_HEADERS of the response, so relaying it answers them too. ``service``
+    is who answered, its role first ("origin http://..."); only the role goes into an answer.
+
+    An internal port answers UNAUTHORIZED or DENIED only to this node's cluster credentials (the
+    ``[cluster] secret`` it sends, the roles of its certificate): a misconfigured node, not the
+    edge client's doing. Relayed as they are, a docker client got 401 or 403 for its push and
+    blamed its own login (and read the name of our certificate); it is BAD_GATEWAY, naming the fix.
+    """
     try:
         entry = response.json()["errors"][0]
         headers = {name: response.headers[name] for name in RELAYED_HEADERS if name in response.headers}
-        return SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"), headers)
+        error = SwarmregError(error_code(entry["code"]), entry.get("message"), entry.get("detail"), headers)
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
+    if error.code in (UNAUTHORIZED, DENIED):
+        log.warning("%s refused this node's cluster credentials: %s", service, error.message)
+        return SwarmregError(
+            BAD_GATEWAY, f"the {service.split(' ')[0]} refused this node's cluster credentials "
+            "(" + error.code.code + "): give every node the same [cluster] secret, or this node a certificate "
+            "with the role the write needs (swarmreg certs issue NAME --roles ...)", {"upstream": error.code.code})
+    return error
 
 
 def raise_for_error(response: httpx.Response, service: str) -> None:
@@ -33,7 +49,7 @@ def raise_for_error(response: httpx.Response, service: str) -> None:
     a registry client. The URL asked goes to the log instead."""
     if response.is_success:
         return
-    error = envelope_error(response)
+    error = envelope_error(response, service)
     if error is None:
         log.warning("%s at %s answered %d without an error envelope", service, _url(response), response.status_code)
         error = SwarmregError(BAD_GATEWAY, f"{service} answered {response.status_code}",

@@ -9,6 +9,16 @@ from swarmreg.store.files import ByteRange
 
 _HTTP_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _KRAKEN_RANGE = re.compile(r"(\d{1,19})[,-](\d{1,19})")
+# More digits than this is past any blob: int() of 4301 digits would raise (a 500), and a
+# huge number costs time to convert.
+_MAX_DIGITS = 19
+_PAST_ANY_SIZE = 1 << 64
+
+
+def _position(digits: str) -> int:
+    """A byte position of a Range header; one too long to be a size is past every blob."""
+    significant = digits.lstrip("0")
+    return _PAST_ANY_SIZE if len(significant) > _MAX_DIGITS else int(significant or "0")
 
 
 def parse_range_header(value: str | None, size: int) -> ByteRange | None:
@@ -27,15 +37,15 @@ def parse_range_header(value: str | None, size: int) -> ByteRange | None:
     if not first and not last:
         return None
     if not first:  # suffix range: the last N bytes
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0:
             raise SwarmregError(RANGE_INVALID, "empty suffix range", {"range": value, "size": size})
         if size == 0:  # satisfiable (RFC 9110 14.1.2) but no 206 can describe zero bytes: send it whole
             return None
         return ByteRange(max(0, size - suffix), size)
-    start = int(first)
-    end = size if not last else min(int(last) + 1, size)
-    if start >= size or (last and int(last) < start):
+    start = _position(first)
+    end = size if not last else min(_position(last) + 1, size)
+    if start >= size or (last and _position(last) < start):
         raise SwarmregError(RANGE_INVALID, "range not satisfiable", {"range": value, "size": size})
     return ByteRange(start, end)
 

@@ -100,7 +100,7 @@ class IndexClient:
             raise SwarmregError(UNAVAILABLE, f"index unavailable: {kind}")
         if response.status_code < 400:
             return response
-        answered = envelope_error(response)
+        answered = envelope_error(response, f"index {self.base_url}")
         if missing is not None and response.status_code == 404 and (answered is None or answered.code is missing):
             return None  # (a HEAD answer has no body to name its code)
         if answered is None:

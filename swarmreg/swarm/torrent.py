@@ -156,8 +156,10 @@ class Torrent:
             try:
                 self.handle.connect_peer((host, port))
                 handed += 1
-            except RuntimeError as error:  # a torrent being removed, or a bad address
+            except RuntimeError as error:  # a torrent being removed
                 log.debug("connect_peer %s:%d: %s", host, port, error)
+            except TypeError:  # Boost.Python's ArgumentError: a host that is no IP address
+                log.debug("connect_peer: %r is not an IP address, skipped", host[:64])
         try:
             status = self.handle.status()
             if (handed and not self._boosted and not status.num_peers

@@ -133,3 +133,19 @@ def test_fuzz_upload_range(value):
         assert error.code in (BLOB_UPLOAD_INVALID, RANGE_INVALID)
         return
     assert 0 <= result.start < result.end < 10**19
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("bytes=0-" + "9" * 5000, ByteRange(0, 100)),  # an end past any size clamps, as a short one does
+    ("bytes=-" + "9" * 5000, ByteRange(0, 100)),   # a suffix longer than any blob is the whole blob
+    ("bytes=" + "0" * 5000 + "5-", ByteRange(5, 100)),  # leading zeros are no number of their own
+])
+def test_ranges_with_thousands_of_digits_parse(value, expected):
+    """int() refuses more than 4300 digits: such a Range was a ValueError, answered 500 INTERNAL."""
+    assert parse_range_header(value, 100) == expected
+
+
+def test_a_start_with_thousands_of_digits_is_416():
+    with pytest.raises(SwarmregError) as refused:
+        parse_range_header("bytes=" + "9" * 5000 + "-", 100)
+    assert refused.value.code is RANGE_INVALID
