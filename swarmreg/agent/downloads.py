@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 # Pieces a download keeps in memory after hashing them (at most 64 MiB with 16 MiB pieces).
 RECENT_PIECES = 4
+# Blobs that came inline listed in the agent's stats: the latest ones (about 150 bytes each).
+INLINE_LISTED = 1000
 
 
 class Download:
@@ -126,7 +128,9 @@ class Downloads:
         self.directory = directory
         self.stall_timeout = node.config.agent.stall_timeout
         self.window = node.config.agent.stream_window
-        self._inline: dict[Digest, int] = {}  # blobs that came in the tracker's reply: digest -> size
+        # The latest blobs that came in the tracker's reply (digest -> size), and the bytes of all.
+        self._inline: OrderedDict[Digest, int] = OrderedDict()
+        self._inline_bytes = 0
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""
@@ -171,11 +175,14 @@ class Downloads:
             log.warning("inline content of %s refused: %s", digest, error.message)
         else:
             self._inline[digest] = len(content)
+            self._inline_bytes += len(content)
+            while len(self._inline) > INLINE_LISTED:
+                self._inline.popitem(last=False)
 
     def inline_stats(self) -> dict[str, Any]:
-        """Counters of the blobs that came inline with their metainfo, without a torrent."""
-        return {"blobs": {str(d): size for d, size in self._inline.items()},
-                "bytes": sum(self._inline.values())}
+        """Counters of the blobs that came inline with their metainfo, without a torrent: the
+        latest INLINE_LISTED of them, and the bytes of all."""
+        return {"blobs": {str(d): size for d, size in self._inline.items()}, "bytes": self._inline_bytes}
 
     async def _run(self, download: Download) -> None:
         # On failure, SingleFlight hands the error (INTERNAL for a bug, UNAVAILABLE at
