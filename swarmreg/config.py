@@ -134,6 +134,11 @@ class SwarmConfig:
     connections_limit: int = attrs.field(default=500, validator=attrs.validators.ge(2))
     # Seconds a peer connection may sit with nothing wanted either way before it closes.
     idle_peer_timeout: int = attrs.field(default=20, validator=attrs.validators.ge(1))
+    # Seconds a complete torrent may go without a peer or a read before it leaves the session
+    # (its file stays; 0: never). An origin adds it back when asked for the blob's metainfo, as
+    # the tracker does at least every tracker.metainfo_refresh while the blob is downloaded: keep
+    # this longer than that. An agent adds it back when the blob is pulled from it again.
+    idle_torrent_timeout: float = attrs.field(default=120.0, validator=attrs.validators.ge(0))
     # Peers served at once; the rest wait their turn (fewer spreads pieces wider).
     unchoke_slots: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     # Download pieces strictly in order (fast to first byte, but agents streaming
