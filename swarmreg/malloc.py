@@ -12,9 +12,13 @@ buffers. With glibc's defaults two things hold on to that memory:
 
 Under the registry load test (netsim.load, 2.5 minutes, two runs side by side) the agent reached
 a peak RSS of 312 MiB and ended at 286 MiB with the defaults, and 186 and 117 MiB with two arenas
-and a fixed threshold of 1 MiB (which also turns the dynamic adjustment off). A chunk of 1 MiB or
-more then costs an mmap, its page faults and a munmap: a few per cent of a core at the load
-test's rate.
+and a fixed threshold of 1 MiB (setting it turns the dynamic adjustment off). The herd still grew
+with that threshold: the tracker's cache of small blobs (64 KiB - 1 MiB each, evicted in LRU
+order), upload chunks and response bodies left holes in the arenas; with the threshold fixed at
+glibc's own starting value, 128 KiB, each of those is an mmap of its own, and in two 4-minute runs
+side by side the herd grew 1.7 MiB from minute 2 to the end instead of 9 MiB. A chunk of 128 KiB
+or more costs an mmap, its page faults and a munmap: a few per cent of a core at the load test's
+rate.
 
 An operator's own ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` malloc
 tunables win: what they set is left alone.
@@ -35,7 +39,7 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 ARENA_MAX = 2
-MMAP_THRESHOLD = 1 << 20
+MMAP_THRESHOLD = 128 << 10
 
 
 def tune_malloc(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
