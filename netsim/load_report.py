@@ -114,7 +114,7 @@ def table(figures: dict[str, Any]) -> str:
 
 def minutes_table(daemons: dict[str, Any]) -> list[str]:
     """Each daemon's RSS at the end of each minute (anonymous part, highest in the minute) and the
-    CPU seconds it used in that minute, then RSS growth from minute 2 to the end."""
+    CPU seconds it used in that minute, then RSS growth from minute 2 to the last whole minute."""
     names = list(daemons)
     rows: dict[float, dict[str, dict[str, Any]]] = {}
     for name in names:
@@ -131,7 +131,7 @@ def minutes_table(daemons: dict[str, Any]) -> list[str]:
                 row["rss_mib"], row["anon_mib"], row["peak_rss_mib"], row["cpu_s"]) if row else f"{'-':>36}")
         lines.append(f"{minute:<8g}{cells}")
     growth = ", ".join(f"{name} {_pct(daemons[name].get('rss_growth_from_minute_2_pct'))}" for name in names)
-    lines.append(f"RSS growth from minute 2 to the end: {growth}")
+    lines.append(f"RSS growth from minute 2 to the last whole minute: {growth}")
     return lines
 
 

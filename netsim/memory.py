@@ -96,8 +96,9 @@ class MemorySampler:
 def per_minute(series: list[tuple[float, int, int, int, float]]) -> dict[str, Any]:
     """The daemon at the end of each minute of the run (and at its end, if that is not on a
     minute): RSS, anonymous RSS, the highest RSS sampled in that minute, and the CPU seconds it
-    used in it; and RSS growth from the end of minute 2 to the end of the run, in percent (the
-    first two minutes are warm-up: caches filling, the image's blobs arriving)."""
+    used in it; and RSS growth from the end of minute 2 to the end of the last whole minute, in
+    percent (the first two minutes are warm-up: caches filling, the image's blobs arriving; the
+    run's last seconds, after the load has stopped, are not under load)."""
     rows: list[dict[str, Any]] = []
     if not series:
         return {"per_minute": rows, "rss_growth_from_minute_2_pct": None}
@@ -118,8 +119,9 @@ def per_minute(series: list[tuple[float, int, int, int, float]]) -> dict[str, An
                      "cpu_s": cpu - cpu_before})
         start, cpu_before = stop, cpu
     at_two = next((row for row in rows if row["minute"] == 2), None)
-    growth = None if at_two is None or rows[-1] is at_two else \
-        100 * (rows[-1]["rss_mib"] - at_two["rss_mib"]) / at_two["rss_mib"]
+    last = next((row for row in reversed(rows) if row["minute"] == int(row["minute"])), None)
+    growth = None if at_two is None or last is None or last is at_two else \
+        100 * (last["rss_mib"] - at_two["rss_mib"]) / at_two["rss_mib"]
     return {"per_minute": rows, "rss_growth_from_minute_2_pct": growth}
 
 
