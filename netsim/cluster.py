@@ -69,12 +69,14 @@ class Cluster:
         await process.start()
         return process
 
-    async def herd(self, *overrides: str, roles: Sequence[str] = HERD, name: str = "herd") -> DaemonProcess:
-        return await self.start(name, roles, *overrides)
+    async def herd(self, *overrides: str, roles: Sequence[str] = HERD, name: str = "herd",
+                   wrapper: Sequence[str] = ()) -> DaemonProcess:
+        return await self.start(name, roles, *overrides, wrapper=wrapper)
 
-    async def agent(self, herd: DaemonProcess, name: str, *overrides: str) -> DaemonProcess:
+    async def agent(self, herd: DaemonProcess, name: str, *overrides: str,
+                    wrapper: Sequence[str] = ()) -> DaemonProcess:
         """An agent of ``herd``, started."""
-        return await self.start(name, ["agent"], *joins(herd), *overrides)
+        return await self.start(name, ["agent"], *joins(herd), *overrides, wrapper=wrapper)
 
     async def stop(self, timeout: float = 30.0, *, at_once: bool = False) -> dict[str, int]:
         """Stop every daemon, the last started first (agents before their herd) or all ``at_once``,

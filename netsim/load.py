@@ -1,6 +1,6 @@
 """The registry load test: docker-style pulls through one agent and pushes to the proxy, for minutes.
 
-``python -m netsim.load [--duration 300] [--pullers 16] [--pushers 2] [--layers 5] [--json out.json]``
+``python -m netsim.load [--duration 600] [--pullers 16] [--pushers 2] [--layers 5] [--json out.json]``
 
 A herd (origin, tracker, index, proxy) and one agent run as ``swarmreg daemon`` child processes.
 A multi-layer image is pushed to the proxy; then, for ``--duration`` seconds:
@@ -14,12 +14,14 @@ A multi-layer image is pushed to the proxy; then, for ``--duration`` seconds:
   Content-Range, PUT ?digest=) of fresh random layers and the config, then PUT of the manifest;
   every ``--fresh-every``-th pull is of one of these new images, so some pulls go cold through
   the swarm;
-- a sampler reads each daemon's RSS from /proc every half second.
+- a sampler reads each daemon's RSS and CPU time from /proc every half second.
 
 Every request is timed and checked (status, digests, sizes); one that raises or is answered
 unexpectedly is a failed request, counted with its reason. The report gives requests per second
-and latency percentiles per kind of request, bytes pulled, pulls and pushes completed, failures
-and the daemons' peak RSS; the exit status is 1 if any request failed.
+and latency percentiles per kind of request, bytes pulled, pulls and pushes completed, failures,
+the daemons' peak RSS, and each daemon's RSS and CPU at the end of every minute of the run; the
+exit status is 1 if any request failed. With ``--tracemalloc`` each daemon's Python heap is
+snapshot every minute (``netsim.traced``) and the report names what grew on it.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from netsim.cluster import QUIET, Cluster
 from netsim.daemon_logs import LogFindings
 from netsim.images import Image, config_blob, layer_sizes, make_image, random_blob
 from netsim.load_report import summarize, table
-from netsim.memory import MemorySampler
+from netsim.memory import MemorySampler, heap_growth
 from netsim.registry_client import Recorder, RequestFailed, pull_image, push_image
 from swarmreg.config import parse_size
 from swarmreg.devcluster import DaemonProcess
@@ -57,7 +59,7 @@ RECENT = 8  # freshly pushed images the pullers choose from
 class Options:
     """What to run: the load's shape and the image's."""
 
-    duration: float = 300.0
+    duration: float = 600.0
     pullers: int = 16
     pushers: int = 2
     layers: int = 5
@@ -69,6 +71,7 @@ class Options:
     fresh_every: int = 4  # every n-th pull of a puller is of a freshly pushed image (0: never)
     timeout: float = 120.0
     settings: tuple[str, ...] = ()  # extra ``--set`` overrides for both daemons
+    tracemalloc: bool = False  # run the daemons under netsim.traced: heap snapshots every minute
 
 
 async def puller(registry: str, recorder: Recorder, main: Image, recent: list[Image], options: Options,
@@ -121,16 +124,23 @@ async def run_load(options: Options, work: Path) -> dict[str, Any]:
     cluster = Cluster(work, (*QUIET, *options.settings))
     logs = LogFindings({name: cluster.log_path(name) for name in ("herd", "agent")})
     try:
-        herd = await cluster.herd()
-        agent = await cluster.agent(herd, "agent")
+        herd = await cluster.herd(wrapper=traced(work, "herd", options))
+        agent = await cluster.agent(herd, "agent", wrapper=traced(work, "agent", options))
         figures = await _load(cluster, herd, agent, options)
         logs.mark()
     finally:
         with trio.CancelScope(shield=True):
             statuses = await cluster.stop(15)
     figures["exit_status"] = statuses
+    if options.tracemalloc:
+        figures["heap_growth"] = {name: heap_growth(work / f"{name}.tracemalloc") for name in ("herd", "agent")}
     figures["daemon_logs"] = logs.findings()
     return figures
+
+
+def traced(work: Path, name: str, options: Options) -> tuple[str, ...]:
+    """The argv prefix that runs a daemon under ``netsim.traced`` with ``--tracemalloc``."""
+    return (sys.executable, "-m", "netsim.traced", str(work / f"{name}.tracemalloc")) if options.tracemalloc else ()
 
 
 async def _load(cluster: Cluster, herd: DaemonProcess, agent: DaemonProcess, options: Options) -> dict[str, Any]:
@@ -150,12 +160,17 @@ async def _load(cluster: Cluster, herd: DaemonProcess, agent: DaemonProcess, opt
     deadline = trio.current_time() + options.duration
     async with trio.open_nursery() as nursery:
         nursery.start_soon(memory.sample, t0)
+        if options.tracemalloc:
+            nursery.start_soon(memory.snapshot_heaps)
         async with trio.open_nursery() as load:
             for _ in range(options.pullers):
                 load.start_soon(puller, registry, recorder, main, recent, options, deadline)
             for number in range(options.pushers):
                 load.start_soon(pusher, number, proxy, recorder, main, recent, options, deadline)
         elapsed = time.monotonic() - t0
+        if options.tracemalloc:
+            memory.snapshot_now()  # the last one, under load still
+            await trio.sleep(5)
         daemons = memory.figures()  # before the daemons stop: VmHWM goes with the process
         nursery.cancel_scope.cancel()
     return summarize(attrs.asdict(options), main, recorder, elapsed, daemons, memory.rss)
@@ -165,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the load test from the command line; 0 if no request failed, else 1."""
     parser = argparse.ArgumentParser(prog="python -m netsim.load", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
     parser.add_argument("--pullers", type=int, default=16, help="concurrent pull loops on the agent")
     parser.add_argument("--pushers", type=int, default=2, help="concurrent push loops on the proxy")
     parser.add_argument("--layers", type=int, default=5, help="layers of the pulled image")
@@ -174,12 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="every n-th pull is of a freshly pushed image (0: never)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                         help="a daemon setting for both daemons (repeatable), e.g. swarm.connections_limit=100")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="trace the daemons' Python heaps (slow; a snapshot a minute) and report what grew")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--workdir", type=Path, help="keep the daemons' data and logs here (default: a temp dir)")
     args = parser.parse_args(argv)
     options = Options(duration=args.duration, pullers=args.pullers, pushers=args.pushers, layers=args.layers,
                       max_layer=parse_size(args.max_layer), fresh_every=args.fresh_every,
-                      settings=tuple(args.settings))
+                      settings=tuple(args.settings), tracemalloc=args.tracemalloc)
     if options.layers < 1 or options.max_layer < options.min_layer or options.pullers < 0 or options.pushers < 0:
         parser.error("--layers must be at least 1, --max-layer at least 1KiB, and no count negative")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="netsim-load-"))

@@ -24,7 +24,7 @@ def _kind_order(kind: str) -> tuple[str, float]:
 
 
 def summarize(options: dict[str, Any], main: Image, recorder: Recorder, elapsed: float, memory: dict[str, Any],
-              rss: dict[str, list[tuple[float, int, int, int]]]) -> dict[str, Any]:
+              rss: dict[str, list[tuple[float, int, int, int, float]]]) -> dict[str, Any]:
     """The report's figures: per-kind rates and latency percentiles, throughput, failures, memory
     (``options``: the load's, as a dict)."""
     kinds: dict[str, dict[str, Any]] = {}
@@ -48,7 +48,7 @@ def summarize(options: dict[str, Any], main: Image, recorder: Recorder, elapsed:
         "bytes_pulled": recorder.bytes_pulled, "pulled_mib_per_s": recorder.bytes_pulled / MiB / elapsed,
         "bytes_pushed": recorder.bytes_pushed, "image_pulls": dict(recorder.pulls),
         "image_pulls_total": sum(recorder.pulls.values()), "pushes": recorder.pushes,
-        "daemons": memory, "rss_samples_kib": {"columns": ["t", "rss", "anon", "file"], **rss},
+        "daemons": memory, "rss_samples_kib": {"columns": ["t", "rss", "anon", "file", "cpu_s"], **rss},
         "load_generator_cpu_s": own_seconds(),
     }
 
@@ -101,8 +101,42 @@ def table(figures: dict[str, Any]) -> str:
     for name, logs in figures.get("daemon_logs", {}).items():
         for line in logs["during_load"]["first"][:3]:
             lines.append(f"  {name}: {line}")
-    lines.append(f"load generator (this process): {figures['load_generator_cpu_s']:.0f} CPU s")
+    for name, heap in figures.get("heap_growth", {}).items():
+        sizes = ", ".join(f"{size:.1f}" for size in heap["heap_mib"])
+        lines += ["", f"{name}: Python heap (tracemalloc) at each snapshot, MiB: {sizes or '-'}; grew most:"]
+        for stat in heap["top"][:8]:
+            where = " <- ".join(line.strip() for line in reversed(stat["traceback"]) if line.startswith("  File"))
+            lines.append(f"  {stat['size_diff_kib']:+9.0f} KiB {stat['count_diff']:+7d} blocks  {where[:400]}")
+    lines += ["", *minutes_table(figures["daemons"]),
+              f"load generator (this process): {figures['load_generator_cpu_s']:.0f} CPU s"]
     return "\n".join(lines)
+
+
+def minutes_table(daemons: dict[str, Any]) -> list[str]:
+    """Each daemon's RSS at the end of each minute (anonymous part, highest in the minute) and the
+    CPU seconds it used in that minute, then RSS growth from minute 2 to the last whole minute."""
+    names = list(daemons)
+    rows: dict[float, dict[str, dict[str, Any]]] = {}
+    for name in names:
+        for row in daemons[name].get("per_minute", []):
+            rows.setdefault(row["minute"], {})[name] = row
+    head = "".join(f"{name + ' RSS':>13}{'anon':>8}{'max':>8}{'CPU s':>7}" for name in names)
+    lines = ["per minute (MiB at the minute's end; max: highest sampled in it; CPU s used in it)",
+             f"{'minute':<8}{head}"]
+    for minute in sorted(rows):
+        cells = ""
+        for name in names:
+            row = rows[minute].get(name)
+            cells += ("{:>13.1f}{:>8.1f}{:>8.1f}{:>7.1f}".format(
+                row["rss_mib"], row["anon_mib"], row["peak_rss_mib"], row["cpu_s"]) if row else f"{'-':>36}")
+        lines.append(f"{minute:<8g}{cells}")
+    growth = ", ".join(f"{name} {_pct(daemons[name].get('rss_growth_from_minute_2_pct'))}" for name in names)
+    lines.append(f"RSS growth from minute 2 to the last whole minute: {growth}")
+    return lines
+
+
+def _pct(value: float | None) -> str:
+    return "- (run shorter than 3 minutes)" if value is None else f"{value:+.1f}%"
 
 
 def _slope(value: float | None) -> str:

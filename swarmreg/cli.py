@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -88,10 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_daemon(args: argparse.Namespace, config: Config) -> int:
     from swarmreg.daemon import Daemon, DaemonError
+    from swarmreg.malloc import tune_malloc
 
     config = attrs.evolve(config, log=attrs.evolve(
         config.log, format=args.log_format or config.log.format, level=args.log_level or config.log.level))
     setup_logging(config.log.format, config.log.level)
+    if tuned := tune_malloc():  # before any thread starts: arenas are made per thread
+        logging.getLogger("swarmreg.malloc").info("malloc: %s", ", ".join(f"{k}={v}" for k, v in tuned.items()))
     status = 0
     try:
         daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file)

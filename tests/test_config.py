@@ -51,6 +51,9 @@ def test_defaults_load_without_a_file():
     assert config.backends == (BackendConfig(),)
     assert config.backends[0].options == FilesystemOptions()
     assert os.path.isabs(config.data_dir)
+    # Memory bounds (issue 11: the registry load test's herd grew while 64 MiB of inline blobs filled).
+    assert config.tracker.inline_cache == 16 * MiB
+    assert config.swarm.idle_torrent_timeout == 120.0
 
 
 def test_empty_file_gives_defaults(tmp_path):

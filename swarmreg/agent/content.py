@@ -37,6 +37,7 @@ class SwarmContent:
 
     async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Body:
         if (opened := self.store.open_body(digest, start, end)) is not None:
+            self.downloads.reseed(repository, digest)
             return opened[0]
         return await self.downloads.stream(repository, digest, start, end)
 

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 # Pieces a download keeps in memory after hashing them (at most 64 MiB with 16 MiB pieces).
 RECENT_PIECES = 4
+# Blobs that came inline listed in the agent's stats: the latest ones (about 150 bytes each).
+INLINE_LISTED = 1000
 
 
 class Download:
@@ -127,7 +129,14 @@ class Downloads:
         self.directory = directory
         self.stall_timeout = node.config.agent.stall_timeout
         self.window = node.config.agent.stream_window
-        self._inline: dict[Digest, int] = {}  # blobs that came in the tracker's reply: digest -> size
+        # The latest blobs that came in the tracker's reply (digest -> size), and the bytes of all.
+        self._inline: OrderedDict[Digest, int] = OrderedDict()
+        self._inline_bytes = 0
+        self._nursery = nursery
+        # Held blobs whose torrents left the session for being idle; seeded again when pulled.
+        # At most one entry per blob in the store.
+        self._released: set[Digest] = set()
+        self.engine.on_release.append(self._on_release)
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""
@@ -175,11 +184,38 @@ class Downloads:
             log.warning("inline content of %s refused: %s", digest, error.message)
         else:
             self._inline[digest] = len(content)
+            self._inline_bytes += len(content)
+            while len(self._inline) > INLINE_LISTED:
+                self._inline.popitem(last=False)
 
     def inline_stats(self) -> dict[str, Any]:
-        """Counters of the blobs that came inline with their metainfo, without a torrent."""
-        return {"blobs": {str(d): size for d, size in self._inline.items()},
-                "bytes": sum(self._inline.values())}
+        """Counters of the blobs that came inline with their metainfo, without a torrent: the
+        latest INLINE_LISTED of them, and the bytes of all."""
+        return {"blobs": {str(d): size for d, size in self._inline.items()}, "bytes": self._inline_bytes}
+
+    def _on_release(self, torrent: Torrent) -> None:
+        self._released.add(torrent.metainfo.digest)
+        self._nursery.start_soon(self.tracker.leave, torrent.info_hash)  # not handed out as a peer
+
+    def reseed(self, namespace: str, digest: Digest) -> None:
+        """The blob is served from the store: if its torrent was released, seed it again (in the
+        background), so a blob pulled lately stays in the swarm."""
+        if digest in self._released:
+            self._released.discard(digest)
+            self._nursery.start_soon(self._reseed, namespace, digest)
+
+    async def _reseed(self, namespace: str, digest: Digest) -> None:
+        try:
+            metainfo = self.node.metainfo.get(digest)
+            if metainfo is None or digest not in self.node.store:
+                return
+            torrent = await self.engine.add(metainfo, self.node.store.path(digest).parent, seed=True,
+                                            namespace=namespace)
+            await self._announce_quietly(torrent, complete=True)
+        except SwarmregError as error:
+            log.info("seeding %s again: %s", digest, error.message)
+        except Exception:  # background work: the agent serves on
+            log.exception("seeding %s again", digest)
 
     async def _run(self, download: Download) -> None:
         # On failure, SingleFlight hands the error (INTERNAL for a bug, UNAVAILABLE at

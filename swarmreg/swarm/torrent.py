@@ -49,6 +49,9 @@ class Torrent:
         # Seconds from when the torrent was added to its milestones (netsim's breakdown).
         self.added = time.monotonic()
         self.timeline: dict[str, float] = {}
+        # When it last had a peer, was read or was asked for (trio's clock): an idle seed leaves
+        # the session (SwarmEngine.release_idle).
+        self.last_active = trio.current_time()
         self.refresh()
 
     @property
@@ -186,6 +189,8 @@ class Torrent:
             self._by_kind[kind][0] += down - last_down
             self._by_kind[kind][1] += up - last_up
             self._connections[key] = (down, up)
+            if (down, up) != (last_down, last_up):
+                self.last_active = trio.current_time()
 
     def peer_details(self) -> list[dict[str, Any]]:
         """Each connected peer: where it is, who chokes whom, what it has and how fast it goes."""

@@ -223,3 +223,35 @@ async def test_a_download_that_fails_before_its_first_byte_is_an_error_not_a_cut
         response = await client.get(blob_path(NS, digest))
         assert_error(response, 503, "UNAVAILABLE")
         assert "no piece arrived" in response.json()["errors"][0]["message"]
+
+
+async def test_idle_torrents_leave_the_session_and_come_back_on_demand(nursery: trio.Nursery,
+                                                                      tmp_path: Path) -> None:
+    # Idle after a second (peers drop after one); the tracker asks the origin again after half a second.
+    idle = ("swarm.idle_torrent_timeout=1", "swarm.idle_peer_timeout=1")
+    herd = await start_herd(nursery, tmp_path, *idle, "tracker.metainfo_refresh=0.5")
+    first = await start_agent(nursery, tmp_path, herd, "first", *idle)
+    data = random_bytes(6 << 20, seed=11)
+    digest = await upload(herd, data)
+
+    async def torrents(daemon: RunningDaemon, role: str) -> list[str]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            return [t["digest"] for t in (await client.get(daemon.url(role) + "/stats")).json()["torrents"]]
+
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.get(first.url("agent") + blob_path(NS, digest))).content == data
+        assert await torrents(first, "agent") == [digest]
+        with trio.fail_after(20):
+            while await torrents(first, "agent") or await torrents(herd, "origin"):
+                await trio.sleep(0.2)
+        assert blob_files(Path(first.config.data_dir)) == {digest.removeprefix("sha256:"): len(data)}
+        # Pulled again from the first agent's store: it seeds the blob again.
+        assert (await client.get(first.url("agent") + blob_path(NS, digest))).content == data
+        with trio.fail_after(10):
+            while await torrents(first, "agent") != [digest]:
+                await trio.sleep(0.1)
+        # A new agent gets it through the swarm: the origin seeds it again when the tracker asks.
+        second = await start_agent(nursery, tmp_path, herd, "second", *idle)
+        with trio.fail_after(30):
+            assert (await client.get(second.url("agent") + blob_path(NS, digest))).content == data
+        assert await torrents(herd, "origin") == [digest]

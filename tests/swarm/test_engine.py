@@ -166,3 +166,34 @@ async def test_a_failed_move_names_no_file(nursery: trio.Nursery, tmp_path: Path
         await mover.move(torrent, tmp_path / "plain" / "blobs")
     assert failed.value.message == "cannot move storage: Not a directory"
     mover.close()
+
+
+async def test_idle_complete_torrents_are_released_and_can_be_added_again(nursery: trio.Nursery,
+                                                                          tmp_path: Path) -> None:
+    # 0: no sweep of its own; release_idle is called here.
+    seeder, leecher = engine(idle_torrent_timeout=0), engine(idle_torrent_timeout=0)
+    await nursery.start(seeder.run)
+    await nursery.start(leecher.run)
+    released: list[str] = []
+    seeder.on_release.append(lambda torrent: released.append(torrent.info_hash))
+    metainfo = seed_file(tmp_path / "seed", random_bytes(3 << 20))
+    seeded = await seeder.add(metainfo, tmp_path / "seed", seed=True)
+    missing = seed_file(tmp_path / "other", random_bytes(1 << 20, seed=3))
+    waiting = await leecher.add(missing, tmp_path / "nobody-has-it")  # incomplete: never released
+    torrent = await leecher.add(metainfo, tmp_path / "leech")
+    torrent.connect([("127.0.0.1", seeder.address.port)])
+    with trio.fail_after(30):
+        await torrent.finished.wait()
+    assert await seeder.release_idle(5) == 0 and await leecher.release_idle(5) == 0, "active just now"
+    await trio.sleep(0.6)
+    # Still connected to each other, but neither wants a piece: both are idle.
+    assert torrent.handle.status().num_peers == 1
+    assert await seeder.release_idle(0.5) == 1 and await leecher.release_idle(0.5) == 1
+    assert released == [metainfo.info_hash] and seeded.error == "removed"
+    assert seeder.get(metainfo.info_hash) is None and leecher.get(metainfo.info_hash) is None
+    assert leecher.get(missing.info_hash) is waiting and waiting.error is None
+    assert (tmp_path / "seed" / metainfo.digest.hex).exists(), "the file stays"
+    again = await seeder.add(metainfo, tmp_path / "seed", seed=True)
+    assert again is not seeded and again.finished.is_set()
+    seeder.close()
+    leecher.close()
