@@ -18,7 +18,8 @@ import trio
 from swarmreg.cli import main
 
 from .clients import Containerd, Skopeo
-from .test_swarmreg import Cluster, Spawn, content_digests, pushed_small_image, start_cluster
+from .layout import build_oci_layout
+from .test_swarmreg import Cluster, MiB, Spawn, content_digests, push_layout, start_cluster
 from .tools import hostport
 
 pytestmark = pytest.mark.slow
@@ -31,13 +32,15 @@ async def cluster(spawn: Spawn) -> Cluster:
 
 async def test_ctr_pulls_through_the_agent_under_the_upstream_name(
         ctr: Containerd, skopeo: Skopeo, cluster: Cluster, tmp_path: Path) -> None:
-    image = await pushed_small_image(skopeo, cluster, tmp_path, "team/app")
+    image = await trio.to_thread.run_sync(build_oci_layout, tmp_path / "layout", [4 * MiB, 100])
+    assert await push_layout(skopeo, tmp_path / "layout", cluster.proxy, "team/app:v1",
+                             tmp_path) == image.manifest.digest
     upstream = hostport(cluster.proxy)
     agent = cluster.agents[0]
     hosts_dir = tmp_path / "certs.d"
     assert main(["containerd-config", "--agent", cluster.registry(agent), "--dir", str(hosts_dir),
                  "--registry", upstream]) == 0
-    ref = f"{upstream}/team/app:latest"
+    ref = f"{upstream}/team/app:v1"
     herd_log = tmp_path / "herd.log"
     pushed = len(herd_log.read_bytes())
     with trio.fail_after(120):
@@ -47,7 +50,7 @@ async def test_ctr_pulls_through_the_agent_under_the_upstream_name(
     assert await content_digests(ctr) == set(image.blobs)
     log = (tmp_path / "agent-one.log").read_text()
     ns = re.escape(f"?ns={quote(upstream, safe='')} ")  # containerd names the upstream on each request
-    assert re.search(rf'"HEAD /v2/team/app/manifests/latest{ns}.*" 200 ', log), log[-4000:]
+    assert re.search(rf'"HEAD /v2/team/app/manifests/v1{ns}.*" 200 ', log), log[-4000:]
     for digest in image.blobs:  # the manifest, the config and the layers, all from the agent
         assert re.search(rf'"GET /v2/team/app/(manifests|blobs)/{digest}{ns}.*" 200 ', log), digest
     # containerd never had to fall back to the upstream itself.
