@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="a registry to mirror, HOST[:PORT] as in image references, or http[s]://HOST[:PORT] "
                              "to set the upstream's scheme (repeatable; none: DIR/_default for every registry)")
     mirror.add_argument("--restore", action="store_true",
-                        help="put back the files earlier runs replaced and remove the ones they created")
+                        help="put back the files earlier runs replaced and remove the ones they created "
+                             "(only for the --registry hosts given, if any)")
     return parser
 
 
@@ -147,9 +148,8 @@ def _containerd_config(args: argparse.Namespace) -> int:
     directory = Path(args.dir).absolute()
     try:
         if args.restore:
-            if args.agent or args.registry:
-                raise MirrorConfigError("--restore takes only --dir")
-            for path, done in restore_hosts(directory):
+            # --agent is not needed to undo, but the command that wrote the files is accepted as is.
+            for path, done in restore_hosts(directory, args.registry):
                 print(f"{done} {path}", file=sys.stderr)
             return 0
         if not args.agent:

@@ -166,6 +166,17 @@ def _save_state(directory: Path, state: dict[str, Any]) -> None:
     _write_atomically(directory / STATE_FILE, (json.dumps(state, indent=2, sort_keys=True) + "\n").encode())
 
 
+def _back_up(path: Path, backup: Path) -> None:
+    """Copy ``path`` to ``backup`` atomically, as it is: a symlink stays a symlink, a file keeps its mode."""
+    if path.is_symlink():
+        temp = backup.with_name(f".{backup.name}.{os.getpid()}.tmp")
+        temp.unlink(missing_ok=True)
+        os.symlink(os.readlink(path), temp)
+        os.replace(temp, backup)
+    else:
+        _write_atomically(backup, path.read_bytes(), path.stat().st_mode & 0o7777)
+
+
 def write_hosts(agent: str, directory: Path, registries: Sequence[str]) -> list[Path]:
     """Write the hosts.toml files; returns their paths. Validates everything before writing anything.
 
@@ -186,9 +197,7 @@ def write_hosts(agent: str, directory: Path, registries: Sequence[str]) -> list[
             record = {"created_dir": not host_dir.exists(), "backup": path.exists()}
             host_dir.mkdir(exist_ok=True)
             if record["backup"]:
-                original = path.stat()
-                _write_atomically(path.with_name(HOSTS_FILE + BACKUP_SUFFIX), path.read_bytes(),
-                                  original.st_mode & 0o7777)
+                _back_up(path, path.with_name(HOSTS_FILE + BACKUP_SUFFIX))
             state["hosts"][target.directory] = record
             _save_state(directory, state)
         _write_atomically(path, hosts_toml(agent_url, target.server).encode())
@@ -196,14 +205,18 @@ def write_hosts(agent: str, directory: Path, registries: Sequence[str]) -> list[
     return written
 
 
-def restore_hosts(directory: Path) -> list[tuple[Path, str]]:
-    """Undo every earlier run on ``directory``: originals back, our files and dirs gone; idempotent.
+def restore_hosts(directory: Path, registries: Sequence[str] = ()) -> list[tuple[Path, str]]:
+    """Undo earlier runs on ``directory``: originals back, our files and dirs gone; idempotent.
 
-    Returns each file handled with what was done to it ("restored" or "removed").
+    With ``registries``, only those hosts are undone; without, every one. Returns each file
+    handled with what was done to it ("restored" or "removed").
     """
+    only = {parse_registry(r).directory for r in registries}
     state = _load_state(directory)
     touched = []
     for name, record in sorted(state["hosts"].items()):
+        if only and name not in only:
+            continue
         host_dir = directory / name
         path = host_dir / HOSTS_FILE
         backup = path.with_name(HOSTS_FILE + BACKUP_SUFFIX)
@@ -219,6 +232,8 @@ def restore_hosts(directory: Path) -> list[tuple[Path, str]]:
                     pass
             touched.append((path, "removed"))
         del state["hosts"][name]
-        _save_state(directory, state)
-    (directory / STATE_FILE).unlink(missing_ok=True)
+        if state["hosts"]:
+            _save_state(directory, state)
+    if not state["hosts"]:
+        (directory / STATE_FILE).unlink(missing_ok=True)
     return touched

@@ -100,6 +100,30 @@ def test_a_later_run_adds_hosts_and_restore_undoes_both(tmp_path: Path, capsys: 
     assert snapshot(tmp_path) == before
 
 
+def test_restore_accepts_the_writing_command_and_can_undo_some_hosts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(tmp_path)
+    args = ("--agent", AGENT, "--dir", str(tmp_path), "--registry", "ghcr.io", "--registry", "quay.io")
+    assert run(capsys, *args)[0] == 0
+    assert run(capsys, "--dir", str(tmp_path), "--restore", "--registry", "quay.io")[0] == 0
+    assert not (tmp_path / "quay.io").exists() and hosts(tmp_path, "ghcr.io")["server"] == "https://ghcr.io"
+    assert run(capsys, *args, "--restore")[0] == 0  # the same command line plus --restore
+    assert snapshot(tmp_path) == before
+
+
+def test_a_replaced_symlink_comes_back_as_the_same_symlink(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "shared.toml").write_text('server = "https://ghcr.io"\n')
+    (tmp_path / "ghcr.io").mkdir()
+    (tmp_path / "ghcr.io" / "hosts.toml").symlink_to("../shared.toml")
+    assert run(capsys, "--agent", AGENT, "--dir", str(tmp_path), "--registry", "ghcr.io")[0] == 0
+    assert not (tmp_path / "ghcr.io" / "hosts.toml").is_symlink()
+    assert (tmp_path / "shared.toml").read_text() == 'server = "https://ghcr.io"\n'  # the target is untouched
+    assert run(capsys, "--dir", str(tmp_path), "--restore")[0] == 0
+    assert os.readlink(tmp_path / "ghcr.io" / "hosts.toml") == "../shared.toml"
+    assert sorted(p.name for p in (tmp_path / "ghcr.io").iterdir()) == ["hosts.toml"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--agent", "ftp://127.0.0.1:5001"), "scheme must be http or https"),
     (("--agent", "127.0.0.1:5001"), "scheme must be http or https"),
@@ -115,7 +139,7 @@ def test_a_later_run_adds_hosts_and_restore_undoes_both(tmp_path: Path, capsys: 
     (("--agent", AGENT, "--registry", "_default"), "leave out --registry"),
     (("--agent", AGENT, "--registry", "[fffff::1]:5000"), "not an IPv6 address"),
     (("--registry", "ghcr.io"), "--agent URL is required"),
-    (("--restore", "--agent", AGENT), "--restore takes only --dir"),
+    (("--restore", "--registry", "../x"), "expected HOST or HOST:PORT"),
 ])
 def test_bad_input_is_refused_and_nothing_is_written(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str) -> None:
