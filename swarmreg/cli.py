@@ -1,4 +1,5 @@
-"""The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs`` and ``devcluster``."""
+"""The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster`` and
+``containerd-config``."""
 
 from __future__ import annotations
 
@@ -60,6 +61,18 @@ def _parser() -> argparse.ArgumentParser:
     devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
     devcluster.add_argument("--tls", action="store_true",
                             help="mutual TLS between the nodes, with a dev CA made in the data directory")
+
+    mirror = commands.add_parser("containerd-config",
+                                 help="write containerd hosts.toml files that pull through an agent")
+    mirror.add_argument("--agent", metavar="URL", help="the agent's registry port, e.g. http://127.0.0.1:5001")
+    mirror.add_argument("--dir", metavar="DIR", required=True,
+                        help="containerd's registry config_path, e.g. /etc/containerd/certs.d")
+    mirror.add_argument("--registry", metavar="HOST", action="append", default=[],
+                        help="a registry to mirror, HOST[:PORT] as in image references, or http[s]://HOST[:PORT] "
+                             "to set the upstream's scheme (repeatable; none: DIR/_default for every registry)")
+    mirror.add_argument("--restore", action="store_true",
+                        help="put back the files earlier runs replaced and remove the ones they created "
+                             "(only for the --registry hosts given, if any)")
     return parser
 
 
@@ -77,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.devcluster import run_devcluster
 
             return run_devcluster(args.data_dir, tls=args.tls)
+        if args.command == "containerd-config":
+            return _containerd_config(args)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
             sys.stdout.write(dump_config(config, redact=True))
@@ -122,4 +137,30 @@ def _passwd(from_stdin: bool) -> int:
         print("swarmreg: an empty password is not allowed", file=sys.stderr)
         return 2
     print(hash_password(password))
+    return 0
+
+
+def _containerd_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from swarmreg.mirror.containerd import MirrorConfigError, containerd_config_lines, restore_hosts, write_hosts
+
+    directory = Path(args.dir).absolute()
+    try:
+        if args.restore:
+            # --agent is not needed to undo, but the command that wrote the files is accepted as is.
+            for path, done in restore_hosts(directory, args.registry):
+                print(f"{done} {path}", file=sys.stderr)
+            return 0
+        if not args.agent:
+            raise MirrorConfigError("--agent URL is required (or --restore)")
+        for path in write_hosts(args.agent, directory, args.registry):
+            print(f"wrote {path}", file=sys.stderr)
+    except MirrorConfigError as error:
+        print(f"swarmreg: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"swarmreg: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(containerd_config_lines(directory))
     return 0

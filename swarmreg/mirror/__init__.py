@@ -1,0 +1,1 @@
+"""Making container runtimes pull through a swarmreg agent (``swarmreg containerd-config``)."""
