@@ -278,6 +278,10 @@ class UpstreamClient:
         realm = params.get("realm")
         if not realm or not realm.startswith(("https://", "http://")):
             raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: a Bearer challenge without a usable realm")
+        if self._basic is not None and self.config.scheme == "https" and realm.startswith("http://"):
+            # Our credentials would cross the network in the clear, though the upstream is HTTPS.
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm is plain http; "
+                                "credentials are not sent there")
         query = {"scope": params.get("scope") or scope}
         if params.get("service"):
             query["service"] = params["service"]

@@ -159,7 +159,7 @@ async def start_token_proxy(nursery: trio.Nursery, tmp_path: Path, token_ttl: fl
 
 @pytest.mark.timeout(120)
 async def test_bearer_token_flow_reuses_tokens_until_expiry(nursery: trio.Nursery, tmp_path: Path):
-    url = await start_token_proxy(nursery, tmp_path, token_ttl=2.0)
+    url = await start_token_proxy(nursery, tmp_path, token_ttl=4.0)
     digest, manifest = await push(url, "team/app", auth=RegistryAuth("alice", PASSWORD))
     public_digest, public_manifest = await push(url, "public/app", auth=RegistryAuth("alice", PASSWORD))
     name = url.removeprefix("http://")
@@ -169,7 +169,7 @@ async def test_bearer_token_flow_reuses_tokens_until_expiry(nursery: trio.Nurser
         assert upstream.token_requests == 1  # one token, reused by every request on the repository
         await upstream.resolve("public/app", "v1")
         assert upstream.token_requests == 2  # another scope, another token
-        await trio.sleep(2.0)  # past expires_in (minus the margin): a fresh one
+        await trio.sleep(4.0)  # past expires_in (minus the margin): a fresh one
         assert (await upstream.resolve("team/app", "v1")).data == manifest
         assert upstream.token_requests == 3
     # Anonymous: the realm gives a token for what anonymous may pull, and refuses the rest.
