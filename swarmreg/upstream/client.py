@@ -241,7 +241,7 @@ class UpstreamClient:
         if scheme == "bearer":
             self._scheme = "bearer"
             await self._fetch_token(params, scope)
-        elif scheme == "basic" and self._basic is not None:
+        elif scheme in ("basic", "") and self._basic is not None:  # no challenge at all: try basic
             self._scheme = "basic"
         else:
             raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: {method} {path} needs credentials"

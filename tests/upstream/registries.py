@@ -34,6 +34,15 @@ def htpasswd_line(user: str, password: str) -> str:
     return f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=1 << 4))}"
 
 
+_roots: dict[int, Path] = {}
+
+
+def blob_path(port: int, digest: str) -> Path:
+    """Where the docker-registry on ``port`` keeps blob ``digest`` (its filesystem layout)."""
+    algorithm, _, hex_ = digest.partition(":")
+    return _roots[port] / "docker/registry/v2/blobs" / algorithm / hex_[:2] / hex_ / "data"
+
+
 def _listens(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -46,7 +55,8 @@ def _listens(port: int) -> bool:
 def docker_registry(log_dir: Path, *, users: dict[str, str] | None = None, cert: str = "", key: str = "",
                     client_ca: str = "") -> Iterator[int]:
     """docker-registry on a free 127.0.0.1 port (yielded) with htpasswd ``users``, and TLS with
-    ``cert``/``key`` (client certificates signed by ``client_ca`` required, if given)."""
+    ``cert``/``key`` (client certificates signed by ``client_ca`` required, if given). Its blobs
+    are at ``blob_path(port, digest)`` while it runs."""
     binary = require_binary("docker-registry", "docker-registry")
     root = short_tempdir("upstream")
     daemon = None
@@ -72,8 +82,10 @@ def docker_registry(log_dir: Path, *, users: dict[str, str] | None = None, cert:
                     raise
         else:
             raise RuntimeError("docker-registry found no free port")
+        _roots[port] = root / "data"
         yield port
     finally:
+        _roots.pop(port, None)
         if daemon is not None:
             daemon.stop()
         remove_tree(root)

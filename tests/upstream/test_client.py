@@ -19,9 +19,9 @@ from swarmreg.registry.auth import hash_password
 from swarmreg.upstream.client import UpstreamClient
 from tests.conftest import PORT_ZERO, start_daemon
 from tests.proxy.helpers import DOCKER_MANIFEST, RegistryAuth, digest_of, image_manifest
-from tests.upstream.registries import docker_registry
+from tests.upstream.registries import blob_path, docker_registry
 
-LAYERS = [b"layer one " * 100_000, b"second layer"]  # the first spans several 1 MiB chunks
+LAYERS = [b"layer one " * 300_000, b"second layer"]  # the first spans three 1 MiB chunks
 PASSWORD = "upstream-secret-pw"
 
 
@@ -73,6 +73,22 @@ async def test_anonymous_http(tmp_path: Path):
         digest, manifest = await push(f"http://127.0.0.1:{port}", "team/app")
         async with UpstreamClient(RegistryConfig(name=f"127.0.0.1:{port}", scheme="http")) as upstream:
             await check_reads(upstream, "team/app", digest, manifest)
+
+
+async def test_a_blob_that_does_not_match_its_digest_is_refused(tmp_path: Path):
+    with docker_registry(tmp_path) as port:
+        await push(f"http://127.0.0.1:{port}", "team/app")
+        layer = digest_of(LAYERS[0])
+        stored = blob_path(port, layer)
+        stored.write_bytes(b"X" + stored.read_bytes()[1:])  # same size, other bytes
+        async with UpstreamClient(RegistryConfig(name=f"127.0.0.1:{port}", scheme="http")) as upstream:
+            received = []
+            with pytest.raises(SwarmregError) as caught:
+                async for chunk in upstream.blob_stream("team/app", layer):
+                    received.append(chunk)
+            assert caught.value.code is UPSTREAM_ERROR and "does not match its digest" in caught.value.message
+            # The last chunk is held back: a consumer storing chunks never has the whole blob.
+            assert 0 < sum(map(len, received)) < len(LAYERS[0])
 
 
 async def test_basic_auth_with_htpasswd(tmp_path: Path, caplog: pytest.LogCaptureFixture):
