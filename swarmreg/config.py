@@ -649,7 +649,8 @@ def _redact(instance: Any, data: Any) -> Any:
 
 def secret_keys(instance: Any = None, prefix: str = "") -> frozenset[str]:
     """The dotted key paths of every secret field (``cluster.secret``, ``proxy.token_secret``,
-    ``proxy.users``), found in the tables under ``instance`` (default: the default Config)."""
+    ``proxy.users``), found in the tables under ``instance`` (default: the default Config), and
+    of every list of tables that holds one (``registries``: its passwords)."""
     instance = Config() if instance is None else instance
     keys: set[str] = set()
     for field in attrs.fields(type(instance)):
@@ -658,7 +659,26 @@ def secret_keys(instance: Any = None, prefix: str = "") -> frozenset[str]:
             keys.add(prefix + field.name)
         elif attrs.has(type(value)):
             keys |= secret_keys(value, f"{prefix}{field.name}.")
+        elif _holds_secrets(_element_type(type(instance), field.name)):
+            keys.add(prefix + field.name)  # a list of tables with secrets (registries): all of it
     return frozenset(keys)
+
+
+def _element_type(kind: type, name: str) -> Any:
+    """The table type of field ``name`` of ``kind`` if it is a ``tuple[Table, ...]``, else None."""
+    attrs.resolve_types(kind)
+    field_type = attrs.fields_dict(kind)[name].type
+    args = get_args(field_type) if get_origin(field_type) is tuple else ()
+    return args[0] if args and attrs.has(args[0]) else None
+
+
+def _holds_secrets(kind: Any) -> bool:
+    if kind is None:
+        return False
+    attrs.resolve_types(kind)
+    return any(field.metadata.get("secret") or (isinstance(field.type, type) and attrs.has(field.type)
+                                                and _holds_secrets(field.type))
+               for field in attrs.fields(kind))
 
 
 def dump_config(config: Config, *, redact: bool = False) -> str:

@@ -115,3 +115,10 @@ async def test_names_without_an_entry_get_anonymous_https(tmp_path):
         # Docker Hub's aliases share docker.io's entry and client, reached at registry-1.
         assert upstreams.get("index.docker.io") is upstreams.get("docker.io")
         assert upstreams.get("docker.io").base_url == "https://registry-1.docker.io"
+
+
+def test_registries_set_on_a_command_line_count_as_secret():
+    from swarmreg.devcluster import split_secrets
+
+    item = 'registries=[{name = "h", auth = {user = "u", password = "p"}}]'
+    assert split_secrets([item, "log.level=debug"]) == (["log.level=debug"], [item])
