@@ -184,7 +184,11 @@ class UpstreamClient:
             if expected and digest != expected:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: manifest {repository}:{reference} "
                                     f"does not match its digest {expected}")
-            return Manifest(digest, _media_type(response), bytes(data))
+            media_type = _media_type(response)
+            if not media_type:  # no Content-Type: the manifest's own mediaType field, if any
+                body = _json(bytes(data))
+                media_type = str(body.get("mediaType", "")) if isinstance(body, dict) else ""
+            return Manifest(digest, media_type, bytes(data))
 
     async def resolve(self, repository: str, reference: str) -> Manifest:
         """The manifest a tag or digest names now: HEAD for its digest, then GET by that digest
@@ -204,7 +208,8 @@ class UpstreamClient:
 
     async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[bytes]:
         """Blob ``digest`` chunk by chunk (never whole in memory). The last chunk is yielded only
-        once the bytes match the digest: a mismatch raises UPSTREAM_ERROR instead."""
+        once the bytes match the digest: a mismatch raises UPSTREAM_ERROR instead. A consumer that
+        may stop early wraps it in ``contextlib.aclosing`` so the connection closes at once."""
         expected = Digest.parse(digest)
         hasher = expected.hasher()
         response = await self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
