@@ -356,6 +356,70 @@ class ClusterConfig:
     insecure: bool = False
 
 
+_REGISTRY_NAME = re.compile(
+    r"(?=.{1,253}(:|$))[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?")
+
+
+def _registry_name(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    if not _REGISTRY_NAME.fullmatch(value):
+        raise ValueError(f"'name' must be host[:port] (e.g. 'registry.example.com:5000'), got {value!r}")
+
+
+def _password_pair(instance: UpstreamAuthConfig, _attribute: attrs.Attribute[str], value: str) -> None:
+    if (instance.password or instance.password_file) and not instance.user:
+        raise ValueError("'user' must be set with password or password_file")
+
+
+@attrs.frozen
+class UpstreamAuthConfig:
+    """Credentials for an upstream registry: sent as basic auth, or to its token realm when it
+    answers with a Bearer challenge. Empty: anonymous."""
+
+    user: str = ""
+    password: str = secret_field(default="")
+    # A file whose content (surrounding whitespace stripped) is the password, read at load.
+    password_file: str = attrs.field(default="", validator=_password_pair)
+
+
+def _upstream_tls_pair(instance: UpstreamTlsConfig, _attribute: attrs.Attribute[str], value: str) -> None:
+    if bool(instance.cert) != bool(instance.key):
+        raise ValueError("'key' must be set together with cert (a client certificate for mTLS)")
+
+
+@attrs.frozen
+class UpstreamTlsConfig:
+    """TLS towards an upstream: ``ca`` (PEM) to verify its certificate instead of the system's
+    roots, ``cert`` and ``key`` (PEM) to present a client certificate, ``insecure_skip_verify``
+    to verify nothing (one-way insecure TLS)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = attrs.field(default="", validator=_upstream_tls_pair)
+    insecure_skip_verify: bool = False
+
+
+@attrs.frozen
+class RegistryConfig:
+    """One upstream registry, as ociregistry's ``registries`` list: an upstream without an
+    entry is reached anonymously over HTTPS."""
+
+    name: str = attrs.field(validator=_registry_name)
+    scheme: Literal["https", "http"] = "https"
+    auth: UpstreamAuthConfig = UpstreamAuthConfig()
+    tls: UpstreamTlsConfig = UpstreamTlsConfig()
+    description: str = ""
+    # Seconds to wait for a connection (TCP and TLS), and for each read of an answer.
+    connect_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    read_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+
+
+def _unique_registries(_instance: object, _attribute: attrs.Attribute[Any], value: tuple[RegistryConfig, ...]) -> None:
+    names = [registry.name for registry in value]
+    if len(set(names)) != len(names):
+        raise ValueError("'registries' must name each upstream once")
+
+
 @attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
@@ -373,6 +437,8 @@ class Config:
     agent: AgentConfig = AgentConfig()
     proxy: ProxyConfig = ProxyConfig()
     index: IndexConfig = IndexConfig()
+    # Upstream registries (pull-through caching), one [[registries]] table each.
+    registries: tuple[RegistryConfig, ...] = attrs.field(default=(), validator=_unique_registries)
 
     @property
     def layout(self) -> DataLayout:
@@ -512,6 +578,8 @@ def load_config(
         data["data_dir"] = data_dir
     config = structure(data, Config)
     config = attrs.evolve(config, cluster=_read_secret_file(config.cluster))
+    config = attrs.evolve(config, registries=tuple(
+        _read_password_file(registry, index) for index, registry in enumerate(config.registries)))
     return attrs.evolve(config, data_dir=os.path.abspath(os.path.expanduser(config.data_dir)))
 
 
@@ -534,6 +602,26 @@ def _read_secret_file(cluster: ClusterConfig) -> ClusterConfig:
         return attrs.evolve(cluster, secret=secret)
     except ValueError as error:  # the secret's own checks (no whitespace, printable ASCII)
         raise ConfigError(f"cluster.secret_file: {cluster.secret_file}: {error}") from None
+
+
+def _read_password_file(registry: RegistryConfig, index: int) -> RegistryConfig:
+    """``registry`` with ``auth.password`` read from ``auth.password_file``, if that is set."""
+    path = registry.auth.password_file
+    key = f"registries[{index}].auth.password_file"
+    if not path:
+        return registry
+    if registry.auth.password:
+        raise ConfigError(f"registries[{index}].auth.password and password_file: set one of them, not both")
+    try:
+        with open(path, encoding="utf-8") as file:
+            password = file.read().strip()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    if not password:
+        raise ConfigError(f"{key}: {path} is empty")
+    return attrs.evolve(registry, auth=attrs.evolve(registry.auth, password=password))
 
 
 def _without_none(value: Any) -> Any:
@@ -561,7 +649,8 @@ def _redact(instance: Any, data: Any) -> Any:
 
 def secret_keys(instance: Any = None, prefix: str = "") -> frozenset[str]:
     """The dotted key paths of every secret field (``cluster.secret``, ``proxy.token_secret``,
-    ``proxy.users``), found in the tables under ``instance`` (default: the default Config)."""
+    ``proxy.users``), found in the tables under ``instance`` (default: the default Config), and
+    of every list of tables that holds one (``registries``: its passwords)."""
     instance = Config() if instance is None else instance
     keys: set[str] = set()
     for field in attrs.fields(type(instance)):
@@ -570,7 +659,26 @@ def secret_keys(instance: Any = None, prefix: str = "") -> frozenset[str]:
             keys.add(prefix + field.name)
         elif attrs.has(type(value)):
             keys |= secret_keys(value, f"{prefix}{field.name}.")
+        elif _holds_secrets(_element_type(type(instance), field.name)):
+            keys.add(prefix + field.name)  # a list of tables with secrets (registries): all of it
     return frozenset(keys)
+
+
+def _element_type(kind: type, name: str) -> Any:
+    """The table type of field ``name`` of ``kind`` if it is a ``tuple[Table, ...]``, else None."""
+    attrs.resolve_types(kind)
+    field_type = attrs.fields_dict(kind)[name].type
+    args = get_args(field_type) if get_origin(field_type) is tuple else ()
+    return args[0] if args and attrs.has(args[0]) else None
+
+
+def _holds_secrets(kind: Any) -> bool:
+    if kind is None:
+        return False
+    attrs.resolve_types(kind)
+    return any(field.metadata.get("secret") or (isinstance(field.type, type) and attrs.has(field.type)
+                                                and _holds_secrets(field.type))
+               for field in attrs.fields(kind))
 
 
 def dump_config(config: Config, *, redact: bool = False) -> str:
@@ -580,6 +688,9 @@ def dump_config(config: Config, *, redact: bool = False) -> str:
     data = make_converter().unstructure(config)
     if config.cluster.secret_file:
         del data["cluster"]["secret"]  # read from the file again, not written out
+    for registry, table in zip(config.registries, data.get("registries", []), strict=True):
+        if registry.auth.password_file:
+            del table["auth"]["password"]  # read from the file again
     if redact:
         data = _redact(config, data)
     # TOML has no null: an unset optional key is simply left out.

@@ -186,6 +186,16 @@ UNAVAILABLE = _register(
     "A node needed for the answer is out of reach or stopping: the tracker or index did not answer "
     "after retries, the tracker has no origin to ask, a download got no piece for "
     "`agent.stall_timeout`, or the daemon is shutting down. Retrying later may succeed.")
+UPSTREAM_UNAVAILABLE = _register(
+    "UPSTREAM_UNAVAILABLE", 503, "an upstream registry is out of reach",
+    "An upstream registry (a `[[registries]]` entry, or an anonymous HTTPS one) could not be "
+    "reached: the connection was refused, TLS failed, or it did not answer within its "
+    "`connect_timeout` / `read_timeout`. The message names the upstream; retrying later may succeed.")
+UPSTREAM_ERROR = _register(
+    "UPSTREAM_ERROR", 502, "an upstream registry answered unexpectedly",
+    "An upstream registry refused our credentials, its token realm gave no token, or it answered "
+    "with a status or body the Registry V2 API does not allow (a digest that does not match). "
+    "The message names the upstream and its status, never a credential.")
 PEER_ID_TAKEN = _register(
     "PEER_ID_TAKEN", 409, "peer id belongs to another peer",
     "A tracker announce names a peer id that another open connection or an origin announced, or a "

@@ -1,0 +1,401 @@
+"""An async Registry V2 client for upstream registries (pull-through caching's fetch side).
+
+One ``UpstreamClient`` per upstream: basic auth or Docker's Bearer token flow, TLS with an own
+CA, a client certificate (mTLS) or no verification, connect and read timeouts. Every failure is
+a SwarmregError naming the upstream, never a credential. ``Upstreams`` holds one client per
+upstream name, anonymous HTTPS for names without a ``[[registries]]`` entry.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import httpx
+
+from swarmreg.config import RegistryConfig
+from swarmreg.digest import Digest
+from swarmreg.errors import (
+    BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    SwarmregError,
+)
+from swarmreg.upstream.names import canonical_registry, registry_endpoint
+
+_log = logging.getLogger(__name__)
+
+# Docker's and OCI's manifest and index types, in the order docker asks for them.
+MANIFEST_MEDIA_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
+# A manifest larger than this is refused (the proxy's default max_manifest_size).
+MAX_MANIFEST_SIZE = 4 << 20
+# expires_in when a token realm gives none (Docker's token spec says 60 seconds).
+DEFAULT_TOKEN_TTL = 60.0
+CHUNK_SIZE = 1 << 20
+
+
+@attrs.frozen
+class Manifest:
+    """A manifest as an upstream serves it: its digest, media type and exact bytes."""
+
+    digest: str
+    media_type: str
+    data: bytes = attrs.field(repr=lambda data: f"<{len(data)} bytes>")
+
+
+@attrs.frozen
+class ManifestHead:
+    """What a HEAD on a manifest says: digest (None if the upstream sent none), type, size."""
+
+    digest: str | None
+    media_type: str
+    size: int | None
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``WWW-Authenticate`` as (scheme lowercased, parameters with lowercased names).
+
+    Values may be quoted, and a quoted value may hold commas and escaped quotes
+    (``scope="repository:a:pull,push"``).
+    """
+    scheme, _, rest = header.strip().partition(" ")
+    params: dict[str, str] = {}
+    i, n = 0, len(rest)
+    while i < n:
+        while i < n and rest[i] in " \t,":
+            i += 1
+        start = i
+        while i < n and rest[i] not in "= \t,":
+            i += 1
+        name = rest[start:i].lower()
+        while i < n and rest[i] in " \t":
+            i += 1
+        if i >= n or rest[i] != "=":
+            continue  # a token68 or a stray word: nothing to keep
+        i += 1
+        while i < n and rest[i] in " \t":
+            i += 1
+        if i < n and rest[i] == '"':
+            i += 1
+            value = []
+            while i < n and rest[i] != '"':
+                if rest[i] == "\\" and i + 1 < n:
+                    i += 1
+                value.append(rest[i])
+                i += 1
+            i += 1  # the closing quote
+            params[name] = "".join(value)
+        else:
+            start = i
+            while i < n and rest[i] != ",":
+                i += 1
+            params[name] = rest[start:i].strip()
+    return scheme.lower(), params
+
+
+def ssl_context(config: RegistryConfig) -> ssl.SSLContext:
+    """The TLS settings ``config.tls`` asks for; a missing or bad file is a clear error."""
+    tls = config.tls
+    try:
+        context = ssl.create_default_context(cafile=tls.ca or None)
+        if tls.cert:
+            context.load_cert_chain(tls.cert, tls.key)
+    except (OSError, ssl.SSLError) as error:
+        reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or type(error).__name__
+        raise SwarmregError(UPSTREAM_ERROR, f"upstream {config.name}: cannot load its TLS files: {reason}") from None
+    if tls.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class UpstreamClient:
+    """Registry V2 reads from one upstream; use as ``async with`` (closes its connections)."""
+
+    def __init__(self, config: RegistryConfig, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.base_url = f"{config.scheme}://{registry_endpoint(config.name)}"
+        timeout = httpx.Timeout(config.read_timeout, connect=config.connect_timeout,
+                                pool=config.connect_timeout)
+        verify: ssl.SSLContext | bool = ssl_context(config) if config.scheme == "https" else True
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=verify,
+                                       follow_redirects=True, transport=transport)
+        auth = config.auth
+        self._basic = httpx.BasicAuth(auth.user, auth.password) if auth.user else None
+        self._basic_header = "Basic " + base64.b64encode(f"{auth.user}:{auth.password}".encode()).decode()
+        # What the upstream asked for at its last 401: "basic" or "bearer" (None: nothing yet).
+        self._scheme: str | None = None
+        self._tokens: dict[str, tuple[str, float]] = {}  # scope -> (token, monotonic expiry)
+        # How many tokens were fetched from a realm (tests count them to see reuse).
+        self.token_requests = 0
+
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- the API -------------------------------------------------------------------------
+
+    async def head_manifest(self, repository: str, reference: str) -> ManifestHead:
+        """HEAD the manifest ``reference`` (a tag or digest) of ``repository``."""
+        response = await self._send("HEAD", f"/v2/{repository}/manifests/{reference}", repository,
+                                    headers={"Accept": ACCEPT})
+        async with _closing(response):
+            self._check(response, MANIFEST_UNKNOWN, f"manifest {repository}:{reference}")
+            length = response.headers.get("Content-Length")
+            return ManifestHead(response.headers.get("Docker-Content-Digest"),
+                                _media_type(response), int(length) if length and length.isdigit() else None)
+
+    async def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """GET the manifest ``reference``: its exact bytes, checked against the digest asked
+        for (a digest reference) or the one the upstream names."""
+        response = await self._send("GET", f"/v2/{repository}/manifests/{reference}", repository,
+                                    headers={"Accept": ACCEPT})
+        async with _closing(response):
+            self._check(response, MANIFEST_UNKNOWN, f"manifest {repository}:{reference}")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_MANIFEST_SIZE:
+                    raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: manifest {repository}:{reference} "
+                                        f"is larger than {MAX_MANIFEST_SIZE} bytes")
+            named = response.headers.get("Docker-Content-Digest")
+            expected = reference if ":" in reference else named
+            algorithm = expected.partition(":")[0] if expected else "sha256"
+            digest = str(self._digest_of(bytes(data), algorithm))
+            if expected and digest != expected:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: manifest {repository}:{reference} "
+                                    f"does not match its digest {expected}")
+            media_type = _media_type(response)
+            if not media_type:  # no Content-Type: the manifest's own mediaType field, if any
+                body = _json(bytes(data))
+                media_type = str(body.get("mediaType", "")) if isinstance(body, dict) else ""
+            return Manifest(digest, media_type, bytes(data))
+
+    async def resolve(self, repository: str, reference: str) -> Manifest:
+        """The manifest a tag or digest names now: HEAD for its digest, then GET by that digest
+        (so a tag moved in between cannot mix two manifests)."""
+        head = await self.head_manifest(repository, reference)
+        return await self.get_manifest(repository, head.digest or reference)
+
+    async def blob_size(self, repository: str, digest: str) -> int:
+        """The size of blob ``digest`` (HEAD)."""
+        response = await self._send("HEAD", f"/v2/{repository}/blobs/{digest}", repository)
+        async with _closing(response):
+            self._check(response, BLOB_UNKNOWN, f"blob {repository}@{digest}")
+            length = response.headers.get("Content-Length", "")
+            if not length.isdigit():
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: blob {repository}@{digest} has no size")
+            return int(length)
+
+    async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[bytes]:
+        """Blob ``digest`` chunk by chunk (never whole in memory). The last chunk is yielded only
+        once the bytes match the digest: a mismatch raises UPSTREAM_ERROR instead. A consumer that
+        may stop early wraps it in ``contextlib.aclosing`` so the connection closes at once."""
+        expected = Digest.parse(digest)
+        hasher = expected.hasher()
+        response = await self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
+        async with _closing(response):
+            self._check(response, BLOB_UNKNOWN, f"blob {repository}@{digest}")
+            pending = b""
+            try:
+                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    if pending:
+                        yield pending
+                    hasher.update(chunk)
+                    pending = chunk
+            except httpx.HTTPError as error:
+                raise self._unavailable(error) from None
+            if hasher.hexdigest() != expected.hex:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: blob {repository}@{digest} "
+                                    "does not match its digest")
+            if pending:
+                yield pending
+
+    # -- requests and auth ----------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, repository: str,
+                    headers: Mapping[str, str] | None = None) -> httpx.Response:
+        """The response (streaming; the caller closes it), after at most one retry with the
+        credentials a 401 asks for."""
+        scope = f"repository:{repository}:pull"
+        response = await self._request(method, path, headers, self._authorization(scope))
+        if response.status_code != 401:
+            return response
+        challenge = response.headers.get("WWW-Authenticate", "")
+        await response.aclose()
+        scheme, params = parse_challenge(challenge)
+        if scheme == "bearer":
+            self._scheme = "bearer"
+            await self._fetch_token(params, scope)
+        elif scheme in ("basic", "") and self._basic is not None:  # no challenge at all: try basic
+            self._scheme = "basic"
+        else:
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: {method} {path} needs credentials"
+                                + (" it refused" if self._basic else ", and none are configured"))
+        response = await self._request(method, path, headers, self._authorization(scope))
+        if response.status_code == 401:
+            await response.aclose()
+            self._tokens.pop(scope, None)
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: refused the credentials for {path}")
+        return response
+
+    def _authorization(self, scope: str) -> dict[str, str]:
+        if self._scheme == "bearer":
+            token = self._tokens.get(scope)
+            if token and time.monotonic() < token[1]:
+                return {"Authorization": f"Bearer {token[0]}"}
+            return {}
+        if self._scheme == "basic" and self._basic is not None:
+            return {"Authorization": self._basic_header}
+        return {}
+
+    async def _request(self, method: str, url: str, headers: Mapping[str, str] | None,
+                       auth: Mapping[str, str], params: Mapping[str, str] | None = None,
+                       basic: httpx.BasicAuth | None = None) -> httpx.Response:
+        request = self._http.build_request(method, url, headers={**(headers or {}), **auth}, params=params)
+        try:
+            return await self._http.send(request, stream=True, auth=basic or httpx.USE_CLIENT_DEFAULT)
+        except httpx.HTTPError as error:
+            raise self._unavailable(error) from None
+
+    async def _fetch_token(self, params: Mapping[str, str], scope: str) -> None:
+        """A token from the challenge's realm (basic credentials if configured), kept for
+        ``scope`` until shortly before it expires."""
+        realm = params.get("realm")
+        if not realm or not realm.startswith(("https://", "http://")):
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: a Bearer challenge without a usable realm")
+        if self._basic is not None and self.config.scheme == "https" and realm.startswith("http://"):
+            # Our credentials would cross the network in the clear, though the upstream is HTTPS.
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm is plain http; "
+                                "credentials are not sent there")
+        query = {"scope": params.get("scope") or scope}
+        if params.get("service"):
+            query["service"] = params["service"]
+        self.token_requests += 1
+        response = await self._request("GET", realm, None, {}, params=query, basic=self._basic)
+        async with _closing(response):
+            if response.status_code != 200:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm answered "
+                                    f"{response.status_code}" + (" (credentials refused)"
+                                                                 if response.status_code in (401, 403) else ""))
+            try:
+                body = _json(await response.aread())
+            except httpx.HTTPError as error:
+                raise self._unavailable(error) from None
+        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm gave no token")
+        expires_in = body.get("expires_in")
+        ttl = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else DEFAULT_TOKEN_TTL
+        # Renew a little early so a token does not expire between our check and its use.
+        margin = min(30.0, ttl / 10)
+        self._tokens[scope] = (token, time.monotonic() + ttl - margin)
+
+    def _check(self, response: httpx.Response, unknown: Any, what: str) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        if status == 404:
+            raise SwarmregError(unknown, f"upstream {self.name}: {what} not found")
+        code = UPSTREAM_UNAVAILABLE if status in (502, 503, 504) else UPSTREAM_ERROR
+        raise SwarmregError(code, f"upstream {self.name}: {what} answered {status}")
+
+    def _unavailable(self, error: httpx.HTTPError) -> SwarmregError:
+        if isinstance(error, httpx.ReadTimeout):
+            reason = f"no answer within read_timeout ({self.config.read_timeout} s)"
+        elif isinstance(error, httpx.TimeoutException):
+            reason = f"timed out (connect_timeout {self.config.connect_timeout} s)"
+        elif isinstance(error, httpx.ConnectError):
+            reason = "cannot connect" + (f" ({_short(error)})" if _short(error) else "")
+        else:
+            reason = type(error).__name__
+        _log.debug("upstream %s: %s", self.name, reason)
+        return SwarmregError(UPSTREAM_UNAVAILABLE, f"upstream {self.name} ({self.base_url}): {reason}")
+
+    @staticmethod
+    def _digest_of(data: bytes, algorithm: str) -> Digest:
+        try:
+            return Digest.of(data, algorithm)
+        except SwarmregError:
+            return Digest.of(data)
+
+
+def _short(error: Exception) -> str:
+    text = str(error)
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("Content-Type", "").partition(";")[0].strip())
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
+
+
+class _closing:
+    """``async with`` a streaming response: closed however the block ends."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+
+    async def __aenter__(self) -> httpx.Response:
+        return self.response
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.response.aclose()
+
+
+class Upstreams:
+    """One client per upstream name (``docker.io``'s aliases share one); names without a
+    ``[[registries]]`` entry get anonymous HTTPS. Use as ``async with``."""
+
+    def __init__(self, registries: Sequence[RegistryConfig] = ()) -> None:
+        self._configs = {canonical_registry(config.name): config for config in registries}
+        self._clients: dict[str, UpstreamClient] = {}
+
+    def config(self, name: str) -> RegistryConfig:
+        """The configuration for upstream ``name``: its entry, or anonymous HTTPS."""
+        key = canonical_registry(name)
+        return self._configs.get(key) or RegistryConfig(name=key)
+
+    def get(self, name: str) -> UpstreamClient:
+        """The client for upstream ``name`` (made on first use)."""
+        key = canonical_registry(name)
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = UpstreamClient(self.config(key))
+        return client
+
+    async def __aenter__(self) -> Upstreams:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
