@@ -356,10 +356,17 @@ class SwarmEngine:
         """
         key = (torrent.info_hash, index)
         torrent.last_active = trio.current_time()
+        if self._torrents.get(torrent.info_hash) is not torrent:  # removed: no alert would answer
+            raise SwarmregError(UNAVAILABLE, "the torrent was removed", {"digest": str(torrent.metainfo.digest)})
         pending = self._reading.get(key)
         if pending is None:
             pending = self._reading[key] = _Pending()
-            torrent.handle.read_piece(index)
+            try:
+                torrent.handle.read_piece(index)
+            except RuntimeError:  # an invalid handle: forget the wait, or the next read joins it
+                del self._reading[key]
+                raise SwarmregError(UNAVAILABLE, "the torrent was removed",
+                                    {"digest": str(torrent.metainfo.digest)}) from None
         return await self._answer(self._reading, key, pending)
 
     async def flush(self, torrent: Torrent) -> None:
