@@ -196,28 +196,37 @@ class SwarmEngine:
         Each torrent costs libtorrent about 10 KiB, with our side of it more: an origin that
         seeded every blob ever pushed grew by tens of MiB a minute under the registry load test.
         """
-        now = trio.current_time()
-        idle_ones = []
-        for torrent in list(self._torrents.values()):
-            if not torrent.finished.is_set() or torrent.error is not None or now - torrent.last_active < idle:
-                continue
-            if any(key[0] == torrent.info_hash for key in self._reading):
-                continue
-            try:
-                wanted = any(peer.flags & lt.peer_info.remote_interested for peer in torrent.handle.get_peer_info())
-            except RuntimeError:  # being removed
-                continue
-            if wanted:
-                torrent.last_active = now
-                continue
-            idle_ones.append(torrent)
+        idle_ones = [torrent for torrent in list(self._torrents.values()) if self._idle(torrent, idle)]
+        released = 0
         for torrent in idle_ones:
+            # Asked for, read or wanted while an earlier one was being removed: it stays.
+            if self._torrents.get(torrent.info_hash) is not torrent or not self._idle(torrent, idle):
+                continue
+            released += 1
             await self.remove(torrent, warn=False)
+            if torrent.info_hash in self._torrents:  # added again meanwhile: it did not leave
+                continue
             for callback in self.on_release:
                 callback(torrent)
-        if idle_ones:
-            log.info("released %d idle torrent(s), %d held", len(idle_ones), len(self._torrents))
-        return len(idle_ones)
+        if released:
+            log.info("released %d idle torrent(s), %d held", released, len(self._torrents))
+        return released
+
+    def _idle(self, torrent: Torrent, idle: float) -> bool:
+        """Whether the complete torrent moved no payload, had no read and no peer that wants a
+        piece for ``idle`` seconds (a peer that wants one makes it active now)."""
+        now = trio.current_time()
+        if not torrent.finished.is_set() or torrent.error is not None or now - torrent.last_active < idle:
+            return False
+        if any(key[0] == torrent.info_hash for key in self._reading):
+            return False
+        try:
+            wanted = any(peer.flags & lt.peer_info.remote_interested for peer in torrent.handle.get_peer_info())
+        except RuntimeError:  # being removed
+            return False
+        if wanted:
+            torrent.last_active = now
+        return not wanted
 
     # -- alerts ------------------------------------------------------------------------------
 
