@@ -41,3 +41,22 @@ async def test_a_slow_reader_of_a_swarm_download_gets_the_whole_blob_after_its_t
                 async for chunk in chunks:
                     hasher.update(chunk)
     assert "sha256:" + hasher.hexdigest() == digest
+
+
+async def test_a_new_agent_gets_a_blob_the_origin_released_without_waiting_out_a_reconnect(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    # The tracker's announce asks the origin to seed again; a reply sent before the origin
+    # re-added the torrent had the agent connect, be refused, and retry only 30 s later.
+    herd = await start_herd(nursery, tmp_path, *IDLE, "tracker.metainfo_refresh=0.5")
+    first = await start_agent(nursery, tmp_path, herd, "first", *IDLE)
+    data = random_bytes(6 << 20, seed=11)
+    digest = await upload(herd, data)
+    async with httpx.AsyncClient(timeout=60) as client:
+        assert (await client.get(first.url("agent") + blob_path(NS, digest))).content == data
+        with trio.fail_after(20):
+            while await torrents(first, "agent") or await torrents(herd, "origin"):
+                await trio.sleep(0.2)
+        second = await start_agent(nursery, tmp_path, herd, "second", *IDLE)
+        with trio.fail_after(10):
+            assert (await client.get(second.url("agent") + blob_path(NS, digest))).content == data
+    assert await torrents(herd, "origin") == [digest]
