@@ -422,13 +422,16 @@ class SwarmEngine:
             for adding, _ in self._adding.values():
                 adding.fail(reason, UNAVAILABLE)
             self._adding.clear()
+            for removing in self._removing.values():  # gone with the session
+                removing.resolve(None)
+            self._removing.clear()
 
     async def remove(self, torrent: Torrent, *, delete_files: bool = False, warn: bool = True) -> None:
         """Remove the torrent from the session (and its file, with ``delete_files``); its waiters
         fail (with a warning logged unless ``warn`` is false: an expected removal)."""
-        assert self.session is not None
         if self._torrents.pop(torrent.info_hash, None) is None:
-            return
+            return  # removed already (every torrent is, once the engine stopped)
+        assert self.session is not None
         pending = self._removing[torrent.info_hash] = _Pending()
         self.session.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
         torrent.on_error("removed", warn=warn)

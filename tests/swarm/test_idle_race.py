@@ -41,3 +41,23 @@ async def test_a_torrent_asked_for_while_a_release_runs_stays_and_one_being_remo
     assert seeder.get(first.info_hash) is again[0] and again[0].error is None
     assert again[0].handle.is_valid() and again[0].finished.is_set()
     seeder.close()
+
+
+async def test_a_removal_in_flight_when_the_engine_stops_returns_at_once(nursery: trio.Nursery,
+                                                                        tmp_path: Path) -> None:
+    # A removal outside the engine's nursery (a repair, a failed download's, shielded) is not
+    # cancelled with it: its wait for the alert ends when the session does.
+    seeder = engine(idle_torrent_timeout=0)
+    await nursery.start(seeder.run)
+    metainfo = seed_file(tmp_path / "a", random_bytes(1 << 20, seed=1))
+    torrent = await seeder.add(metainfo, tmp_path / "a", seed=True)
+    await trio.sleep(0.3)
+    with trio.fail_after(3):  # not the removal's own 10 s bound
+        async with trio.open_nursery() as both:
+            both.start_soon(seeder.release_idle, 0.1)
+            while seeder.get(metainfo.info_hash) is not None:
+                await trio.sleep(0)
+            seeder.close()  # before the removal's alert is handled
+    assert torrent.error == "removed"
+    with trio.fail_after(1):
+        await seeder.remove(torrent)  # after the stop: nothing left to remove, no error
