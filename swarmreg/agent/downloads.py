@@ -116,16 +116,16 @@ class DownloadBody(ChunkedRange):
     async def _piece(self, torrent: Torrent, piece: int) -> bytes:
         """The piece through libtorrent; once the blob is held and its torrent left the session
         (released for being idle while a slow client read on), from the file in the store."""
-        if not self._released(torrent):
+        if not self._left_session(torrent):
             try:
                 return await self.engine.read_piece(torrent, piece)
             except SwarmregError:
-                if not self._released(torrent):
+                if not self._left_session(torrent):
                     raise
         start, end = torrent.metainfo.piece_range(piece)
         return await trio.to_thread.run_sync(_read_range, torrent.path, start, end - start)
 
-    def _released(self, torrent: Torrent) -> bool:
+    def _left_session(self, torrent: Torrent) -> bool:
         # A verified download's file was moved into the store (libtorrent wrote it all first).
         return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
 
