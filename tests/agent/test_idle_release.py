@@ -60,3 +60,23 @@ async def test_a_new_agent_gets_a_blob_the_origin_released_without_waiting_out_a
         with trio.fail_after(10):
             assert (await client.get(second.url("agent") + blob_path(NS, digest))).content == data
     assert await torrents(herd, "origin") == [digest]
+
+
+async def test_torrents_with_peers_still_downloading_are_not_released(nursery: trio.Nursery,
+                                                                      tmp_path: Path) -> None:
+    # The origin sends slowly (one upload slot): the agent waiting its turn wants pieces all along.
+    herd = await start_herd(nursery, tmp_path, *IDLE, "swarm.upload_rate_limit=3000000")
+    agents = [await start_agent(nursery, tmp_path, herd, name, *IDLE) for name in ("a", "b")]
+    data = random_bytes(8 << 20, seed=9)
+    digest = await upload(herd, data)
+    bodies: dict[str, bytes] = {}
+
+    async def pull(agent: RunningDaemon) -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            bodies[agent.config.data_dir] = (await client.get(agent.url("agent") + blob_path(NS, digest))).content
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as pulls:
+            for agent in agents:
+                pulls.start_soon(pull, agent)
+    assert [hashlib.sha256(body).hexdigest() for body in bodies.values()] == [digest.removeprefix("sha256:")] * 2
