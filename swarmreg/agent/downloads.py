@@ -13,6 +13,7 @@ served whole; its responses are cut and the file dropped.
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from functools import partial
@@ -106,11 +107,35 @@ class DownloadBody(ChunkedRange):
             piece = offset // metainfo.piece_length
             await download.wait_released(piece)
             piece_start, piece_end = metainfo.piece_range(piece)
-            data = download.recent.get(piece) or await self.engine.read_piece(torrent, piece)
+            data = download.recent.get(piece) or await self._piece(torrent, piece)
             view = memoryview(data)[offset - piece_start:min(piece_end, self.end) - piece_start]
             for at in range(0, len(view), self.chunk_size):
                 yield bytes(view[at:at + self.chunk_size])
             offset += len(view)
+
+    async def _piece(self, torrent: Torrent, piece: int) -> bytes:
+        """The piece through libtorrent; once the blob is held and its torrent left the session
+        (released for being idle while a slow client read on), from the file in the store."""
+        if not self._left_session(torrent):
+            try:
+                return await self.engine.read_piece(torrent, piece)
+            except SwarmregError:
+                if not self._left_session(torrent):
+                    raise
+        start, end = torrent.metainfo.piece_range(piece)
+        return await trio.to_thread.run_sync(_read_range, torrent.path, start, end - start)
+
+    def _left_session(self, torrent: Torrent) -> bool:
+        # A verified download's file was moved into the store (libtorrent wrote it all first).
+        return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
+
+
+def _read_range(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as file:
+        data = os.pread(file.fileno(), length, offset)
+    if len(data) != length:
+        raise SwarmregError(UNAVAILABLE, "the blob's file is shorter than its metainfo")
+    return data
 
 
 # How long a stream waits for its next piece before making it time-critical.

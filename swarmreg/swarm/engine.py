@@ -196,28 +196,37 @@ class SwarmEngine:
         Each torrent costs libtorrent about 10 KiB, with our side of it more: an origin that
         seeded every blob ever pushed grew by tens of MiB a minute under the registry load test.
         """
-        now = trio.current_time()
-        idle_ones = []
-        for torrent in list(self._torrents.values()):
-            if not torrent.finished.is_set() or torrent.error is not None or now - torrent.last_active < idle:
-                continue
-            if any(key[0] == torrent.info_hash for key in self._reading):
-                continue
-            try:
-                wanted = any(peer.flags & lt.peer_info.remote_interested for peer in torrent.handle.get_peer_info())
-            except RuntimeError:  # being removed
-                continue
-            if wanted:
-                torrent.last_active = now
-                continue
-            idle_ones.append(torrent)
+        idle_ones = [torrent for torrent in list(self._torrents.values()) if self._idle(torrent, idle)]
+        released = 0
         for torrent in idle_ones:
+            # Asked for, read or wanted while an earlier one was being removed: it stays.
+            if self._torrents.get(torrent.info_hash) is not torrent or not self._idle(torrent, idle):
+                continue
+            released += 1
             await self.remove(torrent, warn=False)
+            if torrent.info_hash in self._torrents:  # added again meanwhile: it did not leave
+                continue
             for callback in self.on_release:
                 callback(torrent)
-        if idle_ones:
-            log.info("released %d idle torrent(s), %d held", len(idle_ones), len(self._torrents))
-        return len(idle_ones)
+        if released:
+            log.info("released %d idle torrent(s), %d held", released, len(self._torrents))
+        return released
+
+    def _idle(self, torrent: Torrent, idle: float) -> bool:
+        """Whether the complete torrent moved no payload, had no read and no peer that wants a
+        piece for ``idle`` seconds (a peer that wants one makes it active now)."""
+        now = trio.current_time()
+        if not torrent.finished.is_set() or torrent.error is not None or now - torrent.last_active < idle:
+            return False
+        if any(key[0] == torrent.info_hash for key in self._reading):
+            return False
+        try:
+            wanted = any(peer.flags & lt.peer_info.remote_interested for peer in torrent.handle.get_peer_info())
+        except RuntimeError:  # being removed
+            return False
+        if wanted:
+            torrent.last_active = now
+        return not wanted
 
     # -- alerts ------------------------------------------------------------------------------
 
@@ -356,10 +365,17 @@ class SwarmEngine:
         """
         key = (torrent.info_hash, index)
         torrent.last_active = trio.current_time()
+        if self._torrents.get(torrent.info_hash) is not torrent:  # removed: no alert would answer
+            raise SwarmregError(UNAVAILABLE, "the torrent was removed", {"digest": str(torrent.metainfo.digest)})
         pending = self._reading.get(key)
         if pending is None:
             pending = self._reading[key] = _Pending()
-            torrent.handle.read_piece(index)
+            try:
+                torrent.handle.read_piece(index)
+            except RuntimeError:  # an invalid handle: forget the wait, or the next read joins it
+                del self._reading[key]
+                raise SwarmregError(UNAVAILABLE, "the torrent was removed",
+                                    {"digest": str(torrent.metainfo.digest)}) from None
         return await self._answer(self._reading, key, pending)
 
     async def flush(self, torrent: Torrent) -> None:
@@ -406,13 +422,16 @@ class SwarmEngine:
             for adding, _ in self._adding.values():
                 adding.fail(reason, UNAVAILABLE)
             self._adding.clear()
+            for removing in self._removing.values():  # gone with the session
+                removing.resolve(None)
+            self._removing.clear()
 
     async def remove(self, torrent: Torrent, *, delete_files: bool = False, warn: bool = True) -> None:
         """Remove the torrent from the session (and its file, with ``delete_files``); its waiters
         fail (with a warning logged unless ``warn`` is false: an expected removal)."""
-        assert self.session is not None
         if self._torrents.pop(torrent.info_hash, None) is None:
-            return
+            return  # removed already (every torrent is, once the engine stopped)
+        assert self.session is not None
         pending = self._removing[torrent.info_hash] = _Pending()
         self.session.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
         torrent.on_error("removed", warn=warn)

@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 SEND_QUEUE = 256
 # Requests one connection may have in flight (each may wait on an origin).
 IN_FLIGHT = 32
+# Seconds an announce waits for the origin to confirm a blob whose metainfo is stale.
+REFRESH_WAIT = 5.0
 
 
 def _endpoint_key(host: Any, port: int) -> tuple[str, int]:
@@ -281,12 +283,14 @@ class TrackerService:
             if other is not source:
                 other.send(PeersPush(info_hash, (peer,)))
 
-    async def _refresh(self, namespace: str, digest: str) -> None:
+    async def _refresh(self, namespace: str, digest: str, done: trio.Event) -> None:
         assert self.origins is not None
         try:
             await self.origins.metainfo(namespace, digest, refresh=True)
         except Exception as error:  # background work: logged, never raised into the tracker's nursery
             log_failure(log, f"refreshing {digest} from the origins", error)
+        finally:
+            done.set()
 
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
@@ -300,7 +304,13 @@ class TrackerService:
         if not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh:
             # Someone is downloading: have the origin confirm it still holds and seeds the blob.
             assert self._nursery is not None
-            self._nursery.start_soon(self._refresh, frame.namespace, frame.digest)
+            refreshed = trio.Event()
+            self._nursery.start_soon(self._refresh, frame.namespace, frame.digest, refreshed)
+            # The origin may have released the torrent (swarm.idle_torrent_timeout): a peer sent
+            # to it before it seeds again is refused, and libtorrent retries that peer only
+            # after its reconnect delay. So the reply waits (a while) for the origin.
+            with trio.move_on_after(REFRESH_WAIT):
+                await refreshed.wait()
         # An origin's entry never expires and takes over its peer id: only an identified origin
         # (role certificate, or the cluster secret) may make one; unchecked, the flag is dropped.
         origin = frame.peer.origin and not self.guard.open
