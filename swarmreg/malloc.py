@@ -16,9 +16,12 @@ and a fixed threshold of 1 MiB (setting it turns the dynamic adjustment off). Th
 with that threshold: the tracker's cache of small blobs (64 KiB - 1 MiB each, evicted in LRU
 order), upload chunks and response bodies left holes in the arenas; with the threshold fixed at
 glibc's own starting value, 128 KiB, each of those is an mmap of its own, and in two 4-minute runs
-side by side the herd grew 1.7 MiB from minute 2 to the end instead of 9 MiB. A chunk of 128 KiB
-or more costs an mmap, its page faults and a munmap: a few per cent of a core at the load test's
-rate.
+side by side the herd grew 1.7 MiB from minute 2 to the end instead of 9 MiB. The threshold is now
+64 KiB: trio's sockets receive up to 64 KiB at a time, and those buffers (just over 64 KiB with
+their object header) were what kept the herd's main heap growing, 25 -> 43 MiB over a 10-minute
+run even with the periodic trim below; at 64 KiB it stayed at 16-19 MiB over 4.5 minutes
+(docs/benchmarks.md). A chunk at the threshold or above costs an mmap, its page faults and a
+munmap: a few per cent of a core at the load test's rate.
 
 An operator's own ``MALLOC_ARENA_MAX``, ``MALLOC_MMAP_THRESHOLD_`` or ``GLIBC_TUNABLES`` malloc
 tunables win: what they set is left alone.
@@ -41,7 +44,7 @@ M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 ARENA_MAX = 2
-MMAP_THRESHOLD = 128 << 10
+MMAP_THRESHOLD = 64 << 10
 
 
 def tune_malloc(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
