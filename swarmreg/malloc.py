@@ -17,8 +17,8 @@ with that threshold: the tracker's cache of small blobs (64 KiB - 1 MiB each, ev
 order), upload chunks and response bodies left holes in the arenas; with the threshold fixed at
 glibc's own starting value, 128 KiB, each of those is an mmap of its own, and in two 4-minute runs
 side by side the herd grew 1.7 MiB from minute 2 to the end instead of 9 MiB. The threshold is now
-64 KiB: trio's sockets receive up to 64 KiB at a time, and those buffers (just over 64 KiB with
-their object header) were what kept the herd's main heap growing, 25 -> 43 MiB over a 10-minute
+64 KiB: chunks of 64-128 KiB (most likely the 64 KiB buffers trio's sockets receive into, just
+over 64 KiB with their object header) were what kept the herd's main heap growing, 25 -> 43 MiB over a 10-minute
 run even with the periodic trim below; at 64 KiB it stayed at 16-19 MiB over 4.5 minutes
 (docs/benchmarks.md). A chunk at the threshold or above costs an mmap, its page faults and a
 munmap: a few per cent of a core at the load test's rate.
