@@ -425,6 +425,9 @@ class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
     # SIGINT/SIGTERM give in-flight work this long before it is cancelled.
     shutdown_timeout: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
+    # Every this many seconds free pages inside glibc's heaps go back to the kernel (malloc_trim);
+    # 0 never. See swarmreg.malloc.
+    malloc_trim_interval: float = attrs.field(default=10.0, validator=attrs.validators.ge(0))
     log: LogConfig = LogConfig()
     store: StoreConfig = StoreConfig()
     http: HttpConfig = HttpConfig()

@@ -17,6 +17,7 @@ from swarmreg.authz import exposure_error
 from swarmreg.backends.router import BackendRouter
 from swarmreg.config import Config, ConfigError
 from swarmreg.layout import DataLayout
+from swarmreg.malloc import trim_periodically
 from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
@@ -132,6 +133,8 @@ class Daemon:
                 async with trio.open_nursery() as watcher:
                     if handle_signals:
                         await watcher.start(self._watch_signals)
+                    # Cancelled with the watcher, after every role has stopped.
+                    watcher.start_soon(trim_periodically, self.config.malloc_trim_interval)
                     async with trio.open_nursery() as engine_nursery:
                         if SWARM_ROLES & set(self.roles):
                             node.engine = SwarmEngine(self.config.swarm, tls.peer)
