@@ -4,7 +4,6 @@ the same work for unknown users, 429 for an address that keeps failing, a bounde
 from __future__ import annotations
 
 import base64
-import statistics
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import trio
 
 from swarmreg.config import load_config
 from swarmreg.errors import SwarmregError
-from swarmreg.registry.auth import BasicAuth, FailureThrottle, hash_password, verify_password
+from swarmreg.registry.auth import BasicAuth, FailureThrottle, hash_password
 from swarmreg.registry.wire import TOKEN_FORM_LIMIT
 from tests.conftest import PORT_ZERO, start_daemon
 
@@ -95,64 +94,26 @@ async def test_the_limiter_bounds_how_many_checks_run_at_once() -> None:
 
 
 async def test_unknown_users_cost_as_much_as_known_ones() -> None:
-    """An unknown user's password is checked against a dummy hash, so timing does not tell users
-    apart (before, an unknown user was refused without any scrypt, 20x faster)."""
-    auth = BasicAuth({"alice": HASH})
-    known, unknown = [], []
-    for n in range(3):
-        for user, times in (("alice", known), (f"nobody{n}", unknown)):
-            started = time.perf_counter()
-            error = await refused(auth, basic(user, f"guess{n}"))
-            times.append(time.perf_counter() - started)
-            assert error.status == 401 and error.message == "invalid username or password"
-    # Same work: the fastest unknown user is nowhere near 20x quicker than the fastest known one.
-    assert min(unknown) > min(known) / 3, (known, unknown)
+    """An unknown user's password is checked against a dummy hash, in the same worker thread as a
+    known one's, so timing does not tell users apart (before, an unknown user was refused without
+    any scrypt, 20x faster). How long a check takes is scripts/bench_auth.py's to measure."""
+    limiter = trio.CapacityLimiter(1)
+    auth = BasicAuth({"alice": HASH}, limiter=limiter)
+    for user in ("alice", "nobody"):
+        held = False
 
+        async def watch() -> None:
+            nonlocal held
+            while True:
+                held = held or limiter.borrowed_tokens > 0
+                await trio.sleep(0)
 
-@pytest.mark.timeout(120)
-async def test_wrong_password_loops_do_not_slow_the_daemon(nursery: trio.Nursery, tmp_path: Path) -> None:
-    """Eight clients guessing passwords as fast as they can: /health on the same daemon answers
-    about as fast as without them (it waited for the guesses' scrypt runs before)."""
-    proxy = await start_proxy(nursery, tmp_path, "auth_failure_limit = 0")  # no throttle: pure scrypt load
-    started = time.perf_counter()
-    await trio.to_thread.run_sync(verify_password, "x", HASH)
-    one_scrypt = time.perf_counter() - started
-
-    async def health_latency(client: httpx.AsyncClient, count: int) -> float:
-        times = []
-        for _ in range(count):
-            started = time.perf_counter()
-            assert (await client.get("/health")).status_code == 200
-            times.append(time.perf_counter() - started)
-            await trio.sleep(0.01)
-        return statistics.median(times)
-
-    async with httpx.AsyncClient(base_url=proxy, timeout=60) as client:
-        baseline = await health_latency(client, 20)
-        guesses = 0
-
-        async def guess(n: int) -> None:
-            nonlocal guesses
-            async with httpx.AsyncClient(base_url=proxy, timeout=60) as guesser:
-                while True:
-                    response = await guesser.get("/v2/", auth=("alice", f"wrong{n}-{guesses}"))
-                    assert response.status_code == 401
-                    guesses += 1
-
-        async with trio.open_nursery() as load:
-            for n in range(8):
-                load.start_soon(guess, n)
-            with trio.fail_after(60):
-                while guesses < 4:  # the guessing is under way (scrypt is slow on a busy machine)
-                    await trio.sleep(0.05)
-            before, loaded_times = guesses, []
-            while len(loaded_times) < 20 or guesses - before < 4:  # probe while guesses are answered
-                loaded_times.append(await health_latency(client, 1))
-            loaded = statistics.median(loaded_times)
-            load.cancel_scope.cancel()
-    print(f"/health median {baseline * 1000:.1f} ms alone, {loaded * 1000:.1f} ms under {guesses} guesses; "
-          f"one scrypt {one_scrypt * 1000:.0f} ms")
-    assert loaded < max(one_scrypt / 2, 3 * baseline), (baseline, loaded, one_scrypt)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            error = await refused(auth, basic(user, "guess"))
+            nursery.cancel_scope.cancel()
+        assert error.status == 401 and error.message == "invalid username or password"
+        assert held, f"{user}'s password was refused without a scrypt check"
 
 
 # --- failures per client address -----------------------------------------------------------------
