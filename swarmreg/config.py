@@ -592,19 +592,25 @@ def _read_secret_file(cluster: ClusterConfig) -> ClusterConfig:
         return cluster
     if cluster.secret:
         raise ConfigError("cluster.secret and cluster.secret_file: set one of them, not both")
-    try:
-        with open(cluster.secret_file, encoding="utf-8") as file:
-            secret = file.read().strip()
-    except OSError as error:
-        raise ConfigError(f"cluster.secret_file: cannot read {cluster.secret_file}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is not UTF-8 text") from None
-    if not secret:
-        raise ConfigError(f"cluster.secret_file: {cluster.secret_file} is empty")
+    secret = _read_secret_text(cluster.secret_file, "cluster.secret_file")
     try:
         return attrs.evolve(cluster, secret=secret)
     except ValueError as error:  # the secret's own checks (no whitespace, printable ASCII)
         raise ConfigError(f"cluster.secret_file: {cluster.secret_file}: {error}") from None
+
+
+def _read_secret_text(path: str, key: str) -> str:
+    """The secret in the file ``path`` (config key ``key``), surrounding whitespace stripped."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            secret = file.read().strip()
+    except OSError as error:
+        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
+    if not secret:
+        raise ConfigError(f"{key}: {path} is empty")
+    return secret
 
 
 def _read_password_file(registry: RegistryConfig, index: int) -> RegistryConfig:
@@ -615,15 +621,7 @@ def _read_password_file(registry: RegistryConfig, index: int) -> RegistryConfig:
         return registry
     if registry.auth.password:
         raise ConfigError(f"registries[{index}].auth.password and password_file: set one of them, not both")
-    try:
-        with open(path, encoding="utf-8") as file:
-            password = file.read().strip()
-    except OSError as error:
-        raise ConfigError(f"{key}: cannot read {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{key}: {path} is not UTF-8 text") from None
-    if not password:
-        raise ConfigError(f"{key}: {path} is empty")
+    password = _read_secret_text(path, key)
     return attrs.evolve(registry, auth=attrs.evolve(registry.auth, password=password))
 
 
