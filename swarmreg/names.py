@@ -8,7 +8,9 @@ from swarmreg.errors import NAME_INVALID, SwarmregError
 
 # Path components of letters, digits and . _ - that start with a letter or digit:
 # no empty, "." or ".." component can reach a filesystem path or a URL.
-_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+# The first component may end in a port: an upstream registry's images live under
+# ``<host[:port]>/<repo>`` (see swarmreg.upstream.names).
+_NAMESPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?::[0-9]{1,5}(?=/))?(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 MAX_NAME_LENGTH = 255
 
 

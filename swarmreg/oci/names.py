@@ -12,7 +12,10 @@ from swarmreg.names import MAX_NAME_LENGTH
 # "__" or runs of "-", separated by single slashes. No empty, "." or ".." component can match,
 # so a valid name is also a safe relative path.
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+# A pull-through cache names an upstream's image ``<host[:port]>/<repo>`` (docker's own reading of
+# a reference), so a first component may carry a port: ``127.0.0.1:5000/team/app``.
+_PORT = r"(?::[0-9]{1,5}/)"
+_REPOSITORY = re.compile(rf"{_COMPONENT}(?:{_PORT}{_COMPONENT})?(?:/{_COMPONENT})*")
 _TAG = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 MAX_TAG_LENGTH = 128
 

@@ -91,3 +91,20 @@ def parse_reference(text: str) -> ImageReference:
         raise ValueError(f"invalid repository in image reference {text!r}")
     registry = canonical_registry(registry)
     return ImageReference(registry, upstream_repository(registry, repository), tag, digest or None)
+
+
+def cached_repository(registry: str, repository: str) -> str:
+    """Where swarmreg keeps ``repository`` of upstream ``registry``: ``<registry>/<repository>``,
+    with Docker Hub's canonical names (``docker.io/library/alpine``)."""
+    registry = canonical_registry(registry.lower())
+    return f"{registry}/{upstream_repository(registry, repository)}"
+
+
+def split_upstream(repository: str) -> tuple[str, str] | None:
+    """A cached upstream repository -> (its registry, the repository as the registry names it);
+    None for a repository of swarmreg's own (its first component names no registry host)."""
+    first, slash, rest = repository.partition("/")
+    if not slash or not is_registry_host(first):
+        return None
+    registry = canonical_registry(first)
+    return registry, upstream_repository(registry, rest)

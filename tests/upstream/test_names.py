@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from swarmreg.upstream.names import is_registry_host, parse_reference, registry_endpoint, upstream_repository
+from swarmreg.errors import SwarmregError
+from swarmreg.names import validate_namespace
+from swarmreg.oci.names import validate_repository
+from swarmreg.upstream.names import (
+    cached_repository,
+    is_registry_host,
+    parse_reference,
+    registry_endpoint,
+    split_upstream,
+    upstream_repository,
+)
 
 
 @pytest.mark.parametrize(("text", "registry", "endpoint", "repository", "reference"), [
@@ -45,3 +55,29 @@ def test_host_detection():
 def test_malformed_references_are_refused(text):
     with pytest.raises(ValueError, match="invalid"):
         parse_reference(text)
+
+
+def test_cached_repositories_carry_their_registry():
+    assert cached_repository("docker.io", "nginx") == "docker.io/library/nginx"
+    assert cached_repository("registry-1.docker.io", "library/nginx") == "docker.io/library/nginx"
+    assert cached_repository("127.0.0.1:5000", "team/app") == "127.0.0.1:5000/team/app"
+    assert split_upstream("127.0.0.1:5000/team/app") == ("127.0.0.1:5000", "team/app")
+    assert split_upstream("docker.io/library/nginx") == ("docker.io", "library/nginx")
+    assert split_upstream("localhost/a") == ("localhost", "a")
+    # swarmreg's own repositories name no registry
+    assert split_upstream("library/nginx") is None
+    assert split_upstream("nginx") is None
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1:5000/team/app", "localhost:5000/a", "docker.io/library/nginx"])
+def test_upstream_repositories_are_valid_names_and_namespaces(name):
+    assert validate_repository(name) == name
+    assert validate_namespace(name) == name
+
+
+@pytest.mark.parametrize("name", ["a:5000", "127.0.0.1:5000", "a/b:5000/c", ":5000/a", "a:/b", "a:123456/b", "a:5000/"])
+def test_a_port_only_ends_a_first_component_before_more(name):
+    with pytest.raises(SwarmregError):
+        validate_repository(name)
+    with pytest.raises(SwarmregError):
+        validate_namespace(name)
