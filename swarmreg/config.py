@@ -366,6 +366,11 @@ def _registry_name(_instance: object, _attribute: attrs.Attribute[str], value: s
         raise ValueError(f"'name' must be host[:port] (e.g. 'registry.example.com:5000'), got {value!r}")
 
 
+def _default_registry(value: str) -> None:
+    if value and not _REGISTRY_NAME.fullmatch(value):
+        raise ValueError(f"'default_registry' must be host[:port] (e.g. 'docker.io'), got {value!r}")
+
+
 def _password_pair(instance: UpstreamAuthConfig, _attribute: attrs.Attribute[str], value: str) -> None:
     if (instance.password or instance.password_file) and not instance.user:
         raise ValueError("'user' must be set with password or password_file")
@@ -442,6 +447,18 @@ class Config:
     index: IndexConfig = IndexConfig()
     # Upstream registries (pull-through caching), one [[registries]] table each.
     registries: tuple[RegistryConfig, ...] = attrs.field(default=(), validator=_unique_registries)
+    # Pull-through modes, top-level beside `registries` as in ociregistry's configuration.
+    # air_gapped: never contact an upstream; serve what is cached, by tag and by digest.
+    air_gapped: bool = False
+    # A `latest` tag is resolved at its upstream on every pull.
+    always_pull_latest: bool = False
+    # Seconds an upstream's other tags are served from the cache before they are resolved again.
+    tag_ttl: float = attrs.field(default=300.0, validator=attrs.validators.ge(0))
+    # When an upstream fails or times out, serve the cached tag (and say so in the log).
+    stale_if_error: bool = True
+    # The upstream a bare name (no registry host in its first component) is pulled from when
+    # swarmreg holds no such repository of its own; "" keeps bare names local.
+    default_registry: str = attrs.field(default="", validator=lambda _i, _a, value: _default_registry(value))
 
     @property
     def layout(self) -> DataLayout:
