@@ -19,7 +19,6 @@ from typing import Any
 import attrs
 import httpx
 
-from swarmreg.config import RegistryConfig
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BLOB_UNKNOWN,
@@ -29,6 +28,7 @@ from swarmreg.errors import (
     SwarmregError,
 )
 from swarmreg.upstream.names import canonical_registry, registry_endpoint
+from swarmreg.upstream.settings import RegistryConfig
 
 _log = logging.getLogger(__name__)
 
