@@ -11,7 +11,7 @@ import abc
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from swarmreg.digest import Digest
 from swarmreg.store.files import FileBody
@@ -34,6 +34,10 @@ class BlobStream(Protocol):
 
 class Backend(abc.ABC):
     """One storage backend. Every method is safe to call concurrently."""
+
+    # False for a backend that only reads (an upstream registry): its upload, upload_file and
+    # delete raise UNSUPPORTED, and its list may yield nothing.
+    writable: ClassVar[bool] = True
 
     @abc.abstractmethod
     async def stat(self, namespace: str, digest: Digest) -> int | None:
