@@ -96,7 +96,7 @@ class Metainfo:
         return lt.load_torrent_buffer(self.raw)
 
 
-def _sha(data: bytes | memoryview) -> bytes:
+def _sha(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
