@@ -324,6 +324,8 @@ class UpstreamClient:
             reason = f"no answer within read_timeout ({self.config.read_timeout} s)"
         elif isinstance(error, httpx.TimeoutException):
             reason = f"timed out (connect_timeout {self.config.connect_timeout} s)"
+        elif isinstance(error, httpx.RemoteProtocolError):  # say, a body cut short
+            reason = "broke off its answer" + (f" ({_short(error)})" if _short(error) else "")
         elif isinstance(error, httpx.ConnectError):
             reason = "cannot connect" + (f" ({_short(error)})" if _short(error) else "")
         else:
