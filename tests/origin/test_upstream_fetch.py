@@ -20,7 +20,7 @@ from swarmreg.digest import Digest
 from swarmreg.origin.wire import blob_path
 from swarmreg.swarm.metainfo import build_metainfo
 from tests.conftest import PORT_ZERO, RunningDaemon, blob_files, random_bytes, start_daemon
-from tests.origin.helpers import assert_error
+from tests.origin.helpers import assert_error, commit, patch, start_upload
 from tests.upstream.registries import blob_requests, docker_registry, push_blob
 
 MiB = 1 << 20
@@ -258,3 +258,20 @@ async def test_a_lying_or_hanging_upstream_is_never_stored(nursery: trio.Nursery
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+async def test_writes_through_to_an_upstream_are_refused_before_anything_changes(origin_client: httpx.AsyncClient,
+                                                                                origin: RunningDaemon) -> None:
+    """An upstream's namespace is read-only: a commit with through=true is refused (UNSUPPORTED)
+    before the commit, and re-opening an upload of a held blob asks no upstream (409 at once)."""
+    namespace = "127.0.0.1:1/team/app"  # nothing listens there: any request would fail with 503
+    data = random_bytes(70_000, seed=16)
+    digest = Digest.of(data)
+    uid = await start_upload(origin_client, namespace, str(digest))
+    assert (await patch(origin_client, namespace, str(digest), uid, data, 0)).status_code == 200
+    response = await commit(origin_client, namespace, str(digest), uid, through=True)
+    assert_error(response, 405, "UNSUPPORTED")
+    assert "read-only" in response.json()["errors"][0]["message"]
+    assert digest.hex not in blob_files(Path(origin.config.data_dir))
+    assert (await commit(origin_client, namespace, str(digest), uid, through=False)).status_code == 200
+    assert_error(await origin_client.post(blob_path(namespace, digest, "/uploads")), 409, "BLOB_EXISTS")
