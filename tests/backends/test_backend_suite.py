@@ -365,3 +365,31 @@ async def test_registry_backend_with_htpasswd_basic_auth(tmp_path):
             finally:
                 await backend.aclose()
         assert blob_requests(setup.extra["log"], "GET", str(digest)) == 1
+
+
+async def test_registry_backend_closes_the_upstream_connection_when_a_reader_stops_early(tmp_path):
+    """A reader that leaves after one chunk: the upstream stops sending (its access log shows a
+    GET that wrote far less than the blob), rather than the rest being read and thrown away."""
+    import re
+
+    from swarmreg.backends.registry import RegistryBackend
+
+    async with upstream_registry(None, tmp_path) as setup:
+        data = random_bytes(32 * MiB, seed=34)
+        assert setup.seed is not None
+        digest = await setup.seed(NS, data)
+        backend = RegistryBackend.from_options(setup.options, tmp_path)
+        try:
+            stream = await backend.download(NS, digest)
+            assert stream is not None
+            async with stream:
+                async for _chunk in stream:
+                    break
+            served = re.compile(rf'"GET /v2/{NS}/blobs/{digest} HTTP/1\.1" 200 (\d+)')
+            with trio.fail_after(10):
+                while not (sizes := served.findall(setup.extra["log"].read_text())):
+                    await trio.sleep(0.05)
+            assert len(sizes) == 1 and int(sizes[0]) < len(data) // 2, sizes
+            assert await download(backend, digest) == data  # and it serves on
+        finally:
+            await backend.aclose()
