@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -101,7 +102,7 @@ async def one_fetch(work: Path, tree: Path, upstream: str, digest: str, rep: int
         process.wait(30)
 
 
-async def main(args: argparse.Namespace) -> dict:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
     size = parse_size(args.size)
     work = Path(tempfile.mkdtemp(prefix="swarmreg-bench-fetch-", dir=args.workdir))
     tree = Path(args.tree).resolve() if args.tree else ROOT
@@ -120,11 +121,11 @@ async def main(args: argparse.Namespace) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def report(results: dict) -> None:
+def report(results: dict[str, Any]) -> None:
     runs = results["runs"]
 
     def med(key: str) -> float:
-        return statistics.median(run[key] for run in runs)
+        return float(statistics.median(run[key] for run in runs))
 
     print(f"\norigin fetch from an upstream, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, loopback, "
           f"blob = {results['size'] >> 20} MiB, commit {results['commit']}, medians of {results['repeat']}\n")

@@ -72,5 +72,9 @@ class Backend(abc.ABC):
     def list(self, namespace: str) -> AsyncIterator[Digest]:
         """Every digest the backend holds for ``namespace``."""
 
+    def describe(self, namespace: str) -> str:
+        """Where the blobs of ``namespace`` come from, for error messages (never a path or a secret)."""
+        return f"the storage backend of {namespace}"
+
     async def aclose(self) -> None:  # noqa: B027 - optional to override: most backends hold nothing
         """Release connections and files; the default holds none."""

@@ -1,8 +1,8 @@
 """An upstream registry as a read-only storage backend (pull-through caching's blob side).
 
 A namespace's blobs are read from an upstream's Registry V2 API: ``stat`` is a HEAD of the
-blob, ``download`` its GET, streamed and checked against the digest as it arrives (by
-``UpstreamClient.blob_stream``). Which upstream: a fixed one (``registry`` in the options), or
+blob, ``download`` its GET, streamed (``UpstreamClient.blob_stream``) to a consumer that checks
+the digest as it stores the bytes. Which upstream: a fixed one (``registry`` in the options), or
 the one the namespace names, as swarmreg keeps upstream images (``127.0.0.1:5000/team/app`` is
 repository ``team/app`` of ``127.0.0.1:5000``, see swarmreg.upstream.names). Nothing is ever
 written to an upstream: uploads and deletes are refused with UNSUPPORTED, and ``list`` yields
@@ -57,7 +57,11 @@ class RegistryOptions:
 
 class RegistryBlob:
     """One blob of an upstream, streamed: its size (from the upstream's HEAD) and its bytes,
-    read only inside ``async with``, which closes the connection however the reading ends."""
+    read only inside ``async with``, which closes the connection however the reading ends.
+
+    The bytes pass as the upstream sends them: like every backend's, they are checked by the
+    consumer as it stores them (the origin hashes them in a worker thread, so the event loop
+    need not hash them too)."""
 
     def __init__(self, client: UpstreamClient, repository: str, digest: Digest, size: int) -> None:
         self._client = client
@@ -80,7 +84,7 @@ class RegistryBlob:
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         if self._chunks is None:
-            chunks = self._client.blob_stream(self._repository, str(self._digest))
+            chunks = self._client.blob_stream(self._repository, str(self._digest), verify=False)
             assert isinstance(chunks, AsyncGenerator)
             self._chunks = chunks
         return self._chunks
@@ -115,6 +119,10 @@ class RegistryBackend(Backend):
         if self.registry:
             return canonical_registry(self.registry), upstream_repository(self.registry, namespace)
         return split_upstream(namespace)
+
+    def describe(self, namespace: str) -> str:
+        located = self.locate(namespace)
+        return f"upstream {located[0]} (repository {located[1]})" if located else super().describe(namespace)
 
     def _where(self, namespace: str) -> tuple[UpstreamClient, str] | None:
         if self.air_gapped or (located := self.locate(namespace)) is None:

@@ -195,14 +195,15 @@ class OriginService:
             stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
             if stream is None:
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+            source = backend.describe(namespace) if backend is not None else namespace
             async with stream:
                 metainfo = await self._backend_call(receive_blob(
-                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert,
-                    source=f"the storage backend of {namespace}"))
+                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source))
             log.info("fetched %s (%d bytes) from the backend of %s", digest, stream.size, namespace)
         except SwarmregError as error:
             if error.code is DIGEST_INVALID:
-                raise SwarmregError(BACKEND_ERROR, "backend returned content that does not match",
+                where = backend.describe(namespace) if backend is not None else "the backend"
+                raise SwarmregError(BACKEND_ERROR, f"{where} returned content that does not match the digest",
                                     error.detail) from error
             log.warning("fetching %s for %s failed: %s", digest, namespace, error.message)
             raise

@@ -223,7 +223,7 @@ class LyingUpstream:
 
 
 LIES = {
-    "wrong": (502, "UPSTREAM_ERROR", "does not match its digest"),
+    "wrong": (502, "BACKEND_ERROR", "does not match the digest"),
     "short": (503, "UPSTREAM_UNAVAILABLE", "broke off its answer"),
     "sized": (502, "BACKEND_ERROR", "of the"),
     "stall": (503, "UPSTREAM_UNAVAILABLE", "read_timeout"),
