@@ -100,6 +100,7 @@ async def one_fetch(work: Path, tree: Path, upstream: str, digest: str, rep: int
     finally:
         process.terminate()
         process.wait(30)
+        shutil.rmtree(data_dir / "blobs", ignore_errors=True)  # 256 MiB a run: keep only the logs
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
