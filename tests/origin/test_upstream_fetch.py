@@ -105,14 +105,20 @@ async def test_a_blob_get_seeds_the_blob_from_the_same_pass(nursery: trio.Nurser
             assert (await client.get(blob_path(f"{upstream}/team/app", digest, "/metainfo"))).content == cached
 
 
-async def test_a_blob_the_upstream_lacks_is_404(nursery: trio.Nursery, tmp_path: Path) -> None:
+async def test_a_blob_the_upstream_lacks_is_404_and_the_empty_blob_is_held(nursery: trio.Nursery,
+                                                                          tmp_path: Path) -> None:
     with docker_registry(tmp_path) as port:
         upstream = f"127.0.0.1:{port}"
         digest = Digest.of(b"not pushed")
+        empty = Digest.parse(await push_blob(f"http://{upstream}", "team/app", b""))
         async with origin_for(nursery, tmp_path, upstream) as (origin, client):
             for suffix in ("", "/metainfo"):
                 assert_error(await client.get(blob_path(f"{upstream}/team/app", digest, suffix)), 404, "BLOB_UNKNOWN")
             nothing_kept(origin, digest)
+            # The empty blob is fetched and held; it has no torrent.
+            assert (await client.get(blob_path(f"{upstream}/team/app", empty))).content == b""
+            assert_error(await client.get(blob_path(f"{upstream}/team/app", empty, "/metainfo")), 400, "BAD_REQUEST")
+            assert blob_files(Path(origin.config.data_dir)) == {empty.hex: 0}
 
 
 async def test_an_air_gapped_origin_never_asks_the_upstream(nursery: trio.Nursery, tmp_path: Path) -> None:
