@@ -267,12 +267,19 @@ def upstream_registry(url: str) -> dict[str, str]:
 
 
 def upstream_overrides(urls: Sequence[str]) -> tuple[str, ...]:
-    """The ``--set`` override that makes a herd pull through to each of ``urls``."""
+    """The ``--set`` overrides that make a herd pull through to each of ``urls``."""
     if not urls:
         return ()
     entries = ", ".join("{" + ", ".join(f'{key} = "{value}"' for key, value in upstream_registry(url).items()) + "}"
                         for url in urls)
-    return (f"registries=[{entries}]",)
+    return (f"registries=[{entries}]", *default_registry_overrides(urls))
+
+
+def default_registry_overrides(urls: Sequence[str]) -> tuple[str, ...]:
+    """The first upstream serves bare names that swarmreg itself lacks, on the agents and the
+    proxy: mirrors that send no ``?ns=`` (docker's registry-mirrors, podman's and skopeo's
+    registries.conf mirrors) then reach it too."""
+    return (f'default_registry="{upstream_registry(urls[0])["name"]}"',) if urls else ()
 
 
 async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str]) -> None:
@@ -280,7 +287,8 @@ async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str]) -> No
     if tls:
         make_dev_certs(certs, {spec.name: spec.roles for spec in DEVCLUSTER})
     # The herd pulls through: its index resolves upstream tags, its origin fetches their blobs.
-    extra = {"herd": upstream_overrides(upstreams)}
+    extra = {spec.name: default_registry_overrides(upstreams) for spec in DEVCLUSTER}
+    extra["herd"] = upstream_overrides(upstreams)
     nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name,
                            overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ()),
                                       *extra.get(spec.name, ())],
@@ -321,9 +329,10 @@ def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool, upst
     for what, node, url in rows:
         print(f"  {what:<{width}}  {node:<9} {url}")
     for url in upstreams:
-        name = upstream_registry(url)["name"]
-        print(f"\n  pulling through to {url}: pull {name}/<repo>:<tag> from an agent, e.g.\n"
-              f"    skopeo copy --src-tls-verify=false docker://127.0.0.1:16000/{name}/<repo>:<tag> oci:DIR")
+        print(f"\n  pulling through to {url}: its <repo>:<tag> is {upstream_registry(url)['name']}/<repo>:<tag> "
+              "on the agents (?ns= or in the path)")
+    if upstreams:
+        print(f"  bare names swarmreg lacks come from {upstream_registry(upstreams[0])['name']} (default_registry)")
     print(flush=True)
 
 

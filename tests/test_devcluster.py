@@ -113,6 +113,7 @@ def test_upstream_urls_become_registries_entries():
     config = load_config(None, list(upstream_overrides(["http://127.0.0.1:5000", "https://r.example.com:8443"])))
     assert [(r.name, r.scheme) for r in config.registries] == [("127.0.0.1:5000", "http"),
                                                                 ("r.example.com:8443", "https")]
+    assert config.default_registry == "127.0.0.1:5000"  # the first one serves bare names
     assert upstream_overrides([]) == ()
 
 
