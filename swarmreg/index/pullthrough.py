@@ -16,7 +16,7 @@ when the tracker first asks for a blob's metainfo.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from typing import Protocol
 
@@ -34,6 +34,7 @@ from swarmreg.errors import (
 from swarmreg.index.store import IndexStore, ManifestRecord
 from swarmreg.oci.manifest import Manifest, parse_manifest
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.blobstore import BlobStore
 from swarmreg.upstream.client import Manifest as UpstreamManifest
 from swarmreg.upstream.client import Upstreams
 from swarmreg.upstream.names import split_upstream
@@ -42,14 +43,33 @@ log = logging.getLogger(__name__)
 
 # An index may list indexes; deeper nesting than this is refused (no upstream needs it).
 MAX_DEPTH = 2
+# Child manifests one index may list: each is a GET at the upstream (real ones list a few dozen).
+MAX_CHILDREN = 256
 # Upstream failures a cached tag is served through (stale-if-error); a 404 is an answer.
 _UPSTREAM_FAILURES = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR})
 
 
 class ManifestSink(Protocol):
-    """Where a fetched manifest's bytes are kept (the origin, through its client)."""
+    """Where a fetched manifest's bytes are kept: the origin, through its client (an OriginClient)
+    or, in the origin's own daemon, its blob store (StoreSink)."""
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None: ...
+
+
+class StoreSink:
+    """The blob store of a daemon that runs the origin role too: the bytes go straight in (no
+    HTTP hop, no origin write credential), and the origin seeds them when first asked."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
+        if digest not in self.store:
+            await self.store.write(digest, _once(data))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 class PullThrough:
@@ -182,6 +202,9 @@ class PullThrough:
             raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry} sent an invalid manifest for {name}: "
                                 f"{error.message}", {"registry": registry, "digest": fetched.digest}) from None
         if manifest.children:
+            if len(manifest.children) > MAX_CHILDREN:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry}: {name} lists more than {MAX_CHILDREN} "
+                                    "manifests", {"registry": registry, "digest": str(manifest.digest)})
             if depth >= MAX_DEPTH:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry}: {name} nests indexes too deep",
                                     {"registry": registry, "digest": str(manifest.digest)})
