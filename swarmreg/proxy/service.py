@@ -55,7 +55,8 @@ class ProxyService:
                     IndexClient(self._address(self.config.index, "index"), tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
-                                   max_manifest=self.config.max_manifest_size)
+                                   max_manifest=self.config.max_manifest_size,
+                                   default_registry=self.node.config.default_registry)
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,
