@@ -127,7 +127,7 @@ def _reference(digest: str | None, tag: str | None, text: str) -> str:
     try:
         if digest:
             return str(Digest.parse(digest))
-        parsed = parse_manifest_reference(tag or "latest")
+        parsed = parse_manifest_reference("latest" if tag is None else tag)
     except SwarmregError:
         raise ValueError(f"invalid tag or digest in image reference {text[:200]!r}") from None
     return str(parsed)
