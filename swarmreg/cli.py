@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
     devcluster.add_argument("--tls", action="store_true",
                             help="mutual TLS between the nodes, with a dev CA made in the data directory")
+    devcluster.add_argument("--upstream", metavar="URL", action="append", default=[],
+                            help="pull through to this registry (repeatable), e.g. http://127.0.0.1:5000: "
+                                 "its images are pulled as <host:port>/<repo> from the agents")
 
     mirror = commands.add_parser("containerd-config",
                                  help="write containerd hosts.toml files that pull through an agent")
@@ -117,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 
-            return run_devcluster(args.data_dir, tls=args.tls)
+            return run_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream)
         if args.command == "containerd-config":
             return _containerd_config(args)
         if args.command == "load":

@@ -256,8 +256,9 @@ class IndexConfig:
     listen: Address = Address("127.0.0.1", 15004)
     # The SQLite database file, relative to data_dir.
     database: str = attrs.field(default="index.db")
-    # Where manifests fetched from upstream registries are kept (pull-through): this origin;
-    # unset, the origin role of the same daemon.
+    # Where manifests fetched from upstream registries are kept (pull-through): this origin's
+    # upload API (the index's certificate then needs an origin write role); unset, the blob
+    # store of the origin role in the same daemon.
     origin: Address | None = None
 
     @database.validator

@@ -89,7 +89,8 @@ MANIFEST_UNKNOWN = _register(
     "tag is set to a manifest the repository does not have.")
 NAME_INVALID = _register(
     "NAME_INVALID", 400, "invalid repository name",
-    "A repository name or namespace breaks the spec's grammar; on the origin also a write-through "
+    "A repository name or namespace breaks the spec's grammar, or a registry request's `?ns=` is not "
+    "one `host[:port]`; on the origin also a write-through "
     "(`?through=true`) to a namespace that no `[[backends]]` entry matches.")
 NAME_UNKNOWN = _register(
     "NAME_UNKNOWN", 404, "repository name not known to registry",
@@ -133,7 +134,10 @@ DENIED = _register(
     "DENIED", 403, "requested access to the resource is denied",
     "The user signed in but no `[[proxy.access]]` rule allows this action on this repository; or, on "
     "an internal port with `[tls]`, the caller's certificate lacks the role the write is for (index "
-    "writes: proxy, index; origin uploads: proxy, origin; tracker origin announces: origin).")
+    "writes: proxy, index; origin uploads: proxy, origin; tracker origin announces: origin). On the "
+    "proxy also a push (blob upload, mount into, manifest PUT) into an upstream registry's namespace "
+    "(`docker.io/library/nginx`, `127.0.0.1:5000/team/app`, or a name with `?ns=`): swarmreg's copy is a "
+    "read-only cache, so the message says to push to that registry; deletes are allowed and evict.")
 TOOMANYREQUESTS = _register(
     "TOOMANYREQUESTS", 429, "too many requests",
     "Opening an upload session when `origin.max_sessions` sessions are open in all, or "

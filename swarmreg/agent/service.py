@@ -60,7 +60,8 @@ class AgentService:
             registry_tls = self.config.agent.registry_tls
             cached = CachedIndex(index, self.config.agent.tag_ttl, nursery)
             registry: Address = await nursery.start(partial(
-                serve, create_registry_app(LinkedContent(content, cached), cached),
+                serve, create_registry_app(LinkedContent(content, cached), cached,
+                                           default_registry=self.config.default_registry),
                 self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
             log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
                      "https" if registry_tls.enabled else "http", registry)

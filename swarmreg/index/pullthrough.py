@@ -16,9 +16,10 @@ when the tracker first asks for a blob's metainfo.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
@@ -34,22 +35,47 @@ from swarmreg.errors import (
 from swarmreg.index.store import IndexStore, ManifestRecord
 from swarmreg.oci.manifest import Manifest, parse_manifest
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.blobstore import BlobStore
 from swarmreg.upstream.client import Manifest as UpstreamManifest
 from swarmreg.upstream.client import Upstreams
 from swarmreg.upstream.names import split_upstream
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # An index may list indexes; deeper nesting than this is refused (no upstream needs it).
 MAX_DEPTH = 2
+# Child manifests one index may list: each is a GET at the upstream (real ones list a few dozen).
+MAX_CHILDREN = 256
+# An upstream's "no such tag/manifest/blob" is believed this many seconds, for at most this many
+# names: a client repeating a miss is answered from memory, not with another upstream request.
+MISSING_TTL = 10.0
+MAX_MISSING = 10_000
 # Upstream failures a cached tag is served through (stale-if-error); a 404 is an answer.
 _UPSTREAM_FAILURES = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR})
 
 
 class ManifestSink(Protocol):
-    """Where a fetched manifest's bytes are kept (the origin, through its client)."""
+    """Where a fetched manifest's bytes are kept: the origin, through its client (an OriginClient)
+    or, in the origin's own daemon, its blob store (StoreSink)."""
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None: ...
+
+
+class StoreSink:
+    """The blob store of a daemon that runs the origin role too: the bytes go straight in (no
+    HTTP hop, no origin write credential), and the origin seeds them when first asked."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
+        if digest not in self.store:
+            await self.store.write(digest, _once(data))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 class PullThrough:
@@ -72,6 +98,7 @@ class PullThrough:
         # When each cached upstream tag was last resolved (trio's clock): in memory, so after a
         # restart every tag is resolved once more, then cached again.
         self._checked: dict[tuple[str, str], float] = {}
+        self._missing: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tags = SingleFlight[tuple[str, str], None, Digest | None]("upstream tag resolution")
         self._manifests = SingleFlight[tuple[str, Digest], None, ManifestRecord | None]("upstream manifest fetch")
         self._blobs = SingleFlight[tuple[str, Digest], None, int | None]("upstream blob lookup")
@@ -100,7 +127,8 @@ class PullThrough:
         if cached is not None and not self._due(repository, tag):
             return cached
         try:
-            return await self._tags.run((repository, tag), partial(self._resolve_tag, repository, tag))
+            return await self._once_known((repository, tag), partial(
+                self._tags.run, (repository, tag), partial(self._resolve_tag, repository, tag)))
         except SwarmregError as error:
             if cached is None or not self.stale_if_error or error.code not in _UPSTREAM_FAILURES:
                 raise
@@ -113,7 +141,8 @@ class PullThrough:
         record = await self.store.get_manifest(repository, digest)
         if record is not None or split_upstream(repository) is None or self.air_gapped:
             return record
-        return await self._manifests.run((repository, digest), partial(self._fetch_manifest, repository, digest))
+        return await self._once_known((repository, str(digest)), partial(
+            self._manifests.run, (repository, digest), partial(self._fetch_manifest, repository, digest)))
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The linked blob's size; a blob of an upstream repository that no fetched manifest
@@ -121,9 +150,27 @@ class PullThrough:
         size = await self.store.blob_size(repository, digest)
         if size is not None or split_upstream(repository) is None or self.air_gapped:
             return size
-        return await self._blobs.run((repository, digest), partial(self._link_upstream_blob, repository, digest))
+        return await self._once_known((repository, f"blob {digest}"), partial(
+            self._blobs.run, (repository, digest), partial(self._link_upstream_blob, repository, digest)))
 
     # -- resolution -----------------------------------------------------------------------------
+
+    async def _once_known(self, key: tuple[str, str], lookup: Callable[[], Awaitable[T | None]]) -> T | None:
+        """``lookup()``, unless the upstream said ``key`` is missing less than MISSING_TTL ago
+        (then None, without a request); a new "missing" is remembered."""
+        now = trio.current_time()
+        said = self._missing.get(key)
+        if said is not None and now - said < MISSING_TTL:
+            return None
+        found = await lookup()
+        if found is None:
+            self._missing[key] = now
+            self._missing.move_to_end(key)
+            while len(self._missing) > MAX_MISSING:
+                self._missing.popitem(last=False)
+        else:
+            self._missing.pop(key, None)
+        return found
 
     def _due(self, repository: str, tag: str) -> bool:
         if self.always_pull_latest and tag == "latest":
@@ -182,6 +229,9 @@ class PullThrough:
             raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry} sent an invalid manifest for {name}: "
                                 f"{error.message}", {"registry": registry, "digest": fetched.digest}) from None
         if manifest.children:
+            if len(manifest.children) > MAX_CHILDREN:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry}: {name} lists more than {MAX_CHILDREN} "
+                                    "manifests", {"registry": registry, "digest": str(manifest.digest)})
             if depth >= MAX_DEPTH:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {registry}: {name} nests indexes too deep",
                                     {"registry": registry, "digest": str(manifest.digest)})

@@ -12,7 +12,7 @@ from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.http.serve import serve_http
 from swarmreg.index.app import create_index_app
-from swarmreg.index.pullthrough import ManifestSink, PullThrough
+from swarmreg.index.pullthrough import ManifestSink, PullThrough, StoreSink
 from swarmreg.index.store import IndexStore
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
@@ -35,24 +35,20 @@ class IndexService:
         self.pull_through = PullThrough.from_config(self.config, self.store, self.upstreams, self._manifest_sink)
         self._origin: OriginClient | None = None
 
-    def _origin_address(self) -> Address | None:
-        if self.config.index.origin is not None:
-            return self.config.index.origin
-        bound = self.node.bound.get("origin")
-        return None if bound is None else Address.parse(bound["http"])
-
     def _manifest_sink(self) -> ManifestSink:
-        if self._origin is None:
-            raise SwarmregError(UNAVAILABLE, "pulling through to an upstream needs an origin: set index.origin, "
-                                "or run the origin role in the index's daemon")
-        return self._origin
+        if self._origin is not None:
+            return self._origin
+        if "origin" in self.node.bound:  # started before the index, in this daemon
+            return StoreSink(self.node.store)
+        raise SwarmregError(UNAVAILABLE, "pulling through to an upstream needs an origin: set index.origin, "
+                            "or run the origin role in the index's daemon")
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the index API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
-        origin = self._origin_address()
         async with self.store, self.upstreams:
-            if origin is not None:
-                self._origin = OriginClient(origin, tls=self.node.tls.client, secret=self.config.cluster.secret)
+            if self.config.index.origin is not None:  # an origin elsewhere: its upload API
+                self._origin = OriginClient(self.config.index.origin, tls=self.node.tls.client,
+                                            secret=self.config.cluster.secret)
             try:
                 log.info("index database %s", self.store.path)
                 async with trio.open_nursery() as nursery:

@@ -57,7 +57,8 @@ class ProxyService:
                     IndexClient(self._address(self.config.index, "index"), tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
-                                   max_manifest=self.config.max_manifest_size)
+                                   max_manifest=self.config.max_manifest_size,
+                                   default_registry=self.node.config.default_registry)
             # Preheat jobs run in this nursery; "agents" are found through the tracker.
             tracker = self.config.tracker
             if tracker is None and "tracker" in self.node.bound:

@@ -15,6 +15,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError, error_code
+from swarmreg.origin.wire import FETCH_WAIT
 from swarmreg.tracker.wire import (
     MAX_REPLY,
     PATH,
@@ -202,7 +203,7 @@ class TrackerClient:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def _request(self, make: Callable[[int], Any], expected: type) -> Any:
+    async def _request(self, make: Callable[[int], Any], expected: type, reply_timeout: float = REPLY_TIMEOUT) -> Any:
         """Send a request and wait for its reply, retrying over reconnects; UNAVAILABLE at the end.
 
         A reply of another type than ``expected`` (a tracker that mixed its request ids up) is
@@ -221,7 +222,7 @@ class TrackerClient:
             self._waiting[request_id] = send
             try:
                 await ws.send_message(encode(make(request_id)))
-                with trio.move_on_after(REPLY_TIMEOUT):
+                with trio.move_on_after(reply_timeout):
                     async for reply in receive:
                         if not isinstance(reply, expected):
                             log.warning("tracker at %s answered a %s to a request for a %s", self.address,
@@ -258,8 +259,9 @@ class TrackerClient:
 
     async def metainfo(self, namespace: str, digest: str) -> MetainfoReply:
         """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob."""
+        # The tracker asks an origin, which may first fetch the blob from its backend (FETCH_WAIT).
         reply: MetainfoReply = await self._request(
-            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply)
+            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply, FETCH_WAIT)
         if reply.failure is not None or reply.metainfo is None:
             raise _failure(reply.failure)
         return reply

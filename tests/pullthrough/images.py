@@ -35,16 +35,27 @@ async def push_upstream_image(base_url: str, repository: str, tag: str | None, l
                               verify: ssl.SSLContext | bool = True) -> Pushed:
     """A Docker schema 2 image (config + ``layers``) under ``tag`` (by digest only when None)."""
     async with httpx.AsyncClient(base_url=base_url, auth=auth, verify=verify, timeout=60) as client:
-        config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {
-            "type": "layers", "diff_ids": [digest_of(layer) for layer in layers]}}).encode()
-        blobs = {await _push_blob(client, repository, blob): blob for blob in (config, *layers)}
-        manifest = image_manifest(config, layers)
-        digest = digest_of(manifest)
-        response = await client.put(f"/v2/{repository}/manifests/{tag or digest}", content=manifest,
-                                    headers={"Content-Type": DOCKER_MANIFEST})
-        assert response.status_code == 201, response.text
-        assert response.headers["Docker-Content-Digest"] == digest
-        return Pushed(digest, manifest, blobs)
+        return await _push_image(client, repository, tag, layers, arch)
+
+
+async def push_upstream_images(base_url: str, repository: str, count: int) -> list[Pushed]:
+    """``count`` small images by digest, each with a config of its own (one connection)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        return [await _push_image(client, repository, None, [], f"arch{i}") for i in range(count)]
+
+
+async def _push_image(client: httpx.AsyncClient, repository: str, tag: str | None, layers: list[bytes],
+                      arch: str) -> Pushed:
+    config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [digest_of(layer) for layer in layers]}}).encode()
+    blobs = {await _push_blob(client, repository, blob): blob for blob in (config, *layers)}
+    manifest = image_manifest(config, layers)
+    digest = digest_of(manifest)
+    response = await client.put(f"/v2/{repository}/manifests/{tag or digest}", content=manifest,
+                                headers={"Content-Type": DOCKER_MANIFEST})
+    assert response.status_code == 201, response.text
+    assert response.headers["Docker-Content-Digest"] == digest
+    return Pushed(digest, manifest, blobs)
 
 
 async def push_upstream_index(base_url: str, repository: str, tag: str, children: list[Pushed], *,

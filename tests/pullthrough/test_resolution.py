@@ -15,8 +15,10 @@ import httpx
 import trio
 
 from swarmreg.errors import UPSTREAM_UNAVAILABLE
+from swarmreg.index.pullthrough import MAX_CHILDREN
 from tests.conftest import RunningDaemon, make_config, start_daemon
-from tests.pullthrough.images import push_upstream_image, push_upstream_index
+from tests.proxy.helpers import DOCKER_MANIFEST
+from tests.pullthrough.images import push_upstream_image, push_upstream_images, push_upstream_index
 from tests.upstream.registries import docker_registry
 
 HERD = ["origin", "tracker", "index", "proxy"]
@@ -180,9 +182,12 @@ async def test_an_unknown_upstream_tag_is_manifest_unknown(nursery, tmp_path: Pa
     with docker_registry(tmp_path) as port:
         await push_upstream_image(f"http://127.0.0.1:{port}", "team/app", "v1", [b"layer"])
         async with herd(nursery, tmp_path / "herd", port) as running:
-            response = await manifest(running, f"127.0.0.1:{port}/team/app", "nope")
-            assert response.status_code == 404
-            assert response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+            for _ in range(5):
+                response = await manifest(running, f"127.0.0.1:{port}/team/app", "nope")
+                assert response.status_code == 404
+                assert response.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+        # The upstream's "no such tag" was believed for MISSING_TTL: one HEAD, not five.
+        assert upstream_manifest_requests(tmp_path / "docker-registry.log") == 1
 
 
 async def test_pulling_through_never_writes_to_the_upstream(nursery, tmp_path: Path):
@@ -195,3 +200,34 @@ async def test_pulling_through_never_writes_to_the_upstream(nursery, tmp_path: P
         later = (tmp_path / "docker-registry.log").read_bytes()[pushed_log:].decode(errors="replace")
         assert "GET /v2/team/app/manifests/" in later
         assert '"PUT ' not in later and '"POST ' not in later and '"PATCH ' not in later
+
+
+async def test_an_index_listing_too_many_manifests_is_refused_before_fetching_them(nursery, tmp_path: Path):
+    with docker_registry(tmp_path) as port:
+        base = f"http://127.0.0.1:{port}"
+        children = await push_upstream_images(base, "big/index", MAX_CHILDREN + 1)
+        await push_upstream_index(base, "big/index", "v1", children, archs=("amd64",) * len(children))
+        async with herd(nursery, tmp_path / "herd", port) as running:
+            response = await manifest(running, f"127.0.0.1:{port}/big/index", "v1")
+            assert response.status_code == 502
+            assert response.json()["errors"][0]["code"] == "UPSTREAM_ERROR"
+            assert str(MAX_CHILDREN) in response.json()["errors"][0]["message"]
+        assert upstream_manifest_requests(tmp_path / "docker-registry.log") == 2  # HEAD and GET of the index
+
+
+async def test_an_agent_pulls_an_upstream_manifest_through_the_swarm(nursery, tmp_path: Path):
+    with docker_registry(tmp_path) as port:
+        pushed = await push_upstream_image(f"http://127.0.0.1:{port}", "team/app", "v1", [b"layer"])
+        async with herd(nursery, tmp_path / "herd", port) as running:
+            agent = await start_daemon(nursery, make_config(
+                tmp_path / "agent", f"agent.tracker={running.ready['roles']['tracker']['ws']}",
+                f"agent.index={running.ready['roles']['index']['http']}"), ["agent"])
+            try:
+                async with httpx.AsyncClient(base_url=f"http://{agent.ready['roles']['agent']['registry']}",
+                                             timeout=60) as client:
+                    response = await client.get(f"/v2/127.0.0.1:{port}/team/app/manifests/v1",
+                                                headers={"Accept": DOCKER_MANIFEST})
+                    assert response.status_code == 200, response.text
+                    assert response.content == pushed.manifest
+            finally:
+                await agent.stop()
