@@ -36,7 +36,9 @@ from swarmreg.config import Address
 from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import (
     BAD_GATEWAY,
+    DENIED,
     MANIFEST_UNKNOWN,
+    NAME_UNKNOWN,
     TOOMANYREQUESTS,
     UNAVAILABLE,
     SwarmregError,
@@ -69,6 +71,9 @@ class IndexReader(Protocol):
     """The index reads a job makes (an IndexClient: upstream repositories pull through)."""
 
     async def get_tag(self, repository: str, tag: str) -> str | None: ...
+
+    async def list_tags(self, repository: str, n: int | None = None,
+                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
 
     async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None: ...
 
@@ -275,25 +280,45 @@ async def _image_task(job: PreheatJob, image: ImageResult, index: IndexReader, o
         on_image(job, image)
 
 
-async def _resolve(index: IndexReader, target: Target) -> tuple[str, Digest, dict[str, Any]]:
-    """The first of the target's candidates that the index has (pulling through upstreams)."""
-    for repository, reference in target.candidates:
-        if ":" in reference:
-            digest: Digest | None = Digest.parse(reference)
-        else:
-            tagged = await index.get_tag(repository, reference)
-            digest = Digest.parse(tagged) if tagged is not None else None
-        meta = await index.get_manifest(repository, digest) if digest is not None else None
-        if digest is not None and meta is not None:
-            return repository, digest, meta
-    raise SwarmregError(MANIFEST_UNKNOWN, f"image {target.text} not found",
-                        {"repositories": list(target.repositories)})
+async def _lookup(index: IndexReader, repository: str, reference: str) -> tuple[str, Digest, dict[str, Any]] | None:
+    if ":" in reference:
+        digest: Digest | None = Digest.parse(reference)
+    else:
+        tagged = await index.get_tag(repository, reference)
+        digest = Digest.parse(tagged) if tagged is not None else None
+    meta = await index.get_manifest(repository, digest) if digest is not None else None
+    return None if digest is None or meta is None else (repository, digest, meta)
+
+
+async def _has_repository(index: IndexReader, repository: str) -> bool:
+    try:
+        await index.list_tags(repository, 0)
+    except SwarmregError as error:
+        if error.code is NAME_UNKNOWN:
+            return False
+        raise
+    return True
+
+
+async def _resolve(index: IndexReader, target: Target, denied: frozenset[str]) -> tuple[str, Digest, dict[str, Any]]:
+    """The image's repository, manifest digest and record (an upstream's pulls through at the
+    index). A bare name goes to ``default_registry`` only when swarmreg has no repository of that
+    name at all, and only if the requester may pull there (not in ``denied``)."""
+    found = await _lookup(index, target.repository, target.reference)
+    if found is None and target.fallback is not None and not await _has_repository(index, target.repository):
+        if target.fallback in denied:
+            raise SwarmregError(DENIED, f"image {target.text}: pull is denied on {target.fallback}, where "
+                                "default_registry would find it", {"repository": target.fallback})
+        found = await _lookup(index, target.fallback, target.reference)
+    if found is None:
+        raise SwarmregError(MANIFEST_UNKNOWN, f"image {target.text} not found", {"repository": target.repository})
+    return found
 
 
 async def _preheat_image(job: PreheatJob, image: ImageResult, index: IndexReader, origin: OriginReader,
                          agents: AgentDirectory | None, picked: list[Address], limiter: trio.CapacityLimiter) -> bool:
     """Preheat one image; returns whether any of its blobs failed (each recorded as an error)."""
-    repository, digest, meta = await _resolve(index, image.target)
+    repository, digest, meta = await _resolve(index, image.target, job.request.denied)
     image.repository, image.digest = repository, str(digest)
     blobs: dict[Digest, int] = {}
     await _walk(index, origin, repository, digest, meta, job.request.platform, blobs, 0)

@@ -1,8 +1,9 @@
 """``POST /preheat`` and ``GET /preheat/<id>`` on the proxy port (see swarmreg.proxy.preheat).
 
 Who may: the proxy's authentication applies. A job needs ``pull`` on every repository its
-references may name (a bare name with ``default_registry`` set names two), and so does reading
-its progress. Credentials are those of the registry API: basic, or with ``proxy.auth = "token"``
+references name, and so does reading its progress; a bare name falls back to its
+``default_registry`` repository (when swarmreg has none of the name) only if the requester may
+pull that one too. Credentials are those of the registry API: basic, or with ``proxy.auth = "token"``
 a bearer token from ``/token`` (whose scopes must grant those pulls) or basic credentials, which
 ``swarmreg load`` sends. Without ``[proxy.users]`` anyone may, as anyone may push.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+import attrs
 from quart import Response, request
 from quart_trio import QuartTrio
 
@@ -35,8 +37,11 @@ def add_preheat_routes(app: QuartTrio, preheater: Preheater, auth: Authorizer, *
         body = await _json_body(idle_timeout)
         job_request = parse_job_request(body, default_registry)
         repositories = dict.fromkeys(r for target in job_request.targets for r in target.repositories)
-        await authorize(auth, tuple(repositories))
-        job = preheater.submit(job_request)
+        principal = await authorize(auth, tuple(repositories))
+        # A bare name's default_registry repository is used only if the requester may pull it.
+        fallbacks = {target.fallback for target in job_request.targets if target.fallback is not None}
+        denied = frozenset(f for f in fallbacks if not principal.may(Grant("repository", f, ("pull",))))
+        job = preheater.submit(attrs.evolve(job_request, denied=denied))
         return json_response({"id": job.id, "status": job.status}, status=202, headers={"Location": job_path(job.id)})
 
     @app.get(PREHEAT_ROUTE)

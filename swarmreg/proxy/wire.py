@@ -8,7 +8,7 @@ registry host (it has a dot or a colon, or is ``localhost``: docker's rule) is a
 image, kept under the repository ``<host[:port]>/<repo>`` (``cached_repository``); one without is
 a repository of swarmreg's own, pushed to the proxy (``team/app:v1``), and, when the
 configuration has a ``default_registry``, that registry's image of the same name if swarmreg
-holds no such tag or manifest of its own.
+holds no repository of that name at all (the rule of registry reads, swarmreg.registry.addressing).
 """
 
 from __future__ import annotations
@@ -78,15 +78,19 @@ def parse_platform(text: str) -> PlatformSpec:
 
 @attrs.frozen
 class Target:
-    """One image reference of a job: where to look for it, in order (repository, tag or digest)."""
+    """One image reference of a job: the repository and tag or digest it names, and for a bare
+    name with ``default_registry`` set, that upstream's repository of the name (``fallback``),
+    used only when swarmreg holds no repository of the name at all (as registry reads do)."""
 
     text: str
-    candidates: tuple[tuple[str, str], ...]
+    repository: str
+    reference: str
+    fallback: str | None = None
 
     @property
     def repositories(self) -> tuple[str, ...]:
-        """Every repository the reference may name (each needs pull)."""
-        return tuple(dict.fromkeys(repository for repository, _ in self.candidates))
+        """The repository the reference names, which a job needs pull on."""
+        return (self.repository,)
 
 
 def parse_image_reference(text: str, default_registry: str = "") -> Target:
@@ -102,17 +106,15 @@ def parse_image_reference(text: str, default_registry: str = "") -> Target:
     if slash and is_registry_host(first.partition("@")[0]):
         parsed = parse_docker_reference(text)  # ValueError on a malformed one
         repository = cached_repository(parsed.registry, parsed.repository)
-        return Target(text, ((_checked(repository, text), _reference(parsed.digest, parsed.tag, text)),))
+        return Target(text, _checked(repository, text), _reference(parsed.digest, parsed.tag, text))
     rest, _, digest = text.partition("@")
     name, tag = rest, None
     colon = rest.rfind(":")
     if colon > rest.rfind("/"):
         name, tag = rest[:colon], rest[colon + 1:]
     reference = _reference(digest or None, tag, text)
-    candidates = [(_checked(name, text), reference)]
-    if default_registry:
-        candidates.append((_checked(cached_repository(default_registry, name), text), reference))
-    return Target(text, tuple(candidates))
+    fallback = _checked(cached_repository(default_registry, name), text) if default_registry else None
+    return Target(text, _checked(name, text), reference, fallback)
 
 
 def _checked(repository: str, text: str) -> str:
@@ -162,6 +164,8 @@ class JobRequest:
     targets: tuple[Target, ...]
     platform: PlatformSpec | None = None
     agents: int | str | None = None  # a count, ALL_AGENTS, or None: the origin only
+    # Fallback repositories the requester may not pull: a bare name is not looked up there.
+    denied: frozenset[str] = frozenset()
 
 
 def parse_job_request(body: object, default_registry: str = "") -> JobRequest:
