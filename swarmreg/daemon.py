@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -23,6 +23,10 @@ from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
+
+if TYPE_CHECKING:
+    from swarmreg.proxy.preheat import PreheatJob
+    from swarmreg.proxy.wire import Target
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +91,7 @@ class _DataDirLock:
 MAX_PRELOAD_FILE = 16 << 20
 
 
-def read_preload(path: str | os.PathLike[str], config: Config, roles: Sequence[str]) -> list[Any]:
+def read_preload(path: str | os.PathLike[str], config: Config, roles: Sequence[str]) -> list[Target]:
     """The checked references of a ``--preload-images`` file (swarmreg.proxy.wire.Target); DaemonError
     when the daemon cannot preload (neither the proxy role nor the index and origin roles), or the
     file cannot be read or has a malformed line."""
@@ -131,7 +135,7 @@ class Daemon:
         self.ready_file = Path(ready_file) if ready_file is not None else None
         # Read and checked now: a bad list stops the daemon before it binds anything.
         self.preload = read_preload(preload_images, config, self.roles) if preload_images is not None else None
-        self.preload_job: Any = None  # the preload's PreheatJob, once it started
+        self.preload_job: PreheatJob | None = None  # the preload's, once it started
         self.stop = trio.Event()
         self.stopped = trio.Event()
         self.node: Node | None = None
