@@ -62,8 +62,11 @@ MAX_ERRORS = 100
 # Finished jobs are kept this long (seconds) and at most this many, then forgotten.
 FINISHED_TTL = 3600.0
 KEPT_JOBS = 100
-# How often a job reads an agent's prefetch states, and how long it waits for one at most.
-POLL_INTERVAL = 0.25
+# Agents a job talks to at once (over all its images): "all" of a large fleet is asked in turns.
+AGENTS_AT_ONCE = 32
+# How often a job reads an agent's prefetch states (from the first interval, doubling up to the
+# last while nothing changes), and how long it waits for one blob at most.
+POLL_INTERVAL = (0.1, 2.0)
 PREFETCH_WAIT = 3600.0
 
 
@@ -180,6 +183,7 @@ class PreheatJob:
         self.errors_dropped = 0
         self.ended = trio.Event()
         self._work: dict[tuple[str, Digest], _BlobWork] = {}
+        self._agent_slots = trio.CapacityLimiter(AGENTS_AT_ONCE)
 
     @property
     def repositories(self) -> tuple[str, ...]:
@@ -417,43 +421,45 @@ async def _prefetch_on(job: PreheatJob, image: ImageResult, agents: AgentDirecto
         job.error(text, image.target.text, digest=str(digest))
         failures.append(text)
 
-    try:
-        async with agents.client(address) as client:
-            waiting = list(blobs)
-            running: dict[Digest, float] = {}
-            while waiting or running:
-                while waiting and len(running) < BLOBS_AT_ONCE:
-                    digest = waiting[0]
-                    try:
-                        state = await client.prefetch(repository, digest)
-                    except SwarmregError as error:
-                        if error.code is TOOMANYREQUESTS:  # the agent is busy (other jobs): later
+    async with job._agent_slots, agents.client(address) as client:
+        waiting = list(blobs)
+        running: dict[Digest, float] = {}  # -> when it was asked for
+        interval = POLL_INTERVAL[0]
+        busy_since: float | None = None  # the agent has answered 429 since then
+        while waiting or running:
+            progressed = False
+            while waiting and len(running) < BLOBS_AT_ONCE:
+                digest = waiting[0]
+                try:
+                    state = await client.prefetch(repository, digest)
+                except SwarmregError as error:
+                    if error.code is TOOMANYREQUESTS:  # busy with other jobs' blobs: later
+                        busy_since = busy_since if busy_since is not None else trio.current_time()
+                        if trio.current_time() - busy_since <= PREFETCH_WAIT:
                             break
-                        waiting.pop(0)
-                        failed(digest, error.message)
-                        continue
                     waiting.pop(0)
-                    running[digest] = trio.current_time()
-                    _settle(job, running, digest, state, failed)
-                if not running:
-                    if waiting:
-                        await trio.sleep(POLL_INTERVAL)
+                    failed(digest, error.message)
                     continue
-                await trio.sleep(POLL_INTERVAL)
-                for digest, since in list(running.items()):
-                    try:
-                        state = await client.prefetch_status(repository, digest)
-                    except SwarmregError as error:
-                        del running[digest]
-                        failed(digest, error.message)
-                        continue
-                    if not _settle(job, running, digest, state, failed) and \
-                            trio.current_time() - since > PREFETCH_WAIT:
-                        del running[digest]
-                        failed(digest, f"not fetched within {PREFETCH_WAIT:g} s")
-    except SwarmregError as error:  # could not even open a client
-        for digest in blobs:
-            failed(digest, error.message)
+                waiting.pop(0)
+                busy_since, progressed = None, True
+                running[digest] = trio.current_time()
+                _settle(job, running, digest, state, failed)
+            if not waiting and not running:
+                return
+            await trio.sleep(interval)
+            for digest, since in list(running.items()):
+                try:
+                    state = await client.prefetch_status(repository, digest)
+                except SwarmregError as error:
+                    del running[digest]
+                    failed(digest, error.message)
+                    continue
+                if _settle(job, running, digest, state, failed):
+                    progressed = True
+                elif trio.current_time() - since > PREFETCH_WAIT:
+                    del running[digest]
+                    failed(digest, f"not fetched within {PREFETCH_WAIT:g} s")
+            interval = POLL_INTERVAL[0] if progressed else min(interval * 2, POLL_INTERVAL[1])
 
 
 def _settle(job: PreheatJob, running: dict[Digest, float], digest: Digest, state: dict[str, Any],
