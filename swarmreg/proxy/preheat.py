@@ -202,6 +202,7 @@ class PreheatJob:
         self.status = FAILED if failed else DONE
         self.finished = _now()
         self.finished_at = trio.current_time()
+        self._work.clear()  # a finished job keeps its counts, not one entry per blob
         self.ended.set()
 
     def document(self) -> dict[str, Any]:
