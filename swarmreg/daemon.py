@@ -163,8 +163,9 @@ class Daemon:
                                   "with [tls] (swarmreg certs issue makes one)")
             metainfo = MetainfoCache(layout.metainfo, tls.peer.root_cert if tls.peer else b"")
             metainfo.prepare()
-            node = self.node = Node(self.config, store, BackendRouter.from_config(self.config.backends, data_dir),
-                                    metainfo, tls=tls, stop=self.stop)
+            backends = BackendRouter.from_config(self.config.backends, data_dir, registries=self.config.registries,
+                                                 air_gapped=self.config.air_gapped)
+            node = self.node = Node(self.config, store, backends, metainfo, tls=tls, stop=self.stop)
             try:
                 async with trio.open_nursery() as watcher:
                     if handle_signals:

@@ -105,7 +105,8 @@ SIZE_INVALID = _register(
 UNSUPPORTED = _register(
     "UNSUPPORTED", 405, "the operation is unsupported on this path",
     "The method is not allowed on this path, or a push reached an agent's registry port, which is "
-    "read-only (push to the proxy).")
+    "read-only (push to the proxy), or a write or delete reached a read-only storage backend (an "
+    "upstream registry's namespace: swarmreg only reads from upstreams).")
 # Manifest, auth and rate codes, with the statuses and messages of CNCF distribution's errcode
 # (MANIFEST_BLOB_UNKNOWN takes the spec's wording: distribution's repeats BLOB_UNKNOWN's).
 MANIFEST_BLOB_UNKNOWN = _register(
