@@ -199,7 +199,8 @@ class IndexClient:
 
     async def blob_size(self, repository: str, digest: Digest | str) -> int | None:
         """The size of the blob linked in the repository, or None if it is not linked."""
-        response = await self._request("HEAD", self._path(repository, BLOBS, digest), missing=BLOB_UNKNOWN)
+        # A GET, not a HEAD: an error's envelope (an upstream's UPSTREAM_UNAVAILABLE) is in the body.
+        response = await self._request("GET", self._path(repository, BLOBS, digest), missing=BLOB_UNKNOWN)
         return None if response is None else int(response.headers[BLOB_SIZE])
 
     async def unlink_blob(self, repository: str, digest: Digest | str) -> None:
