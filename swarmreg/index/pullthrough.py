@@ -52,6 +52,8 @@ MAX_CHILDREN = 256
 # names: a client repeating a miss is answered from memory, not with another upstream request.
 MISSING_TTL = 10.0
 MAX_MISSING = 10_000
+# Seconds a due cached tag waits for its upstream before it is served as it is (stale_if_error).
+STALE_WAIT = 10.0
 # Upstream failures a cached tag is served through (stale-if-error); a 404 is an answer.
 _UPSTREAM_FAILURES = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR})
 
@@ -127,9 +129,19 @@ class PullThrough:
             return cached
         if cached is not None and not self._due(repository, tag):
             return cached
+        resolve = partial(self._once_known, (repository, tag), partial(
+            self._tags.run, (repository, tag), partial(self._resolve_tag, repository, tag)))
         try:
-            return await self._once_known((repository, tag), partial(
-                self._tags.run, (repository, tag), partial(self._resolve_tag, repository, tag)))
+            if cached is None or not self.stale_if_error:
+                return await resolve()
+            # An upstream that hangs would outlast the hops' timeouts (read_timeout is 60 s, the
+            # agent's and proxy's requests to the index 30 s): wait STALE_WAIT, then serve the cached
+            # tag; the resolution runs on in the service's nursery and updates it if it succeeds.
+            with trio.move_on_after(STALE_WAIT):
+                return await resolve()
+            log.warning("serving the cached %s:%s (%s): the upstream has not answered within %g s",
+                        repository, tag, cached, STALE_WAIT)
+            return cached
         except SwarmregError as error:
             if cached is None or not self.stale_if_error or error.code not in _UPSTREAM_FAILURES:
                 raise
