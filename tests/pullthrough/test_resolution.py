@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
 from swarmreg.errors import UPSTREAM_UNAVAILABLE
@@ -202,6 +203,29 @@ async def test_a_hanging_upstream_times_out(nursery, tmp_path: Path):
                 response = await manifest(running, f"127.0.0.1:{port}/team/app", "v1")
             assert response.status_code == 503
             assert response.json()["errors"][0]["code"] == UPSTREAM_UNAVAILABLE.code
+
+
+@pytest.mark.xfail(strict=True, reason="unfixed: the index waits read_timeout (60 s) for the upstream, "
+                   "the proxy and agents wait 30 s for the index")
+async def test_a_hanging_upstream_with_the_default_timeouts_is_upstream_unavailable(nursery, tmp_path: Path):
+    """docs/upstreams.md: an uncached image whose upstream cannot be reached is UPSTREAM_UNAVAILABLE
+    naming the upstream. With the default read_timeout (60 s) the proxy (and an agent) gives up on
+    the index after its own 30 s and answers UNAVAILABLE "index unavailable: ReadTimeout", which
+    blames the index, a healthy one (test_a_hanging_upstream_times_out sets read_timeout = 5)."""
+    with socket.socket() as listener:  # accepts connections (the backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        running = await start_daemon(nursery, make_config(
+            tmp_path / "herd", f'registries=[{{name = "127.0.0.1:{port}", scheme = "http"}}]'), HERD)
+        try:
+            with trio.fail_after(45):
+                response = await manifest(running, f"127.0.0.1:{port}/team/app", "v1")
+            assert response.status_code == 503
+            error = response.json()["errors"][0]
+            assert error["code"] == UPSTREAM_UNAVAILABLE.code and f"127.0.0.1:{port}" in error["message"], error
+        finally:
+            await running.stop()
 
 
 async def test_an_unknown_upstream_tag_is_manifest_unknown(nursery, tmp_path: Path):
