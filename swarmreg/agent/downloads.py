@@ -32,6 +32,7 @@ from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tracker.client import Announcement, TrackerClient
+from swarmreg.tracker.wire import MetainfoReply
 
 log = logging.getLogger(__name__)
 
@@ -188,15 +189,19 @@ class Downloads:
         """
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
-            reply = await self.tracker.metainfo(namespace, str(digest))
-            assert reply.metainfo is not None, "the client raises for a reply without metainfo"
-            try:
-                metainfo = Metainfo.parse(reply.metainfo, digest)
-            except SwarmregError:  # the tracker's fault, not ours (parse logged libtorrent's reason)
-                raise SwarmregError(BAD_GATEWAY, f"the tracker sent invalid metainfo for {digest}") from None
-            self.node.metainfo.put(metainfo, namespace)
-            if reply.content is not None and digest not in self.node.store:
-                await self._store_inline(digest, reply.content)
+            metainfo = await self.accept(namespace, digest, await self.tracker.metainfo(namespace, str(digest)))
+        return metainfo
+
+    async def accept(self, namespace: str, digest: Digest, reply: MetainfoReply) -> Metainfo:
+        """Take the metainfo (and a small blob's bytes) of a tracker's reply: cached, stored."""
+        assert reply.metainfo is not None, "the client raises for a reply without metainfo"
+        try:
+            metainfo = Metainfo.parse(reply.metainfo, digest)
+        except SwarmregError:  # the tracker's fault, not ours (parse logged libtorrent's reason)
+            raise SwarmregError(BAD_GATEWAY, f"the tracker sent invalid metainfo for {digest}") from None
+        self.node.metainfo.put(metainfo, namespace)
+        if reply.content is not None and digest not in self.node.store:
+            await self._store_inline(digest, reply.content)
         return metainfo
 
     async def _store_inline(self, digest: Digest, content: bytes) -> None:
@@ -346,6 +351,13 @@ class Downloads:
             if torrent.have_count == progress and not torrent.have[piece] and torrent.error is None:
                 raise SwarmregError(UNAVAILABLE, f"no piece arrived for {self.stall_timeout:g} s",
                                     {"digest": str(torrent.metainfo.digest), "pieces": torrent.have_count})
+
+    async def seed_held(self, namespace: str, digest: Digest) -> None:
+        """Seed a blob the store holds (one that came another way than the swarm), announced
+        complete, so later agents get it from here."""
+        metainfo = await self.metainfo(namespace, digest)
+        torrent = await self.engine.add(metainfo, self.node.store.path(digest).parent, seed=True, namespace=namespace)
+        await self._announce_quietly(torrent, complete=True)
 
     async def _announce_quietly(self, torrent: Torrent, *, complete: bool) -> None:
         try:
