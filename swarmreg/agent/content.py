@@ -51,6 +51,7 @@ class SwarmContent:
         path = self.store.path(digest)
         if digest not in self.store:
             await self.downloads.metainfo(repository, digest)  # small: often inline
+            await self.downloads.settle_relay(digest)  # or relayed meanwhile
         if digest not in self.store:
             download = await self.downloads.start(repository, digest)
             await download.done.wait()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,10 @@ class DownloadBody(ChunkedRange):
         return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
 
 
+async def _no_relay(digest: Digest) -> None:
+    """Downloads.settle_relay of an agent without relays."""
+
+
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
         data = os.pread(file.fileno(), length, offset)
@@ -163,6 +167,13 @@ class Downloads:
         # At most one entry per blob in the store.
         self._released: set[Digest] = set()
         self.engine.on_release.append(self._on_release)
+        # Waits for the end of the blob's relay from its origin, if one runs (the agent's Relays
+        # set it): a caller about to start a Download takes the relayed file instead of a copy.
+        self.settle_relay: Callable[[Digest], Awaitable[None]] = _no_relay
+
+    def active(self, digest: Digest) -> bool:
+        """Whether the blob's Download runs."""
+        return self._active.running(digest) is not None
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""

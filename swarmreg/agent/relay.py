@@ -61,7 +61,9 @@ class Relays:
         now; None when the blob comes through the swarm (its metainfo is then cached) or is held."""
         flight = self._flights.running(digest)
         if flight is None:
-            if digest in self.node.store or self.node.metainfo.get(digest) is not None:
+            # Held, or its torrent known (a Download, or a prefetch about to start one): no relay.
+            if (digest in self.node.store or self.node.metainfo.get(digest) is not None
+                    or self.downloads.active(digest)):
                 return None
             flight = self._flights.start(digest, partial(self._run, namespace, digest), Relay)
         relay = flight.state
@@ -69,6 +71,11 @@ class Relays:
         if relay.error is not None:
             raise relay.error
         return None if relay.swarm else relay
+
+    async def settle(self, digest: Digest) -> None:
+        """Wait for the blob's relay to end, if one runs (however it ends)."""
+        if (flight := self._flights.running(digest)) is not None:
+            await flight.done.wait()
 
     async def body(self, relay: Relay, start: int, end: int) -> GrowingBody:
         """Bytes [start, end) of the relayed blob, streaming as they arrive."""

@@ -48,7 +48,9 @@ class AgentService:
                                secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
-            content = SwarmContent(self.store, downloads, Relays(self.node, downloads, nursery))
+            relays = Relays(self.node, downloads, nursery)
+            downloads.settle_relay = relays.settle
+            content = SwarmContent(self.store, downloads, relays)
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
