@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from swarmreg.devcluster import make_dev_certs, tls_overrides
 from tests.conftest import blob_files, make_config, random_bytes, start_daemon
 from tests.upstream.lying import LyingUpstream
 
@@ -94,6 +95,43 @@ async def test_a_relay_of_a_wrong_upstream_body_is_cut_and_kept_nowhere(nursery:
             with trio.fail_after(10):  # the agent's relay ends (and drops its temp file) just after
                 while list((data_dir / "tmp").iterdir()):
                     await trio.sleep(0.05)
+    finally:
+        await agent.stop()
+        await herd.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_a_relay_on_a_tls_cluster_goes_over_https(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """With [tls] the tracker's Relay names the origin's https URL, and the agent follows it with
+    its cluster certificate (the origin asks for one), no secret configured."""
+    certs = tmp_path / "certs"
+    make_dev_certs(certs, {"herd": ("origin", "tracker", "index", "proxy"), "agent": ("agent",)})
+    data = random_bytes(3 * MiB + 1, seed=43)
+    slow = LyingUpstream(data, "slow", seconds=4.0)
+    await nursery.start(slow.serve)
+    upstream = f"127.0.0.1:{slow.port}"
+    herd = await start_daemon(nursery, make_config(
+        tmp_path / "herd", *tls_overrides(certs, "herd"),
+        f'registries=[{{name = "{upstream}", scheme = "http", read_timeout = 5}}]'),
+        ["origin", "tracker", "index", "proxy"])
+    agent = await start_daemon(nursery, make_config(
+        tmp_path / "agent", *tls_overrides(certs, "agent"), f"agent.tracker={herd.ready['roles']['tracker']['ws']}",
+        f"agent.index={herd.ready['roles']['index']['http']}"), ["agent"])
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            sent_at_first_chunk = None
+            body = bytearray()
+            async with client.stream("GET", f"{agent.url('agent')}/namespace/{upstream}%2Fx%2Fy/blobs/"
+                                            f"{slow.digest}") as response:
+                assert response.status_code == 200
+                async for chunk in response.aiter_raw():
+                    if sent_at_first_chunk is None:
+                        sent_at_first_chunk = slow.sent
+                    body += chunk
+            assert sent_at_first_chunk is not None and sent_at_first_chunk < len(data)
+            assert bytes(body) == data
+        assert blob_files(Path(agent.config.data_dir)) == {slow.digest.hex: len(data)}
     finally:
         await agent.stop()
         await herd.stop()
