@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Mapping
 
 import attrs
 import trio
@@ -119,6 +119,10 @@ class PeerStore:
         self._rng.shuffle(seeds)
         self._rng.shuffle(others)
         return (seeds + others)[:self.max_peers]
+
+    def owned(self, owner: Hashable) -> Mapping[str, str]:
+        """The torrents ``owner`` has an entry in: info-hash -> its peer id there."""
+        return self._owned.get(owner, {})
 
     def leave(self, info_hash: str, owner: Hashable) -> None:
         """``owner`` no longer takes part in the torrent; it keeps its peer id."""

@@ -174,6 +174,17 @@ class TrackerService:
             await trio.sleep(self.config.announce_interval)
             if expired := self.peers.expire():
                 log.info("expired %d peer(s)", expired)
+                self._unsubscribe_expired()
+
+    def _unsubscribe_expired(self) -> None:
+        """Take each connection out of the torrents its entries expired in: it hears no more of
+        their peers, and what the tracker keeps per connection shrinks with its entries (a
+        torrent dropped without a leave stayed there for as long as the connection lived)."""
+        for connection in list(self._connections):
+            held = self.peers.owned(connection)
+            for info_hash in [info_hash for info_hash in connection.peer_ids if info_hash not in held]:
+                del connection.peer_ids[info_hash]
+                self._unsubscribe(connection, info_hash)
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
