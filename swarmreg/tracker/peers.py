@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Collection, Hashable
 
 import attrs
 import trio
@@ -120,10 +120,6 @@ class PeerStore:
         self._rng.shuffle(others)
         return (seeds + others)[:self.max_peers]
 
-    def owned(self, owner: Hashable) -> Mapping[str, str]:
-        """The torrents ``owner`` has an entry in: info-hash -> its peer id there."""
-        return self._owned.get(owner, {})
-
     def leave(self, info_hash: str, owner: Hashable) -> None:
         """``owner`` no longer takes part in the torrent; it keeps its peer id."""
         if (peer_id := self._owned.get(owner, {}).get(info_hash)) is not None:
@@ -166,9 +162,13 @@ class PeerStore:
 
     def expire(self, now: float | None = None) -> int:
         """Forget peers whose announce is older than the TTL; returns how many."""
+        return len(self.expire_entries(now))
+
+    def expire_entries(self, now: float | None = None) -> list[tuple[str, Hashable | None]]:
+        """Forget peers whose announce is older than the TTL; returns each one's torrent and owner."""
         now = trio.current_time() if now is None else now
         stale = [(info_hash, peer_id, entry.owner) for info_hash, peers in self._torrents.items()
                  for peer_id, entry in peers.items() if entry.expires <= now]
         for info_hash, peer_id, owner in stale:
             self._remove(info_hash, peer_id, owner)
-        return len(stale)
+        return [(info_hash, owner) for info_hash, _, owner in stale]

@@ -172,19 +172,14 @@ class TrackerService:
     async def _expire(self) -> None:
         while True:
             await trio.sleep(self.config.announce_interval)
-            if expired := self.peers.expire():
-                log.info("expired %d peer(s)", expired)
-                self._unsubscribe_expired()
-
-    def _unsubscribe_expired(self) -> None:
-        """Take each connection out of the torrents its entries expired in: it hears no more of
-        their peers, and what the tracker keeps per connection shrinks with its entries (a
-        torrent dropped without a leave stayed there for as long as the connection lived)."""
-        for connection in list(self._connections):
-            held = self.peers.owned(connection)
-            for info_hash in [info_hash for info_hash in connection.peer_ids if info_hash not in held]:
-                del connection.peer_ids[info_hash]
-                self._unsubscribe(connection, info_hash)
+            if expired := self.peers.expire_entries():
+                log.info("expired %d peer(s)", len(expired))
+                # Each connection leaves the torrents its entries expired in: it hears no more of
+                # their peers, and what is kept per connection shrinks with its entries (a torrent
+                # dropped without a leave stayed there for as long as the connection lived).
+                for info_hash, owner in expired:
+                    if isinstance(owner, _Connection) and owner.peer_ids.pop(info_hash, None) is not None:
+                        self._unsubscribe(owner, info_hash)
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
