@@ -18,6 +18,15 @@ import tomli_w
 
 from swarmreg.backends.types import BackendType, backend_type, backend_types
 from swarmreg.layout import DataLayout
+from swarmreg.redaction import REDACTED as REDACTED
+from swarmreg.redaction import redacted, secret_field
+from swarmreg.upstream.settings import REGISTRY_NAME
+
+# Defined in a module of their own so that storage backends can take them as options (a backend's
+# module may not import this one, which imports every backend type); re-exported here.
+from swarmreg.upstream.settings import RegistryConfig as RegistryConfig
+from swarmreg.upstream.settings import UpstreamAuthConfig as UpstreamAuthConfig
+from swarmreg.upstream.settings import UpstreamTlsConfig as UpstreamTlsConfig
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -60,23 +69,6 @@ class Address:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-REDACTED = "<redacted>"
-
-
-def _redacted(value: Any) -> Any:
-    """A secret's stand-in: ``<redacted>`` for a set value, each value of a table (a user's
-    password hash) so, an unset one as it is (an empty secret is worth knowing)."""
-    if isinstance(value, Mapping):
-        return {key: REDACTED for key in value}
-    return REDACTED if value else value
-
-
-def secret_field(**kwargs: Any) -> Any:
-    """An attrs field that holds a secret (a key, a password hash): ``repr`` and ``swarmreg config
-    show`` print ``<redacted>`` for it, and launchers keep it off command lines (``secret_keys``)."""
-    return attrs.field(repr=lambda value: repr(_redacted(value)), metadata={"secret": True}, **kwargs)
 
 
 def _regex(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
@@ -256,6 +248,10 @@ class IndexConfig:
     listen: Address = Address("127.0.0.1", 15004)
     # The SQLite database file, relative to data_dir.
     database: str = attrs.field(default="index.db")
+    # Where manifests fetched from upstream registries are kept (pull-through): this origin's
+    # upload API (the index's certificate then needs an origin write role); unset, the blob
+    # store of the origin role in the same daemon.
+    origin: Address | None = None
 
     @database.validator
     def _check_database(self, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -300,6 +296,11 @@ class ProxyConfig:
     # 429 until the oldest one ages out (0: no limit).
     auth_failure_limit: int = attrs.field(default=10, validator=attrs.validators.ge(0))
     auth_failure_window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # The tracker (its announce channel) whose agents a preheat with "agents" asks to prefetch;
+    # unset: the tracker role of the same daemon.
+    tracker: Address | None = None
+    # Preheat jobs (POST /preheat) running at once; one more is refused with 429.
+    preheat_jobs: int = attrs.field(default=4, validator=attrs.validators.ge(1))
 
 
 def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
@@ -356,67 +357,9 @@ class ClusterConfig:
     insecure: bool = False
 
 
-_REGISTRY_NAME = re.compile(
-    r"(?=.{1,253}(:|$))[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"(:(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?")
-
-
-def _registry_name(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
-    if not _REGISTRY_NAME.fullmatch(value):
-        raise ValueError(f"'name' must be host[:port] (e.g. 'registry.example.com:5000'), got {value!r}")
-
-
 def _default_registry(value: str) -> None:
-    if value and not _REGISTRY_NAME.fullmatch(value):
+    if value and not REGISTRY_NAME.fullmatch(value):
         raise ValueError(f"'default_registry' must be host[:port] (e.g. 'docker.io'), got {value!r}")
-
-
-def _password_pair(instance: UpstreamAuthConfig, _attribute: attrs.Attribute[str], value: str) -> None:
-    if (instance.password or instance.password_file) and not instance.user:
-        raise ValueError("'user' must be set with password or password_file")
-
-
-@attrs.frozen
-class UpstreamAuthConfig:
-    """Credentials for an upstream registry: sent as basic auth, or to its token realm when it
-    answers with a Bearer challenge. Empty: anonymous."""
-
-    user: str = ""
-    password: str = secret_field(default="")
-    # A file whose content (surrounding whitespace stripped) is the password, read at load.
-    password_file: str = attrs.field(default="", validator=_password_pair)
-
-
-def _upstream_tls_pair(instance: UpstreamTlsConfig, _attribute: attrs.Attribute[str], value: str) -> None:
-    if bool(instance.cert) != bool(instance.key):
-        raise ValueError("'key' must be set together with cert (a client certificate for mTLS)")
-
-
-@attrs.frozen
-class UpstreamTlsConfig:
-    """TLS towards an upstream: ``ca`` (PEM) to verify its certificate instead of the system's
-    roots, ``cert`` and ``key`` (PEM) to present a client certificate, ``insecure_skip_verify``
-    to verify nothing (one-way insecure TLS)."""
-
-    ca: str = ""
-    cert: str = ""
-    key: str = attrs.field(default="", validator=_upstream_tls_pair)
-    insecure_skip_verify: bool = False
-
-
-@attrs.frozen
-class RegistryConfig:
-    """One upstream registry, as ociregistry's ``registries`` list: an upstream without an
-    entry is reached anonymously over HTTPS."""
-
-    name: str = attrs.field(validator=_registry_name)
-    scheme: Literal["https", "http"] = "https"
-    auth: UpstreamAuthConfig = UpstreamAuthConfig()
-    tls: UpstreamTlsConfig = UpstreamTlsConfig()
-    description: str = ""
-    # Seconds to wait for a connection (TCP and TLS), and for each read of an answer.
-    connect_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
-    read_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
 
 
 def _unique_registries(_instance: object, _attribute: attrs.Attribute[Any], value: tuple[RegistryConfig, ...]) -> None:
@@ -661,7 +604,7 @@ def _redact(instance: Any, data: Any) -> Any:
         if field.name in data:
             value = getattr(instance, field.name)
             secret = field.metadata.get("secret")
-            data[field.name] = _redacted(data[field.name]) if secret else _redact(value, data[field.name])
+            data[field.name] = redacted(data[field.name]) if secret else _redact(value, data[field.name])
     return data
 
 

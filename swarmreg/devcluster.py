@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
 import attrs
 import tomli_w
@@ -255,12 +256,42 @@ def make_dev_certs(certs: Path, names: Sequence[str] | Mapping[str, Sequence[str
             issue_node(certs, name, [], force=True, roles=roles)
 
 
-async def _devcluster(data_dir: Path, tls: bool) -> None:
+def upstream_registry(url: str) -> dict[str, str]:
+    """``--upstream URL`` as a ``[[registries]]`` entry: its name is the URL's ``host:port``, its
+    scheme the URL's; ValueError for anything else (a path, a query, another scheme)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") \
+            or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"--upstream {url!r}: expected http://HOST[:PORT] or https://HOST[:PORT]")
+    return {"name": parts.netloc.lower(), "scheme": parts.scheme}
+
+
+def upstream_overrides(urls: Sequence[str]) -> tuple[str, ...]:
+    """The ``--set`` overrides that make a herd pull through to each of ``urls``."""
+    if not urls:
+        return ()
+    entries = ", ".join("{" + ", ".join(f'{key} = "{value}"' for key, value in upstream_registry(url).items()) + "}"
+                        for url in urls)
+    return (f"registries=[{entries}]", *default_registry_overrides(urls))
+
+
+def default_registry_overrides(urls: Sequence[str]) -> tuple[str, ...]:
+    """The first upstream serves bare names that swarmreg itself lacks, on the agents and the
+    proxy: mirrors that send no ``?ns=`` (docker's registry-mirrors, podman's and skopeo's
+    registries.conf mirrors) then reach it too."""
+    return (f'default_registry="{upstream_registry(urls[0])["name"]}"',) if urls else ()
+
+
+async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str]) -> None:
     certs = data_dir / "certs"
     if tls:
         make_dev_certs(certs, {spec.name: spec.roles for spec in DEVCLUSTER})
+    # The herd pulls through: its index resolves upstream tags, its origin fetches their blobs.
+    extra = {spec.name: default_registry_overrides(upstreams) for spec in DEVCLUSTER}
+    extra["herd"] = upstream_overrides(upstreams)
     nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name,
-                           overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ())],
+                           overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ()),
+                                      *extra.get(spec.name, ())],
                            stderr=subprocess.PIPE) for spec in DEVCLUSTER]
     async with trio.open_nursery() as nursery:
         try:
@@ -269,7 +300,7 @@ async def _devcluster(data_dir: Path, tls: bool) -> None:
                 assert process.stderr is not None  # stderr=PIPE
                 nursery.start_soon(_relay, node.name, process.stderr)
                 await node.wait_ready()
-            _print_table(nodes, data_dir, tls)
+            _print_table(nodes, data_dir, tls, upstreams)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break
@@ -286,7 +317,7 @@ def _scheme(role: str, port: str, tls: bool) -> str:
     return ("wss" if secure else "ws") if port == "ws" else ("https" if secure else "http")
 
 
-def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool) -> None:
+def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool, upstreams: Sequence[str]) -> None:
     rows = [(what, node.name, f"{_scheme(role, port, tls)}://{node.address(role, port)}")
             for spec, node in zip(DEVCLUSTER, nodes, strict=True) for what, role, port in spec.endpoints]
     rows += [(f"{node.name}: peer wire (BitTorrent)", node.name, f"tcp://{node.ready['peer']}")
@@ -297,17 +328,28 @@ def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool) -> N
         print(f"  mutual TLS between nodes: CA and node certificates in {data_dir / 'certs'}\n")
     for what, node, url in rows:
         print(f"  {what:<{width}}  {node:<9} {url}")
+    for url in upstreams:
+        print(f"\n  pulling through to {url}: its <repo>:<tag> is {upstream_registry(url)['name']}/<repo>:<tag> "
+              "on the agents (?ns= or in the path)")
+    if upstreams:
+        print(f"  bare names swarmreg lacks come from {upstream_registry(upstreams[0])['name']} (default_registry)")
     print(flush=True)
 
 
-def run_devcluster(data_dir: str | None, *, tls: bool = False) -> int:
-    """Run the devcluster in the foreground until Ctrl-C; returns the exit status."""
+def run_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Sequence[str] = ()) -> int:
+    """Run the devcluster in the foreground until Ctrl-C; returns the exit status. The herd pulls
+    through to each of ``upstreams`` (registry URLs)."""
     setup_logging()
+    try:
+        upstream_overrides(upstreams)
+    except ValueError as bad:
+        print(f"swarmreg devcluster: {bad}", file=sys.stderr)
+        return 2
     temporary = data_dir is None
     root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-"))
     status = 0
     try:
-        trio.run(_devcluster, root, tls)
+        trio.run(_devcluster, root, tls, upstreams)
     except* DaemonStartError as group:
         for error in group.exceptions:
             print(f"swarmreg devcluster: {error}", file=sys.stderr)

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from swarmreg.config import Address, Config, load_config
-from swarmreg.devcluster import DEVCLUSTER
+from swarmreg.devcluster import DEVCLUSTER, upstream_overrides, upstream_registry
 from tests.origin.helpers import upload_blob
 from tests.proxy.helpers import push_image
 
@@ -105,3 +105,27 @@ async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: 
     finally:
         process.kill()
         await process.wait()
+
+
+def test_upstream_urls_become_registries_entries():
+    assert upstream_registry("http://127.0.0.1:5000") == {"name": "127.0.0.1:5000", "scheme": "http"}
+    assert upstream_registry("https://Registry.Example.com/") == {"name": "registry.example.com", "scheme": "https"}
+    config = load_config(None, list(upstream_overrides(["http://127.0.0.1:5000", "https://r.example.com:8443"])))
+    assert [(r.name, r.scheme) for r in config.registries] == [("127.0.0.1:5000", "http"),
+                                                                ("r.example.com:8443", "https")]
+    assert config.default_registry == "127.0.0.1:5000"  # the first one serves bare names
+    assert upstream_overrides([]) == ()
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://x/path", "127.0.0.1:5000", "http://u:p@x", "http://x?q=1", ""])
+def test_a_malformed_upstream_url_is_refused(url: str):
+    with pytest.raises(ValueError, match="--upstream"):
+        upstream_registry(url)
+
+
+def test_devcluster_refuses_a_malformed_upstream_before_starting(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "swarmreg", "devcluster", "--data-dir", str(tmp_path),
+                           "--upstream", "ftp://x"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "--upstream 'ftp://x'" in done.stderr
+    assert not (tmp_path / "herd").exists()

@@ -6,7 +6,9 @@ tag, manifest or blob link deleted through the proxy stops being served within
 it. Tags and blob links are kept whether found or not (a missing one is asked
 again after the TTL too); a manifest record only when found, since an unknown one
 may be pushed any moment. Concurrent misses of one key share one index request.
-Tag lists, the catalog and referrers go to the index as they are.
+Whether a repository exists (a tag list of ``n=0``, which a bare name's fallback to the
+default upstream asks on every miss) is kept for the TTL as well. Other tag lists, the catalog
+and referrers go to the index as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Generic, TypeVar
 import trio
 
 from swarmreg.digest import Digest
+from swarmreg.errors import NAME_UNKNOWN, SwarmregError
 from swarmreg.index.client import IndexClient
 from swarmreg.singleflight import SingleFlight
 
@@ -77,6 +80,7 @@ class CachedIndex:
         self._manifests = Expiring[dict[str, Any] | None](
             "manifest lookup", tag_ttl, nursery, keep=lambda meta: meta is not None)
         self._links = Expiring[int | None]("blob link lookup", tag_ttl, nursery)
+        self._repositories = Expiring[bool]("repository lookup", tag_ttl, nursery)
 
     async def get_tag(self, repository: str, tag: str) -> str | None:
         return await self._tags.get((repository, tag), lambda: self.index.get_tag(repository, tag))
@@ -93,7 +97,20 @@ class CachedIndex:
 
     async def list_tags(self, repository: str, n: int | None = None,
                         last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
+        if n == 0:  # only whether the repository exists: cached, found or not
+            if not await self._repositories.get((repository, ""), lambda: self._exists(repository)):
+                raise SwarmregError(NAME_UNKNOWN, detail={"name": repository})
+            return [], None
         return await self.index.list_tags(repository, n, last)
+
+    async def _exists(self, repository: str) -> bool:
+        try:
+            await self.index.list_tags(repository, 0)
+        except SwarmregError as error:
+            if error.code is NAME_UNKNOWN:
+                return False
+            raise
+        return True
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> tuple[list[str], dict[str, Any] | None]:
         return await self.index.catalog(n, last)

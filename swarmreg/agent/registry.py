@@ -14,8 +14,10 @@ from swarmreg.http.app import create_base_app
 from swarmreg.registry.read import Content, IndexReader, add_read_routes
 
 
-def create_registry_app(content: Content, index: IndexReader) -> QuartTrio:
-    """The agent's registry app: the pull side of the registry API, nothing else."""
+def create_registry_app(content: Content, index: IndexReader, *, default_registry: str = "") -> QuartTrio:
+    """The agent's registry app: the pull side of the registry API, nothing else; repositories
+    addressed as clients send them (``?ns=``, ``/v2/<host>/<repo>``, bare names falling back to
+    ``default_registry``: swarmreg.registry.addressing)."""
     app = create_base_app("agent-registry")
 
     @app.before_request
@@ -23,5 +25,5 @@ def create_registry_app(content: Content, index: IndexReader) -> QuartTrio:
         if request.method not in ("GET", "HEAD"):
             raise SwarmregError(UNSUPPORTED, "this agent's registry is read-only: push to the proxy")
 
-    add_read_routes(app, index, content)
+    add_read_routes(app, index, content, default_registry=default_registry)
     return app

@@ -11,7 +11,7 @@ import abc
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from swarmreg.digest import Digest
 from swarmreg.store.files import FileBody
@@ -34,6 +34,10 @@ class BlobStream(Protocol):
 
 class Backend(abc.ABC):
     """One storage backend. Every method is safe to call concurrently."""
+
+    # False for a backend that only reads (an upstream registry): its upload, upload_file and
+    # delete raise UNSUPPORTED, and its list may yield nothing.
+    writable: ClassVar[bool] = True
 
     @abc.abstractmethod
     async def stat(self, namespace: str, digest: Digest) -> int | None:
@@ -67,6 +71,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list(self, namespace: str) -> AsyncIterator[Digest]:
         """Every digest the backend holds for ``namespace``."""
+
+    def describe(self, namespace: str) -> str:
+        """Where the blobs of ``namespace`` come from, for error messages (never a path or a secret)."""
+        return f"the storage backend of {namespace}"
 
     async def aclose(self) -> None:  # noqa: B027 - optional to override: most backends hold nothing
         """Release connections and files; the default holds none."""

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from swarmreg.backends.base import Backend
+from swarmreg.backends.registry import UPSTREAM_NAMESPACE, RegistryBackend
 from swarmreg.backends.types import backend_type
-from swarmreg.config import BackendConfig
+from swarmreg.config import BackendConfig, RegistryConfig
 
 
 class BackendRouter:
@@ -18,8 +19,13 @@ class BackendRouter:
         self.routes = list(routes)
 
     @classmethod
-    def from_config(cls, backends: Sequence[BackendConfig], data_dir: Path) -> BackendRouter:
-        routes = []
+    def from_config(cls, backends: Sequence[BackendConfig], data_dir: Path, *,
+                    registries: Sequence[RegistryConfig] = (), air_gapped: bool = False) -> BackendRouter:
+        """The configured ``[[backends]]``, in their order, after one route that sends every
+        upstream namespace (``<host[:port]>/<repo>``) to its upstream registry, read-only
+        (``registries`` are the upstreams' settings; ``air_gapped``: never contact one)."""
+        routes: list[tuple[re.Pattern[str], Backend]] = [
+            (re.compile(UPSTREAM_NAMESPACE), RegistryBackend.for_upstreams(registries, air_gapped))]
         for entry in backends:
             kind = backend_type(entry.type)
             assert kind is not None, "config loading checks backend types"

@@ -10,6 +10,7 @@ import attrs
 
 from swarmreg.backends.base import Backend
 from swarmreg.backends.filesystem import FilesystemBackend, FilesystemOptions
+from swarmreg.backends.registry import RegistryBackend, RegistryOptions
 
 
 @attrs.frozen
@@ -23,6 +24,7 @@ class BackendType:
 
 _TYPES: dict[str, BackendType] = {
     "filesystem": BackendType("filesystem", FilesystemOptions, FilesystemBackend.from_options),
+    "registry": BackendType("registry", RegistryOptions, RegistryBackend.from_options),
 }
 
 

@@ -20,6 +20,7 @@ from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
+from swarmreg.index.pullthrough import PullThrough
 from swarmreg.index.store import IndexStore, Page
 from swarmreg.index.validate import (
     check_annotations,
@@ -77,10 +78,12 @@ def _tag_unknown(repository: str, tag: str) -> SwarmregError:
 
 
 def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
-                     guard: ClusterGuard | None = None) -> QuartTrio:
+                     guard: ClusterGuard | None = None, pull_through: PullThrough | None = None) -> QuartTrio:
     """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails.
-    Writes (PUT, DELETE) are for the proxy and index roles when ``guard`` checks writers."""
+    Writes (PUT, DELETE) are for the proxy and index roles when ``guard`` checks writers. Reads of
+    tags, manifests and blob links of upstream repositories go through ``pull_through``."""
     app = create_base_app("index")
+    reads = pull_through or store
     guard_writes(app, guard or ClusterGuard(), INDEX_WRITERS, "writing to the index")
     # "a//b" is a bad name, not a redirect to "a/b".
     app.url_map.merge_slashes = False
@@ -119,7 +122,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             if not await store.delete_tag(repository, tag):
                 raise _tag_unknown(repository, tag)
             return empty_response(202)
-        digest = await store.get_tag(repository, tag)
+        digest = await reads.get_tag(repository, tag)
         if digest is None:
             raise _tag_unknown(repository, tag)
         if request.method == "HEAD":
@@ -151,7 +154,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             if tags is None:
                 raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
             return json_response({"deleted_tags": tags}, status=202)
-        record = await store.get_manifest(repository, parsed)
+        record = await reads.get_manifest(repository, parsed)
         if record is None:
             raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
         headers = {"Docker-Content-Digest": str(parsed), MANIFEST_MEDIA_TYPE: record.media_type,
@@ -184,7 +187,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             if not await store.unlink_blob(repository, parsed):
                 raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
             return empty_response(202)
-        size = await store.blob_size(repository, parsed)
+        size = await reads.blob_size(repository, parsed)
         if size is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"repository": repository, "digest": str(parsed)})
         headers = {BLOB_SIZE: str(size), "Docker-Content-Digest": str(parsed)}

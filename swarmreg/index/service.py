@@ -9,33 +9,59 @@ import trio
 
 from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
+from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.http.serve import serve_http
 from swarmreg.index.app import create_index_app
+from swarmreg.index.pullthrough import ManifestSink, PullThrough, StoreSink
 from swarmreg.index.store import IndexStore
 from swarmreg.node import Node
+from swarmreg.origin.client import OriginClient
 from swarmreg.tls.context import ServerTls
+from swarmreg.upstream.client import Upstreams
 
 log = logging.getLogger(__name__)
 
 
 class IndexService:
-    """Keeps tags, manifests and blob links in SQLite and serves them to proxies and agents."""
+    """Keeps tags, manifests and blob links in SQLite and serves them to proxies and agents;
+    tags and manifests of upstream repositories it lacks are fetched from their registries."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config
         self.stop = node.stop
         self.store = IndexStore(self.config.layout.setting(self.config.index.database), fsync=self.config.store.fsync)
+        self.upstreams = Upstreams(self.config.registries)
+        self.pull_through = PullThrough.from_config(self.config, self.store, self.upstreams, self._manifest_sink)
+        self._origin: OriginClient | None = None
+
+    def _manifest_sink(self) -> ManifestSink:
+        if self._origin is not None:
+            return self._origin
+        if "origin" in self.node.bound:  # started before the index, in this daemon
+            return StoreSink(self.node.store)
+        raise SwarmregError(UNAVAILABLE, "pulling through to an upstream needs an origin: set index.origin, "
+                            "or run the origin role in the index's daemon")
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the index API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
-        async with self.store:
-            log.info("index database %s", self.store.path)
-            async with trio.open_nursery() as nursery:
-                address: Address = await nursery.start(partial(
-                    serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
-                                                 guard=ClusterGuard.from_config(self.config)),
-                    self.config.index.listen, http=self.config.http, stop=self.stop,
-                    graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
-                log.info("index listening on %s://%s", self.node.tls.http, address)
-                task_status.started({"http": str(address)})
+        async with self.store, self.upstreams:
+            if self.config.index.origin is not None:  # an origin elsewhere: its upload API
+                self._origin = OriginClient(self.config.index.origin, tls=self.node.tls.client,
+                                            secret=self.config.cluster.secret)
+            try:
+                log.info("index database %s", self.store.path)
+                async with trio.open_nursery() as nursery:
+                    self.pull_through.bind(nursery)
+                    address: Address = await nursery.start(partial(
+                        serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
+                                                     guard=ClusterGuard.from_config(self.config),
+                                                     pull_through=self.pull_through),
+                        self.config.index.listen, http=self.config.http, stop=self.stop,
+                        graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
+                    log.info("index listening on %s://%s", self.node.tls.http, address)
+                    task_status.started({"http": str(address)})
+            finally:
+                if self._origin is not None:
+                    with trio.CancelScope(shield=True):
+                        await self._origin.aclose()

@@ -21,6 +21,7 @@ from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
 from swarmreg.http.client import raise_for_error, transport_reason
 from swarmreg.origin.wire import (
     BLOB_SIZE,
+    FETCH_WAIT,
     METAINFO,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
@@ -83,6 +84,8 @@ class OriginClient:
         self.base = f"{'https' if tls else 'http'}://{address}"
         self._http = httpx.AsyncClient(base_url=self.base, timeout=httpx.Timeout(timeout, connect=5),
                                        verify=tls or True, headers=bearer_headers(secret))
+        # For answers that may wait for a fetch from the origin's backend.
+        self._fetch_timeout = httpx.Timeout(timeout, connect=5, read=FETCH_WAIT)
 
     async def __aenter__(self) -> OriginClient:
         return self
@@ -220,9 +223,14 @@ class OriginClient:
         """A small blob's bytes (a manifest)."""
         return (await self._checked("GET", blob_path(namespace, digest))).content
 
+    async def hold(self, namespace: str, digest: Digest) -> None:
+        """Make the origin hold (fetching it from its backend if needed, however long that takes)
+        and seed the blob; a body opened afterwards then streams at once."""
+        await self.metainfo(namespace, digest)
+
     async def metainfo(self, namespace: str, digest: Digest) -> OriginMetainfo:
         """The blob's torrent metainfo (the origin fetches and seeds the blob first); BLOB_UNKNOWN if it has none."""
-        response = await self._checked("GET", blob_path(namespace, digest, METAINFO))
+        response = await self._checked("GET", blob_path(namespace, digest, METAINFO), timeout=self._fetch_timeout)
         try:
             return OriginMetainfo(response.content, response.headers[PEER_ID_HEADER],
                                   int(response.headers[PEER_PORT_HEADER]))

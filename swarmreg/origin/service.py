@@ -20,12 +20,14 @@ from swarmreg.errors import (
     BLOB_UNKNOWN,
     DIGEST_INVALID,
     NAME_INVALID,
+    UNSUPPORTED,
     SwarmregError,
     log_failure,
 )
 from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.origin.app import create_origin_app
+from swarmreg.origin.fetch import receive_blob
 from swarmreg.singleflight import SingleFlight
 from swarmreg.store.files import ByteRange, FileBody
 from swarmreg.store.uploads import Upload, UploadManager
@@ -55,7 +57,7 @@ class OriginService:
             max_per_namespace=config.origin.max_sessions_per_namespace)
         # Each runs once at a time per blob, in the service's nursery, not the request's:
         # a client that hangs up does not cancel a fetch or a hash others are waiting for.
-        self._fetches = SingleFlight[Digest, None, None]("blob fetch")
+        self._fetches = SingleFlight[Digest, None, Metainfo | None]("blob fetch")
         self._building = SingleFlight[Digest, None, Metainfo]("metainfo build")
         self._nursery: trio.Nursery | None = None
 
@@ -85,7 +87,8 @@ class OriginService:
         """
         if digest in self.store:
             backend = self.backends.for_namespace(namespace)
-            if backend is not None and await self._backend_call(backend.stat(namespace, digest)) is None:
+            if (backend is not None and backend.writable
+                    and await self._backend_call(backend.stat(namespace, digest)) is None):
                 await self._write_through(backend, namespace, digest)
             raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
@@ -108,6 +111,11 @@ class OriginService:
     async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int:
         """Commit the upload into the store and, with ``through``, into the namespace's backend."""
         backend = self._backend(upload.meta.namespace) if through else None
+        if backend is not None and not backend.writable:
+            # Refused before the commit: nothing changes.
+            raise SwarmregError(UNSUPPORTED, f"namespace {upload.meta.namespace!r} is read-only: its blobs come "
+                                "from an upstream registry, which swarmreg does not write to",
+                                {"namespace": upload.meta.namespace})
         size = await self.uploads.commit(upload, digest)
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
         if size:
@@ -176,23 +184,39 @@ class OriginService:
         """The swarm engine's counters."""
         return self.engine.stats(peers)
 
-    async def _fetch(self, namespace: str, digest: Digest) -> None:
-        await self._fetches.run(digest, partial(self._run_fetch, namespace, digest))
+    async def _fetch(self, namespace: str, digest: Digest) -> Metainfo | None:
+        """Fetch the blob from the namespace's backend, once however many ask at a time; its
+        metainfo (None for the empty blob)."""
+        return await self._fetches.run(digest, partial(self._run_fetch, namespace, digest))
 
-    async def _run_fetch(self, namespace: str, digest: Digest) -> None:
+    async def _run_fetch(self, namespace: str, digest: Digest) -> Metainfo | None:
+        """Stream the blob from the backend into the store, checked against its digest and
+        hashed into its torrent in the same pass; it is seeded the moment its last byte is
+        verified. A failure stores nothing and leaves no temp file."""
         try:
             backend = self.backends.for_namespace(namespace)
             stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
             if stream is None:
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
+            source = backend.describe(namespace) if backend is not None else namespace
             async with stream:
-                await self._backend_call(self.store.write(digest, stream))
-            log.info("fetched %s from the backend of %s", digest, namespace)
+                metainfo = await self._backend_call(receive_blob(
+                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source))
+            log.info("fetched %s (%d bytes) from the backend of %s", digest, stream.size, namespace)
         except SwarmregError as error:
             if error.code is DIGEST_INVALID:
-                raise SwarmregError(BACKEND_ERROR, "backend returned content that does not match",
+                where = backend.describe(namespace) if backend is not None else "the backend"
+                raise SwarmregError(BACKEND_ERROR, f"{where} returned content that does not match the digest",
                                     error.detail) from error
+            log.warning("fetching %s for %s failed: %s", digest, namespace, error.message)
             raise
+        if metainfo is not None:
+            self._cache_metainfo(metainfo, namespace)
+            try:
+                await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
+            except Exception as error:  # the blob is stored all the same; a metainfo request seeds it again
+                log_failure(log, f"seeding {digest}", error)
+        return metainfo
 
     @staticmethod
     async def _backend_call(call: Awaitable[T]) -> T:
@@ -237,21 +261,23 @@ class OriginService:
 
     async def metainfo(self, namespace: str, digest: Digest) -> Metainfo:
         """The blob's torrent metainfo, fetching the blob from its backend if needed; the blob is seeded."""
+        fetched = None
         if self.store.size(digest) is None:
-            await self._fetch(namespace, digest)
+            fetched = await self._fetch(namespace, digest)
         if self.store.size(digest) == 0:
             raise SwarmregError(BAD_REQUEST, "an empty blob has no torrent: its content is known")
-        return await self._seeded_metainfo(digest, namespace)
+        return await self._seeded_metainfo(digest, namespace, fetched)
 
-    async def _built_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
-        """The blob's metainfo from the disk cache, else built (once at a time) and cached."""
-        metainfo = self.node.metainfo.get(digest)
+    async def _built_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        """The blob's metainfo (``metainfo`` when the caller has it), from the disk cache, else
+        built (once at a time) and cached."""
+        metainfo = metainfo or self.node.metainfo.get(digest)
         if metainfo is None:
             metainfo = await self._building.run(digest, partial(self._build_metainfo, digest, namespace))
         return metainfo
 
-    async def _seeded_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
-        metainfo = await self._built_metainfo(digest, namespace)
+    async def _seeded_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        metainfo = await self._built_metainfo(digest, namespace, metainfo)
         await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
         return metainfo
 
@@ -261,10 +287,13 @@ class OriginService:
                 build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
         except FileNotFoundError:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
+        self._cache_metainfo(metainfo, namespace)
+        return metainfo
+
+    def _cache_metainfo(self, metainfo: Metainfo, namespace: str) -> None:
         try:
             self.node.metainfo.put(metainfo, namespace)
         except OSError as error:
             # Not cached (a full disk): seed and serve it all the same; the next ask builds it again.
-            log_failure(log, f"caching the metainfo of {digest}", error)
-        return metainfo
+            log_failure(log, f"caching the metainfo of {metainfo.digest}", error)
 

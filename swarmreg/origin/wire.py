@@ -31,6 +31,11 @@ BLOB_SIZE = "Blob-Size"
 PEER_ID_HEADER = "Swarm-Peer-Id"
 PEER_PORT_HEADER = "Swarm-Peer-Port"
 
+# How long a client waits for the answer to a request that may make the origin fetch the blob from
+# its backend first (metainfo, a read of a blob it lacks): an upstream registry's 3 GB layer takes
+# minutes. A fetch that stalls fails on its own (the backend's read timeout), and so answers.
+FETCH_WAIT = 3600.0
+
 # Query parameters: `through=true` also writes the blob to the namespace's backend;
 # `local=true` (on HEAD) asks about the origin's own store only.
 THROUGH = "through"

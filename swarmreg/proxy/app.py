@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
+import attrs
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.datastructures import MultiDict
@@ -28,11 +29,12 @@ from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
 from swarmreg.index.client import IndexClient
 from swarmreg.oci.manifest import manifest_too_large, parse_manifest
-from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.oci.names import parse_reference
 from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.content import OriginContent
 from swarmreg.registry.access import CATALOG, Authorizer, Principal
-from swarmreg.registry.read import add_read_routes
+from swarmreg.registry.addressing import address, canonical_repository, writable
+from swarmreg.registry.read import add_read_routes, request_address
 from swarmreg.registry.tokens import Grant, parse_scope
 from swarmreg.registry.wire import (
     BASE,
@@ -64,7 +66,11 @@ def _created(location: str, digest: Digest, extra: dict[str, str] | None = None)
 
 
 def needed_grant() -> Grant | None:
-    """What the routed request does: pull, push or delete on its repository (None for ``/v2/``)."""
+    """What the routed request does: pull, push or delete on its repository (None for ``/v2/``).
+
+    The repository is the one the request addresses (its ``?ns=`` or in-path upstream form
+    resolved, as the routes do), so access rules and tokens apply to the name swarmreg keeps: a
+    user allowed ``docker.io/library/.*`` reaches nothing else by changing ``ns``."""
     if request.path.rstrip("/") == BASE.rstrip("/"):
         return None
     if request.path == CATALOG_PATH:
@@ -76,14 +82,37 @@ def needed_grant() -> Grant | None:
         action = "push"  # an upload session's status and cancel belong to the push
     else:
         action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(request.method, "push")
-    return Grant("repository", validate_repository(name), (action,))
+    return Grant("repository", request_address(name).repository, (action,))
+
+
+def token_scopes(grant: Grant, default_registry: str = "") -> list[Grant]:
+    """What a requested scope asks of the rules, on the repositories as swarmreg keeps them.
+
+    ``repository:docker.io/nginx:pull`` is a grant on ``docker.io/library/nginx``, the name the
+    requests then need. A bare name's pull with ``default_registry`` set also asks for its
+    fallback (``alpine`` and ``docker.io/library/alpine``), which its reads need when swarmreg
+    lacks it: a client asks one scope per image. The rules decide each; a malformed name is
+    passed on as asked (such a grant matches no request).
+    """
+    if grant.type != "repository":
+        return [grant]
+    try:
+        addressed = address(grant.name, None, default_registry)
+    except SwarmregError:
+        return [grant]
+    grants = [attrs.evolve(grant, name=addressed.repository)]
+    if addressed.fallback is not None and "pull" in grant.actions:
+        grants.append(Grant("repository", addressed.fallback, ("pull",)))
+    return grants
 
 
 def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient, *,
-                     idle_timeout: float, max_manifest: int) -> QuartTrio:
+                     idle_timeout: float, max_manifest: int, default_registry: str = "") -> QuartTrio:
     """The proxy's Quart app: ``auth`` decides who may do what, ``origin`` keeps the bytes,
     ``index`` the tags, manifest records and blob links; request bodies stalled for
-    ``idle_timeout`` seconds fail, manifests are at most ``max_manifest`` bytes."""
+    ``idle_timeout`` seconds fail, manifests are at most ``max_manifest`` bytes. Reads of a bare
+    name swarmreg does not hold go to ``default_registry`` when it is set; pushes into an
+    upstream registry's namespace are refused (swarmreg.registry.addressing)."""
     app = create_base_app("proxy")
 
     @app.before_request
@@ -102,8 +131,8 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         if form.get("grant_type") == "password":  # OAuth2 password grant (containerd tries it first)
             credentials = f"{form.get('username', '')}:{form.get('password', '')}".encode()
             authorization = "Basic " + base64.b64encode(credentials).decode()
-        scopes = [grant for scope in [*request.args.getlist("scope"), *form.getlist("scope")]
-                  for grant in parse_scope(scope)]
+        scopes = [asked for scope in [*request.args.getlist("scope"), *form.getlist("scope")]
+                  for grant in parse_scope(scope) for asked in token_scopes(grant, default_registry)]
         value, expires_in = await auth.token(authorization, scopes, client_address())
         body = {"token": value, "access_token": value, "expires_in": expires_in,
                 "issued_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
@@ -127,7 +156,15 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
             raise SwarmregError(BAD_REQUEST, "the token request's form is malformed") from error
         return MultiDict(fields)
 
-    add_read_routes(app, index, OriginContent(origin, index), catalog_filter)
+    async def authorize_pull(repository: str) -> None:
+        """A bare name served from the default upstream: the request must be allowed to pull that
+        repository too, decided as for any request (401 challenge, 403, or a token's scope)."""
+        g.principal = await auth.check(request.headers.get("Authorization"),
+                                       Grant("repository", repository, ("pull",)), request.host_url,
+                                       client_address())
+
+    add_read_routes(app, index, OriginContent(origin, index), catalog_filter, default_registry=default_registry,
+                    authorize=authorize_pull)
     add_health_route(app)
 
     def body() -> AsyncIterator[bytes]:
@@ -169,11 +206,13 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
     # Upload sessions live at the origin: the bytes stream through, stored and hashed there once.
     @app.post(f"{UPLOADS_ROUTE}/")
     async def start_upload(name: str) -> Response:
-        repository = validate_repository(name)
+        repository = writable(request_address(name).repository)
         mount, source = request.args.get("mount"), request.args.get("from")
-        if mount and source and g.principal.may(Grant("repository", validate_repository(source), ("pull",))):
+        # Mounting from an upstream's cache into a repository of swarmreg's own is a pull of it.
+        source = canonical_repository(source) if mount and source else source
+        if mount and source and g.principal.may(Grant("repository", source, ("pull",))):
             digest = Digest.parse(mount)
-            size = await index.blob_size(validate_repository(source), digest)
+            size = await index.blob_size(source, digest)
             if size is not None:
                 await index.link_blob(repository, digest, size)
                 return _created(blob_path(repository, digest), digest)
@@ -193,17 +232,17 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
 
     @app.patch(f"{UPLOADS_ROUTE}/<uid>")
     async def upload_chunk(name: str, uid: str) -> Response:
-        repository = validate_repository(name)
+        repository = writable(request_address(name).repository)
         return empty_response(202, _upload_headers(repository, uid, await append(repository, uid)))
 
     @app.get(f"{UPLOADS_ROUTE}/<uid>")
     async def upload_status(name: str, uid: str) -> Response:
-        repository = validate_repository(name)
+        repository = request_address(name).repository
         return empty_response(204, _upload_headers(repository, uid, await origin.status(uid, repository)))
 
     @app.put(f"{UPLOADS_ROUTE}/<uid>")
     async def finish_upload(name: str, uid: str) -> Response:
-        repository = validate_repository(name)
+        repository = writable(request_address(name).repository)
         digest = requested_digest()
         if has_body():  # a last chunk may come with the PUT
             await append(repository, uid)
@@ -211,13 +250,13 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
 
     @app.delete(f"{UPLOADS_ROUTE}/<uid>")
     async def cancel_upload(name: str, uid: str) -> Response:
-        repository = validate_repository(name)
+        repository = request_address(name).repository
         await origin.cancel(uid, repository)
         return empty_response(204, {UPLOAD_UUID: uid})
 
     @app.delete(BLOB_ROUTE)
     async def delete_blob(name: str, digest: str) -> Response:
-        repository, parsed = validate_repository(name), Digest.parse(digest)
+        repository, parsed = request_address(name).repository, Digest.parse(digest)
         if await index.blob_size(repository, parsed) is None:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(parsed)})
         await index.unlink_blob(repository, parsed)
@@ -225,7 +264,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
 
     @app.put(MANIFEST_ROUTE)
     async def put_manifest(name: str, reference: str) -> Response:
-        repository = validate_repository(name)
+        repository = writable(request_address(name).repository)
         target = parse_reference(reference)
         data = await _read_limited(body(), max_manifest)
         if len(data) > max_manifest:  # (parse_manifest has its own, fixed limit too)
@@ -251,7 +290,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
 
     @app.delete(MANIFEST_ROUTE)
     async def delete_manifest(name: str, reference: str) -> Response:
-        repository = validate_repository(name)
+        repository = request_address(name).repository
         target = parse_reference(reference)
         if isinstance(target, Digest):
             await index.delete_manifest(repository, target)

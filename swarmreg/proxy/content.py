@@ -5,6 +5,7 @@ from __future__ import annotations
 from swarmreg.digest import Digest
 from swarmreg.index.client import IndexClient
 from swarmreg.origin.client import OriginClient, UpstreamBody
+from swarmreg.upstream.names import split_upstream
 
 
 class OriginContent:
@@ -18,6 +19,8 @@ class OriginContent:
         return await self.index.blob_size(repository, digest)
 
     async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> UpstreamBody:
+        if split_upstream(repository) is not None:
+            await self.origin.hold(repository, digest)  # a fetch from the upstream may take minutes
         whole = start == 0 and end == size
         return await self.origin.open(repository, digest, None if whole else f"bytes={start}-{end - 1}")
 

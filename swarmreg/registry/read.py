@@ -6,7 +6,7 @@ the origin over HTTP on the proxy, the swarm on an agent.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -14,12 +14,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
+from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
 from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
-from swarmreg.oci.names import parse_reference, validate_repository
+from swarmreg.oci.names import parse_reference
 from swarmreg.oci.pagination import parse_page_size
+from swarmreg.registry.addressing import Addressed, address, serve, single_ns
 from swarmreg.registry.wire import (
     API_VERSION,
     BASE,
@@ -28,6 +29,7 @@ from swarmreg.registry.wire import (
     CONTENT_DIGEST,
     FILTERS_APPLIED,
     MANIFEST_ROUTE,
+    NS,
     REFERRERS_ROUTE,
     TAGS_ROUTE,
     tags_path,
@@ -70,11 +72,29 @@ def page_arguments() -> tuple[int | None, str | None]:
     return parse_page_size(request.args.get("n")), request.args.get("last")
 
 
-def next_link(path: str, following: dict[str, Any] | None) -> dict[str, str]:
-    """The Link header distribution sends when a page is not the last one."""
+def next_link(path: str, following: dict[str, Any] | None, keep: dict[str, str] | None = None) -> dict[str, str]:
+    """The Link header distribution sends when a page is not the last one; ``keep`` are query
+    parameters the next request needs as well (containerd's ``ns``)."""
     if not following:
         return {}
-    return {"Link": f'<{path}?{urlencode(following)}>; rel="next"'}
+    return {"Link": f'<{path}?{urlencode({**(keep or {}), **following})}>; rel="next"'}
+
+
+def request_address(name: str, default_registry: str = "") -> Addressed:
+    """The repository this request means: its path's ``name`` with its ``?ns=`` (see
+    swarmreg.registry.addressing); NAME_INVALID for a malformed name or ns."""
+    return address(name, single_ns(request.args.getlist(NS)), default_registry)
+
+
+async def has_repository(index: IndexReader, repository: str) -> bool:
+    """Whether the index holds ``repository`` (any manifest or blob link in it)."""
+    try:
+        await index.list_tags(repository, 0)
+    except SwarmregError as error:
+        if error.code is NAME_UNKNOWN:
+            return False
+        raise
+    return True
 
 
 async def resolve(index: IndexReader, repository: str, reference: str) -> tuple[Digest, dict[str, Any]]:
@@ -131,10 +151,27 @@ async def filtered_catalog(index: IndexReader, n: int | None, last: str | None,
         cursor = page[-1]
 
 
+# Before a bare name is served from the default upstream: may the request pull this repository
+# (raises the refusal if not)?
+Authorize = Callable[[str], Awaitable[None]]
+
+
 def add_read_routes(app: QuartTrio, index: IndexReader, content: Content,
-                    catalog_filter: CatalogFilter | None = None) -> None:
+                    catalog_filter: CatalogFilter | None = None, *, default_registry: str = "",
+                    authorize: Authorize | None = None) -> None:
     """Register /v2/, manifests and blobs GET/HEAD, tags/list, _catalog and referrers on ``app``;
-    ``catalog_filter`` narrows the catalog to what the request's user may see."""
+    ``catalog_filter`` narrows the catalog to what the request's user may see.
+
+    Every route but the catalog reads its repository as clients send it (``?ns=``, the in-path
+    upstream form, bare names with ``default_registry`` as the fallback upstream), by
+    swarmreg.registry.addressing; ``authorize`` checks a pull of the fallback's repository.
+    """
+
+    async def served(addressed: Addressed, attempt: Callable[[str], Awaitable[Any]],
+                     empty: Callable[[Any], bool] = lambda _: False) -> Any:
+        return await serve(addressed, attempt,
+                           has_repository=lambda repository: has_repository(index, repository),
+                           authorize=authorize, empty=empty)
 
     @app.after_request
     async def _registry_headers(response: Response) -> Response:
@@ -153,26 +190,34 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content,
 
     @app.route(MANIFEST_ROUTE, methods=["GET", "HEAD"])
     async def get_manifest(name: str, reference: str) -> Response:
-        repository = validate_repository(name)
-        digest, meta = await resolve(index, repository, reference)
+        addressed = request_address(name, default_registry)
+
+        async def attempt(repository: str) -> tuple[Digest, dict[str, Any], bytes]:
+            digest, meta = await resolve(index, repository, reference)
+            body = b"" if request.method == "HEAD" else await content.manifest_bytes(repository, digest)
+            return digest, meta, body
+
+        digest, meta, body = await served(addressed, attempt)
         headers = {CONTENT_DIGEST: str(digest), "ETag": f'"{digest}"',
                    "Content-Length": str(meta["size"])}
-        body = b"" if request.method == "HEAD" else await content.manifest_bytes(repository, digest)
         response = Response(body, content_type=meta["media_type"], headers=headers)
         response.headers["Content-Length"] = str(meta["size"])
         return response
 
     @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])
     async def get_blob(name: str, digest: str) -> Response:
-        return await content_response(content, validate_repository(name), Digest.parse(digest))
+        addressed, parsed = request_address(name, default_registry), Digest.parse(digest)
+        response: Response = await served(addressed, lambda repository: content_response(content, repository, parsed))
+        return response
 
     @app.get(TAGS_ROUTE)
     async def list_tags(name: str) -> Response:
-        repository = validate_repository(name)
+        addressed = request_address(name, default_registry)
         n, last = page_arguments()
-        tags, following = await index.list_tags(repository, n, last)
-        return json_response({"name": repository, "tags": tags},
-                             headers=next_link(tags_path(repository), following))
+        tags, following = await served(addressed, lambda repository: index.list_tags(repository, n, last))
+        # The name and the next page's link as the client addressed them (with its ns).
+        return json_response({"name": addressed.name, "tags": tags},
+                             headers=next_link(tags_path(addressed.name), following, addressed.query))
 
     @app.get(CATALOG_PATH)
     async def catalog() -> Response:
@@ -186,9 +231,10 @@ def add_read_routes(app: QuartTrio, index: IndexReader, content: Content,
 
     @app.get(REFERRERS_ROUTE)
     async def referrers(name: str, digest: str) -> Response:
-        repository, parsed = validate_repository(name), Digest.parse(digest)
+        addressed, parsed = request_address(name, default_registry), Digest.parse(digest)
         artifact_type = request.args.get("artifactType")
-        found = await index.referrers(repository, parsed, artifact_type)
+        found = await served(addressed, lambda repository: index.referrers(repository, parsed, artifact_type),
+                             empty=lambda found: not found)
         descriptors = [Descriptor(entry["mediaType"], Digest.parse(entry["digest"]), entry["size"],
                                   entry.get("artifactType"), entry.get("annotations") or {}) for entry in found]
         headers = {FILTERS_APPLIED: "artifactType"} if artifact_type else {}

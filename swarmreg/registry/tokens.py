@@ -18,7 +18,9 @@ from collections.abc import Iterable
 import attrs
 
 # resource type : name : actions, e.g. "repository:library/app:pull,push" or "registry:catalog:*".
-_SCOPE = re.compile(r"(?P<type>[a-z0-9]+)(?:\([a-z0-9]+\))?:(?P<name>[^:]+):(?P<actions>[a-z*]+(?:,[a-z*]+)*)")
+# The name is everything between the first colon and the last: an upstream's repository may carry
+# its registry's port ("repository:127.0.0.1:5000/team/app:pull", as docker and containerd ask).
+_SCOPE = re.compile(r"(?P<type>[a-z0-9]+)(?:\([a-z0-9]+\))?:(?P<name>\S+):(?P<actions>[a-z*]+(?:,[a-z*]+)*)")
 
 
 @attrs.frozen

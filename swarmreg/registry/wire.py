@@ -17,6 +17,10 @@ UPLOADS_ROUTE = "/v2/<path:name>/blobs/uploads"
 TAGS_ROUTE = "/v2/<path:name>/tags/list"
 REFERRERS_ROUTE = "/v2/<path:name>/referrers/<digest>"
 
+# containerd's query parameter on every request to a mirror: the upstream registry (host[:port])
+# whose repository the path names.
+NS = "ns"
+
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 CONTENT_DIGEST = "Docker-Content-Digest"
 UPLOAD_UUID = "Docker-Upload-UUID"

@@ -96,7 +96,7 @@ class Metainfo:
         return lt.load_torrent_buffer(self.raw)
 
 
-def _sha(data: bytes | memoryview) -> bytes:
+def _sha(data: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha256(data).digest()
 
 
@@ -139,8 +139,16 @@ def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"") -> Metain
         while n := _read_full(file, view):
             leaves = [_sha(view[i:min(i + BLOCK, n)]) for i in range(0, n, BLOCK)]
             pieces.append(_fold(leaves, per_piece, _ZERO))
+    return _encode(digest, size, piece_length, pieces, leaves, root_cert)
+
+
+def _encode(digest: Digest, size: int, piece_length: int, pieces: list[bytes], last_leaves: list[bytes],
+            root_cert: bytes) -> Metainfo:
+    """The bencoded torrent of a blob of ``size`` bytes whose pieces hash to ``pieces`` (merkle
+    roots of each piece's 16 KiB blocks), ``last_leaves`` being the last piece's block hashes."""
+    per_piece = piece_length // BLOCK
     if len(pieces) == 1:  # one piece: the root covers only the blocks there are
-        root = _fold(leaves, _next_power_of_two(len(leaves)), _ZERO)
+        root = _fold(last_leaves, _next_power_of_two(len(last_leaves)), _ZERO)
         layers = {}
     else:
         root = _fold(pieces, _next_power_of_two(len(pieces)), _fold([], per_piece, _ZERO))
@@ -159,6 +167,63 @@ def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"") -> Metain
         b"piece layers": layers,
     }
     return Metainfo.parse(lt.bencode(torrent), digest)
+
+
+class MetainfoBuilder:
+    """The metainfo ``build_metainfo`` gives, hashed from the bytes as they arrive (a fetch that
+    writes a blob hashes it in the same pass): feed ``update`` the blob in order, in chunks of
+    any size, then ``finish``. ``size`` is announced first (it sets the piece length); more or
+    fewer bytes than that are an error. Blocking like hashlib: feed large chunks from a thread.
+    """
+
+    def __init__(self, digest: Digest, size: int, root_cert: bytes = b"") -> None:
+        if size <= 0:
+            raise SwarmregError(INTERNAL, "an empty blob has no torrent")
+        self.digest = digest
+        self.size = size
+        self.root_cert = root_cert
+        self.piece_length = piece_length_for(size)
+        self._per_piece = self.piece_length // BLOCK
+        self.received = 0
+        self._pieces: list[bytes] = []
+        self._leaves: list[bytes] = []  # the current piece's block hashes
+        self._partial = bytearray()  # the start of a block that has not all arrived
+
+    def update(self, data: bytes | memoryview) -> None:
+        """Hash the next ``data`` of the blob."""
+        view = memoryview(data)
+        if self.received + len(view) > self.size:
+            raise SwarmregError(INTERNAL, f"{self.digest}: more than the {self.size} bytes announced")
+        self.received += len(view)
+        if self._partial:
+            take = min(BLOCK - len(self._partial), len(view))
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) < BLOCK:
+                return
+            self._add_leaf(_sha(self._partial))
+            self._partial.clear()
+        whole = len(view) - len(view) % BLOCK
+        for offset in range(0, whole, BLOCK):
+            self._add_leaf(_sha(view[offset:offset + BLOCK]))
+        self._partial += view[whole:]
+
+    def _add_leaf(self, leaf: bytes) -> None:
+        self._leaves.append(leaf)
+        if len(self._leaves) == self._per_piece and (len(self._pieces) + 1) * self.piece_length < self.size:
+            # A full piece that is not the blob's last (finish folds that one).
+            self._pieces.append(_fold(self._leaves, self._per_piece, _ZERO))
+            self._leaves = []
+
+    def finish(self) -> Metainfo:
+        """The metainfo, once every announced byte has been fed."""
+        if self.received != self.size:
+            raise SwarmregError(INTERNAL, f"{self.digest}: {self.received} of the {self.size} bytes announced")
+        if self._partial:
+            self._leaves.append(_sha(self._partial))
+            self._partial.clear()
+        pieces = [*self._pieces, _fold(self._leaves, self._per_piece, _ZERO)]
+        return _encode(self.digest, self.size, self.piece_length, pieces, self._leaves, self.root_cert)
 
 
 class MetainfoCache:

@@ -15,12 +15,17 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
 from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError, error_code
+from swarmreg.origin.wire import FETCH_WAIT
 from swarmreg.tracker.wire import (
     MAX_REPLY,
     PATH,
     TO_PEER,
+    AgentAddress,
+    AgentsReply,
+    AgentsRequest,
     Announce,
     AnnounceReply,
+    Hello,
     Leave,
     MetainfoReply,
     MetainfoRequest,
@@ -76,6 +81,7 @@ class TrackerClient:
         self._waiting: dict[int, trio.MemorySendChannel[Any]] = {}
         self.connects = 0
         self._stopped = False
+        self._api_port: int | None = None  # an agent's blob API, told the tracker on each connect
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -136,6 +142,8 @@ class TrackerClient:
         """
         self._ws = ws
         self._connected.set()
+        if self._api_port is not None:
+            await ws.send_message(encode(Hello(self._api_port)))
         kept_protocol = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reannounce)
@@ -184,9 +192,18 @@ class TrackerClient:
                     log.exception("re-announce of %s failed", announcement.digest)
             await trio.sleep(self.interval)
 
+    async def register_api(self, port: int) -> None:
+        """Tell the tracker (now, and after every reconnect) that this agent's blob API listens on ``port``."""
+        self._api_port = port
+        if (ws := self._ws) is not None:
+            try:
+                await ws.send_message(encode(Hello(port)))
+            except (ConnectionClosed, trio.BrokenResourceError):
+                pass  # the next session says it
+
     # -- requests ----------------------------------------------------------------------------
 
-    async def _request(self, make: Callable[[int], Any], expected: type) -> Any:
+    async def _request(self, make: Callable[[int], Any], expected: type, reply_timeout: float = REPLY_TIMEOUT) -> Any:
         """Send a request and wait for its reply, retrying over reconnects; UNAVAILABLE at the end.
 
         A reply of another type than ``expected`` (a tracker that mixed its request ids up) is
@@ -205,7 +222,7 @@ class TrackerClient:
             self._waiting[request_id] = send
             try:
                 await ws.send_message(encode(make(request_id)))
-                with trio.move_on_after(REPLY_TIMEOUT):
+                with trio.move_on_after(reply_timeout):
                     async for reply in receive:
                         if not isinstance(reply, expected):
                             log.warning("tracker at %s answered a %s to a request for a %s", self.address,
@@ -242,11 +259,39 @@ class TrackerClient:
 
     async def metainfo(self, namespace: str, digest: str) -> MetainfoReply:
         """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob."""
+        # The tracker asks an origin, which may first fetch the blob from its backend (FETCH_WAIT).
         reply: MetainfoReply = await self._request(
-            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply)
+            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply, FETCH_WAIT)
         if reply.failure is not None or reply.metainfo is None:
             raise _failure(reply.failure)
         return reply
+
+
+async def list_agents(address: Address, *, tls: ssl.SSLContext | None = None, secret: str = "",
+                      timeout: float = 10.0) -> tuple[AgentAddress, ...]:
+    """The agents connected to the tracker at ``address`` now (their blob APIs), over one short
+    websocket; UNAVAILABLE when it cannot be reached or does not answer within ``timeout``."""
+    headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
+    reply: AgentsReply | None = None
+    with trio.move_on_after(timeout):
+        try:
+            async with open_websocket(address.host, address.port, PATH, use_ssl=tls or False,
+                                      max_message_size=MAX_REPLY, connect_timeout=timeout,
+                                      extra_headers=headers) as ws:
+                await ws.send_message(encode(AgentsRequest(1)))
+                while reply is None:
+                    frame = decode(await ws.get_message(), TO_PEER, MAX_REPLY)
+                    if isinstance(frame, AgentsReply) and frame.request_id == 1:
+                        reply = frame
+        except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, ProtocolError) as error:
+            log.warning("listing the agents at the tracker %s failed: %s", address, error or type(error).__name__)
+            raise SwarmregError(UNAVAILABLE, f"the tracker did not list its agents: {type(error).__name__}") from None
+    if reply is None:
+        log.warning("the tracker %s did not list its agents within %g s", address, timeout)
+        raise SwarmregError(UNAVAILABLE, f"the tracker did not list its agents within {timeout:g} s")
+    if reply.failure is not None:
+        raise _failure(reply.failure)
+    return reply.agents
 
 
 def _failure(failure: Any) -> SwarmregError:

@@ -19,7 +19,6 @@ from typing import Any
 import attrs
 import httpx
 
-from swarmreg.config import RegistryConfig
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BLOB_UNKNOWN,
@@ -29,6 +28,7 @@ from swarmreg.errors import (
     SwarmregError,
 )
 from swarmreg.upstream.names import canonical_registry, registry_endpoint
+from swarmreg.upstream.settings import RegistryConfig
 
 _log = logging.getLogger(__name__)
 
@@ -206,12 +206,16 @@ class UpstreamClient:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: blob {repository}@{digest} has no size")
             return int(length)
 
-    async def blob_stream(self, repository: str, digest: str) -> AsyncIterator[bytes]:
+    async def blob_stream(self, repository: str, digest: str, *, verify: bool = True) -> AsyncIterator[bytes]:
         """Blob ``digest`` chunk by chunk (never whole in memory). The last chunk is yielded only
         once the bytes match the digest: a mismatch raises UPSTREAM_ERROR instead. A consumer that
-        may stop early wraps it in ``contextlib.aclosing`` so the connection closes at once."""
+        may stop early wraps it in ``contextlib.aclosing`` so the connection closes at once.
+
+        ``verify=False`` is for a consumer that hashes the bytes itself as it stores them (the
+        origin, in a worker thread): they pass as they come, unchecked here, and the event loop
+        does not hash them a second time."""
         expected = Digest.parse(digest)
-        hasher = expected.hasher()
+        hasher = expected.hasher() if verify else None
         response = await self._send("GET", f"/v2/{repository}/blobs/{digest}", repository)
         async with _closing(response):
             self._check(response, BLOB_UNKNOWN, f"blob {repository}@{digest}")
@@ -220,11 +224,12 @@ class UpstreamClient:
                 async for chunk in response.aiter_bytes(CHUNK_SIZE):
                     if pending:
                         yield pending
-                    hasher.update(chunk)
+                    if hasher is not None:
+                        hasher.update(chunk)
                     pending = chunk
             except httpx.HTTPError as error:
                 raise self._unavailable(error) from None
-            if hasher.hexdigest() != expected.hex:
+            if hasher is not None and hasher.hexdigest() != expected.hex:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: blob {repository}@{digest} "
                                     "does not match its digest")
             if pending:
@@ -324,6 +329,8 @@ class UpstreamClient:
             reason = f"no answer within read_timeout ({self.config.read_timeout} s)"
         elif isinstance(error, httpx.TimeoutException):
             reason = f"timed out (connect_timeout {self.config.connect_timeout} s)"
+        elif isinstance(error, httpx.RemoteProtocolError):  # say, a body cut short
+            reason = "broke off its answer" + (f" ({_short(error)})" if _short(error) else "")
         elif isinstance(error, httpx.ConnectError):
             reason = "cannot connect" + (f" ({_short(error)})" if _short(error) else "")
         else:

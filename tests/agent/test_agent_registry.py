@@ -123,3 +123,35 @@ async def test_concurrent_misses_share_one_index_request(nursery: trio.Nursery, 
         assert len(answers) == 20 and len(set(map(repr, answers))) == 1
         assert answers[0][0] == digest and answers[0][2] == 3 and answers[0][3] is None  # type: ignore[index]
         assert len(requests) == 4, requests
+
+
+async def test_the_agent_keeps_whether_a_repository_exists(nursery: trio.Nursery, tmp_path: Path,
+                                                           mock_clock: MockClock) -> None:
+    """A bare name's fallback to default_registry asks on every miss whether swarmreg has the
+    repository (a tag list of n=0): the agent keeps that answer for its tag TTL, found or not."""
+    from swarmreg.agent.index_cache import CachedIndex
+    from swarmreg.errors import NAME_UNKNOWN, SwarmregError
+    from swarmreg.index.client import IndexClient
+    from swarmreg.registry.read import has_repository
+
+    index = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
+    async with IndexClient(index.ready["roles"]["index"]["http"]) as client:
+        cached = CachedIndex(client, tag_ttl=0.5)
+        assert not await has_repository(cached, REPO)
+        await client.link_blob(REPO, digest_of(b"blob"), 4)
+        assert not await has_repository(cached, REPO), "reused within the TTL"
+        assert await has_repository(client, REPO)
+        mock_clock.jump(0.6)
+        assert await has_repository(cached, REPO)
+        await client.unlink_blob(REPO, digest_of(b"blob"))
+        assert await has_repository(cached, REPO), "reused within the TTL"
+        mock_clock.jump(0.6)
+        try:
+            await cached.list_tags(REPO, 0)
+        except SwarmregError as error:
+            assert error.code is NAME_UNKNOWN
+        else:
+            raise AssertionError("the repository is gone")
+        # Other pages are asked as they are.
+        await client.link_blob(REPO, digest_of(b"blob"), 4)
+        assert await cached.list_tags(REPO) == ([], None)

@@ -131,6 +131,17 @@ def test_token_expiry_and_scopes() -> None:
         Grant("repository", "library/app", ("pull", "push")), Grant("registry", "catalog", ("*",))]
 
 
+def test_scopes_whose_repository_has_a_port() -> None:
+    assert parse_scope("repository:127.0.0.1:5000/team/app:pull") == [
+        Grant("repository", "127.0.0.1:5000/team/app", ("pull",))]
+    assert parse_scope("repository:localhost:5000/a:pull,push repository(plugin):r.io:1/x:*") == [
+        Grant("repository", "localhost:5000/a", ("pull", "push")), Grant("repository", "r.io:1/x", ("*",))]
+    assert parse_scope("repository:team/app:pull registry:catalog:*") == [
+        Grant("repository", "team/app", ("pull",)), Grant("registry", "catalog", ("*",))]
+    # Malformed ones are still skipped.
+    assert parse_scope("repository::pull repository:app repository:app:PULL :a:pull") == []
+
+
 async def test_basic_auth_with_rules_answers_403_for_what_a_user_may_not_do(
         nursery: trio.Nursery, tmp_path: Path) -> None:
     proxy = await start_proxy(nursery, tmp_path, "basic")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import socket
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 from tests.clients.registry import _free_port
 from tests.clients.tools import Daemon, remove_tree, require_binary, short_tempdir
@@ -89,3 +93,28 @@ def docker_registry(log_dir: Path, *, users: dict[str, str] | None = None, cert:
         if daemon is not None:
             daemon.stop()
         remove_tree(root)
+
+
+async def push_blob(base_url: str, repository: str, data: bytes, *, auth: httpx.Auth | None = None) -> str:
+    """Put ``data`` into the registry at ``base_url`` as a real client does, returning its digest:
+    POST /v2/<repo>/blobs/uploads/?digest=<digest> with the bytes (the spec's monolithic upload);
+    docker-registry 2.8 answers that with 202 and an open session instead of 201, which is then
+    finished with one PUT <Location>&digest=<digest> of the bytes."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    headers = {"Content-Type": "application/octet-stream"}
+    async with httpx.AsyncClient(base_url=base_url, auth=auth, timeout=60) as client:
+        started = await client.post(f"/v2/{repository}/blobs/uploads/", params={"digest": digest},
+                                    content=data, headers=headers)
+        if started.status_code == 202:
+            location = httpx.URL(started.headers["Location"])  # keeps its _state query
+            done = await client.put(location.copy_merge_params({"digest": digest}), content=data, headers=headers)
+            assert done.status_code == 201, done.text
+        else:
+            assert started.status_code == 201, started.text
+    return digest
+
+
+def blob_requests(log: Path, method: str, digest: str) -> int:
+    """How many ``method`` requests for blob ``digest`` the docker-registry's access log shows."""
+    needle = re.compile(rf'"{method} /v2/\S+/blobs/{re.escape(digest)} HTTP/1\.1" (\d+)')
+    return len(needle.findall(log.read_text(errors="replace"))) if log.exists() else 0

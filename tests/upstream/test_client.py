@@ -231,3 +231,16 @@ async def test_a_hanging_upstream_times_out():
         with trio.fail_after(10), pytest.raises(SwarmregError) as caught:
             await upstream.blob_size("team/app", digest_of(b"x"))
     assert caught.value.code is UPSTREAM_UNAVAILABLE and "cannot connect" in caught.value.message
+
+
+async def test_blob_stream_without_verify_passes_the_bytes_as_they_come(tmp_path: Path):
+    """verify=False is for a consumer that hashes the bytes itself (the origin): a blob that does
+    not match its digest arrives whole and unchecked, and the consumer's own check refuses it."""
+    with docker_registry(tmp_path) as port:
+        await push(f"http://127.0.0.1:{port}", "team/app")
+        layer = digest_of(LAYERS[0])
+        stored = blob_path(port, layer)
+        stored.write_bytes(b"X" + stored.read_bytes()[1:])
+        async with UpstreamClient(RegistryConfig(name=f"127.0.0.1:{port}", scheme="http")) as upstream:
+            received = b"".join([chunk async for chunk in upstream.blob_stream("team/app", layer, verify=False)])
+    assert received == b"X" + LAYERS[0][1:] and digest_of(received) != layer
