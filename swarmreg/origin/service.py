@@ -131,8 +131,11 @@ class OriginService:
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
         if size:
             # Hash the torrent now, off the request, so the first agent to ask need not wait.
+            # It is seeded once asked for (the tracker asks when an agent wants the blob): a
+            # torrent costs libtorrent about 9 KiB for swarm.idle_torrent_timeout, and most
+            # blobs pushed are asked for late or never, or travel inline with their metainfo.
             assert self._nursery is not None
-            self._nursery.start_soon(self._metainfo_quietly, digest, upload.meta.namespace)
+            self._nursery.start_soon(self._build_quietly, digest, upload.meta.namespace)
         if backend is not None:
             await self._write_through(backend, upload.meta.namespace, digest)
         return size
@@ -290,9 +293,9 @@ class OriginService:
         except Exception as error:
             log_failure(log, f"repairing the seed of {digest}", error)
 
-    async def _metainfo_quietly(self, digest: Digest, namespace: str) -> None:
+    async def _build_quietly(self, digest: Digest, namespace: str) -> None:
         try:
-            await self._seeded_metainfo(digest, namespace)
+            await self._built_metainfo(digest, namespace)
         except Exception as error:
             log_failure(log, f"metainfo for {digest} in {namespace}", error)
 
@@ -308,10 +311,16 @@ class OriginService:
             raise SwarmregError(BAD_REQUEST, "an empty blob has no torrent: its content is known")
         return await self._seeded_metainfo(digest, namespace, fetched)
 
-    async def _seeded_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+    async def _built_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        """The blob's metainfo (``metainfo`` when the caller has it), from the disk cache, else
+        built (once at a time) and cached."""
         metainfo = metainfo or self.node.metainfo.get(digest)
         if metainfo is None:
             metainfo = await self._building.run(digest, partial(self._build_metainfo, digest, namespace))
+        return metainfo
+
+    async def _seeded_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        metainfo = await self._built_metainfo(digest, namespace, metainfo)
         await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
         return metainfo
 

@@ -40,7 +40,8 @@ class RelayOffer:
 
 class OriginDirectory:
     """Fetches a blob's metainfo from the origins (at most once at a time per blob),
-    caches it, and records the origin that answered as a seeding peer.
+    caches it, and records the origin that answered as a seeding peer, for as long as the
+    metainfo stays in the cache (the peer store's origin entries are bounded with it).
 
     The fetches run in the tracker's nursery, given with ``bind`` once it is open.
     """
@@ -56,12 +57,18 @@ class OriginDirectory:
         self.origins = tuple(origins)
         self.peers = peers
         self.cache_size = cache_size
+        self._owners = frozenset(self._owner(origin) for origin in self.origins)
         self._cache: OrderedDict[str, KnownBlob] = OrderedDict()
         # In the tracker's nursery, not the first requester's task: a connection that
         # closes does not take a fetch other connections wait for with it.
         self._flights = SingleFlight[str, None, KnownBlob]("metainfo fetch")
         # Per blob, the lock its relay asks take turns on (metainfo_or_relay); gone when unused.
         self._relay_turns: dict[str, trio.Lock] = {}
+
+    @staticmethod
+    def _owner(origin: OriginClient) -> tuple[str, str]:
+        """Whose the origin's entries in the peer store are (an origin's, not a connection's)."""
+        return ("origin", str(origin.address))
 
     def bind(self, nursery: trio.Nursery) -> None:
         """Run the fetches from the origins in ``nursery`` (the tracker's)."""
@@ -170,11 +177,14 @@ class OriginDirectory:
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
                 await self._fetch_content(origin, namespace, digest)
-            if self.peers.announce(known.info_hash, seeder, owner=("origin", str(origin.address)))[1]:
+            if self.peers.announce(known.info_hash, seeder, owner=self._owner(origin))[1]:
                 self.on_seeder(known.info_hash, seeder)
             self._cache[digest.hex] = known
+            self._cache.move_to_end(digest.hex)  # a refreshed entry is a recent one
             while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+                # The origins' entries go with the metainfo: they never expire, and the next
+                # announce of this blob fetches it again, which records the seeding origin anew.
+                self.peers.forget(self._cache.popitem(last=False)[1].info_hash, self._owners)
             return known
         if failures and unknown == len(failures):
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})

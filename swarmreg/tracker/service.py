@@ -180,8 +180,14 @@ class TrackerService:
     async def _expire(self) -> None:
         while True:
             await trio.sleep(self.config.announce_interval)
-            if expired := self.peers.expire():
-                log.info("expired %d peer(s)", expired)
+            if expired := self.peers.expire_entries():
+                log.info("expired %d peer(s)", len(expired))
+                # Each connection leaves the torrents its entries expired in: it hears no more of
+                # their peers, and what is kept per connection shrinks with its entries (a torrent
+                # dropped without a leave stayed there for as long as the connection lived).
+                for info_hash, owner in expired:
+                    if isinstance(owner, _Connection) and owner.peer_ids.pop(info_hash, None) is not None:
+                        self._unsubscribe(owner, info_hash)
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
