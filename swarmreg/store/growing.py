@@ -122,8 +122,10 @@ class GrowingBody(ChunkedRange):
             if growing.error is not None:
                 raise growing.error
             # Held back until the blob is verified: the body's last byte, so that no body (a
-            # range neither) completes with bytes that may not be the digest's.
-            limit = self.end if growing.verified else min(self.end - 1, growing.written)
+            # range neither) completes with bytes that may not be the digest's, and the last
+            # byte written, so that a source sending fewer bytes than it announced never hands
+            # out all of them either (the body is then cut short of its Content-Length).
+            limit = self.end if growing.verified else min(self.end - 1, growing.written - 1)
             if offset >= limit:
                 await growing.changed()
                 continue
