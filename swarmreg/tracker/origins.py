@@ -30,6 +30,14 @@ class KnownBlob:
     fetched: float  # trio.current_time() of the fetch from an origin
 
 
+@attrs.frozen
+class RelayOffer:
+    """An origin fetching the blob offers to stream it as it arrives: its base URL, the size."""
+
+    url: str
+    size: int
+
+
 class OriginDirectory:
     """Fetches a blob's metainfo from the origins (at most once at a time per blob),
     caches it, and records the origin that answered as a seeding peer, for as long as the
@@ -54,6 +62,8 @@ class OriginDirectory:
         # In the tracker's nursery, not the first requester's task: a connection that
         # closes does not take a fetch other connections wait for with it.
         self._flights = SingleFlight[str, None, KnownBlob]("metainfo fetch")
+        # Per blob, the lock its relay asks take turns on (metainfo_or_relay); gone when unused.
+        self._relay_turns: dict[str, trio.Lock] = {}
 
     @staticmethod
     def _owner(origin: OriginClient) -> tuple[str, str]:
@@ -79,7 +89,30 @@ class OriginDirectory:
         if not refresh and (known := self._cache.get(digest.hex)) is not None:
             self._cache.move_to_end(digest.hex)
             return known
-        return await self._flights.run(digest.hex, partial(self._fetch, namespace, digest))
+        return await self._flights.run(digest.hex, partial(self._fetch_known, namespace, digest))
+
+    async def metainfo_or_relay(self, namespace: str, digest_text: str) -> KnownBlob | RelayOffer:
+        """The blob's metainfo as ``metainfo`` gives it or, while an origin fetches the blob from
+        its backend and offers to stream it as it arrives, where from (a RelayOffer).
+
+        Each ask is one request to an origin (the origins past the first only when it fails; a
+        second one to it for a blob small enough to send inline), whose metainfo answer is
+        cached and recorded as ``metainfo``'s; the asks for one blob
+        go one at a time, so those past the origin's relay limit wait here, not in a request
+        each, and find the metainfo cached when their turn comes.
+        """
+        validate_namespace(namespace)
+        digest = Digest.parse(digest_text)
+        lock = self._relay_turns.setdefault(digest.hex, trio.Lock())
+        try:
+            async with lock:
+                if (known := self._cache.get(digest.hex)) is not None:
+                    self._cache.move_to_end(digest.hex)
+                    return known
+                return await self._fetch(namespace, digest, relay=True)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._relay_turns.pop(digest.hex, None)
 
     def content(self, digest_text: str) -> bytes | None:
         """The small blob's bytes, if they are cached."""
@@ -105,7 +138,14 @@ class OriginDirectory:
         while self._content_bytes > self.inline_budget and self._contents:
             self._content_bytes -= len(self._contents.popitem(last=False)[1])
 
-    async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
+    async def _fetch_known(self, namespace: str, digest: Digest) -> KnownBlob:
+        known = await self._fetch(namespace, digest)
+        assert isinstance(known, KnownBlob), "no relay without asking for one"
+        return known
+
+    async def _fetch(self, namespace: str, digest: Digest, *, relay: bool = False) -> KnownBlob | RelayOffer:
+        """Ask the origins in turn for the metainfo (with ``relay``, for it or a relay offer);
+        the first answer is cached, its origin recorded as a seeder."""
         # Each failure as logged (with the origin's address) and as answered (without: the
         # answer reaches the agent and, through it, registry clients).
         failures: list[str] = []
@@ -113,7 +153,14 @@ class OriginDirectory:
         unknown = 0
         for origin in self._ordered_origins(digest):
             try:
-                served = await origin.metainfo(namespace, digest)
+                if relay:
+                    answer = await origin.metainfo_or_pending(namespace, digest)
+                    if isinstance(answer, int) and answer > self.inline_max:
+                        return RelayOffer(origin.base, answer)
+                    # A small blob comes inline with its metainfo, which is only a moment away.
+                    served = await origin.metainfo(namespace, digest) if isinstance(answer, int) else answer
+                else:
+                    served = await origin.metainfo(namespace, digest)
                 metainfo = Metainfo.parse(served.raw, digest)
                 seeder = Peer(served.peer_id, origin.address.host, served.peer_port, complete=True, origin=True)
             except SwarmregError as error:
