@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 import trio
 
 from swarmreg.errors import UPSTREAM_UNAVAILABLE
@@ -205,13 +204,11 @@ async def test_a_hanging_upstream_times_out(nursery, tmp_path: Path):
             assert response.json()["errors"][0]["code"] == UPSTREAM_UNAVAILABLE.code
 
 
-@pytest.mark.xfail(strict=True, reason="unfixed: the index waits read_timeout (60 s) for the upstream, "
-                   "the proxy and agents wait 30 s for the index")
 async def test_a_hanging_upstream_with_the_default_timeouts_is_upstream_unavailable(nursery, tmp_path: Path):
     """docs/upstreams.md: an uncached image whose upstream cannot be reached is UPSTREAM_UNAVAILABLE
-    naming the upstream. With the default read_timeout (60 s) the proxy (and an agent) gives up on
-    the index after its own 30 s and answers UNAVAILABLE "index unavailable: ReadTimeout", which
-    blames the index, a healthy one (test_a_hanging_upstream_times_out sets read_timeout = 5)."""
+    naming the upstream. With the default read_timeout (60 s) the proxy (and an agent) used to give
+    up on the index after its own 30 s and answer UNAVAILABLE "index unavailable: ReadTimeout",
+    which blamed a healthy index (test_a_hanging_upstream_times_out sets read_timeout = 5)."""
     with socket.socket() as listener:  # accepts connections (the backlog), never answers
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)
