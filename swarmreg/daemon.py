@@ -16,6 +16,7 @@ import trio
 from swarmreg.authz import exposure_error
 from swarmreg.backends.router import BackendRouter
 from swarmreg.config import Config, ConfigError
+from swarmreg.http.client import LimitedResolver
 from swarmreg.layout import DataLayout
 from swarmreg.malloc import trim_periodically
 from swarmreg.node import Node
@@ -152,6 +153,7 @@ class Daemon:
         layout = self.config.layout
         data_dir = layout.root
         data_dir.mkdir(parents=True, exist_ok=True)
+        trio.socket.set_custom_hostname_resolver(LimitedResolver())  # lookups cannot take the file I/O threads
         if self.ready_file is not None:
             self.ready_file.unlink(missing_ok=True)
         with _DataDirLock(layout):

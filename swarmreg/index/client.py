@@ -21,7 +21,17 @@ from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, ErrorCode, SwarmregError
 from swarmreg.http.client import envelope_error, transport_reason
 from swarmreg.index.validate import validate_repository, validate_tag
-from swarmreg.index.wire import BLOB_SIZE, BLOBS, CATALOG, MANIFESTS, REFERRERS, record_path, tag_path, tags_path
+from swarmreg.index.wire import (
+    BLOB_SIZE,
+    BLOBS,
+    CATALOG,
+    CLIENT_TIMEOUT,
+    MANIFESTS,
+    REFERRERS,
+    record_path,
+    tag_path,
+    tags_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,7 @@ class IndexClient:
     request is made, with the index's own error codes.
     """
 
-    def __init__(self, address: Address | str, *, timeout: float = 30.0, connect_timeout: float = 5.0,
+    def __init__(self, address: Address | str, *, timeout: float = CLIENT_TIMEOUT, connect_timeout: float = 5.0,
                  attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None,
                  tls: ssl.SSLContext | None = None, secret: str = "") -> None:
         self.base_url = _base_url(address, "https" if tls else "http")
@@ -199,7 +209,8 @@ class IndexClient:
 
     async def blob_size(self, repository: str, digest: Digest | str) -> int | None:
         """The size of the blob linked in the repository, or None if it is not linked."""
-        response = await self._request("HEAD", self._path(repository, BLOBS, digest), missing=BLOB_UNKNOWN)
+        # A GET, not a HEAD: an error's envelope (an upstream's UPSTREAM_UNAVAILABLE) is in the body.
+        response = await self._request("GET", self._path(repository, BLOBS, digest), missing=BLOB_UNKNOWN)
         return None if response is None else int(response.headers[BLOB_SIZE])
 
     async def unlink_blob(self, repository: str, digest: Digest | str) -> None:

@@ -34,6 +34,7 @@ from swarmreg.errors import (
     SwarmregError,
 )
 from swarmreg.index.store import IndexStore, ManifestRecord
+from swarmreg.index.wire import CLIENT_TIMEOUT
 from swarmreg.oci.manifest import Manifest, parse_manifest
 from swarmreg.singleflight import SingleFlight
 from swarmreg.store.blobstore import BlobStore
@@ -52,6 +53,13 @@ MAX_CHILDREN = 256
 # names: a client repeating a miss is answered from memory, not with another upstream request.
 MISSING_TTL = 10.0
 MAX_MISSING = 10_000
+# Seconds a due cached tag waits for its upstream before it is served as it is (stale_if_error).
+STALE_WAIT = 10.0
+# Seconds an uncached name waits for its upstream before the index answers UPSTREAM_UNAVAILABLE
+# naming it: an upstream that hangs would outlast read_timeout (60 s) and the index's clients'
+# own timeout, whose error would blame the index. The lookup runs on in the service's nursery;
+# a client that asks again gets its result.
+UPSTREAM_WAIT = CLIENT_TIMEOUT - 10.0
 # Upstream failures a cached tag is served through (stale-if-error); a 404 is an answer.
 _UPSTREAM_FAILURES = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR})
 
@@ -127,9 +135,19 @@ class PullThrough:
             return cached
         if cached is not None and not self._due(repository, tag):
             return cached
+        resolve = partial(self._once_known, (repository, tag), partial(
+            self._tags.run, (repository, tag), partial(self._resolve_tag, repository, tag)))
         try:
-            return await self._once_known((repository, tag), partial(
-                self._tags.run, (repository, tag), partial(self._resolve_tag, repository, tag)))
+            if cached is None or not self.stale_if_error:
+                return await _bounded(repository, resolve)
+            # An upstream that hangs would outlast the hops' timeouts (read_timeout is 60 s, the
+            # agent's and proxy's requests to the index 30 s): wait STALE_WAIT, then serve the cached
+            # tag; the resolution runs on in the service's nursery and updates it if it succeeds.
+            with trio.move_on_after(STALE_WAIT):
+                return await resolve()
+            log.warning("serving the cached %s:%s (%s): the upstream has not answered within %g s",
+                        repository, tag, cached, STALE_WAIT)
+            return cached
         except SwarmregError as error:
             if cached is None or not self.stale_if_error or error.code not in _UPSTREAM_FAILURES:
                 raise
@@ -142,8 +160,8 @@ class PullThrough:
         record = await self.store.get_manifest(repository, digest)
         if record is not None or split_upstream(repository) is None or self.air_gapped:
             return record
-        return await self._once_known((repository, str(digest)), partial(
-            self._manifests.run, (repository, digest), partial(self._fetch_manifest, repository, digest)))
+        return await _bounded(repository, partial(self._once_known, (repository, str(digest)), partial(
+            self._manifests.run, (repository, digest), partial(self._fetch_manifest, repository, digest))))
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The linked blob's size; a blob of an upstream repository that no fetched manifest
@@ -151,8 +169,8 @@ class PullThrough:
         size = await self.store.blob_size(repository, digest)
         if size is not None or split_upstream(repository) is None or self.air_gapped:
             return size
-        return await self._once_known((repository, f"blob {digest}"), partial(
-            self._blobs.run, (repository, digest), partial(self._link_upstream_blob, repository, digest)))
+        return await _bounded(repository, partial(self._once_known, (repository, f"blob {digest}"), partial(
+            self._blobs.run, (repository, digest), partial(self._link_upstream_blob, repository, digest))))
 
     # -- resolution -----------------------------------------------------------------------------
 
@@ -255,6 +273,17 @@ async def _unless(missing: ErrorCode, call: Awaitable[T]) -> T | None:
         if error.code is missing:
             return None
         raise
+
+
+async def _bounded(repository: str, lookup: Callable[[], Awaitable[T]]) -> T:
+    """``lookup()`` (a flight that runs on in the service's nursery), or UPSTREAM_UNAVAILABLE
+    naming the upstream once it has taken UPSTREAM_WAIT."""
+    with trio.move_on_after(UPSTREAM_WAIT):
+        return await lookup()
+    registry, _ = _upstream(repository)
+    log.warning("upstream %s has not answered for %s within %g s", registry, repository, UPSTREAM_WAIT)
+    raise SwarmregError(UPSTREAM_UNAVAILABLE, f"upstream {registry} has not answered within {UPSTREAM_WAIT:g} s",
+                        {"upstream": registry})
 
 
 def _upstream(repository: str) -> tuple[str, str]:

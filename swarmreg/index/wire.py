@@ -16,6 +16,10 @@ REPOSITORY_ROUTE = "/repositories/<path:repository>"
 # The kinds of record kept per repository and digest: /repositories/<r>/<kind>/<digest>.
 MANIFESTS, BLOBS, REFERRERS = "manifests", "blobs", "referrers"
 
+# Seconds the index's clients (the proxy, agents) wait for an answer; the index answers before
+# that even when an upstream it asks hangs (swarmreg.index.pullthrough.UPSTREAM_WAIT).
+CLIENT_TIMEOUT = 30.0
+
 BLOB_SIZE = "Blob-Size"
 MANIFEST_MEDIA_TYPE = "Manifest-Media-Type"
 MANIFEST_SIZE = "Manifest-Size"

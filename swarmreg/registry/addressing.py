@@ -28,10 +28,11 @@ from swarmreg.upstream.names import cached_repository, is_registry_host, split_u
 
 T = TypeVar("T")
 
-# host[:port]: DNS labels (or an IPv4 address) and a port up to 65535. An IPv6 literal cannot be
-# part of a repository name, so it is not accepted here either.
+# host[:port]: DNS labels of at most 63 characters (or an IPv4 address) and a port up to 65535.
+# An IPv6 literal cannot be part of a repository name, so it is not accepted here either.
 _NS = re.compile(
-    r"(?=[^:]{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"(?=[^:]{1,253}(?::|$))[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
     r"(?::(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3}))?")
 # What "swarmreg does not have it here" looks like: only these send a bare name on to the
 # default upstream.
@@ -73,6 +74,9 @@ def canonical_repository(name: str) -> str:
     validate_repository(name)
     first, slash, rest = name.partition("/")
     if slash and is_registry_host(first):
+        if not _NS.fullmatch(first):  # a port over 65535, a DNS label over 63 characters
+            raise SwarmregError(NAME_INVALID, f"invalid repository name: {first} does not name a registry as "
+                                "host[:port]", {"name": name[:255]})
         return validate_repository(cached_repository(first, rest))
     return name
 

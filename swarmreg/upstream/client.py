@@ -9,10 +9,12 @@ upstream name, anonymous HTTPS for names without a ``[[registries]]`` entry.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -23,12 +25,13 @@ from swarmreg.digest import Digest
 from swarmreg.errors import (
     BLOB_UNKNOWN,
     MANIFEST_UNKNOWN,
+    NAME_INVALID,
     UPSTREAM_ERROR,
     UPSTREAM_UNAVAILABLE,
     SwarmregError,
 )
 from swarmreg.upstream.names import canonical_registry, registry_endpoint
-from swarmreg.upstream.settings import RegistryConfig
+from swarmreg.upstream.settings import RegistryConfig, UpstreamTlsConfig
 
 _log = logging.getLogger(__name__)
 
@@ -45,6 +48,8 @@ MAX_MANIFEST_SIZE = 4 << 20
 # expires_in when a token realm gives none (Docker's token spec says 60 seconds).
 DEFAULT_TOKEN_TTL = 60.0
 CHUNK_SIZE = 1 << 20
+# Clients kept for upstreams without a [[registries]] entry (anonymous HTTPS).
+MAX_ANONYMOUS = 64
 
 
 @attrs.frozen
@@ -106,9 +111,18 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+@functools.cache
+def _system_roots() -> ssl.SSLContext:
+    # One context for every upstream with the default TLS settings: each new one loads the system's
+    # roots again (some 850 KB), and a client may name any number of upstreams in ?ns=.
+    return ssl.create_default_context()
+
+
 def ssl_context(config: RegistryConfig) -> ssl.SSLContext:
     """The TLS settings ``config.tls`` asks for; a missing or bad file is a clear error."""
     tls = config.tls
+    if tls == UpstreamTlsConfig():
+        return _system_roots()
     try:
         context = ssl.create_default_context(cafile=tls.ca or None)
         if tls.cert:
@@ -281,11 +295,15 @@ class UpstreamClient:
     async def _request(self, method: str, url: str, headers: Mapping[str, str] | None,
                        auth: Mapping[str, str], params: Mapping[str, str] | None = None,
                        basic: httpx.BasicAuth | None = None) -> httpx.Response:
-        request = self._http.build_request(method, url, headers={**(headers or {}), **auth}, params=params)
         try:
+            request = self._http.build_request(method, url, headers={**(headers or {}), **auth}, params=params)
             return await self._http.send(request, stream=True, auth=basic or httpx.USE_CLIENT_DEFAULT)
         except httpx.HTTPError as error:
             raise self._unavailable(error) from None
+        except (httpx.InvalidURL, UnicodeError) as error:  # a host IDNA refuses (xn--n3h.com): not a 500
+            _log.debug("upstream %s: %s %s: %s", self.name, method, url, error)
+            raise SwarmregError(UPSTREAM_UNAVAILABLE, f"upstream {self.name}: cannot connect "
+                                "(its host name is not a valid DNS name)") from None
 
     async def _fetch_token(self, params: Mapping[str, str], scope: str) -> None:
         """A token from the challenge's realm (basic credentials if configured), kept for
@@ -387,18 +405,30 @@ class Upstreams:
     def __init__(self, registries: Sequence[RegistryConfig] = ()) -> None:
         self._configs = {canonical_registry(config.name): config for config in registries}
         self._clients: dict[str, UpstreamClient] = {}
+        # Clients of names without an entry, least recently used first: any client may name any
+        # upstream, so at most MAX_ANONYMOUS are kept (a dropped one's idle connections close
+        # when it is collected; a request using it keeps it alive till it ends).
+        self._anonymous: OrderedDict[str, UpstreamClient] = OrderedDict()
 
     def config(self, name: str) -> RegistryConfig:
         """The configuration for upstream ``name``: its entry, or anonymous HTTPS."""
         key = canonical_registry(name)
-        return self._configs.get(key) or RegistryConfig(name=key)
+        try:
+            return self._configs.get(key) or RegistryConfig(name=key)
+        except ValueError:  # a name no request could have reached a registry with
+            raise SwarmregError(NAME_INVALID, f"{name[:255]} does not name a registry as host[:port]") from None
 
     def get(self, name: str) -> UpstreamClient:
         """The client for upstream ``name`` (made on first use)."""
         key = canonical_registry(name)
         client = self._clients.get(key)
-        if client is None:
-            client = self._clients[key] = UpstreamClient(self.config(key))
+        if client is None and key in self._configs:
+            client = self._clients[key] = UpstreamClient(self._configs[key])
+        elif client is None:
+            client = self._anonymous.pop(key, None) or UpstreamClient(self.config(key))
+            self._anonymous[key] = client
+            while len(self._anonymous) > MAX_ANONYMOUS:
+                self._anonymous.popitem(last=False)
         return client
 
     async def __aenter__(self) -> Upstreams:
@@ -408,6 +438,7 @@ class Upstreams:
         await self.aclose()
 
     async def aclose(self) -> None:
-        clients, self._clients = list(self._clients.values()), {}
+        clients = [*self._clients.values(), *self._anonymous.values()]
+        self._clients, self._anonymous = {}, OrderedDict()
         for client in clients:
             await client.aclose()

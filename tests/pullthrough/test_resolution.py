@@ -152,6 +152,32 @@ async def test_stale_if_error_serves_the_cached_tag_and_logs_it(nursery, tmp_pat
         assert response.json()["errors"][0]["code"] == UPSTREAM_UNAVAILABLE.code
 
 
+async def test_stale_if_error_outlasts_a_hanging_upstream_with_the_default_timeouts(nursery, tmp_path: Path):
+    """An upstream that accepts and never answers (a hung host) while a cached tag is due: with
+    the default read_timeout (60 s) the index waited past the proxy's and agents' 30 s requests
+    to it, so they answered UNAVAILABLE "index unavailable: ReadTimeout" and the cached tag that
+    stale_if_error promises was never served. It is served after STALE_WAIT."""
+    data_dir = tmp_path / "herd"
+    with docker_registry(tmp_path) as port:
+        pushed = await push_upstream_image(f"http://127.0.0.1:{port}", "team/app", "v1", [b"layer"])
+        repository = f"127.0.0.1:{port}/team/app"
+        async with herd(nursery, data_dir, port, "tag_ttl=0") as running:
+            assert (await manifest(running, repository, "v1")).content == pushed.manifest
+    with socket.socket() as listener:  # the same port now accepts connections and never answers
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(8)
+        running = await start_daemon(nursery, make_config(
+            data_dir, f'registries=[{{name = "127.0.0.1:{port}", scheme = "http"}}]', "tag_ttl=0"), HERD)
+        try:
+            with trio.fail_after(25):
+                response = await manifest(running, repository, "v1")
+            assert response.status_code == 200, response.text
+            assert response.content == pushed.manifest
+        finally:
+            await running.stop()
+
+
 async def test_an_uncached_image_with_the_upstream_down_is_a_clear_error(nursery, tmp_path: Path):
     with socket.socket() as closed:  # a port nothing listens on
         closed.bind(("127.0.0.1", 0))
@@ -176,6 +202,27 @@ async def test_a_hanging_upstream_times_out(nursery, tmp_path: Path):
                 response = await manifest(running, f"127.0.0.1:{port}/team/app", "v1")
             assert response.status_code == 503
             assert response.json()["errors"][0]["code"] == UPSTREAM_UNAVAILABLE.code
+
+
+async def test_a_hanging_upstream_with_the_default_timeouts_is_upstream_unavailable(nursery, tmp_path: Path):
+    """docs/upstreams.md: an uncached image whose upstream cannot be reached is UPSTREAM_UNAVAILABLE
+    naming the upstream. With the default read_timeout (60 s) the proxy (and an agent) used to give
+    up on the index after its own 30 s and answer UNAVAILABLE "index unavailable: ReadTimeout",
+    which blamed a healthy index (test_a_hanging_upstream_times_out sets read_timeout = 5)."""
+    with socket.socket() as listener:  # accepts connections (the backlog), never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        running = await start_daemon(nursery, make_config(
+            tmp_path / "herd", f'registries=[{{name = "127.0.0.1:{port}", scheme = "http"}}]'), HERD)
+        try:
+            with trio.fail_after(45):
+                response = await manifest(running, f"127.0.0.1:{port}/team/app", "v1")
+            assert response.status_code == 503
+            error = response.json()["errors"][0]
+            assert error["code"] == UPSTREAM_UNAVAILABLE.code and f"127.0.0.1:{port}" in error["message"], error
+        finally:
+            await running.stop()
 
 
 async def test_an_unknown_upstream_tag_is_manifest_unknown(nursery, tmp_path: Path):

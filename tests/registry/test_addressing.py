@@ -58,6 +58,7 @@ def test_a_bare_name_falls_back_to_the_default_registry_only() -> None:
     "", "team", "a b.com", "a..b", "-x.com", "x-.com", "host.com:99999", "host.com:0", "host.com:",
     "[::1]:5000", "::1", "https://docker.io", "docker.io/library", "host.com:5000:1", "x" * 300 + ".com",
     "docker.io?x", "dock%65r.io", "\u00e9.com",
+    "x." + "a" * 64 + ".com",  # a DNS label is at most 63 characters (was a 500 from the resolver)
 ])
 def test_a_malformed_ns_is_name_invalid(ns: str) -> None:
     with pytest.raises(SwarmregError) as raised:
@@ -72,6 +73,19 @@ def test_the_repository_must_be_valid_in_every_form() -> None:
         with pytest.raises(SwarmregError) as raised:
             address(name, ns)
         assert raised.value.code is NAME_INVALID, (name, ns)
+
+
+@pytest.mark.parametrize("name", [
+    "127.0.0.1:99999/x", "127.0.0.1:0/x", "localhost:65536/x", "a" * 64 + ".com/x", "x." + "a" * 64 + ".com/y/z",
+])
+def test_an_in_path_registry_must_be_host_and_port(name: str) -> None:
+    # The in-path form is checked as ?ns= is: these reached the index as upstream names and
+    # were an INTERNAL 500 there (a RegistryConfig refusing the port, the resolver the label).
+    with pytest.raises(SwarmregError) as raised:
+        address(name)
+    assert raised.value.code is NAME_INVALID
+    assert address("127.0.0.1:65535/x").repository == "127.0.0.1:65535/x"
+    assert address("a" * 63 + ".com/x").repository == "a" * 63 + ".com/x"
 
 
 def test_repeated_ns_parameters() -> None:

@@ -9,6 +9,7 @@ nothing; malformed input gets the envelope and the daemon serves on.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -265,3 +266,35 @@ async def test_pushes_into_an_upstream_namespace_are_refused(herd: Herd) -> None
         assert await index.blob_size(HUB, layer) is None
         # A push into swarmreg's own repository works as before, Location and all.
         assert (await push_blob(proxy, "team/app", b"still works")) == digest_of(b"still works")
+
+
+async def test_unreachable_or_impossible_upstream_names_get_clear_errors(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """Upstream names a careless client sends on both ports, not air-gapped: a port nothing
+    listens on is UPSTREAM_UNAVAILABLE naming it for a manifest *and* a blob (a blob was 502
+    "index answered 503": the agent and proxy asked the index with a HEAD, whose answer has no
+    envelope to relay); a port over 65535 or a DNS label over 63 characters is NAME_INVALID;
+    a host IDNA refuses is UPSTREAM_UNAVAILABLE. Each of these was a 500 INTERNAL before."""
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    herd = await start_herd(nursery, tmp_path, "air_gapped=false")
+    blob = "sha256:" + "0" * 64
+    try:
+        for where in PORTS:
+            async with httpx.AsyncClient(base_url=herd.url(where), timeout=60) as client:
+                with trio.fail_after(30):
+                    for path in [f"/v2/127.0.0.1:{port}/x/manifests/v1", f"/v2/127.0.0.1:{port}/x/blobs/{blob}"]:
+                        error = assert_error(await client.get(path), 503, "UPSTREAM_UNAVAILABLE")
+                        assert f"127.0.0.1:{port}" in error["message"], (where, path, error)
+                    error = assert_error(await client.get(f"/v2/x/blobs/{blob}", params={"ns": f"127.0.0.1:{port}"}),
+                                         503, "UPSTREAM_UNAVAILABLE")
+                    for path in ["/v2/127.0.0.1:99999/x/manifests/v1", f"/v2/127.0.0.1:99999/x/blobs/{blob}",
+                                 "/v2/" + "a" * 64 + ".com/x/manifests/v1"]:
+                        assert_error(await client.get(path), 400, "NAME_INVALID")
+                    assert_error(await client.get("/v2/x/manifests/v1", params={"ns": "x." + "a" * 64 + ".com"}),
+                                 400, "NAME_INVALID")
+                    assert_error(await client.get("/v2/xn--n3h.com/x/manifests/v1"), 503, "UPSTREAM_UNAVAILABLE")
+                assert (await client.get("/v2/")).status_code == 200
+    finally:
+        await herd.agent.stop()
+        await herd.herd.stop()

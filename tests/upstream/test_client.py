@@ -14,9 +14,16 @@ import trio
 import trustme
 
 from swarmreg.config import RegistryConfig, UpstreamAuthConfig, UpstreamTlsConfig, load_config
-from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, UPSTREAM_ERROR, UPSTREAM_UNAVAILABLE, SwarmregError
+from swarmreg.errors import (
+    BLOB_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    NAME_INVALID,
+    UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    SwarmregError,
+)
 from swarmreg.registry.auth import hash_password
-from swarmreg.upstream.client import UpstreamClient
+from swarmreg.upstream.client import MAX_ANONYMOUS, UpstreamClient, Upstreams
 from tests.conftest import PORT_ZERO, start_daemon
 from tests.proxy.helpers import DOCKER_MANIFEST, RegistryAuth, digest_of, image_manifest
 from tests.upstream.registries import blob_path, docker_registry
@@ -244,3 +251,36 @@ async def test_blob_stream_without_verify_passes_the_bytes_as_they_come(tmp_path
         async with UpstreamClient(RegistryConfig(name=f"127.0.0.1:{port}", scheme="http")) as upstream:
             received = b"".join([chunk async for chunk in upstream.blob_stream("team/app", layer, verify=False)])
     assert received == b"X" + LAYERS[0][1:] and digest_of(received) != layer
+
+
+async def test_a_host_name_idna_refuses_is_unavailable_not_a_crash():
+    # xn--n3h.com passes the host[:port] check but IDNA refuses it (U+2603): the request was an
+    # unhandled idna error, a 500 INTERNAL on the registry ports.
+    for name in ("xn--n3h.com", "xn--n3h.example:5000"):
+        async with UpstreamClient(RegistryConfig(name=name)) as upstream:
+            with trio.fail_after(10), pytest.raises(SwarmregError) as raised:
+                await upstream.head_manifest("x", "latest")
+        assert raised.value.code is UPSTREAM_UNAVAILABLE, name
+        assert name in raised.value.message
+
+
+async def test_a_port_out_of_range_is_name_invalid():
+    async with Upstreams() as upstreams:
+        with pytest.raises(SwarmregError) as raised:
+            upstreams.get("127.0.0.1:99999")
+        assert raised.value.code is NAME_INVALID
+
+
+async def test_anonymous_upstreams_are_bounded_and_share_the_system_roots():
+    """Every ?ns= name an anonymous client sends got its own UpstreamClient, kept for good, each
+    with its own SSL context (~850 KB of system roots): 3000 names took a herd from 115 MB to 2.6 GB."""
+    configured = RegistryConfig(name="registry.example.com", tls=UpstreamTlsConfig(insecure_skip_verify=True))
+    async with Upstreams([configured]) as upstreams:
+        first = upstreams.get("h0.invalid")
+        clients = [upstreams.get(f"h{i}.invalid") for i in range(3 * MAX_ANONYMOUS)]
+        assert upstreams.get("registry.example.com") is upstreams.get("registry.example.com")  # configured: kept
+        assert len(upstreams._anonymous) == MAX_ANONYMOUS
+        assert upstreams.get(f"h{3 * MAX_ANONYMOUS - 1}.invalid") is clients[-1]  # recent ones are reused
+        assert upstreams.get("h0.invalid") is not first  # the oldest were dropped
+        contexts = {id(client._http._transport._pool._ssl_context) for client in clients}
+        assert len(contexts) == 1
