@@ -214,15 +214,38 @@ async def direct_pull(bench: Bench, herd: DaemonProcess, agent: DaemonProcess, i
     return phase(meter, bench.log.blob_gets())
 
 
+async def sample_cpu(samples: list[tuple[float, float, float]], herd: int, agent: int) -> None:
+    """(time, herd CPU, agent CPU) every 50 ms, until cancelled."""
+    while True:
+        samples.append((time.time(), process_seconds(herd), process_seconds(agent)))
+        await trio.sleep(0.05)
+
+
+def split_cpu(samples: list[tuple[float, float, float]], started: float, seeded: float | None) -> dict[str, Any]:
+    """The herd's and the agent's CPU seconds before the layer was seeded (the origin's fetch
+    from the upstream) and after it (the swarm's transfer to the agent, the agent's stream)."""
+    if seeded is None or len(samples) < 2:
+        return {}
+    at = started + seeded
+    cut = min(samples, key=lambda sample: abs(sample[0] - at))
+    return {"until_seeded": {"herd": cut[1] - samples[0][1], "agent": cut[2] - samples[0][2]},
+            "after_seeded": {"herd": samples[-1][1] - cut[1], "agent": samples[-1][2] - cut[2]}}
+
+
 async def swarm_pulls(bench: Bench, cluster: Cluster, herd: DaemonProcess, agent: DaemonProcess, conf: Path,
                       image: Image, tag: str) -> dict[str, Any]:
     """A cold skopeo copy through ``agent`` (with its timeline), then a warm one."""
     bench.log.skip()
     started = time.time()
+    samples: list[tuple[float, float, float]] = []
     with bench.meter(herd, [agent]) as meter:
-        await bench.copy(conf, tag, image)
-    cold = phase(meter, mirror_served(bench.log.blob_gets()),
-                 timeline=timeline(cluster, herd, agent, image, tag, started))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sample_cpu, samples, pid(herd), pid(agent))
+            await bench.copy(conf, tag, image)
+            nursery.cancel_scope.cancel()
+    events = timeline(cluster, herd, agent, image, tag, started)
+    cold = phase(meter, mirror_served(bench.log.blob_gets()), timeline=events,
+                 cpu_split=split_cpu(samples, started, events["origin_layer_fetched_and_seeded"]))
     with bench.meter(herd, [agent]) as meter:
         await bench.copy(conf, tag, image)
     return {"cold": cold, "warm": phase(meter, bench.log.blob_gets())}
@@ -415,6 +438,11 @@ def report(results: dict[str, Any]) -> None:
     print(f"\npeak RSS: herd {results['herd_peak_rss_mib']:.0f} MiB, the single agent "
           f"{results['single']['peak_rss_mib']['agent']:.0f} MiB, the concurrent agents up to "
           f"{max(r['peak_rss_mib']['agents_max'] for r in many):.0f} MiB each")
+    splits = [r["cold"]["cpu_split"] for r in single if r["cold"].get("cpu_split")]
+    if splits:
+        print("\ncold pull, CPU seconds before and after the layer was seeded (medians, sampled every 50 ms): "
+              + ", ".join(f"{who} {when.replace('_', ' ')} {med(s[when][who] for s in splits):.2f}"
+                          for when in ("until_seeded", "after_seeded") for who in ("herd", "agent")))
     print("\ncold pull timeline, seconds after skopeo started (medians):\n")
     keys = list(single[0]["cold"]["timeline"])
     for key in keys:
