@@ -32,6 +32,9 @@ ROLE_URI_PREFIX = "swarmreg:role:"
 INDEX_WRITERS = frozenset({"proxy", "index"})
 ORIGIN_WRITERS = frozenset({"proxy", "origin"})
 TRACKER_ORIGINS = frozenset({"origin"})
+# Preheat: who may list the agents the tracker knows, and ask an agent to prefetch a blob.
+AGENT_DIRECTORY = frozenset({"proxy"})
+PREFETCHERS = frozenset({"proxy"})
 
 # The scheme of the cluster secret in the Authorization header.
 BEARER = "Bearer"
@@ -118,6 +121,19 @@ class ClusterGuard:
         if self.secret and not _presents(authorization, self.secret):
             raise SwarmregError(UNAUTHORIZED, f"{what} needs the cluster secret ([cluster] secret) as a bearer token",
                                 headers={"WWW-Authenticate": REALM})
+
+    def check_plain(self, needed: frozenset[str], what: str, *, peercert: Mapping[str, Any] | None,
+                    authorization: str | None) -> None:
+        """``check`` for a port that serves plain HTTP even with ``[tls]`` (an agent's blob API):
+        a verified certificate decides when there is one; otherwise the cluster secret does, and
+        with ``[tls]`` but no secret nobody can be told apart, so the write is refused."""
+        if peercert:
+            self.check(needed, what, peercert=peercert, authorization=authorization)
+        elif self.secret:
+            ClusterGuard(False, self.secret).check(needed, what, peercert=None, authorization=authorization)
+        elif self.tls:
+            raise SwarmregError(UNAUTHORIZED, f"{what} needs the cluster secret ([cluster] secret): this port "
+                                "has no TLS to verify a certificate", headers={"WWW-Authenticate": REALM})
 
 
 def _loopback(host: str) -> bool:

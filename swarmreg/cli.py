@@ -1,5 +1,5 @@
-"""The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster`` and
-``containerd-config``."""
+"""The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster``,
+``containerd-config`` and ``load``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="write a JSON document of every bound address once all roles are ready")
     daemon.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
     daemon.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides log.level")
+    daemon.add_argument("--preload-images", metavar="FILE",
+                        help="once the roles serve, make the herd fetch and seed every image of FILE (one image "
+                             "reference a line, # comments; needs the proxy role, or the index and origin roles); "
+                             "the daemon serves while it runs and logs how it goes")
 
     config = commands.add_parser("config", help="inspect the configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)
@@ -76,7 +80,31 @@ def _parser() -> argparse.ArgumentParser:
     mirror.add_argument("--restore", action="store_true",
                         help="put back the files earlier runs replaced and remove the ones they created "
                              "(only for the --registry hosts given, if any)")
+    load = commands.add_parser(
+        "load", help="make the herd fetch and seed a list of images (a preheat job on the proxy)",
+        description="Post the images of --image-file (ociregistry's image list: one reference a line, blank lines "
+                    "and # comments ignored) to the proxy's POST /preheat and follow the job. A reference with a "
+                    "registry host (a dot or a colon in its first component, or localhost) is an upstream image, "
+                    "pulled through and cached under <host[:port]>/<repo>; one without is a repository pushed to "
+                    "swarmreg. The origin fetches and seeds every blob; with --agents, agents fetch them too. "
+                    "Exits 0 when every image is loaded, 1 otherwise (the errors printed), 2 for a bad list.")
+    load.add_argument("--image-file", metavar="FILE", required=True, help="the image list ('-': standard input)")
+    load.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                      help="of a multi-platform image, load only this platform's layers (the index stays whole)")
+    load.add_argument("--proxy", metavar="URL", default=DEFAULT_PROXY,
+                      help=f"the proxy's registry port (default: the devcluster's, {DEFAULT_PROXY})")
+    load.add_argument("--agents", metavar="N|all",
+                      help="also have N agents (or all the tracker knows) fetch every blob ahead of a deploy")
+    load.add_argument("--username", metavar="USER",
+                      help="sign in to the proxy as USER; the password comes from the SWARMREG_PASSWORD variable")
+    load.add_argument("--ca", metavar="FILE", help="a PEM CA bundle to verify an https proxy with")
+    load.add_argument("--timeout", metavar="SECONDS", type=float, default=0,
+                      help="give up (status 1) after this long; 0 (the default): wait for the job to end")
     return parser
+
+
+# The devcluster's proxy (swarmreg.devcluster.DEVCLUSTER: proxy.listen of the herd).
+DEFAULT_PROXY = "http://127.0.0.1:15000"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream)
         if args.command == "containerd-config":
             return _containerd_config(args)
+        if args.command == "load":
+            from swarmreg.load import run_load
+
+            return run_load(args)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
             sys.stdout.write(dump_config(config, redact=True))
@@ -116,7 +148,8 @@ def _run_daemon(args: argparse.Namespace, config: Config) -> int:
         logging.getLogger("swarmreg.malloc").info("malloc: %s", ", ".join(f"{k}={v}" for k, v in tuned.items()))
     status = 0
     try:
-        daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file)
+        daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file,
+                        preload_images=args.preload_images)
         trio.run(partial(daemon.run, handle_signals=True))
     except* (DaemonError, OSError) as group:
         for error in _leaves(group):

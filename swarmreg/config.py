@@ -296,6 +296,11 @@ class ProxyConfig:
     # 429 until the oldest one ages out (0: no limit).
     auth_failure_limit: int = attrs.field(default=10, validator=attrs.validators.ge(0))
     auth_failure_window: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # The tracker (its announce channel) whose agents a preheat with "agents" asks to prefetch;
+    # unset: the tracker role of the same daemon.
+    tracker: Address | None = None
+    # Preheat jobs (POST /preheat) running at once; one more is refused with 429.
+    preheat_jobs: int = attrs.field(default=4, validator=attrs.validators.ge(1))
 
 
 def _all_or_none(instance: TlsConfig, attribute: attrs.Attribute[str], value: str) -> None:

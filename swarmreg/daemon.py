@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -23,6 +23,10 @@ from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
+
+if TYPE_CHECKING:
+    from swarmreg.proxy.preheat import PreheatJob
+    from swarmreg.proxy.wire import Target
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,40 @@ class _DataDirLock:
         os.close(self.fd)
 
 
+# An image list for --preload-images is at most this long.
+MAX_PRELOAD_FILE = 16 << 20
+
+
+def read_preload(path: str | os.PathLike[str], config: Config, roles: Sequence[str]) -> list[Target]:
+    """The checked references of a ``--preload-images`` file (swarmreg.proxy.wire.Target); DaemonError
+    when the daemon cannot preload (neither the proxy role nor the index and origin roles), or the
+    file cannot be read or has a malformed line."""
+    from swarmreg.proxy.wire import read_image_list
+
+    if "proxy" not in roles and not {"index", "origin"} <= set(roles):
+        raise DaemonError("--preload-images needs the proxy role, or the index and origin roles, in this daemon "
+                          f"(its roles: {','.join(roles)})")
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PRELOAD_FILE + 1)
+    except OSError as error:
+        raise DaemonError(f"--preload-images: cannot read {path}: {error.strerror or error}") from None
+    if len(data) > MAX_PRELOAD_FILE:
+        raise DaemonError(f"--preload-images: {path} is over {MAX_PRELOAD_FILE >> 20} MiB")
+    try:
+        return read_image_list(data.decode("utf-8"), config.default_registry, where=str(path))
+    except UnicodeDecodeError:
+        raise DaemonError(f"--preload-images: {path} is not UTF-8 text") from None
+    except ValueError as error:
+        raise DaemonError(f"--preload-images: {error}") from None
+
+
 class Daemon:
     """Starts each role as a service, reports their addresses, and stops them gracefully."""
 
     def __init__(self, config: Config, roles: Sequence[str], *,
-                 ready_file: str | os.PathLike[str] | None = None) -> None:
+                 ready_file: str | os.PathLike[str] | None = None,
+                 preload_images: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.roles = parse_roles(roles)
         needs = [("tracker", "origin", bool(config.tracker.origins), "tracker.origins"),
@@ -100,6 +133,9 @@ class Daemon:
         if (exposed := exposure_error(config, self.roles)) is not None:
             raise DaemonError(exposed)
         self.ready_file = Path(ready_file) if ready_file is not None else None
+        # Read and checked now: a bad list stops the daemon before it binds anything.
+        self.preload = read_preload(preload_images, config, self.roles) if preload_images is not None else None
+        self.preload_job: PreheatJob | None = None  # the preload's, once it started
         self.stop = trio.Event()
         self.stopped = trio.Event()
         self.node: Node | None = None
@@ -144,6 +180,8 @@ class Daemon:
                             self._services = services.cancel_scope
                             ready = await self._start_services(services, node)
                             task_status.started(ready)
+                            if self.preload is not None:  # the daemon serves while it runs
+                                services.start_soon(self._preload, node)
                             await self.stop.wait()
                             log.info("stopping: in-flight requests get %g s", self.config.shutdown_timeout)
                             services.cancel_scope.deadline = (
@@ -175,6 +213,42 @@ class Daemon:
             os.replace(temp, self.ready_file)
         log.info("ready: %s", json.dumps(bound))
         return ready
+
+    async def _preload(self, node: Node) -> None:
+        """The preheat job of --preload-images, through this daemon's index and origin (or those its
+        proxy uses), logged as it goes. Background work: it logs what fails and never raises."""
+        from swarmreg.config import Address
+        from swarmreg.index.client import IndexClient
+        from swarmreg.origin.client import OriginClient
+        from swarmreg.proxy.preheat import ImageResult, PreheatJob, run_job
+        from swarmreg.proxy.wire import JobRequest
+
+        def address(role: str) -> Address:
+            configured = getattr(self.config.proxy, role) if "proxy" in self.roles else None
+            return configured or Address.parse(node.bound[role]["http"])
+
+        def logged(job: PreheatJob, image: ImageResult) -> None:
+            done = sum(i.status in ("done", "failed") for i in job.images)
+            if image.status == "done":
+                log.info("preload %d/%d: %s loaded (%s)", done, len(job.images), image.target.text, image.digest)
+            else:
+                log.warning("preload %d/%d: %s failed: %s", done, len(job.images), image.target.text, image.error)
+
+        assert self.preload is not None
+        job = self.preload_job = PreheatJob(JobRequest(tuple(self.preload)))
+        log.info("preloading %d image(s)", len(job.images))
+        tls, secret = node.tls.client, self.config.cluster.secret
+        try:
+            async with IndexClient(address("index"), tls=tls, secret=secret) as index, \
+                    OriginClient(address("origin"), tls=tls, secret=secret) as origin:
+                await run_job(job, index, origin, on_image=logged)
+        except Exception:  # never takes the daemon down
+            log.exception("preloading images failed")
+            return
+        (log.info if job.status == "done" else log.warning)(
+            "preload %s: %d of %d image(s) loaded, %d blob(s) (%d bytes) seeded, %d error(s)", job.status,
+            sum(i.status == "done" for i in job.images), len(job.images), job.blobs.done, job.bytes_done,
+            len(job.errors) + job.errors_dropped)
 
     async def _watch_signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

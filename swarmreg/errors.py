@@ -147,7 +147,8 @@ TOOMANYREQUESTS = _register(
     "address failed to sign in `proxy.auth_failure_limit` times within `proxy.auth_failure_window` "
     "seconds: the proxy checks no password from it until the oldest failure ages out (the "
     "`Retry-After` header and `detail.retry_after` say when). The tracker never answers it: it "
-    "slows a fast connection down (`tracker.frame_rate`) instead.")
+    "slows a fast connection down (`tracker.frame_rate`) instead. Also a `POST /preheat` while "
+    "`proxy.preheat_jobs` jobs run, or a prefetch asked of an agent running 64 already.")
 
 # Codes of our own, for conditions the spec has no code for.
 RANGE_INVALID = _register(
@@ -163,7 +164,14 @@ BLOB_EXISTS = _register(
 TOO_LARGE = _register(
     "TOO_LARGE", 413, "content exceeds the configured limit",
     "An upload would pass `origin.max_upload_size`, a request body to the index passes its "
-    "limit, or a `POST /token` form is over 8 KiB.")
+    "limit, a `POST /token` form is over 8 KiB, or a `POST /preheat` body is over 1 MiB or names "
+    "more than 1000 images.")
+JOB_UNKNOWN = _register(
+    "JOB_UNKNOWN", 404, "job unknown",
+    "`GET /preheat/<id>` on the proxy names no preheat job it knows: the id is malformed, was never "
+    "given, or its job finished longer ago than the proxy keeps jobs (an hour, the latest 100). On an "
+    "agent's blob API, a prefetch status read for a blob the agent was not asked to prefetch (lately) "
+    "and does not hold.")
 NOT_FOUND = _register(
     "NOT_FOUND", 404, "no such endpoint",
     "No route on this port matches the path; on the proxy also `/token` when `proxy.auth` is "
@@ -171,8 +179,9 @@ NOT_FOUND = _register(
 BAD_REQUEST = _register(
     "BAD_REQUEST", 400, "malformed request",
     "A request the spec has no code for is malformed: a bad index request body or field, a "
-    "boolean query parameter that is not true or false, or the metainfo of the empty blob (which "
-    "has no torrent).")
+    "boolean query parameter that is not true or false, the metainfo of the empty blob (which "
+    "has no torrent), or a `POST /preheat` body that is no JSON object of `images` (references), "
+    "`platform` (os/arch[/variant]) and `agents` (a count or \"all\").")
 BACKEND_ERROR = _register(
     "BACKEND_ERROR", 502, "storage backend failed",
     "The origin's storage backend failed or returned bytes that do not match the digest. When a "

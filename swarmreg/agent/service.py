@@ -12,7 +12,9 @@ from swarmreg.agent.app import create_agent_app
 from swarmreg.agent.content import LinkedContent, SwarmContent
 from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
+from swarmreg.agent.prefetch import Prefetches
 from swarmreg.agent.registry import create_registry_app
+from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
@@ -50,8 +52,11 @@ class AgentService:
             await self.node.seed_held()  # the tracker hears of these on connect
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
-            address: Address = await nursery.start(serve, create_agent_app(content, self._stats),
-                                                   self.config.agent.listen)
+            prefetches = Prefetches(self.store, downloads, nursery)
+            app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config))
+            address: Address = await nursery.start(serve, app, self.config.agent.listen)
+            # The proxy's preheat finds this blob API through the tracker.
+            await self.tracker.register_api(address.port)
             registry_tls = self.config.agent.registry_tls
             cached = CachedIndex(index, self.config.agent.tag_ttl, nursery)
             registry: Address = await nursery.start(partial(

@@ -1,6 +1,8 @@
 """The agent's wire contract: its blob API has Kraken's agent download endpoint, which is the
 origin's blob path (``GET/HEAD /namespace/<namespace>/blobs/<digest>``), beside ``/health``
-and ``/stats``. Its registry port speaks the registry API's read side (swarmreg.registry.read).
+and ``/stats``, and the proxy's preheat asks it to fetch blobs ahead of a pull
+(``POST`` and ``GET`` of that path + ``/prefetch``). Its registry port speaks the registry API's
+read side (swarmreg.registry.read).
 """
 
 from __future__ import annotations
@@ -9,3 +11,13 @@ from swarmreg.http.paths import HEALTH, STATS
 from swarmreg.origin.wire import BLOB_ROUTE, blob_path
 
 __all__ = ["BLOB_ROUTE", "HEALTH", "STATS", "blob_path"]
+
+# Suffix of BLOB_ROUTE: POST starts fetching the blob into the agent's store (202 at once, for the
+# proxy role or the cluster secret only); GET tells how that went. Both answer
+# {"namespace", "digest", "state", "error"?} with state one of PREFETCH_STATES.
+PREFETCH = "/prefetch"
+PREFETCH_RUNNING, PREFETCH_DONE, PREFETCH_FAILED = "running", "done", "failed"
+PREFETCH_STATES = (PREFETCH_RUNNING, PREFETCH_DONE, PREFETCH_FAILED)
+# Prefetches one agent runs at once (more: 429 with Retry-After), and finished ones it remembers.
+MAX_PREFETCHES = 64
+KEPT_PREFETCHES = 4096

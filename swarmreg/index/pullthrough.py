@@ -30,6 +30,7 @@ from swarmreg.errors import (
     MANIFEST_UNKNOWN,
     UPSTREAM_ERROR,
     UPSTREAM_UNAVAILABLE,
+    ErrorCode,
     SwarmregError,
 )
 from swarmreg.index.store import IndexStore, ManifestRecord
@@ -198,24 +199,17 @@ class PullThrough:
 
     async def _fetch_manifest(self, repository: str, digest: Digest) -> ManifestRecord | None:
         registry, name = _upstream(repository)
-        try:
-            fetched = await self.upstreams.get(registry).get_manifest(name, str(digest))
-        except SwarmregError as error:
-            if error.code is MANIFEST_UNKNOWN:
-                return None
-            raise
+        fetched = await _unless(MANIFEST_UNKNOWN, self.upstreams.get(registry).get_manifest(name, str(digest)))
+        if fetched is None:
+            return None
         await self._ingest(repository, fetched, 0)
         return await self.store.get_manifest(repository, digest)
 
     async def _link_upstream_blob(self, repository: str, digest: Digest) -> int | None:
         registry, name = _upstream(repository)
-        try:
-            size = await self.upstreams.get(registry).blob_size(name, str(digest))
-        except SwarmregError as error:
-            if error.code is BLOB_UNKNOWN:
-                return None
-            raise
-        await self.store.link_blob(repository, digest, size)
+        size = await _unless(BLOB_UNKNOWN, self.upstreams.get(registry).blob_size(name, str(digest)))
+        if size is not None:
+            await self.store.link_blob(repository, digest, size)
         return size
 
     async def _ingest(self, repository: str, fetched: UpstreamManifest, depth: int) -> Manifest:
@@ -251,6 +245,16 @@ class PullThrough:
             return
         registry, name = _upstream(repository)
         await self._ingest(repository, await self.upstreams.get(registry).get_manifest(name, str(digest)), depth)
+
+
+async def _unless(missing: ErrorCode, call: Awaitable[T]) -> T | None:
+    """``call``'s result; None when the upstream answers ``missing`` (its 404: an answer, not a failure)."""
+    try:
+        return await call
+    except SwarmregError as error:
+        if error.code is missing:
+            return None
+        raise
 
 
 def _upstream(repository: str) -> tuple[str, str]:

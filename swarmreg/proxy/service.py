@@ -14,6 +14,8 @@ from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.app import create_proxy_app
+from swarmreg.proxy.preheat import Preheater, TrackerAgents
+from swarmreg.proxy.preheat_routes import add_preheat_routes
 from swarmreg.registry.access import Access, Authorizer
 from swarmreg.registry.auth import BasicAuth, FailureThrottle
 from swarmreg.registry.tokens import TokenIssuer
@@ -57,6 +59,15 @@ class ProxyService:
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
                                    max_manifest=self.config.max_manifest_size,
                                    default_registry=self.node.config.default_registry)
+            # Preheat jobs run in this nursery; "agents" are found through the tracker.
+            tracker = self.config.tracker
+            if tracker is None and "tracker" in self.node.bound:
+                tracker = Address.parse(self.node.bound["tracker"]["ws"])
+            preheater = Preheater(index, origin, TrackerAgents(tracker, tls=tls, secret=secret),
+                                  max_running=self.config.preheat_jobs)
+            await nursery.start(preheater.run, self.node.stop)
+            add_preheat_routes(app, preheater, self.auth, idle_timeout=self.node.config.http.idle_timeout,
+                               default_registry=self.node.config.default_registry)
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,

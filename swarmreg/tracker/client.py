@@ -20,8 +20,12 @@ from swarmreg.tracker.wire import (
     MAX_REPLY,
     PATH,
     TO_PEER,
+    AgentAddress,
+    AgentsReply,
+    AgentsRequest,
     Announce,
     AnnounceReply,
+    Hello,
     Leave,
     MetainfoReply,
     MetainfoRequest,
@@ -77,6 +81,7 @@ class TrackerClient:
         self._waiting: dict[int, trio.MemorySendChannel[Any]] = {}
         self.connects = 0
         self._stopped = False
+        self._api_port: int | None = None  # an agent's blob API, told the tracker on each connect
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -137,6 +142,8 @@ class TrackerClient:
         """
         self._ws = ws
         self._connected.set()
+        if self._api_port is not None:
+            await ws.send_message(encode(Hello(self._api_port)))
         kept_protocol = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reannounce)
@@ -184,6 +191,15 @@ class TrackerClient:
                 except Exception:
                     log.exception("re-announce of %s failed", announcement.digest)
             await trio.sleep(self.interval)
+
+    async def register_api(self, port: int) -> None:
+        """Tell the tracker (now, and after every reconnect) that this agent's blob API listens on ``port``."""
+        self._api_port = port
+        if (ws := self._ws) is not None:
+            try:
+                await ws.send_message(encode(Hello(port)))
+            except (ConnectionClosed, trio.BrokenResourceError):
+                pass  # the next session says it
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -249,6 +265,33 @@ class TrackerClient:
         if reply.failure is not None or reply.metainfo is None:
             raise _failure(reply.failure)
         return reply
+
+
+async def list_agents(address: Address, *, tls: ssl.SSLContext | None = None, secret: str = "",
+                      timeout: float = 10.0) -> tuple[AgentAddress, ...]:
+    """The agents connected to the tracker at ``address`` now (their blob APIs), over one short
+    websocket; UNAVAILABLE when it cannot be reached or does not answer within ``timeout``."""
+    headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
+    reply: AgentsReply | None = None
+    with trio.move_on_after(timeout):
+        try:
+            async with open_websocket(address.host, address.port, PATH, use_ssl=tls or False,
+                                      max_message_size=MAX_REPLY, connect_timeout=timeout,
+                                      extra_headers=headers) as ws:
+                await ws.send_message(encode(AgentsRequest(1)))
+                while reply is None:
+                    frame = decode(await ws.get_message(), TO_PEER, MAX_REPLY)
+                    if isinstance(frame, AgentsReply) and frame.request_id == 1:
+                        reply = frame
+        except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, ProtocolError) as error:
+            log.warning("listing the agents at the tracker %s failed: %s", address, error or type(error).__name__)
+            raise SwarmregError(UNAVAILABLE, f"the tracker did not list its agents: {type(error).__name__}") from None
+    if reply is None:
+        log.warning("the tracker %s did not list its agents within %g s", address, timeout)
+        raise SwarmregError(UNAVAILABLE, f"the tracker did not list its agents within {timeout:g} s")
+    if reply.failure is not None:
+        raise _failure(reply.failure)
+    return reply.agents
 
 
 def _failure(failure: Any) -> SwarmregError:

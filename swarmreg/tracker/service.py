@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import random
 import ssl
 import weakref
 from contextlib import AsyncExitStack
@@ -12,7 +13,7 @@ from typing import Any
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
-from swarmreg.authz import TRACKER_ORIGINS, ClusterGuard
+from swarmreg.authz import AGENT_DIRECTORY, TRACKER_ORIGINS, ClusterGuard
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
@@ -21,11 +22,16 @@ from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.origins import OriginDirectory
 from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import (
+    MAX_AGENTS,
     PATH,
     TO_TRACKER,
+    AgentAddress,
+    AgentsReply,
+    AgentsRequest,
     Announce,
     AnnounceReply,
     Failure,
+    Hello,
     Leave,
     MetainfoReply,
     MetainfoRequest,
@@ -81,6 +87,7 @@ class _Connection:
         self.frames = frames  # how fast it may send
         self.host = str(getattr(ws.remote, "address", "127.0.0.1"))
         self.peer_ids: dict[str, str] = {}  # info-hash -> the peer id announced for it
+        self.api_port: int | None = None  # an agent's blob API (its Hello), on self.host
         self.outbox, self._inbox = trio.open_memory_channel[Any](SEND_QUEUE)
         self.slots = trio.Semaphore(IN_FLIGHT)
         self.scope = trio.CancelScope()
@@ -256,18 +263,55 @@ class TrackerService:
                     self.peers.leave(frame.info_hash, connection)
                     self._unsubscribe(connection, frame.info_hash)
                 continue
+            if isinstance(frame, Hello):
+                self._hello(connection, frame)
+                continue
             # Requests may wait on an origin; a connection gets a bounded number at once.
             await connection.slots.acquire()
             nursery.start_soon(self._answer, connection, frame)
 
-    async def _answer(self, connection: _Connection, frame: Announce | MetainfoRequest) -> None:
+    async def _answer(self, connection: _Connection, frame: Announce | MetainfoRequest | AgentsRequest) -> None:
         try:
             if isinstance(frame, Announce):
                 connection.send(await self._announce(connection, frame))
+            elif isinstance(frame, AgentsRequest):
+                connection.send(self._agents(connection, frame))
             else:
                 connection.send(await self._metainfo(frame))
         finally:
             connection.slots.release()
+
+    def _hello(self, connection: _Connection, frame: Hello) -> None:
+        """Record an agent's blob API. The proxy sends the cluster secret to that address when it
+        asks the agent to prefetch, so without [tls] (whose handshake verified a cluster
+        certificate) only a holder of the secret may register; the host is always the one the
+        connection comes from."""
+        if not self.guard.tls:
+            try:
+                self.guard.check(AGENT_DIRECTORY, "registering an agent's blob API",
+                                 peercert=connection.peercert, authorization=connection.authorization)
+            except SwarmregError as error:
+                log.warning("ignoring the agent registration from %s: %s", connection.host, error.message)
+                return
+        if connection.api_port != frame.api_port:
+            log.info("agent at %s serves blobs on port %d", connection.host, frame.api_port)
+        connection.api_port = frame.api_port
+
+    def live_agents(self) -> list[AgentAddress]:
+        """The blob APIs of the agents connected now, each once."""
+        found = dict.fromkeys(AgentAddress(c.host, c.api_port) for c in self._connections if c.api_port)
+        return list(found)
+
+    def _agents(self, connection: _Connection, frame: AgentsRequest) -> AgentsReply:
+        try:
+            self.guard.check(AGENT_DIRECTORY, "listing the agents", peercert=connection.peercert,
+                             authorization=connection.authorization)
+        except SwarmregError as error:
+            return AgentsReply(frame.request_id, failure=Failure(error.code.code, error.message))
+        agents = self.live_agents()
+        if len(agents) > MAX_AGENTS:
+            agents = random.sample(agents, MAX_AGENTS)
+        return AgentsReply(frame.request_id, tuple(agents))
 
     async def _metainfo(self, frame: MetainfoRequest) -> MetainfoReply:
         assert self.origins is not None

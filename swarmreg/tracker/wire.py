@@ -128,6 +128,44 @@ class MetainfoReply:
     content: bytes | None = None
 
 
+@attrs.frozen
+class Hello:
+    """agent -> tracker: this connection is an agent whose blob API listens on ``api_port`` (at the
+    address the connection comes from, whatever else it might claim). No reply; sent on every
+    (re)connect. The proxy's preheat asks agents there to fetch blobs ahead of a deploy."""
+
+    api_port: int = attrs.field(validator=_port)
+
+
+@attrs.frozen
+class AgentsRequest:
+    """proxy -> tracker: the agents connected now (reply: AgentsReply); for the proxy role or a
+    holder of the cluster secret."""
+
+    request_id: int
+
+
+@attrs.frozen
+class AgentAddress:
+    """Where a live agent's blob API listens."""
+
+    host: str = attrs.field(validator=attrs.validators.max_len(255))
+    port: int = attrs.field(validator=_port)
+
+
+@attrs.frozen
+class AgentsReply:
+    """tracker -> proxy: live agents, at most MAX_AGENTS of them (a random sample beyond)."""
+
+    request_id: int
+    agents: tuple[AgentAddress, ...] = ()
+    failure: Failure | None = None
+
+
+# An AgentsReply lists at most this many agents (about 60 bytes each on the wire).
+MAX_AGENTS = 10_000
+
+
 FRAME_TYPES: dict[str, type] = {
     "announce": Announce,
     "leave": Leave,
@@ -135,6 +173,9 @@ FRAME_TYPES: dict[str, type] = {
     "announce_reply": AnnounceReply,
     "peers_push": PeersPush,
     "metainfo_reply": MetainfoReply,
+    "hello": Hello,
+    "agents_request": AgentsRequest,
+    "agents_reply": AgentsReply,
 }
 _NAMES = {kind: name for name, kind in FRAME_TYPES.items()}
 
@@ -148,8 +189,8 @@ def _check_interval(reply: AnnounceReply) -> None:
 # Bounds a frame's fields must keep beyond their types, checked as it is decoded. Not attrs
 # validators: a test's fake tracker must be able to build (and encode) a frame that breaks them.
 _CHECKS: dict[type, Any] = {AnnounceReply: _check_interval}
-TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest})
-TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply})
+TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest, Hello, AgentsRequest})
+TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply, AgentsReply})
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 
@@ -215,6 +256,8 @@ def decode(data: bytes | str, accepted: frozenset[type], max_size: int) -> Any:
         raise ProtocolError(f"malformed {message['t']} frame: the body is not a map")
     if kind in (AnnounceReply, PeersPush) and isinstance(peers := message["b"].get("peers"), list):
         del peers[MAX_PEERS:]  # before structuring: the rest costs nothing
+    if kind is AgentsReply and isinstance(agents := message["b"].get("agents"), list):
+        del agents[MAX_AGENTS:]
     try:
         frame: Any = _converter.structure(message["b"], kind)
         if (check := _CHECKS.get(kind)) is not None:

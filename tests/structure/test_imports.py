@@ -19,7 +19,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "swarmreg"
 CLIENTS = ["swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.client",
            "swarmreg.tracker.wire", "swarmreg.origin.wire", "swarmreg.index.wire", "swarmreg.agent.wire",
            "swarmreg.config", "swarmreg.store.blobstore", "swarmreg.backends.router",
-           "swarmreg.upstream.client", "swarmreg.upstream.names"]
+           "swarmreg.upstream.client", "swarmreg.upstream.names",
+           # preheat's clients: the proxy's side of prefetch, the job, and `swarmreg load`
+           "swarmreg.agent.client", "swarmreg.proxy.wire", "swarmreg.proxy.preheat", "swarmreg.load"]
 SERVER_FRAMEWORKS = ("libtorrent", "quart", "quart_trio", "hypercorn", "werkzeug")
 
 
@@ -95,7 +97,8 @@ def test_the_package_has_no_import_cycle():
 
 def test_servers_are_not_imported_by_clients():
     graph = import_graph()
-    for client in ("swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.client"):
+    for client in ("swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.client",
+                   "swarmreg.agent.client"):
         role = client.rsplit(".", 2)[1]
         assert not {m for m in graph[client] if m.endswith((".service", ".app"))}, client
         assert f"swarmreg.{role}.wire" in graph[client], f"{client} speaks its role's wire contract"
