@@ -134,6 +134,11 @@ class OriginConfig:
     # past either, opening one more answers 429 TOOMANYREQUESTS with Retry-After.
     max_sessions: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
     max_sessions_per_namespace: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    # While a blob is fetched from its backend, this many agents asking for its metainfo are told
+    # to stream it from this origin as it arrives (a relay: bytes to the first clients at once);
+    # later ones wait for the torrent. More relays: less waiting, more of the origin's egress per
+    # blob (each relay is a whole copy); 0: never relay.
+    relay_limit: int = attrs.field(default=4, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen

@@ -71,6 +71,10 @@ class SingleFlight(Generic[K, S, T]):
             self._flights[key] = flight
         return flight
 
+    def running(self, key: K) -> Flight[S, T] | None:
+        """The key's flight while its work runs, else None."""
+        return self._flights.get(key)
+
     async def run(self: SingleFlight[K, None, T], key: K, work: Callable[[], Awaitable[T]]) -> T:
         """The result of ``work`` for ``key``, run now or joined if it is running already."""
         return await self.start(key, lambda _: work(), lambda: None).wait()

@@ -7,6 +7,7 @@ from typing import Protocol
 import trio
 
 from swarmreg.agent.downloads import Downloads
+from swarmreg.agent.relay import Relays
 from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import BLOB_UNKNOWN, SwarmregError
 from swarmreg.store.blobstore import BlobStore
@@ -19,9 +20,10 @@ EMPTY = frozenset(Digest.of(b"", algorithm) for algorithm in ALGORITHMS)
 class SwarmContent:
     """The agent's Content (``swarmreg.registry.read.Content``)."""
 
-    def __init__(self, store: BlobStore, downloads: Downloads) -> None:
+    def __init__(self, store: BlobStore, downloads: Downloads, relays: Relays | None = None) -> None:
         self.store = store
         self.downloads = downloads
+        self.relays = relays  # a blob an origin still fetches streams from there (see relay.py)
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         if digest in EMPTY:
@@ -29,6 +31,8 @@ class SwarmContent:
         if (size := self.store.size(digest)) is not None:
             return size
         try:
+            if self.relays is not None and (relay := await self.relays.relay(repository, digest)) is not None:
+                return relay.size
             return (await self.downloads.metainfo(repository, digest)).size
         except SwarmregError as error:
             if error.code is BLOB_UNKNOWN:
@@ -39,12 +43,15 @@ class SwarmContent:
         if (opened := self.store.open_body(digest, start, end)) is not None:
             self.downloads.reseed(repository, digest)
             return opened[0]
+        if self.relays is not None and (relay := await self.relays.relay(repository, digest)) is not None:
+            return await self.relays.body(relay, start, end)
         return await self.downloads.stream(repository, digest, start, end)
 
     async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
         path = self.store.path(digest)
         if digest not in self.store:
             await self.downloads.metainfo(repository, digest)  # small: often inline
+            await self.downloads.settle_relay(digest)  # or relayed meanwhile
         if digest not in self.store:
             download = await self.downloads.start(repository, digest)
             await download.done.wait()

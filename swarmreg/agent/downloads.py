@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from swarmreg.swarm.engine import SwarmEngine
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tracker.client import Announcement, TrackerClient
+from swarmreg.tracker.wire import MetainfoReply
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,10 @@ class DownloadBody(ChunkedRange):
         return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
 
 
+async def _no_relay(digest: Digest) -> None:
+    """Downloads.settle_relay of an agent without relays."""
+
+
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
         data = os.pread(file.fileno(), length, offset)
@@ -162,6 +167,13 @@ class Downloads:
         # At most one entry per blob in the store.
         self._released: set[Digest] = set()
         self.engine.on_release.append(self._on_release)
+        # Waits for the end of the blob's relay from its origin, if one runs (the agent's Relays
+        # set it): a caller about to start a Download takes the relayed file instead of a copy.
+        self.settle_relay: Callable[[Digest], Awaitable[None]] = _no_relay
+
+    def active(self, digest: Digest) -> bool:
+        """Whether the blob's Download runs."""
+        return self._active.running(digest) is not None
 
     async def start(self, namespace: str, digest: Digest) -> Download:
         """The blob's Download, started if needed, once its metainfo is known (or raises)."""
@@ -188,15 +200,19 @@ class Downloads:
         """
         metainfo = self.node.metainfo.get(digest)
         if metainfo is None:
-            reply = await self.tracker.metainfo(namespace, str(digest))
-            assert reply.metainfo is not None, "the client raises for a reply without metainfo"
-            try:
-                metainfo = Metainfo.parse(reply.metainfo, digest)
-            except SwarmregError:  # the tracker's fault, not ours (parse logged libtorrent's reason)
-                raise SwarmregError(BAD_GATEWAY, f"the tracker sent invalid metainfo for {digest}") from None
-            self.node.metainfo.put(metainfo, namespace)
-            if reply.content is not None and digest not in self.node.store:
-                await self._store_inline(digest, reply.content)
+            metainfo = await self.accept(namespace, digest, await self.tracker.metainfo(namespace, str(digest)))
+        return metainfo
+
+    async def accept(self, namespace: str, digest: Digest, reply: MetainfoReply) -> Metainfo:
+        """Take the metainfo (and a small blob's bytes) of a tracker's reply: cached, stored."""
+        assert reply.metainfo is not None, "the client raises for a reply without metainfo"
+        try:
+            metainfo = Metainfo.parse(reply.metainfo, digest)
+        except SwarmregError:  # the tracker's fault, not ours (parse logged libtorrent's reason)
+            raise SwarmregError(BAD_GATEWAY, f"the tracker sent invalid metainfo for {digest}") from None
+        self.node.metainfo.put(metainfo, namespace)
+        if reply.content is not None and digest not in self.node.store:
+            await self._store_inline(digest, reply.content)
         return metainfo
 
     async def _store_inline(self, digest: Digest, content: bytes) -> None:
@@ -346,6 +362,13 @@ class Downloads:
             if torrent.have_count == progress and not torrent.have[piece] and torrent.error is None:
                 raise SwarmregError(UNAVAILABLE, f"no piece arrived for {self.stall_timeout:g} s",
                                     {"digest": str(torrent.metainfo.digest), "pieces": torrent.have_count})
+
+    async def seed_held(self, namespace: str, digest: Digest) -> None:
+        """Seed a blob the store holds (one that came another way than the swarm), announced
+        complete, so later agents get it from here."""
+        metainfo = await self.metainfo(namespace, digest)
+        torrent = await self.engine.add(metainfo, self.node.store.path(digest).parent, seed=True, namespace=namespace)
+        await self._announce_quietly(torrent, complete=True)
 
     async def _announce_quietly(self, torrent: Torrent, *, complete: bool) -> None:
         try:

@@ -113,7 +113,8 @@ class Prefetches:
 
     async def _fetch(self, namespace: str, digest: Digest) -> None:
         await self.downloads.metainfo(namespace, digest)
-        if digest in self.store:  # it came inline
+        await self.downloads.settle_relay(digest)  # a client's relay of it, started meanwhile
+        if digest in self.store:  # it came inline, or relayed
             return
         download = await self.downloads.start(namespace, digest)
         await download.done.wait()

@@ -14,6 +14,7 @@ from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
 from swarmreg.agent.prefetch import Prefetches
 from swarmreg.agent.registry import create_registry_app
+from swarmreg.agent.relay import Relays
 from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
@@ -47,7 +48,9 @@ class AgentService:
                                secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
-            content = SwarmContent(self.store, downloads)
+            relays = Relays(self.node, downloads, nursery)
+            downloads.settle_relay = relays.settle
+            content = SwarmContent(self.store, downloads, relays)
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,

@@ -14,7 +14,7 @@ from swarmreg.errors import BAD_REQUEST, SwarmregError
 from swarmreg.http.app import PlainResponse, body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.ranges import parse_upload_range
-from swarmreg.http.responses import blob_response
+from swarmreg.http.responses import OpenRange, blob_response
 from swarmreg.http.routes import add_health_route, add_stats_route
 from swarmreg.names import validate_namespace
 from swarmreg.origin.wire import (
@@ -25,10 +25,12 @@ from swarmreg.origin.wire import (
     METAINFO_TYPE,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
+    RELAY_PENDING,
     SESSIONS,
     THROUGH,
     UPLOAD_SIZE,
     UPLOADS,
+    WAIT,
 )
 from swarmreg.store.files import Body, ByteRange
 from swarmreg.store.uploads import Upload
@@ -54,7 +56,9 @@ class Origin(Protocol):
 
     async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int: ...
 
-    async def hold(self, namespace: str, digest: Digest) -> int: ...
+    async def serve_blob(self, namespace: str, digest: Digest) -> tuple[int, OpenRange]: ...
+
+    async def metainfo_or_pending(self, namespace: str, digest: Digest) -> Metainfo | int: ...
 
     async def open_blob(self, namespace: str, digest: Digest, start: int, end: int) -> Body: ...
 
@@ -150,7 +154,15 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
 
     @app.get(f"{BLOB_ROUTE}{METAINFO}")
     async def get_metainfo(namespace: str, digest: str) -> Response:
-        metainfo = await origin.metainfo(validate_namespace(namespace), Digest.parse(digest))
+        namespace, parsed = validate_namespace(namespace), Digest.parse(digest)
+        wait = request.args.get(WAIT)
+        if wait is None or _parse_bool(WAIT, wait):
+            metainfo = await origin.metainfo(namespace, parsed)
+        else:
+            answer = await origin.metainfo_or_pending(namespace, parsed)
+            if isinstance(answer, int):
+                return PlainResponse("", status=RELAY_PENDING, headers={BLOB_SIZE: str(answer)})
+            metainfo = answer
         peer_id, port = origin.seeder()
         return PlainResponse(metainfo.raw, content_type=METAINFO_TYPE,
                         headers={PEER_ID_HEADER: peer_id, PEER_PORT_HEADER: str(port)})
@@ -162,11 +174,8 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
         if request.method == "HEAD":
             size = await origin.stat(namespace, parsed, local=_parse_bool(LOCAL, request.args.get(LOCAL)))
             return await blob_response(parsed, size, range_header, None)
-        size = await origin.hold(namespace, parsed)
-
-        async def open_range(start: int, end: int) -> Body:
-            return await origin.open_blob(namespace, parsed, start, end)
-
+        # On a miss, the fetch from the backend streams out as it arrives.
+        size, open_range = await origin.serve_blob(namespace, parsed)
         return await blob_response(parsed, size, range_header, open_range)
 
     return app

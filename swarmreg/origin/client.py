@@ -25,11 +25,13 @@ from swarmreg.origin.wire import (
     METAINFO,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
+    RELAY_PENDING,
     SESSIONS,
     THROUGH,
     UPLOAD_ID,
     UPLOAD_SIZE,
     UPLOADS,
+    WAIT,
     blob_path,
     session_path,
 )
@@ -231,6 +233,26 @@ class OriginClient:
     async def metainfo(self, namespace: str, digest: Digest) -> OriginMetainfo:
         """The blob's torrent metainfo (the origin fetches and seeds the blob first); BLOB_UNKNOWN if it has none."""
         response = await self._checked("GET", blob_path(namespace, digest, METAINFO), timeout=self._fetch_timeout)
+        return self._metainfo(response, digest)
+
+    async def metainfo_or_pending(self, namespace: str, digest: Digest) -> OriginMetainfo | int:
+        """The metainfo, or the blob's size while the origin fetches it and offers to stream it as
+        it arrives (a relay: GET the blob from ``base``). Past the origin's relay limit, this waits
+        for the metainfo as ``metainfo`` does."""
+        response = await self._checked("GET", blob_path(namespace, digest, METAINFO), params={WAIT: "false"},
+                                       timeout=self._fetch_timeout)
+        if response.status_code == RELAY_PENDING:
+            try:
+                size = int(response.headers[BLOB_SIZE])
+            except (KeyError, ValueError):
+                size = -1
+            if size <= 0:
+                log.warning("origin %s offered a relay of %s without its size", self.base, digest)
+                raise SwarmregError(BAD_GATEWAY, "origin offered a relay without the blob's size")
+            return size
+        return self._metainfo(response, digest)
+
+    def _metainfo(self, response: httpx.Response, digest: Digest) -> OriginMetainfo:
         try:
             return OriginMetainfo(response.content, response.headers[PEER_ID_HEADER],
                                   int(response.headers[PEER_PORT_HEADER]))

@@ -12,28 +12,36 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 
 import trio
 
 from swarmreg.digest import Digest
 from swarmreg.errors import BACKEND_ERROR, SwarmregError, os_error
 from swarmreg.store.blobstore import BlobStore, write_all
+from swarmreg.store.growing import GrowingFile
 from swarmreg.swarm.metainfo import Metainfo, MetainfoBuilder
 
 # Batches read ahead of the hashing and writing; with 4 MiB chunks, up to 8 MiB in memory.
 QUEUED = 2
+# The batch of a blob that readers follow as it grows (GrowingFile): small enough that the
+# first bytes reach them soon after they arrive, even from a slow upstream.
+GROWING_BATCH = 256 << 10
 
 
 async def receive_blob(store: BlobStore, digest: Digest, size: int, chunks: AsyncIterable[bytes], *,
-                       root_cert: bytes = b"", source: str = "the backend") -> Metainfo | None:
+                       root_cert: bytes = b"", source: str = "the backend", growing: GrowingFile | None = None,
+                       metainfo: bool = True) -> Metainfo | None:
     """Store ``chunks`` (``size`` bytes, as ``source`` announced) under ``digest``; returns
-    the blob's metainfo (None for the empty blob, which has no torrent).
+    the blob's metainfo (None for the empty blob, which has no torrent, or without ``metainfo``).
+
+    ``growing`` is told of each batch written and of the install, for readers that stream the
+    blob while it arrives (its failure is the caller's to tell).
 
     A stream longer or shorter than ``size`` is BACKEND_ERROR; one not matching the digest is
     DIGEST_INVALID; the stream's own errors pass through as they are.
     """
-    builder = MetainfoBuilder(digest, size, root_cert) if size else None
+    builder = MetainfoBuilder(digest, size, root_cert) if size and metainfo else None
     hasher = digest.hasher()
     temp = store.temp_path()
     try:
@@ -41,8 +49,12 @@ async def receive_blob(store: BlobStore, digest: Digest, size: int, chunks: Asyn
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except OSError as error:
             raise os_error(error, "creating the blob's file") from None
+        if growing is not None:
+            growing.begin(temp, size)
         try:
-            received = await _pump(chunks, size, store.chunk_size, _Absorb(fd, hasher, builder), source)
+            batch = store.chunk_size if growing is None else min(store.chunk_size, GROWING_BATCH)
+            received = await _pump(chunks, size, batch, _Absorb(fd, hasher, builder), source,
+                                   None if growing is None else growing.advance)
         finally:
             os.close(fd)
         if received != size:
@@ -50,6 +62,8 @@ async def receive_blob(store: BlobStore, digest: Digest, size: int, chunks: Asyn
                                 {"digest": str(digest)})
         # The digest is checked (by install) before the torrent is made of these bytes.
         await store.install(temp, digest, hexdigest=hasher.hexdigest())
+        if growing is not None:
+            growing.finish(store.path(digest))
     finally:
         temp.unlink(missing_ok=True)
     return None if builder is None else await trio.to_thread.run_sync(builder.finish)
@@ -71,7 +85,8 @@ class _Absorb:
             raise os_error(error, "writing the blob") from None
 
 
-async def _pump(chunks: AsyncIterable[bytes], size: int, batch: int, absorb: _Absorb, source: str) -> int:
+async def _pump(chunks: AsyncIterable[bytes], size: int, batch: int, absorb: _Absorb, source: str,
+                advance: Callable[[int], None] | None = None) -> int:
     """Read ``chunks`` in one task while ``absorb`` takes the batches in a thread; the bytes taken."""
     send, receive = trio.open_memory_channel[bytes](QUEUED)
     failures: list[BaseException] = []  # raised after the nursery, which would wrap them in a group
@@ -106,6 +121,8 @@ async def _pump(chunks: AsyncIterable[bytes], size: int, batch: int, absorb: _Ab
                 async for data in receive:
                     await trio.to_thread.run_sync(absorb, data, written)
                     written += len(data)
+                    if advance is not None:
+                        advance(written)
         except Exception as error:
             failures.append(error)
             nursery.cancel_scope.cancel()  # stop reading from the backend

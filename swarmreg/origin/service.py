@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -28,8 +28,9 @@ from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.origin.app import create_origin_app
 from swarmreg.origin.fetch import receive_blob
-from swarmreg.singleflight import SingleFlight
-from swarmreg.store.files import ByteRange, FileBody
+from swarmreg.singleflight import Flight, SingleFlight
+from swarmreg.store.files import Body, ByteRange, FileBody
+from swarmreg.store.growing import GrowingFile
 from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from swarmreg.swarm.torrent import Torrent
@@ -37,6 +38,13 @@ from swarmreg.tls.context import ServerTls
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+OpenRange = Callable[[int, int], Awaitable[Body]]
+
+
+class _Fetch(GrowingFile):
+    """A fetch from a backend in progress: its growing file, and the relays offered of it."""
+
+    relays = 0  # metainfo askers told "pending" (they stream the blob from here)
 
 
 class OriginService:
@@ -57,7 +65,10 @@ class OriginService:
             max_per_namespace=config.origin.max_sessions_per_namespace)
         # Each runs once at a time per blob, in the service's nursery, not the request's:
         # a client that hangs up does not cancel a fetch or a hash others are waiting for.
-        self._fetches = SingleFlight[Digest, None, Metainfo | None]("blob fetch")
+        # A fetch's state is its growing file: readers stream from it while it arrives.
+        self._fetches = SingleFlight[Digest, _Fetch, Metainfo | None](
+            "blob fetch", on_error=lambda fetch, error: fetch.fail(error))
+        self.relay_limit = config.origin.relay_limit
         self._building = SingleFlight[Digest, None, Metainfo]("metainfo build")
         self._nursery: trio.Nursery | None = None
 
@@ -120,8 +131,11 @@ class OriginService:
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
         if size:
             # Hash the torrent now, off the request, so the first agent to ask need not wait.
+            # It is seeded once asked for (the tracker asks when an agent wants the blob): a
+            # torrent costs libtorrent about 9 KiB for swarm.idle_torrent_timeout, and most
+            # blobs pushed are asked for late or never, or travel inline with their metainfo.
             assert self._nursery is not None
-            self._nursery.start_soon(self._metainfo_quietly, digest, upload.meta.namespace)
+            self._nursery.start_soon(self._build_quietly, digest, upload.meta.namespace)
         if backend is not None:
             await self._write_through(backend, upload.meta.namespace, digest)
         return size
@@ -155,15 +169,35 @@ class OriginService:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         return size
 
-    async def hold(self, namespace: str, digest: Digest) -> int:
-        """The blob's size once the store holds it, fetching it from the backend first on a local miss."""
+    async def serve_blob(self, namespace: str, digest: Digest) -> tuple[int, OpenRange]:
+        """The blob's size and how to open a range of it: from the store, or on a miss from the
+        fetch from the backend (started or joined), streaming as its bytes arrive; the last
+        byte goes out once the blob matched its digest, and a failed fetch cuts the body."""
         size = self.store.size(digest)
-        if size is None:
-            await self._fetch(namespace, digest)
-            size = self.store.size(digest)
-        if size is None:
-            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
-        return size
+        if size is not None and self._fetches.running(digest) is None:
+            return size, partial(self.open_blob, namespace, digest)
+        fetch = self._start_fetch(namespace, digest).state
+        await fetch.started.wait()
+        if fetch.error is not None:
+            raise fetch.error
+        return fetch.size, partial(fetch.body, chunk_size=self.store.chunk_size)
+
+    async def metainfo_or_pending(self, namespace: str, digest: Digest) -> Metainfo | int:
+        """The metainfo when the blob is held; else, while it is fetched (started here if need
+        be), its size for the first ``origin.relay_limit`` askers, who stream it from this
+        origin as it arrives. Later askers wait for the metainfo, as ``metainfo`` does."""
+        if self.store.size(digest) is not None and self._fetches.running(digest) is None:
+            return await self.metainfo(namespace, digest)
+        fetch = self._start_fetch(namespace, digest).state
+        if fetch.relays >= self.relay_limit:
+            return await self.metainfo(namespace, digest)
+        fetch.relays += 1
+        await fetch.started.wait()
+        if fetch.error is not None:
+            raise fetch.error
+        if fetch.verified or not fetch.size:  # done already, or the empty blob: no relay
+            return await self.metainfo(namespace, digest)
+        return fetch.size
 
     async def open_blob(self, namespace: str, digest: Digest, start: int, end: int) -> FileBody:
         """Bytes [start, end) of a held blob, for streaming."""
@@ -181,15 +215,23 @@ class OriginService:
         """The swarm engine's counters."""
         return self.engine.stats(peers)
 
+    def _start_fetch(self, namespace: str, digest: Digest) -> Flight[_Fetch, Metainfo | None]:
+        """The blob's fetch from the namespace's backend: the running one, or a new one."""
+        return self._fetches.start(digest, partial(self._run_fetch, namespace, digest), _Fetch)
+
     async def _fetch(self, namespace: str, digest: Digest) -> Metainfo | None:
         """Fetch the blob from the namespace's backend, once however many ask at a time; its
         metainfo (None for the empty blob)."""
-        return await self._fetches.run(digest, partial(self._run_fetch, namespace, digest))
+        return await self._start_fetch(namespace, digest).wait()
 
-    async def _run_fetch(self, namespace: str, digest: Digest) -> Metainfo | None:
+    async def _run_fetch(self, namespace: str, digest: Digest, fetch: _Fetch) -> Metainfo | None:
         """Stream the blob from the backend into the store, checked against its digest and
         hashed into its torrent in the same pass; it is seeded the moment its last byte is
-        verified. A failure stores nothing and leaves no temp file."""
+        verified. A failure stores nothing and leaves no temp file. Readers follow ``fetch``."""
+        if (held := self.store.size(digest)) is not None:  # fetched just before: nothing to do
+            fetch.size = held
+            fetch.finish(self.store.path(digest))
+            return self.node.metainfo.get(digest)
         try:
             backend = self.backends.for_namespace(namespace)
             stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
@@ -198,7 +240,8 @@ class OriginService:
             source = backend.describe(namespace) if backend is not None else namespace
             async with stream:
                 metainfo = await self._backend_call(receive_blob(
-                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source))
+                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source,
+                    growing=fetch))
             log.info("fetched %s (%d bytes) from the backend of %s", digest, stream.size, namespace)
         except SwarmregError as error:
             if error.code is DIGEST_INVALID:
@@ -250,9 +293,9 @@ class OriginService:
         except Exception as error:
             log_failure(log, f"repairing the seed of {digest}", error)
 
-    async def _metainfo_quietly(self, digest: Digest, namespace: str) -> None:
+    async def _build_quietly(self, digest: Digest, namespace: str) -> None:
         try:
-            await self._seeded_metainfo(digest, namespace)
+            await self._built_metainfo(digest, namespace)
         except Exception as error:
             log_failure(log, f"metainfo for {digest} in {namespace}", error)
 
@@ -261,14 +304,23 @@ class OriginService:
         fetched = None
         if self.store.size(digest) is None:
             fetched = await self._fetch(namespace, digest)
+        elif (running := self._fetches.running(digest)) is not None:
+            # Held, its torrent still being finished by the fetch: wait for it, not hash it again.
+            fetched = await running.wait()
         if self.store.size(digest) == 0:
             raise SwarmregError(BAD_REQUEST, "an empty blob has no torrent: its content is known")
         return await self._seeded_metainfo(digest, namespace, fetched)
 
-    async def _seeded_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+    async def _built_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        """The blob's metainfo (``metainfo`` when the caller has it), from the disk cache, else
+        built (once at a time) and cached."""
         metainfo = metainfo or self.node.metainfo.get(digest)
         if metainfo is None:
             metainfo = await self._building.run(digest, partial(self._build_metainfo, digest, namespace))
+        return metainfo
+
+    async def _seeded_metainfo(self, digest: Digest, namespace: str, metainfo: Metainfo | None = None) -> Metainfo:
+        metainfo = await self._built_metainfo(digest, namespace, metainfo)
         await self.engine.add(metainfo, self.store.path(digest).parent, seed=True, namespace=namespace)
         return metainfo
 

@@ -40,6 +40,11 @@ FETCH_WAIT = 3600.0
 # `local=true` (on HEAD) asks about the origin's own store only.
 THROUGH = "through"
 LOCAL = "local"
+# `wait=false` (on GET METAINFO) asks without waiting for a fetch from the backend: 200 with the
+# metainfo when the blob is held, or RELAY_PENDING with the blob's size in BLOB_SIZE while it is
+# fetched (the asker may then stream the blob from the origin as it arrives).
+WAIT = "wait"
+RELAY_PENDING = 202
 
 
 def blob_path(namespace: str, digest: Digest, suffix: str = "") -> str:

@@ -257,12 +257,15 @@ class TrackerClient:
             except (ConnectionClosed, trio.BrokenResourceError):
                 pass
 
-    async def metainfo(self, namespace: str, digest: str) -> MetainfoReply:
-        """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob."""
+    async def metainfo(self, namespace: str, digest: str, *, relay: bool = False) -> MetainfoReply:
+        """The blob's metainfo from the tracker (which asks the origins), with the bytes of a small blob.
+
+        With ``relay`` the reply may instead carry a Relay (``reply.relay``): the blob is still
+        being fetched by an origin, and streams from there as it arrives."""
         # The tracker asks an origin, which may first fetch the blob from its backend (FETCH_WAIT).
         reply: MetainfoReply = await self._request(
-            lambda request_id: MetainfoRequest(request_id, namespace, digest), MetainfoReply, FETCH_WAIT)
-        if reply.failure is not None or reply.metainfo is None:
+            lambda request_id: MetainfoRequest(request_id, namespace, digest, relay), MetainfoReply, FETCH_WAIT)
+        if reply.failure is not None or (reply.metainfo is None and not (relay and reply.relay is not None)):
             raise _failure(reply.failure)
         return reply
 

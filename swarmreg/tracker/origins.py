@@ -30,9 +30,18 @@ class KnownBlob:
     fetched: float  # trio.current_time() of the fetch from an origin
 
 
+@attrs.frozen
+class RelayOffer:
+    """An origin fetching the blob offers to stream it as it arrives: its base URL, the size."""
+
+    url: str
+    size: int
+
+
 class OriginDirectory:
     """Fetches a blob's metainfo from the origins (at most once at a time per blob),
-    caches it, and records the origin that answered as a seeding peer.
+    caches it, and records the origin that answered as a seeding peer, for as long as the
+    metainfo stays in the cache (the peer store's origin entries are bounded with it).
 
     The fetches run in the tracker's nursery, given with ``bind`` once it is open.
     """
@@ -48,10 +57,18 @@ class OriginDirectory:
         self.origins = tuple(origins)
         self.peers = peers
         self.cache_size = cache_size
+        self._owners = frozenset(self._owner(origin) for origin in self.origins)
         self._cache: OrderedDict[str, KnownBlob] = OrderedDict()
         # In the tracker's nursery, not the first requester's task: a connection that
         # closes does not take a fetch other connections wait for with it.
         self._flights = SingleFlight[str, None, KnownBlob]("metainfo fetch")
+        # Per blob, the lock its relay asks take turns on (metainfo_or_relay); gone when unused.
+        self._relay_turns: dict[str, trio.Lock] = {}
+
+    @staticmethod
+    def _owner(origin: OriginClient) -> tuple[str, str]:
+        """Whose the origin's entries in the peer store are (an origin's, not a connection's)."""
+        return ("origin", str(origin.address))
 
     def bind(self, nursery: trio.Nursery) -> None:
         """Run the fetches from the origins in ``nursery`` (the tracker's)."""
@@ -72,7 +89,30 @@ class OriginDirectory:
         if not refresh and (known := self._cache.get(digest.hex)) is not None:
             self._cache.move_to_end(digest.hex)
             return known
-        return await self._flights.run(digest.hex, partial(self._fetch, namespace, digest))
+        return await self._flights.run(digest.hex, partial(self._fetch_known, namespace, digest))
+
+    async def metainfo_or_relay(self, namespace: str, digest_text: str) -> KnownBlob | RelayOffer:
+        """The blob's metainfo as ``metainfo`` gives it or, while an origin fetches the blob from
+        its backend and offers to stream it as it arrives, where from (a RelayOffer).
+
+        Each ask is one request to an origin (the origins past the first only when it fails; a
+        second one to it for a blob small enough to send inline), whose metainfo answer is
+        cached and recorded as ``metainfo``'s; the asks for one blob
+        go one at a time, so those past the origin's relay limit wait here, not in a request
+        each, and find the metainfo cached when their turn comes.
+        """
+        validate_namespace(namespace)
+        digest = Digest.parse(digest_text)
+        lock = self._relay_turns.setdefault(digest.hex, trio.Lock())
+        try:
+            async with lock:
+                if (known := self._cache.get(digest.hex)) is not None:
+                    self._cache.move_to_end(digest.hex)
+                    return known
+                return await self._fetch(namespace, digest, relay=True)
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._relay_turns.pop(digest.hex, None)
 
     def content(self, digest_text: str) -> bytes | None:
         """The small blob's bytes, if they are cached."""
@@ -98,7 +138,14 @@ class OriginDirectory:
         while self._content_bytes > self.inline_budget and self._contents:
             self._content_bytes -= len(self._contents.popitem(last=False)[1])
 
-    async def _fetch(self, namespace: str, digest: Digest) -> KnownBlob:
+    async def _fetch_known(self, namespace: str, digest: Digest) -> KnownBlob:
+        known = await self._fetch(namespace, digest)
+        assert isinstance(known, KnownBlob), "no relay without asking for one"
+        return known
+
+    async def _fetch(self, namespace: str, digest: Digest, *, relay: bool = False) -> KnownBlob | RelayOffer:
+        """Ask the origins in turn for the metainfo (with ``relay``, for it or a relay offer);
+        the first answer is cached, its origin recorded as a seeder."""
         # Each failure as logged (with the origin's address) and as answered (without: the
         # answer reaches the agent and, through it, registry clients).
         failures: list[str] = []
@@ -106,7 +153,14 @@ class OriginDirectory:
         unknown = 0
         for origin in self._ordered_origins(digest):
             try:
-                served = await origin.metainfo(namespace, digest)
+                if relay:
+                    answer = await origin.metainfo_or_pending(namespace, digest)
+                    if isinstance(answer, int) and answer > self.inline_max:
+                        return RelayOffer(origin.base, answer)
+                    # A small blob comes inline with its metainfo, which is only a moment away.
+                    served = await origin.metainfo(namespace, digest) if isinstance(answer, int) else answer
+                else:
+                    served = await origin.metainfo(namespace, digest)
                 metainfo = Metainfo.parse(served.raw, digest)
                 seeder = Peer(served.peer_id, origin.address.host, served.peer_port, complete=True, origin=True)
             except SwarmregError as error:
@@ -123,11 +177,14 @@ class OriginDirectory:
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
                 await self._fetch_content(origin, namespace, digest)
-            if self.peers.announce(known.info_hash, seeder, owner=("origin", str(origin.address)))[1]:
+            if self.peers.announce(known.info_hash, seeder, owner=self._owner(origin))[1]:
                 self.on_seeder(known.info_hash, seeder)
             self._cache[digest.hex] = known
+            self._cache.move_to_end(digest.hex)  # a refreshed entry is a recent one
             while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+                # The origins' entries go with the metainfo: they never expire, and the next
+                # announce of this blob fetches it again, which records the seeding origin anew.
+                self.peers.forget(self._cache.popitem(last=False)[1].info_hash, self._owners)
             return known
         if failures and unknown == len(failures):
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})

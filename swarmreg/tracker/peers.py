@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 
 import attrs
 import trio
@@ -21,7 +21,8 @@ class _Entry:
 
 class PeerStore:
     """Peers per info-hash. Announced peers expire after ``ttl`` unless they announce
-    again, and go at once when their connection closes; origins stay.
+    again, and go at once when their connection closes; origins stay until ``forget``
+    (the tracker forgets them with the torrent's metainfo).
 
     A peer id belongs to whoever announced it first, in every torrent: a connection (one
     peer id per connection, held until ``drop_owner``) or an origin (for as long as one
@@ -140,6 +141,16 @@ class PeerStore:
         if not peers:
             self._torrents.pop(info_hash, None)
 
+    def forget(self, info_hash: str, owners: Collection[Hashable]) -> int:
+        """Forget the torrent's entries of ``owners`` (the origins the tracker fetched its metainfo
+        from, once that metainfo has left its cache: the next fetch records the origin that
+        answers again); returns how many."""
+        gone = [(peer_id, entry.owner) for peer_id, entry in self._torrents.get(info_hash, {}).items()
+                if entry.owner in owners]
+        for peer_id, owner in gone:
+            self._remove(info_hash, peer_id, owner)
+        return len(gone)
+
     def drop_owner(self, owner: Hashable) -> int:
         """Forget every peer a closed connection announced, and free its peer id; returns how many."""
         owned = self._owned.pop(owner, {})
@@ -151,9 +162,13 @@ class PeerStore:
 
     def expire(self, now: float | None = None) -> int:
         """Forget peers whose announce is older than the TTL; returns how many."""
+        return len(self.expire_entries(now))
+
+    def expire_entries(self, now: float | None = None) -> list[tuple[str, Hashable | None]]:
+        """Forget peers whose announce is older than the TTL; returns each one's torrent and owner."""
         now = trio.current_time() if now is None else now
         stale = [(info_hash, peer_id, entry.owner) for info_hash, peers in self._torrents.items()
                  for peer_id, entry in peers.items() if entry.expires <= now]
         for info_hash, peer_id, owner in stale:
             self._remove(info_hash, peer_id, owner)
-        return len(stale)
+        return [(info_hash, owner) for info_hash, _, owner in stale]

@@ -19,7 +19,7 @@ from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
-from swarmreg.tracker.origins import OriginDirectory
+from swarmreg.tracker.origins import OriginDirectory, RelayOffer
 from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import (
     MAX_AGENTS,
@@ -38,6 +38,7 @@ from swarmreg.tracker.wire import (
     Peer,
     PeersPush,
     ProtocolError,
+    Relay,
     decode,
     encode,
 )
@@ -179,8 +180,14 @@ class TrackerService:
     async def _expire(self) -> None:
         while True:
             await trio.sleep(self.config.announce_interval)
-            if expired := self.peers.expire():
-                log.info("expired %d peer(s)", expired)
+            if expired := self.peers.expire_entries():
+                log.info("expired %d peer(s)", len(expired))
+                # Each connection leaves the torrents its entries expired in: it hears no more of
+                # their peers, and what is kept per connection shrinks with its entries (a torrent
+                # dropped without a leave stayed there for as long as the connection lived).
+                for info_hash, owner in expired:
+                    if isinstance(owner, _Connection) and owner.peer_ids.pop(info_hash, None) is not None:
+                        self._unsubscribe(owner, info_hash)
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
@@ -316,7 +323,15 @@ class TrackerService:
     async def _metainfo(self, frame: MetainfoRequest) -> MetainfoReply:
         assert self.origins is not None
         try:
-            known = await self.origins.metainfo(frame.namespace, frame.digest)
+            # An agent that can relay gets, while the origin still fetches the blob, where to
+            # stream it from at once, instead of waiting for the whole fetch and its torrent.
+            if frame.relay:
+                answer = await self.origins.metainfo_or_relay(frame.namespace, frame.digest)
+                if isinstance(answer, RelayOffer):
+                    return MetainfoReply(frame.request_id, relay=Relay(answer.url, answer.size))
+                known = answer
+            else:
+                known = await self.origins.metainfo(frame.namespace, frame.digest)
         except SwarmregError as error:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
         return MetainfoReply(frame.request_id, metainfo=known.raw, content=self.origins.content(frame.digest))

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 import cattrs
 import msgpack
+from cattrs.gen import make_dict_unstructure_fn, override
 from cattrs.v import format_exception
 
 from swarmreg.digest import MAX_DIGEST_LENGTH
@@ -89,6 +90,19 @@ class MetainfoRequest:
     request_id: int
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
     digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
+    # The asker can stream the blob from an origin while the origin fetches it: the reply may
+    # then be a Relay instead of the metainfo. Omitted on the wire when false (frames of peers
+    # that predate it are the same bytes).
+    relay: bool = False
+
+
+@attrs.frozen
+class Relay:
+    """Where a blob that an origin is still fetching streams from: GET ``url`` + the blob's path
+    (the origin's blob API, over this cluster's TLS when it has one); ``size`` bytes."""
+
+    url: str = attrs.field(validator=attrs.validators.max_len(2048))
+    size: int = attrs.field(validator=attrs.validators.ge(1))
 
 
 @attrs.frozen
@@ -126,6 +140,8 @@ class MetainfoReply:
     failure: Failure | None = None
     # A small blob's bytes, so a manifest or config costs one round trip, not a torrent.
     content: bytes | None = None
+    # Only to a request with relay: no torrent yet, stream the blob from this origin (omitted when None).
+    relay: Relay | None = None
 
 
 @attrs.frozen
@@ -193,6 +209,11 @@ TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest, Hello, AgentsRequest})
 TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply, AgentsReply})
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+# Fields added after a frame type shipped are left out while they hold their default, so that
+# a receiver that predates them (forbid_extra_keys) still takes the frame.
+for _frame in (MetainfoRequest, MetainfoReply):  # relay
+    _converter.register_unstructure_hook(_frame, make_dict_unstructure_fn(
+        _frame, _converter, relay=override(omit_if_default=True)))
 
 
 def _strict(kind: type[Any]) -> Any:

@@ -221,7 +221,12 @@ class UpstreamClient:
             self._check(response, BLOB_UNKNOWN, f"blob {repository}@{digest}")
             pending = b""
             try:
-                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                # Unchecked here, the bytes pass as they arrive (the origin relays them to the
+                # clients that stream the blob during its fetch, see swarmreg.store.growing).
+                async for chunk in response.aiter_bytes(None if hasher is None else CHUNK_SIZE):
+                    if hasher is None:
+                        yield chunk
+                        continue
                     if pending:
                         yield pending
                     if hasher is not None:

@@ -19,6 +19,7 @@ from swarmreg.tracker.wire import (
     Peer,
     PeersPush,
     ProtocolError,
+    Relay,
     decode,
     encode,
 )
@@ -113,3 +114,18 @@ def test_fuzz_well_formed_msgpack_with_any_body(kind: str, version: object, body
     except ProtocolError:
         return
     assert type(result) in TO_TRACKER
+
+
+def test_a_request_without_relay_is_the_frame_older_peers_send() -> None:
+    """``relay`` came later: left at its default, it is not on the wire, so a tracker that
+    predates it (which refuses unknown keys) takes the frame, and the bytes are those of before."""
+    old = {"request_id": 7, "namespace": "library/foo", "digest": DIGEST}
+    assert encode(MetainfoRequest(7, "library/foo", DIGEST)) == frame("metainfo_request", old)
+    assert decode(frame("metainfo_request", old), TO_TRACKER, LIMIT) == MetainfoRequest(7, "library/foo", DIGEST)
+    asked = MetainfoRequest(7, "library/foo", DIGEST, relay=True)
+    assert decode(encode(asked), TO_TRACKER, LIMIT) == asked
+    # A reply without a relay is the reply of before, too; one with a relay round-trips.
+    reply = {"request_id": 3, "metainfo": b"d4:infod...ee", "failure": None, "content": None}
+    assert encode(MetainfoReply(3, metainfo=b"d4:infod...ee")) == frame("metainfo_reply", reply)
+    relayed = MetainfoReply(4, relay=Relay("https://origin:8443", 5 << 20))
+    assert decode(encode(relayed), TO_PEER, LIMIT) == relayed

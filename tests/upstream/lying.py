@@ -24,6 +24,9 @@ class LyingUpstream:
     - ``stall``: the head and a first part of the body, then nothing more, ever;
     - ``hang``: every request is read and never answered;
     - ``slow``: the right bytes, trickled over ``seconds`` (a slow but live upstream).
+
+    With ``seconds``, ``wrong`` and ``short`` trickle their body over that time too. ``sent``
+    counts the body bytes sent by every GET so far, as they go out.
     """
 
     def __init__(self, data: bytes, mode: str, *, seconds: float = 0.0) -> None:
@@ -32,6 +35,7 @@ class LyingUpstream:
         self.digest = Digest.of(data)
         self.mode = mode
         self.requests: list[tuple[str, str]] = []
+        self.sent = 0
         self.port = 0
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -92,23 +96,31 @@ class LyingUpstream:
         if method == "HEAD":
             await send(head(200, size), h11.EndOfMessage())
             return True
+        async def body(data: bytes) -> None:
+            pieces = max(1, int(self.seconds / 0.25))
+            step = -(-len(data) // pieces)
+            for offset in range(0, len(data), step):
+                await send(h11.Data(data=data[offset:offset + step]))
+                self.sent += len(data[offset:offset + step])
+                if self.seconds:
+                    await trio.sleep(self.seconds / pieces)
+
         if self.mode == "wrong":
-            await send(head(200, size), h11.Data(data=b"X" * len(self.data)), h11.EndOfMessage())
+            await send(head(200, size))
+            await body(b"X" * len(self.data))
+            await send(h11.EndOfMessage())
             return True
         if self.mode == "slow":
             await send(head(200, size))
-            pieces = max(1, int(self.seconds / 0.25))
-            step = -(-len(self.data) // pieces)
-            for offset in range(0, len(self.data), step):
-                await send(h11.Data(data=self.data[offset:offset + step]))
-                await trio.sleep(self.seconds / pieces)
+            await body(self.data)
             await send(h11.EndOfMessage())
             return True
         if self.mode == "sized":
             await send(h11.Response(status_code=200, headers=[("Content-Length", str(len(self.data)))]),
                        h11.Data(data=self.data), h11.EndOfMessage())
             return True
-        await send(head(200, size), h11.Data(data=self.data[:len(self.data) // 2]))
+        await send(head(200, size))
+        await body(self.data[:len(self.data) // 2])
         if self.mode == "stall":
             await trio.sleep_forever()
         return False  # short: the connection closes, the body incomplete
