@@ -71,18 +71,39 @@ def test_a_failed_run_leaves_no_namespace_link_or_process(tmp_path: Path) -> Non
 def test_an_interrupted_run_cleans_up(signum: int, tmp_path: Path) -> None:
     scenario = tmp_path / "slow.toml"
     scenario.write_text('agents = 3\nblob_size = "64MiB"\n[links]\norigin_up = "1MiB"\n')
-    process = subprocess.Popen([sys.executable, "-m", "netsim", "run", str(scenario), "--mode", "netns",
-                                "--workdir", str(tmp_path / "work")], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    # Interrupt it mid-run, once every agent has started.
-    deadline = time.monotonic() + 60
-    while len(list((tmp_path / "work").glob("agent-*/ready.json"))) < 3:
-        assert time.monotonic() < deadline and process.poll() is None, process.stdout.read()  # type: ignore[union-attr]
-        time.sleep(0.1)
-    assert leftovers(process.pid), "the run had namespaces and daemons"
-    process.send_signal(signum)
-    process.wait(timeout=60)
-    assert leftovers(process.pid) == []
+    # The run's output goes to a file: a pipe nobody reads until the end can fill and block it.
+    output = tmp_path / "output.txt"
+    with open(output, "wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "netsim", "run", str(scenario), "--mode", "netns",
+                                    "--workdir", str(tmp_path / "work")], cwd=ROOT,
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        # Interrupt it mid-run, once every agent has started.
+        deadline = time.monotonic() + 60
+        while len(list((tmp_path / "work").glob("agent-*/ready.json"))) < 3:
+            assert time.monotonic() < deadline and process.poll() is None, output.read_text()
+            time.sleep(0.1)
+        assert leftovers(process.pid), "the run had namespaces and daemons"
+        signals = _signal_masks(process.pid)
+        process.send_signal(signum)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit 60 s after signal {signum} ({signals}):\n{output.read_text()[-4000:]}")
+        assert leftovers(process.pid) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _signal_masks(pid: int) -> str:
+    """The process's blocked, ignored and caught signal masks, for a failure's message."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "no status"
+    return ", ".join(line for line in lines if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
 
 
 @needs_netns
