@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from swarmreg.errors import UNAVAILABLE, SwarmregError
-from swarmreg.store.files import ChunkedRange
+from swarmreg.store.files import FileBody
 
 
 class GrowingFile:
@@ -92,28 +92,13 @@ class GrowingFile:
             return GrowingBody(self, fd, start, end, chunk_size)
 
 
-class GrowingBody(ChunkedRange):
+class GrowingBody(FileBody):
     """Bytes [start, end) of a GrowingFile (a ``swarmreg.store.files.Body``), sent as they are
     written; the body's last byte only once the whole blob is verified."""
 
     def __init__(self, growing: GrowingFile, fd: int, start: int, end: int, chunk_size: int) -> None:
-        super().__init__(start, end, chunk_size)
+        super().__init__(fd, start, end, chunk_size)
         self.growing = growing
-        self.fd = fd
-
-    async def aclose(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __del__(self) -> None:  # a body that was never sent still releases its file
-        self.close()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         growing = self.growing
