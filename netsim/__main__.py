@@ -67,15 +67,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _until_signalled(scenario: Scenario, work: Path, mode: str) -> dict[str, Any]:
-    """The run, turned into a KeyboardInterrupt by SIGTERM or SIGHUP as by Ctrl-C, so that its
-    clean-up runs whichever way the run is stopped."""
+    """The run, turned into a KeyboardInterrupt by SIGINT, SIGTERM or SIGHUP, so that its clean-up
+    runs whichever way the run is stopped. SIGINT is received here too, not left to Python: a run
+    started in the background by a shell without job control inherits SIGINT ignored, and Python
+    then installs no KeyboardInterrupt handler for it."""
     result: dict[str, Any] = {}
 
     async def scenario_then_stop(nursery: trio.Nursery) -> None:
         result.update(await run_scenario(scenario, work, mode))
         nursery.cancel_scope.cancel()
 
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(scenario_then_stop, nursery)
             async for signum in signals:
