@@ -38,7 +38,6 @@ from swarmreg.errors import (
     BAD_GATEWAY,
     DENIED,
     MANIFEST_UNKNOWN,
-    NAME_UNKNOWN,
     TOOMANYREQUESTS,
     UNAVAILABLE,
     SwarmregError,
@@ -46,6 +45,7 @@ from swarmreg.errors import (
 )
 from swarmreg.oci.manifest import parse_manifest
 from swarmreg.proxy.wire import ALL_AGENTS, DONE, FAILED, RUNNING, JobRequest, PlatformSpec, Target
+from swarmreg.registry.read import IndexReader, has_repository, resolve
 from swarmreg.tracker.client import list_agents
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,6 @@ AGENTS_AT_ONCE = 32
 # last while nothing changes), and how long it waits for one blob at most.
 POLL_INTERVAL = (0.1, 2.0)
 PREFETCH_WAIT = 3600.0
-
-
-class IndexReader(Protocol):
-    """The index reads a job makes (an IndexClient: upstream repositories pull through)."""
-
-    async def get_tag(self, repository: str, tag: str) -> str | None: ...
-
-    async def list_tags(self, repository: str, n: int | None = None,
-                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
-
-    async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None: ...
 
 
 class OriginReader(Protocol):
@@ -286,23 +275,13 @@ async def _image_task(job: PreheatJob, image: ImageResult, index: IndexReader, o
 
 
 async def _lookup(index: IndexReader, repository: str, reference: str) -> tuple[str, Digest, dict[str, Any]] | None:
-    if ":" in reference:
-        digest: Digest | None = Digest.parse(reference)
-    else:
-        tagged = await index.get_tag(repository, reference)
-        digest = Digest.parse(tagged) if tagged is not None else None
-    meta = await index.get_manifest(repository, digest) if digest is not None else None
-    return None if digest is None or meta is None else (repository, digest, meta)
-
-
-async def _has_repository(index: IndexReader, repository: str) -> bool:
+    """The manifest ``reference`` names in ``repository`` with its record, or None."""
     try:
-        await index.list_tags(repository, 0)
+        return (repository, *await resolve(index, repository, reference))
     except SwarmregError as error:
-        if error.code is NAME_UNKNOWN:
-            return False
+        if error.code is MANIFEST_UNKNOWN:
+            return None
         raise
-    return True
 
 
 async def _resolve(index: IndexReader, target: Target, denied: frozenset[str]) -> tuple[str, Digest, dict[str, Any]]:
@@ -310,7 +289,7 @@ async def _resolve(index: IndexReader, target: Target, denied: frozenset[str]) -
     index). A bare name goes to ``default_registry`` only when swarmreg has no repository of that
     name at all, and only if the requester may pull there (not in ``denied``)."""
     found = await _lookup(index, target.repository, target.reference)
-    if found is None and target.fallback is not None and not await _has_repository(index, target.repository):
+    if found is None and target.fallback is not None and not await has_repository(index, target.repository):
         if target.fallback in denied:
             raise SwarmregError(DENIED, f"image {target.text}: pull is denied on {target.fallback}, where "
                                 "default_registry would find it", {"repository": target.fallback})
