@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from swarmreg.cli import main
-from tests.upstream.registries import docker_registry
+from tests.upstream.registries import docker_registry, upstream_blob_gets
 
 from .clients import Containerd, Skopeo
 from .layout import build_oci_layout
@@ -36,14 +36,6 @@ async def start_pulling_through(spawn: Spawn, upstream: str) -> Cluster:
                           f"agent.index={herd.address('index', 'http')}")
               for name in ("agent-one", "agent-two")]
     return Cluster(herd, tuple(agents))
-
-
-def blob_gets(log: Path) -> dict[str, int]:
-    """Each blob GET the upstream's access log shows answered 200, counted."""
-    counts: dict[str, int] = {}
-    for digest in re.findall(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/1.1" 200 ', log.read_text()):
-        counts[digest] = counts.get(digest, 0) + 1
-    return counts
 
 
 async def test_ctr_pulls_an_upstream_image_through_the_swarm_then_with_the_upstream_stopped(
@@ -70,7 +62,7 @@ async def test_ctr_pulls_an_upstream_image_through_the_swarm_then_with_the_upstr
             assert re.search(rf'"GET /v2/team/app/(manifests|blobs)/{digest}\?ns={re.escape(upstream)} .*" 200 ',
                              agent_log.replace("%3A", ":")), digest
         layer_blobs = {image.config.digest, *(layer.digest for layer in image.layers)}
-        assert blob_gets(upstream_log) == dict.fromkeys(layer_blobs, 1)
+        assert upstream_blob_gets(upstream_log) == dict.fromkeys(layer_blobs, 1)
     # The upstream is stopped. containerd forgets the image and pulls it again, from the other agent.
     await ctr("image", "rm", ref)
     await ctr("content", "prune", "references", check=False)
@@ -80,7 +72,7 @@ async def test_ctr_pulls_an_upstream_image_through_the_swarm_then_with_the_upstr
         await ctr("image", "pull", "--hosts-dir", str(hosts_dirs[1]), "--snapshotter", "native", ref)
     assert await ctr.image_target(ref) == image.manifest.digest
     assert await content_digests(ctr) == set(image.blobs)
-    assert blob_gets(upstream_log) == dict.fromkeys(layer_blobs, 1)  # nothing more was asked of it
+    assert upstream_blob_gets(upstream_log) == dict.fromkeys(layer_blobs, 1)  # nothing more was asked of it
 
 
 async def test_skopeo_pulls_through_a_registries_conf_mirror(skopeo: Skopeo, spawn: Spawn, tmp_path: Path) -> None:
@@ -102,4 +94,4 @@ async def test_skopeo_pulls_through_a_registries_conf_mirror(skopeo: Skopeo, spa
         agent_log = (tmp_path / "agent-one.log").read_text()
         assert re.search(rf'"GET /v2/team/app/blobs/{image.layers[0].digest} .*" 200 ', agent_log)
         # The mirror served it: skopeo never read a layer from the upstream itself, the herd once.
-        assert blob_gets(tmp_path / "docker-registry.log").get(image.layers[0].digest) == 1
+        assert upstream_blob_gets(tmp_path / "docker-registry.log").get(image.layers[0].digest) == 1

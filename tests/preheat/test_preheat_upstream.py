@@ -10,16 +10,13 @@ import httpx
 import pytest
 import trio
 
-from swarmreg.backends.types import backend_type
 from tests.conftest import blob_files, make_config, random_bytes, start_daemon
 from tests.preheat.helpers import HERD, preheat
 from tests.pullthrough.images import push_upstream_image, push_upstream_index
-from tests.pullthrough.test_end_to_end import pull, upstream_blob_gets
-from tests.upstream.registries import docker_registry
+from tests.pullthrough.test_end_to_end import pull
+from tests.upstream.registries import docker_registry, upstream_blob_gets
 
-# Upstream blobs reach the origin through its upstream storage backend (type "registry").
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(backend_type("registry") is None,
-                                                   reason="needs the origin's upstream-registry backend")]
+pytestmark = pytest.mark.slow
 
 
 def hexes(digests) -> set[str]:

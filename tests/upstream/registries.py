@@ -114,6 +114,14 @@ async def push_blob(base_url: str, repository: str, data: bytes, *, auth: httpx.
     return digest
 
 
+def upstream_blob_gets(log: Path) -> dict[str, int]:
+    """How many times the upstream's access log shows each blob GET answered 200."""
+    counts: dict[str, int] = {}
+    for digest in re.findall(r'"GET /v2/\S+/blobs/(sha256:[0-9a-f]{64}) HTTP/1.1" 200 ', log.read_text()):
+        counts[digest] = counts.get(digest, 0) + 1
+    return counts
+
+
 def blob_requests(log: Path, method: str, digest: str) -> int:
     """How many ``method`` requests for blob ``digest`` the docker-registry's access log shows."""
     needle = re.compile(rf'"{method} /v2/\S+/blobs/{re.escape(digest)} HTTP/1\.1" (\d+)')
