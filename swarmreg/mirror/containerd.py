@@ -194,7 +194,8 @@ def write_hosts(agent: str, directory: Path, registries: Sequence[str]) -> list[
         path = host_dir / HOSTS_FILE
         record = state["hosts"].get(target.directory)
         if record is None:
-            record = {"created_dir": not host_dir.exists(), "backup": path.exists()}
+            # lexists: a dangling symlink is there too, and must be backed up to be restored.
+            record = {"created_dir": not host_dir.exists(), "backup": os.path.lexists(path)}
             host_dir.mkdir(exist_ok=True)
             if record["backup"]:
                 _back_up(path, path.with_name(HOSTS_FILE + BACKUP_SUFFIX))
@@ -220,7 +221,7 @@ def restore_hosts(directory: Path, registries: Sequence[str] = ()) -> list[tuple
         host_dir = directory / name
         path = host_dir / HOSTS_FILE
         backup = path.with_name(HOSTS_FILE + BACKUP_SUFFIX)
-        if record.get("backup") and backup.exists():
+        if record.get("backup") and os.path.lexists(backup):
             os.replace(backup, path)  # the original's bytes and mode, atomically
             touched.append((path, "restored"))
         else:

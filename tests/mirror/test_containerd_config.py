@@ -124,6 +124,15 @@ def test_a_replaced_symlink_comes_back_as_the_same_symlink(
     assert sorted(p.name for p in (tmp_path / "ghcr.io").iterdir()) == ["hosts.toml"]
 
 
+def test_a_dangling_symlink_is_backed_up_and_restored_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "ghcr.io").mkdir()
+    (tmp_path / "ghcr.io" / "hosts.toml").symlink_to("../elsewhere.toml")  # its target is not there (yet)
+    assert run(capsys, "--agent", AGENT, "--dir", str(tmp_path), "--registry", "ghcr.io")[0] == 0
+    assert run(capsys, "--dir", str(tmp_path), "--restore")[0] == 0
+    assert os.readlink(tmp_path / "ghcr.io" / "hosts.toml") == "../elsewhere.toml"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("--agent", "ftp://127.0.0.1:5001"), "scheme must be http or https"),
     (("--agent", "127.0.0.1:5001"), "scheme must be http or https"),
