@@ -45,6 +45,8 @@ MANIFEST_MEDIA_TYPES = (
 ACCEPT = ", ".join(MANIFEST_MEDIA_TYPES)
 # A manifest larger than this is refused (the proxy's default max_manifest_size).
 MAX_MANIFEST_SIZE = 4 << 20
+# A token realm's answer is a small JSON document (a JWT or two).
+MAX_TOKEN_RESPONSE = 256 << 10
 # expires_in when a token realm gives none (Docker's token spec says 60 seconds).
 DEFAULT_TOKEN_TTL = 60.0
 CHUNK_SIZE = 1 << 20
@@ -185,24 +187,19 @@ class UpstreamClient:
                                     headers={"Accept": ACCEPT})
         async with _closing(response):
             self._check(response, MANIFEST_UNKNOWN, f"manifest {repository}:{reference}")
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_MANIFEST_SIZE:
-                    raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: manifest {repository}:{reference} "
-                                        f"is larger than {MAX_MANIFEST_SIZE} bytes")
+            data = await self._read_limited(response, MAX_MANIFEST_SIZE, f"manifest {repository}:{reference}")
             named = response.headers.get("Docker-Content-Digest")
             expected = reference if ":" in reference else named
             algorithm = expected.partition(":")[0] if expected else "sha256"
-            digest = str(self._digest_of(bytes(data), algorithm))
+            digest = str(self._digest_of(data, algorithm))
             if expected and digest != expected:
                 raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: manifest {repository}:{reference} "
                                     f"does not match its digest {expected}")
             media_type = _media_type(response)
             if not media_type:  # no Content-Type: the manifest's own mediaType field, if any
-                body = _json(bytes(data))
+                body = _json(data)
                 media_type = str(body.get("mediaType", "")) if isinstance(body, dict) else ""
-            return Manifest(digest, media_type, bytes(data))
+            return Manifest(digest, media_type, data)
 
     async def resolve(self, repository: str, reference: str) -> Manifest:
         """The manifest a tag or digest names now: HEAD for its digest, then GET by that digest
@@ -326,7 +323,7 @@ class UpstreamClient:
                                     f"{response.status_code}" + (" (credentials refused)"
                                                                  if response.status_code in (401, 403) else ""))
             try:
-                body = _json(await response.aread())
+                body = _json(await self._read_limited(response, MAX_TOKEN_RESPONSE, "token response"))
             except httpx.HTTPError as error:
                 raise self._unavailable(error) from None
         token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
@@ -336,7 +333,21 @@ class UpstreamClient:
         ttl = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else DEFAULT_TOKEN_TTL
         # Renew a little early so a token does not expire between our check and its use.
         margin = min(30.0, ttl / 10)
-        self._tokens[scope] = (token, time.monotonic() + ttl - margin)
+        now = time.monotonic()
+        # Expired tokens go as new ones come: one per repository scope asked for, and a client
+        # may name any number of repositories.
+        self._tokens = {kept: held for kept, held in self._tokens.items() if held[1] > now}
+        self._tokens[scope] = (token, now + ttl - margin)
+
+    async def _read_limited(self, response: httpx.Response, limit: int, what: str) -> bytes:
+        """The response's body, UPSTREAM_ERROR past ``limit`` bytes (an upstream, or a token
+        realm it names, must not fill our memory)."""
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > limit:
+                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: {what} is larger than {limit} bytes")
+        return bytes(data)
 
     def _check(self, response: httpx.Response, unknown: Any, what: str) -> None:
         status = response.status_code

@@ -23,7 +23,9 @@ class LyingUpstream:
     - ``sized``: the right bytes, but HEAD announced more of them;
     - ``stall``: the head and a first part of the body, then nothing more, ever;
     - ``hang``: every request is read and never answered;
-    - ``slow``: the right bytes, trickled over ``seconds`` (a slow but live upstream).
+    - ``slow``: the right bytes, trickled over ``seconds`` (a slow but live upstream);
+    - ``token-flood``: every registry request wants a Bearer token, whose realm (``/token``
+      here) answers with a 1 MiB body.
 
     With ``seconds``, ``wrong`` and ``short`` trickle their body over that time too. ``sent``
     counts the body bytes sent by every GET so far, as they go out.
@@ -85,6 +87,16 @@ class LyingUpstream:
                 ("Content-Length", str(length)), ("Content-Type", content_type),
                 ("Docker-Distribution-Api-Version", "registry/2.0"), ("Docker-Content-Digest", str(self.digest))])
 
+        if self.mode == "token-flood":
+            if target.startswith("/token"):
+                flood = b'{"token": "' + b"x" * (1 << 20) + b'"}'
+                await send(head(200, len(flood), "application/json"), h11.Data(data=flood), h11.EndOfMessage())
+            else:
+                await send(h11.Response(status_code=401, headers=[
+                    ("Content-Length", "0"), ("Docker-Distribution-Api-Version", "registry/2.0"),
+                    ("WWW-Authenticate", f'Bearer realm="http://127.0.0.1:{self.port}/token",service="s"')]),
+                    h11.EndOfMessage())
+            return True
         if target == "/v2/":
             await send(head(200, 2, "application/json"), h11.Data(data=b"{}"), h11.EndOfMessage())
             return True

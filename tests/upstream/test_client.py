@@ -26,6 +26,7 @@ from swarmreg.registry.auth import hash_password
 from swarmreg.upstream.client import MAX_ANONYMOUS, UpstreamClient, Upstreams
 from tests.conftest import PORT_ZERO, start_daemon
 from tests.proxy.helpers import DOCKER_MANIFEST, RegistryAuth, digest_of, image_manifest
+from tests.upstream.lying import LyingUpstream
 from tests.upstream.registries import blob_path, docker_registry
 
 LAYERS = [b"layer one " * 300_000, b"second layer"]  # the first spans three 1 MiB chunks
@@ -284,3 +285,12 @@ async def test_anonymous_upstreams_are_bounded_and_share_the_system_roots():
         assert upstreams.get("h0.invalid") is not first  # the oldest were dropped
         contexts = {id(client._http._transport._pool._ssl_context) for client in clients}
         assert len(contexts) == 1
+
+
+async def test_a_token_realm_that_floods_is_refused_not_read_whole(nursery: trio.Nursery) -> None:
+    flooding = LyingUpstream(b"blob", "token-flood")
+    await nursery.start(flooding.serve)
+    async with UpstreamClient(RegistryConfig(name=f"127.0.0.1:{flooding.port}", scheme="http")) as upstream:
+        with pytest.raises(SwarmregError) as refused:
+            await upstream.get_manifest("team/app", "v1")
+    assert refused.value.code is UPSTREAM_ERROR and "token response is larger than" in refused.value.message
