@@ -25,7 +25,7 @@ import trio
 from swarmreg.agent.downloads import Downloads
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_GATEWAY, SwarmregError
+from swarmreg.errors import BAD_GATEWAY, DIGEST_INVALID, SwarmregError
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient, UpstreamBody
 from swarmreg.origin.fetch import receive_blob
@@ -99,8 +99,15 @@ class Relays:
                 if body.end != source.size:
                     raise SwarmregError(BAD_GATEWAY, f"the origin relays {body.end} bytes of a {source.size}-byte blob",
                                         {"digest": str(digest)})
-                await receive_blob(self.node.store, digest, source.size, _chunks(body), source="the origin's relay",
-                                   growing=relay, metainfo=False)
+                try:
+                    await receive_blob(self.node.store, digest, source.size, _chunks(body),
+                                       source="the origin's relay", growing=relay, metainfo=False)
+                except SwarmregError as error:
+                    if error.code is not DIGEST_INVALID:
+                        raise
+                    # The origin's fault, not the client's: DIGEST_INVALID would say the client sent a bad upload.
+                    raise SwarmregError(BAD_GATEWAY, "the origin relayed bytes that do not match the digest",
+                                        error.detail) from None
             finally:
                 await body.aclose()
         log.info("relayed %s (%d bytes)", digest, source.size)
