@@ -55,6 +55,9 @@ MISSING_TTL = 10.0
 MAX_MISSING = 10_000
 # Seconds a due cached tag waits for its upstream before it is served as it is (stale_if_error).
 STALE_WAIT = 10.0
+# Seconds a cached tag is served as it is, without asking, after its upstream failed or did not
+# answer: otherwise every pull in an outage would wait STALE_WAIT again.
+STALE_RETRY = 30.0
 # Seconds an uncached name waits for its upstream before the index answers UPSTREAM_UNAVAILABLE
 # naming it: an upstream that hangs would outlast read_timeout (60 s) and the index's clients'
 # own timeout, whose error would blame the index. The lookup runs on in the service's nursery;
@@ -107,6 +110,7 @@ class PullThrough:
         # When each cached upstream tag was last resolved (trio's clock): in memory, so after a
         # restart every tag is resolved once more, then cached again.
         self._checked: dict[tuple[str, str], float] = {}
+        self._failed: dict[tuple[str, str], float] = {}  # when a due cached tag was last served stale
         self._missing: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._tags = SingleFlight[tuple[str, str], None, Digest | None]("upstream tag resolution")
         self._manifests = SingleFlight[tuple[str, Digest], None, ManifestRecord | None]("upstream manifest fetch")
@@ -147,12 +151,14 @@ class PullThrough:
                 return await resolve()
             log.warning("serving the cached %s:%s (%s): the upstream has not answered within %g s",
                         repository, tag, cached, STALE_WAIT)
+            self._failed[(repository, tag)] = trio.current_time()
             return cached
         except SwarmregError as error:
             if cached is None or not self.stale_if_error or error.code not in _UPSTREAM_FAILURES:
                 raise
             log.warning("serving the cached %s:%s (%s): the upstream failed: %s",
                         repository, tag, cached, error.message)
+            self._failed[(repository, tag)] = trio.current_time()
             return cached
 
     async def get_manifest(self, repository: str, digest: Digest) -> ManifestRecord | None:
@@ -192,10 +198,14 @@ class PullThrough:
         return found
 
     def _due(self, repository: str, tag: str) -> bool:
+        now = trio.current_time()
+        failed = self._failed.get((repository, tag))
+        if failed is not None and now - failed < STALE_RETRY:
+            return False
         if self.always_pull_latest and tag == "latest":
             return True
         checked = self._checked.get((repository, tag))
-        return checked is None or trio.current_time() - checked >= self.tag_ttl
+        return checked is None or now - checked >= self.tag_ttl
 
     async def _resolve_tag(self, repository: str, tag: str) -> Digest | None:
         registry, name = _upstream(repository)
@@ -212,6 +222,7 @@ class PullThrough:
             raise
         await self.store.put_tag(repository, tag, digest)
         self._checked[(repository, tag)] = trio.current_time()
+        self._failed.pop((repository, tag), None)
         log.info("resolved %s:%s at %s: %s", repository, tag, registry, digest)
         return digest
 
