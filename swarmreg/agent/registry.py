@@ -11,7 +11,8 @@ from quart_trio import QuartTrio
 
 from swarmreg.errors import UNSUPPORTED, SwarmregError
 from swarmreg.http.app import create_base_app
-from swarmreg.registry.read import Content, IndexReader, add_read_routes
+from swarmreg.registry.lookup import IndexReader
+from swarmreg.registry.read import Content, add_read_routes
 
 
 def create_registry_app(content: Content, index: IndexReader, *, default_registry: str = "") -> QuartTrio:

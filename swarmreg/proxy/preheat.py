@@ -45,7 +45,7 @@ from swarmreg.errors import (
 )
 from swarmreg.oci.manifest import parse_manifest
 from swarmreg.proxy.wire import ALL_AGENTS, DONE, FAILED, RUNNING, JobRequest, PlatformSpec, Target
-from swarmreg.registry.read import IndexReader, has_repository, resolve
+from swarmreg.registry.lookup import IndexReader, has_repository, resolve
 from swarmreg.tracker.client import list_agents
 
 log = logging.getLogger(__name__)

@@ -14,13 +14,13 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.errors import BLOB_UNKNOWN, SwarmregError
 from swarmreg.http.responses import blob_response, json_response
 from swarmreg.oci.descriptor import Descriptor
 from swarmreg.oci.manifest import referrers_index
-from swarmreg.oci.names import parse_reference
 from swarmreg.oci.pagination import parse_page_size
 from swarmreg.registry.addressing import Addressed, address, serve, single_ns
+from swarmreg.registry.lookup import IndexReader, has_repository, resolve
 from swarmreg.registry.wire import (
     API_VERSION,
     BASE,
@@ -50,23 +50,6 @@ class Content(Protocol):
         """A manifest's exact bytes."""
 
 
-class IndexReader(Protocol):
-    """The index calls the read routes make (an IndexClient, or an agent's CachedIndex)."""
-
-    async def get_tag(self, repository: str, tag: str) -> str | None: ...
-
-    async def get_manifest(self, repository: str, digest: Digest | str) -> dict[str, Any] | None: ...
-
-    async def list_tags(self, repository: str, n: int | None = None,
-                        last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
-
-    async def catalog(self, n: int | None = None,
-                      last: str | None = None) -> tuple[list[str], dict[str, Any] | None]: ...
-
-    async def referrers(self, repository: str, digest: Digest | str,
-                        artifact_type: str | None = None) -> list[dict[str, Any]]: ...
-
-
 def page_arguments() -> tuple[int | None, str | None]:
     """``n`` and ``last`` of a paginated list request."""
     return parse_page_size(request.args.get("n")), request.args.get("last")
@@ -84,31 +67,6 @@ def request_address(name: str, default_registry: str = "") -> Addressed:
     """The repository this request means: its path's ``name`` with its ``?ns=`` (see
     swarmreg.registry.addressing); NAME_INVALID for a malformed name or ns."""
     return address(name, single_ns(request.args.getlist(NS)), default_registry)
-
-
-async def has_repository(index: IndexReader, repository: str) -> bool:
-    """Whether the index holds ``repository`` (any manifest or blob link in it)."""
-    try:
-        await index.list_tags(repository, 0)
-    except SwarmregError as error:
-        if error.code is NAME_UNKNOWN:
-            return False
-        raise
-    return True
-
-
-async def resolve(index: IndexReader, repository: str, reference: str) -> tuple[Digest, dict[str, Any]]:
-    """A manifest reference (tag or digest) -> its digest and its metadata in the index."""
-    target = parse_reference(reference)
-    if isinstance(target, Digest):
-        digest: Digest | None = target
-    else:
-        tagged = await index.get_tag(repository, target)
-        digest = Digest.parse(tagged) if tagged is not None else None
-    meta = await index.get_manifest(repository, digest) if digest is not None else None
-    if digest is None or meta is None:
-        raise SwarmregError(MANIFEST_UNKNOWN, detail={"name": repository, "reference": reference[:200]})
-    return digest, meta
 
 
 async def content_response(content: Content, repository: str, digest: Digest) -> Response:

@@ -132,7 +132,7 @@ async def test_the_agent_keeps_whether_a_repository_exists(nursery: trio.Nursery
     from swarmreg.agent.index_cache import CachedIndex
     from swarmreg.errors import NAME_UNKNOWN, SwarmregError
     from swarmreg.index.client import IndexClient
-    from swarmreg.registry.read import has_repository
+    from swarmreg.registry.lookup import has_repository
 
     index = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
     async with IndexClient(index.ready["roles"]["index"]["http"]) as client:
