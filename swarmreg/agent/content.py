@@ -20,7 +20,7 @@ EMPTY = frozenset(Digest.of(b"", algorithm) for algorithm in ALGORITHMS)
 class SwarmContent:
     """The agent's Content (``swarmreg.registry.read.Content``)."""
 
-    def __init__(self, store: BlobStore, downloads: Downloads, relays: Relays | None = None) -> None:
+    def __init__(self, store: BlobStore, downloads: Downloads, relays: Relays) -> None:
         self.store = store
         self.downloads = downloads
         self.relays = relays  # a blob an origin still fetches streams from there (see relay.py)
@@ -31,7 +31,7 @@ class SwarmContent:
         if (size := self.store.size(digest)) is not None:
             return size
         try:
-            if self.relays is not None and (relay := await self.relays.relay(repository, digest)) is not None:
+            if (relay := await self.relays.relay(repository, digest)) is not None:
                 return relay.size
             return (await self.downloads.metainfo(repository, digest)).size
         except SwarmregError as error:
@@ -43,7 +43,7 @@ class SwarmContent:
         if (opened := self.store.open_body(digest, start, end)) is not None:
             self.downloads.reseed(repository, digest)
             return opened[0]
-        if self.relays is not None and (relay := await self.relays.relay(repository, digest)) is not None:
+        if (relay := await self.relays.relay(repository, digest)) is not None:
             return await self.relays.body(relay, start, end)
         return await self.downloads.stream(repository, digest, start, end)
 
@@ -51,7 +51,7 @@ class SwarmContent:
         path = self.store.path(digest)
         if digest not in self.store:
             await self.downloads.metainfo(repository, digest)  # small: often inline
-            await self.downloads.settle_relay(digest)  # or relayed meanwhile
+            await self.relays.settle(digest)  # or relayed meanwhile
         if digest not in self.store:
             download = await self.downloads.start(repository, digest)
             await download.done.wait()

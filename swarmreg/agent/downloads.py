@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -131,10 +131,6 @@ class DownloadBody(ChunkedRange):
         return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
 
 
-async def _no_relay(digest: Digest) -> None:
-    """Downloads.settle_relay of an agent without relays."""
-
-
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
         data = os.pread(file.fileno(), length, offset)
@@ -167,9 +163,6 @@ class Downloads:
         # At most one entry per blob in the store.
         self._released: set[Digest] = set()
         self.engine.on_release.append(self._on_release)
-        # Waits for the end of the blob's relay from its origin, if one runs (the agent's Relays
-        # set it): a caller about to start a Download takes the relayed file instead of a copy.
-        self.settle_relay: Callable[[Digest], Awaitable[None]] = _no_relay
 
     def active(self, digest: Digest) -> bool:
         """Whether the blob's Download runs."""
@@ -250,9 +243,7 @@ class Downloads:
             metainfo = self.node.metainfo.get(digest)
             if metainfo is None or digest not in self.node.store:
                 return
-            torrent = await self.engine.add(metainfo, self.node.store.path(digest).parent, seed=True,
-                                            namespace=namespace)
-            await self._announce_quietly(torrent, complete=True)
+            await self._seed(metainfo, namespace, digest)
         except SwarmregError as error:
             log.info("seeding %s again: %s", digest, error.message)
         except Exception:  # background work: the agent serves on
@@ -366,7 +357,10 @@ class Downloads:
     async def seed_held(self, namespace: str, digest: Digest) -> None:
         """Seed a blob the store holds (one that came another way than the swarm), announced
         complete, so later agents get it from here."""
-        metainfo = await self.metainfo(namespace, digest)
+        await self._seed(await self.metainfo(namespace, digest), namespace, digest)
+
+    async def _seed(self, metainfo: Metainfo, namespace: str, digest: Digest) -> None:
+        """Seed the held blob, announced complete."""
         torrent = await self.engine.add(metainfo, self.node.store.path(digest).parent, seed=True, namespace=namespace)
         await self._announce_quietly(torrent, complete=True)
 

@@ -12,6 +12,7 @@ import trio
 
 from swarmreg.agent.content import EMPTY
 from swarmreg.agent.downloads import Downloads
+from swarmreg.agent.relay import Relays
 from swarmreg.agent.wire import (
     KEPT_PREFETCHES,
     MAX_PREFETCHES,
@@ -53,10 +54,11 @@ class Prefetches:
     """The agent's prefetches: at most ``limit`` running (TOOMANYREQUESTS beyond), the latest
     ``kept`` finished ones remembered."""
 
-    def __init__(self, store: BlobStore, downloads: Downloads, nursery: trio.Nursery, *,
+    def __init__(self, store: BlobStore, downloads: Downloads, relays: Relays, nursery: trio.Nursery, *,
                  limit: int = MAX_PREFETCHES, kept: int = KEPT_PREFETCHES) -> None:
         self.store = store
         self.downloads = downloads
+        self.relays = relays
         self.nursery = nursery
         self.limit = limit
         self.kept = kept
@@ -113,7 +115,7 @@ class Prefetches:
 
     async def _fetch(self, namespace: str, digest: Digest) -> None:
         await self.downloads.metainfo(namespace, digest)
-        await self.downloads.settle_relay(digest)  # a client's relay of it, started meanwhile
+        await self.relays.settle(digest)  # a client's relay of it, started meanwhile
         if digest in self.store:  # it came inline, or relayed
             return
         download = await self.downloads.start(namespace, digest)

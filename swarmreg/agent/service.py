@@ -49,13 +49,12 @@ class AgentService:
                 trio.open_nursery() as nursery:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
             relays = Relays(self.node, downloads, nursery)
-            downloads.settle_relay = relays.settle
             content = SwarmContent(self.store, downloads, relays)
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
-            prefetches = Prefetches(self.store, downloads, nursery)
+            prefetches = Prefetches(self.store, downloads, relays, nursery)
             app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config))
             address: Address = await nursery.start(serve, app, self.config.agent.listen)
             # The proxy's preheat finds this blob API through the tracker.
