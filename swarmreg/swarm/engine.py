@@ -204,7 +204,9 @@ class SwarmEngine:
                 continue
             released += 1
             await self.remove(torrent, warn=False)
-            if torrent.info_hash in self._torrents:  # added again meanwhile: it did not leave
+            # Added again meanwhile, or being added (libtorrent may report the removal before
+            # the new add): it did not leave.
+            if torrent.info_hash in self._torrents or torrent.info_hash in self._adding:
                 continue
             for callback in self.on_release:
                 callback(torrent)
