@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
 from swarmreg.authz import INDEX_WRITERS, ClusterGuard
+from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes
@@ -138,7 +139,8 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         parsed = parse_digest(digest)
         if request.method == "PUT":
             body = check_body(await _json_body(idle_timeout), {"media_type", "size"},
-                              {"artifact_type", "subject", "annotations", "digest", "created"})
+                              {"artifact_type", "subject", "annotations", "digest", "created", "blobs",
+                               "children"})
             _check_echo(body, digest=str(parsed))
             artifact_type = body.get("artifact_type")
             subject = body.get("subject")
@@ -147,7 +149,8 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
                 size=check_size(body["size"]),
                 artifact_type=None if artifact_type is None else check_media_type(artifact_type, "artifact_type"),
                 subject=None if subject is None else parse_digest(subject, "subject"),
-                annotations=check_annotations(body.get("annotations")))
+                annotations=check_annotations(body.get("annotations")),
+                blobs=_digests(body.get("blobs"), "blobs"), children=_digests(body.get("children"), "children"))
             return empty_response(201)
         if request.method == "DELETE":
             tags = await store.delete_manifest(repository, parsed)
@@ -196,6 +199,15 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         return json_response({"repository": repository, "digest": str(parsed), "size": size}, headers=headers)
 
     return app
+
+
+def _digests(value: Any, field: str) -> list[Digest]:
+    """A JSON list of digests (absent: none)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SwarmregError(BAD_REQUEST, f"{field} must be a list of digests")
+    return [parse_digest(item, field) for item in value]
 
 
 def _check_echo(body: Any, **expected: str) -> None:

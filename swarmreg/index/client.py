@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -166,10 +166,13 @@ class IndexClient:
 
     async def put_manifest(self, repository: str, digest: Digest | str, *, media_type: str, size: int,
                            artifact_type: str | None = None, subject: Digest | str | None = None,
-                           annotations: Mapping[str, str] | None = None) -> None:
-        """Record a manifest in the repository (its content is a blob elsewhere)."""
+                           annotations: Mapping[str, str] | None = None, blobs: Sequence[Digest | str] = (),
+                           children: Sequence[Digest | str] = ()) -> None:
+        """Record a manifest in the repository (its content is a blob elsewhere) with the blobs it
+        names, each of which must be linked there (else MANIFEST_BLOB_UNKNOWN), and its children."""
         body = {"media_type": media_type, "size": size, "artifact_type": artifact_type,
-                "subject": None if subject is None else _digest(subject), "annotations": dict(annotations or {})}
+                "subject": None if subject is None else _digest(subject), "annotations": dict(annotations or {}),
+                "blobs": [_digest(blob) for blob in blobs], "children": [_digest(child) for child in children]}
         # Non-ASCII as UTF-8, not \u escapes: the annotations then take no more bytes than in the
         # manifest, which keeps the record of any acceptable manifest within the index's body limit.
         try:

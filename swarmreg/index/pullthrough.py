@@ -266,7 +266,8 @@ class PullThrough:
         await self.sink().upload_bytes(repository, manifest.digest, fetched.data, through=False)
         await self.store.put_manifest(repository, manifest.digest, media_type=manifest.media_type,
                                       size=manifest.size, artifact_type=manifest.artifact_type,
-                                      subject=manifest.subject, annotations=manifest.annotations)
+                                      subject=manifest.subject, annotations=manifest.annotations,
+                                      blobs=manifest.blobs, children=manifest.children)
         return manifest
 
     async def _ingest_child(self, repository: str, digest: Digest, depth: int) -> None:

@@ -1,4 +1,5 @@
-"""The index's SQLite store: tags, manifests and the blob links that make a blob visible in a repository.
+"""The index's SQLite store: tags, manifests, the blob links that make a blob visible in a repository,
+and each manifest's references (the blobs and child manifests it names: what garbage collection keeps).
 
 One connection, used by one worker thread at a time (a trio.Lock guards it), in WAL mode; every
 write is one ``BEGIN IMMEDIATE`` transaction. Names and digests are taken as already validated
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,11 +19,11 @@ import attrs
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, STORAGE_FULL, SwarmregError
+from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, STORAGE_FULL, SwarmregError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Statements that take the schema from version N-1 to N, by N.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -54,6 +55,30 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             size INTEGER NOT NULL,
             PRIMARY KEY (repository, digest)
         ) WITHOUT ROWID""",
+    ),
+    2: (
+        # What each manifest names: kind 'blob' (its config and layers, which must be linked in
+        # the repository) or 'manifest' (an index's children). Garbage collection marks from here.
+        """CREATE TABLE refs (
+            repository TEXT NOT NULL,
+            manifest TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+            PRIMARY KEY (repository, manifest, digest),
+            FOREIGN KEY (repository, manifest) REFERENCES manifests (repository, digest) ON DELETE CASCADE
+        ) WITHOUT ROWID""",
+        "CREATE INDEX refs_by_digest ON refs (digest, repository)",
+        # Manifests recorded before version 2 have unknown references (0): the collector reads
+        # their content once before it trusts refs. New ones are recorded with them (1).
+        "ALTER TABLE manifests ADD COLUMN refs_known INTEGER NOT NULL DEFAULT 1",
+        "UPDATE manifests SET refs_known = 0",
+        # When a client last pulled the manifest (an agent's record fetch counts); NULL: never.
+        "ALTER TABLE manifests ADD COLUMN accessed TEXT",
+        # When the link was last made or confirmed (an upload, a mount, a manifest naming the
+        # blob): an unreferenced link younger than the grace period belongs to a push under way.
+        "ALTER TABLE blobs ADD COLUMN linked TEXT NOT NULL DEFAULT ''",
+        # Links older than version 2 count as made when the migration ran (_now()'s format).
+        "UPDATE blobs SET linked = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     ),
 }
 
@@ -285,9 +310,22 @@ class IndexStore:
 
     async def put_manifest(self, repository: str, digest: Digest, *, media_type: str, size: int,
                            artifact_type: str | None = None, subject: Digest | None = None,
-                           annotations: Mapping[str, str] | None = None) -> ManifestRecord:
-        """Record the manifest in the repository (again: its fields are replaced, ``created`` kept)."""
+                           annotations: Mapping[str, str] | None = None, blobs: Sequence[Digest] = (),
+                           children: Sequence[Digest] = ()) -> ManifestRecord:
+        """Record the manifest in the repository (again: its fields are replaced, ``created`` kept),
+        with what it names: ``blobs`` (config and layers) and ``children`` (an index's manifests).
+
+        Every one of ``blobs`` must be linked in the repository (else MANIFEST_BLOB_UNKNOWN), checked
+        in the same transaction that records the manifest, and each link is confirmed (its ``linked``
+        time renewed): a garbage collection that removes a stale link is ordered before or after
+        this, never between the check and the record.
+        """
         def work(db: sqlite3.Connection) -> ManifestRecord:
+            now = _now()
+            for blob in blobs:
+                if db.execute("UPDATE blobs SET linked = ? WHERE repository = ? AND digest = ?",
+                              (now, repository, str(blob))).rowcount == 0:
+                    raise SwarmregError(MANIFEST_BLOB_UNKNOWN, detail={"digest": str(blob)})
             db.execute(f"""INSERT INTO manifests ({_MANIFEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                            ON CONFLICT (repository, digest) DO UPDATE SET
                            media_type = excluded.media_type, size = excluded.size,
@@ -295,7 +333,13 @@ class IndexStore:
                            annotations = excluded.annotations""",
                        (repository, str(digest), media_type, size, artifact_type,
                         None if subject is None else str(subject),
-                        json.dumps(dict(annotations or {}), sort_keys=True, separators=(",", ":")), _now()))
+                        json.dumps(dict(annotations or {}), sort_keys=True, separators=(",", ":")), now))
+            db.execute("UPDATE manifests SET refs_known = 1 WHERE repository = ? AND digest = ?",
+                       (repository, str(digest)))
+            db.execute("DELETE FROM refs WHERE repository = ? AND manifest = ?", (repository, str(digest)))
+            db.executemany("INSERT OR IGNORE INTO refs (repository, manifest, digest, kind) VALUES (?, ?, ?, ?)",
+                           [(repository, str(digest), str(d), kind)
+                            for kind, named in (("blob", blobs), ("manifest", children)) for d in named])
             record = _get_manifest(db, repository, digest)
             assert record is not None
             return record
@@ -333,11 +377,11 @@ class IndexStore:
     # -- blob links --------------------------------------------------------------------------
 
     async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
-        """Make the blob visible in the repository, with its size."""
+        """Make the blob visible in the repository, with its size (again: the link is renewed)."""
         await self._write(lambda db: db.execute(
-            """INSERT INTO blobs (repository, digest, size) VALUES (?, ?, ?)
-               ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size""",
-            (repository, str(digest), size)))
+            """INSERT INTO blobs (repository, digest, size, linked) VALUES (?, ?, ?, ?)
+               ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size, linked = excluded.linked""",
+            (repository, str(digest), size, _now())))
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The linked blob's size, or None when the blob is not linked in the repository."""

@@ -17,7 +17,6 @@ from swarmreg.errors import (
     BAD_REQUEST,
     BLOB_UNKNOWN,
     DIGEST_INVALID,
-    MANIFEST_BLOB_UNKNOWN,
     NOT_FOUND,
     RANGE_INVALID,
     TOO_LARGE,
@@ -276,13 +275,13 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         if isinstance(target, Digest) and target != manifest.digest:
             raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
                                 {"digest": str(target), "actual": str(manifest.digest)})
-        for blob in manifest.blobs:
-            if await index.blob_size(repository, blob) is None:
-                raise SwarmregError(MANIFEST_BLOB_UNKNOWN, detail={"digest": str(blob)})
         await origin.upload_bytes(repository, manifest.digest, data, through=True)
+        # The index checks in the same transaction that every blob is linked (MANIFEST_BLOB_UNKNOWN),
+        # ordered against garbage collection; bytes stored for a refused manifest are collected.
         await index.put_manifest(repository, manifest.digest, media_type=manifest.media_type, size=manifest.size,
                                  artifact_type=manifest.artifact_type, subject=manifest.subject,
-                                 annotations=manifest.annotations)
+                                 annotations=manifest.annotations, blobs=manifest.blobs,
+                                 children=manifest.children)
         if not isinstance(target, Digest):
             await index.put_tag(repository, target, manifest.digest)
         extra = {OCI_SUBJECT: str(manifest.subject)} if manifest.subject else {}

@@ -18,6 +18,7 @@ from swarmreg.errors import (
     BAD_REQUEST,
     BLOB_UNKNOWN,
     DIGEST_INVALID,
+    MANIFEST_BLOB_UNKNOWN,
     MANIFEST_UNKNOWN,
     NAME_INVALID,
     NAME_UNKNOWN,
@@ -142,6 +143,8 @@ async def test_client_raises_the_index_error_codes(client: IndexClient) -> None:
         (lambda: client.list_tags("r"), NAME_UNKNOWN),
         (lambda: client.put_manifest("r", digest(1), media_type="nonsense", size=1), BAD_REQUEST),
         (lambda: client.link_blob("r", digest(1), -5), BAD_REQUEST),
+        (lambda: client.put_manifest("r", digest(1), media_type=MANIFEST, size=1, blobs=[digest(2)]),
+         MANIFEST_BLOB_UNKNOWN),
     ]
     for call, code in cases:
         with pytest.raises(SwarmregError) as info:
@@ -362,6 +365,9 @@ async def test_manifest_statuses(http: httpx.AsyncClient) -> None:
     {"media_type": MANIFEST, "size": 1, "annotations": ["k"]},
     {"media_type": MANIFEST, "size": 1, "mediaType": MANIFEST},
     {"media_type": MANIFEST, "size": 1, "digest": "sha256:" + "0" * 64},
+    {"media_type": MANIFEST, "size": 1, "blobs": "sha256:" + "0" * 64},
+    {"media_type": MANIFEST, "size": 1, "blobs": [5]},
+    {"media_type": MANIFEST, "size": 1, "children": {"a": 1}},
     ["media_type", "size"],
 ])
 async def test_bad_manifest_bodies(http: httpx.AsyncClient, body: object) -> None:

@@ -46,10 +46,10 @@ async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) 
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"schema_version", "tags", "manifests", "blobs"} <= tables
+        assert {"schema_version", "tags", "manifests", "blobs", "refs"} <= tables
         columns = {row[1] for row in db.execute("PRAGMA table_info(manifests)")}
         assert columns == {"repository", "digest", "media_type", "size", "artifact_type", "subject",
-                           "annotations", "created"}
+                           "annotations", "created", "refs_known", "accessed"}
     finally:
         db.close()
 
