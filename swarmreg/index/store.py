@@ -225,7 +225,7 @@ class IndexStore:
 
     async def schema_version(self) -> int:
         """The schema version recorded in the database."""
-        return await self._read(lambda db: db.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+        return await self.read(lambda db: db.execute("SELECT max(version) FROM schema_version").fetchone()[0])
 
     async def _call(self, write: bool, work: Callable[[sqlite3.Connection], T]) -> T:
         def transaction() -> T:
@@ -254,10 +254,13 @@ class IndexStore:
                     raise SwarmregError(STORAGE_FULL, "writing the index: database or disk is full") from None
                 raise
 
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(db)`` in one read transaction (a consistent snapshot), in the worker thread."""
         return await self._call(False, work)
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(db)`` in one ``BEGIN IMMEDIATE`` transaction, in the worker thread; it commits
+        when ``work`` returns and rolls back when it raises."""
         return await self._call(True, work)
 
     # -- tags --------------------------------------------------------------------------------
@@ -272,17 +275,17 @@ class IndexStore:
                           updated = excluded.updated WHERE digest != excluded.digest""",
                        (repository, tag, str(digest), _now()))
 
-        await self._write(work)
+        await self.write(work)
 
     async def get_tag(self, repository: str, tag: str) -> Digest | None:
         """The digest ``tag`` points at, or None."""
-        row = await self._read(lambda db: db.execute(
+        row = await self.read(lambda db: db.execute(
             "SELECT digest FROM tags WHERE repository = ? AND tag = ?", (repository, tag)).fetchone())
         return None if row is None else Digest.parse(row[0])
 
     async def delete_tag(self, repository: str, tag: str) -> bool:
         """Remove ``tag``; False if there was no such tag."""
-        return await self._write(lambda db: db.execute(
+        return await self.write(lambda db: db.execute(
             "DELETE FROM tags WHERE repository = ? AND tag = ?", (repository, tag)).rowcount > 0)
 
     async def list_tags(self, repository: str, n: int | None = None, last: str | None = None) -> Page:
@@ -296,13 +299,13 @@ class IndexStore:
                 "SELECT tag FROM tags WHERE repository = ? AND tag > ? ORDER BY tag LIMIT ?",
                 (repository, last or "", _limit(n))).fetchall(), n)
 
-        return await self._read(work)
+        return await self.read(work)
 
     async def catalog(self, n: int | None = None, last: str | None = None) -> Page:
         """Up to ``n`` repository names (all when None) sorted, after ``last``."""
         if n == 0:
             return Page([])
-        return await self._read(lambda db: _page(db.execute(
+        return await self.read(lambda db: _page(db.execute(
             f"SELECT repository FROM ({_REPOSITORIES}) WHERE repository > ? ORDER BY repository LIMIT ?",
             (last or "", _limit(n))).fetchall(), n))
 
@@ -344,11 +347,11 @@ class IndexStore:
             assert record is not None
             return record
 
-        return await self._write(work)
+        return await self.write(work)
 
     async def get_manifest(self, repository: str, digest: Digest) -> ManifestRecord | None:
         """The manifest's record, or None."""
-        return await self._read(lambda db: _get_manifest(db, repository, digest))
+        return await self.read(lambda db: _get_manifest(db, repository, digest))
 
     async def delete_manifest(self, repository: str, digest: Digest) -> list[str] | None:
         """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown."""
@@ -361,7 +364,7 @@ class IndexStore:
             db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, str(digest)))
             return tags
 
-        return await self._write(work)
+        return await self.write(work)
 
     async def referrers(self, repository: str, subject: Digest,
                         artifact_type: str | None = None) -> list[ManifestRecord]:
@@ -371,27 +374,27 @@ class IndexStore:
         if artifact_type is not None:
             query += " AND artifact_type = ?"
             args += (artifact_type,)
-        rows = await self._read(lambda db: db.execute(query + " ORDER BY digest", args).fetchall())
+        rows = await self.read(lambda db: db.execute(query + " ORDER BY digest", args).fetchall())
         return [_manifest(row) for row in rows]
 
     # -- blob links --------------------------------------------------------------------------
 
     async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
         """Make the blob visible in the repository, with its size (again: the link is renewed)."""
-        await self._write(lambda db: db.execute(
+        await self.write(lambda db: db.execute(
             """INSERT INTO blobs (repository, digest, size, linked) VALUES (?, ?, ?, ?)
                ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size, linked = excluded.linked""",
             (repository, str(digest), size, _now())))
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The linked blob's size, or None when the blob is not linked in the repository."""
-        row = await self._read(lambda db: db.execute(
+        row = await self.read(lambda db: db.execute(
             "SELECT size FROM blobs WHERE repository = ? AND digest = ?", (repository, str(digest))).fetchone())
         return None if row is None else row[0]
 
     async def unlink_blob(self, repository: str, digest: Digest) -> bool:
         """Remove the blob's link from the repository; False if it was not linked."""
-        return await self._write(lambda db: db.execute(
+        return await self.write(lambda db: db.execute(
             "DELETE FROM blobs WHERE repository = ? AND digest = ?", (repository, str(digest))).rowcount > 0)
 
 

@@ -21,7 +21,10 @@ from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
 from swarmreg.http.client import raise_for_error, transport_reason
 from swarmreg.origin.wire import (
     BLOB_SIZE,
+    DRY_RUN,
     FETCH_WAIT,
+    GC,
+    GC_WAIT,
     METAINFO,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
@@ -115,6 +118,15 @@ class OriginClient:
         response = await self._send(method, path, **kwargs)
         raise_for_error(response, "origin")
         return response
+
+    # -- garbage collection ----------------------------------------------------------------
+
+    async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]:
+        """Run one garbage collection on the origin now and return its report (JSON)."""
+        response = await self._checked("POST", GC, params={DRY_RUN: _flag(dry_run)},
+                                       timeout=httpx.Timeout(GC_WAIT, connect=5))
+        report: dict[str, Any] = response.json()
+        return report
 
     # -- uploads of a known digest (Kraken's API) --------------------------------------------
 

@@ -46,6 +46,13 @@ LOCAL = "local"
 WAIT = "wait"
 RELAY_PENDING = 202
 
+# One garbage collection, now (POST; for the proxy and origin roles): `dry_run=true` reports what
+# it would remove and removes nothing. The answer is a JSON report (swarmreg.gc's GcReport).
+GC = "/gc"
+DRY_RUN = "dry_run"
+# How long a client waits for a collection's report: a sweep of a large store takes minutes.
+GC_WAIT = 1800.0
+
 
 def blob_path(namespace: str, digest: Digest, suffix: str = "") -> str:
     """The path of a blob (``suffix``: UPLOADS, METAINFO) on an origin or an agent."""
