@@ -112,8 +112,10 @@ class ChallengeAuth(httpx.Auth):
             params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
             if "realm" not in params:
                 return
+            # A request made here has none of the client's settings: give it the timeouts at least.
             token_request = httpx.Request("GET", params["realm"], params={
-                name: value for name, value in params.items() if name in ("service", "scope")})
+                name: value for name, value in params.items() if name in ("service", "scope")},
+                extensions={key: request.extensions[key] for key in ("timeout",) if key in request.extensions})
             if self.basic is not None:
                 token_request = next(self.basic.auth_flow(token_request))
             token_response = yield token_request
