@@ -277,7 +277,7 @@ class PruneConfig:
     enabled: bool = False
     type: Literal["accessed", "created"] = "accessed"
     duration: Duration = Duration(30 * 86400.0)
-    frequency: Duration = attrs.field(default=Duration(86400.0), validator=attrs.validators.gt(0))
+    frequency: Duration = attrs.field(default=Duration(86400.0), validator=attrs.validators.gt(Duration(0.0)))
     count: int = attrs.field(default=-1, validator=attrs.validators.ge(-1))
     dry_run: bool = False
 
@@ -296,8 +296,8 @@ class AccessRuleConfig:
     @actions.validator
     def _check_admin(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
         if "admin" in value and self.repositories not in MATCH_EVERY_NAME:
-            raise ValueError("'actions' must grant admin only in a rule for every repository "
-                             f"(repositories = \".*\"): the admin API acts on the whole registry, not {self.repositories!r}")
+            raise ValueError("'actions' must grant admin only in a rule for every repository (repositories = "
+                             f"\".*\"): the admin API acts on the whole registry, not {self.repositories!r}")
 
 
 # Patterns of an access rule that match every repository name.

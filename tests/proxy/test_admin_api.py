@@ -168,7 +168,7 @@ async def test_the_lists_answer_columns_and_json(nursery: trio.Nursery, tmp_path
     async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=30, auth=ADMIN) as proxy:
         one, _ = await push_image(proxy, "team/one", "v1", [common, random_bytes(700, seed=1)])
         await push_image(proxy, "team/two", "v1", [common])
-        await proxy.put(f"/v2/team/one/manifests/latest",
+        await proxy.put("/v2/team/one/manifests/latest",
                         content=(await proxy.get(f"/v2/team/one/manifests/{one}")).content,
                         headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})
 
