@@ -43,10 +43,15 @@ class AdminError(Exception):
         self.status = status
 
 
+# Names of this host: ``docker login localhost:15000`` serves ``--proxy http://127.0.0.1:15000``.
+_LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+
+
 def _host_port(url: str) -> str:
     """``host:port`` of a URL or of a docker config ``auths`` key (which may lack a scheme)."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     host = (parts.hostname or "").lower()
+    host = "localhost" if host in _LOOPBACK else host
     port = parts.port or {"http": 80, "https": 443}.get(parts.scheme or "https", 443)
     return f"{host}:{port}"
 

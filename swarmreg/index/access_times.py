@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 5.0
 # Seconds the last flush may take when the service stops.
-FINAL_FLUSH_TIMEOUT = 5.0
+FINAL_FLUSH_TIMEOUT = 2.0
 
 
 def _now() -> str:

@@ -6,8 +6,9 @@ A pruned manifest goes with its tags (IndexStore.delete_manifest's semantics), a
 manifest list or index takes its child manifests along, unless a tag or another manifest that
 stays names them. A manifest that a remaining list names is never selected by itself: pruning
 one platform out of a list would break the list's pulls of it. Blob links and bytes are left to
-garbage collection, whose reference counts keep a blob another image uses. Selection and
-deletion are one transaction (a dry run reads the same snapshot and deletes nothing).
+garbage collection, whose reference counts keep a blob another image uses. An untagged manifest
+younger than PUSH_GRACE is a push under way and is not selected. Selection and deletion are one
+transaction (a dry run reads the same snapshot and deletes nothing).
 
 ``PruneSchedule`` runs ``[prune]`` every ``frequency`` in the index service's nursery.
 """
@@ -33,6 +34,10 @@ from swarmreg.index.store import IndexStore
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (repository, manifest digest)
+
+# A manifest recorded this recently without a tag belongs to a push under way (the proxy records
+# a manifest, then its tag; a list's children come before the list): never selected.
+PUSH_GRACE = 60.0
 
 
 @attrs.frozen
@@ -140,10 +145,11 @@ class _Snapshot:
 def _candidates(snapshot: _Snapshot, request: PruneRequest, now: datetime) -> list[Key]:
     """The manifests the request's type selects, oldest first."""
     cutoff = now - timedelta(seconds=request.duration)
+    pushing = now - timedelta(seconds=PUSH_GRACE)
     chosen: list[tuple[datetime, Key]] = []
     for key, (_media_type, _size, created, accessed) in snapshot.rows.items():
         when = _time(created)
-        if when is None:  # not written by us: never selected by time
+        if when is None or (when > pushing and not snapshot.tags.get(key)):  # unreadable, or being pushed
             continue
         if request.type == "pattern":
             if matches(request.patterns, references(key[0], key[1], snapshot.tags.get(key, ()))):

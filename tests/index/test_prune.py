@@ -122,7 +122,7 @@ def attrs_evolve(request: PruneRequest, **changes: object) -> PruneRequest:
 async def test_patterns_are_searched_in_every_reference_as_ociregistry_does(store: IndexStore) -> None:
     app = await image(store, "docker.io/library/nginx", "nginx", tag="1.25")
     await store.put_tag("docker.io/library/nginx", "latest", app)
-    untagged = await image(store, "team/app", "untagged")
+    untagged = await image(store, "team/app", "untagged", created=1)
     search = await prune(store, PruneRequest("pattern", patterns=parse_patterns("docker.io"), dry_run=True))
     assert pruned(search) == {("docker.io/library/nginx", str(app))}
     assert search.manifests[0].tags == ("1.25", "latest")
@@ -174,6 +174,16 @@ async def test_a_pruned_list_takes_its_children_unless_something_else_names_them
     # When v2 goes, its children go with it.
     gone = await prune(store, PruneRequest("pattern", patterns=parse_patterns(":v2$")))
     assert pruned(gone) == {("team/multi", str(v2)), ("team/multi", str(shared)), ("team/multi", str(only_v2))}
+
+
+async def test_an_untagged_manifest_of_a_moment_ago_is_a_push_under_way(store: IndexStore) -> None:
+    pushing = await image(store, "team/app", "pushing")  # its tag, or its list, is still to come
+    done = await image(store, "team/app", "done", tag="v1")
+    everything = await prune(store, PruneRequest("created", 0, dry_run=True))
+    assert pruned(everything) == {("team/app", str(done))}
+    await backdate(store, "team/app", pushing, 2 / 24 / 60, None)  # two minutes: abandoned
+    assert ("team/app", str(pushing)) in pruned(await prune(store, PruneRequest("pattern", patterns=(
+        parse_patterns("team/app")))))
 
 
 async def test_nested_indexes_go_whole(store: IndexStore) -> None:

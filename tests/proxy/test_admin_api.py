@@ -277,3 +277,30 @@ def _accessed(herd: object) -> dict[str, str | None]:
         return dict(db.execute("SELECT repository, accessed FROM manifests"))
     finally:
         db.close()
+
+
+async def test_pushes_racing_prunes_of_their_names_never_fail(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The proxy records a manifest, then its tag: a prune between the two must not take the
+    manifest (the push would fail with MANIFEST_UNKNOWN), nor leave a tag without its manifest."""
+    herd = await start_herd(nursery, tmp_path)
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60, auth=ADMIN) as proxy:
+        pushing = True
+
+        async def pusher(k: int) -> None:
+            for i in range(8):
+                await push_app(proxy, f"team/race{k}", f"t{i}", seed=k * 100 + i)  # asserts 201
+
+        async def pruner() -> None:
+            while pushing:
+                pruned = await proxy.delete("/cmd/prune", params={"type": "pattern", "expr": "team/race",
+                                                                  "count": "-1"})
+                assert pruned.status_code == 200, pruned.text
+
+        async with trio.open_nursery() as racing:
+            racing.start_soon(pruner)
+            async with trio.open_nursery() as pushers:
+                for k in range(3):
+                    pushers.start_soon(pusher, k)
+            pushing = False
+        for image in (await proxy.get("/cmd/image/list", params={"count": "-1"}, headers=JSON_ONLY)).json()["images"]:
+            assert (await proxy.get(f"/v2/{image['repository']}/manifests/{image['tag']}")).status_code == 200

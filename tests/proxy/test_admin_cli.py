@@ -36,7 +36,7 @@ def one_line_error(done: subprocess.CompletedProcess[str], status: int) -> str:
 
 def docker_config(directory: Path, proxy: str, user: str, password: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    host = proxy.removeprefix("http://")
+    host = proxy.removeprefix("http://").replace("127.0.0.1", "localhost")  # as `docker login localhost:N`
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     (directory / "config.json").write_text(json.dumps({"auths": {host: {"auth": auth}, "other:5000": {}}}))
     return directory
