@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from swarmreg.config import PruneConfig
+from swarmreg.durations import MAX_SECONDS
 from swarmreg.errors import SwarmregError
 from swarmreg.index.selection import PRUNE_TYPES, bad_parameter, matches, parse_patterns, references
 from swarmreg.index.store import IndexStore
@@ -65,7 +66,7 @@ class PruneRequest:
             raise bad_parameter("body", "expected an object of type, duration, expr, count, dry_run")
         duration, count, dry_run, expr = (body.get("duration", 0), body.get("count"), body.get("dry_run", False),
                                           body.get("expr"))
-        if not isinstance(duration, int | float) or isinstance(duration, bool) or not 0 <= duration <= 1e12:
+        if not isinstance(duration, int | float) or isinstance(duration, bool) or not 0 <= duration <= MAX_SECONDS:
             raise bad_parameter("duration", "expected seconds")
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
             raise bad_parameter("count", "expected a whole number or null (no limit)")

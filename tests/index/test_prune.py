@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 import trio
 
@@ -16,7 +17,7 @@ from swarmreg.digest import Digest
 from swarmreg.errors import SwarmregError
 from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.listing import list_blobs, list_images, list_manifests
-from swarmreg.index.prune import PruneRequest, PruneSchedule, prune
+from swarmreg.index.prune import PruneReport, PruneRequest, PruneSchedule, prune
 from swarmreg.index.selection import parse_count, parse_patterns
 from swarmreg.index.store import IndexStore
 
@@ -78,8 +79,8 @@ async def tags(store: IndexStore) -> set[tuple[str, str, str]]:
     return set(await store.read(lambda db: db.execute("SELECT repository, tag, digest FROM tags").fetchall()))
 
 
-def pruned(report: object) -> set[tuple[str, str]]:
-    return {(m.repository, m.digest) for m in report.manifests}  # type: ignore[attr-defined]
+def pruned(report: PruneReport) -> set[tuple[str, str]]:
+    return {(m.repository, m.digest) for m in report.manifests}
 
 
 async def test_each_type_selects_what_it_says_and_a_dry_run_changes_nothing(store: IndexStore) -> None:
@@ -104,19 +105,13 @@ async def test_each_type_selects_what_it_says_and_a_dry_run_changes_nothing(stor
     assert (await manifests(store), await tags(store)) == (before_m, before_t)
 
     # For real: the manifests and their tags go, nothing else.
-    report = await prune(store, attrs_evolve(by_access, dry_run=False))
+    report = await prune(store, attrs.evolve(by_access, dry_run=False))
     assert pruned(report) == {("team/old", str(old)), ("team/never", str(never))}
     assert await manifests(store) == before_m - pruned(report)
     assert await tags(store) == {("team/pulled", "v1", str(pulled)), ("team/new", "v1", str(new))}
     assert await store.get_tag("team/old", "v1") is None
     # Blob links stay for garbage collection.
     assert await store.blob_size("team/old", digest("config-old")) == 10
-
-
-def attrs_evolve(request: PruneRequest, **changes: object) -> PruneRequest:
-    import attrs
-
-    return attrs.evolve(request, **changes)
 
 
 async def test_patterns_are_searched_in_every_reference_as_ociregistry_does(store: IndexStore) -> None:
@@ -213,7 +208,7 @@ async def test_lists_filter_and_count_references(store: IndexStore) -> None:
     assert (blobs[str(digest("only-one"))]["manifests"], blobs[str(digest("only-one"))]["repositories"]) == (1, 1)
     assert len(await list_blobs(store, count=2)) == 2
     assert [b["digest"] for b in await list_blobs(store, substr=str(digest("deep"))[10:30])] == [str(digest("deep"))]
-    assert one  # (named for readability)
+    assert [m["digest"] for m in await list_manifests(store, parse_patterns("^team/one:v1$"))] == [str(one)]
 
 
 async def test_access_times_are_batched_and_never_move_back(store: IndexStore, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,16 +43,28 @@ async def start_herd(nursery: trio.Nursery, tmp_path: Path, *overrides: str, aut
     return await start_daemon(nursery, config, HERD)
 
 
-def backdate(herd: RunningDaemon, repository: str, days: float) -> None:
-    """Make the repository's manifests as if recorded ``days`` ago (a second connection to the
-    herd's SQLite file, as another writer would)."""
-    when = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@contextmanager
+def index_db(herd: RunningDaemon) -> Iterator[sqlite3.Connection]:
+    """A second connection to the herd's SQLite file, as another writer would open one."""
     db = sqlite3.connect(Path(herd.config.data_dir) / herd.config.index.database, timeout=10)
     try:
         with db:
-            db.execute("UPDATE manifests SET created = ? WHERE repository = ?", (when, repository))
+            yield db
     finally:
         db.close()
+
+
+def backdate(herd: RunningDaemon, repository: str, days: float) -> None:
+    """Make the repository's manifests as if recorded ``days`` ago."""
+    when = (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    with index_db(herd) as db:
+        db.execute("UPDATE manifests SET created = ? WHERE repository = ?", (when, repository))
+
+
+def access_times(herd: RunningDaemon) -> dict[str, str | None]:
+    """Each repository's manifest's ``accessed`` as written to the database."""
+    with index_db(herd) as db:
+        return dict(db.execute("SELECT repository, accessed FROM manifests"))
 
 
 def table(text: str) -> list[list[str]]:

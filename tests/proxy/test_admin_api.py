@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from tests.conftest import make_config, random_bytes, start_daemon
-from tests.proxy.admin_helpers import USERS, backdate, start_herd, table
-from tests.proxy.helpers import OCI_INDEX, RegistryAuth, descriptor, push_image
+from tests.proxy.admin_helpers import USERS, access_times, backdate, start_herd, table
+from tests.proxy.helpers import OCI_INDEX, RegistryAuth, descriptor, digest_of, push_image
 
 JSON_ONLY = {"Accept": "application/json"}
 ADMIN = ("admin", USERS["admin"])
@@ -185,23 +185,18 @@ async def test_the_lists_answer_columns_and_json(nursery: trio.Nursery, tmp_path
         as_json = await proxy.get("/cmd/image/list", headers=JSON_ONLY)
         assert [i["reference"] for i in as_json.json()["images"]] == ["team/one:latest", "team/one:v1",
                                                                       "team/two:v1"]
-        by_blob = await proxy.get("/cmd/image/list", params={"digest": "sha256:" + _hex(common)[:12]},
+        by_blob = await proxy.get("/cmd/image/list", params={"digest": digest_of(common)[:19]},
                                   headers=JSON_ONLY)
         assert len(by_blob.json()["images"]) == 3
         assert len((await proxy.get("/cmd/image/list", params={"count": "1"}, headers=JSON_ONLY)
                     ).json()["images"]) == 1
 
-        blobs = table((await proxy.get("/cmd/blob/list", params={"substr": _hex(common)[:16]})).text)
-        assert blobs == [["DIGEST", "SIZE", "MANIFESTS", "REPOSITORIES"], ["sha256:" + _hex(common), "800", "2", "2"]]
+        blobs = table((await proxy.get("/cmd/blob/list", params={"substr": digest_of(common)[7:23]})).text)
+        assert blobs == [["DIGEST", "SIZE", "MANIFESTS", "REPOSITORIES"], [digest_of(common), "800", "2", "2"]]
         manifests = table((await proxy.get("/cmd/manifest/list", params={"pattern": "team/one"})).text)
         assert manifests[0] == ["URL", "DIGEST", "MEDIATYPE", "SIZE", "TAGS", "CREATED", "PULLED"]
         assert manifests[1][1] == one and manifests[1][4] == "latest,v1"
 
-
-def _hex(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.mark.parametrize(("method", "path", "parameter"), [
@@ -258,25 +253,15 @@ async def test_an_agents_pull_renews_the_access_time_and_a_restart_keeps_it(nurs
     async with httpx.AsyncClient(base_url=agent.url("agent", "registry"), timeout=30) as registry:
         assert (await registry.get(f"/v2/team/app/manifests/{digest}")).status_code == 200
     await agent.stop()
-    before = _accessed(herd)
+    before = access_times(herd)
     await herd.stop()
-    after_stop = _accessed(herd)
+    after_stop = access_times(herd)
     assert after_stop["team/app"] is not None and after_stop["team/app"] > (before["team/app"] or "")
     again = await start_daemon(nursery, herd.config, ["origin", "tracker", "index", "proxy"])
     async with httpx.AsyncClient(base_url=again.url("proxy"), timeout=30, auth=ADMIN) as proxy:
         listed = (await proxy.get("/cmd/manifest/list", headers=JSON_ONLY)).json()["manifests"]
         assert {m["repository"]: m["accessed"] for m in listed} == after_stop
 
-
-def _accessed(herd: object) -> dict[str, str | None]:
-    import sqlite3
-
-    config = herd.config  # type: ignore[attr-defined]
-    db = sqlite3.connect(Path(config.data_dir) / config.index.database)
-    try:
-        return dict(db.execute("SELECT repository, accessed FROM manifests"))
-    finally:
-        db.close()
 
 
 async def test_pushes_racing_prunes_of_their_names_never_fail(nursery: trio.Nursery, tmp_path: Path) -> None:
