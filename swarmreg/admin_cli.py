@@ -161,7 +161,7 @@ def call(args: argparse.Namespace, method: str, path: str, params: dict[str, str
     auth = ChallengeAuth(_credentials(args))
     headers = {"Accept": JSON if args.json else TEXT}
     try:
-        with httpx.Client(base_url=args.proxy.rstrip("/"), auth=auth, verify=args.ca or True,
+        with httpx.Client(base_url=proxy_url(args.proxy), auth=auth, verify=args.ca or True,
                           timeout=httpx.Timeout(timeout, connect=10)) as client:
             response = client.request(method, path, params=params, headers=headers)
     except httpx.InvalidURL as error:
@@ -173,6 +173,11 @@ def call(args: argparse.Namespace, method: str, path: str, params: dict[str, str
     if args.json:
         return json.dumps(response.json(), indent=2) + "\n"
     return response.text
+
+
+def proxy_url(proxy: str) -> str:
+    """``--proxy`` as a base URL: ``localhost:15000`` (as docker names registries) is plain HTTP."""
+    return (proxy if "://" in proxy else f"http://{proxy}").rstrip("/")
 
 
 def _count(value: str) -> str:
@@ -274,7 +279,14 @@ def run_admin(args: argparse.Namespace) -> int:
     """Run ``list``, ``prune`` or ``gc``; returns the exit status."""
     try:
         sys.stdout.write(args.admin(args))
+        sys.stdout.flush()
     except AdminError as error:
         print(f"swarmreg {args.command}: {error}", file=sys.stderr)
         return error.status
+    except KeyboardInterrupt:
+        print(f"swarmreg {args.command}: interrupted (a prune or gc the proxy received runs to its end)",
+              file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `swarmreg list | head`: the reader left, which is no failure
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -53,7 +53,8 @@ async def test_list_and_prune_with_a_password_or_a_docker_config(nursery: trio.N
     listed = await swarmreg("list", "--proxy", proxy, "--user", "admin", env=password)
     assert listed.returncode == 0, listed.stderr
     assert [row[0] for row in table(listed.stdout) if row[0] != "-"] == ["URL", "team/app:v1", "team/other:v1"]
-    pattern = await swarmreg("list", "--pattern", "app", "--json", "--proxy", proxy, "--user", "admin", env=password)
+    pattern = await swarmreg("list", "--pattern", "app", "--json", "--proxy", proxy.removeprefix("http://"),
+                             "--user", "admin", env=password)  # host:port, as docker names registries
     assert [i["digest"] for i in json.loads(pattern.stdout)["images"]] == [app]
     blobs = await swarmreg("list", "--blobs", "--proxy", proxy, "--user", "admin", env=password)
     assert table(blobs.stdout)[0] == ["DIGEST", "SIZE", "MANIFESTS", "REPOSITORIES"] and len(table(blobs.stdout)) == 5
