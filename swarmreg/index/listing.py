@@ -19,23 +19,24 @@ from swarmreg.index.store import IndexStore
 _DEPTH = 2
 
 
-def _named(db: sqlite3.Connection) -> tuple[dict[tuple[str, str], list[str]], dict[tuple[str, str], list[str]]]:
-    """Per (repository, manifest): the blobs it names, and its child manifests."""
-    blobs: dict[tuple[str, str], list[str]] = defaultdict(list)
-    children: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for repository, manifest, digest, kind in db.execute(
-            "SELECT repository, manifest, digest, kind FROM refs ORDER BY digest"):
-        (blobs if kind == "blob" else children)[(repository, manifest)].append(digest)
+def _named(db: sqlite3.Connection, repository: str, manifest: str) -> tuple[list[str], list[str]]:
+    """The blobs the manifest names, and its child manifests (one indexed lookup: lists stop at
+    ``count`` without reading every manifest's references)."""
+    blobs: list[str] = []
+    children: list[str] = []
+    for digest, kind in db.execute("SELECT digest, kind FROM refs WHERE repository = ? AND manifest = ? "
+                                   "ORDER BY digest", (repository, manifest)):
+        (blobs if kind == "blob" else children).append(digest)
     return blobs, children
 
 
-def _image_blobs(blobs: dict[tuple[str, str], list[str]], children: dict[tuple[str, str], list[str]],
-                 repository: str, digest: str, depth: int = 0) -> list[str]:
+def _image_blobs(db: sqlite3.Connection, repository: str, digest: str, depth: int = 0) -> list[str]:
     """The blobs of a manifest and of the child manifests it lists."""
-    found = list(blobs.get((repository, digest), ()))
+    blobs, children = _named(db, repository, digest)
+    found = list(blobs)
     if depth < _DEPTH:
-        for child in children.get((repository, digest), ()):
-            found += _image_blobs(blobs, children, repository, child, depth + 1)
+        for child in children:
+            found += _image_blobs(db, repository, child, depth + 1)
     return list(dict.fromkeys(found))
 
 
@@ -45,7 +46,6 @@ async def list_images(store: IndexStore, patterns: tuple[re.Pattern[str], ...] =
     names (its children's too); ``patterns`` filter the ``repository:tag`` references, ``digest``
     keeps the images naming a blob whose digest contains it."""
     def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
-        blobs, children = _named(db)
         found = []
         for repository, tag, manifest, media_type, size, created, accessed in db.execute(
                 """SELECT t.repository, t.tag, t.digest, m.media_type, m.size, m.created, m.accessed
@@ -54,7 +54,7 @@ async def list_images(store: IndexStore, patterns: tuple[re.Pattern[str], ...] =
             reference = f"{repository}:{tag}"
             if patterns and not matches(patterns, [reference]):
                 continue
-            named = _image_blobs(blobs, children, repository, manifest)
+            named = _image_blobs(db, repository, manifest)
             if digest and not any(digest in blob for blob in named):
                 continue
             found.append({"reference": reference, "repository": repository, "tag": tag, "digest": manifest,
@@ -75,7 +75,6 @@ async def list_manifests(store: IndexStore, patterns: tuple[re.Pattern[str], ...
         tags: dict[tuple[str, str], list[str]] = defaultdict(list)
         for repository, manifest, tag in db.execute("SELECT repository, digest, tag FROM tags ORDER BY tag"):
             tags[(repository, manifest)].append(tag)
-        blobs, children = _named(db)
         found = []
         for repository, manifest, media_type, size, created, accessed in db.execute(
                 "SELECT repository, digest, media_type, size, created, accessed FROM manifests "
@@ -83,9 +82,10 @@ async def list_manifests(store: IndexStore, patterns: tuple[re.Pattern[str], ...
             key = (repository, manifest)
             if patterns and not matches(patterns, references(repository, manifest, tags.get(key, ()))):
                 continue
+            blobs, children = _named(db, repository, manifest)
             found.append({"repository": repository, "digest": manifest, "media_type": media_type, "size": size,
                           "created": created, "accessed": accessed, "tags": tags.get(key, []),
-                          "children": children.get(key, []), "blobs": blobs.get(key, [])})
+                          "children": children, "blobs": blobs})
             if count is not None and len(found) >= count:
                 break
         return found
