@@ -289,3 +289,17 @@ async def test_pushes_racing_prunes_of_their_names_never_fail(nursery: trio.Nurs
             pushing = False
         for image in (await proxy.get("/cmd/image/list", params={"count": "-1"}, headers=JSON_ONLY)).json()["images"]:
             assert (await proxy.get(f"/v2/{image['repository']}/manifests/{image['tag']}")).status_code == 200
+
+
+async def test_the_index_takes_a_prune_only_from_a_cluster_writer(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path, "cluster.secret=s3cret-for-the-herd")
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=30, auth=ADMIN) as proxy:
+        await push_app(proxy, "team/app")
+    body = {"type": "pattern", "expr": "team/app", "duration": 0, "count": None, "dry_run": False}
+    async with httpx.AsyncClient(base_url=herd.url("index"), timeout=30) as index:
+        refused = await index.post("/admin/prune", json=body)
+        assert (refused.status_code, code(refused)) == (401, "UNAUTHORIZED")
+        assert (await index.get("/admin/images")).json()["images"][0]["reference"] == "team/app:v1"  # a read
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=30, auth=ADMIN) as proxy:
+        pruned = await proxy.delete("/cmd/prune", params={"type": "pattern", "expr": "team/app"}, headers=JSON_ONLY)
+        assert pruned.json()["count"] == 1  # the proxy's own request carries the secret
