@@ -79,6 +79,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE blobs ADD COLUMN linked TEXT NOT NULL DEFAULT ''",
         # Links older than version 2 count as made when the migration ran (_now()'s format).
         "UPDATE blobs SET linked = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        # Digests a delete left unnamed (a deleted manifest's own, its blobs, its children), and
+        # when: garbage collection may sweep a file older than its release at once, without the
+        # grace period that protects a push under way.
+        """CREATE TABLE released (
+            digest TEXT NOT NULL PRIMARY KEY,
+            at TEXT NOT NULL
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -354,15 +361,16 @@ class IndexStore:
         return await self.read(lambda db: _get_manifest(db, repository, digest))
 
     async def delete_manifest(self, repository: str, digest: Digest) -> list[str] | None:
-        """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown."""
+        """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown.
+
+        What only it named in the repository is released with it: its blobs' links (left for
+        garbage collection to remove at once, not after the grace period) and an index's child
+        manifests that no tag and no other manifest names (deleted too, as Harbor does).
+        """
         def work(db: sqlite3.Connection) -> list[str] | None:
             if not _has_manifest(db, repository, digest):
                 return None
-            tags = [row[0] for row in db.execute(
-                "SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag", (repository, str(digest)))]
-            db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, str(digest)))
-            db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, str(digest)))
-            return tags
+            return _delete_manifest(db, repository, str(digest), _now())
 
         return await self.write(work)
 
@@ -401,6 +409,33 @@ class IndexStore:
 def _has_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> bool:
     return db.execute("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?",
                       (repository, str(digest))).fetchone() is not None
+
+
+def _delete_manifest(db: sqlite3.Connection, repository: str, digest: str, now: str) -> list[str]:
+    """Delete the manifest, its tags, and what it alone named (see IndexStore.delete_manifest)."""
+    tags = [row[0] for row in db.execute(
+        "SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag", (repository, digest))]
+    named = db.execute("SELECT digest, kind FROM refs WHERE repository = ? AND manifest = ?",
+                       (repository, digest)).fetchall()
+    db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
+    db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))  # refs too
+    _release(db, digest, now)
+    for other, kind in named:
+        if db.execute("SELECT 1 FROM refs WHERE repository = ? AND digest = ?", (repository, other)).fetchone():
+            continue  # another manifest of the repository still names it
+        if kind == "blob":
+            db.execute("UPDATE blobs SET linked = '' WHERE repository = ? AND digest = ?", (repository, other))
+            _release(db, other, now)
+        elif (_has_manifest(db, repository, Digest.parse(other)) and not db.execute(
+                "SELECT 1 FROM tags WHERE repository = ? AND digest = ?", (repository, other)).fetchone()):
+            # Content addressing rules out cycles; nesting is as deep as the manifests pushed.
+            tags += _delete_manifest(db, repository, other, now)
+    return tags
+
+
+def _release(db: sqlite3.Connection, digest: str, now: str) -> None:
+    db.execute("INSERT INTO released (digest, at) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET at = excluded.at",
+               (digest, now))
 
 
 def _has_repository(db: sqlite3.Connection, repository: str) -> bool:
