@@ -195,8 +195,9 @@ class BlobCache:
         limit = self.config.max_size if self.evicts else None
         if limit is not None and need > limit:
             self._wake()
-            raise SwarmregError(STORAGE_FULL, f"the blob ({size} bytes) is larger than this agent's cache "
-                                              f"(agent.cache.max_size, {limit} bytes)", {"digest": str(digest)})
+            raise SwarmregError(
+                STORAGE_FULL, f"the blob ({size} bytes, {need} on disk with its metainfo) is larger than this "
+                              f"agent's cache (agent.cache.max_size, {limit} bytes)", {"digest": str(digest)})
         deadline = trio.current_time() + self.wait_for_room
         try:
             while True:
