@@ -222,7 +222,13 @@ STORAGE_FULL = _register(
     "from a backend, an agent's download or the index's database could not be written (ENOSPC, "
     "EDQUOT, SQLITE_FULL). Nothing partial is kept under a digest; "
     "the chunk is not recorded and the session stays open, so the client may retry once space is "
-    "freed. The daemon keeps serving the blobs it holds.")
+    "freed. The daemon keeps serving the blobs it holds. On an agent with `agent.cache.max_size`, "
+    "also a pull of a blob larger than that limit, or one for which no room could be made within "
+    "`agent.stall_timeout` because every held blob was being read or written (docs/cache.md).")
+BLOB_IN_USE = _register(
+    "BLOB_IN_USE", 409, "blob in use",
+    "`DELETE /cmd/evict` on an agent's blob port names a blob that a response is streaming or a "
+    "download is writing: it is not evicted (try again once the transfer ended). See docs/cache.md.")
 INTERNAL = _register(
     "INTERNAL", 500, "internal server error",
     "A bug or an operating system error while serving the request, or a swarm download whose bytes "
