@@ -12,7 +12,16 @@ import attrs
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, UNAVAILABLE, SwarmregError
+from swarmreg.errors import (
+    BAD_GATEWAY,
+    BLOB_UNKNOWN,
+    TOOMANYREQUESTS,
+    UNAVAILABLE,
+    UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    ErrorCode,
+    SwarmregError,
+)
 from swarmreg.names import validate_namespace
 from swarmreg.origin.client import OriginClient
 from swarmreg.singleflight import SingleFlight
@@ -21,6 +30,8 @@ from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
+# Codes an origin answers for an upstream registry's trouble, which the agent passes on as they are.
+_UPSTREAM_TROUBLE = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR, TOOMANYREQUESTS})
 
 
 @attrs.frozen
@@ -150,7 +161,7 @@ class OriginDirectory:
         # answer reaches the agent and, through it, registry clients).
         failures: list[str] = []
         answers: list[str] = []
-        unknown = 0
+        codes: list[ErrorCode] = []
         for origin in self._ordered_origins(digest):
             try:
                 if relay:
@@ -164,7 +175,7 @@ class OriginDirectory:
                 metainfo = Metainfo.parse(served.raw, digest)
                 seeder = Peer(served.peer_id, origin.address.host, served.peer_port, complete=True, origin=True)
             except SwarmregError as error:
-                unknown += error.code is BLOB_UNKNOWN
+                codes.append(error.code)
                 failures.append(f"{origin.address}: {error.message}")
                 answers.append(error.message or error.code.message)
                 continue
@@ -173,6 +184,7 @@ class OriginDirectory:
                 log.warning("metainfo for %s from origin %s: bad seeder: %s", digest, origin.address, error)
                 failures.append(f"{origin.address}: bad metainfo response")
                 answers.append("bad metainfo response")
+                codes.append(BAD_GATEWAY)
                 continue
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
@@ -186,9 +198,13 @@ class OriginDirectory:
                 # announce of this blob fetches it again, which records the seeding origin anew.
                 self.peers.forget(self._cache.popitem(last=False)[1].info_hash, self._owners)
             return known
-        if failures and unknown == len(failures):
+        if codes and all(code is BLOB_UNKNOWN for code in codes):
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         log.warning("metainfo for %s: %s", digest, "; ".join(failures))
-        raise SwarmregError(BAD_GATEWAY if failures else UNAVAILABLE,
+        # An upstream registry's trouble as the origins report it, when they all do (503
+        # UPSTREAM_UNAVAILABLE: a client's retry logic tells it from a broken gateway); else ours.
+        failed = {code for code in codes if code is not BLOB_UNKNOWN}
+        passed_on = failed.pop() if len(failed) == 1 and failed <= _UPSTREAM_TROUBLE else None
+        raise SwarmregError(passed_on or (BAD_GATEWAY if failures else UNAVAILABLE),
                             "no origin could provide the blob's metainfo: "
                             f"{'; '.join(dict.fromkeys(answers)) or 'none configured'}")
