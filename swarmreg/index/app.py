@@ -41,6 +41,9 @@ from swarmreg.index.wire import (
     MANIFEST_SIZE,
     MANIFESTS,
     MAX_BODY_SIZE,
+    PENDING_ROUTE,
+    PENDING_TOKEN,
+    PENDING_TTL,
     REFERRERS,
 )
 from swarmreg.index.wire import REPOSITORY_ROUTE as REPOSITORY
@@ -140,7 +143,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         if request.method == "PUT":
             body = check_body(await _json_body(idle_timeout), {"media_type", "size"},
                               {"artifact_type", "subject", "annotations", "digest", "created", "blobs",
-                               "children"})
+                               "children", "pending"})
             _check_echo(body, digest=str(parsed))
             artifact_type = body.get("artifact_type")
             subject = body.get("subject")
@@ -150,7 +153,8 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
                 artifact_type=None if artifact_type is None else check_media_type(artifact_type, "artifact_type"),
                 subject=None if subject is None else parse_digest(subject, "subject"),
                 annotations=check_annotations(body.get("annotations")),
-                blobs=_digests(body.get("blobs"), "blobs"), children=_digests(body.get("children"), "children"))
+                blobs=_digests(body.get("blobs"), "blobs"), children=_digests(body.get("children"), "children"),
+                pending=_token(body.get("pending")))
             return empty_response(201)
         if request.method == "DELETE":
             tags = await store.delete_manifest(repository, parsed)
@@ -182,9 +186,9 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         validate_repository(repository)
         parsed = parse_digest(digest)
         if request.method == "PUT":
-            body = check_body(await _json_body(idle_timeout), {"size"}, {"digest"})
+            body = check_body(await _json_body(idle_timeout), {"size"}, {"digest", "pending"})
             _check_echo(body, digest=str(parsed))
-            await store.link_blob(repository, parsed, check_size(body["size"]))
+            await store.link_blob(repository, parsed, check_size(body["size"]), pending=_token(body.get("pending")))
             return empty_response(201)
         if request.method == "DELETE":
             if not await store.unlink_blob(repository, parsed):
@@ -198,7 +202,30 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             return empty_response(200, headers)
         return json_response({"repository": repository, "digest": str(parsed), "size": size}, headers=headers)
 
+    # -- pushes under way ----------------------------------------------------------------------
+
+    @app.route(PENDING_ROUTE, methods=["PUT", "DELETE"])
+    async def pending(digest: str) -> Response:
+        parsed = parse_digest(digest)
+        token = _token(request.args.get("token"))
+        if token is None:
+            raise SwarmregError(BAD_REQUEST, "the token query parameter is required")
+        if request.method == "DELETE":
+            await store.clear_pending(parsed, token)
+        else:
+            await store.note_pending(parsed, token, PENDING_TTL)
+        return empty_response(204)
+
     return app
+
+
+def _token(value: Any) -> str | None:
+    """A push's token (PENDING_TOKEN), or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PENDING_TOKEN.fullmatch(value):
+        raise SwarmregError(BAD_REQUEST, "pending must be a push token (32 hex digits)")
+    return value
 
 
 def _digests(value: Any, field: str) -> list[Digest]:

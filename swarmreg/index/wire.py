@@ -8,6 +8,8 @@ path component is ``tags`` is also served at ``/repositories/<r>/tags/-/list`` (
 
 from __future__ import annotations
 
+import re
+
 from swarmreg.digest import Digest
 from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 
@@ -20,6 +22,13 @@ MANIFESTS, BLOBS, REFERRERS = "manifests", "blobs", "referrers"
 # that even when an upstream it asks hangs (swarmreg.index.pullthrough.UPSTREAM_WAIT).
 CLIENT_TIMEOUT = 30.0
 
+# A push about to store a digest at the origin: PUT (noted, `ttl` seconds at most) and DELETE
+# (over), with the push's `token` (a request's own, PENDING_TOKEN). Garbage collection keeps it.
+PENDING_ROUTE = "/pending/<digest:digest>"
+PENDING_TOKEN = re.compile(r"[0-9a-f]{32}")
+# How long a push's note holds when the proxy never clears it (it died mid-push).
+PENDING_TTL = 3600.0
+
 BLOB_SIZE = "Blob-Size"
 MANIFEST_MEDIA_TYPE = "Manifest-Media-Type"
 MANIFEST_SIZE = "Manifest-Size"
@@ -29,6 +38,10 @@ MANIFEST_SIZE = "Manifest-Size"
 # encodes them without escaping non-ASCII, so they take at most as many bytes as in the manifest;
 # the rest leaves room for the record's other fields.
 MAX_BODY_SIZE = MAX_MANIFEST_SIZE + (64 << 10)
+
+
+def pending_path(digest: Digest | str) -> str:
+    return f"/pending/{digest}"
 
 
 def tags_path(repository: str) -> str:
