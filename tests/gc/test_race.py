@@ -88,7 +88,7 @@ async def test_collections_racing_pushes_of_the_same_layers_lose_nothing(nursery
                         pushes.start_soon(push, n)
                 await pull_all()
                 if round_ < 5:
-                    for (repository, tag), manifest in pushed.items():
+                    for (repository, _tag), manifest in pushed.items():
                         response = await proxy.delete(f"/v2/{repository}/manifests/{digest_of(manifest)}")
                         assert response.status_code == 202
                     pushed.clear()
