@@ -12,22 +12,25 @@ waits for it to end and then runs its own.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from swarmreg.backends.base import Backend
 from swarmreg.config import Address
-from swarmreg.digest import Digest
+from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.gc import GcReport
 from swarmreg.index.gc_client import IndexMarker
 from swarmreg.node import Node
 from swarmreg.oci.manifest import parse_manifest
 from swarmreg.singleflight import SingleFlight
+from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tracker.client import forget_blobs
 
@@ -37,8 +40,9 @@ log = logging.getLogger(__name__)
 ReadManifest = Callable[[str, Digest], Awaitable[bytes | None]]
 # Legacy manifests asked for per page of the backfill.
 BACKFILL_PAGE = 500
-# Blobs swept between two checkpoints that let other tasks run (the sweep is mostly file calls).
-YIELD_EVERY = 200
+# The longest the sweep works between two checkpoints (seconds): a request served meanwhile
+# needs dozens of scheduler rounds, and waits this long in each.
+YIELD_AFTER = 0.0002
 
 
 class GarbageCollector:
@@ -162,7 +166,7 @@ class GarbageCollector:
         the digests removed."""
         store = self.node.store
         backends = self._writable_backends()
-        held = dict.fromkeys(await trio.to_thread.run_sync(lambda: [d for d in store.digests() if str(d) not in live]))
+        held = dict.fromkeys(await _unmarked(store, live))
         for backend in list(backends):
             try:
                 async for digest in backend.list(""):  # content-addressed: every namespace's blobs
@@ -174,9 +178,11 @@ class GarbageCollector:
         report.unreferenced = len(held)
         torrents = {torrent.metainfo.digest: torrent for torrent in self.node.require_engine()}
         removed: list[Digest] = []
-        for count, digest in enumerate(held, 1):
-            if count % YIELD_EVERY == 0:
+        worked = time.perf_counter()
+        for digest in held:
+            if time.perf_counter() - worked > YIELD_AFTER:
                 await trio.sleep(0)
+                worked = time.perf_counter()
             try:
                 if await self._sweep_one(digest, cutoff, backends, torrents.get(digest), report):
                     removed.append(digest)
@@ -193,7 +199,9 @@ class GarbageCollector:
             if not held:  # an upload commits it or a fetch writes it right now
                 report.kept_busy += 1
                 return False
-            stat = await trio.to_thread.run_sync(store.stat, digest)
+            # A stat and an unlink or two per blob, in the event loop as the store's other
+            # lookups are: a thread per blob would cost more than the calls (YIELD_EVERY bounds a stall).
+            stat = store.stat(digest)
             ages = [] if stat is None else [stat.st_mtime]
             size = 0 if stat is None else stat.st_size
             holders = []
@@ -235,6 +243,29 @@ class GarbageCollector:
                 report.trackers_told += 1
             except SwarmregError as error:
                 report.error(f"telling the tracker {address}: {error.message}")
+
+
+async def _unmarked(store: BlobStore, live: frozenset[str]) -> list[Digest]:
+    """The store's blobs that are not live, listed a shard directory at a time (each in a worker
+    thread, then checked here): a whole store in one go would hold the interpreter for a while."""
+    found = []
+    for algorithm in ALGORITHMS:
+        directory = store.tree.algorithm_dir(algorithm)
+        for shard in await trio.to_thread.run_sync(_names, directory):
+            for name in await trio.to_thread.run_sync(_names, directory / shard):
+                if f"{algorithm}:{name}" not in live:
+                    try:
+                        found.append(Digest(name, algorithm))
+                    except SwarmregError:  # not a blob's name: not ours to remove
+                        log.warning("garbage collection: %s/%s is not a blob, left alone", algorithm, shard)
+    return found
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
 
 
 def _reason(error: Exception) -> str:
