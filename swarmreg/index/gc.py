@@ -24,7 +24,7 @@ from quart_trio import QuartTrio
 
 from swarmreg.authz import GC_MARKERS, ClusterGuard
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, GC_REFS_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError
+from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, GC_REFS_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError, os_error
 from swarmreg.http.body import StreamedBody
 from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
@@ -82,7 +82,10 @@ def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str) 
         removed = db.execute(f"SELECT count(*) FROM blobs WHERE {_STALE}", args).fetchone()[0]
     else:
         removed = db.execute(f"DELETE FROM blobs WHERE {_STALE}", args).rowcount
-    spool = tempfile.TemporaryFile(dir=spool_dir)  # unnamed: gone when closed, or with the process
+    try:
+        spool = tempfile.TemporaryFile(dir=spool_dir)  # unnamed: gone when closed, or with the process
+    except OSError as error:
+        raise os_error(error, "spooling the live set") from None
     try:
         live = 0
         cursor = db.execute(_LIVE, args)
@@ -91,8 +94,10 @@ def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str) 
             live += len(rows)
         spool.flush()
         spool.seek(0)
-    except BaseException:
+    except BaseException as error:
         spool.close()
+        if isinstance(error, OSError):  # a full disk: the transaction rolls back, nothing changes
+            raise os_error(error, "spooling the live set") from None
         raise
     return Mark(spool, live, removed)
 

@@ -225,11 +225,13 @@ class GarbageCollector:
             if torrent is not None:  # stops seeding (a peer mid-download fetches it elsewhere or fails)
                 await self.node.require_engine().remove(torrent, warn=False)
                 report.torrents_removed += 1
+            # The metainfo first: a process killed midway leaves a blob without it (the next
+            # collection removes it), never a metainfo file that no collection would look at.
+            self.node.metainfo.delete(digest)
             # Unlinked, not truncated: a response streaming it keeps its descriptor and finishes.
             await store.delete(digest)
             for backend in holders:
                 await backend.delete("", digest)
-            self.node.metainfo.delete(digest)
             return True
 
     async def _tell_trackers(self, removed: list[Digest], report: GcReport) -> None:

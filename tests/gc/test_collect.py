@@ -191,3 +191,29 @@ async def test_only_the_cluster_may_ask_for_a_collection(nursery: trio.Nursery, 
         assert response.status_code == 401
     async with OriginClient(address, secret=secret) as member:
         assert (await member.collect_garbage(dry_run=True))["errors"] == []
+    async with httpx.AsyncClient(base_url=herd.url("origin"), headers={"Authorization": f"Bearer {secret}"}) as raw:
+        response = await raw.post("/gc", params={"dry_run": "maybe"})
+        assert response.status_code == 400 and response.json()["errors"][0]["code"] == "BAD_REQUEST"
+
+
+async def test_one_collection_runs_at_a_time(nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path / "herd")
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
+        digest, _ = await push_image(proxy, REPO, "v1", [random_bytes(10_000, seed=60)])
+        assert (await proxy.delete(f"/v2/{REPO}/manifests/{digest}")).status_code == 202
+    reports: dict[str, list[dict[str, object]]] = {"real": [], "dry": []}
+
+    async def ask(kind: str) -> None:
+        reports[kind].append(await collect(herd, dry_run=kind == "dry"))
+
+    async with trio.open_nursery() as asking:
+        for kind in ("real", "real", "dry", "real"):
+            asking.start_soon(ask, kind)
+    # The real requests asked together joined one collection (one sweep of the image's 3 blobs); the
+    # dry run ran before or after it, alone, and saw all or nothing of them.
+    swept = sorted(int(str(report["swept"])) for report in reports["real"])
+    assert swept in ([0, 3, 3], [3, 3, 3], [0, 0, 3])
+    assert int(str(reports["dry"][0]["swept"])) in (0, 3)
+    assert held_blobs(herd.config.layout.root) == set()
+    assert (await collect(herd, dry_run=False))["swept"] == 0
+
