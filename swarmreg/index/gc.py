@@ -10,6 +10,8 @@ database lock is not held while the origin reads it.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import sqlite3
 import tempfile
@@ -24,7 +26,15 @@ from quart_trio import QuartTrio
 
 from swarmreg.authz import GC_MARKERS, ClusterGuard
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, GC_REFS_UNKNOWN, MANIFEST_UNKNOWN, SwarmregError, os_error
+from swarmreg.errors import (
+    BAD_REQUEST,
+    BLOB_UNKNOWN,
+    GC_REFS_UNKNOWN,
+    MANIFEST_UNKNOWN,
+    STORAGE_FULL,
+    SwarmregError,
+    is_storage_full,
+)
 from swarmreg.http.body import StreamedBody
 from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
@@ -35,6 +45,7 @@ from swarmreg.index.wire import (
     BLOBS,
     GC_DRY_RUN,
     GC_GRACE,
+    GC_LINKS_KEPT,
     GC_LINKS_REMOVED,
     GC_LIVE,
     GC_MARK,
@@ -47,11 +58,15 @@ from swarmreg.index.wire import (
 from swarmreg.index.wire import REPOSITORY_ROUTE as REPOSITORY
 from swarmreg.store.files import FileBody
 
+log = logging.getLogger(__name__)
+
 # A link is stale when it is older than the cutoff and no manifest of its repository names it.
 _STALE = """linked < :cutoff AND NOT EXISTS (
     SELECT 1 FROM refs WHERE refs.digest = blobs.digest AND refs.repository = blobs.repository)"""
 _LIVE = f"""SELECT digest FROM manifests UNION SELECT digest FROM refs
             UNION SELECT digest FROM blobs WHERE NOT ({_STALE})"""
+# Every link counts (none could be removed: the index's disk is full).
+_LIVE_ALL = "SELECT digest FROM manifests UNION SELECT digest FROM refs UNION SELECT digest FROM blobs"
 # Manifests listed per page of GC_UNKNOWN when the request names no n.
 UNKNOWN_PAGE = 1000
 
@@ -70,36 +85,71 @@ class Mark:
     links_removed: int
 
 
-def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str) -> Mark:
+def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str, keep_links: bool = False) -> Mark:
     """The mark, in the caller's write transaction: GC_REFS_UNKNOWN while a manifest's references
     are unknown (nothing changes), else remove the stale links (count them only, with
-    ``dry_run``) and spool the live set."""
+    ``dry_run``) and spool the live set. With ``keep_links`` (a read transaction: the disk has no
+    room for the removal) no link is removed and every link is live."""
     if db.execute("SELECT EXISTS (SELECT 1 FROM manifests WHERE refs_known = 0)").fetchone()[0]:
         raise SwarmregError(GC_REFS_UNKNOWN, "some manifests were recorded before their references were: "
                             "the collector reads them first")
     args = {"cutoff": cutoff}
-    if dry_run:
+    if keep_links:
+        removed = 0
+    elif dry_run:
         removed = db.execute(f"SELECT count(*) FROM blobs WHERE {_STALE}", args).fetchone()[0]
     else:
         removed = db.execute(f"DELETE FROM blobs WHERE {_STALE}", args).rowcount
+    spool = _spool(spool_dir)
     try:
-        spool = tempfile.TemporaryFile(dir=spool_dir)  # unnamed: gone when closed, or with the process
-    except OSError as error:
-        raise os_error(error, "spooling the live set") from None
-    try:
-        live = 0
-        cursor = db.execute(_LIVE, args)
+        live = committed = 0
+        cursor = db.execute(_LIVE_ALL) if keep_links else db.execute(_LIVE, args)
         while rows := cursor.fetchmany(10_000):
-            spool.write(b"".join(row[0].encode() + b"\n" for row in rows))
+            data = b"".join(row[0].encode() + b"\n" for row in rows)
+            try:
+                _write_all(spool, data)
+            except OSError as error:
+                if not is_storage_full(error) or isinstance(spool, io.BytesIO):
+                    raise
+                # A full disk is when a collection is needed most: the live set in memory then
+                # (about 70 bytes a digest), rather than no collection at all.
+                spool = _in_memory(spool, committed, data)
+            committed += len(data)
             live += len(rows)
-        spool.flush()
         spool.seek(0)
-    except BaseException as error:
+    except BaseException:
         spool.close()
-        if isinstance(error, OSError):  # a full disk: the transaction rolls back, nothing changes
-            raise os_error(error, "spooling the live set") from None
         raise
     return Mark(spool, live, removed)
+
+
+def _spool(directory: str) -> IO[bytes]:
+    """An unnamed file beside the database (gone when closed, or with the process), unbuffered;
+    memory when the disk has no room for one."""
+    try:
+        return tempfile.TemporaryFile(dir=directory, buffering=0)
+    except OSError as error:
+        if not is_storage_full(error):
+            raise
+        return io.BytesIO()
+
+
+def _write_all(spool: IO[bytes], data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[spool.write(view) or 0:]
+
+
+def _in_memory(spool: IO[bytes], committed: int, data: bytes) -> io.BytesIO:
+    """The first ``committed`` bytes of ``spool`` (what was written whole), then ``data``, in memory."""
+    try:
+        spool.seek(0)
+        memory = io.BytesIO(spool.read(committed))
+    finally:
+        spool.close()
+    memory.seek(0, io.SEEK_END)
+    memory.write(data)
+    return memory
 
 
 def unknown_manifests(db: sqlite3.Connection, after: tuple[str, str], n: int) -> list[tuple[str, str, str]]:
@@ -179,12 +229,28 @@ def add_gc_routes(app: QuartTrio, store: IndexStore, reads: BlobReads, guard: Cl
         grace = _grace()
         dry_run = request.args.get(GC_DRY_RUN, "false") == "true"
         cutoff = link_time(datetime.now(UTC) - timedelta(seconds=grace))
-        marked = await store.write(partial(mark, cutoff=cutoff, dry_run=dry_run, spool_dir=spool_dir))
-        size = os.fstat(marked.spool.fileno()).st_size
-        body = FileBody(os.dup(marked.spool.fileno()), 0, size, 1 << 20)
+        work = partial(mark, cutoff=cutoff, dry_run=dry_run, spool_dir=spool_dir)
+        headers = {}
+        try:
+            marked = await store.write(work)
+        except SwarmregError as error:
+            if error.code is not STORAGE_FULL:
+                raise
+            # No room to remove links: a mark that keeps them all still frees what no link holds.
+            log.warning("garbage collection: the index's disk is full: stale links are kept this time")
+            marked = await store.read(partial(work, keep_links=True))
+            headers[GC_LINKS_KEPT] = "disk full"
+        content: StreamedBody | bytes
+        if isinstance(marked.spool, io.BytesIO):
+            content = marked.spool.getvalue()
+            size = len(content)
+        else:
+            size = os.fstat(marked.spool.fileno()).st_size
+            content = StreamedBody(FileBody(os.dup(marked.spool.fileno()), 0, size, 1 << 20))
         marked.spool.close()
-        response = Response(StreamedBody(body), content_type="text/plain",
-                            headers={GC_LIVE: str(marked.live), GC_LINKS_REMOVED: str(marked.links_removed)})
+        response = Response(content, content_type="text/plain",
+                            headers={GC_LIVE: str(marked.live), GC_LINKS_REMOVED: str(marked.links_removed),
+                                     **headers})
         response.headers["Content-Length"] = str(size)
         return response
 

@@ -15,7 +15,16 @@ from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError
 from swarmreg.http.client import raise_for_error, transport_reason
-from swarmreg.index.wire import GC_DRY_RUN, GC_GRACE, GC_LINKS_REMOVED, GC_LIVE, GC_MARK, GC_REFS, GC_UNKNOWN
+from swarmreg.index.wire import (
+    GC_DRY_RUN,
+    GC_GRACE,
+    GC_LINKS_KEPT,
+    GC_LINKS_REMOVED,
+    GC_LIVE,
+    GC_MARK,
+    GC_REFS,
+    GC_UNKNOWN,
+)
 
 # A mark of a large index takes a while (the live set of 200,000 manifests and blobs is spooled
 # before it is sent).
@@ -28,6 +37,8 @@ class MarkResult:
 
     live: frozenset[str]
     links_removed: int
+    # Why the index removed no link and counted every one live (its disk is full), or "".
+    links_kept: str = ""
 
 
 class IndexMarker:
@@ -59,12 +70,13 @@ class IndexMarker:
                     live.update(line.decode() for line in lines)
                 expected = int(response.headers[GC_LIVE])
                 removed = int(response.headers[GC_LINKS_REMOVED])
+                kept = response.headers.get(GC_LINKS_KEPT, "")[:100]
         except httpx.HTTPError as error:
             raise SwarmregError(UNAVAILABLE, f"index unavailable for the mark: {transport_reason(error)}") from None
         # A live set cut short would sweep live blobs: it must be exactly what the index counted.
         if tail or len(live) != expected:
             raise SwarmregError(BAD_GATEWAY, f"the index's live set has {len(live)} digests, it announced {expected}")
-        return MarkResult(frozenset(live), removed)
+        return MarkResult(frozenset(live), removed, kept)
 
     async def unknown_manifests(self, last: str = "", n: int = 1000) -> list[dict[str, Any]]:
         """A page of ``{"repository", "digest", "media_type"}`` whose references are unknown, after

@@ -59,6 +59,8 @@ GC_GRACE = "grace"
 GC_DRY_RUN = "dry_run"
 GC_LIVE = "Gc-Live"
 GC_LINKS_REMOVED = "Gc-Links-Removed"
+# Set (to the reason) when the index could remove no link (its disk is full): every link was live.
+GC_LINKS_KEPT = "Gc-Links-Kept"
 # Suffixes of a blob link's path (record_path(repository, BLOBS, digest)), both POST: renew the
 # link if it exists (a push's HEAD found the layer: it must outlive the grace period until the
 # manifest PUT), and link the blob here if it is linked in the repository MOUNT_FROM names, in

@@ -121,6 +121,9 @@ class GarbageCollector:
                 return
             marked = await index.mark(self.config.grace, dry_run=report.dry_run)
         report.marked, report.links_removed = len(marked.live), marked.links_removed
+        if marked.links_kept:
+            report.error(f"the index removed no stale link ({marked.links_kept}): their blobs are kept; "
+                         "collect again once it has room")
         report.mark_seconds = trio.current_time() - began
         began = trio.current_time()
         removed = await self._sweep(marked.live, cutoff, report)
