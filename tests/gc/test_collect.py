@@ -14,6 +14,7 @@ from swarmreg.errors import SwarmregError
 from swarmreg.origin.client import OriginClient
 from tests.conftest import random_bytes
 from tests.gc.helpers import age_everything, collect, data_bytes, held_blobs, image_index, index_db, start_herd
+from tests.origin.helpers import upload_blob
 from tests.proxy.helpers import OCI_INDEX, digest_of, image_manifest, push_blob, push_image
 
 REPO = "team/app"
@@ -164,18 +165,17 @@ async def test_gc_interval_collects_on_its_own(nursery: trio.Nursery, tmp_path: 
 async def test_young_blobs_and_links_stay_for_the_grace_period(nursery: trio.Nursery, tmp_path: Path) -> None:
     herd = await start_herd(nursery, tmp_path / "herd", "gc.grace=3600")
     data = herd.config.layout.root
-    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
-        digest, manifest = await push_image(proxy, REPO, "v1", [random_bytes(10_000, seed=40)])
-        layer_only = await push_blob(proxy, REPO, random_bytes(5_000, seed=41))  # pushed, no manifest yet
-        assert (await proxy.delete(f"/v2/{REPO}/manifests/{digest}")).status_code == 202
-        young = await collect(herd)  # the links are young: the layers stay live; the manifest's bytes are young
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy, \
+            httpx.AsyncClient(base_url=herd.url("origin"), timeout=60) as origin:
+        await push_blob(proxy, REPO, random_bytes(5_000, seed=41))  # a push's layer, its manifest not put yet
+        await upload_blob(origin, "generic/ns", random_bytes(6_000, seed=42))  # in no index: unreferenced
+        young = await collect(herd)  # the link is young: its blob is live; the other blob's file is young
         assert (young["swept"], young["links_removed"], young["kept_young"]) == (0, 0, 1)
-        assert len(held_blobs(data)) == 4
+        assert len(held_blobs(data)) == 2
         age_everything(herd)
         old = await collect(herd)
-        assert (old["swept"], old["links_removed"]) == (4, 3)
+        assert (old["swept"], old["links_removed"]) == (2, 1)
         assert held_blobs(data) == set()
-    del manifest, layer_only
 
 
 async def test_only_the_cluster_may_ask_for_a_collection(nursery: trio.Nursery, tmp_path: Path) -> None:
