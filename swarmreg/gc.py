@@ -31,6 +31,8 @@ class GcReport:
     # Of those, (would be) removed, and their bytes (each blob's size once, however many copies).
     swept: int = 0
     bytes_freed: int = 0
+    # Of those, swept before the grace period ended because a manifest's delete released them.
+    swept_released: int = 0
     # Copies removed from writable backends (counted in ``swept`` once per blob).
     backend_copies: int = 0
     # Kept: committed within the grace period, or being written right now.

@@ -50,6 +50,7 @@ from swarmreg.index.wire import (
     GC_LIVE,
     GC_MARK,
     GC_REFS,
+    GC_RELEASED,
     GC_UNKNOWN,
     MOUNT,
     MOUNT_FROM,
@@ -67,6 +68,10 @@ _LIVE = f"""SELECT digest FROM manifests UNION SELECT digest FROM refs
             UNION SELECT digest FROM blobs WHERE NOT ({_STALE})"""
 # Every link counts (none could be removed: the index's disk is full).
 _LIVE_ALL = "SELECT digest FROM manifests UNION SELECT digest FROM refs UNION SELECT digest FROM blobs"
+# Digests a manifest's delete released (table ``released``, index schema 2 since main's 088f2cc)
+# that the live set does not hold, with their release time: the origin may sweep their files
+# sooner than the grace period (docs/gc.md). Spooled after the live set as "@<time> <digest>".
+_RELEASED = "SELECT digest, at FROM released WHERE digest NOT IN ({live})"
 # Manifests listed per page of GC_UNKNOWN when the request names no n.
 UNKNOWN_PAGE = 1000
 
@@ -83,13 +88,15 @@ class Mark:
     spool: IO[bytes]
     live: int
     links_removed: int
+    released: int = 0
 
 
 def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str, keep_links: bool = False) -> Mark:
     """The mark, in the caller's write transaction: GC_REFS_UNKNOWN while a manifest's references
     are unknown (nothing changes), else remove the stale links (count them only, with
-    ``dry_run``) and spool the live set. With ``keep_links`` (a read transaction: the disk has no
-    room for the removal) no link is removed and every link is live."""
+    ``dry_run``) and spool the live set, then the released digests it does not hold. With
+    ``keep_links`` (a read transaction: the disk has no room for the removal) no link is removed
+    and every link is live."""
     if db.execute("SELECT EXISTS (SELECT 1 FROM manifests WHERE refs_known = 0)").fetchone()[0]:
         raise SwarmregError(GC_REFS_UNKNOWN, "some manifests were recorded before their references were: "
                             "the collector reads them first")
@@ -100,56 +107,67 @@ def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str, 
         removed = db.execute(f"SELECT count(*) FROM blobs WHERE {_STALE}", args).fetchone()[0]
     else:
         removed = db.execute(f"DELETE FROM blobs WHERE {_STALE}", args).rowcount
-    spool = _spool(spool_dir)
+    live_query = _LIVE_ALL if keep_links else _LIVE
+    releases = _has_releases(db)
+    if releases and not dry_run and not keep_links:  # older than the grace period: that rule covers them
+        db.execute("DELETE FROM released WHERE at < :cutoff", args)
+    spool = _Spool(spool_dir)
     try:
-        live = committed = 0
-        cursor = db.execute(_LIVE_ALL) if keep_links else db.execute(_LIVE, args)
-        while rows := cursor.fetchmany(10_000):
-            data = b"".join(row[0].encode() + b"\n" for row in rows)
-            try:
-                _write_all(spool, data)
-            except OSError as error:
-                if not is_storage_full(error) or isinstance(spool, io.BytesIO):
-                    raise
-                # A full disk is when a collection is needed most: the live set in memory then
-                # (about 70 bytes a digest), rather than no collection at all.
-                spool = _in_memory(spool, committed, data)
-            committed += len(data)
-            live += len(rows)
-        spool.seek(0)
+        live = spool.lines(db.execute(live_query, args), lambda row: f"{row[0]}\n")
+        released = spool.lines(db.execute(_RELEASED.format(live=live_query), args),
+                               lambda row: f"@{row[1]} {row[0]}\n") if releases else 0
+        return Mark(spool.done(), live, removed, released)
     except BaseException:
-        spool.close()
+        spool.file.close()
         raise
-    return Mark(spool, live, removed)
 
 
-def _spool(directory: str) -> IO[bytes]:
-    """An unnamed file beside the database (gone when closed, or with the process), unbuffered;
-    memory when the disk has no room for one."""
-    try:
-        return tempfile.TemporaryFile(dir=directory, buffering=0)
-    except OSError as error:
-        if not is_storage_full(error):
-            raise
-        return io.BytesIO()
+def _has_releases(db: sqlite3.Connection) -> bool:
+    # The table came with main's delete that releases (088f2cc); a database without it releases nothing.
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'released'").fetchone() is not None
 
 
-def _write_all(spool: IO[bytes], data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[spool.write(view) or 0:]
+class _Spool:
+    """The live set on its way out: an unnamed file beside the database (gone when closed, or with
+    the process), unbuffered; memory when the disk has no room for it (a full disk is when a
+    collection is needed most: about 70 bytes a digest, rather than no collection at all)."""
 
+    def __init__(self, directory: str) -> None:
+        self.committed = 0  # bytes written whole
+        try:
+            self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory, buffering=0)
+        except OSError as error:
+            if not is_storage_full(error):
+                raise
+            self.file = io.BytesIO()
 
-def _in_memory(spool: IO[bytes], committed: int, data: bytes) -> io.BytesIO:
-    """The first ``committed`` bytes of ``spool`` (what was written whole), then ``data``, in memory."""
-    try:
-        spool.seek(0)
-        memory = io.BytesIO(spool.read(committed))
-    finally:
-        spool.close()
-    memory.seek(0, io.SEEK_END)
-    memory.write(data)
-    return memory
+    def lines(self, cursor: sqlite3.Cursor, line: Callable[[Any], str]) -> int:
+        """Write a line per row of ``cursor``; how many."""
+        count = 0
+        while rows := cursor.fetchmany(10_000):
+            self.write("".join(map(line, rows)).encode())
+            count += len(rows)
+        return count
+
+    def write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self.file.write(view) or 0:]
+        except OSError as error:
+            if not is_storage_full(error) or isinstance(self.file, io.BytesIO):
+                raise
+            self.file.seek(0)
+            memory = io.BytesIO(self.file.read(self.committed))
+            self.file.close()
+            memory.seek(0, io.SEEK_END)
+            memory.write(data)
+            self.file = memory
+        self.committed += len(data)
+
+    def done(self) -> IO[bytes]:
+        self.file.seek(0)
+        return self.file
 
 
 def unknown_manifests(db: sqlite3.Connection, after: tuple[str, str], n: int) -> list[tuple[str, str, str]]:
@@ -250,7 +268,7 @@ def add_gc_routes(app: QuartTrio, store: IndexStore, reads: BlobReads, guard: Cl
         marked.spool.close()
         response = Response(content, content_type="text/plain",
                             headers={GC_LIVE: str(marked.live), GC_LINKS_REMOVED: str(marked.links_removed),
-                                     **headers})
+                                     GC_RELEASED: str(marked.released), **headers})
         response.headers["Content-Length"] = str(size)
         return response
 

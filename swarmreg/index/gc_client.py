@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -23,6 +24,7 @@ from swarmreg.index.wire import (
     GC_LIVE,
     GC_MARK,
     GC_REFS,
+    GC_RELEASED,
     GC_UNKNOWN,
 )
 
@@ -39,6 +41,8 @@ class MarkResult:
     links_removed: int
     # Why the index removed no link and counted every one live (its disk is full), or "".
     links_kept: str = ""
+    # Digests a manifest's delete released (not live), and when (POSIX seconds, the index's clock).
+    released: dict[str, float] = attrs.field(factory=dict)
 
 
 class IndexMarker:
@@ -63,20 +67,27 @@ class IndexMarker:
                     await response.aread()
                     raise_for_error(response, "index")
                 live: set[str] = set()
+                released: dict[str, float] = {}
                 tail = b""
                 async for chunk in response.aiter_bytes():
                     lines = (tail + chunk).split(b"\n")
                     tail = lines.pop()
-                    live.update(line.decode() for line in lines)
+                    for line in lines:
+                        if line.startswith(b"@"):
+                            at, _, digest = line[1:].decode().partition(" ")
+                            released[digest] = _seconds(at)
+                        else:
+                            live.add(line.decode())
                 expected = int(response.headers[GC_LIVE])
+                expected_released = int(response.headers.get(GC_RELEASED, "0"))
                 removed = int(response.headers[GC_LINKS_REMOVED])
                 kept = response.headers.get(GC_LINKS_KEPT, "")[:100]
         except httpx.HTTPError as error:
             raise SwarmregError(UNAVAILABLE, f"index unavailable for the mark: {transport_reason(error)}") from None
         # A live set cut short would sweep live blobs: it must be exactly what the index counted.
-        if tail or len(live) != expected:
+        if tail or len(live) != expected or len(released) != expected_released:
             raise SwarmregError(BAD_GATEWAY, f"the index's live set has {len(live)} digests, it announced {expected}")
-        return MarkResult(frozenset(live), removed, kept)
+        return MarkResult(frozenset(live), removed, kept, released)
 
     async def unknown_manifests(self, last: str = "", n: int = 1000) -> list[dict[str, Any]]:
         """A page of ``{"repository", "digest", "media_type"}`` whose references are unknown, after
@@ -99,3 +110,11 @@ class IndexMarker:
             raise SwarmregError(UNAVAILABLE, f"index unavailable: {transport_reason(error)}") from None
         raise_for_error(response, "index")
         return response
+
+
+def _seconds(link_time: str) -> float:
+    """A link time of the index (``2026-12-03T14:50:46.123Z``) in POSIX seconds; malformed: never (0)."""
+    try:
+        return datetime.fromisoformat(link_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0

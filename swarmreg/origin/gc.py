@@ -27,6 +27,7 @@ from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.gc import GcReport
 from swarmreg.index.gc_client import IndexMarker
+from swarmreg.index.wire import CLIENT_TIMEOUT
 from swarmreg.node import Node
 from swarmreg.oci.manifest import parse_manifest
 from swarmreg.singleflight import SingleFlight
@@ -40,6 +41,12 @@ log = logging.getLogger(__name__)
 ReadManifest = Callable[[str, Digest], Awaitable[bytes | None]]
 # Legacy manifests asked for per page of the backfill.
 BACKFILL_PAGE = 500
+# A blob a manifest's delete released is swept once its files are older than the release by this
+# much, not the grace period: longer than a push takes from committing a blob at the origin to
+# linking it at the index (one proxy request, whose index call gives up after CLIENT_TIMEOUT and a
+# few connection attempts), so a push whose commit came before the release linked it before, and a
+# mark after the release sees that link (docs/gc.md).
+RELEASE_MARGIN = 4 * CLIENT_TIMEOUT
 # The longest the sweep works between two checkpoints (seconds): a request served meanwhile
 # needs dozens of scheduler rounds, and waits this long in each.
 YIELD_AFTER = 0.0002
@@ -126,7 +133,7 @@ class GarbageCollector:
                          "collect again once it has room")
         report.mark_seconds = trio.current_time() - began
         began = trio.current_time()
-        removed = await self._sweep(marked.live, cutoff, report)
+        removed = await self._sweep(marked.live, marked.released, cutoff, report)
         if removed and not report.dry_run:
             await self._tell_trackers(removed, report)
         report.sweep_seconds = trio.current_time() - began
@@ -164,9 +171,10 @@ class GarbageCollector:
                 backends.setdefault(id(backend), backend)
         return list(backends.values())
 
-    async def _sweep(self, live: frozenset[str], cutoff: float, report: GcReport) -> list[Digest]:
-        """Remove (or, dry, count) what the mark did not find live and is older than ``cutoff``;
-        the digests removed."""
+    async def _sweep(self, live: frozenset[str], released: dict[str, float], cutoff: float,
+                     report: GcReport) -> list[Digest]:
+        """Remove (or, dry, count) what the mark did not find live and is older than ``cutoff``
+        (or, if a delete released it, than RELEASE_MARGIN before its release); the digests removed."""
         store = self.node.store
         backends = self._writable_backends()
         held = dict.fromkeys(await _unmarked(store, live))
@@ -187,16 +195,19 @@ class GarbageCollector:
                 await trio.sleep(0)
                 worked = time.perf_counter()
             try:
-                if await self._sweep_one(digest, cutoff, backends, torrents.get(digest), report):
+                release = released.get(str(digest), 0.0) - RELEASE_MARGIN
+                if await self._sweep_one(digest, max(cutoff, release), backends, torrents.get(digest), report,
+                                         early=release > cutoff):
                     removed.append(digest)
             except Exception as error:  # this blob stays; the others are still swept
                 report.error(f"sweeping {digest}: {_reason(error)}")
         return removed
 
     async def _sweep_one(self, digest: Digest, cutoff: float, backends: list[Backend], torrent: Torrent | None,
-                         report: GcReport) -> bool:
-        """Remove the blob everywhere if every copy is older than ``cutoff``; under its lock, so a
-        commit renews it wholly before (and it stays) or after (and brings it back)."""
+                         report: GcReport, *, early: bool = False) -> bool:
+        """Remove the blob everywhere if every copy is older than ``cutoff`` (``early``: sooner
+        than the grace period, for a delete released it); under its lock, so a commit renews it
+        wholly before (and it stays) or after (and brings it back)."""
         store = self.node.store
         with store.locks.try_hold(digest) as held:
             if not held:  # an upload commits it or a fetch writes it right now
@@ -221,6 +232,7 @@ class GarbageCollector:
                 report.kept_young += 1
                 return False
             report.swept += 1
+            report.swept_released += early
             report.bytes_freed += size
             report.backend_copies += len(holders)
             if report.dry_run:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,6 +15,7 @@ import trio
 
 from swarmreg.config import Address
 from swarmreg.errors import SwarmregError
+from swarmreg.index.gc import link_time
 from swarmreg.origin.client import OriginClient
 from tests.conftest import random_bytes
 from tests.gc.helpers import age_everything, collect, data_bytes, held_blobs, image_index, index_db, start_herd
@@ -217,3 +222,41 @@ async def test_one_collection_runs_at_a_time(nursery: trio.Nursery, tmp_path: Pa
     assert held_blobs(herd.config.layout.root) == set()
     assert (await collect(herd, dry_run=False))["swept"] == 0
 
+
+
+def release(herd_db: Any, digests: set[str], repository: str) -> None:
+    """What a manifest's delete does to what only it named (main's index since 088f2cc: empty link
+    times, a released row per digest); the table is made here on an index that predates it."""
+    herd_db.execute("CREATE TABLE IF NOT EXISTS released (digest TEXT NOT NULL PRIMARY KEY, at TEXT NOT NULL)"
+                    " WITHOUT ROWID")
+    now = link_time(datetime.now(UTC))
+    for digest in digests:
+        herd_db.execute("INSERT OR REPLACE INTO released (digest, at) VALUES (?, ?)", (digest, now))
+        herd_db.execute("UPDATE blobs SET linked = '' WHERE repository = ? AND digest = ?", (repository, digest))
+
+
+async def test_a_released_blob_goes_before_the_grace_period_once_older_than_its_release(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    herd = await start_herd(nursery, tmp_path / "herd", "gc.grace=3600")
+    data = herd.config.layout.root
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
+        old, old_manifest = await push_image(proxy, REPO, "old", [random_bytes(20_000, seed=90)])
+        recent, recent_manifest = await push_image(proxy, "team/recent", "v1", [random_bytes(20_000, seed=91)])
+        old_blobs, recent_blobs = image_blobs(old_manifest, old), image_blobs(recent_manifest, recent)
+        for repository, digest in ((REPO, old), ("team/recent", recent)):
+            assert (await proxy.delete(f"/v2/{repository}/manifests/{digest}")).status_code == 202
+        # Ten minutes old (well inside the grace period), and one minute: inside RELEASE_MARGIN, where a
+        # push that committed a blob just before its release may not have linked it yet.
+        now = time.time()
+        for blobs, age in ((old_blobs, 600), (recent_blobs, 60)):
+            for digest in blobs:
+                for root in (data, data / "backend"):
+                    path = root / "blobs" / "sha256" / digest[7:9] / digest[7:]
+                    os.utime(path, (now - age, now - age))
+        db = index_db(herd)
+        release(db, old_blobs, REPO)
+        release(db, recent_blobs, "team/recent")
+        db.close()
+        report = await collect(herd)
+        assert (report["swept"], report["swept_released"], report["kept_young"]) == (3, 3, 3), report
+        assert held_blobs(data) == recent_blobs
