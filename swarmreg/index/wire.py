@@ -47,12 +47,11 @@ def record_path(repository: str, kind: str, digest: Digest | str) -> str:
 
 # Garbage collection (swarmreg.index.gc), for the origin's collector:
 # POST GC_MARK?grace=<seconds>&dry_run= removes the blob links older than grace that no manifest
-# of their repository references (none with dry_run) and answers the live set, one digest a line,
-# with its count in GC_LIVE and the links removed in GC_LINKS_REMOVED, then the released digests
-# (GC_RELEASED); GC_REFS_UNKNOWN while some
-# manifest's references are unknown. GET GC_UNKNOWN?n=&last= pages through those manifests
-# (`last` is "<repository>@<digest>"); POST GC_REFS {"repository", "digest", "blobs", "children"}
-# records one's references.
+# of their repository references (none with dry_run) and answers the live set, one digest a line
+# (how many in GC_LIVE; the links removed in GC_LINKS_REMOVED), then the released digests that are
+# not live as "@<time> <digest>" lines (GC_RELEASED); GC_REFS_UNKNOWN while some manifest's
+# references are unknown. GET GC_UNKNOWN?n=&last= pages through those manifests (`last` is
+# "<repository>@<digest>"); POST GC_REFS {"repository", "digest", "blobs", "children"} records one's.
 GC_MARK = "/gc/mark"
 GC_UNKNOWN = "/gc/unknown"
 GC_REFS = "/gc/refs"
@@ -60,8 +59,6 @@ GC_GRACE = "grace"
 GC_DRY_RUN = "dry_run"
 GC_LIVE = "Gc-Live"
 GC_LINKS_REMOVED = "Gc-Links-Removed"
-# After the live set, lines "@<time> <digest>" of digests a delete released (at that link time)
-# that are not live; how many in GC_RELEASED.
 GC_RELEASED = "Gc-Released"
 # Set (to the reason) when the index could remove no link (its disk is full): every link was live.
 GC_LINKS_KEPT = "Gc-Links-Kept"

@@ -3,10 +3,11 @@
 A collection marks at the index (one transaction: stale blob links removed, the live set read),
 then sweeps what the origin holds: every committed blob of its store and of each writable
 backend that the mark did not find live and that was committed before the grace period began
-is removed, under the digest's lock (swarmreg.store.locks) that every commit path takes too,
-with its torrent, its cached metainfo and the trackers' records of it. One collection runs at
-a time: a request joins the running one when it asks for the same (a dry run or not), else
-waits for it to end and then runs its own.
+(or, when a manifest's delete released it, RELEASE_MARGIN before its release) is removed, under
+the digest's lock (swarmreg.store.locks) that every commit path takes too, with its torrent, its
+cached metainfo and the trackers' records of it. One collection runs at a time: a request joins
+the running one when it asks for the same (a dry run or not), else waits for it to end and then
+runs its own.
 """
 
 from __future__ import annotations
@@ -214,7 +215,7 @@ class GarbageCollector:
                 report.kept_busy += 1
                 return False
             # A stat and an unlink or two per blob, in the event loop as the store's other
-            # lookups are: a thread per blob would cost more than the calls (YIELD_EVERY bounds a stall).
+            # lookups are: a thread per blob would cost more than the calls (YIELD_AFTER bounds a stall).
             stat = store.stat(digest)
             ages = [] if stat is None else [stat.st_mtime]
             size = 0 if stat is None else stat.st_size

@@ -238,9 +238,12 @@ class OriginService:
             if stream is None:
                 return None
             async with stream:
-                if stream.size > MAX_MANIFEST_SIZE:
-                    return None
-                return b"".join([chunk async for chunk in stream])
+                data = bytearray()
+                async for chunk in stream:
+                    data += chunk
+                    if len(data) > MAX_MANIFEST_SIZE:
+                        return None
+                return bytes(data)
         if size > MAX_MANIFEST_SIZE:
             return None
         try:

@@ -315,15 +315,17 @@ async def forget_blobs(address: Address, digests: Sequence[Digest], *, tls: ssl.
             async with open_websocket(address.host, address.port, PATH, use_ssl=tls or False,
                                       max_message_size=MAX_REPLY, connect_timeout=timeout,
                                       extra_headers=headers) as ws:
+                # One at a time: the tracker drops a connection that lets its replies pile up.
                 for request_id, batch in enumerate(batches, 1):
                     await ws.send_message(encode(Forget(request_id, batch)))
-                while answered < len(batches):
-                    frame = decode(await ws.get_message(), TO_PEER, MAX_REPLY)
-                    if isinstance(frame, Forgotten):
-                        if frame.failure is not None:
-                            raise _failure(frame.failure)
-                        forgotten += frame.forgotten
-                        answered += 1
+                    while True:
+                        frame = decode(await ws.get_message(), TO_PEER, MAX_REPLY)
+                        if isinstance(frame, Forgotten) and frame.request_id == request_id:
+                            break
+                    if frame.failure is not None:
+                        raise _failure(frame.failure)
+                    forgotten += frame.forgotten
+                    answered += 1
         except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, ProtocolError) as error:
             log.warning("telling the tracker %s of removed blobs failed: %s", address, error or type(error).__name__)
             raise SwarmregError(UNAVAILABLE, f"the tracker was not told: {type(error).__name__}") from None

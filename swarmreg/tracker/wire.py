@@ -178,8 +178,9 @@ class AgentsReply:
     failure: Failure | None = None
 
 
-# A Forget names at most this many blobs (about 70 bytes each on the wire).
-MAX_FORGET = 500
+# A Forget names at most this many blobs (70 bytes each on the wire, 130 for sha512: within the
+# tracker's default max_frame_size of 64 KiB).
+MAX_FORGET = 400
 
 
 @attrs.frozen

@@ -9,8 +9,9 @@ import pytest
 import trio
 
 from swarmreg.config import Address
+from swarmreg.digest import Digest
 from swarmreg.errors import SwarmregError
-from swarmreg.tracker.client import TrackerClient
+from swarmreg.tracker.client import TrackerClient, forget_blobs
 from tests.conftest import random_bytes
 from tests.gc.helpers import collect, start_herd
 from tests.proxy.helpers import digest_of, push_image
@@ -46,3 +47,14 @@ async def test_a_swept_blobs_torrent_leaves_the_origin_and_the_tracker(nursery: 
             await tracker.metainfo(REPO, digest_of(layer))
         assert unknown.value.code.code == "BLOB_UNKNOWN"
     stop.set()
+
+
+async def test_only_an_origin_makes_the_tracker_forget(nursery: trio.Nursery, tmp_path: Path) -> None:
+    secret = "t" * 32
+    herd = await start_herd(nursery, tmp_path / "herd", f"cluster.secret={secret}")
+    address = Address.parse(herd.ready["roles"]["tracker"]["ws"])
+    many = [Digest.of(b"blob %d" % n) for n in range(1000)]  # several frames, answered one at a time
+    with pytest.raises(SwarmregError) as refused:
+        await forget_blobs(address, many[:1])
+    assert refused.value.code.code == "UNAUTHORIZED"
+    assert await forget_blobs(address, many, secret=secret) == 0  # none was cached
