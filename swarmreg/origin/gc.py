@@ -77,6 +77,9 @@ class GarbageCollector:
         work: a failed collection is logged and the next one comes on time."""
         if not self.config.interval:
             return
+        if self.config.grace < 60:
+            log.warning("gc.grace is %g s: a push slower than that is refused (MANIFEST_BLOB_UNKNOWN) when a "
+                        "scheduled collection runs during it", self.config.grace)
         while True:
             with trio.move_on_after(self.config.interval):
                 await stop.wait()

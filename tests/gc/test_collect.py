@@ -155,7 +155,8 @@ async def test_manifests_recorded_before_their_references_are_read_before_anythi
 
 
 async def test_gc_interval_collects_on_its_own(nursery: trio.Nursery, tmp_path: Path) -> None:
-    herd = await start_herd(nursery, tmp_path / "herd", "gc.interval=0.2")
+    # A grace period longer than the push (grace = 0 would fail a push the schedule runs during).
+    herd = await start_herd(nursery, tmp_path / "herd", "gc.interval=0.2", "gc.grace=1")
     async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy, \
             httpx.AsyncClient(base_url=herd.url("origin"), timeout=60) as origin:
         digest, _ = await push_image(proxy, REPO, "v1", [random_bytes(10_000, seed=30)])
