@@ -128,7 +128,7 @@ async def test_manifests_recorded_before_their_references_are_read_before_anythi
     data = herd.config.layout.root
     async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
         kept, kept_manifest = await push_image(proxy, REPO, "kept", [random_bytes(50_000, seed=20)])
-        lost, lost_manifest = await push_image(proxy, "team/broken", "lost", [random_bytes(50_000, seed=21)])
+        lost, _ = await push_image(proxy, "team/broken", "lost", [random_bytes(50_000, seed=21)])
         db = index_db(herd)  # as a version-1 database migrated: references unknown
         db.execute("UPDATE manifests SET refs_known = 0")
         db.execute("DELETE FROM refs")
@@ -151,7 +151,6 @@ async def test_manifests_recorded_before_their_references_are_read_before_anythi
         assert db.execute("SELECT count(*) FROM manifests WHERE refs_known = 0").fetchone()[0] == 0
         db.close()
         assert (await proxy.get(f"/v2/{REPO}/manifests/kept")).content == kept_manifest
-    del lost_manifest
 
 
 async def test_gc_interval_collects_on_its_own(nursery: trio.Nursery, tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ async def test_a_collection_on_a_full_disk_frees_the_deleted_images_blobs(nurser
         async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
             deleted, _ = await push_image(proxy, REPO, "old", [random_bytes(4 << 20, seed=70)])
             layer = digest_of(random_bytes(4 << 20, seed=70))
-            kept, kept_manifest = await push_image(proxy, REPO, "new", [random_bytes(1 << 20, seed=71)])
+            _, kept_manifest = await push_image(proxy, REPO, "new", [random_bytes(1 << 20, seed=71)])
             assert (await proxy.delete(f"/v2/{REPO}/manifests/{deleted}")).status_code == 202
             filler = fill(disk)
             assert os.statvfs(disk).f_bavail == 0
@@ -43,4 +43,3 @@ async def test_a_collection_on_a_full_disk_frees_the_deleted_images_blobs(nurser
             assert (await proxy.get(f"/v2/{REPO}/manifests/new")).content == kept_manifest
             filler.unlink()
         await herd.stop()
-    del kept
