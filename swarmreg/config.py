@@ -139,6 +139,23 @@ class OriginConfig:
     # later ones wait for the torrent. More relays: less waiting, more of the origin's egress per
     # blob (each relay is a whole copy); 0: never relay.
     relay_limit: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+    # The index the garbage collector marks from (its collector routes, with this node's cluster
+    # credentials: an origin role certificate); unset, the index role in the same daemon.
+    index: Address | None = None
+    # Trackers told of the blobs the garbage collector removed (they drop their metainfo and this
+    # origin as a seeder), besides the tracker role in the same daemon, which is always told.
+    trackers: tuple[Address, ...] = ()
+
+
+@attrs.frozen
+class GcConfig:
+    """The origin's garbage collector (docs/gc.md): what it keeps, and how often it runs."""
+
+    # Seconds between scheduled collections; 0 never (run one with POST /gc or `swarmreg gc`).
+    interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # A blob committed, and an unreferenced blob link made or renewed, within this many seconds is
+    # kept: longer than the longest push (its first layer's commit to its manifest PUT).
+    grace: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -439,6 +456,7 @@ class Config:
     cluster: ClusterConfig = ClusterConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
+    gc: GcConfig = GcConfig()
     swarm: SwarmConfig = SwarmConfig()
     tracker: TrackerConfig = TrackerConfig()
     agent: AgentConfig = AgentConfig()

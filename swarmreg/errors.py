@@ -216,6 +216,11 @@ PEER_ID_TAKEN = _register(
     "second peer id on a connection that already announced one (a connection is one peer). Nothing "
     "is recorded; a connection's id is free again once it closes, and an origin's changes only when "
     "the tracker asks the origins again.")
+GC_REFS_UNKNOWN = _register(
+    "GC_REFS_UNKNOWN", 409, "manifests with unknown references",
+    "The index was asked for a garbage collection's mark while it holds manifests recorded "
+    "before index schema 2, whose references it has not read yet: the origin's collector reads "
+    "them from the manifests' bytes first, and sweeps nothing until every one is known.")
 STORAGE_FULL = _register(
     "STORAGE_FULL", 507, "insufficient storage",
     "The node's disk (or its quota) is full: an upload chunk, an upload's commit, a blob fetched "

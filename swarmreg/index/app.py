@@ -7,6 +7,7 @@ says how paths that could be read two ways are read.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,9 +19,10 @@ from swarmreg.authz import INDEX_WRITERS, ClusterGuard
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
-from swarmreg.http.identity import guard_writes
+from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
+from swarmreg.index.gc import add_gc_routes, is_gc_path
 from swarmreg.index.pullthrough import PullThrough
 from swarmreg.index.store import IndexStore, Page
 from swarmreg.index.validate import (
@@ -88,12 +90,14 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
     tags, manifests and blob links of upstream repositories go through ``pull_through``."""
     app = create_base_app("index")
     reads = pull_through or store
-    guard_writes(app, guard or ClusterGuard(), INDEX_WRITERS, "writing to the index")
+    guard = guard or ClusterGuard()
+    guard_writes(app, guard, INDEX_WRITERS, "writing to the index", lambda: is_write() and not is_gc_path())
     # "a//b" is a bad name, not a redirect to "a/b".
     app.url_map.merge_slashes = False
     app.url_map.converters["digest"] = DigestSegment
 
     add_health_route(app)
+    add_gc_routes(app, store, reads, guard, partial(_json_body, idle_timeout))
 
     # -- the catalog and tag lists ---------------------------------------------------------
 

@@ -29,7 +29,10 @@ from swarmreg.index.wire import (
     CATALOG,
     CLIENT_TIMEOUT,
     MANIFESTS,
+    MOUNT,
+    MOUNT_FROM,
     REFERRERS,
+    RENEW,
     pending_path,
     record_path,
     tag_path,
@@ -253,6 +256,19 @@ class IndexClient:
     async def unlink_blob(self, repository: str, digest: Digest | str) -> None:
         """Remove the blob's link from the repository (BLOB_UNKNOWN if it was not linked)."""
         await self._request("DELETE", self._path(repository, BLOBS, digest))
+
+    async def renew_blob(self, repository: str, digest: Digest | str) -> int | None:
+        """Renew the blob's link if it exists (a push found the layer present: garbage collection
+        keeps it until the manifest PUT) and return its size; None if it is not linked."""
+        response = await self._request("POST", self._path(repository, BLOBS, digest) + RENEW, missing=BLOB_UNKNOWN)
+        return None if response is None else int(response.headers[BLOB_SIZE])
+
+    async def mount_blob(self, source: str, repository: str, digest: Digest | str) -> int | None:
+        """Link the blob in ``repository`` if ``source`` links it, in one transaction at the index
+        (so a collection cannot remove it between the check and the link); its size, or None."""
+        response = await self._request("POST", self._path(repository, BLOBS, digest) + MOUNT, missing=BLOB_UNKNOWN,
+                                       params={MOUNT_FROM: validate_repository(source)})
+        return None if response is None else int(response.headers[BLOB_SIZE])
 
     # -- paths -------------------------------------------------------------------------------
 

@@ -213,9 +213,9 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         source = canonical_repository(source) if mount and source else source
         if mount and source and g.principal.may(Grant("repository", source, ("pull",))):
             digest = Digest.parse(mount)
-            size = await index.blob_size(source, digest)
-            if size is not None:
-                await index.link_blob(repository, digest, size)
+            # Checked and linked in one transaction at the index: ordered against a garbage
+            # collection's mark, which could otherwise remove the source's link in between.
+            if await index.mount_blob(source, repository, digest) is not None:
                 return _created(blob_path(repository, digest), digest)
             # Not mountable: an ordinary upload session, as the spec says.
         monolithic = requested_digest() if request.args.get("digest") else None

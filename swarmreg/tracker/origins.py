@@ -89,6 +89,17 @@ class OriginDirectory:
         # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
         return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o.address}{digest}".encode()).digest())
 
+    def forget(self, digest_hex: str) -> bool:
+        """An origin removed the blob: drop its cached metainfo and content, and the origins'
+        entries in its torrent (the next ask goes to the origins again); False if it was not cached."""
+        if (content := self._contents.pop(digest_hex, None)) is not None:
+            self._content_bytes -= len(content)
+        known = self._cache.pop(digest_hex, None)
+        if known is None:
+            return False
+        self.peers.forget(known.info_hash, self._owners)
+        return True
+
     async def metainfo(self, namespace: str, digest_text: str, *, refresh: bool = False) -> KnownBlob:
         """The blob's metainfo; BLOB_UNKNOWN if no origin has it, UNAVAILABLE if none answers.
 
