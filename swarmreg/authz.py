@@ -32,6 +32,8 @@ ROLE_URI_PREFIX = "swarmreg:role:"
 INDEX_WRITERS = frozenset({"proxy", "index"})
 ORIGIN_WRITERS = frozenset({"proxy", "origin"})
 TRACKER_ORIGINS = frozenset({"origin"})
+# The garbage collector runs in the origin role; it marks at the index (swarmreg.index.gc).
+GC_MARKERS = frozenset({"origin"})
 # Preheat: who may list the agents the tracker knows, and ask an agent to prefetch a blob.
 AGENT_DIRECTORY = frozenset({"proxy"})
 PREFETCHERS = frozenset({"proxy"})

@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     devcluster.add_argument("--upstream", metavar="URL", action="append", default=[],
                             help="pull through to this registry (repeatable), e.g. http://127.0.0.1:5000: "
                                  "its images are pulled as <host:port>/<repo> from the agents")
+    devcluster.add_argument("--set-herd", metavar="KEY.PATH=VALUE", action="append", default=[], dest="set_herd",
+                            help="a configuration value for the herd, as the daemon's --set takes it; repeatable")
+    devcluster.add_argument("--set-agents", metavar="KEY.PATH=VALUE", action="append", default=[], dest="set_agents",
+                            help="a configuration value for every agent (e.g. agent.cache.max_size=300MiB); repeatable")
 
     mirror = commands.add_parser("containerd-config",
                                  help="write containerd hosts.toml files that pull through an agent")
@@ -123,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 
-            return run_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream)
+            return run_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream,
+                                  herd=args.set_herd, agents=args.set_agents)
         if args.command == "containerd-config":
             return _containerd_config(args)
         if args.command == "load":

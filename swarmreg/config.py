@@ -142,6 +142,23 @@ class OriginConfig:
     # later ones wait for the torrent. More relays: less waiting, more of the origin's egress per
     # blob (each relay is a whole copy); 0: never relay.
     relay_limit: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+    # The index the garbage collector marks from (its collector routes, with this node's cluster
+    # credentials: an origin role certificate); unset, the index role in the same daemon.
+    index: Address | None = None
+    # Trackers told of the blobs the garbage collector removed (they drop their metainfo and this
+    # origin as a seeder), besides the tracker role in the same daemon, which is always told.
+    trackers: tuple[Address, ...] = ()
+
+
+@attrs.frozen
+class GcConfig:
+    """The origin's garbage collector (docs/gc.md): what it keeps, and how often it runs."""
+
+    # Seconds between scheduled collections; 0 never (run one with POST /gc or `swarmreg gc`).
+    interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    # A blob committed, and an unreferenced blob link made or renewed, within this many seconds is
+    # kept: longer than the longest push (its first layer's commit to its manifest PUT).
+    grace: float = attrs.field(default=3600.0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -228,6 +245,55 @@ class EdgeTlsConfig:
         return bool(self.cert)
 
 
+def _fraction(_instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not 0 <= value <= 1:
+        raise ValueError(f"'{attribute.name}' must be a fraction from 0 to 1, got {value!r}")
+
+
+def _high(_instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not 0 < value <= 1:
+        raise ValueError(f"'{attribute.name}' must be a fraction above 0 and at most 1, got {value!r}")
+
+
+def _low_below_high(instance: CacheConfig, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    _fraction(instance, attribute, value)
+    if value is not None and instance.disk_high is None:
+        raise ValueError("'disk_low' must come with disk_high (the usage that starts eviction)")
+    if instance.disk_high is not None and value is not None and value > instance.disk_high:
+        raise ValueError(f"'disk_low' must be at most disk_high ({instance.disk_high:g}), got {value:g}")
+
+
+def _positive_size(_instance: object, attribute: attrs.Attribute[ByteSize | None], value: ByteSize | None) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"'{attribute.name}' must be above 0 (leave it unset for no limit)")
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[float | None], value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"'{attribute.name}' must be a number of seconds above 0, got {value!r}")
+
+
+@attrs.frozen
+class CacheConfig:
+    """What an agent keeps of the blobs it pulled (docs/cache.md): every limit unset by default."""
+
+    # The blobs, downloads in progress and temp files of the data directory stay within this.
+    max_size: ByteSize | None = attrs.field(default=None, validator=_positive_size)
+    # Fractions of the data directory's filesystem: past disk_high used, blobs go until disk_low.
+    disk_high: float | None = attrs.field(default=None, validator=_high)
+    disk_low: float | None = attrs.field(default=None, validator=_low_below_high)
+    # Seconds: a blob not read for tti, or held for ttl, goes.
+    tti: float | None = attrs.field(default=None, validator=_positive)
+    ttl: float | None = attrs.field(default=None, validator=_positive)
+    # Answer GET /cmd/blob/list and DELETE /cmd/evict from any address, not only loopback.
+    admin_remote: bool = False
+
+    @property
+    def low(self) -> float | None:
+        """The fraction disk pressure evicts down to: disk_low, else disk_high."""
+        return self.disk_low if self.disk_low is not None else self.disk_high
+
+
 @attrs.frozen
 class AgentConfig:
     # The blob download API (Kraken's agent server port).
@@ -247,6 +313,8 @@ class AgentConfig:
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     # Attempts at reaching the tracker (with backoff) before a request fails with 503.
     tracker_attempts: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    # Eviction of held blobs: size, disk pressure and age limits ([agent.cache]).
+    cache: CacheConfig = CacheConfig()
 
 
 @attrs.frozen
@@ -418,6 +486,7 @@ class Config:
     cluster: ClusterConfig = ClusterConfig()
     backends: tuple[BackendConfig, ...] = (BackendConfig(),)
     origin: OriginConfig = OriginConfig()
+    gc: GcConfig = GcConfig()
     swarm: SwarmConfig = SwarmConfig()
     tracker: TrackerConfig = TrackerConfig()
     agent: AgentConfig = AgentConfig()

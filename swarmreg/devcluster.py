@@ -19,7 +19,7 @@ import attrs
 import tomli_w
 import trio
 
-from swarmreg.config import apply_overrides, secret_keys
+from swarmreg.config import ConfigError, apply_overrides, load_config, secret_keys
 from swarmreg.logs import setup_logging
 
 # The configuration a daemon is started with when it is given secrets: mode 0600 in its data
@@ -282,16 +282,33 @@ def default_registry_overrides(urls: Sequence[str]) -> tuple[str, ...]:
     return (f'default_registry="{upstream_registry(urls[0])["name"]}"',) if urls else ()
 
 
-async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str]) -> None:
-    certs = data_dir / "certs"
-    if tls:
-        make_dev_certs(certs, {spec.name: spec.roles for spec in DEVCLUSTER})
+def node_overrides(certs: Path | None, upstreams: Sequence[str], herd: Sequence[str] = (),
+                   agents: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Each devcluster node's ``--set`` overrides: its ports, TLS (with ``certs``), pulling through
+    to ``upstreams``, and last (so they win) the user's ``herd`` and ``agents`` settings."""
     # The herd pulls through: its index resolves upstream tags, its origin fetches their blobs.
     extra = {spec.name: default_registry_overrides(upstreams) for spec in DEVCLUSTER}
     extra["herd"] = upstream_overrides(upstreams)
-    nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name,
-                           overrides=[*spec.overrides, *(tls_overrides(certs, spec.name) if tls else ()),
-                                      *extra.get(spec.name, ())],
+    return {spec.name: [*spec.overrides, *(tls_overrides(certs, spec.name) if certs is not None else ()),
+                        *extra[spec.name], *(herd if spec.name == "herd" else agents)]
+            for spec in DEVCLUSTER}
+
+
+def check_settings(option: str, settings: Sequence[str]) -> None:
+    """ConfigError (naming ``option``) unless every ``KEY=VALUE`` of ``settings`` is a valid ``--set``."""
+    try:
+        load_config(None, settings)
+    except ConfigError as error:
+        raise ConfigError(f"{option}: {error}") from None
+
+
+async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str], herd: Sequence[str],
+                      agents: Sequence[str]) -> None:
+    certs = data_dir / "certs"
+    if tls:
+        make_dev_certs(certs, {spec.name: spec.roles for spec in DEVCLUSTER})
+    overrides = node_overrides(certs if tls else None, upstreams, herd, agents)
+    nodes = [DaemonProcess(spec.name, spec.roles, data_dir / spec.name, overrides=overrides[spec.name],
                            stderr=subprocess.PIPE) for spec in DEVCLUSTER]
     async with trio.open_nursery() as nursery:
         try:
@@ -336,20 +353,24 @@ def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool, upst
     print(flush=True)
 
 
-def run_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Sequence[str] = ()) -> int:
+def run_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Sequence[str] = (),
+                   herd: Sequence[str] = (), agents: Sequence[str] = ()) -> int:
     """Run the devcluster in the foreground until Ctrl-C; returns the exit status. The herd pulls
-    through to each of ``upstreams`` (registry URLs)."""
+    through to each of ``upstreams`` (registry URLs); ``herd`` and ``agents`` are ``--set``
+    settings for the herd and for every agent (``--set-herd``, ``--set-agents``)."""
     setup_logging()
     try:
         upstream_overrides(upstreams)
-    except ValueError as bad:
+        check_settings("--set-herd", herd)
+        check_settings("--set-agents", agents)
+    except (ValueError, ConfigError) as bad:
         print(f"swarmreg devcluster: {bad}", file=sys.stderr)
         return 2
     temporary = data_dir is None
     root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-"))
     status = 0
     try:
-        trio.run(_devcluster, root, tls, upstreams)
+        trio.run(_devcluster, root, tls, upstreams, herd, agents)
     except* DaemonStartError as group:
         for error in group.exceptions:
             print(f"swarmreg devcluster: {error}", file=sys.stderr)

@@ -216,13 +216,24 @@ PEER_ID_TAKEN = _register(
     "second peer id on a connection that already announced one (a connection is one peer). Nothing "
     "is recorded; a connection's id is free again once it closes, and an origin's changes only when "
     "the tracker asks the origins again.")
+GC_REFS_UNKNOWN = _register(
+    "GC_REFS_UNKNOWN", 409, "manifests with unknown references",
+    "The index was asked for a garbage collection's mark while it holds manifests recorded "
+    "before index schema 2, whose references it has not read yet: the origin's collector reads "
+    "them from the manifests' bytes first, and sweeps nothing until every one is known.")
 STORAGE_FULL = _register(
     "STORAGE_FULL", 507, "insufficient storage",
     "The node's disk (or its quota) is full: an upload chunk, an upload's commit, a blob fetched "
     "from a backend, an agent's download or the index's database could not be written (ENOSPC, "
     "EDQUOT, SQLITE_FULL). Nothing partial is kept under a digest; "
     "the chunk is not recorded and the session stays open, so the client may retry once space is "
-    "freed. The daemon keeps serving the blobs it holds.")
+    "freed. The daemon keeps serving the blobs it holds. On an agent with `agent.cache.max_size`, "
+    "also a pull of a blob larger than that limit, or one for which no room could be made within "
+    "`agent.stall_timeout` because every held blob was being read or written (docs/cache.md).")
+BLOB_IN_USE = _register(
+    "BLOB_IN_USE", 409, "blob in use",
+    "`DELETE /cmd/evict` on an agent's blob port names a blob that a response is streaming or a "
+    "download is writing: it is not evicted (try again once the transfer ended). See docs/cache.md.")
 INTERNAL = _register(
     "INTERNAL", 500, "internal server error",
     "A bug or an operating system error while serving the request, or a swarm download whose bytes "

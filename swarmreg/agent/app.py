@@ -9,6 +9,8 @@ from typing import Any, Protocol
 from quart import Response, request
 from quart_trio import QuartTrio
 
+from swarmreg.agent.admin import add_admin_routes
+from swarmreg.agent.cache import BlobCache
 from swarmreg.agent.wire import BLOB_ROUTE, PREFETCH
 from swarmreg.authz import PREFETCHERS, ClusterGuard
 from swarmreg.digest import Digest
@@ -34,13 +36,17 @@ class Prefetcher(Protocol):
 
 
 def create_agent_app(content: Content, stats: Callable[[bool], dict[str, Any]],
-                     prefetcher: Prefetcher | None = None, guard: ClusterGuard | None = None) -> QuartTrio:
+                     prefetcher: Prefetcher | None = None, guard: ClusterGuard | None = None, *,
+                     cache: BlobCache | None = None, admin_remote: bool = False) -> QuartTrio:
     """The agent's Quart app: GET/HEAD of blobs by namespace and digest, health, counters, and
     with ``prefetcher`` the prefetch routes (asking is for the proxy role or the cluster secret,
-    as ``guard`` checks; this port is plain HTTP even with [tls])."""
+    as ``guard`` checks; this port is plain HTTP even with [tls]); with ``cache`` the local admin
+    (swarmreg.agent.admin; from loopback only unless ``admin_remote``)."""
     app = create_base_app("agent")
     add_health_route(app)
     add_stats_route(app, stats)
+    if cache is not None:
+        add_admin_routes(app, cache, remote=admin_remote)
     guard = guard or ClusterGuard()
 
     @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import trio
@@ -40,6 +41,15 @@ class SwarmContent:
             raise
 
     async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> Body:
+        # Pinned from before it is opened until the response ends: the cache never evicts it meanwhile.
+        release = self.downloads.cache.pin(digest)
+        try:
+            return PinnedBody(await self._open(repository, digest, start, end), release)
+        except BaseException:
+            release()
+            raise
+
+    async def _open(self, repository: str, digest: Digest, start: int, end: int) -> Body:
         if (opened := self.store.open_body(digest, start, end)) is not None:
             self.downloads.reseed(repository, digest)
             return opened[0]
@@ -48,6 +58,10 @@ class SwarmContent:
         return await self.downloads.stream(repository, digest, start, end)
 
     async def manifest_bytes(self, repository: str, digest: Digest) -> bytes:
+        with self.downloads.cache.pinned(digest):
+            return await self._manifest_bytes(repository, digest)
+
+    async def _manifest_bytes(self, repository: str, digest: Digest) -> bytes:
         path = self.store.path(digest)
         if digest not in self.store:
             await self.downloads.metainfo(repository, digest)  # small: often inline
@@ -58,6 +72,32 @@ class SwarmContent:
             if download.error is not None:
                 raise download.error
         return await trio.to_thread.run_sync(path.read_bytes)
+
+
+class PinnedBody:
+    """A body that keeps its blob pinned in the cache until it is closed (or collected: a
+    response cancelled before it started sending never closes its body)."""
+
+    def __init__(self, body: Body, release: Callable[[], None]) -> None:
+        self.body = body
+        self.start = body.start
+        self.end = body.end
+        self.release = release
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.body.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self.body.aclose()
+        finally:
+            self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except RuntimeError:  # collected after the Trio run ended: nothing to wake
+            pass
 
 
 class BlobLinks(Protocol):

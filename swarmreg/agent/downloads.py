@@ -22,6 +22,8 @@ from typing import Any
 
 import trio
 
+from swarmreg.agent.cache import BlobCache
+from swarmreg.config import CacheConfig
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, INTERNAL, UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
@@ -131,6 +133,11 @@ class DownloadBody(ChunkedRange):
         return self.download.verified and self.engine.get(torrent.info_hash) is not torrent
 
 
+def _unlink(path: Path) -> None:
+    """Remove ``path`` if it is there (blocking)."""
+    path.unlink(missing_ok=True)
+
+
 def _read_range(path: Path, offset: int, length: int) -> bytes:
     with open(path, "rb") as file:
         data = os.pread(file.fileno(), length, offset)
@@ -146,13 +153,16 @@ HURRY_AFTER = 0.5
 class Downloads:
     """Starts at most one Download per blob, in the agent's nursery, and keeps them until done."""
 
-    def __init__(self, node: Node, tracker: TrackerClient, nursery: trio.Nursery, directory: Path) -> None:
+    def __init__(self, node: Node, tracker: TrackerClient, nursery: trio.Nursery, directory: Path,
+                 cache: BlobCache | None = None) -> None:
         self.node = node
         self.engine = node.require_engine()
         self.tracker = tracker
         # In the agent's nursery: a client that hangs up does not stop a shared download.
         self._active = SingleFlight[Digest, Download, None]("download", nursery, on_error=Download.fail)
         self.directory = directory
+        # What the agent keeps: every write reserves its room there first (unbounded by default).
+        self.cache = cache or BlobCache(CacheConfig(), node.config.layout, node.store)
         self.stall_timeout = node.config.agent.stall_timeout
         self.window = node.config.agent.stream_window
         # The latest blobs that came in the tracker's reply (digest -> size), and the bytes of all.
@@ -213,10 +223,20 @@ class Downloads:
             yield content
 
         try:
+            await self.cache.reserve(digest, len(content))
+        except SwarmregError as error:  # no room: the download that follows says so
+            log.info("inline content of %s not kept: %s", digest, error.message)
+            return
+        try:
             await self.node.store.write(digest, once())
         except SwarmregError as error:  # the tracker sent wrong bytes: the swarm will fetch them
+            self.cache.release(digest)
             log.warning("inline content of %s refused: %s", digest, error.message)
+        except BaseException:
+            self.cache.release(digest)
+            raise
         else:
+            self.cache.commit(digest, len(content))
             self._inline[digest] = len(content)
             self._inline_bytes += len(content)
             while len(self._inline) > INLINE_LISTED:
@@ -230,6 +250,22 @@ class Downloads:
     def _on_release(self, torrent: Torrent) -> None:
         self._released.add(torrent.metainfo.digest)
         self._nursery.start_soon(self.tracker.leave, torrent.info_hash)  # not handed out as a peer
+
+    async def drop(self, digest: Digest, partial: bool) -> None:
+        """Let an evicted blob go (BlobCache's Drop): its torrent leaves the session and the tracker
+        hears it left, then its file goes, and its metainfo unless a new download of it runs, so
+        the next pull fetches it through the swarm as the first one did. ``partial``: a stopped
+        download's file, under downloads/."""
+        self._released.discard(digest)
+        metainfo = self.node.metainfo.get(digest)
+        if metainfo is not None:
+            if (torrent := self.engine.get(metainfo.info_hash)) is not None:
+                await self.engine.remove(torrent, delete_files=partial, warn=False)
+            await self.tracker.leave(metainfo.info_hash)  # no longer handed out as a peer of it
+        path = self.directory / digest.hex if partial else self.node.store.path(digest)
+        await trio.to_thread.run_sync(_unlink, path)
+        if not self.active(digest):
+            self.node.metainfo.delete(digest)
 
     def reseed(self, namespace: str, digest: Digest) -> None:
         """The blob is served from the store: if its torrent was released, seed it again (in the
@@ -257,9 +293,19 @@ class Downloads:
         except SwarmregError as error:
             log.warning("download of %s failed: %s", download.digest, error.message)
             await self._drop_failed(download)
+            self._release(download)
+            raise
+        except BaseException:
+            self._release(download)
             raise
         download.done.set()
         download.notify()
+
+    def _release(self, download: Download) -> None:
+        """Give back the failed download's reservation; a file it leaves stays counted."""
+        torrent = download.torrent
+        kept = torrent is not None and self.engine.get(torrent.info_hash) is torrent
+        self.cache.release(download.digest, kept=kept)
 
     async def _drop_failed(self, download: Download) -> None:
         """Remove a torrent that failed (a full disk), file and all: the space goes back, and
@@ -277,6 +323,8 @@ class Downloads:
         digest = download.digest
         asked = trio.current_time()
         metainfo = download.metainfo = await self.metainfo(download.namespace, digest)
+        # Room first (evicting what must go), so the cache stays within its limits while this writes.
+        await self.cache.reserve(digest, metainfo.size)
         torrent = download.torrent = await self.engine.add(metainfo, self.directory, namespace=download.namespace)
         torrent.mark("metainfo", trio.current_time() - asked)  # the tracker round trip (or the cache)
         download.started.set()
@@ -329,6 +377,7 @@ class Downloads:
             await trio.to_thread.run_sync(fsync_path, torrent.path)
         shard = await trio.to_thread.run_sync(store.make_shard, digest)
         await self.engine.move(torrent, shard)
+        self.cache.commit(digest, torrent.metainfo.size)
         if store.fsync:
             await trio.to_thread.run_sync(partial(fsync_path, shard, directory=True))
 

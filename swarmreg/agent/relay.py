@@ -93,6 +93,23 @@ class Relays:
         # The origin's reads need no cluster secret, and none is sent to an address the tracker
         # named; with [tls] the handshake checks the origin's cluster certificate (and ours).
         address = _origin_address(source, self.node.tls.client is not None)
+        cache = self.downloads.cache
+        await cache.reserve(digest, source.size)  # room first, as for a download
+        try:
+            await self._receive(namespace, digest, relay, source, address)
+        except BaseException:
+            cache.release(digest)
+            raise
+        cache.commit(digest, source.size)
+        log.info("relayed %s (%d bytes)", digest, source.size)
+        try:  # held and served already: seeding is a bonus that fails on its own
+            await self.downloads.seed_held(namespace, digest)
+        except SwarmregError as error:
+            log.warning("seeding the relayed %s: %s", digest, error.message)
+
+    async def _receive(self, namespace: str, digest: Digest, relay: Relay, source: RelaySource,
+                       address: Address) -> None:
+        """Stream the blob from the origin into the store, through ``relay``."""
         async with OriginClient(address, timeout=RELAY_READ_TIMEOUT, tls=self.node.tls.client) as origin:
             body = await origin.open(namespace, digest)
             try:
@@ -110,11 +127,6 @@ class Relays:
                                         error.detail) from None
             finally:
                 await body.aclose()
-        log.info("relayed %s (%d bytes)", digest, source.size)
-        try:  # held and served already: seeding is a bonus that fails on its own
-            await self.downloads.seed_held(namespace, digest)
-        except SwarmregError as error:
-            log.warning("seeding the relayed %s: %s", digest, error.message)
 
 
 def _origin_address(source: RelaySource, tls: bool) -> Address:

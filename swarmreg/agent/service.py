@@ -9,6 +9,7 @@ from typing import Any
 import trio
 
 from swarmreg.agent.app import create_agent_app
+from swarmreg.agent.cache import BlobCache
 from swarmreg.agent.content import LinkedContent, SwarmContent
 from swarmreg.agent.downloads import Downloads
 from swarmreg.agent.index_cache import CachedIndex
@@ -42,20 +43,37 @@ class AgentService:
             attempts=node.config.agent.tracker_attempts, tls=node.tls.client,
             secret=node.config.cluster.secret)
         self.downloads: Downloads | None = None
+        self.cache: BlobCache | None = None
+
+    def _cache(self) -> BlobCache:
+        """The blob cache of [agent.cache]; it evicts nothing when an origin role in this daemon
+        shares the store (the origin's blobs are not a cache)."""
+        shared = "origin" in self.node.bound
+        if shared and self.config.agent.cache != type(self.config.agent.cache)():
+            log.warning("agent.cache is ignored: the origin role in this daemon shares its blob store")
+        return BlobCache(self.config.agent.cache, self.config.layout, self.store,
+                         wait_for_room=self.config.agent.stall_timeout, evicts=not shared)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         async with IndexClient(self.config.agent.index, tls=self.node.tls.client,
                                secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
-            downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads)
+            cache = self.cache = self._cache()
+            downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads,
+                                                   cache)
+            cache.drop = downloads.drop
             relays = Relays(self.node, downloads, nursery)
             content = SwarmContent(self.store, downloads, relays)
+            await trio.to_thread.run_sync(cache.load)
+            await cache.sweep()  # limits lowered, or a full cache after a crash: before anything is seeded
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
+            await nursery.start(cache.run)
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
             prefetches = Prefetches(self.store, downloads, relays, nursery)
-            app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config))
+            app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config),
+                                   cache=cache, admin_remote=self.config.agent.cache.admin_remote)
             address: Address = await nursery.start(serve, app, self.config.agent.listen)
             # The proxy's preheat finds this blob API through the tracker.
             await self.tracker.register_api(address.port)
@@ -71,7 +89,8 @@ class AgentService:
 
     def _stats(self, peers: bool) -> dict[str, Any]:
         inline = self.downloads.inline_stats() if self.downloads is not None else {}
-        return self.engine.stats(peers) | {"inline": inline}
+        cache = self.cache.stats() if self.cache is not None else {}
+        return self.engine.stats(peers) | {"inline": inline, "cache": cache}
 
     def _peer_port(self) -> int:
         assert self.engine.address is not None, "the engine listens before the agent starts"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from swarmreg.digest import Digest
+from swarmreg.errors import UNSUPPORTED, SwarmregError
 from swarmreg.store.files import FileBody
 
 STREAM_CHUNK = 4 << 20
@@ -71,6 +72,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def list(self, namespace: str) -> AsyncIterator[Digest]:
         """Every digest the backend holds for ``namespace``."""
+
+    async def modified(self, namespace: str, digest: Digest) -> float | None:
+        """When the backend last wrote the blob (POSIX seconds), None when it does not hold it;
+        the garbage collector's grace period counts from it. A backend that cannot tell is never
+        collected: the default raises UNSUPPORTED."""
+        raise SwarmregError(UNSUPPORTED, f"{self.describe(namespace)} cannot tell how old its blobs are")
 
     def describe(self, namespace: str) -> str:
         """Where the blobs of ``namespace`` come from, for error messages (never a path or a secret)."""

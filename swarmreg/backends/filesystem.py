@@ -47,7 +47,7 @@ class FilesystemBackend(Backend):
         await trio.to_thread.run_sync(self._link_or_copy, digest, path)
 
     def _link_or_copy(self, digest: Digest, path: Path) -> None:
-        if digest in self.store:
+        if self.store.touch(digest):  # held already: committed again now (the collector's grace)
             return
         temp = self.store.temp_path()
         try:
@@ -67,6 +67,10 @@ class FilesystemBackend(Backend):
 
     async def delete(self, namespace: str, digest: Digest) -> bool:
         return await self.store.delete(digest)
+
+    async def modified(self, namespace: str, digest: Digest) -> float | None:
+        stat = self.store.stat(digest)
+        return None if stat is None else stat.st_mtime
 
     async def list(self, namespace: str) -> AsyncIterator[Digest]:
         for digest in await trio.to_thread.run_sync(lambda: list(self.store.digests())):

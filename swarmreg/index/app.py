@@ -7,6 +7,7 @@ says how paths that could be read two ways are read.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,11 +19,12 @@ from swarmreg.authz import INDEX_WRITERS, ClusterGuard
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_REQUEST, BLOB_UNKNOWN, MANIFEST_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import body_chunks, create_base_app
-from swarmreg.http.identity import guard_writes
+from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
 from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.admin_routes import add_admin_routes
+from swarmreg.index.gc import add_gc_routes, is_gc_path
 from swarmreg.index.pullthrough import PullThrough
 from swarmreg.index.store import IndexStore, Page
 from swarmreg.index.validate import (
@@ -43,6 +45,9 @@ from swarmreg.index.wire import (
     MANIFEST_SIZE,
     MANIFESTS,
     MAX_BODY_SIZE,
+    PENDING_ROUTE,
+    PENDING_TOKEN,
+    PENDING_TTL,
     REFERRERS,
 )
 from swarmreg.index.wire import REPOSITORY_ROUTE as REPOSITORY
@@ -90,13 +95,15 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
     app = create_base_app("index")
     reads = pull_through or store
     pulled = access_times or AccessTimes(store)
-    guard_writes(app, guard or ClusterGuard(), INDEX_WRITERS, "writing to the index")
+    guard = guard or ClusterGuard()
+    guard_writes(app, guard, INDEX_WRITERS, "writing to the index", lambda: is_write() and not is_gc_path())
     # "a//b" is a bad name, not a redirect to "a/b".
     app.url_map.merge_slashes = False
     app.url_map.converters["digest"] = DigestSegment
 
     add_health_route(app)
-    add_admin_routes(app, store, lambda: _json_body(idle_timeout), before_prune=pulled.flush)
+    add_gc_routes(app, store, reads, guard, partial(_json_body, idle_timeout))
+    add_admin_routes(app, store, partial(_json_body, idle_timeout), before_prune=pulled.flush)
 
     # -- the catalog and tag lists ---------------------------------------------------------
 
@@ -147,7 +154,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         if request.method == "PUT":
             body = check_body(await _json_body(idle_timeout), {"media_type", "size"},
                               {"artifact_type", "subject", "annotations", "digest", "created", "blobs",
-                               "children"})
+                               "children", "pending"})
             _check_echo(body, digest=str(parsed))
             artifact_type = body.get("artifact_type")
             subject = body.get("subject")
@@ -157,7 +164,8 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
                 artifact_type=None if artifact_type is None else check_media_type(artifact_type, "artifact_type"),
                 subject=None if subject is None else parse_digest(subject, "subject"),
                 annotations=check_annotations(body.get("annotations")),
-                blobs=_digests(body.get("blobs"), "blobs"), children=_digests(body.get("children"), "children"))
+                blobs=_digests(body.get("blobs"), "blobs"), children=_digests(body.get("children"), "children"),
+                pending=_token(body.get("pending")))
             return empty_response(201)
         if request.method == "DELETE":
             tags = await store.delete_manifest(repository, parsed)
@@ -190,9 +198,9 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         validate_repository(repository)
         parsed = parse_digest(digest)
         if request.method == "PUT":
-            body = check_body(await _json_body(idle_timeout), {"size"}, {"digest"})
+            body = check_body(await _json_body(idle_timeout), {"size"}, {"digest", "pending"})
             _check_echo(body, digest=str(parsed))
-            await store.link_blob(repository, parsed, check_size(body["size"]))
+            await store.link_blob(repository, parsed, check_size(body["size"]), pending=_token(body.get("pending")))
             return empty_response(201)
         if request.method == "DELETE":
             if not await store.unlink_blob(repository, parsed):
@@ -206,7 +214,30 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             return empty_response(200, headers)
         return json_response({"repository": repository, "digest": str(parsed), "size": size}, headers=headers)
 
+    # -- pushes under way ----------------------------------------------------------------------
+
+    @app.route(PENDING_ROUTE, methods=["PUT", "DELETE"])
+    async def pending(digest: str) -> Response:
+        parsed = parse_digest(digest)
+        token = _token(request.args.get("token"))
+        if token is None:
+            raise SwarmregError(BAD_REQUEST, "the token query parameter is required")
+        if request.method == "DELETE":
+            await store.clear_pending(parsed, token)
+        else:
+            await store.note_pending(parsed, token, PENDING_TTL)
+        return empty_response(204)
+
     return app
+
+
+def _token(value: Any) -> str | None:
+    """A push's token (PENDING_TOKEN), or None when absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not PENDING_TOKEN.fullmatch(value):
+        raise SwarmregError(BAD_REQUEST, "pending must be a push token (32 hex digits)")
+    return value
 
 
 def _digests(value: Any, field: str) -> list[Digest]:

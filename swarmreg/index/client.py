@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -31,13 +33,19 @@ from swarmreg.index.wire import (
     CATALOG,
     CLIENT_TIMEOUT,
     MANIFESTS,
+    MOUNT,
+    MOUNT_FROM,
     REFERRERS,
+    RENEW,
+    pending_path,
     record_path,
     tag_path,
     tags_path,
 )
 
 log = logging.getLogger(__name__)
+# Seconds a failed push waits to clear its note at the index (else the note expires by itself).
+CLEAR_WAIT = 5.0
 
 # Failures to reach the index that are worth another try: nothing was processed, or the
 # connection dropped (every index call is idempotent, so a repeat is harmless).
@@ -174,12 +182,14 @@ class IndexClient:
     async def put_manifest(self, repository: str, digest: Digest | str, *, media_type: str, size: int,
                            artifact_type: str | None = None, subject: Digest | str | None = None,
                            annotations: Mapping[str, str] | None = None, blobs: Sequence[Digest | str] = (),
-                           children: Sequence[Digest | str] = ()) -> None:
+                           children: Sequence[Digest | str] = (), pending: str | None = None) -> None:
         """Record a manifest in the repository (its content is a blob elsewhere) with the blobs it
-        names, each of which must be linked there (else MANIFEST_BLOB_UNKNOWN), and its children."""
+        names, each of which must be linked there (else MANIFEST_BLOB_UNKNOWN), and its children;
+        ends the push ``pending`` of its bytes (note_pending)."""
         body = {"media_type": media_type, "size": size, "artifact_type": artifact_type,
                 "subject": None if subject is None else _digest(subject), "annotations": dict(annotations or {}),
-                "blobs": [_digest(blob) for blob in blobs], "children": [_digest(child) for child in children]}
+                "blobs": [_digest(blob) for blob in blobs], "children": [_digest(child) for child in children],
+                "pending": pending}
         # Non-ASCII as UTF-8, not \u escapes: the annotations then take no more bytes than in the
         # manifest, which keeps the record of any acceptable manifest within the index's body limit.
         try:
@@ -213,9 +223,36 @@ class IndexClient:
 
     # -- blob links --------------------------------------------------------------------------
 
-    async def link_blob(self, repository: str, digest: Digest | str, size: int) -> None:
-        """Make the blob visible in the repository."""
-        await self._request("PUT", self._path(repository, BLOBS, digest), json={"size": size})
+    async def link_blob(self, repository: str, digest: Digest | str, size: int, *, pending: str | None = None) -> None:
+        """Make the blob visible in the repository; ends the push ``pending`` of it (note_pending)."""
+        await self._request("PUT", self._path(repository, BLOBS, digest), json={"size": size, "pending": pending})
+
+    # -- pushes under way ------------------------------------------------------------------------
+
+    async def note_pending(self, digest: Digest | str, token: str) -> None:
+        """Note that the push ``token`` (PENDING_TOKEN) is about to store ``digest`` at the origin:
+        garbage collection keeps it until its link or record names ``token``, or clear_pending."""
+        await self._request("PUT", pending_path(_digest(digest)), params={"token": token})
+
+    async def clear_pending(self, digest: Digest | str, token: str) -> None:
+        """The push ``token`` of ``digest`` failed: garbage collection need not keep it for it."""
+        await self._request("DELETE", pending_path(_digest(digest)), params={"token": token})
+
+    @asynccontextmanager
+    async def pending(self, digest: Digest | str) -> AsyncIterator[str]:
+        """A push of ``digest``: noted before the block (which stores it at the origin, then ends
+        the note by passing the token yielded to link_blob or put_manifest), cleared if it fails."""
+        token = secrets.token_hex(16)
+        await self.note_pending(digest, token)
+        try:
+            yield token
+        except BaseException:
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEAR_WAIT):
+                try:
+                    await self.clear_pending(digest, token)
+                except SwarmregError:  # unreachable: the note expires on its own (PENDING_TTL)
+                    pass
+            raise
 
     async def blob_size(self, repository: str, digest: Digest | str) -> int | None:
         """The size of the blob linked in the repository, or None if it is not linked."""
@@ -260,6 +297,19 @@ class IndexClient:
         assert response is not None
         items: list[dict[str, Any]] = response.json()[field]
         return items
+
+    async def renew_blob(self, repository: str, digest: Digest | str) -> int | None:
+        """Renew the blob's link if it exists (a push found the layer present: garbage collection
+        keeps it until the manifest PUT) and return its size; None if it is not linked."""
+        response = await self._request("POST", self._path(repository, BLOBS, digest) + RENEW, missing=BLOB_UNKNOWN)
+        return None if response is None else int(response.headers[BLOB_SIZE])
+
+    async def mount_blob(self, source: str, repository: str, digest: Digest | str) -> int | None:
+        """Link the blob in ``repository`` if ``source`` links it, in one transaction at the index
+        (so a collection cannot remove it between the check and the link); its size, or None."""
+        response = await self._request("POST", self._path(repository, BLOBS, digest) + MOUNT, missing=BLOB_UNKNOWN,
+                                       params={MOUNT_FROM: validate_repository(source)})
+        return None if response is None else int(response.headers[BLOB_SIZE])
 
     # -- paths -------------------------------------------------------------------------------
 

@@ -5,8 +5,9 @@
 A pruned manifest goes with its tags (IndexStore.delete_manifest's semantics), and a pruned
 manifest list or index takes its child manifests along, unless a tag or another manifest that
 stays names them. A manifest that a remaining list names is never selected by itself: pruning
-one platform out of a list would break the list's pulls of it. Blob links and bytes are left to
-garbage collection, whose reference counts keep a blob another image uses. An untagged manifest
+one platform out of a list would break the list's pulls of it. Blob bytes are left to garbage
+collection: the links only a pruned manifest named are released (as a delete releases them), so
+the next collection sweeps those blobs, and one another image names stays. An untagged manifest
 younger than PUSH_GRACE is a push under way and is not selected. Selection and deletion are one
 transaction (a dry run reads the same snapshot and deletes nothing).
 
@@ -30,7 +31,7 @@ from swarmreg.config import PruneConfig
 from swarmreg.durations import MAX_SECONDS
 from swarmreg.errors import SwarmregError
 from swarmreg.index.selection import PRUNE_TYPES, bad_parameter, matches, parse_patterns, references
-from swarmreg.index.store import IndexStore
+from swarmreg.index.store import IndexStore, _delete_manifest, _now
 
 log = logging.getLogger(__name__)
 
@@ -203,10 +204,13 @@ def plan_and_prune(db: sqlite3.Connection, request: PruneRequest, now: datetime)
         roots = _roots(snapshot, roots[:request.count])
     pruned = [snapshot.record(key, parent) for key, parent in _with_children(snapshot, roots)]
     if not request.dry_run:
+        released = _now()
         for manifest in pruned:
-            where = (manifest.repository, manifest.digest)
-            db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", where)
-            db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", where)
+            # As a DELETE of the manifest: its tags go, and what only it named is released for
+            # garbage collection (a list's children it alone named go with it, as planned here).
+            if db.execute("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?",
+                          (manifest.repository, manifest.digest)).fetchone():
+                _delete_manifest(db, manifest.repository, manifest.digest, released)
     return PruneReport(request.type, request.dry_run, tuple(pruned))
 
 

@@ -82,8 +82,11 @@ class StoreSink:
         self.store = store
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
-        if digest not in self.store:
-            await self.store.write(digest, _once(data))
+        # A commit as the origin's: under the digest's lock, renewing a blob held already, so the
+        # garbage collector cannot remove it before the manifest's record lands (docs/gc.md).
+        async with self.store.locks.hold(digest):
+            if not await trio.to_thread.run_sync(self.store.touch, digest):
+                await self.store.write(digest, _once(data))
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -79,6 +79,22 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE blobs ADD COLUMN linked TEXT NOT NULL DEFAULT ''",
         # Links older than version 2 count as made when the migration ran (_now()'s format).
         "UPDATE blobs SET linked = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        # Digests a delete left unnamed (a deleted manifest's own, its blobs, its children), and
+        # when: garbage collection may sweep a file older than its release at once, without the
+        # grace period that protects a push under way.
+        """CREATE TABLE released (
+            digest TEXT NOT NULL PRIMARY KEY,
+            at TEXT NOT NULL
+        ) WITHOUT ROWID""",
+        # Blobs and manifests a push is storing at the origin (noted before its commit, cleared
+        # once its link or record is in): garbage collection keeps them until then, or until
+        # `until` for a proxy that died in between.
+        """CREATE TABLE pending (
+            digest TEXT NOT NULL,
+            token TEXT NOT NULL,
+            until TEXT NOT NULL,
+            PRIMARY KEY (digest, token)
+        ) WITHOUT ROWID""",
     ),
 }
 
@@ -314,14 +330,15 @@ class IndexStore:
     async def put_manifest(self, repository: str, digest: Digest, *, media_type: str, size: int,
                            artifact_type: str | None = None, subject: Digest | None = None,
                            annotations: Mapping[str, str] | None = None, blobs: Sequence[Digest] = (),
-                           children: Sequence[Digest] = ()) -> ManifestRecord:
+                           children: Sequence[Digest] = (), pending: str | None = None) -> ManifestRecord:
         """Record the manifest in the repository (again: its fields are replaced, ``created`` kept),
         with what it names: ``blobs`` (config and layers) and ``children`` (an index's manifests).
 
         Every one of ``blobs`` must be linked in the repository (else MANIFEST_BLOB_UNKNOWN), checked
         in the same transaction that records the manifest, and each link is confirmed (its ``linked``
         time renewed): a garbage collection that removes a stale link is ordered before or after
-        this, never between the check and the record.
+        this, never between the check and the record. The push ``pending`` of the manifest's
+        bytes (note_pending) is over.
         """
         def work(db: sqlite3.Connection) -> ManifestRecord:
             now = _now()
@@ -343,6 +360,7 @@ class IndexStore:
             db.executemany("INSERT OR IGNORE INTO refs (repository, manifest, digest, kind) VALUES (?, ?, ?, ?)",
                            [(repository, str(digest), str(d), kind)
                             for kind, named in (("blob", blobs), ("manifest", children)) for d in named])
+            _clear_pending(db, digest, pending)
             record = _get_manifest(db, repository, digest)
             assert record is not None
             return record
@@ -354,15 +372,16 @@ class IndexStore:
         return await self.read(lambda db: _get_manifest(db, repository, digest))
 
     async def delete_manifest(self, repository: str, digest: Digest) -> list[str] | None:
-        """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown."""
+        """Remove the manifest and every tag pointing at it; returns those tags, None if it was unknown.
+
+        What only it named in the repository is released with it: its blobs' links (left for
+        garbage collection to remove at once, not after the grace period) and an index's child
+        manifests that no tag and no other manifest names (deleted too, as Harbor does).
+        """
         def work(db: sqlite3.Connection) -> list[str] | None:
             if not _has_manifest(db, repository, digest):
                 return None
-            tags = [row[0] for row in db.execute(
-                "SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag", (repository, str(digest)))]
-            db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, str(digest)))
-            db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, str(digest)))
-            return tags
+            return _delete_manifest(db, repository, str(digest), _now())
 
         return await self.write(work)
 
@@ -377,14 +396,31 @@ class IndexStore:
         rows = await self.read(lambda db: db.execute(query + " ORDER BY digest", args).fetchall())
         return [_manifest(row) for row in rows]
 
+    # -- pushes under way -------------------------------------------------------------------
+
+    async def note_pending(self, digest: Digest, token: str, ttl: float) -> None:
+        """Note that a push (``token``: one request's) is about to store ``digest`` at the origin:
+        garbage collection keeps the digest until ``clear_pending`` or for ``ttl`` seconds."""
+        until = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        await self.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO pending (digest, token, until) VALUES (?, ?, ?)", (str(digest), token, until)))
+
+    async def clear_pending(self, digest: Digest, token: str) -> None:
+        """The push ``token`` of ``digest`` is over (its link or record is in, or it failed)."""
+        await self.write(lambda db: _clear_pending(db, digest, token))
+
     # -- blob links --------------------------------------------------------------------------
 
-    async def link_blob(self, repository: str, digest: Digest, size: int) -> None:
-        """Make the blob visible in the repository, with its size (again: the link is renewed)."""
-        await self.write(lambda db: db.execute(
-            """INSERT INTO blobs (repository, digest, size, linked) VALUES (?, ?, ?, ?)
-               ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size, linked = excluded.linked""",
-            (repository, str(digest), size, _now())))
+    async def link_blob(self, repository: str, digest: Digest, size: int, *, pending: str | None = None) -> None:
+        """Make the blob visible in the repository, with its size (again: the link is renewed);
+        the push ``pending`` of it (note_pending) is over."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("""INSERT INTO blobs (repository, digest, size, linked) VALUES (?, ?, ?, ?)
+                          ON CONFLICT (repository, digest) DO UPDATE SET size = excluded.size,
+                          linked = excluded.linked""", (repository, str(digest), size, _now()))
+            _clear_pending(db, digest, pending)
+
+        await self.write(work)
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         """The linked blob's size, or None when the blob is not linked in the repository."""
@@ -401,6 +437,38 @@ class IndexStore:
 def _has_manifest(db: sqlite3.Connection, repository: str, digest: Digest) -> bool:
     return db.execute("SELECT 1 FROM manifests WHERE repository = ? AND digest = ?",
                       (repository, str(digest))).fetchone() is not None
+
+
+def _delete_manifest(db: sqlite3.Connection, repository: str, digest: str, now: str) -> list[str]:
+    """Delete the manifest, its tags, and what it alone named (see IndexStore.delete_manifest)."""
+    tags = [row[0] for row in db.execute(
+        "SELECT tag FROM tags WHERE repository = ? AND digest = ? ORDER BY tag", (repository, digest))]
+    named = db.execute("SELECT digest, kind FROM refs WHERE repository = ? AND manifest = ?",
+                       (repository, digest)).fetchall()
+    db.execute("DELETE FROM tags WHERE repository = ? AND digest = ?", (repository, digest))
+    db.execute("DELETE FROM manifests WHERE repository = ? AND digest = ?", (repository, digest))  # refs too
+    _release(db, digest, now)
+    for other, kind in named:
+        if db.execute("SELECT 1 FROM refs WHERE repository = ? AND digest = ?", (repository, other)).fetchone():
+            continue  # another manifest of the repository still names it
+        if kind == "blob":
+            db.execute("UPDATE blobs SET linked = '' WHERE repository = ? AND digest = ?", (repository, other))
+            _release(db, other, now)
+        elif (_has_manifest(db, repository, Digest.parse(other)) and not db.execute(
+                "SELECT 1 FROM tags WHERE repository = ? AND digest = ?", (repository, other)).fetchone()):
+            # Content addressing rules out cycles; nesting is as deep as the manifests pushed.
+            tags += _delete_manifest(db, repository, other, now)
+    return tags
+
+
+def _clear_pending(db: sqlite3.Connection, digest: Digest, token: str | None) -> None:
+    if token is not None:
+        db.execute("DELETE FROM pending WHERE digest = ? AND token = ?", (str(digest), token))
+
+
+def _release(db: sqlite3.Connection, digest: str, now: str) -> None:
+    db.execute("INSERT INTO released (digest, at) VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET at = excluded.at",
+               (digest, now))
 
 
 def _has_repository(db: sqlite3.Connection, repository: str) -> bool:

@@ -14,12 +14,14 @@ from swarmreg.errors import BAD_REQUEST, SwarmregError
 from swarmreg.http.app import PlainResponse, body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.ranges import parse_upload_range
-from swarmreg.http.responses import OpenRange, blob_response
+from swarmreg.http.responses import OpenRange, blob_response, json_response
 from swarmreg.http.routes import add_health_route, add_stats_route
 from swarmreg.names import validate_namespace
 from swarmreg.origin.wire import (
     BLOB_ROUTE,
     BLOB_SIZE,
+    DRY_RUN,
+    GC,
     LOCAL,
     METAINFO,
     METAINFO_TYPE,
@@ -67,6 +69,8 @@ class Origin(Protocol):
     def seeder(self) -> tuple[str, int]: ...
 
     def stats(self, peers: bool) -> dict[str, Any]: ...
+
+    async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]: ...
 
 
 def _parse_bool(name: str, value: str | None) -> bool:
@@ -166,6 +170,11 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
         peer_id, port = origin.seeder()
         return PlainResponse(metainfo.raw, content_type=METAINFO_TYPE,
                         headers={PEER_ID_HEADER: peer_id, PEER_PORT_HEADER: str(port)})
+
+    @app.post(GC)
+    async def collect_garbage() -> Response:
+        report = await origin.collect_garbage(dry_run=_parse_bool(DRY_RUN, request.args.get(DRY_RUN)))
+        return json_response(report)
 
     @app.route(BLOB_ROUTE, methods=["GET", "HEAD"])
     async def get_blob(namespace: str, digest: str) -> Response:

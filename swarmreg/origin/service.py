@@ -26,8 +26,10 @@ from swarmreg.errors import (
 )
 from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
+from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 from swarmreg.origin.app import create_origin_app
 from swarmreg.origin.fetch import receive_blob
+from swarmreg.origin.gc import GarbageCollector
 from swarmreg.singleflight import Flight, SingleFlight
 from swarmreg.store.files import Body, ByteRange, FileBody
 from swarmreg.store.growing import GrowingFile
@@ -71,6 +73,7 @@ class OriginService:
         self.relay_limit = config.origin.relay_limit
         self._building = SingleFlight[Digest, None, Metainfo]("metainfo build")
         self._nursery: trio.Nursery | None = None
+        self.gc = GarbageCollector(node, self._read_manifest)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
@@ -79,12 +82,14 @@ class OriginService:
             self._nursery = nursery
             self._fetches.bind(nursery)
             self._building.bind(nursery)
+            self.gc.bind(nursery)
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self, ClusterGuard.from_config(self.node.config)),
                 self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
+            nursery.start_soon(self.gc.run_schedule, self.stop)
             self.engine.on_failure.append(lambda torrent: nursery.start_soon(self._repair, torrent))
             log.info("origin listening on %s://%s", self.node.tls.http, address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
@@ -96,12 +101,13 @@ class OriginService:
         backend lacks it, so a client that re-uploads (say, after a failed
         write-through) still gets it stored durably.
         """
-        if digest in self.store:
-            backend = self.backends.for_namespace(namespace)
-            if (backend is not None and backend.writable
-                    and await self._backend_call(backend.stat(namespace, digest)) is None):
-                await self._write_through(backend, namespace, digest)
-            raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
+        async with self.store.locks.hold(digest):
+            if await trio.to_thread.run_sync(self.store.touch, digest):  # committed again: the GC's grace
+                backend = self.backends.for_namespace(namespace)
+                if (backend is not None and backend.writable
+                        and await self._backend_call(backend.stat(namespace, digest)) is None):
+                    await self._write_through(backend, namespace, digest)
+                raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
 
     async def open_session(self, namespace: str) -> Upload:
@@ -127,7 +133,12 @@ class OriginService:
             raise SwarmregError(UNSUPPORTED, f"namespace {upload.meta.namespace!r} is read-only: its blobs come "
                                 "from an upstream registry, which swarmreg does not write to",
                                 {"namespace": upload.meta.namespace})
-        size = await self.uploads.commit(upload, digest)
+        # Under the digest's lock, with the write-through: ordered against the garbage collector's
+        # removal of the same blob (a re-upload of a blob it removes lands before or after, whole).
+        async with self.store.locks.hold(digest):
+            size = await self.uploads.commit(upload, digest)
+            if backend is not None:
+                await self._write_through(backend, upload.meta.namespace, digest)
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
         if size:
             # Hash the torrent now, off the request, so the first agent to ask need not wait.
@@ -136,8 +147,6 @@ class OriginService:
             # blobs pushed are asked for late or never, or travel inline with their metainfo.
             assert self._nursery is not None
             self._nursery.start_soon(self._build_quietly, digest, upload.meta.namespace)
-        if backend is not None:
-            await self._write_through(backend, upload.meta.namespace, digest)
         return size
 
     def _backend(self, namespace: str) -> Backend:
@@ -212,8 +221,35 @@ class OriginService:
         return self.engine.peer_id, self.engine.address.port
 
     def stats(self, peers: bool) -> dict[str, Any]:
-        """The swarm engine's counters."""
-        return self.engine.stats(peers)
+        """The swarm engine's counters, and the last garbage collection's report."""
+        return {**self.engine.stats(peers), "gc": self.gc.stats()}
+
+    async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]:
+        """One garbage collection (joined if one of the kind runs); its report."""
+        return (await self.gc.collect(dry_run=dry_run)).to_json()
+
+    async def _read_manifest(self, repository: str, digest: Digest) -> bytes | None:
+        """A manifest's bytes for the collector's backfill: from the store, else the repository's
+        backend; None when neither holds them (or they are too large to be a manifest)."""
+        size = self.store.size(digest)
+        if size is None:
+            backend = self.backends.for_namespace(repository)
+            stream = None if backend is None else await self._backend_call(backend.download(repository, digest))
+            if stream is None:
+                return None
+            async with stream:
+                data = bytearray()
+                async for chunk in stream:
+                    data += chunk
+                    if len(data) > MAX_MANIFEST_SIZE:
+                        return None
+                return bytes(data)
+        if size > MAX_MANIFEST_SIZE:
+            return None
+        try:
+            return await trio.Path(self.store.path(digest)).read_bytes()
+        except FileNotFoundError:
+            return None
 
     def _start_fetch(self, namespace: str, digest: Digest) -> Flight[_Fetch, Metainfo | None]:
         """The blob's fetch from the namespace's backend: the running one, or a new one."""
@@ -228,6 +264,11 @@ class OriginService:
         """Stream the blob from the backend into the store, checked against its digest and
         hashed into its torrent in the same pass; it is seeded the moment its last byte is
         verified. A failure stores nothing and leaves no temp file. Readers follow ``fetch``."""
+        # Under the digest's lock: the garbage collector leaves a blob being fetched alone.
+        async with self.store.locks.hold(digest):
+            return await self._fetch_locked(namespace, digest, fetch)
+
+    async def _fetch_locked(self, namespace: str, digest: Digest, fetch: _Fetch) -> Metainfo | None:
         if (held := self.store.size(digest)) is not None:  # fetched just before: nothing to do
             fetch.size = held
             fetch.finish(self.store.path(digest))

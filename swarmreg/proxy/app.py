@@ -192,8 +192,10 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         return await origin.append(uid, repository, _exactly(body(), where.length), where.length)
 
     async def commit(repository: str, uid: str, digest: Digest) -> Response:
-        size = await origin.finish(uid, repository, digest, through=True)
-        await index.link_blob(repository, digest, size)
+        # Noted at the index first: a garbage collection keeps the digest from its commit to its link.
+        async with index.pending(digest) as push:
+            size = await origin.finish(uid, repository, digest, through=True)
+            await index.link_blob(repository, digest, size, pending=push)
         return _created(blob_path(repository, digest), digest)
 
     def requested_digest() -> Digest:
@@ -211,9 +213,9 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         source = canonical_repository(source) if mount and source else source
         if mount and source and g.principal.may(Grant("repository", source, ("pull",))):
             digest = Digest.parse(mount)
-            size = await index.blob_size(source, digest)
-            if size is not None:
-                await index.link_blob(repository, digest, size)
+            # Checked and linked in one transaction at the index: ordered against a garbage
+            # collection's mark, which could otherwise remove the source's link in between.
+            if await index.mount_blob(source, repository, digest) is not None:
                 return _created(blob_path(repository, digest), digest)
             # Not mountable: an ordinary upload session, as the spec says.
         monolithic = requested_digest() if request.args.get("digest") else None
@@ -275,13 +277,14 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
         if isinstance(target, Digest) and target != manifest.digest:
             raise SwarmregError(DIGEST_INVALID, "the manifest does not match the digest it was put under",
                                 {"digest": str(target), "actual": str(manifest.digest)})
-        await origin.upload_bytes(repository, manifest.digest, data, through=True)
-        # The index checks in the same transaction that every blob is linked (MANIFEST_BLOB_UNKNOWN),
-        # ordered against garbage collection; bytes stored for a refused manifest are collected.
-        await index.put_manifest(repository, manifest.digest, media_type=manifest.media_type, size=manifest.size,
-                                 artifact_type=manifest.artifact_type, subject=manifest.subject,
-                                 annotations=manifest.annotations, blobs=manifest.blobs,
-                                 children=manifest.children)
+        async with index.pending(manifest.digest) as push:
+            await origin.upload_bytes(repository, manifest.digest, data, through=True)
+            # The index checks in the same transaction that every blob is linked (MANIFEST_BLOB_UNKNOWN),
+            # ordered against garbage collection; bytes stored for a refused manifest are collected.
+            await index.put_manifest(repository, manifest.digest, media_type=manifest.media_type,
+                                     size=manifest.size, artifact_type=manifest.artifact_type,
+                                     subject=manifest.subject, annotations=manifest.annotations,
+                                     blobs=manifest.blobs, children=manifest.children, pending=push)
         if not isinstance(target, Digest):
             await index.put_tag(repository, target, manifest.digest)
         extra = {OCI_SUBJECT: str(manifest.subject)} if manifest.subject else {}

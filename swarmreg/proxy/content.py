@@ -18,6 +18,11 @@ class OriginContent:
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         return await self.index.blob_size(repository, digest)
 
+    async def confirm_blob(self, repository: str, digest: Digest) -> int | None:
+        """A HEAD's answer: a push that finds the layer present skips its upload, so its link is
+        renewed, which keeps it from garbage collection until the manifest PUT (docs/gc.md)."""
+        return await self.index.renew_blob(repository, digest)
+
     async def open_blob(self, repository: str, digest: Digest, size: int, start: int, end: int) -> UpstreamBody:
         if split_upstream(repository) is not None:
             await self.origin.hold(repository, digest)  # a fetch from the upstream may take minutes

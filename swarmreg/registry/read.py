@@ -7,7 +7,7 @@ the origin over HTTP on the proxy, the swarm on an agent.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode
 
 from quart import Response, request
@@ -50,6 +50,14 @@ class Content(Protocol):
         """A manifest's exact bytes."""
 
 
+@runtime_checkable
+class ConfirmingContent(Content, Protocol):
+    """A Content that a push's HEAD of a blob confirms (the proxy's: it renews the blob's link)."""
+
+    async def confirm_blob(self, repository: str, digest: Digest) -> int | None:
+        """The blob's size as ``blob_size`` gives it, its presence now confirmed; None when it is not there."""
+
+
 def page_arguments() -> tuple[int | None, str | None]:
     """``n`` and ``last`` of a paginated list request."""
     return parse_page_size(request.args.get("n")), request.args.get("last")
@@ -71,7 +79,10 @@ def request_address(name: str, default_registry: str = "") -> Addressed:
 
 async def content_response(content: Content, repository: str, digest: Digest) -> Response:
     """The answer to this GET or HEAD of a blob from ``content``; BLOB_UNKNOWN when it is not there."""
-    size = await content.blob_size(repository, digest)
+    if request.method == "HEAD" and isinstance(content, ConfirmingContent):
+        size = await content.confirm_blob(repository, digest)
+    else:
+        size = await content.blob_size(repository, digest)
     if size is None:
         raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
 

@@ -22,6 +22,7 @@ from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import DIGEST_INVALID, SIZE_INVALID, SwarmregError, os_error
 from swarmreg.layout import BlobTree
 from swarmreg.store.files import FileBody
+from swarmreg.store.locks import DigestLocks
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,9 @@ class BlobStore:
         self.tree = BlobTree(root)
         self.fsync = fsync
         self.chunk_size = chunk_size
+        # Held by the commit paths that put a blob in place and by the garbage collector
+        # that removes it (swarmreg.store.locks): the callers take it, not the store.
+        self.locks = DigestLocks()
 
     @property
     def root(self) -> Path:
@@ -161,6 +165,9 @@ class BlobStore:
             fsync_path(source)
         # Concurrent writers of one digest each rename identical content; the last wins atomically.
         os.replace(source, target)
+        # Committed now, whenever its bytes were written: the garbage collector's grace period
+        # counts from the last commit (docs/gc.md).
+        os.utime(target)
         if self.fsync:
             fsync_path(target.parent, directory=True)
 
@@ -182,8 +189,25 @@ class BlobStore:
             temp.unlink(missing_ok=True)
         return size
 
+    def touch(self, digest: Digest) -> bool:
+        """Renew the blob's modification time (a commit of content it holds already); False when
+        the store does not hold it. Blocking; the caller holds the digest's lock."""
+        try:
+            os.utime(self.path(digest))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stat(self, digest: Digest) -> os.stat_result | None:
+        """The blob's file status (its size, and when it was last committed: st_mtime), or None."""
+        try:
+            return os.stat(self.path(digest))
+        except FileNotFoundError:
+            return None
+
     async def delete(self, digest: Digest) -> bool:
-        """Remove the blob; False when the store did not hold it."""
+        """Remove the blob; False when the store did not hold it. A reader that opened it keeps
+        reading: the inode lives until its last descriptor closes."""
         try:
             self.path(digest).unlink()
         except FileNotFoundError:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -14,9 +14,11 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 
 from swarmreg.authz import bearer_headers
 from swarmreg.config import Address
+from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError, error_code
 from swarmreg.origin.wire import FETCH_WAIT
 from swarmreg.tracker.wire import (
+    MAX_FORGET,
     MAX_REPLY,
     PATH,
     TO_PEER,
@@ -25,6 +27,8 @@ from swarmreg.tracker.wire import (
     AgentsRequest,
     Announce,
     AnnounceReply,
+    Forget,
+    Forgotten,
     Hello,
     Leave,
     MetainfoReply,
@@ -295,6 +299,39 @@ async def list_agents(address: Address, *, tls: ssl.SSLContext | None = None, se
     if reply.failure is not None:
         raise _failure(reply.failure)
     return reply.agents
+
+
+async def forget_blobs(address: Address, digests: Sequence[Digest], *, tls: ssl.SSLContext | None = None,
+                       secret: str = "", timeout: float = 30.0) -> int:
+    """Tell the tracker at ``address`` that this origin no longer holds ``digests`` (its garbage
+    collector removed them), over one short websocket; how many it had cached. UNAVAILABLE when it
+    cannot be reached or does not answer within ``timeout``."""
+    headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
+    hexes = [digest.hex for digest in digests]
+    batches = [tuple(hexes[i:i + MAX_FORGET]) for i in range(0, len(hexes), MAX_FORGET)]
+    forgotten, answered = 0, 0
+    with trio.move_on_after(timeout):
+        try:
+            async with open_websocket(address.host, address.port, PATH, use_ssl=tls or False,
+                                      max_message_size=MAX_REPLY, connect_timeout=timeout,
+                                      extra_headers=headers) as ws:
+                # One at a time: the tracker drops a connection that lets its replies pile up.
+                for request_id, batch in enumerate(batches, 1):
+                    await ws.send_message(encode(Forget(request_id, batch)))
+                    while True:
+                        frame = decode(await ws.get_message(), TO_PEER, MAX_REPLY)
+                        if isinstance(frame, Forgotten) and frame.request_id == request_id:
+                            break
+                    if frame.failure is not None:
+                        raise _failure(frame.failure)
+                    forgotten += frame.forgotten
+                    answered += 1
+        except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError, ProtocolError) as error:
+            log.warning("telling the tracker %s of removed blobs failed: %s", address, error or type(error).__name__)
+            raise SwarmregError(UNAVAILABLE, f"the tracker was not told: {type(error).__name__}") from None
+    if answered < len(batches):
+        raise SwarmregError(UNAVAILABLE, f"the tracker did not answer within {timeout:g} s")
+    return forgotten
 
 
 def _failure(failure: Any) -> SwarmregError:

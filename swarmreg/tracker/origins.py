@@ -12,7 +12,16 @@ import attrs
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, UNAVAILABLE, SwarmregError
+from swarmreg.errors import (
+    BAD_GATEWAY,
+    BLOB_UNKNOWN,
+    TOOMANYREQUESTS,
+    UNAVAILABLE,
+    UPSTREAM_ERROR,
+    UPSTREAM_UNAVAILABLE,
+    ErrorCode,
+    SwarmregError,
+)
 from swarmreg.names import validate_namespace
 from swarmreg.origin.client import OriginClient
 from swarmreg.singleflight import SingleFlight
@@ -21,6 +30,8 @@ from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
+# Codes an origin answers for an upstream registry's trouble, which the agent passes on as they are.
+_UPSTREAM_TROUBLE = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR, TOOMANYREQUESTS})
 
 
 @attrs.frozen
@@ -77,6 +88,17 @@ class OriginDirectory:
     def _ordered_origins(self, digest: Digest) -> list[OriginClient]:
         # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
         return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o.address}{digest}".encode()).digest())
+
+    def forget(self, digest_hex: str) -> bool:
+        """An origin removed the blob: drop its cached metainfo and content, and the origins'
+        entries in its torrent (the next ask goes to the origins again); False if it was not cached."""
+        if (content := self._contents.pop(digest_hex, None)) is not None:
+            self._content_bytes -= len(content)
+        known = self._cache.pop(digest_hex, None)
+        if known is None:
+            return False
+        self.peers.forget(known.info_hash, self._owners)
+        return True
 
     async def metainfo(self, namespace: str, digest_text: str, *, refresh: bool = False) -> KnownBlob:
         """The blob's metainfo; BLOB_UNKNOWN if no origin has it, UNAVAILABLE if none answers.
@@ -150,7 +172,7 @@ class OriginDirectory:
         # answer reaches the agent and, through it, registry clients).
         failures: list[str] = []
         answers: list[str] = []
-        unknown = 0
+        codes: list[ErrorCode] = []
         for origin in self._ordered_origins(digest):
             try:
                 if relay:
@@ -164,7 +186,7 @@ class OriginDirectory:
                 metainfo = Metainfo.parse(served.raw, digest)
                 seeder = Peer(served.peer_id, origin.address.host, served.peer_port, complete=True, origin=True)
             except SwarmregError as error:
-                unknown += error.code is BLOB_UNKNOWN
+                codes.append(error.code)
                 failures.append(f"{origin.address}: {error.message}")
                 answers.append(error.message or error.code.message)
                 continue
@@ -173,6 +195,7 @@ class OriginDirectory:
                 log.warning("metainfo for %s from origin %s: bad seeder: %s", digest, origin.address, error)
                 failures.append(f"{origin.address}: bad metainfo response")
                 answers.append("bad metainfo response")
+                codes.append(BAD_GATEWAY)
                 continue
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
@@ -186,9 +209,13 @@ class OriginDirectory:
                 # announce of this blob fetches it again, which records the seeding origin anew.
                 self.peers.forget(self._cache.popitem(last=False)[1].info_hash, self._owners)
             return known
-        if failures and unknown == len(failures):
+        if codes and all(code is BLOB_UNKNOWN for code in codes):
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         log.warning("metainfo for %s: %s", digest, "; ".join(failures))
-        raise SwarmregError(BAD_GATEWAY if failures else UNAVAILABLE,
+        # An upstream registry's trouble as the origins report it, when they all do (503
+        # UPSTREAM_UNAVAILABLE: a client's retry logic tells it from a broken gateway); else ours.
+        failed = {code for code in codes if code is not BLOB_UNKNOWN}
+        passed_on = failed.pop() if len(failed) == 1 and failed <= _UPSTREAM_TROUBLE else None
+        raise SwarmregError(passed_on or (BAD_GATEWAY if failures else UNAVAILABLE),
                             "no origin could provide the blob's metainfo: "
                             f"{'; '.join(dict.fromkeys(answers)) or 'none configured'}")

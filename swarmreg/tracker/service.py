@@ -31,6 +31,8 @@ from swarmreg.tracker.wire import (
     Announce,
     AnnounceReply,
     Failure,
+    Forget,
+    Forgotten,
     Hello,
     Leave,
     MetainfoReply,
@@ -277,12 +279,15 @@ class TrackerService:
             await connection.slots.acquire()
             nursery.start_soon(self._answer, connection, frame)
 
-    async def _answer(self, connection: _Connection, frame: Announce | MetainfoRequest | AgentsRequest) -> None:
+    async def _answer(self, connection: _Connection,
+                      frame: Announce | MetainfoRequest | AgentsRequest | Forget) -> None:
         try:
             if isinstance(frame, Announce):
                 connection.send(await self._announce(connection, frame))
             elif isinstance(frame, AgentsRequest):
                 connection.send(self._agents(connection, frame))
+            elif isinstance(frame, Forget):
+                connection.send(self._forget_blobs(connection, frame))
             else:
                 connection.send(await self._metainfo(frame))
         finally:
@@ -319,6 +324,19 @@ class TrackerService:
         if len(agents) > MAX_AGENTS:
             agents = random.sample(agents, MAX_AGENTS)
         return AgentsReply(frame.request_id, tuple(agents))
+
+    def _forget_blobs(self, connection: _Connection, frame: Forget) -> Forgotten:
+        """An origin's garbage collector removed these blobs: forget their metainfo and seeders."""
+        assert self.origins is not None
+        try:
+            self.guard.check(TRACKER_ORIGINS, "forgetting blobs", peercert=connection.peercert,
+                             authorization=connection.authorization)
+        except SwarmregError as error:
+            return Forgotten(frame.request_id, failure=Failure(error.code.code, error.message))
+        forgotten = sum(self.origins.forget(digest) for digest in frame.digests)
+        if forgotten:
+            log.info("forgot %d blob(s) an origin removed", forgotten)
+        return Forgotten(frame.request_id, forgotten)
 
     async def _metainfo(self, frame: MetainfoRequest) -> MetainfoReply:
         assert self.origins is not None

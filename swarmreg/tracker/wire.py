@@ -178,6 +178,30 @@ class AgentsReply:
     failure: Failure | None = None
 
 
+# A Forget names at most this many blobs (70 bytes each on the wire, 130 for sha512: within the
+# tracker's default max_frame_size of 64 KiB).
+MAX_FORGET = 400
+
+
+@attrs.frozen
+class Forget:
+    """origin -> tracker: this origin no longer holds these blobs (hex of their digests: its garbage
+    collector removed them); the tracker drops their cached metainfo and its origins' entries, so
+    the next ask goes to the origins again (reply: Forgotten). For the origin role or a holder of
+    the cluster secret; at most MAX_FORGET a frame."""
+
+    request_id: int
+    digests: tuple[str, ...] = attrs.field(validator=attrs.validators.max_len(MAX_FORGET))
+
+
+@attrs.frozen
+class Forgotten:
+    """tracker -> origin: how many of the Forget's blobs it had cached."""
+
+    request_id: int
+    forgotten: int = 0
+    failure: Failure | None = None
+
 # An AgentsReply lists at most this many agents (about 60 bytes each on the wire).
 MAX_AGENTS = 10_000
 
@@ -192,6 +216,8 @@ FRAME_TYPES: dict[str, type] = {
     "hello": Hello,
     "agents_request": AgentsRequest,
     "agents_reply": AgentsReply,
+    "forget": Forget,
+    "forgotten": Forgotten,
 }
 _NAMES = {kind: name for name, kind in FRAME_TYPES.items()}
 
@@ -205,8 +231,8 @@ def _check_interval(reply: AnnounceReply) -> None:
 # Bounds a frame's fields must keep beyond their types, checked as it is decoded. Not attrs
 # validators: a test's fake tracker must be able to build (and encode) a frame that breaks them.
 _CHECKS: dict[type, Any] = {AnnounceReply: _check_interval}
-TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest, Hello, AgentsRequest})
-TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply, AgentsReply})
+TO_TRACKER = frozenset({Announce, Leave, MetainfoRequest, Hello, AgentsRequest, Forget})
+TO_PEER = frozenset({AnnounceReply, PeersPush, MetainfoReply, AgentsReply, Forgotten})
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
 # Fields added after a frame type shipped are left out while they hold their default, so that

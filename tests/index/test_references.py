@@ -112,3 +112,33 @@ async def test_a_version_1_database_is_migrated_with_its_references_marked_unkno
         [(old, 0, None), (str(digest("new")), 1, None)])
     linked = rows(path, "SELECT linked FROM blobs")[0][0]
     assert isinstance(linked, str) and linked.startswith("20") and linked.endswith("Z")
+
+
+async def test_a_delete_releases_what_only_the_manifest_named(store: IndexStore, tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    for layer in ("shared", "own", "other"):
+        await store.link_blob("app", digest(layer), 10)
+    await store.put_manifest("app", digest("a"), media_type=MANIFEST, size=5, blobs=[digest("shared"), digest("own")])
+    await store.put_manifest("app", digest("b"), media_type=MANIFEST, size=5, blobs=[digest("shared")])
+    assert await store.delete_manifest("app", digest("a")) == []
+    links = dict(rows(db, "SELECT digest, linked FROM blobs"))
+    assert links[str(digest("own"))] == ""  # released: no grace period for it
+    assert links[str(digest("shared"))] != "" and links[str(digest("other"))] != ""
+    assert {row[0] for row in rows(db, "SELECT digest FROM released")} == {str(digest("a")), str(digest("own"))}
+
+
+async def test_deleting_an_index_takes_the_children_nothing_else_names(store: IndexStore, tmp_path: Path) -> None:
+    await store.link_blob("app", digest("layer"), 10)
+    for child in ("amd64", "arm64", "tagged", "shared"):
+        await store.put_manifest("app", digest(child), media_type=MANIFEST, size=5, blobs=[digest("layer")])
+    await store.put_tag("app", "arm", digest("tagged"))
+    await store.put_manifest("app", digest("list"), media_type=INDEX, size=5,
+                             children=[digest(c) for c in ("amd64", "arm64", "tagged", "shared")])
+    await store.put_manifest("app", digest("other-list"), media_type=INDEX, size=5, children=[digest("shared")])
+    await store.put_tag("app", "latest", digest("list"))
+    assert await store.delete_manifest("app", digest("list")) == ["latest"]
+    for gone in ("list", "amd64", "arm64"):
+        assert await store.get_manifest("app", digest(gone)) is None, gone
+    for kept in ("tagged", "shared", "other-list"):  # a tag or another index names them
+        assert await store.get_manifest("app", digest(kept)) is not None, kept
+    assert rows(tmp_path / "index.db", "SELECT linked FROM blobs")[0][0] != ""  # still named
