@@ -1,5 +1,5 @@
 """The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster``,
-``containerd-config`` and ``load``."""
+``containerd-config``, ``load``, and the admin API's ``list``, ``prune`` and ``gc``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--ca", metavar="FILE", help="a PEM CA bundle to verify an https proxy with")
     load.add_argument("--timeout", metavar="SECONDS", type=float, default=0,
                       help="give up (status 1) after this long; 0 (the default): wait for the job to end")
+    from swarmreg.admin_cli import add_admin_commands
+
+    add_admin_commands(commands, DEFAULT_PROXY)
     return parser
 
 
@@ -132,6 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.load import run_load
 
             return run_load(args)
+        if args.command in ("list", "prune", "gc"):
+            from swarmreg.admin_cli import run_admin
+
+            return run_admin(args)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
             sys.stdout.write(dump_config(config, redact=True))

@@ -17,6 +17,7 @@ import cattrs
 import tomli_w
 
 from swarmreg.backends.types import BackendType, backend_type, backend_types
+from swarmreg.durations import parse_duration
 from swarmreg.layout import DataLayout
 from swarmreg.redaction import REDACTED as REDACTED
 from swarmreg.redaction import redacted, secret_field
@@ -32,6 +33,8 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 ByteSize = NewType("ByteSize", int)
+# Seconds, written as a number or ociregistry's "30d", "12h", "90m" (swarmreg.durations).
+Duration = NewType("Duration", float)
 T = TypeVar("T")
 _SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -333,13 +336,40 @@ class IndexConfig:
 
 
 @attrs.frozen
+class PruneConfig:
+    """The index's scheduled pruning (ociregistry's pruneConfig): every ``frequency``, remove the
+    manifests (and their tags) not pulled within ``duration`` (``type = "accessed"``; never
+    pulled: since recorded) or recorded before it (``"created"``), at most ``count`` a run (-1: no
+    limit); ``dry_run`` only logs what would go. Blobs are left to garbage collection."""
+
+    enabled: bool = False
+    type: Literal["accessed", "created"] = "accessed"
+    duration: Duration = Duration(30 * 86400.0)
+    frequency: Duration = attrs.field(default=Duration(86400.0), validator=attrs.validators.gt(Duration(0.0)))
+    count: int = attrs.field(default=-1, validator=attrs.validators.ge(-1))
+    dry_run: bool = False
+
+
+@attrs.frozen
 class AccessRuleConfig:
     """Who may do what on which repositories: ``user`` ("*": any signed-in user, "anonymous":
     no credentials), ``repositories`` (a regular expression matching whole names), ``actions``."""
 
     user: str
     repositories: str = attrs.field(validator=_regex)
-    actions: tuple[Literal["pull", "push", "delete"], ...] = ("pull",)
+    # "admin": the proxy's admin API (/cmd/...), which acts on the whole registry, so a rule
+    # granting it must match every name (".*").
+    actions: tuple[Literal["pull", "push", "delete", "admin"], ...] = attrs.field(default=("pull",))
+
+    @actions.validator
+    def _check_admin(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if "admin" in value and self.repositories not in MATCH_EVERY_NAME:
+            raise ValueError("'actions' must grant admin only in a rule for every repository (repositories = "
+                             f"\".*\"): the admin API acts on the whole registry, not {self.repositories!r}")
+
+
+# Patterns of an access rule that match every repository name.
+MATCH_EVERY_NAME = (".*", ".+")
 
 
 @attrs.frozen
@@ -462,6 +492,7 @@ class Config:
     agent: AgentConfig = AgentConfig()
     proxy: ProxyConfig = ProxyConfig()
     index: IndexConfig = IndexConfig()
+    prune: PruneConfig = PruneConfig()
     # Upstream registries (pull-through caching), one [[registries]] table each.
     registries: tuple[RegistryConfig, ...] = attrs.field(default=(), validator=_unique_registries)
     # Pull-through modes, top-level beside `registries` as in ociregistry's configuration.
@@ -502,6 +533,7 @@ def make_converter() -> cattrs.Converter:
         float, _strict(float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)))
     converter.register_structure_hook(str, _strict(str, lambda v: isinstance(v, str)))
     converter.register_structure_hook(ByteSize, parse_size)
+    converter.register_structure_hook(Duration, parse_duration)
     converter.register_structure_hook(Address, Address.parse)
     converter.register_unstructure_hook(Address, str)
 

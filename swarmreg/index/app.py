@@ -22,6 +22,8 @@ from swarmreg.http.app import body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.http.routes import add_health_route
+from swarmreg.index.access_times import AccessTimes
+from swarmreg.index.admin_routes import add_admin_routes
 from swarmreg.index.gc import add_gc_routes, is_gc_path
 from swarmreg.index.pullthrough import PullThrough
 from swarmreg.index.store import IndexStore, Page
@@ -84,12 +86,15 @@ def _tag_unknown(repository: str, tag: str) -> SwarmregError:
 
 
 def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
-                     guard: ClusterGuard | None = None, pull_through: PullThrough | None = None) -> QuartTrio:
+                     guard: ClusterGuard | None = None, pull_through: PullThrough | None = None,
+                     access_times: AccessTimes | None = None) -> QuartTrio:
     """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails.
-    Writes (PUT, DELETE) are for the proxy and index roles when ``guard`` checks writers. Reads of
-    tags, manifests and blob links of upstream repositories go through ``pull_through``."""
+    Writes (PUT, DELETE, POST) are for the proxy and index roles when ``guard`` checks writers. Reads of
+    tags, manifests and blob links of upstream repositories go through ``pull_through``. GETs of
+    manifest records and tags are pulls, noted in ``access_times``."""
     app = create_base_app("index")
     reads = pull_through or store
+    pulled = access_times or AccessTimes(store)
     guard = guard or ClusterGuard()
     guard_writes(app, guard, INDEX_WRITERS, "writing to the index", lambda: is_write() and not is_gc_path())
     # "a//b" is a bad name, not a redirect to "a/b".
@@ -98,6 +103,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
 
     add_health_route(app)
     add_gc_routes(app, store, reads, guard, partial(_json_body, idle_timeout))
+    add_admin_routes(app, store, partial(_json_body, idle_timeout), before_prune=pulled.flush)
 
     # -- the catalog and tag lists ---------------------------------------------------------
 
@@ -135,6 +141,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
             raise _tag_unknown(repository, tag)
         if request.method == "HEAD":
             return empty_response(200, {"Docker-Content-Digest": str(digest)})
+        pulled.touch(repository, digest)
         return json_response({"repository": repository, "tag": tag, "digest": str(digest)},
                              headers={"Docker-Content-Digest": str(digest)})
 
@@ -172,6 +179,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
                    MANIFEST_SIZE: str(record.size)}
         if request.method == "HEAD":
             return empty_response(200, headers)
+        pulled.touch(repository, parsed)
         return json_response(record.to_json(), headers=headers)
 
     @app.get(f"{REPOSITORY}/{REFERRERS}/<digest:digest>")

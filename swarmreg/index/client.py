@@ -24,6 +24,10 @@ from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAIL
 from swarmreg.http.client import envelope_error, transport_reason
 from swarmreg.index.validate import validate_repository, validate_tag
 from swarmreg.index.wire import (
+    ADMIN_BLOBS,
+    ADMIN_IMAGES,
+    ADMIN_MANIFESTS,
+    ADMIN_PRUNE,
     BLOB_SIZE,
     BLOBS,
     CATALOG,
@@ -96,9 +100,10 @@ class IndexClient:
 
     # -- transport -------------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, *, missing: ErrorCode | None = None,
+    async def _request(self, method: str, path: str, *, missing: ErrorCode | None = None, retry: bool = True,
                        **kwargs: Any) -> httpx.Response | None:
-        """The response to a request, None for a 404 of ``missing``; other errors raise SwarmregError."""
+        """The response to a request, None for a 404 of ``missing``; other errors raise SwarmregError.
+        Without ``retry`` only a failure to connect is tried again (nothing reached the index)."""
         response: httpx.Response | None = None
         reason = kind = ""
         for attempt in range(self.attempts):
@@ -110,6 +115,8 @@ class IndexClient:
             except _RETRYABLE as error:
                 reason, kind = transport_reason(error), type(error).__name__
                 log.debug("index %s %s failed (attempt %d): %s", method, path, attempt + 1, reason)
+                if not retry and not isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+                    break
             except httpx.TransportError as error:  # a timeout: the index is there but too slow
                 reason, kind = transport_reason(error), type(error).__name__
                 break
@@ -256,6 +263,40 @@ class IndexClient:
     async def unlink_blob(self, repository: str, digest: Digest | str) -> None:
         """Remove the blob's link from the repository (BLOB_UNKNOWN if it was not linked)."""
         await self._request("DELETE", self._path(repository, BLOBS, digest))
+
+    # -- admin: pruning and lists (swarmreg.index.admin_routes) ------------------------------
+
+    async def prune(self, type: str, *, duration: float = 0.0, expr: str | None = None, count: int | None = None,
+                    dry_run: bool = False) -> dict[str, Any]:
+        """Prune manifests (swarmreg.index.prune): ``type`` accessed, created or pattern, ``duration``
+        seconds, ``expr`` comma-separated patterns, at most ``count`` (None: no limit); the report
+        ``{"type", "dry_run", "count", "manifests": [...]}``."""
+        body = {"type": type, "duration": duration, "expr": expr, "count": count, "dry_run": dry_run}
+        # Not retried: a prune that reached the index and lost its answer must not run twice.
+        response = await self._request("POST", ADMIN_PRUNE, json=body, retry=False)
+        assert response is not None
+        report: dict[str, Any] = response.json()
+        return report
+
+    async def list_images(self, *, pattern: str | None = None, digest: str | None = None,
+                          count: int | None = None) -> list[dict[str, Any]]:
+        """Tagged images with their manifests' fields and blobs (swarmreg.index.listing.list_images)."""
+        return await self._list(ADMIN_IMAGES, "images", pattern=pattern, digest=digest, count=count)
+
+    async def list_manifests(self, *, pattern: str | None = None, count: int | None = None) -> list[dict[str, Any]]:
+        """Manifests with their tags, children and blobs (swarmreg.index.listing.list_manifests)."""
+        return await self._list(ADMIN_MANIFESTS, "manifests", pattern=pattern, count=count)
+
+    async def list_blobs(self, *, substr: str | None = None, count: int | None = None) -> list[dict[str, Any]]:
+        """Blobs with their reference counts (swarmreg.index.listing.list_blobs)."""
+        return await self._list(ADMIN_BLOBS, "blobs", substr=substr, count=count)
+
+    async def _list(self, path: str, field: str, **params: str | int | None) -> list[dict[str, Any]]:
+        query = {name: str(value) for name, value in params.items() if value is not None}
+        response = await self._request("GET", path, params=query)
+        assert response is not None
+        items: list[dict[str, Any]] = response.json()[field]
+        return items
 
     async def renew_blob(self, repository: str, digest: Digest | str) -> int | None:
         """Renew the blob's link if it exists (a push found the layer present: garbage collection

@@ -11,7 +11,9 @@ from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.http.serve import serve_http
+from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.app import create_index_app
+from swarmreg.index.prune import PruneSchedule
 from swarmreg.index.pullthrough import ManifestSink, PullThrough, StoreSink
 from swarmreg.index.store import IndexStore
 from swarmreg.node import Node
@@ -34,6 +36,7 @@ class IndexService:
         self.upstreams = Upstreams(self.config.registries)
         self.pull_through = PullThrough.from_config(self.config, self.store, self.upstreams, self._manifest_sink)
         self._origin: OriginClient | None = None
+        self.access_times = AccessTimes(self.store)
 
     def _manifest_sink(self) -> ManifestSink:
         if self._origin is not None:
@@ -53,15 +56,22 @@ class IndexService:
                 log.info("index database %s", self.store.path)
                 async with trio.open_nursery() as nursery:
                     self.pull_through.bind(nursery)
+                    await nursery.start(self.access_times.run, self.stop)
+                    if self.config.prune.enabled:
+                        await nursery.start(PruneSchedule(self.store, self.config.prune, self.stop,
+                                                          before=self.access_times.flush).run)
                     address: Address = await nursery.start(partial(
                         serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
                                                      guard=ClusterGuard.from_config(self.config),
-                                                     pull_through=self.pull_through),
+                                                     pull_through=self.pull_through,
+                                                     access_times=self.access_times),
                         self.config.index.listen, http=self.config.http, stop=self.stop,
                         graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
                     log.info("index listening on %s://%s", self.node.tls.http, address)
                     task_status.started({"http": str(address)})
             finally:
+                # Pulls answered while the server drained, after the flusher's last write.
+                await self.access_times.close()
                 if self._origin is not None:
                     with trio.CancelScope(shield=True):
                         await self._origin.aclose()

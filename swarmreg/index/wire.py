@@ -18,6 +18,13 @@ REPOSITORY_ROUTE = "/repositories/<path:repository>"
 # The kinds of record kept per repository and digest: /repositories/<r>/<kind>/<digest>.
 MANIFESTS, BLOBS, REFERRERS = "manifests", "blobs", "referrers"
 
+# The admin endpoints (swarmreg.index.admin_routes): POST a prune (a write: proxy and index roles),
+# GET the lists (parameters pattern, digest, substr, count as the proxy's /cmd/... take them).
+ADMIN_PRUNE = "/admin/prune"
+ADMIN_IMAGES = "/admin/images"
+ADMIN_MANIFESTS = "/admin/manifests"
+ADMIN_BLOBS = "/admin/blobs"
+
 # Seconds the index's clients (the proxy, agents) wait for an answer; the index answers before
 # that even when an upstream it asks hangs (swarmreg.index.pullthrough.UPSTREAM_WAIT).
 CLIENT_TIMEOUT = 30.0

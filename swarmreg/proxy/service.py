@@ -13,6 +13,7 @@ from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
+from swarmreg.proxy.admin import add_admin_routes
 from swarmreg.proxy.app import create_proxy_app
 from swarmreg.proxy.preheat import Preheater, TrackerAgents
 from swarmreg.proxy.preheat_routes import add_preheat_routes
@@ -68,6 +69,7 @@ class ProxyService:
             await nursery.start(preheater.run, self.node.stop)
             add_preheat_routes(app, preheater, self.auth, idle_timeout=self.node.config.http.idle_timeout,
                                default_registry=self.node.config.default_registry)
+            add_admin_routes(app, self.auth, index, origin)
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,

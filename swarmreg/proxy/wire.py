@@ -207,3 +207,37 @@ def parse_agents(value: object) -> int | str | None:
     if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_AGENTS:
         return value
     raise SwarmregError(BAD_REQUEST, f'agents must be a count from 1 to {MAX_AGENTS} or "all"')
+
+
+# -- the admin API (swarmreg.proxy.admin; ociregistry's /cmd/...), for users with the admin action --
+
+CMD_PRUNE = "/cmd/prune"  # DELETE
+CMD_IMAGES = "/cmd/image/list"
+CMD_BLOBS = "/cmd/blob/list"
+CMD_MANIFESTS = "/cmd/manifest/list"
+CMD_GC = "/cmd/gc"  # POST
+# Each endpoint's query parameters, ociregistry's names; any other is refused (400), so a
+# misspelt dryRun cannot turn a dry run into a prune.
+CMD_PARAMETERS = {
+    CMD_PRUNE: frozenset({"type", "dur", "expr", "count", "dryRun"}),
+    CMD_IMAGES: frozenset({"pattern", "digest", "count"}),
+    CMD_BLOBS: frozenset({"substr", "count"}),
+    CMD_MANIFESTS: frozenset({"pattern", "count"}),
+    CMD_GC: frozenset({"dryRun"}),
+}
+# Counts when none is given: a prune takes at most 5 manifests (ociregistry's API), a list 50.
+PRUNE_COUNT = 5
+LIST_COUNT = 50
+JSON = "application/json"
+TEXT = "text/plain"
+
+
+def parse_flag(value: str | None, name: str) -> bool:
+    """``dryRun``'s value as Go's strconv.ParseBool reads it (absent: false); ValueError otherwise."""
+    if value is None:
+        return False
+    if value in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if value in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise ValueError(f"{name}: expected true or false")

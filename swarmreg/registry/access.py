@@ -16,6 +16,8 @@ from swarmreg.registry.tokens import Claims, Grant, TokenIssuer
 ANONYMOUS = "anonymous"
 ACTIONS = ("pull", "push", "delete")
 CATALOG = Grant("registry", "catalog", ("*",))
+# The admin API (/cmd/...): the scope a token needs, granted to users with the admin action.
+ADMIN = Grant("registry", "admin", ("*",))
 
 
 class Access:
@@ -39,6 +41,8 @@ class Access:
             allowed = [a for a in wanted.actions if a in self.actions(user, wanted.name)]
         elif wanted == CATALOG and self.may_list(user):
             allowed = ["*"]
+        elif wanted == ADMIN and self.may_admin(user):
+            allowed = ["*"]
         else:
             allowed = []
         return Grant(wanted.type, wanted.name, tuple(allowed)) if allowed else None
@@ -47,6 +51,11 @@ class Access:
         """Whether ``user`` may ask for the catalog: anyone signed in, and anonymous requests when
         some rule lets them pull. Either way the catalog names only what the user may pull."""
         return user is not None or any(who == ANONYMOUS and "pull" in actions for who, _, actions in self.rules)
+
+    def may_admin(self, user: str | None) -> bool:
+        """Whether a rule for ``user`` grants the admin action (never without rules: the admin
+        API is for those named, not for whoever may push)."""
+        return any(_applies(who, user) and "admin" in actions for who, _, actions in self.rules)
 
     def lists_everything(self, user: str | None) -> bool:
         """Whether the rules let ``user`` pull every repository (the catalog needs no filter)."""

@@ -22,7 +22,9 @@ CLIENTS = ["swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.
            "swarmreg.gc",
            "swarmreg.upstream.client", "swarmreg.upstream.names",
            # preheat's clients: the proxy's side of prefetch, the job, and `swarmreg load`
-           "swarmreg.agent.client", "swarmreg.proxy.wire", "swarmreg.proxy.preheat", "swarmreg.load"]
+           "swarmreg.agent.client", "swarmreg.proxy.wire", "swarmreg.proxy.preheat", "swarmreg.load",
+           # the admin API's command line, and what the index and the proxy share to select manifests
+           "swarmreg.admin_cli", "swarmreg.index.selection", "swarmreg.proxy.admin_text", "swarmreg.durations"]
 SERVER_FRAMEWORKS = ("libtorrent", "quart", "quart_trio", "hypercorn", "werkzeug")
 
 
