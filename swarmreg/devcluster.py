@@ -197,7 +197,11 @@ class NodeSpec:
 DEVCLUSTER = (
     NodeSpec("herd", ("origin", "tracker", "index", "proxy"),
              ("proxy.listen=127.0.0.1:15000", "swarm.listen=127.0.0.1:15001", "origin.listen=127.0.0.1:15002",
-              "tracker.listen=127.0.0.1:15003", "index.listen=127.0.0.1:15004"),
+              "tracker.listen=127.0.0.1:15003", "index.listen=127.0.0.1:15004",
+              # No users, so every request is anonymous (as before: anyone on loopback may push and
+              # delete); the rule adds the admin API (swarmreg list, prune, gc) for them too.
+              'proxy.access=[{user = "anonymous", repositories = ".*", '
+              'actions = ["pull", "push", "delete", "admin"]}]'),
              (("proxy: docker push (registry API)", "proxy", "http"),
               ("origin: blob uploads (Kraken API)", "origin", "http"),
               ("tracker: announce channel", "tracker", "ws"),

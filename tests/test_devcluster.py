@@ -91,12 +91,17 @@ async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: 
             # Kraken's devcluster codelab: push to the proxy, pull from both agents' registries.
             proxy = httpx.AsyncClient(base_url="http://127.0.0.1:15000", timeout=60)
             manifest_digest, manifest = await push_image(proxy, "test/hello-world", "latest", [data])
-            await proxy.aclose()
             for registry in ("http://127.0.0.1:16000", "http://127.0.0.1:17000"):
                 pulled = await client.get(f"{registry}/v2/test/hello-world/manifests/latest")
                 assert pulled.content == manifest
                 layer = await client.get(f"{registry}/v2/test/hello-world/blobs/{digest}")
                 assert layer.content == data
+            # The admin API is open on the devcluster's loopback proxy, as pushes and deletes are.
+            listed = await proxy.get("/cmd/image/list", headers={"Accept": "application/json"})
+            assert listed.status_code == 200 and manifest_digest in listed.text, listed.text
+            collected = await proxy.post("/cmd/gc", params={"dryRun": "true"}, headers={"Accept": "application/json"})
+            assert collected.status_code == 200 and collected.json()["dry_run"] is True, collected.text
+            await proxy.aclose()
         process.send_signal(signal.SIGINT)
         with trio.fail_after(30):
             assert await process.wait() == 0
