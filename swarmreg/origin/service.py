@@ -289,7 +289,10 @@ class OriginService:
                 where = backend.describe(namespace) if backend is not None else "the backend"
                 raise SwarmregError(BACKEND_ERROR, f"{where} returned content that does not match the digest",
                                     error.detail) from error
-            log.warning("fetching %s for %s failed: %s", digest, namespace, error.message)
+            # A blob no backend holds is an answer (a deleted or collected blob an agent still
+            # announces), not a failure to look into.
+            log.log(logging.INFO if error.code is BLOB_UNKNOWN else logging.WARNING,
+                    "fetching %s for %s failed: %s", digest, namespace, error.message)
             raise
         if metainfo is not None:
             self._cache_metainfo(metainfo, namespace)
