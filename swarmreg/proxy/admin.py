@@ -21,12 +21,12 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from swarmreg.durations import parse_duration
-from swarmreg.errors import DENIED, SwarmregError
 from swarmreg.http.responses import json_response
 from swarmreg.index.client import IndexClient
 from swarmreg.index.selection import bad_parameter, parse_count, parse_patterns
 from swarmreg.origin.client import OriginClient
 from swarmreg.proxy.admin_text import blob_table, image_table, manifest_table, prune_table, report_table
+from swarmreg.proxy.api_auth import api_principal, refusal
 from swarmreg.proxy.wire import (
     CMD_BLOBS,
     CMD_GC,
@@ -46,19 +46,13 @@ from swarmreg.registry.access import ADMIN, Authorizer, Principal
 async def authorize_admin(auth: Authorizer) -> Principal:
     """The request's principal if it may use the admin API; else 401 (no or bad credentials:
     with the challenge the client needs) or 403 DENIED."""
-    header = request.headers.get("Authorization")
-    client = request.remote_addr or ""
     if not auth.enabled:  # no users: every request is anonymous
         principal = Principal(None, auth.access)
-    elif auth.tokens is not None and header and header.partition(" ")[0].lower() == "basic":
-        principal = Principal(await auth.basic.user(header, client), auth.access)  # as preheat takes them
     else:
-        principal = await auth.check(header, ADMIN, request.host_url, client)
+        principal = await api_principal(auth, ADMIN)
     if not principal.may(ADMIN):
-        if principal.user is None and auth.enabled and principal.claims is None:
-            raise auth.basic.refusal("authentication required")  # anonymous: sign in, then ask again
-        raise SwarmregError(DENIED, "the admin API needs the admin action in a [[proxy.access]] rule",
-                            {"scope": ADMIN.scope()})
+        raise refusal(auth, principal, "the admin API needs the admin action in a [[proxy.access]] rule",
+                      {"scope": ADMIN.scope()})
     return principal
 
 

@@ -16,9 +16,10 @@ import attrs
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from swarmreg.errors import BAD_REQUEST, DENIED, JOB_UNKNOWN, TOO_LARGE, SwarmregError
+from swarmreg.errors import BAD_REQUEST, JOB_UNKNOWN, TOO_LARGE, SwarmregError
 from swarmreg.http.app import body_chunks
 from swarmreg.http.responses import json_response
+from swarmreg.proxy.api_auth import api_principal, refusal
 from swarmreg.proxy.preheat import Preheater
 from swarmreg.proxy.wire import JOB_ID, MAX_BODY, PREHEAT, PREHEAT_ROUTE, job_path, parse_job_request
 from swarmreg.registry.access import Authorizer, Principal
@@ -58,19 +59,12 @@ def add_preheat_routes(app: QuartTrio, preheater: Preheater, auth: Authorizer, *
 async def authorize(auth: Authorizer, repositories: tuple[str, ...]) -> Principal:
     """The request's principal, if it may pull every one of ``repositories`` (none: signed in, or
     an open proxy); else 401 with the challenge (no or bad credentials) or 403 DENIED."""
-    header = request.headers.get("Authorization")
     grants = [Grant("repository", repository, ("pull",)) for repository in repositories]
-    client = request.remote_addr or ""
-    if auth.tokens is not None and header and header.partition(" ")[0].lower() == "basic":
-        principal = Principal(await auth.basic.user(header, client), auth.access)
-    else:
-        principal = await auth.check(header, grants[0] if grants else None, request.host_url, client)
+    principal = await api_principal(auth, grants[0] if grants else None)
     denied = [grant for grant in grants if not principal.may(grant)]
     if denied:
-        if principal.user is None and auth.enabled and principal.claims is None:
-            raise auth.basic.refusal("authentication required")  # anonymous: sign in, then ask again
-        raise SwarmregError(DENIED, f"pull is denied on {len(denied)} of the repositories named",
-                            {"scopes": [grant.scope() for grant in denied[:_NAMED]]})
+        raise refusal(auth, principal, f"pull is denied on {len(denied)} of the repositories named",
+                      {"scopes": [grant.scope() for grant in denied[:_NAMED]]})
     return principal
 
 
