@@ -12,17 +12,11 @@ import pytest
 import trio
 
 from swarmreg.config import Address
-from swarmreg.digest import Digest
 from swarmreg.errors import SwarmregError
 from swarmreg.index.client import IndexClient
 from swarmreg.index.gc_client import IndexMarker
 from tests.conftest import RunningDaemon, make_config, start_daemon
-
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def digest(n: object) -> Digest:
-    return Digest.of(str(n).encode())
+from tests.index.helpers import MANIFEST, digest
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ manifest lists and their children, the access times' batching, and the schedule.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,24 +19,13 @@ from swarmreg.index.listing import list_blobs, list_images, list_manifests
 from swarmreg.index.prune import PruneReport, PruneRequest, PruneSchedule, prune
 from swarmreg.index.selection import parse_count, parse_patterns
 from swarmreg.index.store import IndexStore
+from tests.index.helpers import INDEX, MANIFEST, digest
 
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-INDEX = "application/vnd.oci.image.index.v1+json"
 DAY = 86400.0
-
-
-def digest(n: object) -> Digest:
-    return Digest.of(str(n).encode())
 
 
 def ago(days: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[IndexStore]:
-    async with IndexStore(tmp_path / "index.db") as opened:
-        yield opened
 
 
 async def image(store: IndexStore, repository: str, name: str, *, tag: str | None = None, created: float = 0,

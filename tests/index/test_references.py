@@ -4,27 +4,13 @@ needs, and the migration of a version-1 database, on a real SQLite file."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from swarmreg.digest import Digest
 from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, SwarmregError
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore
-
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-INDEX = "application/vnd.oci.image.index.v1+json"
-
-
-def digest(n: object) -> Digest:
-    return Digest.of(str(n).encode())
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[IndexStore]:
-    async with IndexStore(tmp_path / "index.db") as opened:
-        yield opened
+from tests.index.helpers import INDEX, MANIFEST, digest
 
 
 def rows(path: Path, query: str) -> list[tuple[object, ...]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,10 @@ import trio
 from swarmreg.digest import Digest
 from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
+from tests.index.helpers import MANIFEST, digest
 
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIGNATURE = "application/vnd.example.signature"
 SBOM = "application/vnd.example.sbom"
-
-
-def digest(n: object) -> Digest:
-    return Digest.of(str(n).encode())
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[IndexStore]:
-    async with IndexStore(tmp_path / "index.db") as opened:
-        yield opened
 
 
 async def put_manifest(store: IndexStore, repository: str, n: object, **fields: object) -> Digest:
