@@ -357,11 +357,15 @@ class BlobCache:
         ages = [age for age in (self.config.tti, self.config.ttl) if age is not None]
         return min([CHECK_INTERVAL, *(max(0.25, age / 4) for age in ages)])
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Sweep on a timer, forever; a failed sweep is logged and the next one runs."""
+    async def run(self, stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Sweep on a timer until ``stop`` is set (the daemon stops: nothing to wait out); a failed
+        sweep is logged and the next one runs."""
         task_status.started()
         while True:
-            await trio.sleep(self.interval())
+            with trio.move_on_after(self.interval()):
+                await stop.wait()
+            if stop.is_set():
+                return
             try:
                 await self.sweep()
             except Exception as error:  # background work: the agent serves on

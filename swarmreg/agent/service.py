@@ -68,7 +68,7 @@ class AgentService:
             await cache.sweep()  # limits lowered, or a full cache after a crash: before anything is seeded
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
-            await nursery.start(cache.run)
+            await nursery.start(cache.run, self.node.stop)
             serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
                             graceful_timeout=self.config.shutdown_timeout)
             prefetches = Prefetches(self.store, downloads, relays, nursery)
