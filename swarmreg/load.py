@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from swarmreg.admin_cli import PASSWORD_VARIABLE, error_message
 from swarmreg.proxy.wire import (
     ALL_AGENTS,
     DONE,
@@ -27,20 +28,11 @@ from swarmreg.proxy.wire import (
     read_image_list,
 )
 
-PASSWORD_VARIABLE = "SWARMREG_PASSWORD"
 POLL_INTERVAL = 0.5
 
 
 class LoadError(Exception):
     """The load cannot go on; the message says why (exit status 1)."""
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        entry = response.json()["errors"][0]
-        return f"{entry['code']}: {entry['message']}"
-    except (ValueError, KeyError, IndexError, TypeError):
-        return f"the proxy answered {response.status_code}"
 
 
 def _mib(size: int) -> str:
@@ -142,7 +134,7 @@ def _follow(client: httpx.Client, body: dict[str, Any], deadline: float | None) 
     except httpx.HTTPError as error:
         raise LoadError(f"cannot reach the proxy at {client.base_url}: {error or type(error).__name__}") from None
     if response.status_code != 202:
-        raise LoadError(f"the proxy refused the job: {_error_message(response)}")
+        raise LoadError(f"the proxy refused the job: {error_message(response)}")
     job_id = response.json()["id"]
     print(f"preheat job {job_id}: {len(body['images'])} image(s)", file=sys.stderr)
     last = ""
@@ -152,7 +144,7 @@ def _follow(client: httpx.Client, body: dict[str, Any], deadline: float | None) 
         except httpx.HTTPError as error:
             raise LoadError(f"lost the proxy at {client.base_url}: {error or type(error).__name__}") from None
         if answer.status_code != 200:
-            raise LoadError(f"reading job {job_id}: {_error_message(answer)}")
+            raise LoadError(f"reading job {job_id}: {error_message(answer)}")
         doc: dict[str, Any] = answer.json()
         line = _progress_line(doc)
         if line != last:
