@@ -1,0 +1,98 @@
+"""``python -m netsim model SCENARIO [--hosts N ...] [--scale 100,300,...] [--json OUT] [--plot OUT.png]``
+and ``python -m netsim model calibrate REPORT.json ...``: the flow-level model's command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from netsim import model_calibration, model_report
+from netsim.model import figures, policy_from_settings, simulate, swarm_of
+from netsim.scenario import load_scenario
+from swarmreg.config import ConfigError
+
+MAX_HOSTS = 100_000
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "model", help="predict a scenario with the flow-level model (or `model calibrate REPORT.json ...`)")
+    parser.add_argument("target", nargs="+", metavar="SCENARIO | calibrate REPORT.json ...")
+    parser.add_argument("--hosts", type=int, nargs="+", help="agents to model instead of the scenario's")
+    parser.add_argument("--scale", help="comma-separated host counts, e.g. 100,300,1000,3000,10000")
+    parser.add_argument("--json", type=Path, help="write every prediction here")
+    parser.add_argument("--plot", type=Path, help="write the p50/p99/p99.9-by-hosts plot here (PNG)")
+    parser.add_argument("--calibration", type=Path, default=model_calibration.DEFAULT_PATH,
+                        help="fitted constants (default: netsim/calibration.toml)")
+    parser.add_argument("--seed", type=int, default=1)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.target[0] == "calibrate":
+            return _calibrate([Path(p) for p in args.target[1:]], args.calibration)
+        if len(args.target) != 1:
+            raise ConfigError("give one scenario (or `calibrate REPORT.json ...`)")
+        prediction = predict(Path(args.target[0]), _hosts(args), args.calibration, args.seed)
+    except ConfigError as error:
+        print(f"netsim model: {error}", file=sys.stderr)
+        return 2
+    print(model_report.table(prediction))
+    if args.json:
+        args.json.write_text(json.dumps(prediction, indent=2))
+    if args.plot:
+        model_report.plot(prediction, args.plot)
+    return 0
+
+
+def _hosts(args: argparse.Namespace) -> list[int] | None:
+    hosts = list(args.hosts or [])
+    if args.scale:
+        try:
+            hosts += [int(part) for part in args.scale.split(",")]
+        except ValueError:
+            raise ConfigError(f"--scale: expected comma-separated host counts, got {args.scale!r}") from None
+    bad = [h for h in hosts if not 1 <= h <= MAX_HOSTS]
+    if bad:
+        raise ConfigError(f"host counts must be 1 to {MAX_HOSTS}, got {bad}")
+    return sorted(set(hosts)) or None
+
+
+def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: int = 1) -> dict[str, Any]:
+    """The model's figures for the scenario at ``path``, for each host count (default: its agents)."""
+    scenario = load_scenario(path)
+    if scenario.arrivals.mode != "all" or scenario.faults:
+        raise ConfigError(f"{path}: the model pulls with every agent arriving at once and nothing failing "
+                          f"(arrivals.mode = \"all\", no faults)")
+    calibration = model_calibration.load(calibration_path)
+    policy, ignored = policy_from_settings((*scenario.agent_settings, *scenario.herd_settings))
+    runs = []
+    for count in hosts or [scenario.agents]:
+        sized = attrs.evolve(scenario, agents=count)
+        started = time.monotonic()
+        result = simulate(swarm_of(sized), policy, calibration.constants, seed=seed)
+        row: dict[str, Any] = {"hosts": count, "lower_bound_s": sized.lower_bound(),
+                               **figures(result, sized.lower_bound()),
+                               "neighbours": result.neighbours, "runtime_s": time.monotonic() - started}
+        runs.append(row)
+    return {"scenario": scenario.name, "agents": scenario.agents, "layers": scenario.layers,
+            "layer_size": scenario.blob_size, "origins": scenario.origins, "piece_length": result.piece_length,
+            "links": attrs.asdict(scenario.links), "policy": attrs.asdict(policy),
+            "constants": attrs.asdict(calibration.constants), "calibration": str(calibration_path),
+            "ignored_settings": ignored,
+            "reference": attrs.asdict(scenario.reference) if scenario.reference else None, "runs": runs}
+
+
+def _calibrate(reports: list[Path], path: Path) -> int:
+    if not reports:
+        raise ConfigError("calibrate: give the netsim reports (JSON) to fit to")
+    print(f"fitting {path} to {len(reports)} report(s):")
+    calibration = model_calibration.calibrate(reports, path)
+    print(model_calibration.comparison(calibration))
+    return 0
