@@ -78,8 +78,10 @@ class Constants:
 
     # From an agent's arrival to its first request (metainfo, announce, dials).
     start_s: float = attrs.field(default=0.0, validator=_GE0)
-    # From a piece's last byte to its holder serving it (hash check, HAVE, the next request).
+    # From a piece's last byte to its holder serving it (hash check, HAVE, the next request): a
+    # fixed time, plus a share of the piece's hop time (its length over an agent's per-slot rate).
     have_delay_s: float = attrs.field(default=0.0, validator=_GE0)
+    have_delay_hops: float = attrs.field(default=0.0, validator=_GE0)
     # A connection's idle time before each piece (a request round trip not hidden by pipelining).
     piece_gap_s: float = attrs.field(default=0.0, validator=_GE0)
     # Bytes per second of an agent's in-order hash loop (0: instant).
@@ -210,6 +212,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     started = np.concatenate([np.ones(o, dtype=bool), np.zeros(n, dtype=bool)])
 
     slot_rate = min(up[o:].min() / policy.unchoke_slots, down[o:].min())
+    have_delay = constants.have_delay_s + constants.have_delay_hops * plen / slot_rate
     if dt is None:
         dt = min(0.05, plen / slot_rate / 8)
     layer_offsets = np.arange(layers + 1) * per_layer
@@ -228,7 +231,8 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
         # Slots between pieces whose unchoke ran out look again; then every idle slot picks a neighbour.
         idle = piece < 0
         partner[idle & ((until <= t) | (is_origin_slot & (quota <= 0)))] = -1
-        seeking = np.flatnonzero(idle & (partner < 0) & started[owner] & (gap <= 0) & (retry <= t))
+        holding = have.any(axis=1)  # an owner with nothing to serve need not look
+        seeking = np.flatnonzero(idle & (partner < 0) & started[owner] & holding[owner] & (gap <= 0) & (retry <= t))
         if seeking.size:
             _choose_partners(seeking, owner, partner, is_origin_slot, o, n, offsets, started, _pack(have),
                              _pack(got), layer_bits, slot_layer, slot_table, nodes, rng)
@@ -267,7 +271,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
             if finished.size:
                 receivers = partner[finished] - o
                 first_at[receivers] = np.minimum(first_at[receivers], t + dt - constants.start_s)
-                pending_when.append(t + dt + constants.have_delay_s)
+                pending_when.append(t + dt + have_delay)
                 pending_nodes.append(partner[finished].copy())
                 pending_pieces.append(piece[finished].copy())
                 piece[finished] = -1

@@ -29,6 +29,7 @@ DEFAULT_PATH = Path(__file__).with_name("calibration.toml")
 SEARCH: dict[str, tuple[Any, ...]] = {
     "origin_piece_quota": (1, 2, 4, 8, 20),
     "have_delay_s": tuple(i * 0.1 for i in range(16)),
+    "have_delay_hops": tuple(i * 0.1 for i in range(16)),
     "start_s": tuple(i * 0.25 for i in range(9)),
     "piece_gap_s": tuple(i * 0.02 for i in range(11)),
 }

@@ -7,13 +7,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
 from netsim import model_calibration, model_report
-from netsim.model import figures, policy_from_settings, simulate, swarm_of
+from netsim.model import Constants, figures, policy_from_settings, simulate, swarm_of
 from netsim.scenario import load_scenario
 from swarmreg.config import ConfigError
 
@@ -30,6 +31,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--plot", type=Path, help="write the p50/p99/p99.9-by-hosts plot here (PNG)")
     parser.add_argument("--calibration", type=Path, default=model_calibration.DEFAULT_PATH,
                         help="fitted constants (default: netsim/calibration.toml)")
+    parser.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a fitted constant, e.g. have_delay_s=0 (what-ifs)")
     parser.add_argument("--seed", type=int, default=1)
 
 
@@ -39,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
             return _calibrate([Path(p) for p in args.target[1:]], args.calibration)
         if len(args.target) != 1:
             raise ConfigError("give one scenario (or `calibrate REPORT.json ...`)")
-        prediction = predict(Path(args.target[0]), _hosts(args), args.calibration, args.seed)
+        prediction = predict(Path(args.target[0]), _hosts(args), args.calibration, args.seed, args.constant)
     except ConfigError as error:
         print(f"netsim model: {error}", file=sys.stderr)
         return 2
@@ -64,19 +67,22 @@ def _hosts(args: argparse.Namespace) -> list[int] | None:
     return sorted(set(hosts)) or None
 
 
-def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: int = 1) -> dict[str, Any]:
-    """The model's figures for the scenario at ``path``, for each host count (default: its agents)."""
+def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: int = 1,
+            overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The model's figures for the scenario at ``path``, for each host count (default: its agents),
+    with the calibration's constants but ``overrides`` (``name=value``)."""
     scenario = load_scenario(path)
     if scenario.arrivals.mode != "all" or scenario.faults:
         raise ConfigError(f"{path}: the model pulls with every agent arriving at once and nothing failing "
                           f"(arrivals.mode = \"all\", no faults)")
     calibration = model_calibration.load(calibration_path)
+    constants = _override(calibration.constants, overrides)
     policy, ignored = policy_from_settings((*scenario.agent_settings, *scenario.herd_settings))
     runs = []
     for count in hosts or [scenario.agents]:
         sized = attrs.evolve(scenario, agents=count)
         started = time.monotonic()
-        result = simulate(swarm_of(sized), policy, calibration.constants, seed=seed)
+        result = simulate(swarm_of(sized), policy, constants, seed=seed)
         row: dict[str, Any] = {"hosts": count, "lower_bound_s": sized.lower_bound(),
                                **figures(result, sized.lower_bound()),
                                "neighbours": result.neighbours, "runtime_s": time.monotonic() - started}
@@ -84,9 +90,25 @@ def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: i
     return {"scenario": scenario.name, "agents": scenario.agents, "layers": scenario.layers,
             "layer_size": scenario.blob_size, "origins": scenario.origins, "piece_length": result.piece_length,
             "links": attrs.asdict(scenario.links), "policy": attrs.asdict(policy),
-            "constants": attrs.asdict(calibration.constants), "calibration": str(calibration_path),
+            "constants": attrs.asdict(constants), "overrides": list(overrides),
+            "calibration": str(calibration_path),
             "ignored_settings": ignored,
             "reference": attrs.asdict(scenario.reference) if scenario.reference else None, "runs": runs}
+
+
+def _override(constants: Constants, overrides: Sequence[str]) -> Constants:
+    changes: dict[str, Any] = {}
+    for override in overrides:
+        name, _, value = override.partition("=")
+        field = attrs.fields_dict(Constants).get(name.strip())
+        try:
+            if field is None:
+                raise ValueError(f"no constant {name.strip()!r}; known: {', '.join(attrs.fields_dict(Constants))}")
+            changes[field.name] = int(value) if field.type in (int, "int") else float(value)
+            attrs.evolve(constants, **changes)
+        except ValueError as error:
+            raise ConfigError(f"--constant {override}: {error}") from None
+    return attrs.evolve(constants, **changes)
 
 
 def _calibrate(reports: list[Path], path: Path) -> int:

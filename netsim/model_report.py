@@ -15,7 +15,8 @@ def table(prediction: dict[str, Any]) -> str:
     reference = prediction.get("reference")
     lines = [f"netsim model {prediction['scenario']}: {prediction['layers']} x {prediction['layer_size'] / 2**20:g} MiB"
              f" (pieces {prediction['piece_length'] / 2**20:g} MiB), {prediction['origins']} origin(s); "
-             f"constants from {prediction['calibration']}"]
+             f"constants from {prediction['calibration']}"
+             + (f" but {', '.join(prediction['overrides'])}" if prediction.get("overrides") else "")]
     header = f"{'hosts':>7}{'T*':>8}" + "".join(f"{label:>16}" for _, label in MEASURES)
     lines += [header + f"{'origin egress':>15}{'neighbours':>12}{'runtime':>9}"]
     for row in prediction["runs"]:

@@ -84,6 +84,21 @@ def test_the_committed_constants_reproduce_the_recorded_measurements() -> None:
         assert abs(p50) <= 0.15 and abs(p99) <= 0.15, (measurement.scenario, measurement.agents, p50, p99)
 
 
+def test_drifted_constants_would_not_reproduce_them() -> None:
+    calibration = model_calibration.load()
+    drifted = attrs.evolve(calibration.constants, have_delay_s=calibration.constants.have_delay_s + 1.0)
+    assert model_calibration.worst_error(calibration.measurements, drifted) > 0.15
+
+
+def test_constants_can_be_overridden_for_what_ifs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "what-if.json"
+    assert main(["model", str(CONFIGS / "smoke.toml"), "--constant", "have_delay_s=0.5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["constants"]["have_delay_s"] == 0.5
+    for bad in ("speed=1", "have_delay_s=-1", "origin_piece_quota=1.5"):
+        assert main(["model", str(CONFIGS / "smoke.toml"), "--constant", bad]) == 2
+        assert "--constant" in capsys.readouterr().err
+
+
 def test_settings_the_model_knows_change_its_policy_and_the_rest_are_named() -> None:
     policy, ignored = policy_from_settings(["swarm.unchoke_slots=3", "swarm.seed_upload_slots = 2",
                                             "log.level=debug", "agent.stream_window=x"])
