@@ -231,7 +231,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
         # Slots between pieces whose unchoke ran out look again; then every idle slot picks a neighbour.
         idle = piece < 0
         partner[idle & ((until <= t) | (is_origin_slot & (quota <= 0)))] = -1
-        holding: np.ndarray = have.any(axis=1)  # an owner with nothing to serve need not look
+        holding = np.count_nonzero(have, axis=1) > 0  # an owner with nothing to serve need not look
         seeking = np.flatnonzero(idle & (partner < 0) & started[owner] & holding[owner] & (gap <= 0) & (retry <= t))
         if seeking.size:
             _choose_partners(seeking, owner, partner, is_origin_slot, o, n, offsets, started, _pack(have),
