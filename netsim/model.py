@@ -136,6 +136,12 @@ def degree(swarm: Swarm, policy: Policy) -> int:
     return max(0, min(swarm.agents - 1, known, per_torrent))
 
 
+def step(swarm: Swarm, policy: Policy) -> float:
+    """The simulation's time step: an eighth of a piece's hop at an agent's per-slot rate, at most 50 ms."""
+    slot_rate = min(swarm.agent_up * policy.payload / policy.unchoke_slots, swarm.agent_down * policy.payload)
+    return min(0.05, piece_length_for(swarm.layer_size) / slot_rate / 8) if slot_rate else 0.05
+
+
 def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Constants(), *,
              seed: int = 1, dt: float | None = None, max_time: float = 3600.0) -> Result:
     """Every agent's completion time for ``swarm`` (all arriving at once), and the origins' egress."""
@@ -213,8 +219,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
 
     slot_rate = min(up[o:].min() / policy.unchoke_slots, down[o:].min())
     have_delay = constants.have_delay_s + constants.have_delay_hops * plen / slot_rate
-    if dt is None:
-        dt = min(0.05, plen / slot_rate / 8)
+    dt = dt or step(swarm, policy)
     layer_offsets = np.arange(layers + 1) * per_layer
     t, steps = 0.0, 0
     while t < max_time and not np.isfinite(done_at).all():
@@ -280,8 +285,8 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
         # The in-order hash loop: up to the first piece not here, at hash_rate.
         arrived = _first_missing(_arrived(got[o:], piece, partner, o), layers, per_layer)
         ready = prefix_bytes[arrived]
-        step = constants.hash_rate * dt if constants.hash_rate else np.inf
-        hashed = np.minimum(ready, hashed + step)
+        hashing = constants.hash_rate * dt if constants.hash_rate else np.inf
+        hashed = np.minimum(ready, hashed + hashing)
         complete = (hashed >= swarm.layer_size - 1e-6).all(axis=1) & ~np.isfinite(done_at)
         done_at[complete] = t
     return Result(completion_s=sorted(done_at.tolist()), first_piece_s=sorted(first_at.tolist()),

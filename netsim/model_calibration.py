@@ -7,9 +7,11 @@ relative error of all of them, minimised), prints predicted against measured, an
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
+import os
 import subprocess
 import tomllib
 from collections.abc import Callable, Sequence
@@ -89,7 +91,24 @@ def load(path: Path = DEFAULT_PATH) -> Calibration:
 def save(calibration: Calibration, path: Path = DEFAULT_PATH) -> None:
     header = ("# The model's fitted constants and the netsim runs they were fitted to: written by\n"
               "# `python -m netsim model calibrate REPORT.json ...` (docs/netsim.md, Model).\n")
-    Path(path).write_text(header + tomli_w.dumps(attrs.asdict(calibration)))
+    write_atomically(Path(path), header + tomli_w.dumps(attrs.asdict(calibration)))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it: a killed run or a full disk
+    leaves the old file whole, never half of the new one."""
+    temporary = temporary_for(path)
+    try:
+        temporary.write_text(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def temporary_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
 def measurement_from_report(path: Path) -> Measurement:

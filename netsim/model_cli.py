@@ -14,11 +14,18 @@ from typing import Any
 import attrs
 
 from netsim import model_calibration, model_report
-from netsim.model import Constants, figures, policy_from_settings, simulate, swarm_of
+from netsim.model import Constants, figures, policy_from_settings, simulate, step, swarm_of
+from netsim.model_calibration import write_atomically
 from netsim.scenario import load_scenario
 from swarmreg.config import ConfigError
+from swarmreg.swarm.metainfo import piece_length_for
 
 MAX_HOSTS = 100_000
+# Nodes x pieces the model holds three boolean matrices of (10,000 hosts x 750 pieces: 7.5 M).
+MAX_CELLS = 100_000_000
+# A pull not done by then is a swarm that does not work: stop and say so.
+GIVE_UP_BOUNDS = 20
+MAX_STEPS = 200_000
 
 
 def add_parser(commands: Any) -> None:
@@ -46,11 +53,18 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"netsim model: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # the calibration file could not be written
+        print(f"netsim model: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
     print(model_report.table(prediction))
-    if args.json:
-        args.json.write_text(json.dumps(prediction, indent=2))
-    if args.plot:
-        model_report.plot(prediction, args.plot)
+    try:
+        if args.json:
+            write_atomically(args.json, json.dumps(prediction, indent=2))
+        if args.plot:
+            model_report.plot(prediction, args.plot)
+    except OSError as error:
+        print(f"netsim model: cannot write {error.filename}: {error.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -75,14 +89,31 @@ def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: i
     if scenario.arrivals.mode != "all" or scenario.faults:
         raise ConfigError(f"{path}: the model pulls with every agent arriving at once and nothing failing "
                           f"(arrivals.mode = \"all\", no faults)")
+    links = scenario.links
+    if not (scenario.blob_size and links.origin_up and links.agent_up and links.agent_down):
+        raise ConfigError(f"{path}: the model needs a blob_size and every link capped "
+                          f"(links.origin_up, agent_up and agent_down above 0)")
     calibration = model_calibration.load(calibration_path)
     constants = _override(calibration.constants, overrides)
     policy, ignored = policy_from_settings((*scenario.agent_settings, *scenario.herd_settings))
     runs = []
     for count in hosts or [scenario.agents]:
         sized = attrs.evolve(scenario, agents=count)
+        swarm = swarm_of(sized)
+        cells = (count + sized.origins) * sized.layers * -(-sized.blob_size // piece_length_for(sized.blob_size))
+        if cells > MAX_CELLS:
+            raise ConfigError(f"{count} hosts x {cells // (count + sized.origins)} pieces is more than the model "
+                              f"holds ({MAX_CELLS:,} node-pieces)")
+        give_up = max(60.0, GIVE_UP_BOUNDS * sized.lower_bound())
+        if give_up / step(swarm, policy) > MAX_STEPS:
+            raise ConfigError(f"{path}: {GIVE_UP_BOUNDS} T* ({give_up:g} s) is more than {MAX_STEPS:,} of the model's "
+                              f"steps ({step(swarm, policy):g} s, an eighth of a piece's hop): links too slow for "
+                              f"the pieces?")
         started = time.monotonic()
-        result = simulate(swarm_of(sized), policy, constants, seed=seed)
+        result = simulate(swarm, policy, constants, seed=seed, max_time=give_up)
+        if result.completion_s[-1] == float("inf"):
+            raise ConfigError(f"{sum(t == float('inf') for t in result.completion_s)} of {count} agents had not "
+                              f"finished after {give_up:g} s ({GIVE_UP_BOUNDS} T*): the modelled swarm stalls")
         row: dict[str, Any] = {"hosts": count, "lower_bound_s": sized.lower_bound(),
                                **figures(result, sized.lower_bound()),
                                "neighbours": result.neighbours, "runtime_s": time.monotonic() - started}

@@ -141,6 +141,10 @@ def test_netsim_run_refuses_what_only_the_model_can_do(capsys: pytest.CaptureFix
     ("agents = 10\norigins = 1.5\n", "origins"),
     ("agents = 10\n[arrivals]\nmode = \"staggered\"\n", "arriving at once"),
     ("agents = 10\n[reference]\nname = \"x\"\n", "reference"),
+    ("agents = 10\n[links]\nagent_up = 0\n", "every link capped"),
+    ("agents = 10\nblob_size = 0\n", "blob_size"),
+    ("agents = 10000\nlayers = 100\nblob_size = \"4GiB\"\n", "more than the model holds"),
+    ("agents = 3\nblob_size = \"64MiB\"\n[links]\norigin_up = 1\n", "links too slow"),
 ])
 def test_bad_scenarios_are_refused_with_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       text: str, message: str) -> None:
@@ -155,6 +159,19 @@ def test_bad_scenarios_are_refused_with_what_is_wrong(tmp_path: Path, capsys: py
 def test_bad_host_counts_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model", str(CONFIGS / "swarm30.toml"), *argv]) == 2
     assert "netsim model: " in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_and_leave_the_old_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["model", str(CONFIGS / "smoke.toml"), "--json", str(tmp_path / "missing" / "out.json")]) == 1
+    assert "cannot write" in capsys.readouterr().err
+    calibration = tmp_path / "calibration.toml"
+    calibration.write_text('fit = ["origin_piece_quota"]\n[constants]\n')
+    # Where the new file would be written first is taken (as a full disk would refuse it).
+    model_calibration.temporary_for(calibration).mkdir()
+    code = main(["model", "calibrate", str(_report(tmp_path / "tiny.json")), "--calibration", str(calibration)])
+    assert code == 1 and "cannot write" in capsys.readouterr().err
+    assert calibration.read_text() == 'fit = ["origin_piece_quota"]\n[constants]\n'
 
 
 def _report(path: Path, **changes: object) -> Path:
