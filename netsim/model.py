@@ -142,6 +142,32 @@ def step(swarm: Swarm, policy: Policy) -> float:
     return min(0.05, piece_length_for(swarm.layer_size) / slot_rate / 8) if slot_rate else 0.05
 
 
+# Nodes x pieces the model holds three boolean matrices of (10,000 hosts x 750 pieces: 7.5 M).
+MAX_CELLS = 100_000_000
+MAX_STEPS = 200_000
+# A pull not done after this many T* is a swarm that does not work: the simulation stops there.
+GIVE_UP_BOUNDS = 20
+
+
+def give_up(bound: float) -> float:
+    """Simulated seconds after which a swarm whose lower bound is ``bound`` is given up on."""
+    return max(60.0, GIVE_UP_BOUNDS * bound)
+
+
+def refusal(swarm: Swarm, policy: Policy, bound: float) -> str | None:
+    """Why the model cannot simulate ``swarm`` (None: it can)."""
+    if not (swarm.layer_size > 0 and swarm.origin_up > 0 and swarm.agent_up > 0 and swarm.agent_down > 0):
+        return "the model needs a blob size and every link capped (origin up, agent up and down above 0)"
+    pieces = swarm.layers * -(-swarm.layer_size // piece_length_for(swarm.layer_size))
+    if (swarm.agents + swarm.origins) * pieces > MAX_CELLS:
+        return (f"{swarm.agents} hosts x {pieces} pieces is more than the model holds "
+                f"({MAX_CELLS:,} node-pieces)")
+    if give_up(bound) / step(swarm, policy) > MAX_STEPS:
+        return (f"{GIVE_UP_BOUNDS} T* ({give_up(bound):g} s) is more than {MAX_STEPS:,} of the model's steps "
+                f"({step(swarm, policy):g} s, an eighth of a piece's hop): links too slow for the pieces")
+    return None
+
+
 def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Constants(), *,
              seed: int = 1, dt: float | None = None, max_time: float = 3600.0) -> Result:
     """Every agent's completion time for ``swarm`` (all arriving at once), and the origins' egress."""

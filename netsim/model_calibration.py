@@ -21,7 +21,7 @@ from typing import Any
 import attrs
 import tomli_w
 
-from netsim.model import Constants, Policy, Swarm, policy_from_settings, simulate
+from netsim.model import Constants, Policy, Swarm, give_up, policy_from_settings, refusal, simulate
 from netsim.stats import percentile
 from swarmreg.config import ConfigError, structure
 
@@ -117,7 +117,7 @@ def measurement_from_report(path: Path) -> Measurement:
         report = json.loads(Path(path).read_text())
         links = report["links"]
         when = datetime.date.fromtimestamp(Path(path).stat().st_mtime).isoformat()
-        return Measurement(
+        measurement = Measurement(
             scenario=str(report["scenario"]), agents=int(report["agents"]), blob_size=int(report["blob_size"]),
             origin_up=int(links["origin_up"]), agent_up=int(links["agent_up"]),
             agent_down=int(links["agent_down"]), lower_bound_s=float(report["lower_bound_s"]),
@@ -127,6 +127,9 @@ def measurement_from_report(path: Path) -> Measurement:
             settings=_settings(report.get("settings")), source=str(path), measured=when)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: not a netsim report ({type(error).__name__}: {error})") from None
+    if why := refusal(measurement.swarm(), measurement.policy(), measurement.lower_bound_s):
+        raise ConfigError(f"{path}: {why}")
+    return measurement
 
 
 def _settings(value: Any) -> tuple[str, ...]:
@@ -150,7 +153,8 @@ class Prediction:
 
 def predict(measurement: Measurement, constants: Constants) -> Prediction:
     """The model's figures for a measured run's scenario."""
-    result = simulate(measurement.swarm(), measurement.policy(), constants)
+    result = simulate(measurement.swarm(), measurement.policy(), constants,
+                      max_time=give_up(measurement.lower_bound_s))
     return Prediction(percentile(result.completion_s, 0.5), percentile(result.completion_s, 0.99),
                       percentile(result.first_piece_s, 0.5), result.origin_bytes / result.total_bytes)
 

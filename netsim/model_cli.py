@@ -14,19 +14,12 @@ from typing import Any
 import attrs
 
 from netsim import model_calibration, model_report
-from netsim.model import Constants, figures, policy_from_settings, simulate, step, swarm_of
+from netsim.model import GIVE_UP_BOUNDS, Constants, figures, give_up, policy_from_settings, refusal, simulate, swarm_of
 from netsim.model_calibration import write_atomically
 from netsim.scenario import load_scenario
 from swarmreg.config import ConfigError
-from swarmreg.swarm.metainfo import piece_length_for
 
 MAX_HOSTS = 100_000
-# Nodes x pieces the model holds three boolean matrices of (10,000 hosts x 750 pieces: 7.5 M).
-MAX_CELLS = 100_000_000
-# A pull not done by then is a swarm that does not work: stop and say so.
-GIVE_UP_BOUNDS = 20
-MAX_STEPS = 200_000
-
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
@@ -89,10 +82,6 @@ def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: i
     if scenario.arrivals.mode != "all" or scenario.faults:
         raise ConfigError(f"{path}: the model pulls with every agent arriving at once and nothing failing "
                           f"(arrivals.mode = \"all\", no faults)")
-    links = scenario.links
-    if not (scenario.blob_size and links.origin_up and links.agent_up and links.agent_down):
-        raise ConfigError(f"{path}: the model needs a blob_size and every link capped "
-                          f"(links.origin_up, agent_up and agent_down above 0)")
     calibration = model_calibration.load(calibration_path)
     constants = _override(calibration.constants, overrides)
     policy, ignored = policy_from_settings((*scenario.agent_settings, *scenario.herd_settings))
@@ -100,20 +89,13 @@ def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: i
     for count in hosts or [scenario.agents]:
         sized = attrs.evolve(scenario, agents=count)
         swarm = swarm_of(sized)
-        cells = (count + sized.origins) * sized.layers * -(-sized.blob_size // piece_length_for(sized.blob_size))
-        if cells > MAX_CELLS:
-            raise ConfigError(f"{count} hosts x {cells // (count + sized.origins)} pieces is more than the model "
-                              f"holds ({MAX_CELLS:,} node-pieces)")
-        give_up = max(60.0, GIVE_UP_BOUNDS * sized.lower_bound())
-        if give_up / step(swarm, policy) > MAX_STEPS:
-            raise ConfigError(f"{path}: {GIVE_UP_BOUNDS} T* ({give_up:g} s) is more than {MAX_STEPS:,} of the model's "
-                              f"steps ({step(swarm, policy):g} s, an eighth of a piece's hop): links too slow for "
-                              f"the pieces?")
+        if why := refusal(swarm, policy, sized.lower_bound()):
+            raise ConfigError(f"{path}: {why}")
         started = time.monotonic()
-        result = simulate(swarm, policy, constants, seed=seed, max_time=give_up)
+        result = simulate(swarm, policy, constants, seed=seed, max_time=give_up(sized.lower_bound()))
         if result.completion_s[-1] == float("inf"):
-            raise ConfigError(f"{sum(t == float('inf') for t in result.completion_s)} of {count} agents had not "
-                              f"finished after {give_up:g} s ({GIVE_UP_BOUNDS} T*): the modelled swarm stalls")
+            raise ConfigError(f"{path}: {sum(t == float('inf') for t in result.completion_s)} of {count} agents had "
+                              f"not finished after {GIVE_UP_BOUNDS} T*: the modelled swarm stalls")
         row: dict[str, Any] = {"hosts": count, "lower_bound_s": sized.lower_bound(),
                                **figures(result, sized.lower_bound()),
                                "neighbours": result.neighbours, "runtime_s": time.monotonic() - started}

@@ -142,7 +142,7 @@ def test_netsim_run_refuses_what_only_the_model_can_do(capsys: pytest.CaptureFix
     ("agents = 10\n[arrivals]\nmode = \"staggered\"\n", "arriving at once"),
     ("agents = 10\n[reference]\nname = \"x\"\n", "reference"),
     ("agents = 10\n[links]\nagent_up = 0\n", "every link capped"),
-    ("agents = 10\nblob_size = 0\n", "blob_size"),
+    ("agents = 10\nblob_size = 0\n", "blob size"),
     ("agents = 10000\nlayers = 100\nblob_size = \"4GiB\"\n", "more than the model holds"),
     ("agents = 3\nblob_size = \"64MiB\"\n[links]\norigin_up = 1\n", "links too slow"),
 ])
@@ -197,9 +197,14 @@ def test_calibrate_fits_writes_and_reports(tmp_path: Path, capsys: pytest.Captur
     assert "tiny" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("changes", [{"p50_s": "fast"}, {"links": None}, {"settings": 3}])
-def test_calibrate_refuses_what_is_not_a_report(tmp_path: Path, changes: dict[str, object]) -> None:
-    with pytest.raises(ConfigError, match="not a netsim report"):
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"p50_s": "fast"}, "not a netsim report"), ({"links": None}, "not a netsim report"),
+    ({"settings": 3}, "not a netsim report"), ({"agents": 10**9}, "more than the model holds"),
+    ({"links": {"origin_up": 0, "agent_up": 1, "agent_down": 1}}, "every link capped"),
+])
+def test_calibrate_refuses_what_is_not_a_report_it_can_model(tmp_path: Path, changes: dict[str, object],
+                                                              message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         model_calibration.measurement_from_report(_report(tmp_path / "bad.json", **changes))
 
 
