@@ -1,6 +1,6 @@
 """A flow-level model of a swarm pull: what ``netsim run`` measures, for fleets it cannot start.
 
-Time advances in small steps. Every node has an upload and a download cap (payload: a share of
+Time advances in small steps (``step``). Every node has an upload and a download cap (payload: a share of
 the link cap); every uploader has slots (an agent's unchoke slots, shared by all its torrents; an
 origin's upload slots per torrent), each serving one neighbour for an unchoke interval, one piece
 at a time; active transfers share the caps (each flow gets the smaller of its uploader's and its
@@ -98,12 +98,20 @@ class Swarm:
     """What is pulled, by whom, over which links (bytes per second, before ``payload``)."""
 
     agents: int
-    layer_size: int
-    layers: int = 1
+    layer_sizes: tuple[int, ...]  # each layer a blob, its own torrent
     origins: int = 1
     origin_up: float = 0.0  # per origin; 0: uncapped
     agent_up: float = 0.0
     agent_down: float = 0.0
+
+
+    @property
+    def layers(self) -> int:
+        return len(self.layer_sizes)
+
+    def pieces(self) -> int:
+        """Pieces of every layer, each layer padded to the longest's count (the model's columns)."""
+        return self.layers * max(-(-size // piece_length_for(size)) for size in self.layer_sizes)
 
 
 @attrs.frozen
@@ -111,7 +119,7 @@ class Result:
     completion_s: list[float]  # sorted, one per agent
     origin_bytes: float  # sent by every origin together
     total_bytes: int  # the image (every layer)
-    piece_length: int
+    piece_length: int  # the smallest layer's
     neighbours: int
     steps: int
     first_piece_s: list[float]  # sorted: when each agent's first piece arrived, after it started
@@ -124,7 +132,7 @@ RETRY_STEPS = 2
 def swarm_of(scenario: Scenario, agents: int | None = None) -> Swarm:
     """The model's view of a netsim scenario (``agents`` instead of the scenario's, if given)."""
     links = scenario.links
-    return Swarm(agents=agents or scenario.agents, layer_size=scenario.blob_size, layers=scenario.layers,
+    return Swarm(agents=agents or scenario.agents, layer_sizes=(scenario.blob_size,) * scenario.layers,
                  origins=scenario.origins, origin_up=links.origin_up, agent_up=links.agent_up,
                  agent_down=links.agent_down)
 
@@ -137,9 +145,13 @@ def degree(swarm: Swarm, policy: Policy) -> int:
 
 
 def step(swarm: Swarm, policy: Policy) -> float:
-    """The simulation's time step: an eighth of a piece's hop at an agent's per-slot rate, at most 50 ms."""
-    slot_rate = min(swarm.agent_up * policy.payload / policy.unchoke_slots, swarm.agent_down * policy.payload)
-    return min(0.05, piece_length_for(swarm.layer_size) / slot_rate / 8) if slot_rate else 0.05
+    """The simulation's time step: an eighth of a piece's hop at an agent's per-slot rate, and no
+    longer than the fastest flow takes over a piece (a slot ends at most one piece a step), at most
+    50 ms."""
+    slot_rate = min(swarm.agent_up / policy.unchoke_slots, swarm.agent_down) * policy.payload
+    fastest = min(max(swarm.origin_up, swarm.agent_up), swarm.agent_down) * policy.payload
+    shortest = min(piece_length_for(size) for size in swarm.layer_sizes)
+    return min(0.05, shortest / slot_rate / 8, shortest / fastest) if slot_rate else 0.05
 
 
 # Nodes x pieces the model holds three boolean matrices of (10,000 hosts x 750 pieces: 7.5 M).
@@ -156,9 +168,10 @@ def give_up(bound: float) -> float:
 
 def refusal(swarm: Swarm, policy: Policy, bound: float) -> str | None:
     """Why the model cannot simulate ``swarm`` (None: it can)."""
-    if not (swarm.layer_size > 0 and swarm.origin_up > 0 and swarm.agent_up > 0 and swarm.agent_down > 0):
+    if not (swarm.layer_sizes and min(swarm.layer_sizes) > 0 and swarm.origin_up > 0 and swarm.agent_up > 0
+            and swarm.agent_down > 0):
         return "the model needs a blob size and every link capped (origin up, agent up and down above 0)"
-    pieces = swarm.layers * -(-swarm.layer_size // piece_length_for(swarm.layer_size))
+    pieces = swarm.pieces()
     if (swarm.agents + swarm.origins) * pieces > MAX_CELLS:
         return (f"{swarm.agents} hosts x {pieces} pieces is more than the model holds "
                 f"({MAX_CELLS:,} node-pieces)")
@@ -174,14 +187,22 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     rng = np.random.default_rng(seed)
     n, o, layers = swarm.agents, swarm.origins, swarm.layers
     nodes = o + n  # origins first, then agents
-    plen = piece_length_for(swarm.layer_size)
-    per_layer = max(1, math.ceil(swarm.layer_size / plen))
+    # Each layer's pieces in its own piece length; shorter layers padded with empty pieces that
+    # every node holds (nobody asks for them), so that every layer has per_layer columns.
+    lengths = [piece_length_for(size) for size in swarm.layer_sizes]
+    counts = [math.ceil(size / length) for size, length in zip(swarm.layer_sizes, lengths, strict=True)]
+    per_layer = max(counts)
     pieces = per_layer * layers
     layer_of = np.repeat(np.arange(layers), per_layer)
     position = np.tile(np.arange(per_layer), layers)  # piece index within its layer
-    size = np.full(pieces, plen, dtype=np.float64)
-    size[position == per_layer - 1] = swarm.layer_size - plen * (per_layer - 1)
-    prefix_bytes = np.concatenate([[0.0], np.cumsum(size[:per_layer])])  # bytes before piece i (one layer)
+    size = np.zeros((layers, per_layer))
+    for layer, (total, length, count) in enumerate(zip(swarm.layer_sizes, lengths, counts, strict=True)):
+        size[layer, :count] = length
+        size[layer, count - 1] = total - length * (count - 1)
+    phantom = (size == 0).reshape(-1)
+    prefix_bytes = np.concatenate([np.zeros((layers, 1)), np.cumsum(size, axis=1)], axis=1)  # before piece i
+    layer_bytes = np.array(swarm.layer_sizes, dtype=np.float64)
+    size = size.reshape(-1)
 
     def cap(rate: float) -> float:
         return rate * policy.payload if rate else UNCAPPED
@@ -196,6 +217,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     for layer in range(layers):
         have[origin_of_layer[layer], layer_of == layer] = True
     got[:o] = True
+    have[:, phantom] = got[:, phantom] = True
     holders = have.sum(axis=0).astype(np.float64)
     layer_bits = _pack(layer_of[None, :] == np.arange(layers)[:, None])
 
@@ -220,11 +242,15 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     retry = np.zeros(slots)  # when a slot that found no partner looks again
     quota = np.zeros(slots, dtype=np.int64)  # pieces a seed slot may still send its partner
     is_origin_slot = owner < o
-    # Each node's slots, (nodes, most slots), -1 padded (read as the slot past the end).
-    order = np.argsort(owner, kind="stable")
-    rank = np.arange(slots) - np.searchsorted(owner[order], owner[order])
-    slot_table = np.full((nodes, int(np.bincount(owner, minlength=nodes).max())), -1)
-    slot_table[owner[order], rank] = order
+    # A peer is served by one slot of an agent (its unchoke slots span its torrents), and by one
+    # slot of an origin per torrent (a connection each): slots in groups, an agent's or an
+    # origin's torrent's, and each group's slots in a row of slot_table, -1 padded (read as the
+    # slot past the end).
+    group = np.where(is_origin_slot, nodes + slot_layer, owner)
+    order = np.argsort(group, kind="stable")
+    rank = np.arange(slots) - np.searchsorted(group[order], group[order])
+    slot_table = np.full((nodes + layers, int(np.bincount(group).max())), -1)
+    slot_table[group[order], rank] = order
 
     d = degree(swarm, policy)
     # A symmetric random graph of degree d over agents: neighbours at +-offset (a circulant).
@@ -244,7 +270,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     started = np.concatenate([np.ones(o, dtype=bool), np.zeros(n, dtype=bool)])
 
     slot_rate = min(up[o:].min() / policy.unchoke_slots, down[o:].min())
-    have_delay = constants.have_delay_s + constants.have_delay_hops * plen / slot_rate
+    have_delay = constants.have_delay_s + constants.have_delay_hops * min(lengths) / slot_rate
     dt = dt or step(swarm, policy)
     layer_offsets = np.arange(layers + 1) * per_layer
     t, steps = 0.0, 0
@@ -266,7 +292,7 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
         seeking = np.flatnonzero(idle & (partner < 0) & started[owner] & holding[owner] & (gap <= 0) & (retry <= t))
         if seeking.size:
             _choose_partners(seeking, owner, partner, is_origin_slot, o, n, offsets, started, _pack(have),
-                             _pack(got), layer_bits, slot_layer, slot_table, nodes, rng)
+                             _pack(got), layer_bits, slot_layer, group, slot_table, nodes, rng)
             until[seeking[partner[seeking] >= 0]] = t + policy.unchoke_interval
             # A slot that found nobody interested looks again a few steps later (cheaper, and
             # about as soon as a new piece makes someone interested).
@@ -310,14 +336,14 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
 
         # The in-order hash loop: up to the first piece not here, at hash_rate.
         arrived = _first_missing(_arrived(got[o:], piece, partner, o), layers, per_layer)
-        ready = prefix_bytes[arrived]
+        ready = prefix_bytes[np.arange(layers)[None, :], arrived]
         hashing = constants.hash_rate * dt if constants.hash_rate else np.inf
         hashed = np.minimum(ready, hashed + hashing)
-        complete = (hashed >= swarm.layer_size - 1e-6).all(axis=1) & ~np.isfinite(done_at)
+        complete = (hashed >= layer_bytes - 1e-6).all(axis=1) & ~np.isfinite(done_at)
         done_at[complete] = t
     return Result(completion_s=sorted(done_at.tolist()), first_piece_s=sorted(first_at.tolist()),
                   origin_bytes=origin_bytes,
-                  total_bytes=swarm.layer_size * layers, piece_length=plen, neighbours=d, steps=steps)
+                  total_bytes=sum(swarm.layer_sizes), piece_length=min(lengths), neighbours=d, steps=steps)
 
 
 def _first_missing(holds: np.ndarray, layers: int, per_layer: int) -> np.ndarray:
@@ -346,7 +372,7 @@ def _pack(bits: np.ndarray) -> np.ndarray:
 
 
 def _choose_partners(seeking, owner, partner, is_origin_slot, o, n, offsets, started, have_bits, got_bits,
-                     layer_bits, slot_layer, slot_table, nodes, rng, tries: int = 4) -> None:
+                     layer_bits, slot_layer, group, slot_table, nodes, rng, tries: int = 4) -> None:
     """Each seeking slot serves a random interested neighbour it does not serve already (or none)."""
     padded = np.append(partner, -1)  # slot_table's -1 (no slot) reads -1 (no partner)
     for _ in range(tries):
@@ -368,9 +394,9 @@ def _choose_partners(seeking, owner, partner, is_origin_slot, o, n, offsets, sta
         restricted = layer >= 0
         wants[restricted] &= layer_bits[layer[restricted]]
         ok = wants.any(axis=1) & started[candidate]
-        ok &= ~(padded[slot_table[src]] == candidate[:, None]).any(axis=1)  # served by another slot
-        # Two slots of one owner picking the same peer in this round: the first takes it.
-        keys = src * nodes + candidate
+        ok &= ~(padded[slot_table[group[open_]]] == candidate[:, None]).any(axis=1)  # served by another slot
+        # Two slots of one group picking the same peer in this round: the first takes it.
+        keys = group[open_] * nodes + candidate
         first = np.zeros(open_.size, dtype=bool)
         first[np.unique(keys, return_index=True)[1]] = True
         ok &= first

@@ -58,7 +58,7 @@ class Measurement:
     measured: str = ""  # the report's date (YYYY-MM-DD)
 
     def swarm(self) -> Swarm:
-        return Swarm(agents=self.agents, layer_size=self.blob_size, origin_up=self.origin_up,
+        return Swarm(agents=self.agents, layer_sizes=(self.blob_size,), origin_up=self.origin_up,
                      agent_up=self.agent_up, agent_down=self.agent_down)
 
     def policy(self) -> Policy:

@@ -22,18 +22,19 @@ EXACT = Policy(payload=1.0)  # caps as given, so that T* is the bound to compare
 def bounds(swarm: Swarm) -> tuple[float, float]:
     """What no agent beats (every byte from the origins once, and through its own link) and what
     the last one cannot beat (T*: every agent's bytes through every uplink)."""
-    size = swarm.layer_size * swarm.layers
+    size = sum(swarm.layer_sizes)
     origins = swarm.origin_up * swarm.origins
     anyone = max(size / origins, size / swarm.agent_down)
     return anyone, max(anyone, swarm.agents * size / (origins + swarm.agents * swarm.agent_up))
 
 
 @pytest.mark.parametrize("swarm", [
-    Swarm(agents=10, layer_size=8 * MiB, origin_up=8 * MiB, agent_up=4 * MiB, agent_down=16 * MiB),
-    Swarm(agents=30, layer_size=32 * MiB, origin_up=5 * MiB, agent_up=1.25 * MiB, agent_down=5 * MiB),
-    Swarm(agents=12, layer_size=3 * MiB, layers=3, origins=2, origin_up=2 * MiB, agent_up=3 * MiB,
+    Swarm(agents=10, layer_sizes=(8 * MiB,), origin_up=8 * MiB, agent_up=4 * MiB, agent_down=16 * MiB),
+    Swarm(agents=30, layer_sizes=(32 * MiB,), origin_up=5 * MiB, agent_up=1.25 * MiB, agent_down=5 * MiB),
+    Swarm(agents=12, layer_sizes=(3 * MiB, 3 * MiB, 3 * MiB), origins=2, origin_up=2 * MiB, agent_up=3 * MiB,
           agent_down=6 * MiB),
-    Swarm(agents=6, layer_size=16 * MiB, origin_up=40 * MiB, agent_up=20 * MiB, agent_down=10 * MiB),
+    Swarm(agents=6, layer_sizes=(16 * MiB,), origin_up=40 * MiB, agent_up=20 * MiB, agent_down=10 * MiB),
+    Swarm(agents=8, layer_sizes=(1 * MiB, 8 * MiB, 20 * MiB), origin_up=6 * MiB, agent_up=2 * MiB, agent_down=8 * MiB),
 ])
 def test_the_model_never_beats_the_lower_bound(swarm: Swarm) -> None:
     anyone, last = bounds(swarm)
@@ -44,19 +45,28 @@ def test_the_model_never_beats_the_lower_bound(swarm: Swarm) -> None:
 
 @pytest.mark.parametrize(("origin_up", "agent_down"), [(4 * MiB, 16 * MiB), (16 * MiB, 4 * MiB)])
 def test_one_agent_from_one_origin_takes_size_over_the_narrower_link(origin_up: int, agent_down: int) -> None:
-    swarm = Swarm(agents=1, layer_size=8 * MiB, origin_up=origin_up, agent_up=MiB, agent_down=agent_down)
-    result = simulate(swarm, EXACT, dt=0.01)
-    expected = swarm.layer_size / min(origin_up, agent_down)
+    swarm = Swarm(agents=1, layer_sizes=(8 * MiB,), origin_up=origin_up, agent_up=MiB, agent_down=agent_down)
+    result = simulate(swarm, EXACT)
+    expected = swarm.layer_sizes[0] / min(origin_up, agent_down)
     assert result.completion_s[0] == pytest.approx(expected, rel=0.01)
-    assert result.origin_bytes == pytest.approx(swarm.layer_size)
+    assert result.origin_bytes == pytest.approx(swarm.layer_sizes[0])
+
+
+def test_layers_of_different_sizes_share_one_agents_link() -> None:
+    # Three torrents of different piece lengths (64 KiB, 256 KiB, 1 MiB), one origin slot each.
+    swarm = Swarm(agents=1, layer_sizes=(3 * MiB, 40 * MiB, 100 * MiB), origin_up=64 * MiB, agent_up=MiB,
+                  agent_down=16 * MiB)
+    result = simulate(swarm, EXACT)
+    assert result.completion_s[0] == pytest.approx(143 / 16, rel=0.01)
+    assert result.origin_bytes == pytest.approx(143 * MiB) and result.piece_length == 64 << 10
 
 
 def test_payload_share_of_the_link_slows_a_pull_by_that_share() -> None:
-    swarm = Swarm(agents=1, layer_size=8 * MiB, origin_up=4 * MiB, agent_up=MiB, agent_down=16 * MiB)
-    assert simulate(swarm, Policy(payload=0.5), dt=0.01).completion_s[0] == pytest.approx(4.0, rel=0.01)
+    swarm = Swarm(agents=1, layer_sizes=(8 * MiB,), origin_up=4 * MiB, agent_up=MiB, agent_down=16 * MiB)
+    assert simulate(swarm, Policy(payload=0.5)).completion_s[0] == pytest.approx(4.0, rel=0.01)
 
 
-SWARM30 = Swarm(agents=30, layer_size=32 * MiB, origin_up=5 * MiB, agent_up=1.25 * MiB, agent_down=5 * MiB)
+SWARM30 = Swarm(agents=30, layer_sizes=(32 * MiB,), origin_up=5 * MiB, agent_up=1.25 * MiB, agent_down=5 * MiB)
 
 
 def test_fewer_unchoke_slots_shorten_the_hop_and_the_median() -> None:
@@ -218,5 +228,5 @@ def test_a_calibration_that_fits_an_unknown_constant_is_refused(tmp_path: Path) 
 def test_the_scenario_view_adds_layers_and_origins() -> None:
     kraken = load_scenario(CONFIGS / "kraken2600.toml")
     swarm = swarm_of(kraken, agents=100)
-    assert (swarm.agents, swarm.layers, swarm.origins, swarm.layer_size) == (100, 2, 5, 1500 * MiB)
+    assert (swarm.agents, swarm.layer_sizes, swarm.origins) == (100, (1500 * MiB, 1500 * MiB), 5)
     assert kraken.lower_bound() == pytest.approx(10.0)
