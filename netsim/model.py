@@ -194,15 +194,14 @@ def simulate(swarm: Swarm, policy: Policy = Policy(), constants: Constants = Con
     per_layer = max(counts)
     pieces = per_layer * layers
     layer_of = np.repeat(np.arange(layers), per_layer)
-    position = np.tile(np.arange(per_layer), layers)  # piece index within its layer
-    size = np.zeros((layers, per_layer))
+    sizes = np.zeros((layers, per_layer))
     for layer, (total, length, count) in enumerate(zip(swarm.layer_sizes, lengths, counts, strict=True)):
-        size[layer, :count] = length
-        size[layer, count - 1] = total - length * (count - 1)
-    phantom = (size == 0).reshape(-1)
-    prefix_bytes = np.concatenate([np.zeros((layers, 1)), np.cumsum(size, axis=1)], axis=1)  # before piece i
+        sizes[layer, :count] = length
+        sizes[layer, count - 1] = total - length * (count - 1)
+    size = sizes.reshape(-1)
+    phantom = size == 0
+    prefix_bytes = np.concatenate([np.zeros((layers, 1)), np.cumsum(sizes, axis=1)], axis=1)  # before piece i
     layer_bytes = np.array(swarm.layer_sizes, dtype=np.float64)
-    size = size.reshape(-1)
 
     def cap(rate: float) -> float:
         return rate * policy.payload if rate else UNCAPPED
