@@ -1,14 +1,15 @@
 """A flow-level model of a swarm pull: what ``netsim run`` measures, for fleets it cannot start.
 
-Time advances in small steps (``step``). Every node has an upload and a download cap (payload: a share of
-the link cap); every uploader has slots (an agent's unchoke slots, shared by all its torrents; an
-origin's upload slots per torrent), each serving one neighbour for an unchoke interval, one piece
-at a time; active transfers share the caps (each flow gets the smaller of its uploader's and its
-downloader's fair share, then grows while both have room). A downloader picks the rarest piece
-its uploader has, first within its stream window (from the first piece it lacks, per layer).
-A piece it got is served onward after ``have_delay_s``; the pull completes when its in-order hash
-loop has passed every byte. Neighbours are a random graph of the degree the tracker's hand-out
-and the connection limit allow; every agent reaches its layers' origins.
+Time advances in small steps (``step``). Every node has an upload and a download cap (payload: a
+share of the link cap); every uploader has slots (an agent's unchoke slots, shared by all its
+torrents; an origin's upload slots per torrent), each serving one neighbour for an unchoke
+interval, one piece at a time; active transfers share the caps (each flow gets the smaller of its
+uploader's and its downloader's fair share, then grows while both have room). A downloader picks
+the rarest piece its uploader has, first within its stream window (from the first piece it lacks,
+per layer). A piece it got is served onward after the fitted delays (``Constants``); the pull
+completes when its in-order hash loop has passed every byte. Neighbours are a random graph of the
+degree the tracker's hand-out and the connection limit allow; every agent reaches its layers'
+origins.
 
 Left out: TCP dynamics (slow start, loss), latency other than the fitted per-piece constants,
 tit-for-tat (unchoking is round robin among interested neighbours), end-game duplicate requests,
@@ -103,7 +104,6 @@ class Swarm:
     origin_up: float = 0.0  # per origin; 0: uncapped
     agent_up: float = 0.0
     agent_down: float = 0.0
-
 
     @property
     def layers(self) -> int:

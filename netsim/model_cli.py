@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from swarmreg.config import ConfigError
 
 MAX_HOSTS = 100_000
 
+
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser(
         "model", help="predict a scenario with the flow-level model (or `model calibrate REPORT.json ...`)")
@@ -33,7 +35,7 @@ def add_parser(commands: Any) -> None:
                         help="fitted constants (default: netsim/calibration.toml)")
     parser.add_argument("--constant", action="append", default=[], metavar="NAME=VALUE",
                         help="override a fitted constant, e.g. have_delay_s=0 (what-ifs)")
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=1, help="the random choices' seed (0 or more)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -42,6 +44,8 @@ def main(args: argparse.Namespace) -> int:
             return _calibrate([Path(p) for p in args.target[1:]], args.calibration)
         if len(args.target) != 1:
             raise ConfigError("give one scenario (or `calibrate REPORT.json ...`)")
+        if args.seed < 0:
+            raise ConfigError(f"--seed must be 0 or more, got {args.seed}")
         prediction = predict(Path(args.target[0]), _hosts(args), args.calibration, args.seed, args.constant)
     except ConfigError as error:
         print(f"netsim model: {error}", file=sys.stderr)
@@ -118,6 +122,8 @@ def _override(constants: Constants, overrides: Sequence[str]) -> Constants:
             if field is None:
                 raise ValueError(f"no constant {name.strip()!r}; known: {', '.join(attrs.fields_dict(Constants))}")
             changes[field.name] = int(value) if field.type in (int, "int") else float(value)
+            if not math.isfinite(changes[field.name]):
+                raise ValueError("must be a finite number")
             attrs.evolve(constants, **changes)
         except ValueError as error:
             raise ConfigError(f"--constant {override}: {error}") from None

@@ -104,7 +104,7 @@ def test_constants_can_be_overridden_for_what_ifs(tmp_path: Path, capsys: pytest
     out = tmp_path / "what-if.json"
     assert main(["model", str(CONFIGS / "smoke.toml"), "--constant", "have_delay_s=0.5", "--json", str(out)]) == 0
     assert json.loads(out.read_text())["constants"]["have_delay_s"] == 0.5
-    for bad in ("speed=1", "have_delay_s=-1", "origin_piece_quota=1.5"):
+    for bad in ("speed=1", "have_delay_s=-1", "have_delay_s=inf", "origin_piece_quota=1.5"):
         assert main(["model", str(CONFIGS / "smoke.toml"), "--constant", bad]) == 2
         assert "--constant" in capsys.readouterr().err
 
@@ -165,7 +165,7 @@ def test_bad_scenarios_are_refused_with_what_is_wrong(tmp_path: Path, capsys: py
     assert error.startswith("netsim model: ") and message in error and "Traceback" not in error
 
 
-@pytest.mark.parametrize("argv", [["--scale", "10,x"], ["--hosts", "0"], ["--scale", "200000"]])
+@pytest.mark.parametrize("argv", [["--scale", "10,x"], ["--hosts", "0"], ["--scale", "200000"], ["--seed", "-1"]])
 def test_bad_host_counts_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["model", str(CONFIGS / "swarm30.toml"), *argv]) == 2
     assert "netsim model: " in capsys.readouterr().err
