@@ -54,11 +54,13 @@ class Measurement:
     # The median agent's first piece, after its torrent was added (0: not in the report).
     first_piece_s: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     settings: tuple[str, ...] = ()  # the agents' and the herd's --set overrides
+    # An image run's layers (netsim run's image scenarios); empty: one blob of blob_size.
+    layer_sizes: tuple[int, ...] = ()
     source: str = ""  # the report it came from
     measured: str = ""  # the report's date (YYYY-MM-DD)
 
     def swarm(self) -> Swarm:
-        return Swarm(agents=self.agents, layer_sizes=(self.blob_size,), origin_up=self.origin_up,
+        return Swarm(agents=self.agents, layer_sizes=self.layer_sizes or (self.blob_size,), origin_up=self.origin_up,
                      agent_up=self.agent_up, agent_down=self.agent_down)
 
     def policy(self) -> Policy:
@@ -124,7 +126,8 @@ def measurement_from_report(path: Path) -> Measurement:
             p50_s=float(report["p50_s"]), p99_s=float(report["p99_s"]),
             origin_egress_x=float(report.get("origin_egress_x", 0.0)),
             first_piece_s=float((report.get("milestones_p50_s") or {}).get("first_piece", 0.0)),
-            settings=_settings(report.get("settings")), source=str(path), measured=when)
+            settings=_settings(report.get("settings")), source=str(path), measured=when,
+            layer_sizes=tuple(int(layer["size"]) for layer in (report.get("image") or {}).get("layers", ())))
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{path}: not a netsim report ({type(error).__name__}: {error})") from None
     if why := refusal(measurement.swarm(), measurement.policy(), measurement.lower_bound_s):

@@ -207,10 +207,18 @@ def test_calibrate_fits_writes_and_reports(tmp_path: Path, capsys: pytest.Captur
     assert "tiny" in capsys.readouterr().out
 
 
+def test_an_image_reports_layers_are_modelled_as_its_torrents(tmp_path: Path) -> None:
+    image = {"layers": [{"size": MiB, "digest": "sha256:1"}, {"size": 3 * MiB, "digest": "sha256:2"}]}
+    measurement = model_calibration.measurement_from_report(_report(tmp_path / "image.json", image=image,
+                                                                    blob_size=4 * MiB))
+    assert measurement.swarm().layer_sizes == (MiB, 3 * MiB)
+
+
 @pytest.mark.parametrize(("changes", "message"), [
     ({"p50_s": "fast"}, "not a netsim report"), ({"links": None}, "not a netsim report"),
     ({"settings": 3}, "not a netsim report"), ({"agents": 10**9}, "more than the model holds"),
     ({"links": {"origin_up": 0, "agent_up": 1, "agent_down": 1}}, "every link capped"),
+    ({"image": {"layers": [{"digest": "sha256:1"}]}}, "not a netsim report"),
 ])
 def test_calibrate_refuses_what_is_not_a_report_it_can_model(tmp_path: Path, changes: dict[str, object],
                                                               message: str) -> None:
