@@ -221,6 +221,11 @@ class TrackerConfig:
     # A download announced for a blob whose metainfo is older than this asks the origin again,
     # so an origin that lost or stopped seeding a blob fetches it back from its backend.
     metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # A download whose announced progress has not grown for this long is stalled: its announce
+    # reply lists the peers furthest along first, and up to stall_helpers of the agents further
+    # along hear of it (a push), so that they dial it (docs/swarm.md, "Stalled downloads").
+    stall_after: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
+    stall_helpers: int = attrs.field(default=8, validator=attrs.validators.ge(0))
 
 
 def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
@@ -308,6 +313,9 @@ class AgentConfig:
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces from the next one the download hashes that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    # While a download runs it announces its progress this often, so that the tracker notices
+    # one that makes none (tracker.stall_after); 0: only the announces every interval.
+    progress_interval: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     # How long an answer of the index (a tag or blob link, found or not; a manifest record found) is
     # reused: a tag, manifest or blob deleted through the proxy stops being served within it.
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
