@@ -51,7 +51,10 @@ def _where_time_goes(figures: dict[str, Any]) -> list[str]:
         lines.append(f"  CPU: daemons {cpu['daemons_s']:.1f} s, netsim {cpu['netsim_s']:.1f} s in "
                      f"{cpu['wall_s']:.1f} s of wall time; the machine was {100 * share:.0f}% busy "
                      f"on {cpu['cores']} cores{' (CPU-bound)' if share > 0.9 else ''}")
-        lines.append(f"  idle daemons, before the pulls: {cpu['idle_daemons_cores']:.2f} cores")
+        if "daemons_s_per_gib" in cpu:
+            lines.append(f"  daemons' CPU per GiB the agents received: {cpu['daemons_s_per_gib']:.1f} core-seconds")
+        lines.append(f"  idle daemons, before the pulls: {cpu['idle_daemons_cores']:.2f} cores"
+                     + (f" ({cpu['idle_cores_per_daemon']:.4f} per daemon)" if "idle_cores_per_daemon" in cpu else ""))
     return lines
 
 

@@ -24,7 +24,7 @@ import trio
 from netsim.cluster import QUIET, Cluster, joins
 from netsim.cpu import machine_busy, own_seconds, process_seconds
 from netsim.network import Network, NetworkError, sweep, unavailable
-from netsim.scenario import Scenario
+from netsim.scenario import Fault, Scenario
 from netsim.stats import percentile
 from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
@@ -33,6 +33,7 @@ from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
 CHUNK = 4 << 20
+GiB = 1 << 30
 MODES = ("auto", "netns", "loopback")
 # Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
 MILESTONES = ("metainfo", "announced", "first_piece", "finished", "verified")
@@ -162,15 +163,43 @@ class Run:
                 with trio.move_on_after(0.5):
                     await done.wait()
 
-    async def fault(self, at: float, node: str, action: str, t0: float) -> None:
-        await trio.sleep_until(trio.current_time() + max(0.0, at - (time.monotonic() - t0)))
+    async def fault(self, fault: Fault, t0: float, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Break a node at the fault's time; started once a refusal from the start is in place
+        (so that the pulls begin behind it), at once otherwise."""
+        from_start = fault.action == "refuse" and fault.at == 0
+        if not from_start:
+            task_status.started()
+        await trio.sleep_until(trio.current_time() + max(0.0, fault.at - (time.monotonic() - t0)))
+        node, action = fault.node, fault.action
         process = self.herd if node in ("origin", "tracker", "herd") else self.agents[int(node.split("-")[1])]
         assert process is not None
+        if action == "refuse":
+            await self.refuse(process, fault.duration, task_status if from_start else trio.TASK_STATUS_IGNORED)
+            return
         process.kill()
         await process.wait()
         if action == "restart":  # on the same ports, so that its peers and clients find it again
             process.overrides = (*process.overrides, *pinned(process.ready))
             await process.start()
+
+
+    async def refuse(self, process: DaemonProcess, seconds: float,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """For ``seconds``, the node's peer wire refuses every connection and its dials fail."""
+        if self.network is None:
+            raise NetworkError("a refuse fault needs netns mode")
+        host = self.network.hosts[process.name]
+        me = Address.parse(process.ready["peer"])
+        others = [Address.parse(p.ready["peer"]) for p in self.cluster.processes
+                  if p is not process and "peer" in p.ready]
+        await self.network.refuse(host, me.port, [(a.host, a.port) for a in others])
+        task_status.started()
+        try:
+            await trio.sleep(seconds)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.network.accept(host)
 
 
 def pinned(ready: dict[str, Any]) -> tuple[str, ...]:
@@ -234,7 +263,7 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run.sample, t0, done)
             for fault in scenario.faults:
-                nursery.start_soon(run.fault, fault.at, fault.node, fault.action, t0)
+                await nursery.start(run.fault, fault, t0)
             async with trio.open_nursery() as pulling:
                 for record in pulls:
                     pulling.start_soon(_pull_at, run, record, digest, t0)
@@ -246,6 +275,9 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
                "machine_busy": busy[0] / busy[1] if busy[1] else 0.0, "cores": os.cpu_count() or 1,
                "idle_daemons_cores": idle}
         counters = await _final_counters(run, digest)
+        nodes = len(run.cluster.processes)
+        cpu.update(idle_cores_per_daemon=idle / nodes,
+                   daemons_s_per_gib=cpu["daemons_s"] / max(counters["received"] / GiB, 1e-9))
         figures = summarize(scenario, pulls, run.samples, **counters)
         figures.update(mode=mode_name, cpu=cpu)
         return figures
@@ -285,8 +317,9 @@ def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any
         "scenario": scenario.name, "agents": scenario.agents, "blob_size": scenario.blob_size,
         "links": attrs.asdict(scenario.links), "lower_bound_s": bound,
         "completed": len(times), "failed": [attrs.asdict(p) for p in pulls if p.seconds is None],
-        "completion_s": sorted(times), "origin_egress_x": origin_up / scenario.blob_size,
-        "share_from_agents": from_agents / max(received, 1), "samples": samples,
+        "completion_s": sorted(times), "completion_by_agent": [p.seconds for p in pulls],
+        "origin_egress_x": origin_up / scenario.blob_size,
+        "share_from_agents": from_agents / max(received, 1), "received_bytes": received, "samples": samples,
         "delay": NO_DELAY,
         "milestones_p50_s": {name: statistics.median(values) for name in MILESTONES
                              if (values := [t[name] for t in timelines if name in t])},

@@ -42,14 +42,22 @@ class Arrivals:
         return [(i // self.wave_size) * self.interval for i in range(agents)]
 
 
+def _refusal_lasts(instance: Fault, _attribute: attrs.Attribute[float], value: float) -> None:
+    if (instance.action == "refuse") != (value > 0):
+        raise ValueError("a refuse fault lasts for seconds > 0; kill and restart take none")
+
+
 @attrs.frozen
 class Fault:
     """At ``at`` seconds, ``kill`` a node (SIGKILL) or ``restart`` it (SIGKILL, then start it again
-    on its data directory). ``node`` is "tracker", "origin" or "agent-<n>" (numbered from 0)."""
+    on its data directory), or have it ``refuse`` every peer-wire connection, in and out, for
+    ``duration`` seconds (netns mode: its dials and the dials to it are reset, as through a
+    full or flapping link). ``node`` is "tracker", "origin" or "agent-<n>" (numbered from 0)."""
 
     at: float = attrs.field(validator=attrs.validators.ge(0))
     node: str
-    action: Literal["kill", "restart"] = "restart"
+    action: Literal["kill", "restart", "refuse"] = "restart"
+    duration: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), _refusal_lasts])
 
 
 @attrs.frozen
