@@ -6,12 +6,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 import trio
 
+from netsim import pulls
 from netsim.__main__ import main
+from netsim.cluster import HERD, joins
+from netsim.registry_client import push_new_image
 from netsim.runner import pinned, run_scenario
 from netsim.scenario import Fault, ImageSpec, load_scenario
 from swarmreg.config import ConfigError
@@ -92,3 +96,22 @@ def test_bad_image_input_is_refused_by_key(text: str, message: str, tmp_path: Pa
     with pytest.raises(ConfigError) as refused:
         load_scenario(bad)
     assert message in str(refused.value), refused.value
+
+
+async def test_an_image_pull_attempt_is_checked_and_its_failures_told_apart(spawn: Any, tmp_path: Path) -> None:
+    herd = await spawn("herd", list(HERD))
+    agent = await spawn("agent", ["agent"], *joins(herd))
+    image = await push_new_image(herd.url("proxy"), tmp_path, [MiB + 1, 2 * MiB, 2 * MiB], "netsim/app", "v1",
+                                 timeout=60)
+    registry = agent.url("agent", "registry")
+    assert set(await pulls.image(registry, image, timeout=60)) == {"1 MiB", "2 MiB"}, "each layer size's GET"
+    # Another manifest under the tag than the one pushed: a wrong answer, not worth a retry.
+    with pytest.raises(pulls.WrongContent, match="wrong manifest digest"):
+        await pulls.image(registry, attrs.evolve(image, manifest_digest="sha256:" + "0" * 64), timeout=60)
+    # A tag nobody pushed: refused (404), so a client would try again later.
+    with pytest.raises(pulls.Cut, match="HTTP 404"):
+        await pulls.image(registry, attrs.evolve(image, tag="v2"), timeout=60)
+    agent.kill()
+    await agent.wait()
+    with pytest.raises(pulls.Cut, match="ConnectError"):
+        await pulls.image(registry, image, timeout=60)
