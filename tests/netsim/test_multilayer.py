@@ -16,14 +16,13 @@ from netsim import pulls
 from netsim.__main__ import main
 from netsim.cluster import HERD, joins
 from netsim.registry_client import push_new_image
-from netsim.runner import pinned, run_scenario
+from netsim.runner import MILESTONES, pinned, run_scenario
 from netsim.scenario import Fault, ImageSpec, load_scenario
 from swarmreg.config import ConfigError
 from tests.netsim.test_smoke import ROOT, leftovers, needs_netns
 
 MiB = 1 << 20
 SMALL = ROOT / "configs/netsim/multilayer-small.toml"
-MILESTONES = {"metainfo", "announced", "first_piece", "finished", "verified"}
 
 
 @pytest.mark.parametrize("mode", [pytest.param("netns", marks=needs_netns), "loopback"])
@@ -41,7 +40,7 @@ def test_the_small_image_scenario_runs_and_reports(mode: str, tmp_path: Path,
     for layer in image["layers"]:
         assert 0 < layer["p50_s"] <= layer["max_s"] <= figures["max_s"]
     # The 1 MiB layer comes inline from the tracker (tracker.inline_max): no torrent, no milestones.
-    assert [set(layer["milestones_p50_s"]) for layer in image["layers"]] == [set(), *[MILESTONES] * 3]
+    assert [set(layer["milestones_p50_s"]) for layer in image["layers"]] == [set(), *[set(MILESTONES)] * 3]
     assert figures["milestones_p50_s"] == image["layers"][-1]["milestones_p50_s"], "the largest layer's"
     # The origin's swarm sent each torrent's pieces at least once (the inline layer went by HTTP).
     assert figures["origin_egress_x"] >= 0.9
