@@ -1,4 +1,4 @@
-"""A netsim scenario: the nodes, their links, the blob, when agents arrive and what breaks.
+"""A netsim scenario: the nodes, their links, the blob or image, when agents arrive and what breaks.
 
 Structured from ``configs/netsim/<name>.toml`` into frozen attrs classes, with the same strict
 converter as the daemon's configuration (unknown keys and bad values are refused by key path).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -60,13 +60,39 @@ class Fault:
     duration: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), _refusal_lasts])
 
 
+# Docker's overlay2 driver stacks at most 128 layers.
+MAX_LAYERS = 128
+
+
+def _layer_sizes(_instance: object, _attribute: attrs.Attribute[tuple[ByteSize, ...]],
+                 value: tuple[ByteSize, ...]) -> None:
+    if not 1 <= len(value) <= MAX_LAYERS:
+        raise ValueError(f"'layers' must name from 1 to {MAX_LAYERS} layer sizes, not {len(value)}")
+    if not all(value):
+        raise ValueError("'layers' must be sizes above 0")
+
+
+@attrs.frozen
+class ImageSpec:
+    """An image to pull instead of one blob: its layers' sizes. It is pushed to the herd's proxy
+    with a config naming the layers, and each agent pulls it through its registry API."""
+
+    layers: tuple[ByteSize, ...] = attrs.field(validator=_layer_sizes)
+
+    @property
+    def size(self) -> int:
+        return sum(self.layers)
+
+
 @attrs.frozen
 class Scenario:
-    """One run: ``agents`` pull one blob of ``blob_size`` from a herd (origin + tracker)."""
+    """One run: ``agents`` pull one blob of ``blob_size`` from a herd (origin + tracker), or an
+    ``image`` from a herd that also runs the index and the proxy."""
 
     name: str
     agents: int = attrs.field(validator=attrs.validators.ge(1))
     blob_size: ByteSize = ByteSize(16 * MiB)
+    image: ImageSpec | None = None
     links: Links = Links()
     arrivals: Arrivals = Arrivals()
     faults: tuple[Fault, ...] = ()
@@ -76,9 +102,14 @@ class Scenario:
     agent_settings: tuple[str, ...] = ()
     herd_settings: tuple[str, ...] = ()
 
+    @property
+    def size(self) -> int:
+        """F, the bytes each agent pulls: the blob, or the image's layers (they share the links)."""
+        return self.blob_size if self.image is None else self.image.size
+
     def lower_bound(self) -> float:
         """T* = max(F/u_origin, F/d_agent, N*F/(u_origin + N*u_agent)), in seconds (0: uncapped)."""
-        size, links, n = self.blob_size, self.links, self.agents
+        size, links, n = self.size, self.links, self.agents
         terms = []
         if links.origin_up:
             terms.append(size / links.origin_up)
@@ -96,4 +127,19 @@ def load_scenario(path: Path) -> Scenario:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read scenario {path}: {error}") from None
     document.setdefault("name", Path(path).stem)
+    if "image" in document:
+        _check_image(document)
     return structure(document, Scenario)
+
+
+def _check_image(document: dict[str, Any]) -> None:
+    """What cattrs cannot tell about ``[image]``: whether blob_size was given too (it has a default),
+    a string for the list of sizes (it would take its characters), a value that is no table."""
+    image = document["image"]
+    wrong = ("image: a scenario pulls one blob (blob_size) or an image ([image]), not both"
+             if "blob_size" in document else
+             "image: expected a table" if not isinstance(image, dict) else
+             'image.layers: expected a list of sizes, such as ["8MiB", "16MiB"]'
+             if isinstance(image.get("layers"), str) else None)
+    if wrong:
+        raise ConfigError(f"invalid configuration:\n  {wrong}")
