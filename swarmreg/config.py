@@ -186,6 +186,21 @@ class SwarmConfig:
     # Peers served at once per torrent added as a complete seed (an origin's blobs).
     # One: the origin sends each piece about once and the agents spread it; 0: no limit.
     seed_upload_slots: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    # libtorrent settings by name, applied over swarmreg's own (swarmreg/swarm/settings.py), for
+    # tuning and experiments: `--set swarm.libtorrent.aio_threads=2`. Each value has its setting's type.
+    libtorrent: dict[str, Any] = attrs.field(factory=dict, validator=lambda _i, _a, v: _check_libtorrent(v))
+
+
+def _check_libtorrent(settings: Mapping[str, Any]) -> None:
+    import libtorrent as lt  # here, not at the top: the config is read by tools without libtorrent
+
+    known: dict[str, Any] = dict(lt.default_settings())
+    for name, value in settings.items():
+        if name not in known:
+            raise ValueError(f"{name!r} is not a libtorrent setting")
+        if type(value) is not type(known[name]):
+            raise ValueError(f"libtorrent setting {name!r} takes a {type(known[name]).__name__}, "
+                             f"not {value!r}")
 
 
 @attrs.frozen
