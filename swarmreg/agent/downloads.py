@@ -148,6 +148,9 @@ def _read_range(path: Path, offset: int, length: int) -> bytes:
 
 # How long a stream waits for its next piece before making it time-critical.
 HURRY_AFTER = 0.5
+# Pieces up to this size are hashed in the event loop (0.15 ms for 256 KiB here): a worker
+# thread's hand-off costs more than that, in wake-ups on both sides; larger ones go to a thread.
+INLINE_HASH = 1 << 20
 
 
 class Downloads:
@@ -363,7 +366,10 @@ class Downloads:
             # wrong: the torrent's own error is the reason, not the digest.
             torrent.raise_if_failed()
             data = await self.engine.read_piece(torrent, piece)
-            await trio.to_thread.run_sync(hasher.update, data)
+            if len(data) <= INLINE_HASH:
+                hasher.update(data)
+            else:
+                await trio.to_thread.run_sync(hasher.update, data)
             download.remember(piece, data)
             download.hashed = piece + 1
             download.notify()
