@@ -120,14 +120,15 @@ class Network:
         await ip("ip", "addr", "add", f"{self.gateway}/16", "dev", self.bridge)
         await ip("ip", "link", "set", self.bridge, "up")
 
-    async def add(self, name: str) -> Host:
-        """A namespace for node ``name``, wired to the bridge."""
+    async def add(self, name: str, mtu: int = 1500) -> Host:
+        """A namespace for node ``name``, wired to the bridge by a link of ``mtu`` bytes."""
         index = len(self.hosts) + 2
         host = Host(name, f"netsim-{self.owner}-{name}", f"{self.prefix}.{index // 250}.{index % 250 + 2}",
                     f"ns{self.owner}v{index}")
         self.hosts[name] = host
         await ip("ip", "netns", "add", host.namespace)
-        await ip("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
+        await ip("ip", "link", "add", host.veth, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0",
+                 "mtu", str(mtu), "netns", host.namespace)
         await ip("ip", "link", "set", host.veth, "master", self.bridge, "up")
         await ip("ip", "-n", host.namespace, "addr", "add", f"{host.address}/16", "dev", "eth0")
         await ip("ip", "-n", host.namespace, "link", "set", "eth0", "up")

@@ -37,6 +37,9 @@ from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
 GiB = 1 << 30
+# Counters are sampled this often: every /stats request is work for the daemon it asks (a profile
+# of swarm30's agents found it among the larger items of their Python work at 0.5 s).
+SAMPLE_INTERVAL = 2.0
 REPOSITORY, TAG = "netsim/image", "v1"  # an image scenario's image
 MODES = ("auto", "netns", "loopback")
 # Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
@@ -79,7 +82,7 @@ class Run:
         if self.network is None:
             return self.cluster.add(name, roles, f"swarm.upload_rate_limit={up}",
                                     f"swarm.download_rate_limit={down}", *overrides)
-        host = await self.network.add(name)
+        host = await self.network.add(name, self.scenario.links.mtu)
         await self.network.shape(host, up=up, down=down)
         return self.cluster.add(name, roles, *overrides, host=host.address, wrapper=host.wrapper)
 
@@ -169,7 +172,7 @@ class Run:
         return origin, agents
 
     async def sample(self, t0: float, done: trio.Event) -> None:
-        """Every half second: bytes the origin has sent, bytes the agents got from each other."""
+        """Every SAMPLE_INTERVAL: bytes the origin has sent, bytes the agents got from each other."""
         async with httpx.AsyncClient(timeout=5) as client:
             while not done.is_set():
                 point: dict[str, Any] = {"t": time.monotonic() - t0, "origin_up": 0, "from_agents": 0}
@@ -179,7 +182,7 @@ class Run:
                 except (httpx.HTTPError, OSError, KeyError):
                     pass
                 self.samples.append(point)
-                with trio.move_on_after(0.5):
+                with trio.move_on_after(SAMPLE_INTERVAL):
                     await done.wait()
 
     async def fault(self, fault: Fault, t0: float, *,

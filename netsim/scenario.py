@@ -17,11 +17,12 @@ from swarmreg.config import ByteSize, ConfigError, MiB, structure
 
 @attrs.frozen
 class Links:
-    """Rate caps in bytes per second (0: uncapped)."""
+    """Rate caps in bytes per second (0: uncapped), and the links' MTU (netns mode)."""
 
     origin_up: ByteSize = ByteSize(20 * MiB)
     agent_up: ByteSize = ByteSize(10 * MiB)
     agent_down: ByteSize = ByteSize(40 * MiB)
+    mtu: int = attrs.field(default=1500, validator=[attrs.validators.ge(576), attrs.validators.le(65535)])
 
 
 @attrs.frozen
