@@ -19,6 +19,7 @@ class _Entry:
     expires: float
     progress: int = 0  # pieces held, as last announced
     since: float = 0.0  # when the progress last grew (or the peer first announced)
+    rescues: int = 0  # rescues since then
 
 
 @attrs.frozen
@@ -28,6 +29,7 @@ class Rescue:
 
     peers: list[Peer]
     helpers: list[Hashable]
+    first: bool  # the first rescue of this stall
 
 
 class PeerStore:
@@ -81,8 +83,9 @@ class PeerStore:
         if previous is not None:  # this owner's own, or (for an origin) whoever had the id here
             self._remove(info_hash, peer.peer_id, previous.owner)
         grew = previous is None or progress > previous.progress or peer.complete
-        since = now if grew or previous is None else previous.since
-        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(peer, owner, now + ttl, progress, since)
+        since, rescues = (now, 0) if grew or previous is None else (previous.since, previous.rescues)
+        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(
+            peer, owner, now + ttl, progress, since, rescues)
         if owner is not None:
             self._owned.setdefault(owner, {})[info_hash] = peer.peer_id
         if peer.origin:
@@ -107,7 +110,8 @@ class PeerStore:
         live.sort(key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
         further = [e.owner for e in live if not e.peer.origin and e.owner is not None
                    and (e.peer.complete or e.progress > me.progress)]
-        return Rescue([e.peer for e in live[:self.max_peers]], further[:helpers])
+        me.rescues += 1
+        return Rescue([e.peer for e in live[:self.max_peers]], further[:helpers], me.rescues == 1)
 
     def is_origin(self, info_hash: str, peer: Peer) -> bool:
         """Whether ``peer`` is, at its address, an origin of the torrent: an agent in its origin's daemon.

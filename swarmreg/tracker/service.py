@@ -422,8 +422,10 @@ class TrackerService:
         if news:
             self._push(frame.info_hash, peer, connection)
         if (rescue := self.peers.rescue(frame.info_hash, peer.peer_id, self.config.stall_helpers)) is not None:
-            log.info("download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
-                     frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
+            # Once per stall at INFO: with its origins down, a whole fleet stalls at once.
+            log.log(logging.INFO if rescue.first else logging.DEBUG,
+                    "download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
+                    frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
             peers = rescue.peers
             for helper in rescue.helpers:
                 if isinstance(helper, _Connection) and helper is not connection:
