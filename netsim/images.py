@@ -11,8 +11,6 @@ from typing import Any
 
 import attrs
 
-from netsim.runner import make_blob
-
 KiB, MiB = 1 << 10, 1 << 20
 
 
@@ -58,6 +56,19 @@ class Image:
 def random_blob(size: int, media_type: str) -> Blob:
     data = os.urandom(size)
     return Blob("sha256:" + hashlib.sha256(data).hexdigest(), size, media_type, data=data)
+
+
+def make_blob(path: Path, size: int) -> str:
+    """A random file of ``size`` bytes, written 4 MiB at a time; returns its digest."""
+    hasher = hashlib.sha256()
+    with open(path, "wb") as file:
+        left = size
+        while left:
+            piece = os.urandom(min(4 * MiB, left))
+            hasher.update(piece)
+            file.write(piece)
+            left -= len(piece)
+    return "sha256:" + hasher.hexdigest()
 
 
 def random_file(path: Path, size: int, media_type: str) -> Blob:

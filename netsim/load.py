@@ -42,13 +42,13 @@ import trio
 
 from netsim.cluster import QUIET, Cluster
 from netsim.daemon_logs import LogFindings
-from netsim.images import Image, config_blob, layer_sizes, make_image, random_blob
+from netsim.images import Image, config_blob, layer_sizes, random_blob
 from netsim.load_report import summarize, table
 from netsim.memory import MemorySampler, heap_growth
-from netsim.registry_client import Recorder, RequestFailed, pull_image, push_image
+from netsim.registry_client import Recorder, RequestFailed, pull_image, push_image, push_new_image
 from swarmreg.config import parse_size
 from swarmreg.devcluster import DaemonProcess
-from swarmreg.oci.mediatypes import DOCKER_CONFIG, DOCKER_LAYER_GZIP, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST
+from swarmreg.oci.mediatypes import DOCKER_CONFIG, DOCKER_LAYER_GZIP
 
 KiB, MiB = 1 << 10, 1 << 20
 REPOSITORY, TAG = "load/app", "v1"
@@ -146,14 +146,7 @@ def traced(work: Path, name: str, options: Options) -> tuple[str, ...]:
 async def _load(cluster: Cluster, herd: DaemonProcess, agent: DaemonProcess, options: Options) -> dict[str, Any]:
     proxy, registry = herd.url("proxy"), agent.url("agent", "registry")
     sizes = layer_sizes(options.layers, options.min_layer, options.max_layer)
-    config, layers = await trio.to_thread.run_sync(make_image, cluster.work, sizes, OCI_LAYER_GZIP, OCI_CONFIG)
-    setup = Recorder()
-    async with httpx.AsyncClient(base_url=proxy, timeout=options.timeout) as client:
-        try:
-            main = await push_image(client, setup, REPOSITORY, TAG, config, layers, 8 * MiB,
-                                    media_type=OCI_MANIFEST)
-        except RequestFailed:
-            raise RuntimeError(f"pushing the image to pull failed: {setup.examples}") from None
+    main = await push_new_image(proxy, cluster.work, sizes, REPOSITORY, TAG, timeout=options.timeout)
     recorder, recent = Recorder(), list[Image]()
     memory = MemorySampler(cluster.processes)
     t0 = time.monotonic()

@@ -132,7 +132,8 @@ RETRY_STEPS = 2
 def swarm_of(scenario: Scenario, agents: int | None = None) -> Swarm:
     """The model's view of a netsim scenario (``agents`` instead of the scenario's, if given)."""
     links = scenario.links
-    return Swarm(agents=agents or scenario.agents, layer_sizes=(scenario.blob_size,) * scenario.layers,
+    layers = (scenario.blob_size,) if scenario.image is None else scenario.image.layers
+    return Swarm(agents=agents or scenario.agents, layer_sizes=layers,
                  origins=scenario.origins, origin_up=links.origin_up, agent_up=links.agent_up,
                  agent_down=links.agent_down)
 

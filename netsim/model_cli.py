@@ -104,8 +104,9 @@ def predict(path: Path, hosts: list[int] | None, calibration_path: Path, seed: i
                                **figures(result, sized.lower_bound()),
                                "neighbours": result.neighbours, "runtime_s": time.monotonic() - started}
         runs.append(row)
-    return {"scenario": scenario.name, "agents": scenario.agents, "layers": scenario.layers,
-            "layer_size": scenario.blob_size, "origins": scenario.origins, "piece_length": result.piece_length,
+    layers = (scenario.blob_size,) if scenario.image is None else scenario.image.layers
+    return {"scenario": scenario.name, "agents": scenario.agents, "layers": len(layers),
+            "layer_size": max(layers), "origins": scenario.origins, "piece_length": result.piece_length,
             "links": attrs.asdict(scenario.links), "policy": attrs.asdict(policy),
             "constants": attrs.asdict(constants), "overrides": list(overrides),
             "calibration": str(calibration_path),

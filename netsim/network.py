@@ -27,6 +27,13 @@ import attrs
 import trio
 
 NETNS_DIR = Path("/run/netns")
+# The kernel's ARP table is one for every namespace, with limits sized for one host: 60 nodes
+# that each talk to 60 others need 3,600 entries against a hard limit of 1,024 (gc_thresh3), and
+# past it no new entry is made. In swarm60 every agent's dials to its peers timed out, three
+# times each, until libtorrent wrote them all off ("neighbor table overflow!" in dmesg): the
+# starved agents were this, not the swarm. These limits hold 250 nodes in full view of each other.
+NEIGHBOUR_LIMITS = {"gc_thresh1": 65536, "gc_thresh2": 131072, "gc_thresh3": 262144}
+NEIGHBOUR_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")
 NAMESPACE = re.compile(r"^netsim-(\d+)-")
 LINK = re.compile(r"^ns(?:br(?P<bridge>\d+)|(?P<veth>\d+)v\d+)$")
 UNCAPPED = "10gbit"
@@ -74,6 +81,28 @@ async def ip(*argv: str) -> None:
         raise NetworkError(f"{' '.join(argv)}: {result.stderr.decode(errors='replace').strip()}")
 
 
+async def _iptables_restore(host: Host, rules: str) -> None:
+    """Replace the filter table of the node's namespace with ``rules``."""
+    if shutil.which("iptables-restore") is None:
+        raise NetworkError("a refuse fault needs iptables (the Debian package iptables)")
+    result = await trio.run_process([*host.wrapper, "iptables-restore"], stdin=rules.encode(),
+                                    capture_stdout=True, capture_stderr=True, check=False)
+    if result.returncode != 0:
+        raise NetworkError(f"iptables-restore in {host.namespace}: {result.stderr.decode(errors='replace').strip()}")
+
+
+def make_room_for_neighbours() -> None:
+    """Raise the kernel's neighbour-table limits to NEIGHBOUR_LIMITS where they are lower. Never
+    lowered again: another run may be using them."""
+    for name, wanted in NEIGHBOUR_LIMITS.items():
+        path = NEIGHBOUR_SYSCTL / name
+        try:
+            if int(path.read_text()) < wanted:
+                path.write_text(str(wanted))
+        except (OSError, ValueError) as error:
+            raise NetworkError(f"cannot raise net.ipv4.neigh.default.{name} to {wanted}: {error}") from None
+
+
 class Network:
     """The namespaces, veths and bridge of one run."""
 
@@ -86,18 +115,20 @@ class Network:
 
     async def create(self) -> None:
         """The bridge, with netsim's own address on it."""
+        make_room_for_neighbours()
         await ip("ip", "link", "add", self.bridge, "type", "bridge")
         await ip("ip", "addr", "add", f"{self.gateway}/16", "dev", self.bridge)
         await ip("ip", "link", "set", self.bridge, "up")
 
-    async def add(self, name: str) -> Host:
-        """A namespace for node ``name``, wired to the bridge."""
+    async def add(self, name: str, mtu: int = 1500) -> Host:
+        """A namespace for node ``name``, wired to the bridge by a link of ``mtu`` bytes."""
         index = len(self.hosts) + 2
         host = Host(name, f"netsim-{self.owner}-{name}", f"{self.prefix}.{index // 250}.{index % 250 + 2}",
                     f"ns{self.owner}v{index}")
         self.hosts[name] = host
         await ip("ip", "netns", "add", host.namespace)
-        await ip("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
+        await ip("ip", "link", "add", host.veth, "mtu", str(mtu), "type", "veth", "peer", "name", "eth0",
+                 "mtu", str(mtu), "netns", host.namespace)
         await ip("ip", "link", "set", host.veth, "master", self.bridge, "up")
         await ip("ip", "-n", host.namespace, "addr", "add", f"{host.address}/16", "dev", "eth0")
         await ip("ip", "-n", host.namespace, "link", "set", "eth0", "up")
@@ -144,6 +175,18 @@ class Network:
         # ARP too: a reply dropped behind bulk data left the asker unable to reach that peer at all.
         await ip(*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "arp", "prio", "3", "u32",
                  "match", "u32", "0", "0", "flowid", "1:30")
+
+    async def refuse(self, host: Host, port: int, peers: Sequence[tuple[str, int]]) -> None:
+        """Reset every connection to the node's peer-wire ``port`` and its dials to ``peers``
+        (netsim's own traffic, the tracker and the origins' HTTP APIs still pass)."""
+        rules = ["*filter", f"-A INPUT -p tcp --syn --dport {port} -j REJECT --reject-with tcp-reset"]
+        rules += [f"-A OUTPUT -p tcp --syn -d {peer_host} --dport {peer_port} -j REJECT --reject-with tcp-reset"
+                  for peer_host, peer_port in peers]
+        await _iptables_restore(host, "\n".join([*rules, "COMMIT", ""]))
+
+    async def accept(self, host: Host) -> None:
+        """Take the node's refusal away."""
+        await _iptables_restore(host, "*filter\nCOMMIT\n")
 
     async def destroy(self) -> None:
         """Kill what still runs in the run's namespaces, then remove them and the bridge."""

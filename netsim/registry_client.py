@@ -1,5 +1,5 @@
 """A registry client that asks what docker does: pulls (containerd's resolver, layers three at
-once) and pushes (blob checks, a cross-repository mount, chunked uploads, the manifest), every
+once by default) and pushes (blob checks, a cross-repository mount, chunked uploads, the manifest), every
 request timed, every answer checked, every failure counted with its reason."""
 
 from __future__ import annotations
@@ -7,14 +7,22 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx
 import trio
 
-from netsim.images import Blob, Image, manifest_bytes, size_label
-from swarmreg.oci.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from netsim.images import Blob, Image, make_image, manifest_bytes, size_label
+from swarmreg.oci.mediatypes import (
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER_GZIP,
+    OCI_MANIFEST,
+)
 
 MiB = 1 << 20
 PIECE = 1 * MiB  # pulls read blobs in pieces this big: a blob is never held whole
@@ -22,6 +30,11 @@ PIECE = 1 * MiB  # pulls read blobs in pieces this big: a blob is never held who
 ACCEPT = ", ".join([DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_MANIFEST, OCI_INDEX, "*/*"])
 PARALLEL_LAYERS = 3  # docker's max-concurrent-downloads
 EXAMPLES = 10  # failures kept with their details
+# Failures that are wrong answers, not cut connections or refusals: a retry would not mend them.
+WRONG_MANIFEST = "wrong manifest digest"
+MANIFEST_MISMATCH = "manifest does not match its digest"
+CONTENT_MISMATCH = "content does not match the digest"
+WRONG_ANSWERS = frozenset({WRONG_MANIFEST, MANIFEST_MISMATCH, CONTENT_MISMATCH})
 
 
 class RequestFailed(Exception):
@@ -87,32 +100,32 @@ async def get_blob(client: httpx.AsyncClient, recorder: Recorder, kind: str, url
         raise recorder.fail(kind, type(error).__name__, f"GET {url} after {received} bytes: {error!r}") from error
     recorder.bytes_pulled += received
     if received != blob.size or "sha256:" + hasher.hexdigest() != blob.digest:
-        raise recorder.fail(kind, "content does not match the digest",
+        raise recorder.fail(kind, CONTENT_MISMATCH,
                             f"GET {url}: {received} of {blob.size} bytes, sha256:{hasher.hexdigest()}")
     recorder.ok(kind, time.perf_counter() - started)
 
 
-
 async def pull_image(client: httpx.AsyncClient, recorder: Recorder, image: Image, prefix: str, *,
-                     by_size: bool = False) -> None:
-    """What ``docker pull repo:tag`` asks the registry, every answer checked against ``image``; with
-    ``by_size`` each layer's requests are a kind of their own (their latencies differ by far)."""
+                     by_size: bool = False, parallel: int = PARALLEL_LAYERS) -> None:
+    """What ``docker pull repo:tag`` asks the registry, every answer checked against ``image``, up to
+    ``parallel`` layers at once; with ``by_size`` each layer size's requests are a kind of their own
+    (their latencies differ by far)."""
     manifest_url = f"/v2/{image.repository}/manifests"
     await request(client, recorder, f"{prefix}:base", "GET", "/v2/", (200,))
     head = await request(client, recorder, f"{prefix}:manifest-head", "HEAD", f"{manifest_url}/{image.tag}",
                          (200,), headers={"Accept": ACCEPT})
     if head.headers.get("Docker-Content-Digest") != image.manifest_digest:
-        raise recorder.fail(f"{prefix}:manifest-head", "wrong manifest digest",
+        raise recorder.fail(f"{prefix}:manifest-head", WRONG_MANIFEST,
                             f"{image.repository}:{image.tag} -> {head.headers.get('Docker-Content-Digest')}, "
                             f"pushed {image.manifest_digest}")
     got = await request(client, recorder, f"{prefix}:manifest", "GET", f"{manifest_url}/{image.manifest_digest}",
                         (200,), headers={"Accept": ACCEPT})
     # The very bytes that were pushed, and so the blobs below, when the digest matches.
     if "sha256:" + hashlib.sha256(got.content).hexdigest() != image.manifest_digest:
-        raise recorder.fail(f"{prefix}:manifest", "manifest does not match its digest", manifest_url)
+        raise recorder.fail(f"{prefix}:manifest", MANIFEST_MISMATCH, manifest_url)
     blobs = f"/v2/{image.repository}/blobs"
     await get_blob(client, recorder, f"{prefix}:config", f"{blobs}/{image.config.digest}", image.config)
-    limiter = trio.CapacityLimiter(PARALLEL_LAYERS)
+    limiter = trio.CapacityLimiter(parallel)
 
     async def layer(blob: Blob) -> None:
         async with limiter:
@@ -186,3 +199,15 @@ async def push_image(client: httpx.AsyncClient, recorder: Recorder, repository: 
     digest = await put_manifest(client, recorder, repository, tag, config, layers, media_type)
     return Image(repository, tag, digest, config, layers)
 
+
+async def push_new_image(proxy: str, work: Path, sizes: list[int], repository: str, tag: str, *,
+                         timeout: float, chunk: int = 8 * MiB) -> Image:
+    """An OCI image of random layers of ``sizes`` (files in ``work``) pushed to ``proxy`` as docker
+    does; RuntimeError with the failed requests if the push fails."""
+    config, layers = await trio.to_thread.run_sync(make_image, work, sizes, OCI_LAYER_GZIP, OCI_CONFIG)
+    recorder = Recorder()
+    async with httpx.AsyncClient(base_url=proxy, timeout=timeout) as client:
+        try:
+            return await push_image(client, recorder, repository, tag, config, layers, chunk, media_type=OCI_MANIFEST)
+        except RequestFailed:
+            raise RuntimeError(f"pushing the image to pull failed: {recorder.examples}") from None

@@ -14,9 +14,14 @@ def table(figures: dict[str, Any]) -> str:
     """A terminal table of one run's figures, each beside the lower bound T*."""
     bound = figures["lower_bound_s"]
     links = figures["links"]
+    image = figures.get("image")
+    pulled = "image" if image else "blob"
+    sizes = ", ".join(f"{layer['size'] / MiB:g}" for layer in image["layers"]) if image else ""
+    what = (f"image of {len(image['layers'])} layers ({sizes} = {image['size'] / MiB:g} MiB)" if image
+            else f"blob {figures['blob_size'] / MiB:g} MiB")
     lines = [
         f"netsim {figures['scenario']} ({figures['mode']} mode; delay: {figures['delay']})",
-        f"{figures['agents']} agents, blob {figures['blob_size'] / MiB:g} MiB, links: origin up "
+        f"{figures['agents']} agents, {what}, links: origin up "
         f"{links['origin_up'] / MiB:g} MiB/s, agents up {links['agent_up'] / MiB:g} / down "
         f"{links['agent_down'] / MiB:g} MiB/s",
         f"lower bound T* = {bound:.2f} s",
@@ -29,18 +34,23 @@ def table(figures: dict[str, Any]) -> str:
             lines.append(f"{name + ' completion':<28}{figures[f'{name}_s']:>10.2f} s"
                          f"{'' if ratio is None else f'{ratio:>9.2f}x'}")
     lines += [
-        f"{'origin egress':<28}{figures['origin_egress_x']:>10.2f} x  (of the blob)",
+        f"{'origin egress':<28}{figures['origin_egress_x']:>10.2f} x  (of the {pulled})",
         f"{'bytes from other agents':<28}{100 * figures['share_from_agents']:>10.0f} %",
         f"{'pulls completed':<28}{figures['completed']:>12}",
     ]
     for failed in figures["failed"]:
         lines.append(f"  agent-{failed['agent']} failed: {failed['error']}")
+    for layer in image["layers"] if image else ():
+        if layer["p50_s"] is not None:
+            label = f"layer {layer['size'] / MiB:g} MiB GET"
+            lines.append(f"{label:<28}{layer['p50_s']:>10.2f} s p50, {layer['max_s']:.2f} s max")
     lines += _where_time_goes(figures)
     return "\n".join(lines)
 
 
 def _where_time_goes(figures: dict[str, Any]) -> list[str]:
-    lines = ["", "where the time goes (median agent, seconds after its torrent was added):"]
+    of = " of the largest layer" if "image" in figures else ""
+    lines = ["", f"where the time goes (median agent, seconds after its torrent{of} was added):"]
     milestones = figures.get("milestones_p50_s", {})
     labels = {"metainfo": "metainfo from the tracker (before)", "announced": "peers from the tracker",
               "first_piece": "first piece verified", "finished": "every piece here", "verified": "blob re-hashed"}
@@ -51,7 +61,10 @@ def _where_time_goes(figures: dict[str, Any]) -> list[str]:
         lines.append(f"  CPU: daemons {cpu['daemons_s']:.1f} s, netsim {cpu['netsim_s']:.1f} s in "
                      f"{cpu['wall_s']:.1f} s of wall time; the machine was {100 * share:.0f}% busy "
                      f"on {cpu['cores']} cores{' (CPU-bound)' if share > 0.9 else ''}")
-        lines.append(f"  idle daemons, before the pulls: {cpu['idle_daemons_cores']:.2f} cores")
+        if "daemons_s_per_gib" in cpu:
+            lines.append(f"  daemons' CPU per GiB the agents received: {cpu['daemons_s_per_gib']:.1f} core-seconds")
+        lines.append(f"  idle daemons, before the pulls: {cpu['idle_daemons_cores']:.2f} cores"
+                     + (f" ({cpu['idle_cores_per_daemon']:.4f} per daemon)" if "idle_cores_per_daemon" in cpu else ""))
     return lines
 
 

@@ -4,15 +4,16 @@ Every node is a ``swarmreg daemon`` child process. In ``netns`` mode each runs i
 network namespace at its own address, its links shaped by tc (netsim.network). In ``loopback``
 mode (no root, no namespaces, or asked for) every node binds 127.0.0.1 and its caps are
 libtorrent's rate limits, which the session's peer-class filter applies to loopback peers too.
+Agents pull one blob through their blob API, or an image through their registry API.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,10 +22,13 @@ import attrs
 import httpx
 import trio
 
-from netsim.cluster import QUIET, Cluster, joins
+from netsim import pulls
+from netsim.cluster import HERD, QUIET, Cluster, joins
 from netsim.cpu import machine_busy, own_seconds, process_seconds
+from netsim.images import Image, make_blob, size_label
 from netsim.network import Network, NetworkError, sweep, unavailable
-from netsim.scenario import Scenario
+from netsim.registry_client import push_new_image
+from netsim.scenario import Fault, Scenario
 from netsim.stats import percentile
 from swarmreg.config import Address
 from swarmreg.devcluster import DaemonProcess
@@ -32,7 +36,11 @@ from swarmreg.digest import Digest
 from swarmreg.origin.client import OriginClient
 
 NS = "netsim/blobs"
-CHUNK = 4 << 20
+GiB = 1 << 30
+# Counters are sampled this often: every /stats request is work for the daemon it asks (a profile
+# of swarm30's agents found it among the larger items of their Python work at 0.5 s).
+SAMPLE_INTERVAL = 2.0
+REPOSITORY, TAG = "netsim/image", "v1"  # an image scenario's image
 MODES = ("auto", "netns", "loopback")
 # Milestones of each agent's torrent (seconds; "metainfo" is the tracker round trip before it).
 MILESTONES = ("metainfo", "announced", "first_piece", "finished", "verified")
@@ -48,6 +56,7 @@ class Pull:
     finished: float | None = None
     error: str | None = None
     retries: int = 0
+    layers: dict[str, float] = attrs.Factory(dict)  # an image's: each layer size's GET seconds
 
     @property
     def seconds(self) -> float | None:
@@ -73,7 +82,7 @@ class Run:
         if self.network is None:
             return self.cluster.add(name, roles, f"swarm.upload_rate_limit={up}",
                                     f"swarm.download_rate_limit={down}", *overrides)
-        host = await self.network.add(name)
+        host = await self.network.add(name, self.scenario.links.mtu)
         await self.network.shape(host, up=up, down=down)
         return self.cluster.add(name, roles, *overrides, host=host.address, wrapper=host.wrapper)
 
@@ -81,7 +90,9 @@ class Run:
         links = self.scenario.links
         if self.network is not None:
             await self.network.create()
-        self.herd = await self._process("herd", ["origin", "tracker"], links.origin_up, 0, *self.scenario.herd_settings)
+        # An image's tag is resolved by the index, and the image pushed to the proxy, as docker's are.
+        roles = list(HERD) if self.scenario.image else ["origin", "tracker"]
+        self.herd = await self._process("herd", roles, links.origin_up, 0, *self.scenario.herd_settings)
         await self.herd.start()
         for i in range(self.scenario.agents):
             agent = await self._process(f"agent-{i}", ["agent"], links.agent_up, links.agent_down,
@@ -107,38 +118,50 @@ class Run:
         if self.network is not None:
             await self.network.destroy()
 
-    async def upload(self, path: Path, digest: str) -> None:
-        """The blob to the origin, with Kraken's chunked upload."""
+    async def publish(self) -> str | Image:
+        """What the agents pull: a random blob uploaded to the origin with Kraken's chunked upload
+        (its digest), or an image of random layers pushed to the proxy as docker pushes."""
         assert self.herd is not None
+        if self.scenario.image is not None:
+            image = await push_new_image(self.herd.url("proxy"), self.work, list(self.scenario.image.layers),
+                                         REPOSITORY, TAG, timeout=600)
+            for layer in image.layers:
+                assert layer.path is not None
+                layer.path.unlink()
+            return image
+        path = self.work / "blob"
+        digest = make_blob(path, self.scenario.blob_size)
         async with OriginClient(Address.parse(self.herd.address("origin")), timeout=600,
                                 secret=self.secret) as origin:
             await origin.upload_file(NS, Digest.parse(digest), path, through=False)
+        path.unlink()
+        return digest
 
-    async def pull(self, index: int, digest: str, record: Pull, t0: float) -> None:
-        """GET the blob from agent ``index``, hashing every byte; the digest must match. A pull cut
-        by a fault is tried again (as a client would) until the scenario's timeout."""
+    async def pull(self, index: int, target: str | Image, record: Pull, t0: float) -> None:
+        """Agent ``index``'s pull of ``target``: the blob of that digest from its blob API, or the
+        image from its registry API (netsim.pulls). A pull cut by a fault is tried again (as a
+        client would) until the scenario's timeout."""
         agent = self.agents[index]
-        url = f"{agent.url('agent')}/namespace/{quote(NS, safe='')}/blobs/{digest}"
-        with trio.move_on_after(self.scenario.timeout):
+        timeout = self.scenario.timeout
+        with trio.move_on_after(timeout):
             while True:
-                hasher = hashlib.sha256()
                 try:
-                    async with httpx.AsyncClient(timeout=self.scenario.timeout) as client:
-                        async with client.stream("GET", url) as response:
-                            response.raise_for_status()
-                            async for chunk in response.aiter_raw(CHUNK):
-                                hasher.update(chunk)
-                except (httpx.HTTPError, OSError) as error:
-                    record.error = f"{type(error).__name__}: {error}"
+                    if isinstance(target, Image):
+                        record.layers = await pulls.image(agent.url("agent", "registry"), target, timeout)
+                    else:
+                        await pulls.blob(f"{agent.url('agent')}/namespace/{quote(NS, safe='')}/blobs/{target}",
+                                         target, timeout)
+                except pulls.Cut as cut:
+                    record.error = str(cut)
                     record.retries += 1
                     await trio.sleep(0.5)
                     continue
-                if "sha256:" + hasher.hexdigest() != digest:
-                    record.error = "content does not match the digest"
+                except pulls.WrongContent as wrong:
+                    record.error = str(wrong)
                 else:
                     record.finished, record.error = time.monotonic() - t0, None
                 return
-        record.error = f"not done after {self.scenario.timeout:g} s ({record.error})"
+        record.error = f"not done after {timeout:g} s ({record.error})"
 
     async def stats(self, client: httpx.AsyncClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The /stats of the origin and of every running agent."""
@@ -149,7 +172,7 @@ class Run:
         return origin, agents
 
     async def sample(self, t0: float, done: trio.Event) -> None:
-        """Every half second: bytes the origin has sent, bytes the agents got from each other."""
+        """Every SAMPLE_INTERVAL: bytes the origin has sent, bytes the agents got from each other."""
         async with httpx.AsyncClient(timeout=5) as client:
             while not done.is_set():
                 point: dict[str, Any] = {"t": time.monotonic() - t0, "origin_up": 0, "from_agents": 0}
@@ -159,13 +182,23 @@ class Run:
                 except (httpx.HTTPError, OSError, KeyError):
                     pass
                 self.samples.append(point)
-                with trio.move_on_after(0.5):
+                with trio.move_on_after(SAMPLE_INTERVAL):
                     await done.wait()
 
-    async def fault(self, at: float, node: str, action: str, t0: float) -> None:
-        await trio.sleep_until(trio.current_time() + max(0.0, at - (time.monotonic() - t0)))
+    async def fault(self, fault: Fault, t0: float, *,
+                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Break a node at the fault's time; started once a refusal from the start is in place
+        (so that the pulls begin behind it), at once otherwise."""
+        from_start = fault.action == "refuse" and fault.at == 0
+        if not from_start:
+            task_status.started()
+        await trio.sleep_until(trio.current_time() + max(0.0, fault.at - (time.monotonic() - t0)))
+        node, action = fault.node, fault.action
         process = self.herd if node in ("origin", "tracker", "herd") else self.agents[int(node.split("-")[1])]
         assert process is not None
+        if action == "refuse":
+            await self.refuse(process, fault.duration, task_status if from_start else trio.TASK_STATUS_IGNORED)
+            return
         process.kill()
         await process.wait()
         if action == "restart":  # on the same ports, so that its peers and clients find it again
@@ -173,29 +206,35 @@ class Run:
             await process.start()
 
 
+    async def refuse(self, process: DaemonProcess, seconds: float,
+                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """For ``seconds``, the node's peer wire refuses every connection and its dials fail."""
+        if self.network is None:
+            raise NetworkError("a refuse fault needs netns mode")
+        host = self.network.hosts[process.name]
+        me = Address.parse(process.ready["peer"])
+        others = [Address.parse(p.ready["peer"]) for p in self.cluster.processes
+                  if p is not process and "peer" in p.ready]
+        await self.network.refuse(host, me.port, [(a.host, a.port) for a in others])
+        task_status.started()
+        try:
+            await trio.sleep(seconds)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.network.accept(host)
+
+
 def pinned(ready: dict[str, Any]) -> tuple[str, ...]:
     """``--set`` overrides that bind a restarted daemon where it was (from its ready document)."""
     roles = ready.get("roles", {})
     pins = [f"origin.listen={roles['origin']['http']}"] if "origin" in roles else []
     pins += [f"tracker.listen={roles['tracker']['ws']}"] if "tracker" in roles else []
+    pins += [f"{role}.listen={roles[role]['http']}" for role in ("index", "proxy") if role in roles]
     if "agent" in roles:
         pins += [f"agent.listen={roles['agent']['http']}", f"agent.registry_listen={roles['agent']['registry']}"]
     if "peer" in ready:
         pins.append(f"swarm.listen={ready['peer']}")
     return tuple(pins)
-
-
-def make_blob(path: Path, size: int) -> str:
-    """A random file of ``size`` bytes; returns its digest."""
-    hasher = hashlib.sha256()
-    with open(path, "wb") as file:
-        left = size
-        while left:
-            piece = os.urandom(min(CHUNK, left))
-            hasher.update(piece)
-            file.write(piece)
-            left -= len(piece)
-    return "sha256:" + hasher.hexdigest()
 
 
 async def choose_network(mode: str) -> tuple[Network | None, str]:
@@ -222,11 +261,8 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
     run = Run(scenario, work, network)
     try:
         await run.start()
-        blob = work / "blob"
-        digest = make_blob(blob, scenario.blob_size)
-        await run.upload(blob, digest)
-        blob.unlink()
-        pulls = [Pull(i, start) for i, start in enumerate(scenario.arrivals.start_times(scenario.agents))]
+        target = await run.publish()
+        records = [Pull(i, start) for i, start in enumerate(scenario.arrivals.start_times(scenario.agents))]
         done = trio.Event()
         idle = await run.idle_cores()
         cpu_before, own_before, busy_before = run.cpu_seconds(), own_seconds(), machine_busy()
@@ -234,10 +270,10 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run.sample, t0, done)
             for fault in scenario.faults:
-                nursery.start_soon(run.fault, fault.at, fault.node, fault.action, t0)
+                await nursery.start(run.fault, fault, t0)
             async with trio.open_nursery() as pulling:
-                for record in pulls:
-                    pulling.start_soon(_pull_at, run, record, digest, t0)
+                for record in records:
+                    pulling.start_soon(_pull_at, run, record, target, t0)
             done.set()
             nursery.cancel_scope.cancel()
         wall = time.monotonic() - t0
@@ -245,8 +281,13 @@ async def run_scenario(scenario: Scenario, work: Path, mode: str = "auto") -> di
         cpu = {"wall_s": wall, "daemons_s": run.cpu_seconds() - cpu_before, "netsim_s": own_seconds() - own_before,
                "machine_busy": busy[0] / busy[1] if busy[1] else 0.0, "cores": os.cpu_count() or 1,
                "idle_daemons_cores": idle}
-        counters = await _final_counters(run, digest)
-        figures = summarize(scenario, pulls, run.samples, **counters)
+        image = target if isinstance(target, Image) else None
+        digests = [layer.digest for layer in image.layers] if image else [str(target)]
+        counters = await _final_counters(run, digests)
+        nodes = len(run.cluster.processes)
+        cpu.update(idle_cores_per_daemon=idle / nodes,
+                   daemons_s_per_gib=cpu["daemons_s"] / max(counters["received"] / GiB, 1e-9))
+        figures = summarize(scenario, records, run.samples, **counters, image=image)
         figures.update(mode=mode_name, cpu=cpu)
         return figures
     finally:
@@ -262,35 +303,64 @@ def traffic(origin: dict[str, Any], agents: list[dict[str, Any]]) -> dict[str, i
     return {"origin_up": origin_up, "received": received, "from_agents": max(0, received - origin_up)}
 
 
-async def _final_counters(run: Run, digest: str) -> dict[str, Any]:
-    """The origin's egress, the agents' byte counts and each agent's torrent milestones."""
+async def _final_counters(run: Run, digests: Sequence[str]) -> dict[str, Any]:
+    """The origin's egress, the agents' byte counts and each agent's torrent milestones, for each
+    of ``digests`` (the blob, or the image's layers)."""
     async with httpx.AsyncClient(timeout=10) as client:
         origin, agents = await run.stats(client)
-    timelines = [t.get("timeline", {}) for stats in agents for t in stats["torrents"] if t["digest"] == digest]
+    timelines = {digest: [t.get("timeline", {}) for stats in agents for t in stats["torrents"]
+                          if t["digest"] == digest] for digest in digests}
     return {**traffic(origin, agents), "timelines": timelines}
 
 
-async def _pull_at(run: Run, record: Pull, digest: str, t0: float) -> None:
+async def _pull_at(run: Run, record: Pull, target: str | Image, t0: float) -> None:
     await trio.sleep(max(0.0, record.started - (time.monotonic() - t0)))
-    await run.pull(record.agent, digest, record, t0)
+    await run.pull(record.agent, target, record, t0)
+
+
+def _milestones(timelines: list[dict[str, float]]) -> dict[str, float]:
+    """The median of each torrent milestone across agents."""
+    return {name: statistics.median(values) for name in MILESTONES
+            if (values := [t[name] for t in timelines if name in t])}
+
+
+def _image_figures(image: Image, pulls: list[Pull], timelines: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """An image's layers: each one's size, digest, the p50 and max of its GET's seconds across the
+    agents that completed (layers of one size count as the slowest of them), and its torrent
+    milestones (none for a layer the tracker serves inline)."""
+    layers = []
+    for layer in image.layers:
+        seconds = sorted(p.layers[label] for p in pulls if p.seconds is not None
+                         and (label := size_label(layer.size)) in p.layers)
+        layers.append({"size": layer.size, "digest": layer.digest,
+                       "p50_s": percentile(seconds, 0.5) if seconds else None, "max_s": max(seconds, default=None),
+                       "milestones_p50_s": _milestones(timelines[layer.digest])})
+    return {"repository": image.repository, "tag": image.tag, "manifest_digest": image.manifest_digest,
+            "size": sum(layer.size for layer in image.layers), "layers": layers}
 
 
 def summarize(scenario: Scenario, pulls: list[Pull], samples: list[dict[str, Any]], *, origin_up: int,
-              from_agents: int, received: int, timelines: list[dict[str, float]]) -> dict[str, Any]:
-    """The report's figures: completion percentiles against T*, origin egress, peer share, and
-    the median of each torrent milestone across agents."""
+              from_agents: int, received: int, timelines: dict[str, list[dict[str, float]]],
+              image: Image | None = None) -> dict[str, Any]:
+    """The report's figures: completion percentiles against T*, origin egress (in multiples of
+    the blob, or of the image's layers), peer share, and the median of each torrent milestone
+    across agents (the blob's, or the largest layer's; an image's layers each have theirs)."""
     times = [p.seconds for p in pulls if p.seconds is not None]
     bound = scenario.lower_bound()
+    main = max(image.layers, key=lambda layer: layer.size).digest if image else next(iter(timelines))
     figures: dict[str, Any] = {
-        "scenario": scenario.name, "agents": scenario.agents, "blob_size": scenario.blob_size,
+        # blob_size is F, the bytes each agent pulls (an image's layers: its "image" has them one by one).
+        "scenario": scenario.name, "agents": scenario.agents, "blob_size": scenario.size,
         "links": attrs.asdict(scenario.links), "lower_bound_s": bound,
         "completed": len(times), "failed": [attrs.asdict(p) for p in pulls if p.seconds is None],
-        "completion_s": sorted(times), "origin_egress_x": origin_up / scenario.blob_size,
-        "share_from_agents": from_agents / max(received, 1), "samples": samples,
-        "delay": NO_DELAY,
-        "milestones_p50_s": {name: statistics.median(values) for name in MILESTONES
-                             if (values := [t[name] for t in timelines if name in t])},
+        "retries": sum(p.retries for p in pulls),
+        "completion_s": sorted(times), "completion_by_agent": [p.seconds for p in pulls],
+        "origin_egress_x": origin_up / scenario.size,
+        "share_from_agents": from_agents / max(received, 1), "received_bytes": received, "samples": samples,
+        "delay": NO_DELAY, "milestones_p50_s": _milestones(timelines[main]),
     }
+    if image is not None:
+        figures["image"] = _image_figures(image, pulls, timelines)
     if times:
         for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)):
             figures[f"{name}_s"] = percentile(figures["completion_s"], q)

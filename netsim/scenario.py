@@ -1,4 +1,4 @@
-"""A netsim scenario: the nodes, their links, the blob, when agents arrive and what breaks.
+"""A netsim scenario: the nodes, their links, the blob or image, when agents arrive and what breaks.
 
 Structured from ``configs/netsim/<name>.toml`` into frozen attrs classes, with the same strict
 converter as the daemon's configuration (unknown keys and bad values are refused by key path).
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -21,11 +21,12 @@ MAX_RUN_AGENTS = 200
 
 @attrs.frozen
 class Links:
-    """Rate caps in bytes per second (0: uncapped)."""
+    """Rate caps in bytes per second (0: uncapped), and the links' MTU (netns mode)."""
 
     origin_up: ByteSize = ByteSize(20 * MiB)
     agent_up: ByteSize = ByteSize(10 * MiB)
     agent_down: ByteSize = ByteSize(40 * MiB)
+    mtu: int = attrs.field(default=1500, validator=[attrs.validators.ge(576), attrs.validators.le(65535)])
 
 
 @attrs.frozen
@@ -46,14 +47,46 @@ class Arrivals:
         return [(i // self.wave_size) * self.interval for i in range(agents)]
 
 
+def _refusal_lasts(instance: Fault, _attribute: attrs.Attribute[float], value: float) -> None:
+    if (instance.action == "refuse") != (value > 0):
+        raise ValueError("a refuse fault lasts for seconds > 0; kill and restart take none")
+
+
 @attrs.frozen
 class Fault:
     """At ``at`` seconds, ``kill`` a node (SIGKILL) or ``restart`` it (SIGKILL, then start it again
-    on its data directory). ``node`` is "tracker", "origin" or "agent-<n>" (numbered from 0)."""
+    on its data directory), or have it ``refuse`` every peer-wire connection, in and out, for
+    ``duration`` seconds (netns mode: its dials and the dials to it are reset, as through a
+    full or flapping link). ``node`` is "tracker", "origin" or "agent-<n>" (numbered from 0)."""
 
     at: float = attrs.field(validator=attrs.validators.ge(0))
     node: str
-    action: Literal["kill", "restart"] = "restart"
+    action: Literal["kill", "restart", "refuse"] = "restart"
+    duration: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), _refusal_lasts])
+
+
+# Docker's overlay2 driver stacks at most 128 layers.
+MAX_LAYERS = 128
+
+
+def _layer_sizes(_instance: object, _attribute: attrs.Attribute[tuple[ByteSize, ...]],
+                 value: tuple[ByteSize, ...]) -> None:
+    if not 1 <= len(value) <= MAX_LAYERS:
+        raise ValueError(f"'layers' must name from 1 to {MAX_LAYERS} layer sizes, not {len(value)}")
+    if not all(value):
+        raise ValueError("'layers' must be sizes above 0")
+
+
+@attrs.frozen
+class ImageSpec:
+    """An image to pull instead of one blob: its layers' sizes. It is pushed to the herd's proxy
+    with a config naming the layers, and each agent pulls it through its registry API."""
+
+    layers: tuple[ByteSize, ...] = attrs.field(validator=_layer_sizes)
+
+    @property
+    def size(self) -> int:
+        return sum(self.layers)
 
 
 @attrs.frozen
@@ -69,17 +102,17 @@ class Reference:
 
 @attrs.frozen
 class Scenario:
-    """One run: ``agents`` pull one blob of ``blob_size`` from a herd (origin + tracker).
+    """One run: ``agents`` pull one blob of ``blob_size`` from a herd (origin + tracker), or an
+    ``image`` from a herd that also runs the index and the proxy.
 
-    ``origins`` and ``layers`` (an image of that many blobs of ``blob_size`` each, pulled at once,
-    each seeded by one origin) are for ``netsim model``: ``netsim run`` starts one origin and pulls
-    one blob, and refuses a scenario that asks for more (``runnable``)."""
+    ``origins`` (each layer seeded by its own origin) is for ``netsim model``: ``netsim run``
+    starts one origin, and refuses a scenario that asks for more (``runnable``)."""
 
     name: str
     agents: int = attrs.field(validator=attrs.validators.ge(1))
     blob_size: ByteSize = ByteSize(16 * MiB)
     origins: int = attrs.field(default=1, validator=attrs.validators.ge(1))
-    layers: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    image: ImageSpec | None = None
     links: Links = Links()
     arrivals: Arrivals = Arrivals()
     faults: tuple[Fault, ...] = ()
@@ -90,10 +123,15 @@ class Scenario:
     herd_settings: tuple[str, ...] = ()
     reference: Reference | None = None
 
+    @property
+    def size(self) -> int:
+        """F, the bytes each agent pulls: the blob, or the image's layers (they share the links)."""
+        return self.blob_size if self.image is None else self.image.size
+
     def lower_bound(self) -> float:
         """T* = max(F/U_origins, F/d_agent, N*F/(U_origins + N*u_agent)), in seconds (0: uncapped),
-        where F is every layer's bytes together and U_origins the origins' caps summed."""
-        size, links, n = self.blob_size * self.layers, self.links, self.agents
+        where F is the blob's bytes or every layer's together and U_origins the origins' caps summed."""
+        size, links, n = self.size, self.links, self.agents
         origins_up = links.origin_up * self.origins
         terms = []
         if origins_up:
@@ -106,9 +144,9 @@ class Scenario:
 
     def runnable(self) -> str | None:
         """Why ``netsim run`` cannot run this scenario on this machine (None: it can)."""
-        if self.origins != 1 or self.layers != 1:
-            return (f"netsim run starts one origin and pulls one blob; this scenario has {self.origins} "
-                    f"origins and {self.layers} layers: run it with `netsim model`")
+        if self.origins != 1:
+            return (f"netsim run starts one origin; this scenario has {self.origins} origins: "
+                    f"run it with `netsim model`")
         if self.agents > MAX_RUN_AGENTS:
             return (f"{self.agents} agents are more daemons than this machine can run (at most "
                     f"{MAX_RUN_AGENTS}): run it with `netsim model`")
@@ -122,4 +160,19 @@ def load_scenario(path: Path) -> Scenario:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"cannot read scenario {path}: {error}") from None
     document.setdefault("name", Path(path).stem)
+    if "image" in document:
+        _check_image(document)
     return structure(document, Scenario)
+
+
+def _check_image(document: dict[str, Any]) -> None:
+    """What cattrs cannot tell about ``[image]``: whether blob_size was given too (it has a default),
+    a string for the list of sizes (it would take its characters), a value that is no table."""
+    image = document["image"]
+    wrong = ("image: a scenario pulls one blob (blob_size) or an image ([image]), not both"
+             if "blob_size" in document else
+             "image: expected a table" if not isinstance(image, dict) else
+             'image.layers: expected a list of sizes, such as ["8MiB", "16MiB"]'
+             if isinstance(image.get("layers"), str) else None)
+    if wrong:
+        raise ConfigError(f"invalid configuration:\n  {wrong}")

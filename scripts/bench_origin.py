@@ -68,8 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import run_and_report
 from netsim.cluster import Cluster, pid_of
 from netsim.cpu import machine_seconds, own_seconds, process_seconds
+from netsim.images import make_blob
 from netsim.memory import read_status, reset_hwm
-from netsim.runner import make_blob
 from swarmreg.config import Address, parse_size
 from swarmreg.digest import Digest
 from swarmreg.origin.client import OriginClient

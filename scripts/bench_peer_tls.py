@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import run_and_report
 from bench_swarm import HERD, blob_url, pull, upload
 from netsim.cluster import QUIET, Cluster
-from netsim.runner import make_blob
+from netsim.images import make_blob
 from swarmreg.config import parse_size
 from swarmreg.devcluster import make_dev_certs, tls_overrides
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench_common import run_and_report
 from netsim.cluster import QUIET, Cluster
-from netsim.runner import make_blob
+from netsim.images import make_blob
 from swarmreg.config import Address, parse_size
 from swarmreg.devcluster import DaemonProcess
 from swarmreg.digest import Digest

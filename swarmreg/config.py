@@ -186,6 +186,21 @@ class SwarmConfig:
     # Peers served at once per torrent added as a complete seed (an origin's blobs).
     # One: the origin sends each piece about once and the agents spread it; 0: no limit.
     seed_upload_slots: int = attrs.field(default=1, validator=attrs.validators.ge(0))
+    # libtorrent settings by name, applied over swarmreg's own (swarmreg/swarm/settings.py), for
+    # tuning and experiments: `--set swarm.libtorrent.aio_threads=2`. Each value has its setting's type.
+    libtorrent: dict[str, Any] = attrs.field(factory=dict, validator=lambda _i, _a, v: _check_libtorrent(v))
+
+
+def _check_libtorrent(settings: Mapping[str, Any]) -> None:
+    import libtorrent as lt  # here, not at the top: the config is read by tools without libtorrent
+
+    known: dict[str, Any] = dict(lt.default_settings())
+    for name, value in settings.items():
+        if name not in known:
+            raise ValueError(f"{name!r} is not a libtorrent setting")
+        if type(value) is not type(known[name]):
+            raise ValueError(f"libtorrent setting {name!r} takes a {type(known[name]).__name__}, "
+                             f"not {value!r}")
 
 
 @attrs.frozen
@@ -221,6 +236,11 @@ class TrackerConfig:
     # A download announced for a blob whose metainfo is older than this asks the origin again,
     # so an origin that lost or stopped seeding a blob fetches it back from its backend.
     metainfo_refresh: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # A download whose announced progress has not grown for this long is stalled: its announce
+    # reply lists the peers furthest along first, and up to stall_helpers of the agents further
+    # along hear of it (a push), so that they dial it (docs/swarm.md, "Stalled downloads").
+    stall_after: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
+    stall_helpers: int = attrs.field(default=8, validator=attrs.validators.ge(0))
 
 
 def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
@@ -308,6 +328,9 @@ class AgentConfig:
     stall_timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
     # Pieces from the next one the download hashes that are fetched first (rarest first among them).
     stream_window: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    # While a download runs it announces its progress this often, so that the tracker notices
+    # one that makes none (tracker.stall_after); 0: only the announces every interval.
+    progress_interval: float = attrs.field(default=2.0, validator=attrs.validators.ge(0))
     # How long an answer of the index (a tag or blob link, found or not; a manifest record found) is
     # reused: a tag, manifest or blob deleted through the proxy stops being served within it.
     tag_ttl: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))

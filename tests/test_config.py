@@ -343,3 +343,18 @@ def test_the_config_bounds_of_the_announce_interval_are_the_wire_bounds() -> Non
     from swarmreg.tracker.wire import MAX_INTERVAL, MIN_INTERVAL
     assert load_config(None, [f"tracker.announce_interval={MIN_INTERVAL}"]).tracker.announce_interval == MIN_INTERVAL
     assert load_config(None, [f"tracker.announce_interval={MAX_INTERVAL}"]).tracker.announce_interval == MAX_INTERVAL
+
+
+def test_libtorrent_settings_by_name_reach_the_session_and_bad_ones_are_refused():
+    from swarmreg.swarm.settings import session_settings
+
+    config = load_config(overrides=["swarm.libtorrent.aio_threads=2",
+                                    "swarm.libtorrent.close_redundant_connections=true"])
+    settings = session_settings(config.swarm)
+    assert settings["aio_threads"] == 2 and settings["close_redundant_connections"] is True
+    assert "aio_threads" not in session_settings(load_config().swarm)  # libtorrent keeps its own default
+    for bad, says in (("swarm.libtorrent.aio_thread=2", "not a libtorrent setting"),
+                      ("swarm.libtorrent.aio_threads=true", "takes a int"),
+                      ("swarm.libtorrent.user_agent=3", "takes a str")):
+        with pytest.raises(ConfigError, match=says):
+            load_config(overrides=[bad])

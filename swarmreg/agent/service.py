@@ -97,7 +97,8 @@ class AgentService:
         return self.engine.address.port
 
     def _announcements(self) -> list[Announcement]:
-        return [Announcement(t.info_hash, str(t.metainfo.digest), t.namespace, t.finished.is_set())
+        return [Announcement(t.info_hash, str(t.metainfo.digest), t.namespace, t.finished.is_set(),
+                             progress=t.have_count)
                 for t in self.engine]
 
     def _on_peers(self, info_hash: str, peers: tuple[Peer, ...]) -> None:

@@ -109,7 +109,8 @@ class SwarmEngine:
 
     async def run(self, *, task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the session until ``close()``; reports the peer-wire address once it listens."""
-        session = self.session = lt.session(session_settings(self.config, ssl=self.tls is not None))
+        session = self.session = lt.session(session_settings(
+            self.config, ssl=self.tls is not None, debug=log.isEnabledFor(logging.DEBUG)))
         session.set_peer_class_filter(every_peer_global())
         wake, alert_fd = socket.socketpair()
         wake.setblocking(False)

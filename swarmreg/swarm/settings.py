@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import libtorrent as lt
 
 from swarmreg import __version__
@@ -13,19 +15,22 @@ ALERT_MASK = (
     | lt.alert.category_t.storage_notification
     | lt.alert.category_t.piece_progress_notification
     | lt.alert.category_t.peer_notification
-    | lt.alert.category_t.connect_notification  # peers that go, and why (logged at debug)
 )
+# Peers that go, and why: only when the engine logs at debug (an alert per connection, every one
+# popped and routed in Python, for a log line nobody reads otherwise).
+DEBUG_ALERTS = lt.alert.category_t.connect_notification
 
 
-def session_settings(config: SwarmConfig, *, ssl: bool = False) -> lt.settings_pack:
+def session_settings(config: SwarmConfig, *, ssl: bool = False, debug: bool = False) -> lt.settings_pack:
     """Settings for a session that finds peers only through our tracker.
 
     DHT, LSD, UPnP, NAT-PMP and libtorrent's own trackers are off; PEX is an
     extension, disabled per torrent (torrent_flags.disable_pex). uTP is off: it
     moved 256 MiB in 31-39 s on loopback where TCP took 1.5 s. With ``ssl`` the
-    peer wire listens for SSL torrents only (libtorrent's ``s`` port suffix).
+    peer wire listens for SSL torrents only (libtorrent's ``s`` port suffix); with ``debug``
+    libtorrent also reports every connection that closes.
     """
-    return {
+    ours: dict[str, Any] = {
         "listen_interfaces": f"{config.listen}{'s' if ssl else ''}",
         # The configured port or a clear failure, never a neighbouring port.
         "max_retry_port_bind": 0,
@@ -47,7 +52,7 @@ def session_settings(config: SwarmConfig, *, ssl: bool = False) -> lt.settings_p
         "in_enc_policy": int(lt.enc_policy.disabled),
         "enable_outgoing_tcp": True,
         "enable_incoming_tcp": True,
-        "alert_mask": int(ALERT_MASK),
+        "alert_mask": int(ALERT_MASK | (DEBUG_ALERTS if debug else 0)),
         "alert_queue_size": 100_000,
         "upload_rate_limit": config.upload_rate_limit,
         "download_rate_limit": config.download_rate_limit,
@@ -89,6 +94,7 @@ def session_settings(config: SwarmConfig, *, ssl: bool = False) -> lt.settings_p
         "optimistic_unchoke_interval": 2,
         "peer_timeout": 60,
     }
+    return cast("lt.settings_pack", ours | config.libtorrent)
 
 
 def every_peer_global() -> lt.ip_filter:

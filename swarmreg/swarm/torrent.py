@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,6 +18,8 @@ from swarmreg.swarm.metainfo import Metainfo
 log = logging.getLogger(__name__)
 
 PeerAddress = tuple[str, int]
+# A download remembers this many of the peers it was handed, to offer them again (see connect).
+MAX_KNOWN = 1000
 
 
 class Torrent:
@@ -46,6 +49,9 @@ class Torrent:
         self._changed = trio.Event()
         self._focused: set[int] = set()
         self._boosted = False  # the connect boost ran (see connect)
+        # Every peer the tracker handed over, offered again while libtorrent has written them off.
+        self._known: set[PeerAddress] = set()
+        self._reoffered = -math.inf  # when (trio's clock)
         # Seconds from when the torrent was added to its milestones (netsim's breakdown).
         self.added = time.monotonic()
         self.timeline: dict[str, float] = {}
@@ -143,7 +149,14 @@ class Torrent:
             pass
 
     def connect(self, peers: Iterable[PeerAddress]) -> None:
-        """Hand peer addresses to libtorrent; it dedups connections itself.
+        """Hand peer addresses from the tracker to libtorrent; it dedups connections itself.
+
+        They go as tracker peers: libtorrent writes a peer off after ``max_failcount`` failed
+        dials (in a swarm's first seconds, 60 agents dial each other through full links) and
+        takes it back only when a tracker names it again (``peer_list::update_peer`` lowers the
+        failcount for that source alone). So while a download has no connect candidate left
+        but peers it is not connected to, every hand-over (at most one a second) offers all
+        the peers it was ever handed again.
 
         libtorrent dials handed-over peers in its once-a-second round, so a torrent
         with no peer yet would sit idle for up to a second (measured: 0.8 s of a
@@ -154,24 +167,40 @@ class Torrent:
         again (netsim swarm60: 1,517 in one run). A seed has no hurry (and a pause
         would reset its session counters).
         """
-        handed = 0
-        for host, port in peers:
-            try:
-                self.handle.connect_peer((host, port))
-                handed += 1
-            except RuntimeError as error:  # a torrent being removed
-                log.debug("connect_peer %s:%d: %s", host, port, error)
-            except TypeError:  # Boost.Python's ArgumentError: a host that is no IP address
-                log.debug("connect_peer: %r is not an IP address, skipped", host[:64])
         try:
             status = self.handle.status()
-            if (handed and not self._boosted and not status.num_peers
-                    and not (status.is_seeding or status.is_finished)):
-                self._boosted = True
-                self.handle.pause()
-                self.handle.resume()
         except RuntimeError:  # a torrent being removed
-            pass
+            return
+        if status.is_seeding or status.is_finished:
+            self._known.clear()
+            self._hand(peers)
+            return
+        handed = self._hand(peers, remember=True)
+        now = trio.current_time()
+        if (not status.connect_candidates and status.num_peers < len(self._known)
+                and now - self._reoffered >= 1.0):
+            self._reoffered = now
+            self._hand(self._known)
+        if handed and not self._boosted and not status.num_peers:
+            self._boosted = True
+            self.handle.pause()
+            self.handle.resume()
+
+    def _hand(self, peers: Iterable[PeerAddress], remember: bool = False) -> int:
+        handed = 0
+        for host, port in list(peers):
+            try:
+                self.handle.connect_peer((host, port), lt.peer_info.tracker)
+            except RuntimeError as error:  # a torrent being removed
+                log.debug("connect_peer %s:%d: %s", host, port, error)
+                continue
+            except TypeError:  # Boost.Python's ArgumentError: a host that is no IP address
+                log.debug("connect_peer: %r is not an IP address, skipped", host[:64])
+                continue
+            if remember and len(self._known) < MAX_KNOWN:
+                self._known.add((host, port))
+            handed += 1
+        return handed
 
     def sample_peers(self) -> None:
         """Fold the connected peers' payload counters into the per-kind totals."""

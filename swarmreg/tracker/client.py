@@ -56,6 +56,8 @@ class Announcement:
     complete: bool
     # Announce as an origin of the torrent (the tracker takes it from the origin role only).
     origin: bool = False
+    # Pieces held so far (a download's progress).
+    progress: int = 0
 
 
 class TrackerClient:
@@ -247,7 +249,8 @@ class TrackerClient:
         # The tracker fills the host in.
         me = Peer(self.peer_id, "", self.port(), announcement.complete, announcement.origin)
         reply: AnnounceReply = await self._request(lambda request_id: Announce(
-            request_id, announcement.info_hash, announcement.digest, announcement.namespace, me), AnnounceReply)
+            request_id, announcement.info_hash, announcement.digest, announcement.namespace, me,
+            announcement.progress), AnnounceReply)
         if reply.failure is not None:
             raise _failure(reply.failure)
         self.interval = reply.interval  # in [MIN_INTERVAL, MAX_INTERVAL]: decode checked it

@@ -17,6 +17,19 @@ class _Entry:
     peer: Peer
     owner: Hashable | None  # the connection that announced it, or ("origin", address)
     expires: float
+    progress: int = 0  # pieces held, as last announced
+    since: float = 0.0  # when the progress last grew (or the peer first announced)
+    rescues: int = 0  # rescues since then
+
+
+@attrs.frozen
+class Rescue:
+    """What a stalled download gets: every peer, furthest along first, and the owners of the
+    ones further along than it, who are told of it so that they dial it."""
+
+    peers: list[Peer]
+    helpers: list[Hashable]
+    first: bool  # the first rescue of this stall
 
 
 class PeerStore:
@@ -30,10 +43,13 @@ class PeerStore:
     connection can replace, or by leaving take away, another peer's entry.
     """
 
-    def __init__(self, ttl: float, max_peers: int, rng: random.Random | None = None) -> None:
-        """Origins never expire: announce them with owner ("origin", address)."""
+    def __init__(self, ttl: float, max_peers: int, rng: random.Random | None = None,
+                 stall_after: float = 4.0) -> None:
+        """Origins never expire: announce them with owner ("origin", address). A download whose
+        progress has not grown for ``stall_after`` seconds of announces is stalled (``rescue``)."""
         self.ttl = ttl
         self.max_peers = max_peers
+        self.stall_after = stall_after
         self._rng = rng or random.Random()
         self._torrents: dict[str, dict[str, _Entry]] = {}
         self._owned: dict[Hashable, dict[str, str]] = {}  # owner -> info-hash -> its peer id there
@@ -45,8 +61,9 @@ class PeerStore:
         return sum(len(peers) for peers in self._torrents.values())
 
     def announce(self, info_hash: str, peer: Peer, owner: Hashable | None,
-                 now: float | None = None) -> tuple[list[Peer], bool]:
-        """Record ``peer``; returns the peers to hand it, and whether others should hear of it.
+                 now: float | None = None, progress: int = 0) -> tuple[list[Peer], bool]:
+        """Record ``peer`` (holding ``progress`` pieces); returns the peers to hand it, and
+        whether others should hear of it.
 
         Others hear of a peer that is new to the torrent or has just completed. A peer that is
         not an origin gets PEER_ID_TAKEN, and nothing changes, when its id is an origin's or
@@ -65,13 +82,36 @@ class PeerStore:
                 self._remove(info_hash, stale, owner)
         if previous is not None:  # this owner's own, or (for an origin) whoever had the id here
             self._remove(info_hash, peer.peer_id, previous.owner)
-        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(peer, owner, now + ttl)
+        grew = previous is None or progress > previous.progress or peer.complete
+        since, rescues = (now, 0) if grew or previous is None else (previous.since, previous.rescues)
+        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(
+            peer, owner, now + ttl, progress, since, rescues)
         if owner is not None:
             self._owned.setdefault(owner, {})[info_hash] = peer.peer_id
         if peer.origin:
             self._origin_ids[peer.peer_id] = self._origin_ids.get(peer.peer_id, 0) + 1
         news = previous is None or previous.peer != peer
         return self.peers_for(info_hash, exclude=peer.peer_id, now=now), news
+
+    def rescue(self, info_hash: str, peer_id: str, helpers: int, now: float | None = None) -> Rescue | None:
+        """For a download whose announced progress has not grown for ``stall_after`` seconds: up
+        to ``max_peers`` live peers, origins and complete ones first, then by progress, and the
+        owners of up to ``helpers`` agents further along. None for a download that progresses.
+
+        libtorrent writes off a peer after a few failed dials (peers dialled through full links
+        at a swarm's start); the stalled agent re-offers what it gets, and the helpers dial it.
+        """
+        now = trio.current_time() if now is None else now
+        entries = self._torrents.get(info_hash, {})
+        me = entries.get(peer_id)
+        if me is None or me.peer.complete or me.peer.origin or now - me.since < self.stall_after:
+            return None
+        live = [e for e in entries.values() if e.expires > now and e.peer.peer_id != peer_id]
+        live.sort(key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
+        further = [e.owner for e in live if not e.peer.origin and e.owner is not None
+                   and (e.peer.complete or e.progress > me.progress)]
+        me.rescues += 1
+        return Rescue([e.peer for e in live[:self.max_peers]], further[:helpers], me.rescues == 1)
 
     def is_origin(self, info_hash: str, peer: Peer) -> bool:
         """Whether ``peer`` is, at its address, an origin of the torrent: an agent in its origin's daemon.

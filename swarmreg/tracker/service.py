@@ -130,7 +130,8 @@ class TrackerService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config.tracker
-        self.peers = PeerStore(ttl=3 * self.config.announce_interval, max_peers=self.config.max_peers)
+        self.peers = PeerStore(ttl=3 * self.config.announce_interval, max_peers=self.config.max_peers,
+                               stall_after=self.config.stall_after)
         self.origins: OriginDirectory | None = None
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: set[_Connection] = set()
@@ -412,7 +413,7 @@ class TrackerService:
             return AnnounceReply(frame.request_id, frame.info_hash,
                                  failure=Failure(UNAVAILABLE.code, "the connection is closing"))
         try:
-            peers, news = self.peers.announce(frame.info_hash, peer, owner=connection)
+            peers, news = self.peers.announce(frame.info_hash, peer, owner=connection, progress=frame.progress)
         except SwarmregError as error:
             return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
         connection.peer_ids[frame.info_hash] = peer.peer_id
@@ -420,4 +421,13 @@ class TrackerService:
         subscribers.add(connection)
         if news:
             self._push(frame.info_hash, peer, connection)
+        if (rescue := self.peers.rescue(frame.info_hash, peer.peer_id, self.config.stall_helpers)) is not None:
+            # Once per stall at INFO: with its origins down, a whole fleet stalls at once.
+            log.log(logging.INFO if rescue.first else logging.DEBUG,
+                    "download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
+                    frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
+            peers = rescue.peers
+            for helper in rescue.helpers:
+                if isinstance(helper, _Connection) and helper is not connection:
+                    helper.send(PeersPush(frame.info_hash, (peer,)))
         return AnnounceReply(frame.request_id, frame.info_hash, tuple(peers), self.config.announce_interval)

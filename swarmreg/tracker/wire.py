@@ -74,6 +74,9 @@ class Announce:
     digest: str = attrs.field(validator=attrs.validators.max_len(MAX_DIGEST_LENGTH))
     namespace: str = attrs.field(validator=attrs.validators.max_len(255))
     peer: Peer
+    # Pieces the peer holds (a download's progress): the tracker notices a download that makes
+    # none between announces and hands it the peers furthest along.
+    progress: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -240,6 +243,8 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 for _frame in (MetainfoRequest, MetainfoReply):  # relay
     _converter.register_unstructure_hook(_frame, make_dict_unstructure_fn(
         _frame, _converter, relay=override(omit_if_default=True)))
+_converter.register_unstructure_hook(Announce, make_dict_unstructure_fn(
+    Announce, _converter, progress=override(omit_if_default=True)))
 
 
 def _strict(kind: type[Any]) -> Any:

@@ -147,13 +147,13 @@ def test_netsim_run_refuses_what_only_the_model_can_do(capsys: pytest.CaptureFix
 
 @pytest.mark.parametrize(("text", "message"), [
     ("agents = 10\nlayerz = 2\n", "layerz: unknown key"),
-    ("agents = 10\nlayers = 0\n", "layers"),
+    ("agents = 10\n[image]\nlayers = []\n", "layers"),
     ("agents = 10\norigins = 1.5\n", "origins"),
     ("agents = 10\n[arrivals]\nmode = \"staggered\"\n", "arriving at once"),
     ("agents = 10\n[reference]\nname = \"x\"\n", "reference"),
     ("agents = 10\n[links]\nagent_up = 0\n", "every link capped"),
     ("agents = 10\nblob_size = 0\n", "blob size"),
-    ("agents = 10000\nlayers = 100\nblob_size = \"4GiB\"\n", "more than the model holds"),
+    ("agents = 10000\n[image]\nlayers = [" + ", ".join(['"4GiB"'] * 100) + "]\n", "more than the model holds"),
     ("agents = 3\nblob_size = \"64MiB\"\n[links]\norigin_up = 1\n", "links too slow"),
 ])
 def test_bad_scenarios_are_refused_with_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str],

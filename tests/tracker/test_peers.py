@@ -158,3 +158,33 @@ async def test_times_are_trios_clock_the_one_the_tracker_sleeps_on(autojump_cloc
     await trio.sleep(2)  # on a mock clock: no real time passes
     assert store.expire() == 1
     assert [p.peer_id for p in store.peers_for(IH)] == [peer(2).peer_id]
+
+
+def test_a_download_whose_progress_stops_is_rescued_by_the_peers_furthest_along() -> None:
+    store = PeerStore(ttl=60, max_peers=50, stall_after=4)
+    store.announce(IH, peer(0, origin=True, complete=True), owner=("origin", "o"), now=0)
+    store.announce(IH, peer(1, complete=True), owner="seed", now=0)
+    for n, progress in ((2, 10), (3, 40), (4, 0)):
+        store.announce(IH, peer(n), owner=f"c{n}", now=0, progress=progress)
+    store.announce(IH, peer(5), owner="stuck", now=0, progress=5)
+    # Progress that grows, or a stall shorter than stall_after, is no stall.
+    store.announce(IH, peer(5), owner="stuck", now=3, progress=5)
+    assert store.rescue(IH, peer(5).peer_id, helpers=8, now=3) is None
+    store.announce(IH, peer(3), owner="c3", now=5, progress=41)
+    assert store.rescue(IH, peer(3).peer_id, helpers=8, now=5) is None
+    store.announce(IH, peer(5), owner="stuck", now=4, progress=5)
+    rescue = store.rescue(IH, peer(5).peer_id, helpers=8, now=4)
+    assert rescue is not None and rescue.first
+    # Origin, complete peers, then by progress; the stalled peer is not handed itself.
+    assert [p.peer_id for p in rescue.peers] == [peer(n).peer_id for n in (0, 1, 3, 2, 4)]
+    # Those further along dial it: not the origin (it has no connection), not peers behind it.
+    assert rescue.helpers == ["seed", "c3", "c2"]
+    again = store.rescue(IH, peer(5).peer_id, helpers=1, now=4)
+    assert again is not None and again.helpers == ["seed"] and not again.first
+    # Progress again: no longer stalled; and a complete peer never is.
+    store.announce(IH, peer(5), owner="stuck", now=6, progress=6)
+    assert store.rescue(IH, peer(5).peer_id, helpers=8, now=6) is None
+    store.announce(IH, peer(5), owner="stuck", now=11, progress=6)  # a new stall: logged again
+    assert store.rescue(IH, peer(5).peer_id, helpers=8, now=11).first  # type: ignore[union-attr]
+    store.announce(IH, peer(1, complete=True), owner="seed", now=20)
+    assert store.rescue(IH, peer(1).peer_id, helpers=8, now=20) is None

@@ -129,3 +129,16 @@ def test_a_request_without_relay_is_the_frame_older_peers_send() -> None:
     assert encode(MetainfoReply(3, metainfo=b"d4:infod...ee")) == frame("metainfo_reply", reply)
     relayed = MetainfoReply(4, relay=Relay("https://origin:8443", 5 << 20))
     assert decode(encode(relayed), TO_PEER, LIMIT) == relayed
+
+
+def test_an_announce_without_progress_is_the_frame_older_peers_send() -> None:
+    """``progress`` came later: at 0 it is left off the wire (a tracker that predates it takes
+    the frame); a download's progress round-trips, and a negative one is refused."""
+    ih = "cd" * 32
+    me = {"peer_id": PEER.peer_id, "host": PEER.host, "port": PEER.port, "complete": True, "origin": False}
+    old = {"request_id": 1, "info_hash": ih, "digest": DIGEST, "namespace": "ns", "peer": me}
+    assert encode(Announce(1, ih, DIGEST, "ns", PEER)) == frame("announce", old)
+    moving = Announce(2, ih, DIGEST, "ns", PEER, progress=17)
+    assert decode(encode(moving), TO_TRACKER, LIMIT) == moving
+    with pytest.raises(ProtocolError):
+        decode(frame("announce", old | {"progress": -1}), TO_TRACKER, LIMIT)
