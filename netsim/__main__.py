@@ -1,6 +1,8 @@
 """``python -m netsim run configs/netsim/<name>.toml [--mode auto|netns|loopback] [--json out.json]
 [--plot out.png] [--workdir DIR]``, ``python -m netsim plot a.json b.json -o out.png`` and
-``python -m netsim clean`` (remove every run's namespaces, links and processes)."""
+``python -m netsim clean`` (remove every run's namespaces, links and processes), and
+``python -m netsim model SCENARIO`` / ``python -m netsim model calibrate REPORT.json ...`` (the
+flow-level model, netsim/model_cli.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 
 import trio
 
+from netsim import model_cli
 from netsim.network import NetworkError, sweep
 from netsim.report import plot, table, write_json
 from netsim.runner import MODES, run_scenario
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     plotting.add_argument("runs", type=Path, nargs="+")
     plotting.add_argument("-o", "--output", type=Path, required=True)
     commands.add_parser("clean", help="remove the namespaces, links and processes of every run")
+    model_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "model":
+        return model_cli.main(args)
     if args.command == "plot":
         plot([json.loads(path.read_text()) for path in args.runs], args.output)
         return 0
@@ -48,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         scenario = load_scenario(args.scenario)
     except ConfigError as error:
         print(f"netsim: {error}", file=sys.stderr)
+        return 2
+    if refusal := scenario.runnable():
+        print(f"netsim: {refusal}", file=sys.stderr)
         return 2
     work = args.workdir or Path(tempfile.mkdtemp(prefix=f"netsim-{scenario.name}-"))
     try:

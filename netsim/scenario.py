@@ -14,6 +14,10 @@ import attrs
 
 from swarmreg.config import ByteSize, ConfigError, MiB, structure
 
+# Each agent is a daemon process with its own libtorrent session (and a namespace in netns mode):
+# two cores carry about 60 of them at the shipped caps, not hundreds.
+MAX_RUN_AGENTS = 200
+
 
 @attrs.frozen
 class Links:
@@ -86,13 +90,28 @@ class ImageSpec:
 
 
 @attrs.frozen
+class Reference:
+    """Published figures to hold a model's prediction against (``netsim model`` prints them)."""
+
+    name: str
+    source: str
+    p50_s: float = attrs.field(validator=attrs.validators.gt(0))
+    p99_s: float = attrs.field(validator=attrs.validators.gt(0))
+    p999_s: float = attrs.field(validator=attrs.validators.gt(0))
+
+
+@attrs.frozen
 class Scenario:
     """One run: ``agents`` pull one blob of ``blob_size`` from a herd (origin + tracker), or an
-    ``image`` from a herd that also runs the index and the proxy."""
+    ``image`` from a herd that also runs the index and the proxy.
+
+    ``origins`` (each layer seeded by its own origin) is for ``netsim model``: ``netsim run``
+    starts one origin, and refuses a scenario that asks for more (``runnable``)."""
 
     name: str
     agents: int = attrs.field(validator=attrs.validators.ge(1))
     blob_size: ByteSize = ByteSize(16 * MiB)
+    origins: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     image: ImageSpec | None = None
     links: Links = Links()
     arrivals: Arrivals = Arrivals()
@@ -102,6 +121,7 @@ class Scenario:
     # Extra `--set` overrides for every agent, and for the herd (tuning experiments).
     agent_settings: tuple[str, ...] = ()
     herd_settings: tuple[str, ...] = ()
+    reference: Reference | None = None
 
     @property
     def size(self) -> int:
@@ -109,16 +129,28 @@ class Scenario:
         return self.blob_size if self.image is None else self.image.size
 
     def lower_bound(self) -> float:
-        """T* = max(F/u_origin, F/d_agent, N*F/(u_origin + N*u_agent)), in seconds (0: uncapped)."""
+        """T* = max(F/U_origins, F/d_agent, N*F/(U_origins + N*u_agent)), in seconds (0: uncapped),
+        where F is the blob's bytes or every layer's together and U_origins the origins' caps summed."""
         size, links, n = self.size, self.links, self.agents
+        origins_up = links.origin_up * self.origins
         terms = []
-        if links.origin_up:
-            terms.append(size / links.origin_up)
+        if origins_up:
+            terms.append(size / origins_up)
         if links.agent_down:
             terms.append(size / links.agent_down)
-        if links.origin_up and links.agent_up:
-            terms.append(n * size / (links.origin_up + n * links.agent_up))
+        if origins_up and links.agent_up:
+            terms.append(n * size / (origins_up + n * links.agent_up))
         return max(terms, default=0.0)
+
+    def runnable(self) -> str | None:
+        """Why ``netsim run`` cannot run this scenario on this machine (None: it can)."""
+        if self.origins != 1:
+            return (f"netsim run starts one origin; this scenario has {self.origins} origins: "
+                    f"run it with `netsim model`")
+        if self.agents > MAX_RUN_AGENTS:
+            return (f"{self.agents} agents are more daemons than this machine can run (at most "
+                    f"{MAX_RUN_AGENTS}): run it with `netsim model`")
+        return None
 
 
 def load_scenario(path: Path) -> Scenario:
