@@ -393,8 +393,8 @@ class Downloads:
                     await self.tracker.announce(Announcement(
                         torrent.info_hash, str(torrent.metainfo.digest), torrent.namespace, False,
                         progress=torrent.have_count))
-                except SwarmregError as error:
-                    log.info("progress announce of %s: %s", torrent.metainfo.digest, error.message)
+                except SwarmregError as error:  # the tracker's connection logs its own trouble
+                    log.debug("progress announce of %s: %s", torrent.metainfo.digest, error.message)
                 except Exception:  # background work: the download goes on
                     log.exception("progress announce of %s", torrent.metainfo.digest)
 
