@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from netsim.report import save_figure
+
 MEASURES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
 
 
@@ -57,9 +59,4 @@ def plot(prediction: dict[str, Any], path: Path) -> None:
                             color="black", zorder=3, label=f"{reference['name']} {label}")
     seconds.set(xscale="log", xlabel="hosts", ylabel="seconds", title=f"{prediction['scenario']}: completion time")
     ratio.set(xscale="log", xlabel="hosts", ylabel="completion / T*", title="against the lower bound T*")
-    for axes in (seconds, ratio):
-        axes.grid(alpha=0.3)
-        axes.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    save_figure(figure, (seconds, ratio), path)

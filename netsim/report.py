@@ -95,7 +95,14 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
     cdf.axvline(1.0, color="grey", linewidth=0.8)
     cdf.set(xlabel="completion time / T*", ylabel="agents done", title="completion time CDF", ylim=(0, 1.02))
     traffic.set(xlabel="seconds", ylabel="MiB", title="bytes served: origin vs agents")
-    for axes in (cdf, traffic):
+    save_figure(figure, (cdf, traffic), path)
+
+
+def save_figure(figure: Any, panels: Sequence[Any], path: Path) -> None:
+    """Grid and legend on every panel, then the PNG; the figure is closed."""
+    from matplotlib import pyplot
+
+    for axes in panels:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
     figure.tight_layout()
