@@ -192,7 +192,10 @@ class SwarmConfig:
 
 
 def _check_libtorrent(settings: Mapping[str, Any]) -> None:
-    import libtorrent as lt  # here, not at the top: the config is read by tools without libtorrent
+    if not settings:
+        return
+    # Only now: clients read the config too, and must not load the daemon's frameworks.
+    import libtorrent as lt
 
     known: dict[str, Any] = dict(lt.default_settings())
     for name, value in settings.items():
