@@ -205,7 +205,6 @@ class Run:
             process.overrides = (*process.overrides, *pinned(process.ready))
             await process.start()
 
-
     async def refuse(self, process: DaemonProcess, seconds: float,
                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """For ``seconds``, the node's peer wire refuses every connection and its dials fail."""

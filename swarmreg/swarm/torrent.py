@@ -188,7 +188,7 @@ class Torrent:
 
     def _hand(self, peers: Iterable[PeerAddress], remember: bool = False) -> int:
         handed = 0
-        for host, port in list(peers):
+        for host, port in peers:
             try:
                 self.handle.connect_peer((host, port), lt.peer_info.tracker)
             except RuntimeError as error:  # a torrent being removed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import heapq
 import random
 from collections.abc import Collection, Hashable
 
@@ -107,11 +109,14 @@ class PeerStore:
         if me is None or me.peer.complete or me.peer.origin or now - me.since < self.stall_after:
             return None
         live = [e for e in entries.values() if e.expires > now and e.peer.peer_id != peer_id]
-        live.sort(key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
-        further = [e.owner for e in live if not e.peer.origin and e.owner is not None
+        # Origins, complete peers, then by progress: the first n without sorting them all.
+        furthest = functools.partial(
+            heapq.nsmallest, key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
+        further = [e for e in live if not e.peer.origin and e.owner is not None
                    and (e.peer.complete or e.progress > me.progress)]
         me.rescues += 1
-        return Rescue([e.peer for e in live[:self.max_peers]], further[:helpers], me.rescues == 1)
+        return Rescue([e.peer for e in furthest(self.max_peers, live)],
+                      [e.owner for e in furthest(helpers, further)], me.rescues == 1)
 
     def is_origin(self, info_hash: str, peer: Peer) -> bool:
         """Whether ``peer`` is, at its address, an origin of the torrent: an agent in its origin's daemon.
