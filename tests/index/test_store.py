@@ -1,8 +1,10 @@
-"""The index's SQLite store on a real database file: every operation, pagination, concurrency, reopening."""
+"""The index's stores, each test on SQLite and on a real PostgreSQL: every operation, pagination,
+concurrency (two stores on one database: two index nodes), reopening."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import trio
 
 from swarmreg.digest import Digest
 from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
 from tests.index.helpers import MANIFEST, digest
 
@@ -27,15 +30,21 @@ async def tags_in(store: IndexStore, repository: str, n: int | None, last: str |
     return await store.list_tags(repository, n, last)
 
 
-# --- the database file ------------------------------------------------------------------------------
+# --- the database --------------------------------------------------------------------------------
 
-async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) -> None:
+async def test_the_schema_is_created(store: IndexStore) -> None:
     assert await store.schema_version() == SCHEMA_VERSION
+    for query in ("SELECT repository, digest, media_type, size, artifact_type, subject, annotations, created, "
+                  "refs_known, accessed FROM manifests", "SELECT repository, tag, digest, updated FROM tags",
+                  "SELECT repository, digest, size, linked FROM blobs", "SELECT repository, manifest, digest, kind "
+                  "FROM refs", "SELECT digest, at FROM released", "SELECT digest, token, until FROM pending"):
+        assert await store.read(lambda db, query=query: db.execute(query).fetchall()) == []
+
+
+async def test_the_sqlite_file_is_in_wal_mode(sqlite_store: SqliteIndexStore, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "index.db")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"schema_version", "tags", "manifests", "blobs", "refs"} <= tables
         columns = {row[1] for row in db.execute("PRAGMA table_info(manifests)")}
         assert columns == {"repository", "digest", "media_type", "size", "artifact_type", "subject",
                            "annotations", "created", "refs_known", "accessed"}
@@ -44,20 +53,19 @@ async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) 
 
 
 async def test_parent_directories_are_created(tmp_path: Path) -> None:
-    async with IndexStore(tmp_path / "deep" / "er" / "index.db") as store:
+    async with SqliteIndexStore(tmp_path / "deep" / "er" / "index.db") as store:
         assert await store.catalog() == Page([])
     assert (tmp_path / "deep" / "er" / "index.db").is_file()
 
 
-async def test_reopening_keeps_everything(tmp_path: Path) -> None:
-    path = tmp_path / "index.db"
-    async with IndexStore(path) as store:
+async def test_reopening_keeps_everything(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as store:
         m = await put_manifest(store, "library/app", "m", annotations={"a": "b"}, artifact_type=SBOM,
                                subject=digest("s"))
         await store.put_tag("library/app", "v1", m)
         await store.link_blob("library/app", digest("layer"), 1234)
         before = await store.get_manifest("library/app", m)
-    async with IndexStore(path) as store:
+    async with new_store() as store:
         assert await store.schema_version() == SCHEMA_VERSION
         assert await store.get_manifest("library/app", m) == before
         assert await store.get_tag("library/app", "v1") == m
@@ -66,20 +74,15 @@ async def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert (await store.catalog()).items == ["library/app"]
 
 
-async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "index.db"
-    async with IndexStore(path):
-        pass
-    db = sqlite3.connect(path)
-    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    db.commit()
-    db.close()
+async def test_a_newer_schema_is_refused(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as store:
+        await store.write(lambda db: db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,)))
     with pytest.raises(SchemaError, match="newer"):
-        await IndexStore(path).open()
+        await new_store().open()
 
 
-async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = IndexStore(tmp_path / "index.db")
+async def test_a_closed_store_refuses_calls(new_store: Callable[[], IndexStore]) -> None:
+    store = new_store()
     with pytest.raises(RuntimeError, match="not open"):
         await store.catalog()
     await store.open()
@@ -90,7 +93,7 @@ async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
 
 
 async def test_without_fsync_the_store_works_the_same(tmp_path: Path) -> None:
-    async with IndexStore(tmp_path / "index.db", fsync=False) as store:
+    async with SqliteIndexStore(tmp_path / "index.db", fsync=False) as store:
         m = await put_manifest(store, "a", 1)
         await store.put_tag("a", "t", m)
         assert await store.get_tag("a", "t") == m

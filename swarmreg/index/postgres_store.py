@@ -1,0 +1,298 @@
+"""The index's PostgreSQL store: IndexStore in a database that several index nodes share.
+
+psycopg 3's blocking API in trio's worker threads, connections from a psycopg_pool pool (at most
+POOL_SIZE, which also bounds the worker threads). Writes are SERIALIZABLE and retried on a
+serialization failure or deadlock, so every node sees the one-writer order the SQLite store gets
+from its lock; reads are REPEATABLE READ READ ONLY (a snapshot, never retried). Text columns
+collate "C" (byte order, as SQLite's). A database out of reach is UNAVAILABLE (503) to callers,
+logged once when it goes and once when it returns, never with the password.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import psycopg
+import psycopg.errors
+import trio
+from psycopg_pool import ConnectionPool
+
+from swarmreg.errors import STORAGE_FULL, UNAVAILABLE, SwarmregError
+from swarmreg.index.store import Db, IndexStore, migrate
+from swarmreg.redaction import REDACTED, redact_url
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMES = ("postgresql://", "postgres://")
+# Connections (and worker threads) per index node.
+POOL_SIZE = 8
+# Seconds a request waits for a connection (the database refusing or slow) before its 503.
+CONNECT_TIMEOUT = 5.0
+# Tries of a write that lost a serialization conflict to another writer.
+CONFLICT_RETRIES = 20
+# Any constant: the advisory lock that orders two nodes migrating at once.
+_MIGRATION_LOCK = 0x5377_7265_6769_6478
+
+# What a transaction that lost to another writer gets (nothing it wrote stays): it may run again.
+_CONFLICTS = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+_BEGIN_WRITE = "BEGIN ISOLATION LEVEL SERIALIZABLE"
+_BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+# Each statement sees what was committed before it: a migration after another node's sees its tables.
+_BEGIN_MIGRATION = "BEGIN ISOLATION LEVEL READ COMMITTED"
+
+_C = 'COLLATE "C"'
+# The SQLite store's steps (sqlite_store.MIGRATIONS), in PostgreSQL's words.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        f"""CREATE TABLE manifests (
+            repository TEXT {_C} NOT NULL,
+            digest TEXT {_C} NOT NULL,
+            media_type TEXT NOT NULL,
+            size BIGINT NOT NULL,
+            artifact_type TEXT {_C},
+            subject TEXT {_C},
+            annotations TEXT NOT NULL DEFAULT '{{}}',
+            created TEXT {_C} NOT NULL,
+            PRIMARY KEY (repository, digest)
+        )""",
+        "CREATE INDEX manifests_by_subject ON manifests (repository, subject, digest) WHERE subject IS NOT NULL",
+        f"""CREATE TABLE tags (
+            repository TEXT {_C} NOT NULL,
+            tag TEXT {_C} NOT NULL,
+            digest TEXT {_C} NOT NULL,
+            updated TEXT {_C} NOT NULL,
+            PRIMARY KEY (repository, tag),
+            FOREIGN KEY (repository, digest) REFERENCES manifests (repository, digest) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX tags_by_digest ON tags (repository, digest)",
+        f"""CREATE TABLE blobs (
+            repository TEXT {_C} NOT NULL,
+            digest TEXT {_C} NOT NULL,
+            size BIGINT NOT NULL,
+            PRIMARY KEY (repository, digest)
+        )""",
+    ),
+    2: (
+        f"""CREATE TABLE refs (
+            repository TEXT {_C} NOT NULL,
+            manifest TEXT {_C} NOT NULL,
+            digest TEXT {_C} NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('blob', 'manifest')),
+            PRIMARY KEY (repository, manifest, digest),
+            FOREIGN KEY (repository, manifest) REFERENCES manifests (repository, digest) ON DELETE CASCADE
+        )""",
+        "CREATE INDEX refs_by_digest ON refs (digest, repository)",
+        "ALTER TABLE manifests ADD COLUMN refs_known INTEGER NOT NULL DEFAULT 1",
+        "UPDATE manifests SET refs_known = 0",
+        f"ALTER TABLE manifests ADD COLUMN accessed TEXT {_C}",
+        f"ALTER TABLE blobs ADD COLUMN linked TEXT {_C} NOT NULL DEFAULT ''",
+        """UPDATE blobs SET linked = to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')""",
+        f"""CREATE TABLE released (
+            digest TEXT {_C} NOT NULL PRIMARY KEY,
+            at TEXT {_C} NOT NULL
+        )""",
+        f"""CREATE TABLE pending (
+            digest TEXT {_C} NOT NULL,
+            token TEXT {_C} NOT NULL,
+            until TEXT {_C} NOT NULL,
+            PRIMARY KEY (digest, token)
+        )""",
+        # SQLite's instr (the admin API's blob search), which PostgreSQL spells strpos.
+        "CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT strpos($1, $2)'",
+    ),
+}
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``index.database`` names a PostgreSQL database (else it is a SQLite file)."""
+    return database.startswith(SCHEMES)
+
+
+# What translate rewrites: quoted text is kept whole, PostgreSQL's casts (::) too.
+_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|::|\?|:(\w+)|%""")
+
+
+@functools.lru_cache(maxsize=1024)
+def translate(sql: str) -> str:
+    """``sql`` with sqlite3's placeholders (``?``, ``:name``) in psycopg's (``%s``, ``%(name)s``)."""
+    def token(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "?":
+            return "%s"
+        if text == "%":
+            return "%%"
+        if match.group(1):
+            return f"%({match.group(1)})s"
+        return text
+
+    return _TOKEN.sub(token, sql)
+
+
+class _PgDb:
+    """A psycopg connection in one transaction, read as a ``Db``."""
+
+    _names = itertools.count()
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, parameters: Any = (), /) -> psycopg.Cursor[Any]:
+        return self._connection.execute(translate(sql), parameters)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
+        cursor = self._connection.cursor()
+        cursor.executemany(translate(sql), parameters)
+        return cursor
+
+    def stream(self, sql: str, parameters: Any = ()) -> psycopg.ServerCursor[Any]:
+        cursor = self._connection.cursor(name=f"stream{next(self._names)}")
+        cursor.execute(translate(sql), parameters)
+        return cursor
+
+
+class PostgresIndexStore(IndexStore):
+    """The index's data in the PostgreSQL database ``dsn`` (libpq's URL: its user, host, port,
+    database and parameters; a password there, in PGPASSWORD or a ~/.pgpass / PGPASSFILE)."""
+
+    def __init__(self, dsn: str, *, spool_dir: str | Path, pool_size: int = POOL_SIZE) -> None:
+        self.dsn = dsn
+        self.spool_dir = Path(spool_dir)
+        self.pool_size = pool_size
+        self._pool: ConnectionPool | None = None
+        self._limiter = trio.CapacityLimiter(pool_size)
+        self._down = False  # the last call found the database out of reach (logged once)
+
+    def describe(self) -> str:
+        return f"PostgreSQL {redact_url(self.dsn)}"
+
+    async def open(self) -> PostgresIndexStore:
+        """Connect (UNAVAILABLE if the database does not answer within CONNECT_TIMEOUT) and
+        bring the schema up to date, one node at a time."""
+        if self._pool is not None:
+            return self
+        pool = ConnectionPool(self.dsn, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
+                              kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
+                              name="index")
+
+        def start() -> None:
+            try:
+                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+                self._transaction(pool, _BEGIN_MIGRATION, _migrate)
+            except BaseException:
+                pool.close()
+                raise
+
+        await self._run(start)
+        self._pool = pool
+        return self
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            if self._pool is not None:
+                pool, self._pool = self._pool, None
+                # Every call holds a token until its transaction is over: take them all.
+                borrowers = [object() for _ in range(self.pool_size)]
+                for borrower in borrowers:
+                    await self._limiter.acquire_on_behalf_of(borrower)
+                try:
+                    await trio.to_thread.run_sync(pool.close)
+                finally:
+                    for borrower in borrowers:
+                        self._limiter.release_on_behalf_of(borrower)
+
+    def _transaction(self, pool: ConnectionPool, begin: str, work: Callable[[Db], T]) -> T:
+        """``work`` in one transaction on a pooled connection, in this worker thread; again on a
+        conflict, or on a connection the database dropped (a restart) before COMMIT was sent."""
+        for attempt in itertools.count(1):
+            connection = pool.getconn()
+            committing = False
+            try:
+                connection.execute(begin)
+                result = work(_PgDb(connection))
+                committing = True
+                connection.execute("COMMIT")
+                return result
+            except _CONFLICTS:
+                # A serialization failure or deadlock (even at COMMIT): nothing was written.
+                _rollback(connection)
+                if attempt >= CONFLICT_RETRIES:
+                    raise
+                # Apart from the writers it collided with: a random, growing pause (at most 50 ms).
+                time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+            except psycopg.OperationalError:
+                if not connection.broken or committing or attempt > self.pool_size:
+                    _rollback(connection)
+                    raise
+                # A connection from before the database restarted: the next one (or a new one).
+            except BaseException:
+                _rollback(connection)
+                raise
+            finally:
+                pool.putconn(connection)  # a broken one is dropped
+        raise AssertionError("unreachable")
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        """``call`` in a worker thread (not abandoned on cancellation: a transaction ends first);
+        the database's failures as SwarmregErrors."""
+        try:
+            result = await trio.to_thread.run_sync(call, limiter=self._limiter)
+        except _CONFLICTS:
+            raise SwarmregError(UNAVAILABLE, "the index database is too busy: retry") from None
+        except psycopg.errors.DiskFull:
+            raise SwarmregError(STORAGE_FULL, "writing the index: the database's disk is full") from None
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            if not self._down:
+                self._down = True
+                log.warning("index database %s is out of reach: %s", self.describe(), self._scrub(error))
+            raise SwarmregError(UNAVAILABLE, "the index database is out of reach") from None
+        if self._down:
+            self._down = False
+            log.info("index database %s is reachable again", self.describe())
+        return result
+
+    def _scrub(self, error: BaseException) -> str:
+        """The error's text on one line, without the password should libpq ever quote it."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        password = urlsplit(self.dsn).password
+        return text.replace(password, REDACTED) if password else text
+
+    async def _call(self, begin: str, work: Callable[[Db], T]) -> T:
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("the index store is not open")
+        return await self._run(functools.partial(self._transaction, pool, begin, work))
+
+    async def read(self, work: Callable[[Db], T]) -> T:
+        return await self._call(_BEGIN_READ, work)
+
+    async def write(self, work: Callable[[Db], T]) -> T:
+        """As IndexStore.write, SERIALIZABLE: ``work`` runs again when another writer's
+        transaction conflicted with it."""
+        return await self._call(_BEGIN_WRITE, work)
+
+
+def _migrate(db: Db) -> int:
+    db.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+    return migrate(db, MIGRATIONS)
+
+
+def _rollback(connection: psycopg.Connection[Any]) -> None:
+    """End the connection's transaction if it is still open (a broken one is dropped anyway)."""
+    if connection.broken or connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        connection.execute("ROLLBACK")
+    except psycopg.Error:
+        pass  # the pool drops a connection it cannot clean
