@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.index.gc import link_time, mark
 from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
 from tests.index.helpers import MANIFEST, digest
@@ -354,3 +357,79 @@ async def test_cancelled_callers_leave_the_store_usable(store: IndexStore) -> No
                 nursery.start_soon(writer)
     await store.link_blob("r", digest("after"), 1)
     assert await store.blob_size("r", digest("after")) == 1
+
+
+# --- two stores on one database (two index nodes) ----------------------------------------------
+
+async def test_what_one_node_writes_the_other_reads(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as a, new_store() as b:
+        m = await put_manifest(a, "r", 1)
+        await a.put_tag("r", "v1", m)
+        assert await b.get_tag("r", "v1") == m
+        await b.link_blob("r", digest("layer"), 7)
+        assert await a.blob_size("r", digest("layer")) == 7
+        assert await b.delete_manifest("r", m) == ["v1"]
+        assert await a.get_tag("r", "v1") is None
+        assert (await a.catalog()).items == (await b.catalog()).items == ["r"]
+
+
+async def test_two_nodes_racing_on_the_same_manifests_and_tag_agree(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as a, new_store() as b:
+        layers = [digest(f"layer{i}") for i in range(4)]
+
+        async def push(node: IndexStore, i: int) -> None:
+            for layer in layers:
+                await node.link_blob("r", layer, 10)
+            await put_manifest(node, "r", i % 5, blobs=layers[i % 4:], size=i % 5)
+            await node.put_tag("r", "latest", digest(i % 5))
+            await node.put_tag("r", f"t{i % 5}", digest(i % 5))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(push, a if i % 2 else b, i)
+        assert await a.get_tag("r", "latest") == await b.get_tag("r", "latest") in {digest(i) for i in range(5)}
+        assert (await tags_in(a, "r", None)).items == ["latest", "t0", "t1", "t2", "t3", "t4"]
+        named = await a.read(lambda db: db.execute(
+            "SELECT manifest, count(*) FROM refs GROUP BY manifest ORDER BY manifest").fetchall())
+        # Each manifest's references are one push's (its last), never a mix of two.
+        expected = {str(digest(n)): {4 - i % 4 for i in range(20) if i % 5 == n} for n in range(5)}
+        assert all(count in expected[manifest] for manifest, count in named) and len(named) == 5
+
+
+async def test_a_mark_on_one_node_never_strands_a_manifest_pushed_through_the_other(
+        new_store: Callable[[], IndexStore], tmp_path: Path) -> None:
+    pushes = 30
+    refused = 0
+    async with new_store() as a, new_store() as b:
+        done = trio.Event()
+
+        async def push(i: int) -> None:
+            nonlocal refused
+            await a.link_blob("r", digest(f"layer{i}"), 1)
+            try:
+                await put_manifest(a, "r", f"m{i}", blobs=[digest(f"layer{i}")])
+            except SwarmregError as error:  # the mark took the link first: the push is refused
+                assert error.code is MANIFEST_BLOB_UNKNOWN
+                refused += 1
+
+        async def collect() -> int:
+            marks = 0
+            while not done.is_set() or marks == 0:
+                cutoff = link_time(datetime.now(UTC) + timedelta(seconds=1))  # every unnamed link is stale
+                marked = await b.write(partial(mark, cutoff=cutoff, dry_run=False, spool_dir=str(tmp_path)))
+                marked.spool.close()
+                marks += 1
+            return marks
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            async with trio.open_nursery() as pushing:
+                for i in range(pushes):
+                    pushing.start_soon(push, i)
+            done.set()
+        stranded = await a.read(lambda db: db.execute(
+            "SELECT manifest, digest FROM refs WHERE kind = 'blob' AND NOT EXISTS "
+            "(SELECT 1 FROM blobs WHERE blobs.repository = refs.repository AND blobs.digest = refs.digest)").fetchall())
+        assert stranded == []
+        recorded = await a.read(lambda db: db.execute("SELECT count(*) FROM manifests").fetchone()[0])
+        assert recorded + refused == pushes
