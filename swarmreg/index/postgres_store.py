@@ -1,7 +1,7 @@
 """The index's PostgreSQL store: IndexStore in a database that several index nodes share.
 
-psycopg 3's blocking API in trio's worker threads, connections from a psycopg_pool pool (at most
-POOL_SIZE, which also bounds the worker threads). Writes are SERIALIZABLE and retried on a
+psycopg 3's blocking API in trio's worker threads (at most POOL_SIZE at once), each transaction on
+a connection of ``_Connections`` (idle ones kept; a new one when none is). Writes are SERIALIZABLE and retried on a
 serialization failure or deadlock, so every node sees the one-writer order the SQLite store gets
 from its lock; reads are REPEATABLE READ READ ONLY (a snapshot, never retried). Text columns
 collate "C" (byte order, as SQLite's). A database out of reach is UNAVAILABLE (503) to callers,
@@ -15,6 +15,7 @@ import itertools
 import logging
 import random
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 import psycopg
 import psycopg.errors
 import trio
-from psycopg_pool import ConnectionPool
+from psycopg.conninfo import conninfo_to_dict
 
 from swarmreg.errors import STORAGE_FULL, UNAVAILABLE, SwarmregError
 from swarmreg.index.store import Db, IndexStore, migrate
@@ -37,8 +38,8 @@ T = TypeVar("T")
 SCHEMES = ("postgresql://", "postgres://")
 # Connections (and worker threads) per index node.
 POOL_SIZE = 8
-# Seconds a request waits for a connection (the database refusing or slow) before its 503.
-CONNECT_TIMEOUT = 5.0
+# Seconds a new connection may take (libpq's connect_timeout, unless the URL sets one).
+CONNECT_TIMEOUT = 5
 # Tries of a write that lost a serialization conflict to another writer.
 CONFLICT_RETRIES = 20
 # Any constant: the advisory lock that orders two nodes migrating at once.
@@ -170,7 +171,7 @@ class PostgresIndexStore(IndexStore):
         self.dsn = dsn
         self.spool_dir = Path(spool_dir)
         self.pool_size = pool_size
-        self._pool: ConnectionPool | None = None
+        self._connections: _Connections | None = None
         self._limiter = trio.CapacityLimiter(pool_size)
         self._down = False  # the last call found the database out of reach (logged once)
 
@@ -178,45 +179,38 @@ class PostgresIndexStore(IndexStore):
         return f"PostgreSQL {redact_url(self.dsn)}"
 
     async def open(self) -> PostgresIndexStore:
-        """Connect (UNAVAILABLE if the database does not answer within CONNECT_TIMEOUT) and
-        bring the schema up to date, one node at a time."""
-        if self._pool is not None:
-            return self
-        pool = ConnectionPool(self.dsn, min_size=1, max_size=self.pool_size, open=False, timeout=CONNECT_TIMEOUT,
-                              kwargs={"autocommit": True, "connect_timeout": int(CONNECT_TIMEOUT)},
-                              name="index")
-
-        def start() -> None:
+        """Connect (UNAVAILABLE if the database does not answer) and bring the schema up to
+        date, one node at a time."""
+        if self._connections is None:
+            connections = _Connections(self.dsn)
             try:
-                pool.open(wait=True, timeout=CONNECT_TIMEOUT)
-                self._transaction(pool, _BEGIN_MIGRATION, _migrate)
+                await self._run(functools.partial(self._transaction, connections, _BEGIN_MIGRATION, _migrate))
             except BaseException:
-                pool.close()
+                connections.close()
                 raise
-
-        await self._run(start)
-        self._pool = pool
+            self._connections = connections
         return self
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if self._pool is not None:
-                pool, self._pool = self._pool, None
+            if self._connections is not None:
+                connections, self._connections = self._connections, None
                 # Every call holds a token until its transaction is over: take them all.
                 borrowers = [object() for _ in range(self.pool_size)]
                 for borrower in borrowers:
                     await self._limiter.acquire_on_behalf_of(borrower)
                 try:
-                    await trio.to_thread.run_sync(pool.close)
+                    connections.close()
                 finally:
                     for borrower in borrowers:
                         self._limiter.release_on_behalf_of(borrower)
 
-    def _transaction(self, pool: ConnectionPool, begin: str, work: Callable[[Db], T]) -> T:
-        """``work`` in one transaction on a pooled connection, in this worker thread; again on a
-        conflict, or on a connection the database dropped (a restart) before COMMIT was sent."""
+    @staticmethod
+    def _transaction(connections: _Connections, begin: str, work: Callable[[Db], T]) -> T:
+        """``work`` in one transaction, in this worker thread; again on a conflict, or once on a
+        new connection when the idle one was dropped by the database (a restart) before COMMIT."""
         for attempt in itertools.count(1):
-            connection = pool.getconn()
+            connection = connections.get()
             committing = False
             try:
                 connection.execute(begin)
@@ -232,15 +226,15 @@ class PostgresIndexStore(IndexStore):
                 # Apart from the writers it collided with: a random, growing pause (at most 50 ms).
                 time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
             except psycopg.OperationalError:
-                if not connection.broken or committing or attempt > self.pool_size:
+                if not connection.broken or committing or not connections.was_idle(connection):
                     _rollback(connection)
                     raise
-                # A connection from before the database restarted: the next one (or a new one).
+                connections.drop_idle()  # from before the restart too
             except BaseException:
                 _rollback(connection)
                 raise
             finally:
-                pool.putconn(connection)  # a broken one is dropped
+                connections.put(connection)
         raise AssertionError("unreachable")
 
     async def _run(self, call: Callable[[], T]) -> T:
@@ -269,10 +263,10 @@ class PostgresIndexStore(IndexStore):
         return text.replace(password, REDACTED) if password else text
 
     async def _call(self, begin: str, work: Callable[[Db], T]) -> T:
-        pool = self._pool
-        if pool is None:
+        connections = self._connections
+        if connections is None:
             raise RuntimeError("the index store is not open")
-        return await self._run(functools.partial(self._transaction, pool, begin, work))
+        return await self._run(functools.partial(self._transaction, connections, begin, work))
 
     async def read(self, work: Callable[[Db], T]) -> T:
         return await self._call(_BEGIN_READ, work)
@@ -281,6 +275,53 @@ class PostgresIndexStore(IndexStore):
         """As IndexStore.write, SERIALIZABLE: ``work`` runs again when another writer's
         transaction conflicted with it."""
         return await self._call(_BEGIN_WRITE, work)
+
+
+class _Connections:
+    """The store's connections to the database: idle ones are reused (the last one first); when
+    none is idle, a new one is made in the calling thread. No background thread: while the
+    database is down each request tries once (refused at once, or after CONNECT_TIMEOUT), and
+    the first after it returns connects. The store's limiter bounds how many are open."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._options: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in conninfo_to_dict(dsn):
+            self._options["connect_timeout"] = CONNECT_TIMEOUT
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._reused: set[int] = set()  # ids of the connections given out from _idle
+        self._lock = threading.Lock()
+
+    def get(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            if self._idle:
+                connection = self._idle.pop()
+                self._reused.add(id(connection))
+                return connection
+        return psycopg.connect(self.dsn, **self._options)
+
+    def was_idle(self, connection: psycopg.Connection[Any]) -> bool:
+        """Whether ``connection`` had waited idle (it may have died meanwhile), not just been made."""
+        return id(connection) in self._reused
+
+    def put(self, connection: psycopg.Connection[Any]) -> None:
+        """Keep ``connection`` for the next call, unless it is broken or was left in a transaction."""
+        with self._lock:
+            self._reused.discard(id(connection))
+            if not connection.broken and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                self._idle.append(connection)
+                return
+        connection.close()
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (the database dropped one: it dropped them all)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def close(self) -> None:
+        self.drop_idle()
 
 
 def _migrate(db: Db) -> int:
