@@ -361,6 +361,18 @@ class IndexConfig:
     def _check_database(self, _attribute: attrs.Attribute[str], value: str) -> None:
         if not value:
             raise ValueError("'database' must name a file")
+        if is_postgres_url(value):
+            from psycopg.conninfo import conninfo_to_dict  # only an index on PostgreSQL needs it
+
+            try:
+                conninfo_to_dict(value)
+            except Exception:  # libpq's message may quote the URL, password and all
+                raise ValueError("'database' is no PostgreSQL URL libpq reads") from None
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``index.database`` names a PostgreSQL database (else it is a SQLite file)."""
+    return database.startswith(("postgresql://", "postgres://"))
 
 
 @attrs.frozen

@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMES = ("postgresql://", "postgres://")
 # Connections (and worker threads) per index node.
 POOL_SIZE = 8
-# Seconds a new connection may take (libpq's connect_timeout, unless the URL sets one).
-CONNECT_TIMEOUT = 5
+# libpq's settings unless the URL has its own: a connection takes at most 5 s to open, and one
+# to a host that vanished (no RST: a partition, a dead VM) fails within about 30 s, not TCP's hours.
+CONNECTION_DEFAULTS = {"connect_timeout": 5, "keepalives_idle": 10, "keepalives_interval": 5,
+                       "keepalives_count": 3, "tcp_user_timeout": 30_000}
 # Tries of a write that lost a serialization conflict to another writer.
 CONFLICT_RETRIES = 20
 # Any constant: the advisory lock that orders two nodes migrating at once.
@@ -114,11 +115,6 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT strpos($1, $2)'",
     ),
 }
-
-
-def is_postgres_url(database: str) -> bool:
-    """Whether ``index.database`` names a PostgreSQL database (else it is a SQLite file)."""
-    return database.startswith(SCHEMES)
 
 
 # What translate rewrites: quoted text is kept whole, PostgreSQL's casts (::) too.
@@ -280,14 +276,14 @@ class PostgresIndexStore(IndexStore):
 class _Connections:
     """The store's connections to the database: idle ones are reused (the last one first); when
     none is idle, a new one is made in the calling thread. No background thread: while the
-    database is down each request tries once (refused at once, or after CONNECT_TIMEOUT), and
+    database is down each request tries once (refused at once, or after connect_timeout), and
     the first after it returns connects. The store's limiter bounds how many are open."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self._options: dict[str, Any] = {"autocommit": True}
-        if "connect_timeout" not in conninfo_to_dict(dsn):
-            self._options["connect_timeout"] = CONNECT_TIMEOUT
+        given = conninfo_to_dict(dsn)
+        self._options: dict[str, Any] = {"autocommit": True, **{
+            key: value for key, value in CONNECTION_DEFAULTS.items() if key not in given}}
         self._idle: list[psycopg.Connection[Any]] = []
         self._reused: set[int] = set()  # ids of the connections given out from _idle
         self._lock = threading.Lock()

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from swarmreg.config import Config
-from swarmreg.index.postgres_store import PostgresIndexStore, is_postgres_url
+from swarmreg.config import Config, is_postgres_url
+from swarmreg.index.postgres_store import PostgresIndexStore
 from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import IndexStore
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from swarmreg.index.postgres_store import PostgresIndexStore, is_postgres_url
+from swarmreg.config import is_postgres_url
+from swarmreg.index.postgres_store import PostgresIndexStore
 from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import IndexStore
 from tests.servers.postgres import postgres_database, postgres_server

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from swarmreg.config import is_postgres_url
 from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, SwarmregError
 from swarmreg.index.postgres_store import MIGRATIONS as POSTGRES_MIGRATIONS
-from swarmreg.index.postgres_store import is_postgres_url, translate
+from swarmreg.index.postgres_store import translate
 from swarmreg.index.sqlite_store import MIGRATIONS as SQLITE_MIGRATIONS
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore
 from tests.index.helpers import INDEX, MANIFEST, digest
