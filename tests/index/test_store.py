@@ -433,3 +433,18 @@ async def test_a_mark_on_one_node_never_strands_a_manifest_pushed_through_the_ot
         assert stranded == []
         recorded = await a.read(lambda db: db.execute("SELECT count(*) FROM manifests").fetchone()[0])
         assert recorded + refused == pushes
+
+
+async def test_two_nodes_starting_at_once_on_a_new_database_both_find_it_current(
+        new_store: Callable[[], IndexStore]) -> None:
+    stores = [new_store() for _ in range(3)]
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            nursery.start_soon(store.open)
+    try:
+        for store in stores:
+            assert await store.schema_version() == SCHEMA_VERSION
+        assert await stores[0].read(lambda db: db.execute("SELECT count(*) FROM schema_version").fetchone()[0]) == 1
+    finally:
+        for store in stores:
+            await store.aclose()
