@@ -117,7 +117,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-# What translate rewrites: quoted text is kept whole, PostgreSQL's casts (::) too.
+# What translate rewrites: no placeholder in quoted text or a cast (::), but every % doubled
+# (psycopg reads one anywhere, even in a string literal, as a placeholder's start).
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|::|\?|:(\w+)|%""")
 
 
@@ -132,7 +133,7 @@ def translate(sql: str) -> str:
             return "%%"
         if match.group(1):
             return f"%({match.group(1)})s"
-        return text
+        return text.replace("%", "%%")
 
     return _TOKEN.sub(token, sql)
 

@@ -15,6 +15,7 @@ import trio
 from swarmreg.digest import Digest
 from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
 from swarmreg.index.gc import link_time, mark
+from swarmreg.index.postgres_store import translate
 from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
 from tests.index.helpers import MANIFEST, digest
@@ -448,3 +449,15 @@ async def test_two_nodes_starting_at_once_on_a_new_database_both_find_it_current
     finally:
         for store in stores:
             await store.aclose()
+
+
+def test_placeholders_are_translated_for_psycopg_outside_quotes_only() -> None:
+    assert translate("SELECT a FROM t WHERE b = ? AND c > :cutoff AND d::text LIKE '50%? :x' AND e = ?") == (
+        "SELECT a FROM t WHERE b = %s AND c > %(cutoff)s AND d::text LIKE '50%%? :x' AND e = %s")
+    assert translate('SELECT "odd?name" FROM t WHERE x = 1 % 2') == 'SELECT "odd?name" FROM t WHERE x = 1 %% 2'
+
+
+async def test_percent_signs_and_question_marks_in_values_and_literals_stay_what_they_are(store: IndexStore) -> None:
+    rows = await store.read(lambda db: db.execute(
+        "SELECT '100%?', ? || ':x', ? WHERE 'a%' LIKE 'a%'", ("50%?", "%(y)s")).fetchall())
+    assert [tuple(row) for row in rows] == [("100%?", "50%?:x", "%(y)s")]
