@@ -165,7 +165,7 @@ def _run_daemon(args: argparse.Namespace, config: Config) -> int:
         daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file,
                         preload_images=args.preload_images)
         trio.run(partial(daemon.run, handle_signals=True))
-    # A SwarmregError this far out is a start that failed (an index database out of reach).
+    # A SwarmregError this far out is a start that failed (an index database that does not answer).
     except* (DaemonError, OSError, SchemaError, SwarmregError) as group:
         for error in _leaves(group):
             print(f"swarmreg: {error}", file=sys.stderr)

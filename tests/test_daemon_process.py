@@ -55,7 +55,7 @@ async def test_json_logs(spawn, tmp_path: Path) -> None:
     (["--roles", "seeder"], "unknown role 'seeder'"),
     # Nothing listens on port 1: the index's database is out of reach, said without its password.
     (["--roles", "index", "--set", "index.listen=127.0.0.1:0",
-      "--set", "index.database=postgresql://u:pg-secret-pw@127.0.0.1:1/x"], "index database is out of reach"),
+      "--set", "index.database=postgresql://u:pg-secret-pw@127.0.0.1:1/x"], "index database is unavailable"),
 ])
 def test_bad_start_up_is_refused_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli("daemon", "--data-dir", str(tmp_path / "d"), *args)

@@ -4,7 +4,8 @@ psycopg 3's blocking API in trio's worker threads (at most POOL_SIZE at once), e
 a connection of ``_Connections`` (idle ones kept; a new one when none is). Writes are SERIALIZABLE and retried on a
 serialization failure or deadlock, so every node sees the one-writer order the SQLite store gets
 from its lock; reads are REPEATABLE READ READ ONLY (a snapshot, never retried). Text columns
-collate "C" (byte order, as SQLite's). A database out of reach is UNAVAILABLE (503) to callers,
+collate "C" (byte order, as SQLite's). A database that fails (out of reach, a lock held too long)
+is UNAVAILABLE (503) to callers,
 logged once when it goes and once when it returns, never with the password.
 """
 
@@ -37,10 +38,11 @@ T = TypeVar("T")
 
 # Connections (and worker threads) per index node.
 POOL_SIZE = 8
-# libpq's settings unless the URL has its own: a connection takes at most 5 s to open, and one
-# to a host that vanished (no RST: a partition, a dead VM) fails within about 30 s, not TCP's hours.
+# libpq's settings unless the URL has its own: a connection takes at most 5 s to open, one to a
+# host that vanished (no RST: a partition, a dead VM) fails within about 30 s, not TCP's hours,
+# and a statement waits at most 10 s for a lock (another client's LOCK TABLE, say), not forever.
 CONNECTION_DEFAULTS = {"connect_timeout": 5, "keepalives_idle": 10, "keepalives_interval": 5,
-                       "keepalives_count": 3, "tcp_user_timeout": 30_000}
+                       "keepalives_count": 3, "tcp_user_timeout": 30_000, "options": "-c lock_timeout=10000"}
 # Tries of a write that lost a serialization conflict to another writer.
 CONFLICT_RETRIES = 20
 # Any constant: the advisory lock that orders two nodes migrating at once.
@@ -170,7 +172,7 @@ class PostgresIndexStore(IndexStore):
         self.pool_size = pool_size
         self._connections: _Connections | None = None
         self._limiter = trio.CapacityLimiter(pool_size)
-        self._down = False  # the last call found the database out of reach (logged once)
+        self._down = False  # the last call failed for the database (logged once)
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_url(self.dsn)}"
@@ -246,11 +248,11 @@ class PostgresIndexStore(IndexStore):
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if not self._down:
                 self._down = True
-                log.warning("index database %s is out of reach: %s", self.describe(), self._scrub(error))
-            raise SwarmregError(UNAVAILABLE, "the index database is out of reach") from None
+                log.warning("index database %s failed: %s", self.describe(), self._scrub(error))
+            raise SwarmregError(UNAVAILABLE, "the index database is unavailable") from None
         if self._down:
             self._down = False
-            log.info("index database %s is reachable again", self.describe())
+            log.info("index database %s answers again", self.describe())
         return result
 
     def _scrub(self, error: BaseException) -> str:

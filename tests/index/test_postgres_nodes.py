@@ -1,5 +1,5 @@
 """Index nodes on PostgreSQL through real daemons: two nodes sharing one database behind proxies,
-and a database that goes down (a clear 503, no secret anywhere) and comes back."""
+a database that goes down (a clear 503, no secret anywhere) and comes back, a lock held elsewhere."""
 
 from __future__ import annotations
 
@@ -8,10 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 import trio
 
+from swarmreg.digest import Digest
+from swarmreg.errors import UNAVAILABLE, SwarmregError
 from swarmreg.index.client import IndexClient
+from swarmreg.index.postgres_store import PostgresIndexStore
 from tests.conftest import make_config, start_daemon
 from tests.proxy.helpers import DOCKER_MANIFEST, push_image
 from tests.servers.postgres import PASSWORD, PostgresServer
@@ -85,5 +89,18 @@ async def test_a_database_that_goes_down_is_a_503_without_secrets_until_it_retur
     for record in caplog.records:
         assert PASSWORD not in record.getMessage() and record.exc_info is None, record.getMessage()
     messages = [record.getMessage() for record in caplog.records if record.name.startswith("swarmreg")]
-    assert sum("out of reach" in message for message in messages) == 1, "logged once, when it went"
-    assert any("reachable again" in message for message in messages)
+    assert sum("failed" in message for message in messages) == 1, "logged once, when it went"
+    assert any("answers again" in message for message in messages)
+
+
+async def test_a_lock_held_elsewhere_is_a_503_after_the_lock_timeout_not_a_hang(postgres_database: str,
+                                                                                tmp_path: Path) -> None:
+    url = f"{postgres_database}?options=-c%20lock_timeout%3D200"
+    async with PostgresIndexStore(url, spool_dir=tmp_path) as store:
+        await store.link_blob("r", Digest.of(b"b"), 1)
+        with psycopg.connect(postgres_database) as other:  # an operator's session, in a transaction
+            other.execute("LOCK TABLE blobs IN ACCESS EXCLUSIVE MODE")
+            with trio.fail_after(20), pytest.raises(SwarmregError) as refused:
+                await store.blob_size("r", Digest.of(b"b"))
+            assert refused.value.code is UNAVAILABLE
+        assert await store.blob_size("r", Digest.of(b"b")) == 1
