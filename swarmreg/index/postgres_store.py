@@ -1,12 +1,11 @@
 """The index's PostgreSQL store: IndexStore in a database that several index nodes share.
 
-psycopg 3's blocking API in trio's worker threads (at most POOL_SIZE at once), each transaction on
-a connection of ``_Connections`` (idle ones kept; a new one when none is). Writes are SERIALIZABLE and retried on a
-serialization failure or deadlock, so every node sees the one-writer order the SQLite store gets
-from its lock; reads are REPEATABLE READ READ ONLY (a snapshot, never retried). Text columns
-collate "C" (byte order, as SQLite's). A database that fails (out of reach, a lock held too long)
-is UNAVAILABLE (503) to callers,
-logged once when it goes and once when it returns, never with the password.
+psycopg 3's blocking API in trio's worker threads (at most POOL_SIZE at once), each transaction
+on a connection from ``_Connections``. Writes are SERIALIZABLE and retried on a serialization
+failure or deadlock, so every node sees the one-writer order the SQLite store gets from its lock;
+reads are REPEATABLE READ READ ONLY (a snapshot, never retried). Text columns collate "C" (byte
+order, as SQLite's). A database that fails (out of reach, a lock held too long) is UNAVAILABLE
+(503) to callers, logged once when it fails and once when it answers again, never with the password.
 """
 
 from __future__ import annotations
@@ -335,4 +334,4 @@ def _rollback(connection: psycopg.Connection[Any]) -> None:
     try:
         connection.execute("ROLLBACK")
     except psycopg.Error:
-        pass  # the pool drops a connection it cannot clean
+        pass  # _Connections.put closes a connection left in a transaction
