@@ -1,4 +1,5 @@
-"""The index's HTTP API through a real daemon: IndexClient, and raw httpx for statuses and envelopes."""
+"""The index's HTTP API through a real daemon (on SQLite, then on PostgreSQL): IndexClient, and raw
+httpx for statuses and envelopes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import trio
 from quart_trio import QuartTrio
 
-from swarmreg.config import Address, HttpConfig
+from swarmreg.config import Address, HttpConfig, is_postgres_url
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BAD_GATEWAY,
@@ -40,8 +41,10 @@ def digest(n: object) -> str:
 
 
 @pytest.fixture
-async def index(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
+async def index(nursery: trio.Nursery, tmp_path: Path, database: str) -> AsyncIterator[RunningDaemon]:
+    """An index daemon on SQLite (its data directory's index.db), then on PostgreSQL."""
+    settings = [f"index.database={database}"] if is_postgres_url(database) else []
+    running = await start_daemon(nursery, make_config(tmp_path / "index", *settings), ["index"])
     yield running
     await running.stop()
 
@@ -79,7 +82,7 @@ async def test_health_and_ready_document(index: RunningDaemon, http: httpx.Async
     response = await http.get("/health")
     assert (response.status_code, response.text) == (200, "OK\n")  # as every port answers
     assert await client.health() is True
-    assert (Path(index.config.data_dir) / "index.db").is_file()
+    assert (Path(index.config.data_dir) / "index.db").is_file() != is_postgres_url(index.config.index.database)
 
 
 async def test_data_survives_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
