@@ -38,7 +38,7 @@ from swarmreg.http.body import StreamedBody
 from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
 from swarmreg.index.store import Cursor, Db, IndexStore, stream
-from swarmreg.index.validate import check_body, parse_digest, parse_page_size, validate_repository
+from swarmreg.index.validate import check_body, parse_digest, parse_page_size, query_text, validate_repository
 from swarmreg.index.wire import (
     BLOB_SIZE,
     BLOBS,
@@ -274,7 +274,7 @@ def add_gc_routes(app: QuartTrio, store: IndexStore, reads: BlobReads, guard: Cl
     @app.get(GC_UNKNOWN)
     async def gc_unknown() -> Response:
         n = parse_page_size(request.args.get("n")) or UNKNOWN_PAGE
-        repository, _, digest = request.args.get("last", "").rpartition("@")
+        repository, _, digest = (query_text(request.args.get("last"), "last") or "").rpartition("@")
         rows = await store.read(partial(unknown_manifests, after=(repository, digest), n=n))
         return json_response({"manifests": [{"repository": r, "digest": d, "media_type": m} for r, d, m in rows]})
 

@@ -27,7 +27,7 @@ import psycopg.errors
 import trio
 from psycopg.conninfo import conninfo_to_dict
 
-from swarmreg.errors import STORAGE_FULL, UNAVAILABLE, SwarmregError
+from swarmreg.errors import BAD_REQUEST, STORAGE_FULL, UNAVAILABLE, SwarmregError
 from swarmreg.index.store import Db, IndexStore, migrate
 from swarmreg.redaction import REDACTED, redact_url
 
@@ -244,6 +244,8 @@ class PostgresIndexStore(IndexStore):
             raise SwarmregError(UNAVAILABLE, "the index database is too busy: retry") from None
         except psycopg.errors.DiskFull:
             raise SwarmregError(STORAGE_FULL, "writing the index: the database's disk is full") from None
+        except psycopg.DataError:  # a value the callers' checks let through and PostgreSQL refuses
+            raise SwarmregError(BAD_REQUEST, "a value the index database cannot hold") from None
         except (psycopg.OperationalError, psycopg.InterfaceError) as error:
             if not self._down:
                 self._down = True

@@ -519,3 +519,24 @@ async def test_a_page_size_past_the_bound_is_400_not_an_overflow(http: httpx.Asy
         assert response.status_code == 400 and error_of(response) == "PAGINATION_NUMBER_INVALID", response.text
         assert "Overflow" not in response.text
         assert (await http.get(path, params={"n": "10000"})).status_code == 200
+
+
+async def test_values_a_database_cannot_hold_are_refused_alike_by_both_stores(http: httpx.AsyncClient) -> None:
+    assert (await put_manifest(http, "r", digest(1))).status_code == 201
+    assert (await http.put(f"/repositories/r/blobs/{digest(2)}", json={"size": 1})).status_code == 201
+    refused = [
+        await http.get("/repositories", params={"last": "a\x00b"}),
+        await http.get("/repositories/r/tags/-/list", params={"last": "\x00"}),
+        await http.get(f"/repositories/r/referrers/{digest(1)}", params={"artifactType": "x\x00y"}),
+        await http.get("/admin/blobs", params={"substr": "\x00"}),
+        await http.get("/gc/unknown", params={"last": "r@\x00"}),
+        await http.get("/repositories", params={"last": "x" * 1025}),
+        await put_manifest(http, "r", digest(3), size=2 ** 63),
+        await http.put(f"/repositories/r/blobs/{digest(4)}", json={"size": 2 ** 64}),
+    ]
+    for response in refused:
+        assert (response.status_code, error_of(response)) == (400, "BAD_REQUEST"), response.text
+    assert (await put_manifest(http, "r", digest(3), size=2 ** 63 - 1)).status_code == 201, "the largest size"
+    listed = await http.get("/repositories", params={"last": "é ünïcode?%:x"})
+    assert listed.status_code == 200 and listed.json()["repositories"] == []
+    assert (await http.get("/repositories")).json()["repositories"] == ["r"], "nothing changed"
