@@ -172,6 +172,7 @@ class PostgresIndexStore(IndexStore):
         self._connections: _Connections | None = None
         self._limiter = trio.CapacityLimiter(pool_size)
         self._down = False  # the last call failed for the database (logged once)
+        self._opening = trio.Lock()
 
     def describe(self) -> str:
         return f"PostgreSQL {redact_url(self.dsn)}"
@@ -179,14 +180,15 @@ class PostgresIndexStore(IndexStore):
     async def open(self) -> PostgresIndexStore:
         """Connect (UNAVAILABLE if the database does not answer) and bring the schema up to
         date, one node at a time."""
-        if self._connections is None:
-            connections = _Connections(self.dsn)
-            try:
-                await self._run(functools.partial(self._transaction, connections, _BEGIN_MIGRATION, _migrate))
-            except BaseException:
-                connections.close()
-                raise
-            self._connections = connections
+        async with self._opening:
+            if self._connections is None:
+                connections = _Connections(self.dsn)
+                try:
+                    await self._run(functools.partial(self._transaction, connections, _BEGIN_MIGRATION, _migrate))
+                except BaseException:
+                    connections.close()
+                    raise
+                self._connections = connections
         return self
 
     async def aclose(self) -> None:
@@ -291,9 +293,12 @@ class _Connections:
         self._idle: list[psycopg.Connection[Any]] = []
         self._reused: set[int] = set()  # ids of the connections given out from _idle
         self._lock = threading.Lock()
+        self._closed = False
 
     def get(self) -> psycopg.Connection[Any]:
         with self._lock:
+            if self._closed:  # a call that waited for a thread while the store closed
+                raise RuntimeError("the index store is not open")
             if self._idle:
                 connection = self._idle.pop()
                 self._reused.add(id(connection))
@@ -321,6 +326,8 @@ class _Connections:
             connection.close()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
         self.drop_idle()
 
 

@@ -104,3 +104,4 @@ async def test_a_lock_held_elsewhere_is_a_503_after_the_lock_timeout_not_a_hang(
                 await store.blob_size("r", Digest.of(b"b"))
             assert refused.value.code is UNAVAILABLE
         assert await store.blob_size("r", Digest.of(b"b")) == 1
+

@@ -461,3 +461,25 @@ async def test_percent_signs_and_question_marks_in_values_and_literals_stay_what
     rows = await store.read(lambda db: db.execute(
         "SELECT '100%?', ? || ':x', ? WHERE 'a%' LIKE 'a%'", ("50%?", "%(y)s")).fetchall())
     assert [tuple(row) for row in rows] == [("100%?", "50%?:x", "%(y)s")]
+
+
+async def test_calls_waiting_while_the_store_closes_are_refused_not_served(new_store: Callable[[], IndexStore]) -> None:
+    store = await new_store().open()
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await store.catalog()
+            outcomes.append("served")
+        except RuntimeError as error:
+            assert "not open" in str(error)
+            outcomes.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(30):
+            nursery.start_soon(reader)
+        await trio.sleep(0)  # every reader has started its call
+        await store.aclose()
+    assert len(outcomes) == 30 and "refused" in outcomes
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.catalog()
