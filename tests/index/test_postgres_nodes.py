@@ -1,11 +1,14 @@
 """Index nodes on PostgreSQL through real daemons: two nodes sharing one database behind proxies,
-a database that goes down (a clear 503, no secret anywhere) and comes back, a lock held elsewhere."""
+a database that goes down (a clear 503, no secret anywhere) and comes back, a lock held elsewhere,
+a node killed mid-write."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -105,3 +108,38 @@ async def test_a_lock_held_elsewhere_is_a_503_after_the_lock_timeout_not_a_hang(
             assert refused.value.code is UNAVAILABLE
         assert await store.blob_size("r", Digest.of(b"b")) == 1
 
+
+
+async def test_a_killed_index_node_leaves_its_acknowledged_writes_and_no_lock_behind(
+        spawn: Any, postgres_database: str) -> None:
+    a = await spawn("a", ["index"], f"index.database={postgres_database}")
+    b = await spawn("b", ["index"], f"index.database={postgres_database}")
+    acknowledged: list[int] = []
+    enough = trio.Event()
+
+    async def writer(client: IndexClient, w: int) -> None:
+        for i in itertools.count(w, 8):
+            manifest = Digest.of(f"m{i}".encode())
+            try:
+                await client.put_manifest("r", manifest, media_type=DOCKER_MANIFEST, size=i)
+                await client.put_tag("r", f"t{i}", manifest)
+            except SwarmregError:  # the node is gone
+                return
+            acknowledged.append(i)
+            if len(acknowledged) >= 40:
+                enough.set()
+
+    async with IndexClient(a.address("index"), attempts=1) as client_a, trio.open_nursery() as nursery:
+        for w in range(8):
+            nursery.start_soon(writer, client_a, w)
+        await enough.wait()
+        a.kill()  # mid-write: some of the writers' transactions are open
+    async with IndexClient(b.address("index")) as client_b:
+        with trio.fail_after(15):
+            for i in acknowledged:
+                assert await client_b.get_tag("r", f"t{i}") == str(Digest.of(f"m{i}".encode()))
+            # The rows a killed transaction was writing are free: every tag can be moved now.
+            last = Digest.of(b"m0")
+            for i in range(max(acknowledged) + 8):
+                if await client_b.get_manifest("r", Digest.of(f"m{i}".encode())) is not None:
+                    await client_b.put_tag("r", f"t{i}", last)
