@@ -40,7 +40,7 @@ from bench_common import run_and_report
 from netsim.cluster import QUIET, Cluster, pid_of
 from netsim.cpu import process_seconds
 from swarmreg.config import Address
-from swarmreg.index.store import IndexStore
+from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.origin.client import OriginClient
 from tests.proxy.helpers import digest_of, push_image
 
@@ -54,7 +54,7 @@ def fake_digest(kind: str, n: int) -> str:
 
 async def build_index(data_dir: Path, manifests: int, layers: int, unreferenced: int) -> dict[str, int]:
     """The synthetic index and blob store; what the collector should find."""
-    async with IndexStore(data_dir / "index.db", fsync=False):  # the real schema, created as the daemon does
+    async with SqliteIndexStore(data_dir / "index.db", fsync=False):  # the real schema, created as the daemon does
         pass
     referenced = layers - unreferenced
     db = sqlite3.connect(data_dir / "index.db", isolation_level=None)

@@ -151,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run_daemon(args: argparse.Namespace, config: Config) -> int:
     from swarmreg.daemon import Daemon, DaemonError
+    from swarmreg.errors import SwarmregError
+    from swarmreg.index.store import SchemaError
     from swarmreg.malloc import tune_malloc
 
     config = attrs.evolve(config, log=attrs.evolve(
@@ -163,7 +165,8 @@ def _run_daemon(args: argparse.Namespace, config: Config) -> int:
         daemon = Daemon(config, args.roles.split(","), ready_file=args.ready_file,
                         preload_images=args.preload_images)
         trio.run(partial(daemon.run, handle_signals=True))
-    except* (DaemonError, OSError) as group:
+    # A SwarmregError this far out is a start that failed (an index database that does not answer).
+    except* (DaemonError, OSError, SchemaError, SwarmregError) as group:
         for error in _leaves(group):
             print(f"swarmreg: {error}", file=sys.stderr)
         status = 2

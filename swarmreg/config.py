@@ -20,7 +20,7 @@ from swarmreg.backends.types import BackendType, backend_type, backend_types
 from swarmreg.durations import parse_duration
 from swarmreg.layout import DataLayout
 from swarmreg.redaction import REDACTED as REDACTED
-from swarmreg.redaction import redacted, secret_field
+from swarmreg.redaction import redacted, secret_field, url_field
 from swarmreg.upstream.settings import REGISTRY_NAME
 
 # Defined in a module of their own so that storage backends can take them as options (a backend's
@@ -345,11 +345,13 @@ class AgentConfig:
 
 @attrs.frozen
 class IndexConfig:
-    """The index role: the registry's metadata (tags, manifests, blob links) in SQLite."""
+    """The index role: the registry's metadata (tags, manifests, blob links) in SQLite, or in
+    PostgreSQL that several index nodes share."""
 
     listen: Address = Address("127.0.0.1", 15004)
-    # The SQLite database file, relative to data_dir.
-    database: str = attrs.field(default="index.db")
+    # The SQLite database file, relative to data_dir; or a PostgreSQL URL (postgresql://... or
+    # postgres://...: libpq's, its password best in PGPASSWORD or a PGPASSFILE, not here).
+    database: str = url_field(default="index.db")
     # Where manifests fetched from upstream registries are kept (pull-through): this origin's
     # upload API (the index's certificate then needs an origin write role); unset, the blob
     # store of the origin role in the same daemon.
@@ -359,6 +361,18 @@ class IndexConfig:
     def _check_database(self, _attribute: attrs.Attribute[str], value: str) -> None:
         if not value:
             raise ValueError("'database' must name a file")
+        if is_postgres_url(value):
+            from psycopg.conninfo import conninfo_to_dict  # only an index on PostgreSQL needs it
+
+            try:
+                conninfo_to_dict(value)
+            except Exception:  # libpq's message may quote the URL, password and all
+                raise ValueError("'database' is no PostgreSQL URL libpq reads") from None
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether ``index.database`` names a PostgreSQL database (else it is a SQLite file)."""
+    return database.startswith(("postgresql://", "postgres://"))
 
 
 @attrs.frozen
@@ -735,8 +749,11 @@ def _redact(instance: Any, data: Any) -> Any:
     for field in attrs.fields(type(instance)):
         if field.name in data:
             value = getattr(instance, field.name)
-            secret = field.metadata.get("secret")
-            data[field.name] = redacted(data[field.name]) if secret else _redact(value, data[field.name])
+            secret, redact = field.metadata.get("secret"), field.metadata.get("redact")
+            if redact is not None:
+                data[field.name] = redact(data[field.name])
+            else:
+                data[field.name] = redacted(data[field.name]) if secret else _redact(value, data[field.name])
     return data
 
 

@@ -199,7 +199,8 @@ UNAVAILABLE = _register(
     "UNAVAILABLE", 503, "service unavailable",
     "A node needed for the answer is out of reach or stopping: the tracker or index did not answer "
     "after retries, the tracker has no origin to ask, a download got no piece for "
-    "`agent.stall_timeout`, or the daemon is shutting down. Retrying later may succeed.")
+    "`agent.stall_timeout`, the index's PostgreSQL database (`index.database`) is out of reach or "
+    "too busy (its writes kept conflicting), or the daemon is shutting down. Retrying later may succeed.")
 UPSTREAM_UNAVAILABLE = _register(
     "UPSTREAM_UNAVAILABLE", 503, "an upstream registry is out of reach",
     "An upstream registry (a `[[registries]]` entry, or an anonymous HTTPS one) could not be "

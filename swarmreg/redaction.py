@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -16,6 +18,26 @@ def redacted(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {key: REDACTED for key in value}
     return REDACTED if value else value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with the password in it (``user:password@``, a ``password=`` parameter) redacted:
+    a database URL as logs and ``swarmreg config show`` print it."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # no URL (a file name): no password in it
+        return url
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
+    return re.sub(r"(password=)[^&\s]*", rf"\1{REDACTED}", url)
+
+
+def url_field(**kwargs: Any) -> Any:
+    """An attrs field that may hold a URL with a password: ``repr`` and ``swarmreg config show``
+    print it through ``redact_url``."""
+    return attrs.field(repr=lambda value: repr(redact_url(value)), metadata={"redact": redact_url}, **kwargs)
 
 
 def secret_field(**kwargs: Any) -> Any:

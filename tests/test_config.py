@@ -358,3 +358,21 @@ def test_libtorrent_settings_by_name_reach_the_session_and_bad_ones_are_refused(
                       ("swarm.libtorrent.user_agent=3", "takes a str")):
         with pytest.raises(ConfigError, match=says):
             load_config(overrides=[bad])
+
+
+def test_a_postgresql_database_url_keeps_its_password_out_of_repr_and_config_show():
+    url = "postgresql://swarmreg:hunter2-pw@db.example:5432/index?sslmode=require"
+    config = load_config(None, [f"index.database={url}"])
+    assert config.index.database == url
+    for text in (repr(config), repr(config.index), dump_config(config, redact=True)):
+        assert "hunter2-pw" not in text and "db.example:5432/index" in text
+    assert load_config(None, ["index.database=postgres://u@h/d?password=hunter2-pw"]).index.database.endswith(
+        "hunter2-pw")  # kept as given; only shown redacted
+    assert "hunter2-pw" not in dump_config(load_config(None, ["index.database=postgres://u@h/d?password=hunter2-pw"]),
+                                           redact=True)
+    assert tomllib.loads(dump_config(config))["index"]["database"] == url, "written out whole"
+
+
+def test_a_postgresql_url_libpq_cannot_read_is_refused_without_echoing_it():
+    line = error_line(config_error("index.database=postgresql://u:hunter2-pw@h/d?bogus_option=1"), "index")
+    assert "libpq" in line and "hunter2-pw" not in line

@@ -53,11 +53,15 @@ async def test_json_logs(spawn, tmp_path: Path) -> None:
     (["--roles", "origin", "--config", "/nonexistent.toml"], "cannot read configuration"),
     (["--roles", "origin,origin"], "listed twice"),
     (["--roles", "seeder"], "unknown role 'seeder'"),
+    # Nothing listens on port 1: the index's database is out of reach, said without its password.
+    (["--roles", "index", "--set", "index.listen=127.0.0.1:0",
+      "--set", "index.database=postgresql://u:pg-secret-pw@127.0.0.1:1/x"], "index database is unavailable"),
 ])
 def test_bad_start_up_is_refused_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
     result = run_cli("daemon", "--data-dir", str(tmp_path / "d"), *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+    assert "pg-secret-pw" not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
 def test_invalid_toml_file_is_refused(tmp_path: Path) -> None:

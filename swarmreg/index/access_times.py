@@ -1,7 +1,7 @@
 """Manifests' access times (``manifests.accessed``), renewed when a client pulls one.
 
 A pull reads the index (an agent's or the proxy's GET of the manifest record, a tag resolved
-to it), and reads must not write SQLite each: ``touch`` only notes the time in memory, and
+to it), and reads must not write the database each: ``touch`` only notes the time in memory, and
 ``run`` writes the notes every ``interval`` seconds in one transaction, and once more when the
 service stops (shielded, with a deadline). Notes a failed write could not keep stay for the next
 try. At most one note per manifest is held, so memory is bounded by the index's own size.
@@ -10,7 +10,6 @@ try. At most one note per manifest is held, so memory is bounded by the index's 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from datetime import UTC, datetime
 
 import trio
@@ -67,7 +66,7 @@ class AccessTimes:
     async def _flush_logged(self) -> None:
         try:
             await self.flush()
-        except (SwarmregError, sqlite3.Error, OSError) as error:
+        except (SwarmregError, OSError) as error:
             log.warning("writing %d access time(s) failed (kept for the next try): %s", self.pending, error)
         except Exception:  # the index serves on; its pulls are only not counted yet
             log.exception("writing access times failed")

@@ -16,6 +16,7 @@ from swarmreg.index.listing import list_blobs, list_images, list_manifests
 from swarmreg.index.prune import PruneRequest, prune
 from swarmreg.index.selection import parse_count, parse_patterns
 from swarmreg.index.store import IndexStore
+from swarmreg.index.validate import query_text
 from swarmreg.index.wire import ADMIN_BLOBS, ADMIN_IMAGES, ADMIN_MANIFESTS, ADMIN_PRUNE
 
 # What a JSON body is read with: the index app's own reader (its size limit and idle timeout).
@@ -44,5 +45,5 @@ def add_admin_routes(app: QuartTrio, store: IndexStore, read_body: ReadBody, *,
 
     @app.get(ADMIN_BLOBS)
     async def blobs() -> Response:
-        return json_response({"blobs": await list_blobs(
-            store, request.args.get("substr", ""), parse_count(request.args.get("count"), None))})
+        substr = query_text(request.args.get("substr"), "substr") or ""
+        return json_response({"blobs": await list_blobs(store, substr, parse_count(request.args.get("count"), None))})

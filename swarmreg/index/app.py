@@ -34,6 +34,7 @@ from swarmreg.index.validate import (
     check_size,
     parse_digest,
     parse_page_size,
+    query_text,
     validate_repository,
     validate_tag,
 )
@@ -110,7 +111,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
     @app.get(CATALOG)
     async def catalog() -> Response:
         n = parse_page_size(request.args.get("n"))
-        page = await store.catalog(n, request.args.get("last"))
+        page = await store.catalog(n, query_text(request.args.get("last"), "last"))
         return _paginated(page, n, "/v2/_catalog", {"repositories": page.items})
 
     @app.get(f"{REPOSITORY}/tags")
@@ -118,7 +119,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
     async def list_tags(repository: str) -> Response:
         validate_repository(repository)
         n = parse_page_size(request.args.get("n"))
-        page = await store.list_tags(repository, n, request.args.get("last"))
+        page = await store.list_tags(repository, n, query_text(request.args.get("last"), "last"))
         return _paginated(page, n, f"/v2/{repository}/tags/list", {"name": repository, "tags": page.items})
 
     # -- tags --------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
     async def referrers(repository: str, digest: str) -> Response:
         validate_repository(repository)
         subject = parse_digest(digest)
-        artifact_type = request.args.get("artifactType") or None
+        artifact_type = query_text(request.args.get("artifactType"), "artifactType") or None
         records = await store.referrers(repository, subject, artifact_type)
         headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type is not None else {}
         return json_response({"manifests": [record.descriptor() for record in records]}, headers=headers)

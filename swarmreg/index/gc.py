@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -38,8 +37,8 @@ from swarmreg.errors import (
 from swarmreg.http.body import StreamedBody
 from swarmreg.http.identity import guard_writes
 from swarmreg.http.responses import empty_response, json_response
-from swarmreg.index.store import IndexStore
-from swarmreg.index.validate import check_body, parse_digest, parse_page_size, validate_repository
+from swarmreg.index.store import Cursor, Db, IndexStore, stream
+from swarmreg.index.validate import check_body, parse_digest, parse_page_size, query_text, validate_repository
 from swarmreg.index.wire import (
     BLOB_SIZE,
     BLOBS,
@@ -94,7 +93,7 @@ class Mark:
     released: int = 0
 
 
-def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str, keep_links: bool = False) -> Mark:
+def mark(db: Db, cutoff: str, *, dry_run: bool, spool_dir: str, keep_links: bool = False) -> Mark:
     """The mark, in the caller's write transaction: GC_REFS_UNKNOWN while a manifest's references
     are unknown (nothing changes), else remove the stale links (count them only, with
     ``dry_run``) and spool the live set, then the released digests it does not hold. With
@@ -117,8 +116,8 @@ def mark(db: sqlite3.Connection, cutoff: str, *, dry_run: bool, spool_dir: str, 
         db.execute("DELETE FROM pending WHERE until <= :now", args)
     spool = _Spool(spool_dir)
     try:
-        live = spool.lines(db.execute(live_query, args), lambda row: f"{row[0]}\n")
-        released = spool.lines(db.execute(_RELEASED.format(live=live_query), args),
+        live = spool.lines(stream(db, live_query, args), lambda row: f"{row[0]}\n")
+        released = spool.lines(stream(db, _RELEASED.format(live=live_query), args),
                                lambda row: f"@{row[1]} {row[0]}\n")
         return Mark(spool.done(), live, removed, released)
     except BaseException:
@@ -140,7 +139,7 @@ class _Spool:
                 raise
             self.file = io.BytesIO()
 
-    def lines(self, cursor: sqlite3.Cursor, line: Callable[[Any], str]) -> int:
+    def lines(self, cursor: Cursor, line: Callable[[Any], str]) -> int:
         """Write a line per row of ``cursor``; how many."""
         count = 0
         while rows := cursor.fetchmany(10_000):
@@ -169,27 +168,28 @@ class _Spool:
         return self.file
 
 
-def unknown_manifests(db: sqlite3.Connection, after: tuple[str, str], n: int) -> list[tuple[str, str, str]]:
+def unknown_manifests(db: Db, after: tuple[str, str], n: int) -> list[tuple[str, str, str]]:
     """Up to ``n`` (repository, digest, media type) of manifests with unknown references, after ``after``."""
     return db.execute("""SELECT repository, digest, media_type FROM manifests
                          WHERE refs_known = 0 AND (repository, digest) > (?, ?)
                          ORDER BY repository, digest LIMIT ?""", (*after, n)).fetchall()
 
 
-def record_references(db: sqlite3.Connection, repository: str, digest: Digest, blobs: Sequence[Digest],
+def record_references(db: Db, repository: str, digest: Digest, blobs: Sequence[Digest],
                       children: Sequence[Digest]) -> bool:
     """Record a legacy manifest's references (read from its bytes); False if it is gone."""
     if db.execute("UPDATE manifests SET refs_known = 1 WHERE repository = ? AND digest = ?",
                   (repository, str(digest))).rowcount == 0:
         return False
     db.execute("DELETE FROM refs WHERE repository = ? AND manifest = ?", (repository, str(digest)))
-    db.executemany("INSERT OR IGNORE INTO refs (repository, manifest, digest, kind) VALUES (?, ?, ?, ?)",
+    db.executemany("INSERT INTO refs (repository, manifest, digest, kind) VALUES (?, ?, ?, ?) "
+                   "ON CONFLICT DO NOTHING",
                    [(repository, str(digest), str(d), kind)
                     for kind, named in (("blob", blobs), ("manifest", children)) for d in named])
     return True
 
 
-def renew_link(db: sqlite3.Connection, repository: str, digest: Digest) -> int | None:
+def renew_link(db: Db, repository: str, digest: Digest) -> int | None:
     """Renew the link if it exists (never make one): its size, or None."""
     if db.execute("UPDATE blobs SET linked = ? WHERE repository = ? AND digest = ?",
                   (link_time(datetime.now(UTC)), repository, str(digest))).rowcount == 0:
@@ -199,7 +199,7 @@ def renew_link(db: sqlite3.Connection, repository: str, digest: Digest) -> int |
     return size
 
 
-def mount_link(db: sqlite3.Connection, source: str, target: str, digest: Digest) -> int | None:
+def mount_link(db: Db, source: str, target: str, digest: Digest) -> int | None:
     """Link the blob in ``target`` if ``source`` links it (checked in the same transaction): its size, or None."""
     row = db.execute("SELECT size FROM blobs WHERE repository = ? AND digest = ?", (source, str(digest))).fetchone()
     if row is None:
@@ -239,7 +239,7 @@ def add_gc_routes(app: QuartTrio, store: IndexStore, reads: BlobReads, guard: Cl
     checks writers) and a push's link renewals (RENEW, MOUNT: the proxy's, guarded as the index's
     other writes). ``read_json`` reads a request's JSON body."""
     guard_writes(app, guard, GC_MARKERS, "garbage collection at the index", is_gc_path)
-    spool_dir = str(store.path.parent)
+    spool_dir = str(store.spool_dir)
 
     @app.post(GC_MARK)
     async def gc_mark() -> Response:
@@ -274,7 +274,7 @@ def add_gc_routes(app: QuartTrio, store: IndexStore, reads: BlobReads, guard: Cl
     @app.get(GC_UNKNOWN)
     async def gc_unknown() -> Response:
         n = parse_page_size(request.args.get("n")) or UNKNOWN_PAGE
-        repository, _, digest = request.args.get("last", "").rpartition("@")
+        repository, _, digest = (query_text(request.args.get("last"), "last") or "").rpartition("@")
         rows = await store.read(partial(unknown_manifests, after=(repository, digest), n=n))
         return json_response({"manifests": [{"repository": r, "digest": d, "media_type": m} for r, d, m in rows]})
 

@@ -8,18 +8,17 @@ cut at ``count`` (None: all).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from swarmreg.index.selection import matches, references
-from swarmreg.index.store import IndexStore
+from swarmreg.index.store import NO_LIMIT, Db, IndexStore
 
 # An index's children are followed this deep for the blobs of an image (as the pull-through's MAX_DEPTH).
 _DEPTH = 2
 
 
-def _named(db: sqlite3.Connection, repository: str, manifest: str) -> tuple[list[str], list[str]]:
+def _named(db: Db, repository: str, manifest: str) -> tuple[list[str], list[str]]:
     """The blobs the manifest names, and its child manifests (one indexed lookup: lists stop at
     ``count`` without reading every manifest's references)."""
     blobs: list[str] = []
@@ -30,7 +29,7 @@ def _named(db: sqlite3.Connection, repository: str, manifest: str) -> tuple[list
     return blobs, children
 
 
-def _image_blobs(db: sqlite3.Connection, repository: str, digest: str, depth: int = 0) -> list[str]:
+def _image_blobs(db: Db, repository: str, digest: str, depth: int = 0) -> list[str]:
     """The blobs of a manifest and of the child manifests it lists."""
     blobs, children = _named(db, repository, digest)
     found = list(blobs)
@@ -45,7 +44,7 @@ async def list_images(store: IndexStore, patterns: tuple[re.Pattern[str], ...] =
     """Tagged images ``repository:tag`` -> manifest, sorted by reference, with the blobs each
     names (its children's too); ``patterns`` filter the ``repository:tag`` references, ``digest``
     keeps the images naming a blob whose digest contains it."""
-    def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    def work(db: Db) -> list[dict[str, Any]]:
         found = []
         for repository, tag, manifest, media_type, size, created, accessed in db.execute(
                 """SELECT t.repository, t.tag, t.digest, m.media_type, m.size, m.created, m.accessed
@@ -71,7 +70,7 @@ async def list_manifests(store: IndexStore, patterns: tuple[re.Pattern[str], ...
                          count: int | None = None) -> list[dict[str, Any]]:
     """Every manifest with its tags and children, sorted by repository and digest; ``patterns``
     filter its references (``repository:tag`` each, ``repository@digest``)."""
-    def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    def work(db: Db) -> list[dict[str, Any]]:
         tags: dict[tuple[str, str], list[str]] = defaultdict(list)
         for repository, manifest, tag in db.execute("SELECT repository, digest, tag FROM tags ORDER BY tag"):
             tags[(repository, manifest)].append(tag)
@@ -96,12 +95,12 @@ async def list_manifests(store: IndexStore, patterns: tuple[re.Pattern[str], ...
 async def list_blobs(store: IndexStore, substr: str = "", count: int | None = None) -> list[dict[str, Any]]:
     """Blobs by digest with their reference counts: ``manifests`` naming them (config and layers)
     and ``repositories`` linking them; ``substr`` keeps the digests that contain it."""
-    def work(db: sqlite3.Connection) -> list[dict[str, Any]]:
+    def work(db: Db) -> list[dict[str, Any]]:
         rows = db.execute(
             """SELECT l.digest, max(l.size), count(*),
                       (SELECT count(*) FROM refs r WHERE r.digest = l.digest AND r.kind = 'blob')
                FROM blobs l WHERE instr(l.digest, ?) > 0 GROUP BY l.digest ORDER BY l.digest LIMIT ?""",
-            (substr, -1 if count is None else count)).fetchall()
+            (substr, NO_LIMIT if count is None else count)).fetchall()
         return [{"digest": digest, "size": size, "repositories": linked, "manifests": named}
                 for digest, size, linked, named in rows]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from swarmreg.config import PruneConfig
 from swarmreg.durations import MAX_SECONDS
 from swarmreg.errors import SwarmregError
 from swarmreg.index.selection import PRUNE_TYPES, bad_parameter, matches, parse_patterns, references
-from swarmreg.index.store import IndexStore, _delete_manifest, _now
+from swarmreg.index.store import Db, IndexStore, _delete_manifest, _now
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ def _time(text: str | None) -> datetime | None:
 class _Snapshot:
     """The manifests, their tags and the lists naming them, read in the prune's transaction."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Db) -> None:
         self.rows: dict[Key, tuple[str, int, str, str | None]] = {
             (repository, digest): (media_type, size, created, accessed)
             for repository, digest, media_type, size, created, accessed in db.execute(
@@ -196,7 +195,7 @@ def _with_children(snapshot: _Snapshot, roots: list[Key]) -> list[tuple[Key, Key
     return [(key, going[key]) for key in order]
 
 
-def plan_and_prune(db: sqlite3.Connection, request: PruneRequest, now: datetime) -> PruneReport:
+def plan_and_prune(db: Db, request: PruneRequest, now: datetime) -> PruneReport:
     """Select what ``request`` prunes and, unless it is a dry run, delete it (in ``db``'s transaction)."""
     snapshot = _Snapshot(db)
     roots = _roots(snapshot, _candidates(snapshot, request, now))
@@ -260,7 +259,7 @@ class PruneSchedule:
                 return
             try:
                 await prune(self.store, self.request, before=self.before)
-            except (SwarmregError, sqlite3.Error, OSError) as error:
+            except (SwarmregError, OSError) as error:
                 log.warning("scheduled prune failed: %s", error)
             except Exception:  # never take the index down
                 log.exception("scheduled prune failed")

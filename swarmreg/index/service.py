@@ -15,7 +15,7 @@ from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.app import create_index_app
 from swarmreg.index.prune import PruneSchedule
 from swarmreg.index.pullthrough import ManifestSink, PullThrough, StoreSink
-from swarmreg.index.store import IndexStore
+from swarmreg.index.stores import store_from_config
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tls.context import ServerTls
@@ -25,14 +25,14 @@ log = logging.getLogger(__name__)
 
 
 class IndexService:
-    """Keeps tags, manifests and blob links in SQLite and serves them to proxies and agents;
+    """Keeps tags, manifests and blob links in its store (SQLite, or PostgreSQL) and serves them to proxies and agents;
     tags and manifests of upstream repositories it lacks are fetched from their registries."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config
         self.stop = node.stop
-        self.store = IndexStore(self.config.layout.setting(self.config.index.database), fsync=self.config.store.fsync)
+        self.store = store_from_config(self.config)
         self.upstreams = Upstreams(self.config.registries)
         self.pull_through = PullThrough.from_config(self.config, self.store, self.upstreams, self._manifest_sink)
         self._origin: OriginClient | None = None
@@ -53,7 +53,7 @@ class IndexService:
                 self._origin = OriginClient(self.config.index.origin, tls=self.node.tls.client,
                                             secret=self.config.cluster.secret)
             try:
-                log.info("index database %s", self.store.path)
+                log.info("index database: %s", self.store.describe())
                 async with trio.open_nursery() as nursery:
                     self.pull_through.bind(nursery)
                     await nursery.start(self.access_times.run, self.stop)

@@ -13,12 +13,16 @@ from swarmreg.oci.names import validate_repository, validate_tag
 from swarmreg.oci.pagination import parse_page_size
 
 __all__ = ["check_annotations", "check_body", "check_media_type", "check_size", "parse_digest",
-           "parse_page_size", "validate_repository", "validate_tag"]
+           "parse_page_size", "query_text", "validate_repository", "validate_tag"]
 
 # type/subtype as in RFC 6838, optionally with parameters ("; charset=utf-8").
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
                          r"(?:\s*;[\x20-\x7e]*)?")
 MAX_MEDIA_TYPE_LENGTH = 255
+# Sizes are 64-bit signed integers in both stores.
+MAX_SIZE = 2 ** 63 - 1
+# A free-text query parameter (a listing's ``last``, a filter): printable, and not endless.
+_QUERY_TEXT = re.compile(r"[^\x00-\x1f\x7f]{0,1024}")
 
 
 def parse_digest(text: Any, field: str = "digest") -> Digest:
@@ -37,8 +41,16 @@ def check_media_type(value: Any, field: str) -> str:
 
 def check_size(value: Any, field: str = "size") -> int:
     """``value`` if it is an integer >= 0, else BAD_REQUEST."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise SwarmregError(BAD_REQUEST, f"{field} must be an integer >= 0", {field: value})
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SIZE:
+        raise SwarmregError(BAD_REQUEST, f"{field} must be an integer from 0 to 2^63-1", {field: str(value)[:100]})
+    return value
+
+
+def query_text(value: str | None, field: str) -> str | None:
+    """A free-text query parameter (None when absent), else BAD_REQUEST: at most 1024 characters,
+    none a control character (a NUL, which PostgreSQL's text cannot hold)."""
+    if value is not None and not _QUERY_TEXT.fullmatch(value):
+        raise SwarmregError(BAD_REQUEST, f"{field} must be at most 1024 characters, none a control character")
     return value
 
 

@@ -1,4 +1,5 @@
-"""The index's HTTP API through a real daemon: IndexClient, and raw httpx for statuses and envelopes."""
+"""The index's HTTP API through a real daemon (on SQLite, then on PostgreSQL): IndexClient, and raw
+httpx for statuses and envelopes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import trio
 from quart_trio import QuartTrio
 
-from swarmreg.config import Address, HttpConfig
+from swarmreg.config import Address, HttpConfig, is_postgres_url
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BAD_GATEWAY,
@@ -40,8 +41,10 @@ def digest(n: object) -> str:
 
 
 @pytest.fixture
-async def index(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[RunningDaemon]:
-    running = await start_daemon(nursery, make_config(tmp_path / "index"), ["index"])
+async def index(nursery: trio.Nursery, tmp_path: Path, database: str) -> AsyncIterator[RunningDaemon]:
+    """An index daemon on SQLite (its data directory's index.db), then on PostgreSQL."""
+    settings = [f"index.database={database}"] if is_postgres_url(database) else []
+    running = await start_daemon(nursery, make_config(tmp_path / "index", *settings), ["index"])
     yield running
     await running.stop()
 
@@ -79,7 +82,7 @@ async def test_health_and_ready_document(index: RunningDaemon, http: httpx.Async
     response = await http.get("/health")
     assert (response.status_code, response.text) == (200, "OK\n")  # as every port answers
     assert await client.health() is True
-    assert (Path(index.config.data_dir) / "index.db").is_file()
+    assert (Path(index.config.data_dir) / "index.db").is_file() != is_postgres_url(index.config.index.database)
 
 
 async def test_data_survives_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
@@ -516,3 +519,24 @@ async def test_a_page_size_past_the_bound_is_400_not_an_overflow(http: httpx.Asy
         assert response.status_code == 400 and error_of(response) == "PAGINATION_NUMBER_INVALID", response.text
         assert "Overflow" not in response.text
         assert (await http.get(path, params={"n": "10000"})).status_code == 200
+
+
+async def test_values_a_database_cannot_hold_are_refused_alike_by_both_stores(http: httpx.AsyncClient) -> None:
+    assert (await put_manifest(http, "r", digest(1))).status_code == 201
+    assert (await http.put(f"/repositories/r/blobs/{digest(2)}", json={"size": 1})).status_code == 201
+    refused = [
+        await http.get("/repositories", params={"last": "a\x00b"}),
+        await http.get("/repositories/r/tags/-/list", params={"last": "\x00"}),
+        await http.get(f"/repositories/r/referrers/{digest(1)}", params={"artifactType": "x\x00y"}),
+        await http.get("/admin/blobs", params={"substr": "\x00"}),
+        await http.get("/gc/unknown", params={"last": "r@\x00"}),
+        await http.get("/repositories", params={"last": "x" * 1025}),
+        await put_manifest(http, "r", digest(3), size=2 ** 63),
+        await http.put(f"/repositories/r/blobs/{digest(4)}", json={"size": 2 ** 64}),
+    ]
+    for response in refused:
+        assert (response.status_code, error_of(response)) == (400, "BAD_REQUEST"), response.text
+    assert (await put_manifest(http, "r", digest(3), size=2 ** 63 - 1)).status_code == 201, "the largest size"
+    listed = await http.get("/repositories", params={"last": "é ünïcode?%:x"})
+    assert listed.status_code == 200 and listed.json()["repositories"] == []
+    assert (await http.get("/repositories")).json()["repositories"] == ["r"], "nothing changed"

@@ -1,4 +1,4 @@
-"""Pruning the index (swarmreg.index.prune) on a real SQLite file: each type, counts, dry runs,
+"""Pruning the index (swarmreg.index.prune) on each store (SQLite, PostgreSQL): each type, counts, dry runs,
 manifest lists and their children, the access times' batching, and the schedule."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.listing import list_blobs, list_images, list_manifests
 from swarmreg.index.prune import PruneReport, PruneRequest, PruneSchedule, prune
 from swarmreg.index.selection import parse_count, parse_patterns
+from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import IndexStore
 from tests.index.helpers import INDEX, MANIFEST, digest
 
@@ -201,7 +202,7 @@ async def test_lists_filter_and_count_references(store: IndexStore) -> None:
     assert [m["digest"] for m in await list_manifests(store, parse_patterns("^team/one:v1$"))] == [str(one)]
 
 
-async def test_access_times_are_batched_and_never_move_back(store: IndexStore, tmp_path: Path) -> None:
+async def test_access_times_are_batched_and_never_move_back(store: IndexStore) -> None:
     app = await image(store, "team/app", "app", tag="v1")
     times = AccessTimes(store)
     times.touch("team/app", app)
@@ -217,7 +218,8 @@ async def test_access_times_are_batched_and_never_move_back(store: IndexStore, t
         "2999-01-01T00:00:00.000Z")
 
 
-async def test_a_failed_flush_keeps_its_notes(store: IndexStore, tmp_path: Path) -> None:
+async def test_a_failed_flush_keeps_its_notes(sqlite_store: SqliteIndexStore, tmp_path: Path) -> None:
+    store = sqlite_store
     app = await image(store, "team/app", "app", tag="v1")
     times = AccessTimes(store)
     times.touch("team/app", app)

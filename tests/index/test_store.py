@@ -1,15 +1,22 @@
-"""The index's SQLite store on a real database file: every operation, pagination, concurrency, reopening."""
+"""The index's stores, each test on SQLite and on a real PostgreSQL: every operation, pagination,
+concurrency (two stores on one database: two index nodes), reopening."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 
 from swarmreg.digest import Digest
-from swarmreg.errors import MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOWN, SwarmregError
+from swarmreg.index.gc import link_time, mark
+from swarmreg.index.postgres_store import translate
+from swarmreg.index.sqlite_store import SqliteIndexStore
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore, ManifestRecord, Page, SchemaError
 from tests.index.helpers import MANIFEST, digest
 
@@ -27,15 +34,21 @@ async def tags_in(store: IndexStore, repository: str, n: int | None, last: str |
     return await store.list_tags(repository, n, last)
 
 
-# --- the database file ------------------------------------------------------------------------------
+# --- the database --------------------------------------------------------------------------------
 
-async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) -> None:
+async def test_the_schema_is_created(store: IndexStore) -> None:
     assert await store.schema_version() == SCHEMA_VERSION
+    for query in ("SELECT repository, digest, media_type, size, artifact_type, subject, annotations, created, "
+                  "refs_known, accessed FROM manifests", "SELECT repository, tag, digest, updated FROM tags",
+                  "SELECT repository, digest, size, linked FROM blobs", "SELECT repository, manifest, digest, kind "
+                  "FROM refs", "SELECT digest, at FROM released", "SELECT digest, token, until FROM pending"):
+        assert await store.read(lambda db, query=query: db.execute(query).fetchall()) == []
+
+
+async def test_the_sqlite_file_is_in_wal_mode(sqlite_store: SqliteIndexStore, tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "index.db")
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"schema_version", "tags", "manifests", "blobs", "refs"} <= tables
         columns = {row[1] for row in db.execute("PRAGMA table_info(manifests)")}
         assert columns == {"repository", "digest", "media_type", "size", "artifact_type", "subject",
                            "annotations", "created", "refs_known", "accessed"}
@@ -44,20 +57,19 @@ async def test_schema_is_created_in_wal_mode(store: IndexStore, tmp_path: Path) 
 
 
 async def test_parent_directories_are_created(tmp_path: Path) -> None:
-    async with IndexStore(tmp_path / "deep" / "er" / "index.db") as store:
+    async with SqliteIndexStore(tmp_path / "deep" / "er" / "index.db") as store:
         assert await store.catalog() == Page([])
     assert (tmp_path / "deep" / "er" / "index.db").is_file()
 
 
-async def test_reopening_keeps_everything(tmp_path: Path) -> None:
-    path = tmp_path / "index.db"
-    async with IndexStore(path) as store:
+async def test_reopening_keeps_everything(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as store:
         m = await put_manifest(store, "library/app", "m", annotations={"a": "b"}, artifact_type=SBOM,
                                subject=digest("s"))
         await store.put_tag("library/app", "v1", m)
         await store.link_blob("library/app", digest("layer"), 1234)
         before = await store.get_manifest("library/app", m)
-    async with IndexStore(path) as store:
+    async with new_store() as store:
         assert await store.schema_version() == SCHEMA_VERSION
         assert await store.get_manifest("library/app", m) == before
         assert await store.get_tag("library/app", "v1") == m
@@ -66,20 +78,15 @@ async def test_reopening_keeps_everything(tmp_path: Path) -> None:
         assert (await store.catalog()).items == ["library/app"]
 
 
-async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "index.db"
-    async with IndexStore(path):
-        pass
-    db = sqlite3.connect(path)
-    db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    db.commit()
-    db.close()
+async def test_a_newer_schema_is_refused(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as store:
+        await store.write(lambda db: db.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,)))
     with pytest.raises(SchemaError, match="newer"):
-        await IndexStore(path).open()
+        await new_store().open()
 
 
-async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = IndexStore(tmp_path / "index.db")
+async def test_a_closed_store_refuses_calls(new_store: Callable[[], IndexStore]) -> None:
+    store = new_store()
     with pytest.raises(RuntimeError, match="not open"):
         await store.catalog()
     await store.open()
@@ -90,7 +97,7 @@ async def test_a_closed_store_refuses_calls(tmp_path: Path) -> None:
 
 
 async def test_without_fsync_the_store_works_the_same(tmp_path: Path) -> None:
-    async with IndexStore(tmp_path / "index.db", fsync=False) as store:
+    async with SqliteIndexStore(tmp_path / "index.db", fsync=False) as store:
         m = await put_manifest(store, "a", 1)
         await store.put_tag("a", "t", m)
         assert await store.get_tag("a", "t") == m
@@ -351,3 +358,128 @@ async def test_cancelled_callers_leave_the_store_usable(store: IndexStore) -> No
                 nursery.start_soon(writer)
     await store.link_blob("r", digest("after"), 1)
     assert await store.blob_size("r", digest("after")) == 1
+
+
+# --- two stores on one database (two index nodes) ----------------------------------------------
+
+async def test_what_one_node_writes_the_other_reads(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as a, new_store() as b:
+        m = await put_manifest(a, "r", 1)
+        await a.put_tag("r", "v1", m)
+        assert await b.get_tag("r", "v1") == m
+        await b.link_blob("r", digest("layer"), 7)
+        assert await a.blob_size("r", digest("layer")) == 7
+        assert await b.delete_manifest("r", m) == ["v1"]
+        assert await a.get_tag("r", "v1") is None
+        assert (await a.catalog()).items == (await b.catalog()).items == ["r"]
+
+
+async def test_two_nodes_racing_on_the_same_manifests_and_tag_agree(new_store: Callable[[], IndexStore]) -> None:
+    async with new_store() as a, new_store() as b:
+        layers = [digest(f"layer{i}") for i in range(4)]
+
+        async def push(node: IndexStore, i: int) -> None:
+            for layer in layers:
+                await node.link_blob("r", layer, 10)
+            await put_manifest(node, "r", i % 5, blobs=layers[i % 4:], size=i % 5)
+            await node.put_tag("r", "latest", digest(i % 5))
+            await node.put_tag("r", f"t{i % 5}", digest(i % 5))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(20):
+                nursery.start_soon(push, a if i % 2 else b, i)
+        assert await a.get_tag("r", "latest") == await b.get_tag("r", "latest") in {digest(i) for i in range(5)}
+        assert (await tags_in(a, "r", None)).items == ["latest", "t0", "t1", "t2", "t3", "t4"]
+        named = await a.read(lambda db: db.execute(
+            "SELECT manifest, count(*) FROM refs GROUP BY manifest ORDER BY manifest").fetchall())
+        # Each manifest's references are one push's (its last), never a mix of two.
+        expected = {str(digest(n)): {4 - i % 4 for i in range(20) if i % 5 == n} for n in range(5)}
+        assert all(count in expected[manifest] for manifest, count in named) and len(named) == 5
+
+
+async def test_a_mark_on_one_node_never_strands_a_manifest_pushed_through_the_other(
+        new_store: Callable[[], IndexStore], tmp_path: Path) -> None:
+    pushes = 30
+    refused = 0
+    async with new_store() as a, new_store() as b:
+        done = trio.Event()
+
+        async def push(i: int) -> None:
+            nonlocal refused
+            await a.link_blob("r", digest(f"layer{i}"), 1)
+            try:
+                await put_manifest(a, "r", f"m{i}", blobs=[digest(f"layer{i}")])
+            except SwarmregError as error:  # the mark took the link first: the push is refused
+                assert error.code is MANIFEST_BLOB_UNKNOWN
+                refused += 1
+
+        async def collect() -> int:
+            marks = 0
+            while not done.is_set() or marks == 0:
+                cutoff = link_time(datetime.now(UTC) + timedelta(seconds=1))  # every unnamed link is stale
+                marked = await b.write(partial(mark, cutoff=cutoff, dry_run=False, spool_dir=str(tmp_path)))
+                marked.spool.close()
+                marks += 1
+            return marks
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(collect)
+            async with trio.open_nursery() as pushing:
+                for i in range(pushes):
+                    pushing.start_soon(push, i)
+            done.set()
+        stranded = await a.read(lambda db: db.execute(
+            "SELECT manifest, digest FROM refs WHERE kind = 'blob' AND NOT EXISTS "
+            "(SELECT 1 FROM blobs WHERE blobs.repository = refs.repository AND blobs.digest = refs.digest)").fetchall())
+        assert stranded == []
+        recorded = await a.read(lambda db: db.execute("SELECT count(*) FROM manifests").fetchone()[0])
+        assert recorded + refused == pushes
+
+
+async def test_two_nodes_starting_at_once_on_a_new_database_both_find_it_current(
+        new_store: Callable[[], IndexStore]) -> None:
+    stores = [new_store() for _ in range(3)]
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            nursery.start_soon(store.open)
+    try:
+        for store in stores:
+            assert await store.schema_version() == SCHEMA_VERSION
+        assert await stores[0].read(lambda db: db.execute("SELECT count(*) FROM schema_version").fetchone()[0]) == 1
+    finally:
+        for store in stores:
+            await store.aclose()
+
+
+def test_placeholders_are_translated_for_psycopg_outside_quotes_only() -> None:
+    assert translate("SELECT a FROM t WHERE b = ? AND c > :cutoff AND d::text LIKE '50%? :x' AND e = ?") == (
+        "SELECT a FROM t WHERE b = %s AND c > %(cutoff)s AND d::text LIKE '50%%? :x' AND e = %s")
+    assert translate('SELECT "odd?name" FROM t WHERE x = 1 % 2') == 'SELECT "odd?name" FROM t WHERE x = 1 %% 2'
+
+
+async def test_percent_signs_and_question_marks_in_values_and_literals_stay_what_they_are(store: IndexStore) -> None:
+    rows = await store.read(lambda db: db.execute(
+        "SELECT '100%?', ? || ':x', ? WHERE 'a%' LIKE 'a%'", ("50%?", "%(y)s")).fetchall())
+    assert [tuple(row) for row in rows] == [("100%?", "50%?:x", "%(y)s")]
+
+
+async def test_calls_waiting_while_the_store_closes_are_refused_not_served(new_store: Callable[[], IndexStore]) -> None:
+    store = await new_store().open()
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            await store.catalog()
+            outcomes.append("served")
+        except RuntimeError as error:
+            assert "not open" in str(error)
+            outcomes.append("refused")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(30):
+            nursery.start_soon(reader)
+        await trio.sleep(0)  # every reader has started its call
+        await store.aclose()
+    assert len(outcomes) == 30 and "refused" in outcomes
+    with pytest.raises(RuntimeError, match="not open"):
+        await store.catalog()

@@ -14,7 +14,7 @@ import trio
 
 from swarmreg.digest import Digest
 from swarmreg.index.client import IndexClient
-from swarmreg.index.store import IndexStore
+from swarmreg.index.sqlite_store import SqliteIndexStore
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.proxy.helpers import digest_of, push_image
 
@@ -51,7 +51,7 @@ async def test_a_push_leaves_no_note_behind_and_a_failed_commit_clears_its_own(
 
 async def test_a_note_holds_until_its_link_names_it_or_it_is_cleared(tmp_path: Path) -> None:
     blob = Digest.of(b"layer")
-    async with IndexStore(tmp_path / "index.db") as store:
+    async with SqliteIndexStore(tmp_path / "index.db") as store:
         await store.note_pending(blob, "a" * 32, 60)
         await store.note_pending(blob, "b" * 32, 60)  # a second push of the same blob
         await store.link_blob(REPO, blob, 5, pending="a" * 32)
