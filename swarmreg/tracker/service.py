@@ -454,6 +454,17 @@ class TrackerService:
         finally:
             done.set()
 
+    async def _refreshed(self, namespace: str, digest: str) -> None:
+        """Have the origins confirm they hold and seed the blob (which records them in the store),
+        waiting a while for it. The origin may have released the torrent
+        (swarm.idle_torrent_timeout): a peer sent to it before it seeds again is refused, and
+        libtorrent retries that peer only after its reconnect delay."""
+        assert self._nursery is not None
+        refreshed = trio.Event()
+        self._nursery.start_soon(self._refresh, namespace, digest, refreshed)
+        with trio.move_on_after(REFRESH_WAIT):
+            await refreshed.wait()
+
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
         try:
@@ -465,14 +476,7 @@ class TrackerService:
             raise ProtocolError("announced info-hash does not match the blob's metainfo")
         if not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh:
             # Someone is downloading: have the origin confirm it still holds and seeds the blob.
-            assert self._nursery is not None
-            refreshed = trio.Event()
-            self._nursery.start_soon(self._refresh, frame.namespace, frame.digest, refreshed)
-            # The origin may have released the torrent (swarm.idle_torrent_timeout): a peer sent
-            # to it before it seeds again is refused, and libtorrent retries that peer only
-            # after its reconnect delay. So the reply waits (a while) for the origin.
-            with trio.move_on_after(REFRESH_WAIT):
-                await refreshed.wait()
+            await self._refreshed(frame.namespace, frame.digest)
         # An origin's entry never expires and takes over its peer id: only an identified origin
         # (role certificate, or the cluster secret) may make one; unchecked, the flag is dropped.
         origin = frame.peer.origin and not self.guard.open
@@ -525,6 +529,10 @@ class TrackerService:
                                  failure=Failure(UNAVAILABLE.code, "the connection is closing"))
         peers, news = await self.peers.announce(frame.info_hash, peer, owner=connection.owner,
                                                 progress=frame.progress)
+        if not peer.complete and not any(p.origin for p in peers):  # origins come first, if any
+            # The store lost the origins' entries (a Redis restarted empty): they record them again.
+            await self._refreshed(frame.namespace, frame.digest)
+            peers = await self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)
         connection.peer_ids[frame.info_hash] = peer.peer_id
         subscribers = self._subscribers.setdefault(frame.info_hash, set())
         subscribers.add(connection)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-
 
 class RedisServer:
     """One redis-server process; ``kill`` and ``start`` again keep its port (a Redis restart)."""
 
     def __init__(self, directory: Path) -> None:
+        from tests.conftest import free_port  # tests.conftest imports this module's fixture
+
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen[str] | None = None

@@ -12,7 +12,6 @@ from swarmreg.errors import PEER_ID_TAKEN, SwarmregError
 from swarmreg.tracker.peers import PeerStore
 from swarmreg.tracker.store import MemoryStore, Store
 from swarmreg.tracker.wire import Peer
-from tests.servers.redis import redis_server  # noqa: F401  (the fixture, for getfixturevalue)
 
 IH = "ab" * 32
 OTHER = "cd" * 32
