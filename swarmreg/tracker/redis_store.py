@@ -1,10 +1,10 @@
 """The tracker's peer store in Redis: every tracker naming the same server sees the same peers.
 
 redis-py's asyncio client needs asyncio, so the sync client runs in Trio worker threads (at most
-POOL at once, one pooled connection each). Each change is one optimistic transaction (WATCH the
-keys read, MULTI/EXEC the writes, again on a conflict) that ports PeerStore's logic as it is; the
-key layout and TTLs are in docs/swarm.md ("Trackers on Redis"). Times are the wall clock, which
-trackers on several hosts share (keep them in NTP sync).
+POOL at once, one pooled connection each). Each change is one Lua script (redis_scripts.py),
+atomic in Redis and one round trip, that ports PeerStore's logic; the key layout and TTLs are in
+docs/swarm.md ("Trackers on Redis"). Times are the wall clock, which trackers on several hosts
+share (keep them in NTP sync).
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any, TypeVar, cast
 import redis
 import trio
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from swarmreg.errors import PEER_ID_TAKEN, UNAVAILABLE, SwarmregError
-from swarmreg.tracker.peers import Entry, Rescue, pick_peers, rescue_from
+from swarmreg.tracker import redis_scripts
+from swarmreg.tracker.peers import Entry, Rescue, rescue_from
 from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
@@ -33,69 +34,9 @@ T = TypeVar("T")
 PREFIX = "swarmreg:tracker:"
 POOL = 16  # worker threads using Redis at once, a pooled connection each (and one for pub/sub)
 TIMEOUT = 5.0  # seconds a Redis command may take before the store is unavailable
-EXPIRE_BATCH = 500  # expired entries swept per transaction batch
+EXPIRE_BATCH = 500  # expired entries one script sweeps (Redis runs nothing else meanwhile)
 BACKOFF = (0.5, 10.0)  # the subscriber's reconnect delays, first and longest
-
-
-class _Tx:
-    """One optimistic transaction: reads watch their keys; writes wait for ``commit`` (MULTI/EXEC)."""
-
-    def __init__(self, pipe: Any) -> None:
-        self.pipe = pipe
-        self.hashes: dict[str, dict[str, str]] = {}
-        self._read: dict[str, dict[str, str]] = {}
-        self.values: dict[str, str | None] = {}
-        self._set: dict[str, float | None] = {}  # key -> its TTL, of the values to write
-        self.later: list[Callable[[Any], object]] = []  # more writes, given the MULTI pipeline
-
-    def hash(self, key: str) -> dict[str, str]:
-        """The hash at ``key``, to read and change in place."""
-        if key not in self.hashes:
-            self.pipe.watch(key)
-            self._read[key] = self.pipe.hgetall(key)
-            self.hashes[key] = dict(self._read[key])
-        return self.hashes[key]
-
-    def value(self, key: str) -> str | None:
-        if key not in self.values:
-            self.pipe.watch(key)
-            self.values[key] = self.pipe.get(key)
-        return self.values[key]
-
-    def set(self, key: str, value: str | None, ttl: float | None = None) -> None:
-        """Write (None: delete) ``key``, expiring after ``ttl`` seconds if given."""
-        self.values[key] = value
-        self._set[key] = ttl
-
-    def commit(self) -> None:
-        pipe = self.pipe
-        pipe.multi()
-        for key, data in self.hashes.items():
-            before = self._read[key]
-            if gone := [field for field in before if field not in data]:
-                pipe.hdel(key, *gone)
-            if changed := {field: v for field, v in data.items() if before.get(field) != v}:
-                pipe.hset(key, mapping=changed)
-        for key, ttl in self._set.items():
-            if (value := self.values[key]) is None:
-                pipe.delete(key)
-            else:
-                pipe.set(key, value, px=None if ttl is None else int(ttl * 1000))
-        for write in self.later:
-            write(pipe)
-        pipe.execute()
-
-
-def _encode(entry: Entry) -> str:
-    p = entry.peer
-    expires = None if entry.expires == float("inf") else entry.expires
-    return json.dumps([p.host, p.port, p.complete, p.origin, entry.owner, expires, entry.progress,
-                       entry.since, entry.rescues], separators=(",", ":"))
-
-
-def _owner(entry: Entry) -> str | None:
-    """Whose ``entry`` is: owners in Redis are strings."""
-    return None if entry.owner is None else str(entry.owner)
+_SCRIPTS = ("announce", "peers", "rescue", "leave", "forget", "drop_owner", "expire")
 
 
 def _decode(peer_id: str, raw: str) -> Entry:
@@ -104,12 +45,19 @@ def _decode(peer_id: str, raw: str) -> Entry:
                  float("inf") if expires is None else expires, progress, since, rescues)
 
 
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
 class RedisStore:
     """PeerStore's semantics over Redis, shared by trackers; also their event bus (pub/sub).
 
     Unlike PeerStore's, a connection's claim on its peer id lapses ``ttl`` after its last announce
     (its tracker may have died without dropping it), and ``alive`` tells whether a connection's
-    tracker still runs (``heartbeat``), so another tracker may take over its peers' ids.
+    tracker still runs (``heartbeat``), so another tracker may take over its peers' ids. Peers are
+    drawn at random from a set per torrent and class (seeds, others): an announce costs
+    O(max_peers), not O(swarm); one that expired but is not swept yet is left out, so a reply
+    may have a few less than max_peers until the next sweep.
     """
 
     def __init__(self, url: str, ttl: float, max_peers: int, stall_after: float = 4.0,
@@ -124,27 +72,9 @@ class RedisStore:
             url, max_connections=POOL + 1, timeout=TIMEOUT, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT,
             decode_responses=True, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2))
         self.client = redis.Redis(connection_pool=pool)
+        self._scripts = {name: self.client.register_script(getattr(redis_scripts, name.upper())) for name in _SCRIPTS}
         self._limiter = trio.CapacityLimiter(POOL)
         self._down = False  # logged once per outage
-
-    # Keys (docs/swarm.md lists them with their TTLs).
-    def _torrent(self, info_hash: str) -> str:
-        return f"{self.prefix}t:{info_hash}"
-
-    def _owned(self, owner: str) -> str:
-        return f"{self.prefix}owned:{owner}"
-
-    def _claim(self, peer_id: str) -> str:
-        return f"{self.prefix}claim:{peer_id}"
-
-    def _ident(self, owner: str) -> str:
-        return f"{self.prefix}id:{owner}"
-
-    def _origin_ids(self, peer_id: str) -> str:
-        return f"{self.prefix}origin:{peer_id}"
-
-    def _expiry(self) -> str:
-        return f"{self.prefix}expiry"
 
     def _tracker(self, tracker_id: str) -> str:
         return f"{self.prefix}tracker:{tracker_id}"
@@ -163,109 +93,40 @@ class RedisStore:
             log.info("the tracker's Redis peer store is back")
         return result
 
-    def _transact(self, fn: Callable[[_Tx], T]) -> T:
-        with self.client.pipeline() as pipe:
-            while True:
-                tx = _Tx(pipe)
-                try:
-                    result = fn(tx)
-                    tx.commit()
-                    return result
-                except WatchError:  # another tracker changed what we read: read again
-                    continue
+    async def _script(self, name: str, *args: Any) -> Any:
+        return await self._call(partial(self._scripts[name], args=[self.prefix, *args]))
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await self._call(self._transact, lambda tx: fn(tx, *args))
-
-    def _entries(self, tx: _Tx, info_hash: str) -> dict[str, Entry]:
-        return {peer_id: _decode(peer_id, raw) for peer_id, raw in tx.hash(self._torrent(info_hash)).items()}
-
-    def _remove(self, tx: _Tx, info_hash: str, peer_id: str, owner: str | None) -> Entry | None:
-        """Forget the torrent's entry for ``peer_id`` if ``owner``'s; returns it."""
-        torrent = tx.hash(self._torrent(info_hash))
-        if (raw := torrent.get(peer_id)) is None or (entry := _decode(peer_id, raw)).owner != owner:
-            return None
-        del torrent[peer_id]
-        tx.later.append(lambda pipe: pipe.zrem(self._expiry(), f"{info_hash}/{peer_id}"))
-        if owner is not None and (owned := tx.hash(self._owned(owner))).get(info_hash) == peer_id:
-            del owned[info_hash]
-        if entry.peer.origin:
-            left = int(tx.value(self._origin_ids(peer_id)) or 1) - 1
-            tx.set(self._origin_ids(peer_id), str(left) if left else None)
-        return entry
-
-    def _check_claim(self, tx: _Tx, peer_id: str, owner: str | None) -> None:
-        if int(tx.value(self._origin_ids(peer_id)) or 0):
-            raise SwarmregError(PEER_ID_TAKEN, f"peer id {peer_id} is an origin's")
-        holder = tx.value(self._claim(peer_id))
-        if holder is not None and holder != owner:
-            raise SwarmregError(PEER_ID_TAKEN, f"peer id {peer_id} belongs to another connection")
-        if owner is None:
-            return
-        mine = tx.value(self._ident(owner))
-        if mine is not None and mine != peer_id:
-            raise SwarmregError(PEER_ID_TAKEN, f"this connection announced peer id {mine}: it cannot be another peer")
-        tx.set(self._ident(owner), peer_id, self.ttl)
-        tx.set(self._claim(peer_id), owner, self.ttl)
-
-    def _evict(self, tx: _Tx, peer_id: str) -> None:
-        if (holder := tx.value(self._claim(peer_id))) is None:
-            return
-        tx.set(self._claim(peer_id), None)
-        for info_hash, owned_id in list(tx.hash(self._owned(holder)).items()):
-            if owned_id == peer_id:
-                self._remove(tx, info_hash, peer_id, holder)
-
-    def _announce(self, tx: _Tx, info_hash: str, peer: Peer, owner: str | None, now: float,
-                  progress: int) -> tuple[list[Peer], bool]:
-        if peer.origin:
-            self._evict(tx, peer.peer_id)
-        else:
-            self._check_claim(tx, peer.peer_id, owner)
-        previous_raw = tx.hash(self._torrent(info_hash)).get(peer.peer_id)
-        previous = None if previous_raw is None else _decode(peer.peer_id, previous_raw)
-        if owner is not None:
-            if (stale := tx.hash(self._owned(owner)).get(info_hash)) not in (None, peer.peer_id):
-                self._remove(tx, info_hash, stale, owner)
-        if previous is not None:
-            self._remove(tx, info_hash, peer.peer_id, _owner(previous))
-        grew = previous is None or progress > previous.progress or peer.complete
-        since, rescues = (now, 0) if grew or previous is None else (previous.since, previous.rescues)
-        expires = float("inf") if peer.origin else now + self.ttl
-        entry = Entry(peer, owner, expires, progress, since, rescues)
-        tx.hash(self._torrent(info_hash))[peer.peer_id] = _encode(entry)
-        if not peer.origin:
-            member = f"{info_hash}/{peer.peer_id}"
-            tx.later.append(lambda pipe: pipe.zadd(self._expiry(), {member: expires}))
-        if owner is not None:
-            tx.hash(self._owned(owner))[info_hash] = peer.peer_id
-            if not peer.origin:  # a dead tracker's connections leave no keys behind
-                tx.later.append(lambda pipe: pipe.pexpire(self._owned(owner), int(2000 * self.ttl)))
-        if peer.origin:
-            tx.set(self._origin_ids(peer.peer_id), str(int(tx.value(self._origin_ids(peer.peer_id)) or 0) + 1))
-        news = previous is None or previous.peer != peer
-        entries = self._entries(tx, info_hash).values()
-        return pick_peers(entries, peer.peer_id, now, self.max_peers, self._rng), news
+    def _picked(self, seeds: int, flat: list[str]) -> list[Peer]:
+        """Peers as the scripts draw them: seeds first, then others, each shuffled."""
+        peers = [_decode(flat[i], flat[i + 1]).peer for i in range(0, len(flat), 2)]
+        first, rest = peers[:seeds], peers[seeds:]
+        self._rng.shuffle(first)
+        self._rng.shuffle(rest)
+        return (first + rest)[:self.max_peers]
 
     async def announce(self, info_hash: str, peer: Peer, owner: str | None, now: float | None = None,
                        progress: int = 0) -> tuple[list[Peer], bool]:
         """PeerStore.announce."""
-        return await self._run(self._announce, info_hash, peer, owner, time.time() if now is None else now, progress)
-
-    def _rescue(self, tx: _Tx, info_hash: str, peer_id: str, helpers: int, now: float) -> Rescue | None:
-        entries = self._entries(tx, info_hash)
-        rescue = rescue_from(entries, peer_id, helpers, now, self.max_peers, self.stall_after)
-        if rescue is not None:  # counted in the stalled peer's entry
-            tx.hash(self._torrent(info_hash))[peer_id] = _encode(entries[peer_id])
-        return rescue
+        reply = await self._script(
+            "announce", info_hash, peer.peer_id, owner or "", peer.host, peer.port, int(peer.complete),
+            int(peer.origin), _now(now), self.ttl, progress, self.max_peers)
+        if reply[0] == "taken":
+            raise SwarmregError(PEER_ID_TAKEN, reply[1])
+        return self._picked(int(reply[2]), reply[3:]), bool(reply[1])
 
     async def rescue(self, info_hash: str, peer_id: str, helpers: int, now: float | None = None) -> Rescue | None:
-        """PeerStore.rescue."""
-        return await self._run(self._rescue, info_hash, peer_id, helpers, time.time() if now is None else now)
+        """PeerStore.rescue: one look at the peer's entry, and the whole torrent only when it stalled."""
+        now = _now(now)
+        reply = await self._script("rescue", info_hash, peer_id, now, self.stall_after)
+        if not reply:
+            return None
+        entries = {reply[i]: _decode(reply[i], reply[i + 1]) for i in range(1, len(reply), 2)}
+        entries[peer_id].rescues = int(reply[0])  # rescue_from counts this one again
+        return rescue_from(entries, peer_id, helpers, now, self.max_peers, self.stall_after)
 
     async def is_origin(self, info_hash: str, peer: Peer) -> bool:
         """PeerStore.is_origin."""
-        raw = cast(str | None, await self._call(self.client.hget, self._torrent(info_hash), peer.peer_id))
+        raw = cast(str | None, await self._call(self.client.hget, f"{self.prefix}t:{info_hash}", peer.peer_id))
         if raw is None:
             return False
         entry = _decode(peer.peer_id, raw)
@@ -273,76 +134,37 @@ class RedisStore:
 
     async def holder(self, peer_id: str) -> str | None:
         """PeerStore.holder: the connection (of any tracker) ``peer_id`` belongs to."""
-        return cast(str | None, await self._call(self.client.get, self._claim(peer_id)))
+        return cast(str | None, await self._call(self.client.get, f"{self.prefix}claim:{peer_id}"))
 
     async def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
         """PeerStore.peers_for."""
-        raw = cast(dict[str, str], await self._call(self.client.hgetall, self._torrent(info_hash)))
-        now = time.time() if now is None else now
-        return pick_peers((_decode(pid, r) for pid, r in raw.items()), exclude, now, self.max_peers, self._rng)
-
-    def _leave(self, tx: _Tx, info_hash: str, owner: str) -> None:
-        if (peer_id := tx.hash(self._owned(owner)).get(info_hash)) is not None:
-            self._remove(tx, info_hash, peer_id, owner)
+        reply = await self._script("peers", info_hash, exclude, _now(now), self.max_peers)
+        return self._picked(int(reply[0]), reply[1:])
 
     async def leave(self, info_hash: str, owner: str) -> None:
         """PeerStore.leave."""
-        await self._run(self._leave, info_hash, owner)
-
-    def _forget(self, tx: _Tx, info_hash: str, owners: Collection[str]) -> int:
-        gone = [(peer_id, _owner(e)) for peer_id, e in self._entries(tx, info_hash).items() if e.owner in owners]
-        for peer_id, owner in gone:
-            self._remove(tx, info_hash, peer_id, owner)
-        return len(gone)
+        await self._script("leave", info_hash, owner)
 
     async def forget(self, info_hash: str, owners: Collection[str]) -> int:
         """PeerStore.forget (for every tracker: the origins' entries are shared)."""
-        return await self._run(self._forget, info_hash, frozenset(owners))
-
-    def _drop_owner(self, tx: _Tx, owner: str) -> int:
-        owned = list(tx.hash(self._owned(owner)).items())
-        for info_hash, peer_id in owned:
-            self._remove(tx, info_hash, peer_id, owner)
-        tx.hash(self._owned(owner)).clear()
-        if (claimed := tx.value(self._ident(owner))) is not None:
-            tx.set(self._ident(owner), None)
-            if tx.value(self._claim(claimed)) == owner:
-                tx.set(self._claim(claimed), None)
-        return len(owned)
+        return int(await self._script("forget", info_hash, *owners)) if owners else 0
 
     async def drop_owner(self, owner: str) -> int:
         """PeerStore.drop_owner."""
-        return await self._run(self._drop_owner, owner)
-
-    def _expire_one(self, tx: _Tx, *, member: str, now: float) -> tuple[str, str | None] | None:
-        info_hash, _, peer_id = member.partition("/")
-        raw = tx.hash(self._torrent(info_hash)).get(peer_id)
-        if raw is None:  # gone already: only the index entry was left
-            tx.later.append(lambda pipe: pipe.zrem(self._expiry(), member))
-            return None
-        entry = _decode(peer_id, raw)
-        if entry.expires > now:  # announced again since it was read
-            return None
-        self._remove(tx, info_hash, peer_id, _owner(entry))
-        return info_hash, _owner(entry)
-
-    def _expire(self, now: float) -> list[tuple[str, str | None]]:
-        expired: list[tuple[str, str | None]] = []
-        while members := cast(list[str], self.client.zrangebyscore(self._expiry(), "-inf", now, start=0,
-                                                                   num=EXPIRE_BATCH)):
-            for member in members:
-                if (gone := self._transact(partial(self._expire_one, member=member, now=now))) is not None:
-                    expired.append(gone)
-            if len(members) < EXPIRE_BATCH:
-                break
-        return expired
+        return int(await self._script("drop_owner", owner))
 
     async def expire_entries(self, now: float | None = None) -> list[tuple[str, str | None]]:
         """PeerStore.expire_entries, for every tracker's peers (whichever tracker sweeps first)."""
-        return await self._call(self._expire, time.time() if now is None else now)
+        now = _now(now)
+        expired: list[tuple[str, str | None]] = []
+        while True:
+            reply = await self._script("expire", now, EXPIRE_BATCH)
+            expired += [(reply[i], reply[i + 1] or None) for i in range(1, len(reply), 2)]
+            if int(reply[0]) < EXPIRE_BATCH:
+                return expired
 
     def _count(self) -> int:
-        return sum(self.client.hlen(key) for key in self.client.scan_iter(match=self._torrent("*"), count=1000))
+        return sum(self.client.hlen(key) for key in self.client.scan_iter(match=f"{self.prefix}t:*", count=1000))
 
     async def count(self) -> int:
         """How many entries, in every torrent (a scan: for tests and the odd look)."""
