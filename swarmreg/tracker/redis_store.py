@@ -202,8 +202,15 @@ class RedisStore:
             while True:
                 trio.from_thread.check_cancelled()
                 message = pubsub.get_message(timeout=0.5)
-                if message is not None and message.get("type") == "message":
-                    trio.from_thread.run_sync(deliver, json.loads(message["data"]))
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
+                    event = json.loads(message["data"])
+                except ValueError:  # not one of ours: whoever else writes to the channel
+                    log.warning("ignoring an event that is not JSON on %s", message.get("channel"))
+                    continue
+                if isinstance(event, dict):
+                    trio.from_thread.run_sync(deliver, event)
         finally:
             pubsub.close()
 
@@ -224,7 +231,7 @@ class RedisStore:
                     started = True
                     task_status.started()
                 await trio.to_thread.run_sync(self._pump, pubsub, deliver, abandon_on_cancel=True)
-            except (RedisError, ValueError) as error:  # Redis trouble, or an event that is not JSON
+            except RedisError as error:
                 if not down:
                     log.warning("listening to other trackers' pushes failed (retrying): %s", error)
                 down = True

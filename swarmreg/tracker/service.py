@@ -183,7 +183,7 @@ class TrackerService:
                     if self.shared is not None:
                         # Started once subscribed, or once that failed (Redis down): it retries.
                         await nursery.start(self.shared.listen, self._hear)
-                        nursery.start_soon(self._heartbeat, self.shared)
+                        await nursery.start(self._heartbeat, self.shared)
                     listeners, port = await self._listen(listen, tls.server)
                     server = WebSocketServer(
                         self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
@@ -205,11 +205,15 @@ class TrackerService:
                             await self.shared.retire(self.tracker_id)
                     await self.peers.aclose()
 
-    async def _heartbeat(self, shared: SharedStore) -> None:
-        """Tell the trackers sharing the store that this one runs (its connections' peer ids stay theirs)."""
+    async def _heartbeat(self, shared: SharedStore, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tell the trackers sharing the store that this one runs (its connections' peer ids stay
+        theirs); started after the first try, before the tracker takes connections."""
         while True:
             with contextlib.suppress(SwarmregError):  # the store logs its trouble
                 await shared.heartbeat(self.tracker_id, HEARTBEAT_TTL)
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
             await trio.sleep(HEARTBEAT)
 
     async def _expire(self) -> None:
