@@ -358,3 +358,10 @@ def test_libtorrent_settings_by_name_reach_the_session_and_bad_ones_are_refused(
                       ("swarm.libtorrent.user_agent=3", "takes a str")):
         with pytest.raises(ConfigError, match=says):
             load_config(overrides=[bad])
+
+
+def test_the_tracker_store_is_memory_or_a_redis_url():
+    assert load_config(None, []).tracker.store == ""
+    assert load_config(None, ["tracker.store=redis://10.0.0.5:6379/2"]).tracker.store == "redis://10.0.0.5:6379/2"
+    assert load_config(None, ["tracker.store=memory"]).tracker.store == "memory"
+    assert 'tracker.store is "memory" or a redis://' in config_error("tracker.store=postgresql://db/x")
