@@ -251,7 +251,8 @@ class TrackerConfig:
     stall_helpers: int = attrs.field(default=8, validator=attrs.validators.ge(0))
     # Where the peer store lives: "" or "memory" (this process; one tracker), or a Redis URL
     # (redis://, rediss://, unix://) that several trackers share (docs/swarm.md, "Trackers on Redis").
-    store: str = attrs.field(default="", validator=_tracker_store)
+    # A secret: the URL may carry Redis's password.
+    store: str = secret_field(default="", validator=_tracker_store)
 
 
 def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute[str], value: str) -> None:
