@@ -478,8 +478,8 @@ class TrackerService:
                                  failure=Failure(error.code.code, error.message))
         if known.info_hash != frame.info_hash:
             raise ProtocolError("announced info-hash does not match the blob's metainfo")
-        if not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh:
-            # Someone is downloading: have the origin confirm it still holds and seeds the blob.
+        stale = not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh
+        if stale:  # someone is downloading: have the origin confirm it still holds and seeds the blob
             await self._refreshed(frame.namespace, frame.digest)
         # An origin's entry never expires and takes over its peer id: only an identified origin
         # (role certificate, or the cluster secret) may make one; unchecked, the flag is dropped.
@@ -493,7 +493,7 @@ class TrackerService:
         # A peer is reached at the address its connection comes from, whatever it claims.
         peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete, origin)
         try:
-            return await self._record(connection, frame, peer)
+            return await self._record(connection, frame, peer, refreshed=stale)
         except SwarmregError as error:  # the store's (Redis down: UNAVAILABLE) or PEER_ID_TAKEN
             return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
 
@@ -520,8 +520,10 @@ class TrackerService:
                 break
         return connection.owner in self._connections
 
-    async def _record(self, connection: _Connection, frame: Announce, peer: Peer) -> AnnounceReply:
-        """Record an announce in the store, push its news, rescue a stalled download."""
+    async def _record(self, connection: _Connection, frame: Announce, peer: Peer, *,
+                      refreshed: bool) -> AnnounceReply:
+        """Record an announce in the store, push its news, rescue a stalled download; ``refreshed``:
+        the origins were just asked again."""
         if await self.peers.is_origin(frame.info_hash, peer):
             return AnnounceReply(frame.request_id, frame.info_hash,
                                  tuple(await self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)),
@@ -533,7 +535,7 @@ class TrackerService:
                                  failure=Failure(UNAVAILABLE.code, "the connection is closing"))
         peers, news = await self.peers.announce(frame.info_hash, peer, owner=connection.owner,
                                                 progress=frame.progress)
-        if not peer.complete and not any(p.origin for p in peers):  # origins come first, if any
+        if not (peer.complete or refreshed or any(p.origin for p in peers)):  # origins come first, if any
             # The store lost the origins' entries (a Redis restarted empty): they record them again.
             await self._refreshed(frame.namespace, frame.digest)
             peers = await self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)
