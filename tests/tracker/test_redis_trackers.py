@@ -33,12 +33,19 @@ async def blob(origin_client: httpx.AsyncClient) -> tuple[Digest, Metainfo]:
 
 
 @pytest.fixture
-async def trackers(nursery: trio.Nursery, tmp_path: Path, origin: RunningDaemon,
-                   redis_server: RedisServer) -> AsyncIterator[tuple[RunningDaemon, RunningDaemon]]:
+def tracker_overrides() -> tuple[str, ...]:
+    """More settings for both trackers (a test parametrizes it)."""
+    return ()
+
+
+@pytest.fixture
+async def trackers(nursery: trio.Nursery, tmp_path: Path, origin: RunningDaemon, redis_server: RedisServer,
+                   tracker_overrides: tuple[str, ...]) -> AsyncIterator[tuple[RunningDaemon, RunningDaemon]]:
     """Trackers A and B, daemons of their own, on one origin and one Redis."""
     address = origin.ready["roles"]["origin"]["http"]
     started = [await start_daemon(nursery, make_config(tmp_path / name, f"tracker.origins=['{address}']",
-                                                       f"tracker.store='{redis_server.url}'"), ["tracker"])
+                                                       f"tracker.store='{redis_server.url}'", *tracker_overrides),
+                                  ["tracker"])
                for name in ("a", "b")]
     yield started[0], started[1]
     for daemon in started:
@@ -101,6 +108,23 @@ async def test_any_tracker_answers_and_pushes_cross_trackers(
         assert [p.peer_id for p in reply.peers if not p.origin] == []
         async with channel(b) as again:
             assert (await announce(again, blob, 2)).failure is None
+
+
+@pytest.mark.parametrize("tracker_overrides", [("tracker.stall_after=0.3",)])
+async def test_a_stalled_downloads_helpers_on_another_tracker_are_told_to_dial_it(
+        trackers: tuple[RunningDaemon, RunningDaemon], blob: tuple[Digest, Metainfo]) -> None:
+    a, b = trackers
+    digest, metainfo = blob
+    async with channel(a) as on_a, channel(b) as on_b:
+        seed = await request(on_a, Announce(1, metainfo.info_hash, str(digest), NS, me(1, complete=True)))
+        assert isinstance(seed, AnnounceReply) and seed.failure is None
+        assert (await announce(on_b, blob, 2)).failure is None
+        assert [p.peer_id for p in (await pushed(on_a)).peers] == [me(2).peer_id], "the newcomer"
+        await trio.sleep(0.4)  # a stall is time without progress
+        reply = await announce(on_b, blob, 2, request_id=2)
+        assert [p.peer_id for p in reply.peers if not p.origin] == [me(1).peer_id]
+        # No news (nothing changed): this push is the rescue's, through Redis to tracker A.
+        assert [p.peer_id for p in (await pushed(on_a)).peers] == [me(2).peer_id]
 
 
 async def test_a_dead_trackers_peer_ids_go_to_whoever_announces_them(
