@@ -206,6 +206,11 @@ def _check_libtorrent(settings: Mapping[str, Any]) -> None:
                              f"not {value!r}")
 
 
+def _tracker_store(instance: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if value not in ("", "memory") and not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError('tracker.store is "memory" or a redis://, rediss:// or unix:// URL')
+
+
 @attrs.frozen
 class TrackerConfig:
     listen: Address = Address("127.0.0.1", 15003)
@@ -244,6 +249,10 @@ class TrackerConfig:
     # along hear of it (a push), so that they dial it (docs/swarm.md, "Stalled downloads").
     stall_after: float = attrs.field(default=4.0, validator=attrs.validators.gt(0))
     stall_helpers: int = attrs.field(default=8, validator=attrs.validators.ge(0))
+    # Where the peer store lives: "" or "memory" (this process; one tracker), or a Redis URL
+    # (redis://, rediss://, unix://) that several trackers share (docs/swarm.md, "Trackers on Redis").
+    # A secret: the URL may carry Redis's password.
+    store: str = secret_field(default="", validator=_tracker_store)
 
 
 def _edge_pair(instance: EdgeTlsConfig, attribute: attrs.Attribute[str], value: str) -> None:

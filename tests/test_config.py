@@ -376,3 +376,10 @@ def test_a_postgresql_database_url_keeps_its_password_out_of_repr_and_config_sho
 def test_a_postgresql_url_libpq_cannot_read_is_refused_without_echoing_it():
     line = error_line(config_error("index.database=postgresql://u:hunter2-pw@h/d?bogus_option=1"), "index")
     assert "libpq" in line and "hunter2-pw" not in line
+
+
+def test_the_tracker_store_is_memory_or_a_redis_url():
+    assert load_config(None, []).tracker.store == ""
+    assert load_config(None, ["tracker.store=redis://10.0.0.5:6379/2"]).tracker.store == "redis://10.0.0.5:6379/2"
+    assert load_config(None, ["tracker.store=memory"]).tracker.store == "memory"
+    assert 'tracker.store is "memory" or a redis://' in config_error("tracker.store=postgresql://db/x")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
 import attrs
@@ -26,10 +27,15 @@ from swarmreg.names import validate_namespace
 from swarmreg.origin.client import OriginClient
 from swarmreg.singleflight import SingleFlight
 from swarmreg.swarm.metainfo import Metainfo
-from swarmreg.tracker.peers import PeerStore
+from swarmreg.tracker.store import Store
 from swarmreg.tracker.wire import Peer
 
 log = logging.getLogger(__name__)
+
+
+async def _nobody(info_hash: str, peer: Peer) -> None:
+    pass
+
 # Codes an origin answers for an upstream registry's trouble, which the agent passes on as they are.
 _UPSTREAM_TROUBLE = frozenset({UPSTREAM_UNAVAILABLE, UPSTREAM_ERROR, TOOMANYREQUESTS})
 
@@ -57,8 +63,8 @@ class OriginDirectory:
     The fetches run in the tracker's nursery, given with ``bind`` once it is open.
     """
 
-    def __init__(self, origins: Sequence[OriginClient], peers: PeerStore,
-                 cache_size: int, on_seeder: Callable[[str, Peer], None] = lambda info_hash, peer: None,
+    def __init__(self, origins: Sequence[OriginClient], peers: Store,
+                 cache_size: int, on_seeder: Callable[[str, Peer], Awaitable[None]] = _nobody,
                  inline_max: int = 0, inline_budget: int = 0) -> None:
         self.inline_max = inline_max
         self.inline_budget = inline_budget
@@ -77,9 +83,9 @@ class OriginDirectory:
         self._relay_turns: dict[str, trio.Lock] = {}
 
     @staticmethod
-    def _owner(origin: OriginClient) -> tuple[str, str]:
+    def _owner(origin: OriginClient) -> str:
         """Whose the origin's entries in the peer store are (an origin's, not a connection's)."""
-        return ("origin", str(origin.address))
+        return f"origin:{origin.address}"
 
     def bind(self, nursery: trio.Nursery) -> None:
         """Run the fetches from the origins in ``nursery`` (the tracker's)."""
@@ -89,7 +95,7 @@ class OriginDirectory:
         # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
         return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o.address}{digest}".encode()).digest())
 
-    def forget(self, digest_hex: str) -> bool:
+    async def forget(self, digest_hex: str) -> bool:
         """An origin removed the blob: drop its cached metainfo and content, and the origins'
         entries in its torrent (the next ask goes to the origins again); False if it was not cached."""
         if (content := self._contents.pop(digest_hex, None)) is not None:
@@ -97,7 +103,7 @@ class OriginDirectory:
         known = self._cache.pop(digest_hex, None)
         if known is None:
             return False
-        self.peers.forget(known.info_hash, self._owners)
+        await self.peers.forget(known.info_hash, self._owners)
         return True
 
     async def metainfo(self, namespace: str, digest_text: str, *, refresh: bool = False) -> KnownBlob:
@@ -200,14 +206,18 @@ class OriginDirectory:
             known = KnownBlob(metainfo.raw, metainfo.info_hash, trio.current_time())
             if metainfo.size <= self.inline_max and digest.hex not in self._contents:
                 await self._fetch_content(origin, namespace, digest)
-            if self.peers.announce(known.info_hash, seeder, owner=self._owner(origin))[1]:
-                self.on_seeder(known.info_hash, seeder)
             self._cache[digest.hex] = known
             self._cache.move_to_end(digest.hex)  # a refreshed entry is a recent one
+            # With the store down (it logs that) the metainfo still serves; the next refresh records the origin.
+            with contextlib.suppress(SwarmregError):
+                if (await self.peers.announce(known.info_hash, seeder, owner=self._owner(origin)))[1]:
+                    await self.on_seeder(known.info_hash, seeder)
             while len(self._cache) > self.cache_size:
                 # The origins' entries go with the metainfo: they never expire, and the next
                 # announce of this blob fetches it again, which records the seeding origin anew.
-                self.peers.forget(self._cache.popitem(last=False)[1].info_hash, self._owners)
+                evicted = self._cache.popitem(last=False)[1]
+                with contextlib.suppress(SwarmregError):
+                    await self.peers.forget(evicted.info_hash, self._owners)
             return known
         if codes and all(code is BLOB_UNKNOWN for code in codes):
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import heapq
 import random
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Iterable, Mapping
 
 import attrs
 import trio
@@ -15,7 +15,7 @@ from swarmreg.tracker.wire import Peer
 
 
 @attrs.define
-class _Entry:
+class Entry:
     peer: Peer
     owner: Hashable | None  # the connection that announced it, or ("origin", address)
     expires: float
@@ -32,6 +32,34 @@ class Rescue:
     peers: list[Peer]
     helpers: list[Hashable]
     first: bool  # the first rescue of this stall
+
+
+def pick_peers(entries: Iterable[Entry], exclude: str, now: float, max_peers: int,
+               rng: random.Random) -> list[Peer]:
+    """Up to ``max_peers`` live peers but ``exclude``: origins and complete peers first, random within each class."""
+    live = [e.peer for e in entries if e.expires > now and e.peer.peer_id != exclude]
+    seeds = [p for p in live if p.origin or p.complete]
+    others = [p for p in live if not (p.origin or p.complete)]
+    rng.shuffle(seeds)
+    rng.shuffle(others)
+    return (seeds + others)[:max_peers]
+
+
+def rescue_from(entries: Mapping[str, Entry], peer_id: str, helpers: int, now: float, max_peers: int,
+                stall_after: float) -> Rescue | None:
+    """PeerStore.rescue over one torrent's ``entries``; counts the rescue in the stalled peer's entry."""
+    me = entries.get(peer_id)
+    if me is None or me.peer.complete or me.peer.origin or now - me.since < stall_after:
+        return None
+    live = [e for e in entries.values() if e.expires > now and e.peer.peer_id != peer_id]
+    # Origins, complete peers, then by progress: the first n without sorting them all.
+    furthest = functools.partial(
+        heapq.nsmallest, key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
+    further = [e for e in live if not e.peer.origin and e.owner is not None
+               and (e.peer.complete or e.progress > me.progress)]
+    me.rescues += 1
+    return Rescue([e.peer for e in furthest(max_peers, live)],
+                  [e.owner for e in furthest(helpers, further)], me.rescues == 1)
 
 
 class PeerStore:
@@ -53,7 +81,7 @@ class PeerStore:
         self.max_peers = max_peers
         self.stall_after = stall_after
         self._rng = rng or random.Random()
-        self._torrents: dict[str, dict[str, _Entry]] = {}
+        self._torrents: dict[str, dict[str, Entry]] = {}
         self._owned: dict[Hashable, dict[str, str]] = {}  # owner -> info-hash -> its peer id there
         self._claims: dict[str, Hashable] = {}  # peer id -> the connection it belongs to
         self._ids: dict[Hashable, str] = {}  # connection -> its peer id (the inverse)
@@ -86,7 +114,7 @@ class PeerStore:
             self._remove(info_hash, peer.peer_id, previous.owner)
         grew = previous is None or progress > previous.progress or peer.complete
         since, rescues = (now, 0) if grew or previous is None else (previous.since, previous.rescues)
-        self._torrents.setdefault(info_hash, {})[peer.peer_id] = _Entry(
+        self._torrents.setdefault(info_hash, {})[peer.peer_id] = Entry(
             peer, owner, now + ttl, progress, since, rescues)
         if owner is not None:
             self._owned.setdefault(owner, {})[info_hash] = peer.peer_id
@@ -104,19 +132,8 @@ class PeerStore:
         at a swarm's start); the stalled agent re-offers what it gets, and the helpers dial it.
         """
         now = trio.current_time() if now is None else now
-        entries = self._torrents.get(info_hash, {})
-        me = entries.get(peer_id)
-        if me is None or me.peer.complete or me.peer.origin or now - me.since < self.stall_after:
-            return None
-        live = [e for e in entries.values() if e.expires > now and e.peer.peer_id != peer_id]
-        # Origins, complete peers, then by progress: the first n without sorting them all.
-        furthest = functools.partial(
-            heapq.nsmallest, key=lambda e: (not e.peer.origin, not e.peer.complete, -e.progress))
-        further = [e for e in live if not e.peer.origin and e.owner is not None
-                   and (e.peer.complete or e.progress > me.progress)]
-        me.rescues += 1
-        return Rescue([e.peer for e in furthest(self.max_peers, live)],
-                      [e.owner for e in furthest(helpers, further)], me.rescues == 1)
+        return rescue_from(self._torrents.get(info_hash, {}), peer_id, helpers, now, self.max_peers,
+                           self.stall_after)
 
     def is_origin(self, info_hash: str, peer: Peer) -> bool:
         """Whether ``peer`` is, at its address, an origin of the torrent: an agent in its origin's daemon.
@@ -157,13 +174,7 @@ class PeerStore:
     def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
         """Up to ``max_peers`` live peers: origins and complete peers first, random within each class."""
         now = trio.current_time() if now is None else now
-        live = [e.peer for e in self._torrents.get(info_hash, {}).values()
-                if e.expires > now and e.peer.peer_id != exclude]
-        seeds = [p for p in live if p.origin or p.complete]
-        others = [p for p in live if not (p.origin or p.complete)]
-        self._rng.shuffle(seeds)
-        self._rng.shuffle(others)
-        return (seeds + others)[:self.max_peers]
+        return pick_peers(self._torrents.get(info_hash, {}).values(), exclude, now, self.max_peers, self._rng)
 
     def leave(self, info_hash: str, owner: Hashable) -> None:
         """``owner`` no longer takes part in the torrent; it keeps its peer id."""

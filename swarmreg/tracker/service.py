@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import random
+import secrets
 import ssl
 import weakref
 from contextlib import AsyncExitStack
 from typing import Any
 
+import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
@@ -20,7 +23,7 @@ from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.origins import OriginDirectory, RelayOffer
-from swarmreg.tracker.peers import PeerStore
+from swarmreg.tracker.store import SharedStore, Store, connection_owner, open_store, owner_tracker
 from swarmreg.tracker.wire import (
     MAX_AGENTS,
     PATH,
@@ -53,6 +56,13 @@ SEND_QUEUE = 256
 IN_FLIGHT = 32
 # Seconds an announce waits for the origin to confirm a blob whose metainfo is stale.
 REFRESH_WAIT = 5.0
+# With a shared store: how often a tracker says it runs, and after how long without a word it is
+# dead (its connections' peer ids then go to whoever announces them through another tracker).
+HEARTBEAT = 1.0
+HEARTBEAT_TTL = 5.0
+# Seconds a closed connection's removal from the store may take (Redis may be down: then its
+# entries expire).
+DROP_WAIT = 5.0
 
 
 def _endpoint_key(host: Any, port: int) -> tuple[str, int]:
@@ -81,9 +91,10 @@ class _RecordingListener(trio.abc.Listener[trio.abc.Stream]):
 class _Connection:
     """One peer's websocket: its outgoing queue and the torrents it announced."""
 
-    def __init__(self, ws: WebSocketConnection, frames: TokenBucket, *,
+    def __init__(self, ws: WebSocketConnection, frames: TokenBucket, owner: str, *,
                  peercert: dict[str, Any] | None = None, authorization: str | None = None) -> None:
         self.ws = ws
+        self.owner = owner  # whose its entries in the peer store are
         # Who is calling, for the announces only some roles may make.
         self.peercert = peercert
         self.authorization = authorization
@@ -130,11 +141,14 @@ class TrackerService:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.config = node.config.tracker
-        self.peers = PeerStore(ttl=3 * self.config.announce_interval, max_peers=self.config.max_peers,
-                               stall_after=self.config.stall_after)
+        self.peers: Store = open_store(self.config)
+        self.shared = self.peers if isinstance(self.peers, SharedStore) else None
+        # Names this tracker's connections in a store other trackers share.
+        self.tracker_id = secrets.token_hex(8)
+        self._accepted = 0
         self.origins: OriginDirectory | None = None
         self._subscribers: dict[str, set[_Connection]] = {}
-        self._connections: set[_Connection] = set()
+        self._connections: dict[str, _Connection] = {}  # by owner id
         self._nursery: trio.Nursery | None = None
         self.guard = ClusterGuard.from_config(node.config)
         self._streams: weakref.WeakValueDictionary[tuple[str, int], trio.SSLStream[Any]] = \
@@ -162,35 +176,87 @@ class TrackerService:
             self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
                                            inline_budget=self.config.inline_cache)
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self.origins.bind(nursery)
-                listeners, port = await self._listen(listen, tls.server)
-                server = WebSocketServer(
-                    self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
-                    connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout)
-                await nursery.start(server.run)
-                nursery.start_soon(self._expire)
-                address = Address(listen.host, port)
-                log.info("tracker listening on %s://%s%s", tls.ws, address, PATH)
-                task_status.started({"ws": str(address)})
-                await self.node.stop.wait()
-                with trio.move_on_after(2):
-                    for connection in list(self._connections):
-                        await connection.ws.aclose(1001, "tracker shutting down")
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.origins.bind(nursery)
+                    if self.shared is not None:
+                        # Started once subscribed, or once that failed (Redis down): it retries.
+                        await nursery.start(self.shared.listen, self._hear)
+                        await nursery.start(self._heartbeat, self.shared)
+                    listeners, port = await self._listen(listen, tls.server)
+                    server = WebSocketServer(
+                        self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
+                        connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout)
+                    await nursery.start(server.run)
+                    nursery.start_soon(self._expire)
+                    address = Address(listen.host, port)
+                    log.info("tracker listening on %s://%s%s", tls.ws, address, PATH)
+                    task_status.started({"ws": str(address)})
+                    await self.node.stop.wait()
+                    with trio.move_on_after(2):
+                        for connection in list(self._connections.values()):
+                            await connection.ws.aclose(1001, "tracker shutting down")
+                    nursery.cancel_scope.cancel()
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(DROP_WAIT):
+                    if self.shared is not None:
+                        with contextlib.suppress(SwarmregError):  # else its heartbeat lapses
+                            await self.shared.retire(self.tracker_id)
+                    await self.peers.aclose()
+
+    async def _heartbeat(self, shared: SharedStore, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Tell the trackers sharing the store that this one runs (its connections' peer ids stay
+        theirs); started after the first try, before the tracker takes connections."""
+        while True:
+            with contextlib.suppress(SwarmregError):  # the store logs its trouble
+                await shared.heartbeat(self.tracker_id, HEARTBEAT_TTL)
+            task_status.started()
+            task_status = trio.TASK_STATUS_IGNORED
+            await trio.sleep(HEARTBEAT)
 
     async def _expire(self) -> None:
         while True:
             await trio.sleep(self.config.announce_interval)
-            if expired := self.peers.expire_entries():
+            try:
+                expired = await self.peers.expire_entries()
+            except SwarmregError:  # the store logs its trouble; the next round sweeps
+                continue
+            if expired:
                 log.info("expired %d peer(s)", len(expired))
-                # Each connection leaves the torrents its entries expired in: it hears no more of
-                # their peers, and what is kept per connection shrinks with its entries (a torrent
-                # dropped without a leave stayed there for as long as the connection lived).
-                for info_hash, owner in expired:
-                    if isinstance(owner, _Connection) and owner.peer_ids.pop(info_hash, None) is not None:
-                        self._unsubscribe(owner, info_hash)
+                self._left(expired)
+                # Another tracker's connections hear of it through the store (with Redis, whoever
+                # sweeps first expires every tracker's peers).
+                remote = [[info_hash, owner] for info_hash, owner in expired
+                          if owner is not None and owner_tracker(owner) not in (None, self.tracker_id)]
+                if remote and self.shared is not None:
+                    with contextlib.suppress(SwarmregError):
+                        await self.shared.publish({"kind": "expired", "entries": remote})
+
+    def _left(self, expired: list[tuple[str, str | None]]) -> None:
+        """Each connection leaves the torrents its entries expired in: it hears no more of
+        their peers, and what is kept per connection shrinks with its entries (a torrent
+        dropped without a leave stayed there for as long as the connection lived)."""
+        for info_hash, owner in expired:
+            connection = self._connections.get(owner or "")
+            if connection is not None and connection.peer_ids.pop(info_hash, None) is not None:
+                self._unsubscribe(connection, info_hash)
+
+    def _hear(self, event: dict[str, Any]) -> None:
+        """An event another tracker published in the shared store: pushes for this tracker's connections."""
+        try:
+            kind = event["kind"]
+            if kind == "expired":
+                self._left([(str(info_hash), str(owner)) for info_hash, owner in event["entries"]])
+                return
+            info_hash, peer = str(event["info_hash"]), Peer(*event["peer"])
+            if kind == "push" and event["tracker"] != self.tracker_id:  # its own were pushed already
+                self._push_here(info_hash, peer)
+            elif kind == "dial" and (helper := self._connections.get(str(event["to"]))) is not None:
+                helper.send(PeersPush(info_hash, (peer,)))
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("ignoring a malformed event in the tracker's store: %r", error)
 
     async def _serve(self, request: WebSocketRequest) -> None:
         if request.path != PATH:
@@ -203,10 +269,12 @@ class TrackerService:
         if not isinstance(remote, str):
             stream = self._streams.get(_endpoint_key(remote.address, remote.port))
             peercert = stream.getpeercert() if stream is not None else None
+        self._accepted += 1
         connection = _Connection(await request.accept(),
                                  TokenBucket(self.config.frame_rate, self.config.frame_burst),
+                                 connection_owner(self.tracker_id, self._accepted),
                                  peercert=peercert, authorization=authorization)
-        self._connections.add(connection)
+        self._connections[connection.owner] = connection
         try:
             with connection.scope:
                 async with trio.open_nursery() as nursery:
@@ -219,14 +287,18 @@ class TrackerService:
             log.error("tracker connection from %s failed", connection.host, exc_info=group)
             await self._close(connection, 1011, "internal error")
         finally:
-            self._forget(connection)
+            with trio.CancelScope(shield=True):
+                await self._forget(connection)
 
-    def _forget(self, connection: _Connection) -> None:
+    async def _forget(self, connection: _Connection) -> None:
         """Take a connection out of every torrent: its peers go, its peer id is free again."""
-        self._connections.discard(connection)
+        if self._connections.pop(connection.owner, None) is None:
+            return
         for info_hash in connection.peer_ids:
             self._unsubscribe(connection, info_hash)
-        self.peers.drop_owner(connection)
+        # With the store down, its entries expire (and its peer id lapses) instead.
+        with trio.move_on_after(DROP_WAIT), contextlib.suppress(SwarmregError):
+            await self.peers.drop_owner(connection.owner)
 
     async def _alive(self, connection: _Connection) -> bool:
         """Whether ``connection`` answers a ping; one that does not is closed and forgotten.
@@ -242,7 +314,7 @@ class TrackerService:
                 pass
         log.warning("dropping tracker connection from %s: another connection announces its peer id "
                     "and it does not answer a ping", connection.host)
-        self._forget(connection)
+        await self._forget(connection)
         connection.scope.cancel()
         return False
 
@@ -270,8 +342,9 @@ class TrackerService:
             await connection.frames.take()
             if isinstance(frame, Leave):
                 if connection.peer_ids.pop(frame.info_hash, None) is not None:
-                    self.peers.leave(frame.info_hash, connection)
                     self._unsubscribe(connection, frame.info_hash)
+                    with contextlib.suppress(SwarmregError):  # with the store down, its entry expires
+                        await self.peers.leave(frame.info_hash, connection.owner)
                 continue
             if isinstance(frame, Hello):
                 self._hello(connection, frame)
@@ -288,7 +361,7 @@ class TrackerService:
             elif isinstance(frame, AgentsRequest):
                 connection.send(self._agents(connection, frame))
             elif isinstance(frame, Forget):
-                connection.send(self._forget_blobs(connection, frame))
+                connection.send(await self._forget_blobs(connection, frame))
             else:
                 connection.send(await self._metainfo(frame))
         finally:
@@ -312,7 +385,7 @@ class TrackerService:
 
     def live_agents(self) -> list[AgentAddress]:
         """The blob APIs of the agents connected now, each once."""
-        found = dict.fromkeys(AgentAddress(c.host, c.api_port) for c in self._connections if c.api_port)
+        found = dict.fromkeys(AgentAddress(c.host, c.api_port) for c in self._connections.values() if c.api_port)
         return list(found)
 
     def _agents(self, connection: _Connection, frame: AgentsRequest) -> AgentsReply:
@@ -326,7 +399,7 @@ class TrackerService:
             agents = random.sample(agents, MAX_AGENTS)
         return AgentsReply(frame.request_id, tuple(agents))
 
-    def _forget_blobs(self, connection: _Connection, frame: Forget) -> Forgotten:
+    async def _forget_blobs(self, connection: _Connection, frame: Forget) -> Forgotten:
         """An origin's garbage collector removed these blobs: forget their metainfo and seeders."""
         assert self.origins is not None
         try:
@@ -334,7 +407,12 @@ class TrackerService:
                              authorization=connection.authorization)
         except SwarmregError as error:
             return Forgotten(frame.request_id, failure=Failure(error.code.code, error.message))
-        forgotten = sum(self.origins.forget(digest) for digest in frame.digests)
+        forgotten = 0
+        for digest in frame.digests:
+            try:
+                forgotten += await self.origins.forget(digest)
+            except SwarmregError as error:
+                return Forgotten(frame.request_id, failure=Failure(error.code.code, error.message))
         if forgotten:
             log.info("forgot %d blob(s) an origin removed", forgotten)
         return Forgotten(frame.request_id, forgotten)
@@ -355,11 +433,21 @@ class TrackerService:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
         return MetainfoReply(frame.request_id, metainfo=known.raw, content=self.origins.content(frame.digest))
 
-    def _push(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
-        """Tell every connection in the torrent but ``source`` of ``peer``."""
+    def _push_here(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
+        """Tell every connection of this tracker in the torrent but ``source`` of ``peer``."""
         for other in list(self._subscribers.get(info_hash, ())):
             if other is not source:
                 other.send(PeersPush(info_hash, (peer,)))
+
+    async def _push(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
+        """Tell every connection in the torrent but ``source`` of ``peer``: this tracker's at once,
+        the other trackers' through the shared store (if it is down, they learn of it at their
+        next announce)."""
+        self._push_here(info_hash, peer, source)
+        if self.shared is not None:
+            with contextlib.suppress(SwarmregError):
+                await self.shared.publish({"kind": "push", "tracker": self.tracker_id, "info_hash": info_hash,
+                                           "peer": attrs.astuple(peer)})
 
     async def _refresh(self, namespace: str, digest: str, done: trio.Event) -> None:
         assert self.origins is not None
@@ -370,6 +458,17 @@ class TrackerService:
         finally:
             done.set()
 
+    async def _refreshed(self, namespace: str, digest: str) -> None:
+        """Have the origins confirm they hold and seed the blob (which records them in the store),
+        waiting a while for it. The origin may have released the torrent
+        (swarm.idle_torrent_timeout): a peer sent to it before it seeds again is refused, and
+        libtorrent retries that peer only after its reconnect delay."""
+        assert self._nursery is not None
+        refreshed = trio.Event()
+        self._nursery.start_soon(self._refresh, namespace, digest, refreshed)
+        with trio.move_on_after(REFRESH_WAIT):
+            await refreshed.wait()
+
     async def _announce(self, connection: _Connection, frame: Announce) -> AnnounceReply:
         assert self.origins is not None
         try:
@@ -379,16 +478,9 @@ class TrackerService:
                                  failure=Failure(error.code.code, error.message))
         if known.info_hash != frame.info_hash:
             raise ProtocolError("announced info-hash does not match the blob's metainfo")
-        if not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh:
-            # Someone is downloading: have the origin confirm it still holds and seeds the blob.
-            assert self._nursery is not None
-            refreshed = trio.Event()
-            self._nursery.start_soon(self._refresh, frame.namespace, frame.digest, refreshed)
-            # The origin may have released the torrent (swarm.idle_torrent_timeout): a peer sent
-            # to it before it seeds again is refused, and libtorrent retries that peer only
-            # after its reconnect delay. So the reply waits (a while) for the origin.
-            with trio.move_on_after(REFRESH_WAIT):
-                await refreshed.wait()
+        stale = not frame.peer.complete and trio.current_time() - known.fetched > self.config.metainfo_refresh
+        if stale:  # someone is downloading: have the origin confirm it still holds and seeds the blob
+            await self._refreshed(frame.namespace, frame.digest)
         # An origin's entry never expires and takes over its peer id: only an identified origin
         # (role certificate, or the cluster secret) may make one; unchecked, the flag is dropped.
         origin = frame.peer.origin and not self.guard.open
@@ -400,34 +492,70 @@ class TrackerService:
                 return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
         # A peer is reached at the address its connection comes from, whatever it claims.
         peer = Peer(frame.peer.peer_id, connection.host, frame.peer.port, frame.peer.complete, origin)
-        if self.peers.is_origin(frame.info_hash, peer):
+        try:
+            return await self._record(connection, frame, peer, refreshed=stale)
+        except SwarmregError as error:  # the store's (Redis down: UNAVAILABLE) or PEER_ID_TAKEN
+            return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
+
+    async def _claimable(self, connection: _Connection, peer_id: str) -> bool:
+        """Whether the peer id is free for ``connection`` to claim, after making sure that the
+        connection holding it, if another one, lives: one of this tracker that does not answer a
+        ping, or one of a tracker that no longer runs, loses it. False if ``connection`` closed meanwhile."""
+        for _ in range(3):  # the id may change hands while this waits; then the store decides
+            holder = await self.peers.holder(peer_id)
+            if holder is None or holder == connection.owner:
+                break
+            tracker = owner_tracker(holder)
+            if tracker == self.tracker_id:
+                local = self._connections.get(holder)
+                if local is not None and await self._alive(local):
+                    break
+                if local is None:  # dropped while the store was down: its claim outlived it
+                    await self.peers.drop_owner(holder)
+            elif self.shared is not None and tracker is not None and not await self.shared.alive(tracker):
+                log.info("taking over peer id %s from a connection of tracker %s, which no longer runs",
+                         peer_id, tracker)
+                await self.peers.drop_owner(holder)
+            else:
+                break
+        return connection.owner in self._connections
+
+    async def _record(self, connection: _Connection, frame: Announce, peer: Peer, *,
+                      refreshed: bool) -> AnnounceReply:
+        """Record an announce in the store, push its news, rescue a stalled download; ``refreshed``:
+        the origins were just asked again."""
+        if await self.peers.is_origin(frame.info_hash, peer):
             return AnnounceReply(frame.request_id, frame.info_hash,
-                                 tuple(self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)),
+                                 tuple(await self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)),
                                  self.config.announce_interval)
         # A peer id belongs to the connection that announced it first, while that one lives
         # (others get PEER_ID_TAKEN): if it is held elsewhere, make sure the holder lives.
-        holder = self.peers.holder(peer.peer_id)
-        while isinstance(holder, _Connection) and holder is not connection and not await self._alive(holder):
-            holder = self.peers.holder(peer.peer_id)
-        if connection not in self._connections:  # forgotten while it waited: it claims nothing
+        if not await self._claimable(connection, peer.peer_id):  # forgotten while it waited: it claims nothing
             return AnnounceReply(frame.request_id, frame.info_hash,
                                  failure=Failure(UNAVAILABLE.code, "the connection is closing"))
-        try:
-            peers, news = self.peers.announce(frame.info_hash, peer, owner=connection, progress=frame.progress)
-        except SwarmregError as error:
-            return AnnounceReply(frame.request_id, frame.info_hash, failure=Failure(error.code.code, error.message))
+        peers, news = await self.peers.announce(frame.info_hash, peer, owner=connection.owner,
+                                                progress=frame.progress)
+        if not (peer.complete or refreshed or any(p.origin for p in peers)):  # origins come first, if any
+            # The store lost the origins' entries (a Redis restarted empty): they record them again.
+            await self._refreshed(frame.namespace, frame.digest)
+            peers = await self.peers.peers_for(frame.info_hash, exclude=peer.peer_id)
         connection.peer_ids[frame.info_hash] = peer.peer_id
         subscribers = self._subscribers.setdefault(frame.info_hash, set())
         subscribers.add(connection)
         if news:
-            self._push(frame.info_hash, peer, connection)
-        if (rescue := self.peers.rescue(frame.info_hash, peer.peer_id, self.config.stall_helpers)) is not None:
+            await self._push(frame.info_hash, peer, connection)
+        if (rescue := await self.peers.rescue(frame.info_hash, peer.peer_id, self.config.stall_helpers)) is not None:
             # Once per stall at INFO: with its origins down, a whole fleet stalls at once.
             log.log(logging.INFO if rescue.first else logging.DEBUG,
                     "download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
                     frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
             peers = rescue.peers
             for helper in rescue.helpers:
-                if isinstance(helper, _Connection) and helper is not connection:
-                    helper.send(PeersPush(frame.info_hash, (peer,)))
+                if (local := self._connections.get(str(helper))) is not None:
+                    if local is not connection:
+                        local.send(PeersPush(frame.info_hash, (peer,)))
+                elif self.shared is not None:  # another tracker's connection
+                    with contextlib.suppress(SwarmregError):
+                        await self.shared.publish({"kind": "dial", "to": helper, "info_hash": frame.info_hash,
+                                                   "peer": attrs.astuple(peer)})
         return AnnounceReply(frame.request_id, frame.info_hash, tuple(peers), self.config.announce_interval)

@@ -16,6 +16,7 @@ from swarmreg.origin.client import OriginMetainfo
 from swarmreg.swarm.metainfo import build_metainfo
 from swarmreg.tracker.origins import KnownBlob, OriginDirectory, RelayOffer
 from swarmreg.tracker.peers import PeerStore
+from swarmreg.tracker.store import MemoryStore
 from tests.conftest import random_bytes
 
 NS = "127.0.0.1:5000/x/y"
@@ -52,7 +53,7 @@ async def test_relay_asks_cost_one_origin_request_and_record_its_metainfo(tmp_pa
     metainfo = build_metainfo(tmp_path / "blob", digest)
     origin = FakeOrigin(metainfo.raw, len(data), relays=1)
     peers = PeerStore(ttl=60, max_peers=50)
-    directory = OriginDirectory([cast(Any, origin)], peers, cache_size=10, inline_max=1 << 20)
+    directory = OriginDirectory([cast(Any, origin)], MemoryStore(peers), cache_size=10, inline_max=1 << 20)
     answers: list[KnownBlob | RelayOffer] = []
 
     async def ask() -> None:
