@@ -1,0 +1,37 @@
+"""Health probes of ring members: ``GET /health`` on an HTTP port, a websocket handshake at the
+tracker's health path on its port (which speaks only websocket)."""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+from trio_websocket import open_websocket
+
+from swarmreg.cluster.ring import Probe
+from swarmreg.config import Address
+from swarmreg.http.paths import HEALTH
+from swarmreg.tracker.wire import HEALTH_PATH
+
+
+def http_probe(tls: ssl.SSLContext | None) -> Probe:
+    """A probe that wants 200 from ``GET /health`` (HTTPS with the cluster's client context)."""
+
+    async def probe(member: Address, tls_name: str | None) -> None:
+        extensions = {"sni_hostname": tls_name} if tls_name else None
+        async with httpx.AsyncClient(verify=tls or True, timeout=5.0) as client:
+            response = await client.get(f"{'https' if tls else 'http'}://{member}{HEALTH}", extensions=extensions)
+            response.raise_for_status()
+
+    return probe
+
+
+def websocket_probe(tls: ssl.SSLContext | None) -> Probe:
+    """A probe that wants the tracker to accept a websocket at its health path."""
+
+    async def probe(member: Address, _tls_name: str | None) -> None:
+        async with open_websocket(member.host, member.port, HEALTH_PATH, use_ssl=tls or False, connect_timeout=5,
+                                  disconnect_timeout=1):
+            pass
+
+    return probe
