@@ -263,10 +263,11 @@ class OriginClient:
             raise SwarmregError(BLOB_UPLOAD_UNKNOWN, detail={"uid": uid[:100]})
         return member, session_path(uid)
 
-    async def open_session(self, namespace: str) -> str:
-        """A new upload session in ``namespace``; returns its id."""
-        # At the first live origin of a random key: sessions spread over the live origins.
-        response = await self._checked("POST", SESSIONS, key=Digest.of(os.urandom(16)),
+    async def open_session(self, namespace: str, digest: Digest | None = None) -> str:
+        """A new upload session in ``namespace``, at the first live owner of ``digest`` when it is
+        known already (a monolithic push), else at the first live origin of a random key (sessions
+        spread over the live origins); returns its id."""
+        response = await self._checked("POST", SESSIONS, key=digest or Digest.of(os.urandom(16)),
                                        params={"namespace": namespace})
         uid = response.headers["location"]
         return f"{uid}.{_tag(response.extensions[MEMBER])}" if self._tagged() else uid
@@ -301,7 +302,7 @@ class OriginClient:
         """Copy the blob committed at ``held`` to the first live owner of its digest, streaming.
         A failure is logged, not raised: the blob is stored (at ``held``, and through to its
         backend), and reads of it ask the other origins after its owners."""
-        owner = self.ring.owners(str(digest), self.replicas)[0]
+        owner = self.ring.order(str(digest))[0]  # its first owner, or the next live origin after them
         if owner == held:
             return
         try:
