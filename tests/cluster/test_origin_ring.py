@@ -92,14 +92,14 @@ async def test_with_its_owner_stopped_a_push_goes_to_the_next_live_owner(herd: H
              if herd.first_owner(digest_of(data)) == dead][:6]
     assert len(blobs) == 6
     alive = [address for address in herd.origins if address != dead]
-    digest = await push_blob(herd.client, REPO, blobs[0])
-    assert herd.holders(digest) == {herd.first_owner(digest, alive)}
+    monolithic = await push_blob(herd.client, REPO, blobs[0])
+    assert herd.holders(monolithic) == {herd.first_owner(monolithic, alive)}
     # Four sessions at either live origin: each blob still goes to its next owner.
     pushed = [(await push_chunked(herd.client, data), data) for data in blobs[1:5]]
     for chunked, _ in pushed:
         assert herd.first_owner(chunked, alive) in herd.holders(chunked)
     manifest_digest, manifest = await push_image(herd.client, REPO, "after", [blobs[5]])
-    for digest, data in [(digest, blobs[0]), *pushed]:
+    for digest, data in [(monolithic, blobs[0]), *pushed]:
         pulled = await herd.client.get(f"/v2/{REPO}/blobs/{digest}")
         assert pulled.status_code == 200 and pulled.content == data
     pulled = await herd.client.get(f"/v2/{REPO}/manifests/after")

@@ -10,9 +10,9 @@ from typing import Any, cast
 import trio
 import trio.testing
 
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.cluster.ring import Ring
 from swarmreg.origin.client import OriginMetainfo, Pending
 from swarmreg.swarm.metainfo import build_metainfo
 from swarmreg.tracker.origins import KnownBlob, OriginDirectory, RelayOffer
