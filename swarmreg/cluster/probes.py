@@ -17,10 +17,9 @@ from swarmreg.tracker.wire import HEALTH_PATH
 def http_probe(tls: ssl.SSLContext | None) -> Probe:
     """A probe that wants 200 from ``GET /health`` (HTTPS with the cluster's client context)."""
 
-    async def probe(member: Address, tls_name: str | None) -> None:
-        extensions = {"sni_hostname": tls_name} if tls_name else None
+    async def probe(member: Address) -> None:
         async with httpx.AsyncClient(verify=tls or True, timeout=5.0) as client:
-            response = await client.get(f"{'https' if tls else 'http'}://{member}{HEALTH}", extensions=extensions)
+            response = await client.get(f"{'https' if tls else 'http'}://{member}{HEALTH}")
             response.raise_for_status()
 
     return probe
@@ -29,7 +28,7 @@ def http_probe(tls: ssl.SSLContext | None) -> Probe:
 def websocket_probe(tls: ssl.SSLContext | None) -> Probe:
     """A probe that wants the tracker to accept a websocket at its health path."""
 
-    async def probe(member: Address, _tls_name: str | None) -> None:
+    async def probe(member: Address) -> None:
         async with open_websocket(member.host, member.port, HEALTH_PATH, use_ssl=tls or False, connect_timeout=5,
                                   disconnect_timeout=1):
             pass

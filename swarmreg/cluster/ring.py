@@ -9,7 +9,6 @@ member down is skipped until a probe finds it up again or its backoff ends. List
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import math
 import socket
@@ -24,8 +23,7 @@ from swarmreg.config import Address
 log = logging.getLogger(__name__)
 
 # A probe of one member: returns when it is up, raises (anything) or takes too long when not.
-# Given the member and the name its certificate carries (a DNS ring's name; None: its host).
-Probe = Callable[[Address, str | None], Awaitable[None]]
+Probe = Callable[[Address], Awaitable[None]]
 
 # A member that a request failed to reach is skipped for 1 s, then twice as long for each
 # failure in a row, up to the ring's max_backoff.
@@ -38,20 +36,13 @@ class _Down:
     failures: int
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
 class Ring:
     """The members of one role and their health; ``run`` (a service) keeps both up to date.
 
     ``source`` is a tuple of addresses (the members as written) or one Address whose host is a
     DNS name (the members are its records, each at that port, looked up every
-    ``resolve_interval``).
+    ``resolve_interval``). Members are dialled at their addresses: with ``[tls]``, a DNS ring's
+    certificates carry their IP addresses, as every node's carries the address it is reached at.
     """
 
     def __init__(self, role: str, source: Sequence[Address] | Address, *, probe: Probe | None = None,
@@ -78,13 +69,6 @@ class Ring:
         return f"Ring({self.role}, {self.name or list(map(str, self.members))})"
 
     # -- reading -------------------------------------------------------------------------------
-
-    def tls_name(self, member: Address) -> str | None:
-        """The host name a member's certificate is checked against when it is not its host: a
-        DNS ring's members are addresses, their certificates name the ring's name."""
-        if self.name is not None and not _is_ip(self.name.host) and member.host != self.name.host:
-            return self.name.host
-        return None
 
     def live(self, member: Address) -> bool:
         down = self._down.get(member)
@@ -138,7 +122,7 @@ class Ring:
         timeout = max(1.0, min(self.health_interval, 5.0))
         try:
             with trio.fail_after(timeout):
-                await self.probe(member, self.tls_name(member))
+                await self.probe(member)
         except Exception as error:  # any failure of the probe is the member's trouble
             self.mark_down(member, f"health check: {type(error).__name__}")
         else:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import Any
 
 import httpx
 import trio
@@ -80,15 +79,11 @@ class RingTransport(httpx.AsyncBaseTransport):
             return response
         raise AssertionError("the last member's answer or error is returned above")
 
-    def _point(self, request: httpx.Request, member: Address) -> None:
-        """Aim ``request`` at ``member``: its URL, its Host header and (for a DNS ring) the name
-        its certificate is checked against."""
+    @staticmethod
+    def _point(request: httpx.Request, member: Address) -> None:
+        """Aim ``request`` at ``member``: its URL and its Host header."""
         request.url = request.url.copy_with(host=member.host, port=member.port)
         request.headers["Host"] = str(member)
-        extensions: dict[str, Any] = dict(request.extensions)
-        if (name := self.ring.tls_name(member)) is not None:
-            extensions["sni_hostname"] = name
-        request.extensions = extensions
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -79,9 +79,9 @@ async def test_probes_find_an_origin_down_and_up_again(nursery: trio.Nursery, tm
 async def test_the_tracker_answers_its_websocket_health_check(nursery: trio.Nursery, tmp_path: Path) -> None:
     running = await start_daemon(nursery, make_config(tmp_path / "t"), ["origin", "tracker"])
     tracker = Address.parse(running.ready["roles"]["tracker"]["ws"])
-    await websocket_probe(None)(tracker, None)
+    await websocket_probe(None)(tracker)
     with pytest.raises(HandshakeError):  # nothing listens there
-        await websocket_probe(None)(Address("127.0.0.1", free_port()), None)
+        await websocket_probe(None)(Address("127.0.0.1", free_port()))
 
 
 async def test_a_dns_name_stands_for_its_records(nursery: trio.Nursery) -> None:
@@ -92,7 +92,6 @@ async def test_a_dns_name_stands_for_its_records(nursery: trio.Nursery) -> None:
     await nursery.start(ring.run)
     assert Address("127.0.0.1", 15002) in ring.members
     assert all(m.port == 15002 and m.host in ("127.0.0.1", "::1") for m in ring.members)
-    assert ring.tls_name(ring.members[0]) == "localhost", "certificates are checked against the name"
 
 
 async def test_a_failed_lookup_keeps_the_members(nursery: trio.Nursery) -> None:
