@@ -29,10 +29,12 @@ from swarmreg.origin.wire import (
     FETCH_WAIT,
     GC,
     GC_WAIT,
+    LOCAL,
     METAINFO,
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
     RELAY_PENDING,
+    REPLICA,
     SESSIONS,
     THROUGH,
     UPLOAD_ID,
@@ -191,12 +193,15 @@ class OriginClient:
         raise_for_error(started, "origin")
         return started.extensions[MEMBER], blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
 
-    async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True) -> None:
-        """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; a blob the origin holds is skipped."""
+    async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True,
+                          replica: bool = False) -> bool:
+        """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; a blob the origin holds
+        is skipped (False). A ``replica`` is one origin's copy for another, which does not send it on."""
         started = await self._start_upload(namespace, digest)
         if started is None:
-            return
+            return False
         member, upload = started
+        params = {THROUGH: _flag(through), **({REPLICA: "true"} if replica else {})}
         async with self._abandoned_on_failure(namespace, upload, member):
             size = path.stat().st_size
             for start in range(0, size, CHUNK):
@@ -204,7 +209,8 @@ class OriginClient:
                 async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
                     await self._checked("PATCH", upload, member=member, content=body, headers={
                         "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
-            await self._checked("PUT", upload, member=member, params={THROUGH: _flag(through)})
+            await self._checked("PUT", upload, member=member, params=params)
+        return True
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
@@ -387,10 +393,13 @@ class OriginClient:
             log.warning("origin %s named no seeder for the metainfo of %s", member, digest)
             raise SwarmregError(BAD_GATEWAY, "origin named no seeder for the metainfo") from None
 
-    async def open(self, namespace: str, digest: Digest, range_header: str | None = None) -> UpstreamBody:
-        """Start streaming the blob (or the range); the body must be sent or closed."""
+    async def open(self, namespace: str, digest: Digest, range_header: str | None = None, *,
+                   local: bool = False) -> UpstreamBody:
+        """Start streaming the blob (or the range); the body must be sent or closed. ``local``: only
+        from the origin's own store (BLOB_UNKNOWN on a miss, which it then does not fetch)."""
         request = self._http.build_request("GET", blob_path(namespace, digest),
                                            headers={"Range": range_header} if range_header else None,
+                                           params={LOCAL: "true"} if local else None,
                                            extensions=self._extensions(digest, None, READ_NEXT_ON))
         try:
             response = await self._http.send(request, stream=True)

@@ -1,0 +1,115 @@
+"""Origins replicate (real daemons, ``[cluster] origins``): a blob committed at one goes to its
+other owners in the background, through a queue that survives a restart; reads then find it
+with its first owner stopped; an origin that misses a blob fetches it from another; and a ring
+that grows moves only the blobs whose owners changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import trio
+
+from swarmreg.cluster.rendezvous import rank
+from swarmreg.config import Address
+from tests.conftest import RunningDaemon, blob_files, free_port, make_config, random_bytes, start_daemon
+from tests.origin.helpers import blob_path, upload_blob
+from tests.proxy.helpers import digest_of, push_blob
+
+NS = "test/replicas"
+
+
+def members_option(members: list[Address]) -> str:
+    return "cluster.origins=[" + ", ".join(f"'{m}'" for m in members) + "]"
+
+
+async def start_origin(nursery: trio.Nursery, tmp_path: Path, address: Address, members: list[Address],
+                       *overrides: str) -> RunningDaemon:
+    return await start_daemon(nursery, make_config(
+        tmp_path / f"origin{address.port}", f"origin.listen={address}", members_option(members),
+        "cluster.health_interval=0.2", *overrides), ["origin"])
+
+
+async def holds(origin: RunningDaemon, digest: str) -> None:
+    """Wait until ``origin`` has the blob in its store (replication runs in the background)."""
+    with trio.fail_after(20):
+        while digest.split(":")[1] not in blob_files(Path(origin.config.data_dir)):
+            await trio.sleep(0.05)
+
+
+def queued(origin: RunningDaemon) -> list[str]:
+    return sorted(p.name for p in (Path(origin.config.data_dir) / "replication").glob("sha256-*"))
+
+
+async def test_a_push_reaches_every_owner_and_survives_its_first_owner(nursery: trio.Nursery, tmp_path: Path) -> None:
+    members = [Address("127.0.0.1", free_port()) for _ in range(3)]
+    origins = {m: await start_origin(nursery, tmp_path, m, members, "origin.replicas=2") for m in members}
+    proxy = await start_daemon(nursery, make_config(tmp_path / "proxy", members_option(members), "origin.replicas=2"),
+                               ["proxy", "index"])
+    data = random_bytes(300_000, seed=3)
+    async with httpx.AsyncClient(base_url=proxy.url("proxy"), timeout=30) as client:
+        digest = await push_blob(client, NS, data)
+        first, second, other = rank(digest, members)
+        await holds(origins[second], digest)
+        with trio.fail_after(20):
+            while queued(origins[first]):
+                await trio.sleep(0.05)
+        assert digest.split(":")[1] not in blob_files(Path(origins[other].config.data_dir)), "not an owner"
+        await origins[first].stop()
+        pulled = await client.get(f"/v2/{NS}/blobs/{digest}")
+        assert pulled.status_code == 200 and pulled.content == data
+
+
+async def test_the_obligation_survives_a_restart(nursery: trio.Nursery, tmp_path: Path) -> None:
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    a = await start_origin(nursery, tmp_path, members[0], members)
+    data = random_bytes(200_000, seed=4)
+    async with httpx.AsyncClient(base_url=f"http://{members[0]}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)  # the other origin is not running
+    assert queued(a) == [f"sha256-{digest.split(':')[1]}"]
+    await a.stop()
+    assert queued(a), "still owed after the stop"
+    b = await start_origin(nursery, tmp_path, members[1], members)
+    a = await start_origin(nursery, tmp_path, members[0], members)
+    await holds(b, digest)
+    with trio.fail_after(20):
+        while queued(a):
+            await trio.sleep(0.05)
+    assert not queued(b), "a replica is not sent on"
+
+
+async def test_an_origin_that_misses_a_blob_fetches_it_from_another(nursery: trio.Nursery, tmp_path: Path) -> None:
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    # One replica: each blob stays at the origin it was uploaded to (its owner or not).
+    await start_origin(nursery, tmp_path, members[0], members, "origin.replicas=1")
+    b = await start_origin(nursery, tmp_path, members[1], members, "origin.replicas=1")
+    data = next(d for d in (random_bytes(500_000, seed=10 + n) for n in range(20))
+                if rank(digest_of(d), members)[0] == members[0])
+    async with httpx.AsyncClient(base_url=f"http://{members[0]}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)
+    assert digest.split(":")[1] not in blob_files(Path(b.config.data_dir))
+    async with httpx.AsyncClient(base_url=f"http://{members[1]}", timeout=30) as client:
+        assert (await client.get(blob_path(NS, digest), params={"local": "true"})).status_code == 404
+        pulled = await client.get(blob_path(NS, digest))
+        assert pulled.status_code == 200 and pulled.content == data
+    await holds(b, digest)
+
+
+async def test_a_grown_ring_moves_only_the_blobs_whose_owners_changed(nursery: trio.Nursery, tmp_path: Path) -> None:
+    a_address, b_address = Address("127.0.0.1", free_port()), Address("127.0.0.1", free_port())
+    a = await start_origin(nursery, tmp_path, a_address, [a_address], "origin.replicas=1")
+    blobs = [random_bytes(20_000, seed=30 + n) for n in range(12)]
+    async with httpx.AsyncClient(base_url=f"http://{a_address}", timeout=30) as client:
+        digests = [await upload_blob(client, NS, data) for data in blobs]
+    with trio.fail_after(20):  # the metainfo (and with it the blob's namespace) is built after the commit
+        while len(list((Path(a.config.data_dir) / "metainfo").rglob("*.namespace"))) < len(digests):
+            await trio.sleep(0.05)
+    await a.stop()
+    grown = [a_address, b_address]
+    b = await start_origin(nursery, tmp_path, b_address, grown, "origin.replicas=1")
+    a = await start_origin(nursery, tmp_path, a_address, grown, "origin.replicas=1")
+    moving = {d.split(":")[1] for d in digests if rank(d, grown)[0] == b_address}
+    assert 0 < len(moving) < len(digests)
+    with trio.fail_after(20):
+        while queued(a) or set(blob_files(Path(b.config.data_dir))) != moving:
+            await trio.sleep(0.05)
