@@ -45,7 +45,7 @@ class Origin(Protocol):
 
     idle_timeout: float
 
-    async def start_upload(self, namespace: str, digest: Digest) -> str: ...
+    async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> str: ...
 
     async def open_session(self, namespace: str) -> Upload: ...
 
@@ -103,7 +103,8 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
 
     @app.post(f"{BLOB_ROUTE}{UPLOADS}")
     async def start_upload(namespace: str, digest: str) -> Response:
-        uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest))
+        uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest),
+                                        replica=_parse_bool(REPLICA, request.args.get(REPLICA)))
         return PlainResponse("", status=200, headers={"Location": uid})
 
     @app.patch(f"{BLOB_ROUTE}{UPLOADS}/<uid>")

@@ -184,10 +184,12 @@ class OriginClient:
 
     # -- uploads of a known digest (Kraken's API) --------------------------------------------
 
-    async def _start_upload(self, namespace: str, digest: Digest) -> tuple[Address, str] | None:
+    async def _start_upload(self, namespace: str, digest: Digest, *,
+                            replica: bool = False) -> tuple[Address, str] | None:
         """The origin the upload went to (the blob's first live owner) and its path, or None when
         that origin holds the blob (and has written it through)."""
-        started = await self._send("POST", blob_path(namespace, digest, UPLOADS), key=digest)
+        started = await self._send("POST", blob_path(namespace, digest, UPLOADS), key=digest,
+                                   params={REPLICA: "true"} if replica else None)
         if started.status_code == 409:
             return None
         raise_for_error(started, "origin")
@@ -197,7 +199,7 @@ class OriginClient:
                           replica: bool = False) -> bool:
         """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; a blob the origin holds
         is skipped (False). A ``replica`` is one origin's copy for another, which does not send it on."""
-        started = await self._start_upload(namespace, digest)
+        started = await self._start_upload(namespace, digest, replica=replica)
         if started is None:
             return False
         member, upload = started

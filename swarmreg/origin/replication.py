@@ -30,7 +30,7 @@ from swarmreg.cluster.rendezvous import rank
 from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, SwarmregError, log_failure
+from swarmreg.errors import BLOB_UNKNOWN, SwarmregError, log_failure, os_error
 from swarmreg.origin.client import OriginClient, UpstreamBody
 from swarmreg.store.blobstore import BlobStore, fsync_path
 
@@ -164,8 +164,12 @@ class Replicator:
         return [m for m in self.ring.owners(str(digest), self.replicas) if not self.is_self(m)]
 
     async def enqueue(self, namespace: str, digest: Digest) -> None:
-        """Owe the blob to its other owners (durably, before this returns)."""
-        await trio.to_thread.run_sync(self.queue.add, namespace, digest)
+        """Owe the blob to its other owners (durably, before this returns); STORAGE_FULL when the
+        obligation cannot be written (the client's retry of the upload records it)."""
+        try:
+            await trio.to_thread.run_sync(self.queue.add, namespace, digest)
+        except OSError as error:
+            raise os_error(error, "recording the blob's replication") from None
         self._wake.set()
 
     # -- reads from the other origins ---------------------------------------------------------

@@ -111,7 +111,7 @@ class OriginService:
                 replicas=config.origin.replicas, me=lambda: address, namespace_of=self.node.metainfo.namespace)
             await self.replicator.run(self.stop, task_status=task_status)
 
-    async def start_upload(self, namespace: str, digest: Digest) -> str:
+    async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> str:
         """Open an upload session; 409 when the blob is here already (as Kraken does).
 
         Before that 409 the blob is written to the namespace's backend if the
@@ -124,6 +124,10 @@ class OriginService:
                 if (backend is not None and backend.writable
                         and await self._backend_call(backend.stat(namespace, digest)) is None):
                     await self._write_through(backend, namespace, digest)
+                # A client's retry after a commit whose obligation could not be recorded (a full
+                # disk) records it now; a replica another origin offers is not sent on.
+                if self.replicator is not None and not replica:
+                    await self.replicator.enqueue(namespace, digest)
                 raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
 
@@ -247,7 +251,8 @@ class OriginService:
 
     def stats(self, peers: bool) -> dict[str, Any]:
         """The swarm engine's counters, and the last garbage collection's report."""
-        return {**self.engine.stats(peers), "gc": self.gc.stats()}
+        replication = {"replication": self.replicator.stats()} if self.replicator is not None else {}
+        return {**self.engine.stats(peers), "gc": self.gc.stats(), **replication}
 
     async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]:
         """One garbage collection (joined if one of the kind runs); its report."""

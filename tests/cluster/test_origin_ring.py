@@ -119,3 +119,14 @@ async def test_the_ring_may_be_a_dns_name(nursery: trio.Nursery, tmp_path: Path)
         assert digest.split(":")[1] in blob_files(tmp_path / "origin")
         pulled = await client.get(f"/v2/{REPO}/blobs/{digest}")
         assert pulled.status_code == 200 and pulled.content == data
+
+
+async def test_a_session_id_names_its_origin_and_a_forged_one_reaches_none(herd: Herd) -> None:
+    started = await herd.client.post(f"/v2/{REPO}/blobs/uploads/")
+    uid = started.headers["docker-upload-uuid"]
+    session, _, tag = uid.partition(".")
+    assert len(tag) == 8
+    for forged in (session, f"{session}.ffffffff", f"{session}.{tag}.{tag}", f"0{session}.{tag}"):
+        answer = await herd.client.patch(f"/v2/{REPO}/blobs/uploads/{forged}", content=b"x")
+        assert answer.status_code == 404 and answer.json()["errors"][0]["code"] == "BLOB_UPLOAD_UNKNOWN", forged
+    assert (await herd.client.patch(f"/v2/{REPO}/blobs/uploads/{uid}", content=b"x")).status_code == 202
