@@ -251,9 +251,8 @@ class Daemon:
         log.info("preloading %d image(s)", len(job.images))
         tls, secret = node.tls.client, self.config.cluster.secret
         try:
-            replicas = self.config.origin.replicas
             async with IndexClient(ring("index"), tls=tls, secret=secret) as index, \
-                    OriginClient(ring("origin"), tls=tls, secret=secret, replicas=replicas) as origin:
+                    OriginClient(ring("origin"), tls=tls, secret=secret) as origin:
                 await run_job(job, index, origin, on_image=logged)
         except Exception:  # never takes the daemon down
             log.exception("preloading images failed")

@@ -51,8 +51,7 @@ class IndexService:
         async with self.store, self.upstreams:
             if self.config.index.origin is not None or "origin" in self.node.rings:  # origins elsewhere
                 self._origin = OriginClient(self.node.ring("origin", self.config.index.origin),
-                                            tls=self.node.tls.client, secret=self.config.cluster.secret,
-                                            replicas=self.config.origin.replicas)
+                                            tls=self.node.tls.client, secret=self.config.cluster.secret)
             try:
                 log.info("index database %s", self.store.path)
                 async with trio.open_nursery() as nursery:

@@ -101,15 +101,14 @@ class OriginClient:
 
     ``target`` is one origin's address, or a ring of origins (swarmreg.cluster): a blob's requests
     go to its owners in ring order, the next one on failure (see swarmreg.cluster.transport); an
-    upload to the first live one; ``replicas`` is how many own each blob (``origin.replicas``).
+    upload to the first live one.
     ``tls`` is the cluster's client context (HTTPS with this node's certificate) or None;
     ``secret`` the cluster secret, sent as a bearer token (``[cluster] secret``).
     """
 
     def __init__(self, target: Address | Ring, *, timeout: float = 60.0, tls: ssl.SSLContext | None = None,
-                 secret: str = "", replicas: int = 1) -> None:
+                 secret: str = "") -> None:
         self.ring = target if isinstance(target, Ring) else Ring.static("origin", target)
-        self.replicas = replicas
         self._tls = tls is not None
         self._pinned: Address | None = None
         self._http = httpx.AsyncClient(base_url=url_of(Address(PLACEHOLDER, 0), self._tls),

@@ -52,8 +52,7 @@ class ProxyService:
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         tls, secret = self.node.tls.client, self.node.config.cluster.secret
         node = self.node
-        async with (OriginClient(node.ring("origin", self.config.origin), tls=tls, secret=secret,
-                                 replicas=node.config.origin.replicas) as origin,
+        async with (OriginClient(node.ring("origin", self.config.origin), tls=tls, secret=secret) as origin,
                     IndexClient(node.ring("index", self.config.index), tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
