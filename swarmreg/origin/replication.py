@@ -277,7 +277,7 @@ class Replicator:
                 sent = await self.client.at(target).upload_file(namespace, digest, self.store.path(digest),
                                                                 through=False, replica=True)
             except SwarmregError as error:
-                log.info("replicating %s to origin %s: %s (tried again later)", digest, target, error.message)
+                log.warning("replicating %s to origin %s: %s (tried again later)", digest, target, error.message)
                 done = False
                 continue
             except FileNotFoundError:  # collected meanwhile

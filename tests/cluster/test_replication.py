@@ -6,6 +6,7 @@ that grows moves only the blobs whose owners changed."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -113,3 +114,44 @@ async def test_a_grown_ring_moves_only_the_blobs_whose_owners_changed(nursery: t
     with trio.fail_after(20):
         while queued(a) or set(blob_files(Path(b.config.data_dir))) != moving:
             await trio.sleep(0.05)
+
+
+async def test_an_origin_killed_after_a_commit_still_owes_the_blob(spawn: Any, tmp_path: Path) -> None:
+    """SIGKILL right after the commit's answer: the obligation was on disk before it."""
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    options = (members_option(members), "cluster.health_interval=0.2")
+    a = await spawn("a", ["origin"], f"origin.listen={members[0]}", *options, data_dir=tmp_path / "a")
+    data = random_bytes(100_000, seed=5)
+    async with httpx.AsyncClient(base_url=f"http://{members[0]}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)  # the other origin is not running
+    a.kill()
+    await a.wait()
+    assert (tmp_path / "a" / "replication" / f"sha256-{digest.split(':')[1]}").exists()
+    await spawn("b", ["origin"], f"origin.listen={members[1]}", *options, data_dir=tmp_path / "b")
+    await spawn("a", ["origin"], f"origin.listen={members[0]}", *options, data_dir=tmp_path / "a")
+    with trio.fail_after(30):
+        while digest.split(":")[1] not in blob_files(tmp_path / "b"):
+            await trio.sleep(0.05)
+    async with httpx.AsyncClient(base_url=f"http://{members[1]}", timeout=30) as client:
+        assert (await client.get(blob_path(NS, digest), params={"local": "true"})).content == data
+
+
+async def test_agents_pull_through_the_next_owner_when_the_first_is_stopped(nursery: trio.Nursery,
+                                                                              tmp_path: Path) -> None:
+    """The tracker asks the blob's origins in ring order for its metainfo: with the first owner
+    stopped, the second one answers and seeds, and the agent's download completes."""
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    origins = {m: await start_origin(nursery, tmp_path, m, members) for m in members}
+    tracker = await start_daemon(nursery, make_config(tmp_path / "tracker", members_option(members)), ["tracker"])
+    agent = await start_daemon(nursery, make_config(
+        tmp_path / "agent", f"agent.tracker={tracker.ready['roles']['tracker']['ws']}"), ["agent"])
+    data = random_bytes(3 << 20, seed=6)  # past tracker.inline_max: a torrent, seeded by an origin
+    first = rank(digest_of(data), members)[0]
+    async with httpx.AsyncClient(base_url=f"http://{first}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)
+    second = next(m for m in members if m != first)
+    await holds(origins[second], digest)
+    await origins[first].stop()
+    async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+        pulled = await client.get(blob_path(NS, digest))
+        assert pulled.status_code == 200 and pulled.content == data
