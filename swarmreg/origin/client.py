@@ -6,7 +6,7 @@ import copy
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -79,16 +79,13 @@ class OriginMetainfo:
     raw: bytes
     peer_id: str
     peer_port: int
-    # The origin that answered (of the ring's members).
-    address: Address | None = None
 
 
 @attrs.frozen
 class Pending:
-    """The origin at ``address`` fetches the blob (``size`` bytes) and offers to stream it as it arrives."""
+    """The origin at ``base`` (its URL) fetches the blob (``size`` bytes) and offers to stream it as it arrives."""
 
     size: int
-    address: Address
     base: str
 
 
@@ -194,50 +191,48 @@ class OriginClient:
         raise_for_error(started, "origin")
         return started.extensions[MEMBER], blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
 
-    async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True,
-                          replica: bool = False) -> bool:
-        """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; a blob the origin holds
-        is skipped (False). A ``replica`` is one origin's copy for another, which does not send it on."""
+    async def _upload(self, namespace: str, digest: Digest, patch: Callable[[str, Address], Awaitable[None]], *,
+                      through: bool, replica: bool = False) -> bool:
+        """A Kraken upload: POST, ``patch(path, member)`` sends the bytes, PUT commits; False when
+        the origin holds the blob already. A ``replica`` is one origin's copy for another, which
+        does not send it on."""
         started = await self._start_upload(namespace, digest, replica=replica)
         if started is None:
             return False
         member, upload = started
-        params = {THROUGH: _flag(through), **({REPLICA: "true"} if replica else {})}
         async with self._abandoned_on_failure(namespace, upload, member):
+            await patch(upload, member)
+            await self._checked("PUT", upload, member=member,
+                                params={THROUGH: _flag(through), **({REPLICA: "true"} if replica else {})})
+        return True
+
+    async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True,
+                          replica: bool = False) -> bool:
+        """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; False when the origin
+        holds the blob already."""
+        async def patch(upload: str, member: Address) -> None:
             size = path.stat().st_size
             for start in range(0, size, CHUNK):
                 end = min(start + CHUNK, size)
                 async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
                     await self._checked("PATCH", upload, member=member, content=body, headers={
                         "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
-            await self._checked("PUT", upload, member=member, params=params)
-        return True
+
+        return await self._upload(namespace, digest, patch, through=through, replica=replica)
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
-        started = await self._start_upload(namespace, digest)
-        if started is None:
-            return
-        member, upload = started
-        async with self._abandoned_on_failure(namespace, upload, member):
-            if data:
-                await self._checked("PATCH", upload, member=member, content=data,
-                                    headers={"Content-Range": f"0,{len(data)}"})
-            await self._checked("PUT", upload, member=member, params={THROUGH: _flag(through)})
+        await self._upload_body(namespace, digest, data, len(data), through=through)
 
-    async def _upload_stream(self, namespace: str, digest: Digest, body: UpstreamBody, size: int, member: Address,
-                             *, through: bool) -> None:
-        """Upload ``body`` (``size`` bytes, streamed as it is read) as ``digest`` at ``member``."""
-        started = await self._send("POST", blob_path(namespace, digest, UPLOADS), member=member)
-        if started.status_code == 409:
-            return
-        raise_for_error(started, "origin")
-        upload = blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
-        async with self._abandoned_on_failure(namespace, upload, member):
+    async def _upload_body(self, namespace: str, digest: Digest, body: bytes | UpstreamBody, size: int, *,
+                           through: bool) -> None:
+        """Upload ``body`` (``size`` bytes: in memory, or streamed as it is read) in one PATCH."""
+        async def patch(upload: str, member: Address) -> None:
             if size:
                 await self._checked("PATCH", upload, member=member, content=body, headers={
                     "Content-Range": f"0,{size}", "Content-Length": str(size)})
-            await self._checked("PUT", upload, member=member, params={THROUGH: _flag(through)})
+
+        await self._upload(namespace, digest, patch, through=through)
 
     @asynccontextmanager
     async def _abandoned_on_failure(self, namespace: str, upload: str, member: Address) -> AsyncIterator[None]:
@@ -315,7 +310,7 @@ class OriginClient:
         try:
             body = await self.at(held).open(namespace, digest)
             try:
-                await self._upload_stream(namespace, digest, body, size, owner, through=through)
+                await self.at(owner)._upload_body(namespace, digest, body, size, through=through)
             finally:
                 await body.aclose()
         except SwarmregError as error:
@@ -382,14 +377,14 @@ class OriginClient:
             if size <= 0:
                 log.warning("origin %s offered a relay of %s without its size", member, digest)
                 raise SwarmregError(BAD_GATEWAY, "origin offered a relay without the blob's size")
-            return Pending(size, member, url_of(member, self._tls))
+            return Pending(size, url_of(member, self._tls))
         return self._metainfo(response, digest)
 
     def _metainfo(self, response: httpx.Response, digest: Digest) -> OriginMetainfo:
         member: Address = response.extensions[MEMBER]
         try:
             return OriginMetainfo(response.content, response.headers[PEER_ID_HEADER],
-                                  int(response.headers[PEER_PORT_HEADER]), member)
+                                  int(response.headers[PEER_PORT_HEADER]))
         except (KeyError, ValueError):
             log.warning("origin %s named no seeder for the metainfo of %s", member, digest)
             raise SwarmregError(BAD_GATEWAY, "origin named no seeder for the metainfo") from None

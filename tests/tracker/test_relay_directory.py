@@ -40,7 +40,7 @@ class FakeOrigin:
         self.calls.append("metainfo_or_pending")
         if self.relays:
             self.relays -= 1
-            return Pending(self.size, self.address, self.base)
+            return Pending(self.size, self.base)
         await self.fetched.wait()
         return OriginMetainfo(self.raw, "ab" * 10, 6881)
 
