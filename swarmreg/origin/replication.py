@@ -8,7 +8,9 @@ the receiver does not send on) and removes the file once all have it. Owners tha
 the file, retried when the ring changes (one comes back) and every RETRY seconds.
 
 A change of the ring's members (a DNS name's records, or a restart with another list) starts a
-repair: the blobs held here whose owners changed go into the queue; the others do not move.
+repair: the blobs held here whose owners changed go into the queue; the others do not move. So
+does a member coming back (it may have lost its disk): each of its blobs is offered to it by one
+origin, the first other live owner.
 On a miss, the origin first asks the blob's other live origins for it (their own stores only),
 then its backend.
 """
@@ -207,40 +209,60 @@ class Replicator:
                 await self._wake.wait()
 
     async def _follow_ring(self) -> None:
-        """Wake the queue whenever the ring changes; repair when its members did."""
+        """Wake the queue whenever the ring changes; repair when its members changed, or when
+        members came back (they may have come back empty: a replaced disk)."""
         version = self.ring.version
+        live = set(self.ring.members)  # taken as up at the start, as the ring does
         while True:
+            now = {member for member in self.ring.members if self.ring.live(member)}
             try:
-                await self._repair()
+                await self._repair(now - live)
             except Exception as error:  # background work: logged, never raised
                 log_failure(log, "replication repair", error)
+            live = now
             self._wake.set()
             version = await self.ring.wait_changed(version)
 
-    async def _repair(self) -> None:
-        """Queue the blobs held here whose owners changed since the members were last recorded."""
+    async def _repair(self, returned: set[Address]) -> None:
+        """Queue the blobs held here whose owners changed since the members were last recorded,
+        and those a member that ``returned`` owns whose first other live owner this origin is
+        (one origin offers each: a blob the member holds costs one 409)."""
         members = self.ring.members
         if not members:
             return
         before = await trio.to_thread.run_sync(self.queue.members)
-        if before == members:
+        changed = before is not None and before != members
+        if not changed and not returned:
+            if before is None:
+                await trio.to_thread.run_sync(self.queue.record_members, members)
             return
-        moved = 0
-        if before is not None:
-            digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
-            for digest in digests:
-                if rank(str(digest), before)[:self.replicas] == rank(str(digest), members)[:self.replicas]:
-                    continue
-                # The namespace its metainfo was cached with; a blob without one (the empty blob,
-                # which has no torrent) is left where it is, and logged as not moved.
-                if namespace := self.namespace_of(digest):
-                    await trio.to_thread.run_sync(self.queue.add, namespace, digest)
-                    moved += 1
-                else:
-                    log.info("repair: %s has no recorded namespace, not moved", digest)
+        digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
+        queued = 0
+        for digest in digests:
+            owners = rank(str(digest), members)[:self.replicas]
+            if changed:
+                assert before is not None
+                due = rank(str(digest), before)[:self.replicas] != owners
+            else:
+                offering = [m for m in owners if m not in returned and self.ring.live(m)]
+                due = bool(returned & set(owners)) and bool(offering) and self.is_self(offering[0])
+            if not due:
+                continue
+            # The namespace its metainfo was cached with; a blob without one (the empty blob,
+            # which has no torrent) is left where it is, and logged as not moved.
+            if namespace := self.namespace_of(digest):
+                await trio.to_thread.run_sync(self.queue.add, namespace, digest)
+                queued += 1
+            else:
+                log.info("repair: %s has no recorded namespace, not moved", digest)
+        if changed:
+            assert before is not None
             log.info("the ring of origins changed (%d to %d members): %d of %d blob(s) held here have new "
-                     "owners", len(before), len(members), moved, len(digests))
-        await trio.to_thread.run_sync(self.queue.record_members, members)
+                     "owners", len(before), len(members), queued, len(digests))
+            await trio.to_thread.run_sync(self.queue.record_members, members)
+        else:
+            log.info("origin(s) %s came back: %d of %d blob(s) held here are offered to them",
+                     ", ".join(sorted(map(str, returned))), queued, len(digests))
 
     async def _pass(self) -> int:
         """Try every obligation once; how many are left."""

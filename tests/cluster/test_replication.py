@@ -5,6 +5,7 @@ that grows moves only the blobs whose owners changed."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,18 @@ async def test_agents_pull_through_the_next_owner_when_the_first_is_stopped(nurs
     async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
         pulled = await client.get(blob_path(NS, digest))
         assert pulled.status_code == 200 and pulled.content == data
+
+
+async def test_a_member_that_comes_back_empty_gets_its_blobs_again(nursery: trio.Nursery, tmp_path: Path) -> None:
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    await start_origin(nursery, tmp_path, members[0], members)
+    b = await start_origin(nursery, tmp_path, members[1], members)
+    async with httpx.AsyncClient(base_url=f"http://{members[0]}", timeout=30) as client:
+        digests = [await upload_blob(client, NS, random_bytes(30_000, seed=40 + n)) for n in range(3)]
+    for digest in digests:
+        await holds(b, digest)
+    await b.stop()
+    shutil.rmtree(b.config.data_dir)  # its disk was replaced
+    b = await start_origin(nursery, tmp_path, members[1], members)
+    for digest in digests:
+        await holds(b, digest)
