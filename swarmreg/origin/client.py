@@ -222,15 +222,10 @@ class OriginClient:
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
-        await self._upload_body(namespace, digest, data, len(data), through=through)
-
-    async def _upload_body(self, namespace: str, digest: Digest, body: bytes | UpstreamBody, size: int, *,
-                           through: bool) -> None:
-        """Upload ``body`` (``size`` bytes: in memory, or streamed as it is read) in one PATCH."""
         async def patch(upload: str, member: Address) -> None:
-            if size:
-                await self._checked("PATCH", upload, member=member, content=body, headers={
-                    "Content-Range": f"0,{size}", "Content-Length": str(size)})
+            if data:
+                await self._checked("PATCH", upload, member=member, content=data,
+                                    headers={"Content-Range": f"0,{len(data)}"})
 
         await self._upload(namespace, digest, patch, through=through)
 
@@ -246,9 +241,8 @@ class OriginClient:
 
     # -- sessions whose digest comes at the end (the proxy's Docker pushes) -------------------
     # The digest is known only at the end, so a session opens at any live origin; with a ring of
-    # more than one, its id carries a tag naming that origin (TAG_LENGTH hex digits after a dot),
-    # which any client of the same ring reads back. The commit then moves the blob to its first
-    # live owner if the session's origin is not that one.
+    # more than one, its id carries a tag naming that origin (8 hex digits after a dot), which any
+    # client of the same ring reads back. That origin replicates the committed blob to its owners.
 
     def _tagged(self) -> bool:
         return self.ring.name is not None or len(self.ring.members) > 1
@@ -290,31 +284,12 @@ class OriginClient:
 
     async def finish(self, uid: str, namespace: str, digest: Digest, *, through: bool = True) -> int:
         """Commit the session as ``digest`` (DIGEST_INVALID if it does not match); returns the size.
-        In a ring, the blob is then copied to its first live owner if the session was elsewhere."""
+        In a ring, the session's origin then replicates the blob to its owners (and reads of it
+        ask the other origins after its owners)."""
         member, path = self._session(uid)
         response = await self._checked("PUT", path, member=member, params={
             "namespace": namespace, "digest": str(digest), THROUGH: _flag(through)})
-        size = int(response.headers[BLOB_SIZE])
-        if member is not None:
-            await self._to_first_owner(namespace, digest, size, response.extensions[MEMBER], through=through)
-        return size
-
-    async def _to_first_owner(self, namespace: str, digest: Digest, size: int, held: Address, *,
-                              through: bool) -> None:
-        """Copy the blob committed at ``held`` to the first live owner of its digest, streaming.
-        A failure is logged, not raised: the blob is stored (at ``held``, and through to its
-        backend), and reads of it ask the other origins after its owners."""
-        owner = self.ring.order(str(digest))[0]  # its first owner, or the next live origin after them
-        if owner == held:
-            return
-        try:
-            body = await self.at(held).open(namespace, digest)
-            try:
-                await self.at(owner)._upload_body(namespace, digest, body, size, through=through)
-            finally:
-                await body.aclose()
-        except SwarmregError as error:
-            log.warning("copying %s from origin %s to its owner %s failed: %s", digest, held, owner, error.message)
+        return int(response.headers[BLOB_SIZE])
 
     async def cancel(self, uid: str, namespace: str) -> None:
         member, path = self._session(uid)

@@ -162,8 +162,13 @@ class Replicator:
         return member.port == me.port and me.host in ("0.0.0.0", "::", "") and _local_address(member.host)
 
     def others(self, digest: Digest) -> list[Address]:
-        """The blob's owners other than this origin, live ones first."""
-        return [m for m in self.ring.owners(str(digest), self.replicas) if not self.is_self(m)]
+        """Where the blob goes, but here: its owners, and while some are down the live origins
+        next in its ring order in their stead (the replication factor holds during an outage;
+        the owners that are down get it when they are back)."""
+        ranked = rank(str(digest), self.ring.members)
+        # This origin is up, whatever its own ring's probes thought while it started.
+        stand_ins = [m for m in ranked if self.ring.live(m) or self.is_self(m)][:self.replicas]
+        return [m for m in dict.fromkeys([*ranked[:self.replicas], *stand_ins]) if not self.is_self(m)]
 
     async def enqueue(self, namespace: str, digest: Digest) -> None:
         """Owe the blob to its other owners (durably, before this returns); STORAGE_FULL when the

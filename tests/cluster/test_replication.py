@@ -14,6 +14,7 @@ import trio
 
 from swarmreg.cluster.rendezvous import rank
 from swarmreg.config import Address
+from tests.cluster.helpers import holds, members_option
 from tests.conftest import RunningDaemon, blob_files, free_port, make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path, upload_blob
 from tests.proxy.helpers import digest_of, push_blob
@@ -21,22 +22,11 @@ from tests.proxy.helpers import digest_of, push_blob
 NS = "test/replicas"
 
 
-def members_option(members: list[Address]) -> str:
-    return "cluster.origins=[" + ", ".join(f"'{m}'" for m in members) + "]"
-
-
 async def start_origin(nursery: trio.Nursery, tmp_path: Path, address: Address, members: list[Address],
                        *overrides: str) -> RunningDaemon:
     return await start_daemon(nursery, make_config(
         tmp_path / f"origin{address.port}", f"origin.listen={address}", members_option(members),
         "cluster.health_interval=0.2", *overrides), ["origin"])
-
-
-async def holds(origin: RunningDaemon, digest: str) -> None:
-    """Wait until ``origin`` has the blob in its store (replication runs in the background)."""
-    with trio.fail_after(20):
-        while digest.split(":")[1] not in blob_files(Path(origin.config.data_dir)):
-            await trio.sleep(0.05)
 
 
 def queued(origin: RunningDaemon) -> list[str]:
