@@ -22,8 +22,9 @@ from swarmreg.config import Address
 
 log = logging.getLogger(__name__)
 
-# A probe of one member: returns when it is up, raises (anything) or takes too long when not.
-Probe = Callable[[Address], Awaitable[None]]
+# A probe of one member: returns when it is up (with the name of the member's run, if it tells),
+# raises (anything) or takes too long when not.
+Probe = Callable[[Address], Awaitable[str | None]]
 
 # A member that a request failed to reach is skipped for 1 s, then twice as long for each
 # failure in a row, up to the ring's max_backoff.
@@ -57,6 +58,10 @@ class Ring:
         self.resolve_interval = resolve_interval
         self.max_backoff = max_backoff
         self._down: dict[Address, _Down] = {}
+        self._instances: dict[Address, str] = {}
+        # How often each member came back: found up after being down, or restarted (a new
+        # instance). Whoever keeps data for members (origins) hands it to them again.
+        self.comebacks: dict[Address, int] = {}
         self.version = 0  # grows with every change of members or of their health
         self._changed = trio.Event()
 
@@ -111,10 +116,15 @@ class Ring:
             log.warning("%s %s is down (%s); skipped for %g s", self.role, member, reason, backoff)
             self._bump()
 
-    def mark_up(self, member: Address) -> None:
-        """``member`` answered: it is live again at once."""
-        if self._down.pop(member, None) is not None:
-            log.info("%s %s is up again", self.role, member)
+    def mark_up(self, member: Address, instance: str | None = None) -> None:
+        """``member`` answered (as ``instance``, if it said): it is live again at once."""
+        was_down = self._down.pop(member, None) is not None
+        restarted = instance is not None and self._instances.get(member, instance) != instance
+        if instance is not None:
+            self._instances[member] = instance
+        if was_down or restarted:
+            log.info("%s %s is %s", self.role, member, "up again" if was_down else "back after a restart")
+            self.comebacks[member] = self.comebacks.get(member, 0) + 1
             self._bump()
 
     async def _check(self, member: Address) -> None:
@@ -122,11 +132,11 @@ class Ring:
         timeout = max(1.0, min(self.health_interval, 5.0))
         try:
             with trio.fail_after(timeout):
-                await self.probe(member)
+                instance = await self.probe(member)
         except Exception as error:  # any failure of the probe is the member's trouble
             self.mark_down(member, f"health check: {type(error).__name__}")
         else:
-            self.mark_up(member)
+            self.mark_up(member, instance)
 
     async def _check_forever(self) -> None:
         while True:

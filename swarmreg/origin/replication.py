@@ -151,15 +151,17 @@ class Replicator:
         self._me = me
         self.namespace_of = namespace_of
         self._wake = trio.Event()
+        self._self: dict[Address, bool] = {}  # is_self's answers
         self.sent = 0  # replicas sent
 
     def is_self(self, member: Address) -> bool:
         """Whether ``member`` of the ring is this origin (its listening address, or a local one
         at its port when it listens on every address)."""
-        me = self._me()
-        if member == me:
-            return True
-        return member.port == me.port and me.host in ("0.0.0.0", "::", "") and _local_address(member.host)
+        if (known := self._self.get(member)) is None:
+            me = self._me()
+            known = self._self[member] = member == me or (
+                member.port == me.port and me.host in ("0.0.0.0", "::", "") and _local_address(member.host))
+        return known
 
     def others(self, digest: Digest) -> list[Address]:
         """Where the blob goes, but here: its owners, and while some are down the live origins
@@ -215,16 +217,17 @@ class Replicator:
 
     async def _follow_ring(self) -> None:
         """Wake the queue whenever the ring changes; repair when its members changed, or when
-        members came back (they may have come back empty: a replaced disk)."""
+        members came back (found up after being down, or restarted: perhaps on an empty disk)."""
         version = self.ring.version
-        live = set(self.ring.members)  # taken as up at the start, as the ring does
+        seen = dict(self.ring.comebacks)
         while True:
-            now = {member for member in self.ring.members if self.ring.live(member)}
+            comebacks = dict(self.ring.comebacks)
+            returned = {member for member, count in comebacks.items() if count != seen.get(member, 0)}
             try:
-                await self._repair(now - live)
+                await self._repair(returned)
             except Exception as error:  # background work: logged, never raised
                 log_failure(log, "replication repair", error)
-            live = now
+            seen = comebacks
             self._wake.set()
             version = await self.ring.wait_changed(version)
 
@@ -236,20 +239,24 @@ class Replicator:
         if not members:
             return
         before = await trio.to_thread.run_sync(self.queue.members)
-        changed = before is not None and before != members
-        if not changed and not returned:
-            if before is None:
-                await trio.to_thread.run_sync(self.queue.record_members, members)
-            return
+        previous = before if before is not None and before != members else None
+        if previous is not None or returned:
+            await self._queue_moved(previous, members, returned)
+        if before != members:  # after the scan: a repair cut short by a crash runs again
+            await trio.to_thread.run_sync(self.queue.record_members, members)
+
+    async def _queue_moved(self, previous: tuple[Address, ...] | None, members: tuple[Address, ...],
+                           returned: set[Address]) -> None:
+        """Queue the blobs whose owners differ from those among the ``previous`` members (when
+        the members changed), else those the ``returned`` members own that this origin offers."""
         digests = await trio.to_thread.run_sync(lambda: list(self.store.digests()))
         queued = 0
         for digest in digests:
             owners = rank(str(digest), members)[:self.replicas]
-            if changed:
-                assert before is not None
-                due = rank(str(digest), before)[:self.replicas] != owners
+            if previous is not None:
+                due = rank(str(digest), previous)[:self.replicas] != owners
             else:
-                offering = [m for m in owners if m not in returned and self.ring.live(m)]
+                offering = [m for m in owners if m not in returned and (self.ring.live(m) or self.is_self(m))]
                 due = bool(returned & set(owners)) and bool(offering) and self.is_self(offering[0])
             if not due:
                 continue
@@ -260,11 +267,9 @@ class Replicator:
                 queued += 1
             else:
                 log.info("repair: %s has no recorded namespace, not moved", digest)
-        if changed:
-            assert before is not None
+        if previous is not None:
             log.info("the ring of origins changed (%d to %d members): %d of %d blob(s) held here have new "
-                     "owners", len(before), len(members), queued, len(digests))
-            await trio.to_thread.run_sync(self.queue.record_members, members)
+                     "owners", len(previous), len(members), queued, len(digests))
         else:
             log.info("origin(s) %s came back: %d of %d blob(s) held here are offered to them",
                      ", ".join(sorted(map(str, returned))), queued, len(digests))

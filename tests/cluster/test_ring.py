@@ -71,9 +71,28 @@ async def test_probes_find_an_origin_down_and_up_again(nursery: trio.Nursery, tm
     await origin.stop()
     while ring.live(member):
         version = await ring.wait_changed(version)
+    comebacks = ring.comebacks.get(member, 0)
     await start_daemon(nursery, config, ["origin"])
     while not ring.live(member):
         version = await ring.wait_changed(version)
+    assert ring.comebacks[member] == comebacks + 1
+
+
+async def test_a_restart_between_two_probes_is_a_comeback(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The member came back maybe with an empty disk: its health answer names a new instance."""
+    port = free_port()
+    config = make_config(tmp_path / "o", f"origin.listen=127.0.0.1:{port}")
+    origin = await start_daemon(nursery, config, ["origin"])
+    member = Address("127.0.0.1", port)
+    ring = Ring("origin", (member,), probe=http_probe(None), health_interval=3600)
+    await ring._check(member)  # the first answer: its instance is known now
+    await origin.stop()
+    await start_daemon(nursery, config, ["origin"])
+    version = ring.version
+    await ring._check(member)
+    assert ring.comebacks == {member: 1} and ring.version > version
+    await ring._check(member)
+    assert ring.comebacks == {member: 1}, "the same instance again"
 
 
 async def test_the_tracker_answers_its_websocket_health_check(nursery: trio.Nursery, tmp_path: Path) -> None:
