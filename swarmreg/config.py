@@ -87,6 +87,21 @@ def default_data_dir() -> str:
     return os.path.join(base, "swarmreg")
 
 
+# A role's members: the addresses as written, or one DNS name (host:port) standing for its records.
+Members = tuple[Address, ...] | Address
+
+
+def _members(value: Any, _type: Any = None) -> Members:
+    if isinstance(value, str):
+        return Address.parse(value)
+    if isinstance(value, list | tuple):
+        members = tuple(Address.parse(item) for item in value)
+        if len(set(members)) != len(members):
+            raise ValueError("a member is listed twice")
+        return members
+    raise ValueError(f"expected a list of 'host:port' or one 'name:port', got {value!r}")
+
+
 @attrs.frozen
 class LogConfig:
     format: Literal["text", "json"] = "text"
@@ -142,6 +157,10 @@ class OriginConfig:
     # later ones wait for the torrent. More relays: less waiting, more of the origin's egress per
     # blob (each relay is a whole copy); 0: never relay.
     relay_limit: int = attrs.field(default=4, validator=attrs.validators.ge(0))
+    # How many origins own each blob (rendezvous hashing over [cluster] origins; capped by their
+    # number): an upload goes to the first live one, which replicates it to the others; reads
+    # try them in turn (docs/cluster.md).
+    replicas: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     # The index the garbage collector marks from (its collector routes, with this node's cluster
     # credentials: an origin role certificate); unset, the index role in the same daemon.
     index: Address | None = None
@@ -507,6 +526,18 @@ class ClusterConfig:
     secret_file: str = ""
     # Start even though internal ports listen beyond loopback with neither [tls] nor a secret.
     insecure: bool = False
+    # The members of each role (docs/cluster.md): a list of addresses, or one "name:port" whose
+    # A/AAAA records are the members (looked up again every resolve_interval). Set, a list takes
+    # precedence over the role's own address keys (proxy.origin, agent.tracker, tracker.origins
+    # ...), which stay the one-member ring used when the list is empty.
+    origins: Members = ()
+    trackers: Members = ()
+    indexes: Members = ()
+    # Every member of a ring is asked GET /health this often (0: never; passive checks only).
+    health_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))
+    resolve_interval: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    # A member a request failed to reach is skipped for 1 s, doubled per failure up to this.
+    max_backoff: float = attrs.field(default=30.0, validator=attrs.validators.ge(1))
 
 
 def _default_registry(value: str) -> None:
@@ -585,6 +616,9 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Duration, parse_duration)
     converter.register_structure_hook(Address, Address.parse)
     converter.register_unstructure_hook(Address, str)
+    converter.register_structure_hook_func(lambda kind: kind == Members, _members)
+    converter.register_unstructure_hook_func(
+        lambda kind: kind == Members, lambda value: str(value) if isinstance(value, Address) else list(map(str, value)))
 
     def structure_backend(value: Any, _type: Any) -> BackendConfig:
         if not isinstance(value, Mapping):

@@ -15,6 +15,7 @@ import trio
 
 from swarmreg.authz import exposure_error
 from swarmreg.backends.router import BackendRouter
+from swarmreg.cluster.rings import cluster_rings
 from swarmreg.config import Config, ConfigError
 from swarmreg.http.client import LimitedResolver
 from swarmreg.layout import DataLayout
@@ -124,9 +125,13 @@ class Daemon:
                  preload_images: str | os.PathLike[str] | None = None) -> None:
         self.config = config
         self.roles = parse_roles(roles)
-        needs = [("tracker", "origin", bool(config.tracker.origins), "tracker.origins"),
-                 ("proxy", "origin", config.proxy.origin is not None, "proxy.origin"),
-                 ("proxy", "index", config.proxy.index is not None, "proxy.index")]
+        cluster = config.cluster
+        needs = [("tracker", "origin", bool(config.tracker.origins or cluster.origins),
+                  "cluster.origins or tracker.origins"),
+                 ("proxy", "origin", config.proxy.origin is not None or cluster.origins != (),
+                  "cluster.origins or proxy.origin"),
+                 ("proxy", "index", config.proxy.index is not None or cluster.indexes != (),
+                  "cluster.indexes or proxy.index")]
         for role, other, configured, key in needs:
             if role in self.roles and not configured and other not in self.roles:
                 raise DaemonError(f"the {role} needs {key}, or the {other} role in the same daemon")
@@ -174,6 +179,11 @@ class Daemon:
                         await watcher.start(self._watch_signals)
                     # Cancelled with the watcher, after every role has stopped.
                     watcher.start_soon(trim_periodically, self.config.malloc_trim_interval)
+                    # The rings (membership and health checks) outlive the roles: their clients
+                    # use them to the end.
+                    node.rings = cluster_rings(self.config.cluster, tls.client)
+                    for ring in node.rings.values():
+                        await watcher.start(ring.run)
                     async with trio.open_nursery() as engine_nursery:
                         if SWARM_ROLES & set(self.roles):
                             node.engine = SwarmEngine(self.config.swarm, tls.peer)
@@ -219,15 +229,15 @@ class Daemon:
     async def _preload(self, node: Node) -> None:
         """The preheat job of --preload-images, through this daemon's index and origin (or those its
         proxy uses), logged as it goes. Background work: it logs what fails and never raises."""
-        from swarmreg.config import Address
+        from swarmreg.cluster.ring import Ring
         from swarmreg.index.client import IndexClient
         from swarmreg.origin.client import OriginClient
         from swarmreg.proxy.preheat import ImageResult, PreheatJob, run_job
         from swarmreg.proxy.wire import JobRequest
 
-        def address(role: str) -> Address:
+        def ring(role: str) -> Ring:
             configured = getattr(self.config.proxy, role) if "proxy" in self.roles else None
-            return configured or Address.parse(node.bound[role]["http"])
+            return node.ring(role, configured)
 
         def logged(job: PreheatJob, image: ImageResult) -> None:
             done = sum(i.status in ("done", "failed") for i in job.images)
@@ -241,8 +251,8 @@ class Daemon:
         log.info("preloading %d image(s)", len(job.images))
         tls, secret = node.tls.client, self.config.cluster.secret
         try:
-            async with IndexClient(address("index"), tls=tls, secret=secret) as index, \
-                    OriginClient(address("origin"), tls=tls, secret=secret) as origin:
+            async with IndexClient(ring("index"), tls=tls, secret=secret) as index, \
+                    OriginClient(ring("origin"), tls=tls, secret=secret) as origin:
                 await run_job(job, index, origin, on_image=logged)
         except Exception:  # never takes the daemon down
             log.exception("preloading images failed")

@@ -78,6 +78,11 @@ class DataLayout(BlobTree):
     def downloads(self) -> Path:
         return self.root / "downloads"
 
+    @property
+    def replication(self) -> Path:
+        """An origin's replication queue (swarmreg.origin.replication)."""
+        return self.root / "replication"
+
     def setting(self, path: str) -> Path:
         """A path from the configuration (backend root, index database), relative to the data directory."""
         return self.root / path

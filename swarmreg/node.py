@@ -8,7 +8,9 @@ import attrs
 import trio
 
 from swarmreg.backends.router import BackendRouter
-from swarmreg.config import Config
+from swarmreg.cluster.ring import Ring
+from swarmreg.cluster.rings import ring_for
+from swarmreg.config import Address, Config
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
@@ -33,6 +35,18 @@ class Node:
     engine: SwarmEngine | None = None
     # What each role started so far has bound, e.g. {"origin": {"http": "127.0.0.1:15002"}}.
     bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
+    # The rings of the roles [cluster] lists (run by the daemon), by role: "origin", "tracker", "index".
+    rings: dict[str, Ring] = attrs.field(factory=dict)
+
+    def ring(self, role: str, configured: Address | None, port: str = "http") -> Ring:
+        """The members of ``role`` this daemon's clients use: its [cluster] ring, else the one
+        address the role's own key names (``configured``), else the role in this daemon (which
+        the daemon checked runs, and started first)."""
+        if configured is None and role not in self.rings:
+            configured = Address.parse(self.bound[role][port])
+        ring = ring_for(self.rings, role, configured)
+        assert ring is not None
+        return ring
 
     async def seed_held(self) -> int:
         """Seed every held blob whose metainfo is cached (no hashing); returns how many."""

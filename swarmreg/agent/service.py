@@ -38,7 +38,7 @@ class AgentService:
         self.store = node.store
         self.engine = node.require_engine()
         self.tracker = TrackerClient(
-            node.config.agent.tracker, port=self._peer_port, peer_id=self.engine.peer_id,
+            node.ring("tracker", node.config.agent.tracker), port=self._peer_port, peer_id=self.engine.peer_id,
             announcements=self._announcements, on_peers=self._on_peers,
             attempts=node.config.agent.tracker_attempts, tls=node.tls.client,
             secret=node.config.cluster.secret)
@@ -55,7 +55,7 @@ class AgentService:
                          wait_for_room=self.config.agent.stall_timeout, evicts=not shared)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
-        async with IndexClient(self.config.agent.index, tls=self.node.tls.client,
+        async with IndexClient(self.node.ring("index", self.config.agent.index), tls=self.node.tls.client,
                                secret=self.config.cluster.secret) as index, \
                 trio.open_nursery() as nursery:
             cache = self.cache = self._cache()

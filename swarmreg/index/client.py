@@ -18,6 +18,8 @@ import httpx
 import trio
 
 from swarmreg.authz import bearer_headers
+from swarmreg.cluster.ring import Ring
+from swarmreg.cluster.transport import PLACEHOLDER, RingTransport, url_of
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UNKNOWN, MANIFEST_UNKNOWN, UNAVAILABLE, ErrorCode, SwarmregError
@@ -72,15 +74,21 @@ def _next(body: Mapping[str, Any]) -> dict[str, Any] | None:
 class IndexClient:
     """An httpx client for one index; use as ``async with IndexClient(address) as index:``.
 
-    ``address`` is an Address, ``"host:port"`` or a base URL; ``tls`` is the cluster's client
+    ``address`` is an Address, ``"host:port"``, a base URL, or a ring of indexes (swarmreg.cluster:
+    every request goes to the first live member, the same for every client, and to the next one
+    when that cannot be reached); ``tls`` is the cluster's client
     context (HTTPS with this node's certificate) or None, ``secret`` the cluster secret (sent as
     a bearer token). Names are checked here before a
     request is made, with the index's own error codes.
     """
 
-    def __init__(self, address: Address | str, *, timeout: float = CLIENT_TIMEOUT, connect_timeout: float = 5.0,
-                 attempts: int = 3, backoff: float = 0.2, transport: httpx.AsyncBaseTransport | None = None,
-                 tls: ssl.SSLContext | None = None, secret: str = "") -> None:
+    def __init__(self, address: Address | str | Ring, *, timeout: float = CLIENT_TIMEOUT,
+                 connect_timeout: float = 5.0, attempts: int = 3, backoff: float = 0.2,
+                 transport: httpx.AsyncBaseTransport | None = None, tls: ssl.SSLContext | None = None,
+                 secret: str = "") -> None:
+        if isinstance(address, Ring):
+            transport = RingTransport(address, verify=tls or True, budget=timeout)
+            address = url_of(Address(PLACEHOLDER, 0), tls is not None)
         self.base_url = _base_url(address, "https" if tls else "http")
         self.attempts = max(1, attempts)
         self.backoff = backoff

@@ -49,9 +49,9 @@ class IndexService:
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the index API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
         async with self.store, self.upstreams:
-            if self.config.index.origin is not None:  # an origin elsewhere: its upload API
-                self._origin = OriginClient(self.config.index.origin, tls=self.node.tls.client,
-                                            secret=self.config.cluster.secret)
+            if self.config.index.origin is not None or "origin" in self.node.rings:  # origins elsewhere
+                self._origin = OriginClient(self.node.ring("origin", self.config.index.origin),
+                                            tls=self.node.tls.client, secret=self.config.cluster.secret)
             try:
                 log.info("index database: %s", self.store.describe())
                 async with trio.open_nursery() as nursery:

@@ -28,6 +28,7 @@ from swarmreg.origin.wire import (
     PEER_ID_HEADER,
     PEER_PORT_HEADER,
     RELAY_PENDING,
+    REPLICA,
     SESSIONS,
     THROUGH,
     UPLOAD_SIZE,
@@ -44,7 +45,7 @@ class Origin(Protocol):
 
     idle_timeout: float
 
-    async def start_upload(self, namespace: str, digest: Digest) -> str: ...
+    async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> str: ...
 
     async def open_session(self, namespace: str) -> Upload: ...
 
@@ -52,13 +53,13 @@ class Origin(Protocol):
 
     async def write_upload(self, upload: Upload, where: ByteRange | None, chunks: AsyncIterable[bytes]) -> None: ...
 
-    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int: ...
+    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool, replica: bool = False) -> int: ...
 
     async def cancel_upload(self, upload: Upload) -> None: ...
 
     async def stat(self, namespace: str, digest: Digest, *, local: bool = False) -> int: ...
 
-    async def serve_blob(self, namespace: str, digest: Digest) -> tuple[int, OpenRange]: ...
+    async def serve_blob(self, namespace: str, digest: Digest, *, local: bool = False) -> tuple[int, OpenRange]: ...
 
     async def metainfo_or_pending(self, namespace: str, digest: Digest) -> Metainfo | int: ...
 
@@ -102,7 +103,8 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
 
     @app.post(f"{BLOB_ROUTE}{UPLOADS}")
     async def start_upload(namespace: str, digest: str) -> Response:
-        uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest))
+        uid = await origin.start_upload(validate_namespace(namespace), Digest.parse(digest),
+                                        replica=_parse_bool(REPLICA, request.args.get(REPLICA)))
         return PlainResponse("", status=200, headers={"Location": uid})
 
     @app.patch(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
@@ -115,7 +117,8 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
     async def commit_upload(namespace: str, digest: str, uid: str) -> Response:
         parsed = Digest.parse(digest)
         upload = origin.upload(uid, validate_namespace(namespace), parsed)
-        size = await origin.commit_upload(upload, parsed, through=through())
+        size = await origin.commit_upload(upload, parsed, through=through(),
+                                          replica=_parse_bool(REPLICA, request.args.get(REPLICA)))
         return PlainResponse("", status=200, headers={"Docker-Content-Digest": str(parsed), BLOB_SIZE: str(size)})
 
     # Sessions whose digest is known only at the end, for the proxy's Docker pushes: the
@@ -183,8 +186,9 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
         if request.method == "HEAD":
             size = await origin.stat(namespace, parsed, local=_parse_bool(LOCAL, request.args.get(LOCAL)))
             return await blob_response(parsed, size, range_header, None)
-        # On a miss, the fetch from the backend streams out as it arrives.
-        size, open_range = await origin.serve_blob(namespace, parsed)
+        # On a miss, the fetch from the backend streams out as it arrives (unless asked for local only).
+        size, open_range = await origin.serve_blob(namespace, parsed,
+                                                   local=_parse_bool(LOCAL, request.args.get(LOCAL)))
         return await blob_response(parsed, size, range_header, open_range)
 
     return app

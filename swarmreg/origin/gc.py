@@ -105,12 +105,14 @@ class GarbageCollector:
     # -- mark ------------------------------------------------------------------------------------
 
     def _index(self) -> Address:
-        if self.node.config.origin.index is not None:
-            return self.node.config.origin.index
-        if "index" in self.node.bound:
-            return Address.parse(self.node.bound["index"]["http"])
-        raise SwarmregError(UNAVAILABLE, "garbage collection needs an index: set origin.index, or run the index "
-                            "role in the origin's daemon")
+        """The index to mark from: the first live one of the ring (the one every client writes to;
+        several indexes must share their state, or a mark from one misses the others' links)."""
+        if "index" in self.node.rings or self.node.config.origin.index is not None or "index" in self.node.bound:
+            members = self.node.ring("index", self.node.config.origin.index).order()
+            if members:
+                return members[0]
+        raise SwarmregError(UNAVAILABLE, "garbage collection needs an index: set cluster.indexes or origin.index, "
+                            "or run the index role in the origin's daemon")
 
     async def _run(self, report: GcReport) -> None:
         # Taken before the mark: a blob committed since is younger than this, and is kept.
@@ -253,6 +255,8 @@ class GarbageCollector:
     async def _tell_trackers(self, removed: list[Digest], report: GcReport) -> None:
         """The trackers forget the removed blobs' metainfo and this origin as their seeder."""
         trackers = list(self.node.config.origin.trackers)
+        if (ring := self.node.rings.get("tracker")) is not None:  # every member holds metainfo of its own
+            trackers = [*ring.members, *trackers]
         if "tracker" in self.node.bound:
             trackers.insert(0, Address.parse(self.node.bound["tracker"]["ws"]))
         for address in dict.fromkeys(trackers):

@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 import trio
 
 from swarmreg.authz import ClusterGuard
-from swarmreg.backends.base import Backend
+from swarmreg.backends.base import Backend, BlobStream
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import (
@@ -28,8 +29,10 @@ from swarmreg.http.serve import serve_http
 from swarmreg.node import Node
 from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 from swarmreg.origin.app import create_origin_app
+from swarmreg.origin.client import OriginClient
 from swarmreg.origin.fetch import receive_blob
 from swarmreg.origin.gc import GarbageCollector
+from swarmreg.origin.replication import ReplicationQueue, Replicator
 from swarmreg.singleflight import Flight, SingleFlight
 from swarmreg.store.files import Body, ByteRange, FileBody
 from swarmreg.store.growing import GrowingFile
@@ -74,6 +77,8 @@ class OriginService:
         self._building = SingleFlight[Digest, None, Metainfo]("metainfo build")
         self._nursery: trio.Nursery | None = None
         self.gc = GarbageCollector(node, self._read_manifest)
+        # With [cluster] origins: sends blobs to their other owners, and finds them there on a miss.
+        self.replicator: Replicator | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
@@ -87,6 +92,8 @@ class OriginService:
                 serve_http, create_origin_app(self, ClusterGuard.from_config(self.node.config)),
                 self.config.origin.listen, http=self.config.http,
                 stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
+            if (ring := self.node.rings.get("origin")) is not None:
+                await nursery.start(self._replicate, ring, address)
             nursery.start_soon(self.uploads.expire_until, self.stop)
             nursery.start_soon(self._seed_cached)
             nursery.start_soon(self.gc.run_schedule, self.stop)
@@ -94,7 +101,17 @@ class OriginService:
             log.info("origin listening on %s://%s", self.node.tls.http, address)
             task_status.started({"http": str(address), "peer": str(self.engine.address)})
 
-    async def start_upload(self, namespace: str, digest: Digest) -> str:
+    async def _replicate(self, ring: Ring, address: Address, *,
+                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run the replicator of this origin (at ``address``) in ``ring``, with its own client."""
+        config = self.config
+        async with OriginClient(ring, tls=self.node.tls.client, secret=config.cluster.secret) as client:
+            self.replicator = Replicator(
+                ring, client, self.store, ReplicationQueue(config.layout.replication, fsync=config.store.fsync),
+                replicas=config.origin.replicas, me=lambda: address, namespace_of=self.node.metainfo.namespace)
+            await self.replicator.run(self.stop, task_status=task_status)
+
+    async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> str:
         """Open an upload session; 409 when the blob is here already (as Kraken does).
 
         Before that 409 the blob is written to the namespace's backend if the
@@ -107,6 +124,10 @@ class OriginService:
                 if (backend is not None and backend.writable
                         and await self._backend_call(backend.stat(namespace, digest)) is None):
                     await self._write_through(backend, namespace, digest)
+                # A client's retry after a commit whose obligation could not be recorded (a full
+                # disk) records it now; a replica another origin offers is not sent on.
+                if self.replicator is not None and not replica:
+                    await self.replicator.enqueue(namespace, digest)
                 raise SwarmregError(BLOB_EXISTS, detail={"digest": str(digest)})
         return (await self.uploads.create(namespace, digest)).uid
 
@@ -125,8 +146,10 @@ class OriginService:
     async def cancel_upload(self, upload: Upload) -> None:
         await self.uploads.cancel(upload)
 
-    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool) -> int:
-        """Commit the upload into the store and, with ``through``, into the namespace's backend."""
+    async def commit_upload(self, upload: Upload, digest: Digest, *, through: bool, replica: bool = False) -> int:
+        """Commit the upload into the store and, with ``through``, into the namespace's backend;
+        in a ring of origins, the blob is then owed to its other owners (unless it is a ``replica``
+        another origin sent), durably before this returns."""
         backend = self._backend(upload.meta.namespace) if through else None
         if backend is not None and not backend.writable:
             # Refused before the commit: nothing changes.
@@ -139,6 +162,9 @@ class OriginService:
             size = await self.uploads.commit(upload, digest)
             if backend is not None:
                 await self._write_through(backend, upload.meta.namespace, digest)
+            if self.replicator is not None and not replica:
+                with trio.CancelScope(shield=True):  # committed: the obligation must be recorded too
+                    await self.replicator.enqueue(upload.meta.namespace, digest)
         log.info("committed %s (%d bytes) in %s", digest, size, upload.meta.namespace)
         if size:
             # Hash the torrent now, off the request, so the first agent to ask need not wait.
@@ -178,13 +204,16 @@ class OriginService:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         return size
 
-    async def serve_blob(self, namespace: str, digest: Digest) -> tuple[int, OpenRange]:
+    async def serve_blob(self, namespace: str, digest: Digest, *, local: bool = False) -> tuple[int, OpenRange]:
         """The blob's size and how to open a range of it: from the store, or on a miss from the
         fetch from the backend (started or joined), streaming as its bytes arrive; the last
-        byte goes out once the blob matched its digest, and a failed fetch cuts the body."""
+        byte goes out once the blob matched its digest, and a failed fetch cuts the body.
+        ``local``: from the store only (BLOB_UNKNOWN on a miss, or while it is being fetched)."""
         size = self.store.size(digest)
         if size is not None and self._fetches.running(digest) is None:
             return size, partial(self.open_blob, namespace, digest)
+        if local:
+            raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
         fetch = self._start_fetch(namespace, digest).state
         await fetch.started.wait()
         if fetch.error is not None:
@@ -222,7 +251,8 @@ class OriginService:
 
     def stats(self, peers: bool) -> dict[str, Any]:
         """The swarm engine's counters, and the last garbage collection's report."""
-        return {**self.engine.stats(peers), "gc": self.gc.stats()}
+        replication = {"replication": self.replicator.stats()} if self.replicator is not None else {}
+        return {**self.engine.stats(peers), "gc": self.gc.stats(), **replication}
 
     async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]:
         """One garbage collection (joined if one of the kind runs); its report."""
@@ -273,21 +303,26 @@ class OriginService:
             fetch.size = held
             fetch.finish(self.store.path(digest))
             return self.node.metainfo.get(digest)
+        backend = self.backends.for_namespace(namespace)
         try:
-            backend = self.backends.for_namespace(namespace)
-            stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
+            # The blob's other origins first (their stores only), then the namespace's backend.
+            stream: BlobStream | None = None
+            source = "another origin"
+            if self.replicator is not None:
+                stream = await self.replicator.open_from_others(namespace, digest)
+            if stream is None:
+                stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
+                source = backend.describe(namespace) if backend is not None else namespace
             if stream is None:
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
-            source = backend.describe(namespace) if backend is not None else namespace
             async with stream:
                 metainfo = await self._backend_call(receive_blob(
                     self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source,
                     growing=fetch))
-            log.info("fetched %s (%d bytes) from the backend of %s", digest, stream.size, namespace)
+            log.info("fetched %s (%d bytes) from %s", digest, stream.size, source)
         except SwarmregError as error:
             if error.code is DIGEST_INVALID:
-                where = backend.describe(namespace) if backend is not None else "the backend"
-                raise SwarmregError(BACKEND_ERROR, f"{where} returned content that does not match the digest",
+                raise SwarmregError(BACKEND_ERROR, f"{source} returned content that does not match the digest",
                                     error.detail) from error
             # A blob no backend holds is an answer (a deleted or collected blob an agent still
             # announces), not a failure to look into.

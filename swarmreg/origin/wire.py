@@ -37,9 +37,13 @@ PEER_PORT_HEADER = "Swarm-Peer-Port"
 FETCH_WAIT = 3600.0
 
 # Query parameters: `through=true` also writes the blob to the namespace's backend;
-# `local=true` (on HEAD) asks about the origin's own store only.
+# `local=true` (on HEAD and GET) asks about the origin's own store only: no fetch from its backend or
+# another origin (what origins ask each other, so that two that both miss never wait on each other).
 THROUGH = "through"
 LOCAL = "local"
+# On a commit (PUT of an upload): the blob is a replica another origin sends, which this origin
+# does not replicate further (the sender sends it to every owner).
+REPLICA = "replica"
 # `wait=false` (on GET METAINFO) asks without waiting for a fetch from the backend: 200 with the
 # metainfo when the blob is held, or RELAY_PENDING with the blob's size in BLOB_SIZE while it is
 # fetched (the asker may then stream the blob from the origin as it arrives).

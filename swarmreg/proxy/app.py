@@ -219,7 +219,7 @@ def create_proxy_app(auth: Authorizer, index: IndexClient, origin: OriginClient,
                 return _created(blob_path(repository, digest), digest)
             # Not mountable: an ordinary upload session, as the spec says.
         monolithic = requested_digest() if request.args.get("digest") else None
-        uid = await origin.open_session(repository)
+        uid = await origin.open_session(repository, monolithic)
         if monolithic is not None:  # the whole blob in this request
             try:
                 await append(repository, uid)

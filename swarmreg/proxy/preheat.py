@@ -32,6 +32,7 @@ import trio
 
 from swarmreg.agent.client import AgentClient
 from swarmreg.agent.wire import PREFETCH_DONE, PREFETCH_FAILED
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import ALGORITHMS, Digest
 from swarmreg.errors import (
@@ -97,17 +98,17 @@ class AgentDirectory(Protocol):
 class TrackerAgents:
     """The agents connected to a tracker, reached over their blob API with the cluster secret."""
 
-    def __init__(self, tracker: Address | None, *, tls: ssl.SSLContext | None = None, secret: str = "") -> None:
-        self.tracker = tracker
+    def __init__(self, trackers: Ring | None, *, tls: ssl.SSLContext | None = None, secret: str = "") -> None:
+        self.trackers = trackers  # the first live one is asked: the one the agents use too
         self.tls = tls
         self.secret = secret
 
     async def agents(self) -> Sequence[Address]:
-        if self.tracker is None:
-            raise SwarmregError(UNAVAILABLE, "no tracker to ask for agents: set proxy.tracker, or run the "
-                                "tracker role in the proxy's daemon")
+        if self.trackers is None or not self.trackers.members:
+            raise SwarmregError(UNAVAILABLE, "no tracker to ask for agents: set cluster.trackers or proxy.tracker, "
+                                "or run the tracker role in the proxy's daemon")
         return [Address(agent.host, agent.port)
-                for agent in await list_agents(self.tracker, tls=self.tls, secret=self.secret)]
+                for agent in await list_agents(self.trackers.order()[0], tls=self.tls, secret=self.secret)]
 
     def client(self, address: Address) -> AbstractAsyncContextManager[Prefetching]:
         return AgentClient(address, secret=self.secret)

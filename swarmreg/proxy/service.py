@@ -8,6 +8,7 @@ from functools import partial
 
 import trio
 
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
@@ -48,14 +49,11 @@ class ProxyService:
         basic = BasicAuth(self.config.users, limiter=self.password_limiter, throttle=throttle)
         self.auth = Authorizer(basic, Access(self.config.access), tokens, self.config.token_realm)
 
-    def _address(self, configured: Address | None, role: str) -> Address:
-        # Unset: the role of the same daemon, which the daemon checked runs and started first.
-        return configured or Address.parse(self.node.bound[role]["http"])
-
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         tls, secret = self.node.tls.client, self.node.config.cluster.secret
-        async with (OriginClient(self._address(self.config.origin, "origin"), tls=tls, secret=secret) as origin,
-                    IndexClient(self._address(self.config.index, "index"), tls=tls, secret=secret) as index,
+        node = self.node
+        async with (OriginClient(node.ring("origin", self.config.origin), tls=tls, secret=secret) as origin,
+                    IndexClient(node.ring("index", self.config.index), tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
                                    max_manifest=self.config.max_manifest_size,
@@ -64,7 +62,8 @@ class ProxyService:
             tracker = self.config.tracker
             if tracker is None and "tracker" in self.node.bound:
                 tracker = Address.parse(self.node.bound["tracker"]["ws"])
-            preheater = Preheater(index, origin, TrackerAgents(tracker, tls=tls, secret=secret),
+            trackers = node.rings.get("tracker") or (Ring.static("tracker", tracker) if tracker else None)
+            preheater = Preheater(index, origin, TrackerAgents(trackers, tls=tls, secret=secret),
                                   max_running=self.config.preheat_jobs)
             await nursery.start(preheater.run, self.node.stop)
             add_preheat_routes(app, preheater, self.auth, idle_timeout=self.node.config.http.idle_timeout,

@@ -13,6 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket
 
 from swarmreg.authz import bearer_headers
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, UNAVAILABLE, SwarmregError, error_code
@@ -61,17 +62,23 @@ class Announcement:
 
 
 class TrackerClient:
-    """Keeps one websocket to the tracker open, re-announcing everything after each reconnect.
+    """Keeps one websocket to a tracker open, re-announcing everything after each reconnect.
 
+    ``trackers`` is the ring of trackers (or one tracker's address): the client connects to its
+    first live member, which is the same for every client (so that, with each tracker's own peer
+    store, every agent meets the others at one tracker), moves to the next when that one fails,
+    and back when the ring's first live member changes; each new connection re-announces what
+    the engine holds and downloads.
     ``announcements()`` lists what to announce (every torrent the engine holds);
     ``on_peers(info_hash, peers)`` receives peers from replies and pushes.
     """
 
-    def __init__(self, address: Address, *, port: Callable[[], int], peer_id: str,
+    def __init__(self, trackers: Address | Ring, *, port: Callable[[], int], peer_id: str,
                  announcements: Callable[[], Iterable[Announcement]],
                  on_peers: Callable[[str, tuple[Peer, ...]], None], attempts: int = 5,
                  interval: float = 30.0, tls: ssl.SSLContext | None = None, secret: str = "") -> None:
-        self.address = address
+        self.ring = trackers if isinstance(trackers, Ring) else Ring.static("tracker", trackers)
+        self.address = self.ring.members[0] if self.ring.members else None  # the one connected to, or last tried
         self.tls = tls
         # The cluster secret, sent in the websocket handshake (the tracker checks it for origin announces).
         self._headers = [(name.encode(), value.encode()) for name, value in bearer_headers(secret).items()]
@@ -88,6 +95,7 @@ class TrackerClient:
         self.connects = 0
         self._stopped = False
         self._api_port: int | None = None  # an agent's blob API, told the tracker on each connect
+        self._moving = False  # this client closes the connection to go to another tracker
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -113,17 +121,27 @@ class TrackerClient:
         backoff = 0.1
         while True:
             healthy = False
+            members = self.ring.order()
+            if not members:  # a DNS ring not resolved yet
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if members[0] != self.address:
+                backoff = 0.1  # another tracker: no reason to wait
+            member = self.address = members[0]
             try:
-                async with open_websocket(self.address.host, self.address.port, PATH, use_ssl=self.tls or False,
+                async with open_websocket(member.host, member.port, PATH, use_ssl=self.tls or False,
                                           max_message_size=MAX_REPLY, connect_timeout=10,
                                           extra_headers=self._headers) as ws:
                     self.connects += 1
-                    log.info("connected to the tracker at %s", self.address)
-                    healthy = await self._session(ws)
+                    log.info("connected to the tracker at %s", member)
+                    healthy = await self._session(ws, member)
             except (OSError, HandshakeError, ConnectionClosed, trio.BrokenResourceError) as error:
-                log.info("tracker at %s unreachable: %s", self.address, error or type(error).__name__)
+                log.info("tracker at %s unreachable: %s", member, error or type(error).__name__)
+                self.ring.mark_down(member, type(error).__name__)
             except Exception:  # a bug of ours or a tracker we do not understand: log, reconnect
-                log.exception("tracker connection to %s failed", self.address)
+                log.exception("tracker connection to %s failed", member)
+                self.ring.mark_down(member, "connection failed")
             finally:
                 self._ws = None
                 if self._connected.is_set():  # an unset one may have waiters: keep it for them
@@ -138,7 +156,7 @@ class TrackerClient:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _session(self, ws: WebSocketConnection) -> bool:
+    async def _session(self, ws: WebSocketConnection, member: Address) -> bool:
         """Receive frames until the connection ends; True if the tracker kept to the protocol.
 
         A frame that does not decode or validate (say, an interval that is not a finite
@@ -153,11 +171,15 @@ class TrackerClient:
         kept_protocol = True
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reannounce)
+            nursery.start_soon(self._follow_ring, ws, member)
             try:
                 while True:
                     self._receive(decode(await ws.get_message(), TO_PEER, MAX_REPLY))
             except ConnectionClosed as closed:
-                log.info("tracker at %s closed the connection: %s", self.address, closed.reason)
+                log.info("tracker at %s closed the connection: %s", member, closed.reason)
+                if not self._moving:  # it stopped or dropped us: the next one takes over meanwhile
+                    self.ring.mark_down(member, "it closed the connection")
+                self._moving = False
             except ProtocolError as error:
                 log.warning("tracker at %s broke the protocol, dropping the connection: %s", self.address, error)
                 kept_protocol = False
@@ -167,6 +189,21 @@ class TrackerClient:
             finally:
                 nursery.cancel_scope.cancel()
         return kept_protocol
+
+    async def _follow_ring(self, ws: WebSocketConnection, member: Address) -> None:
+        """Close the connection to ``member`` once the ring's first live tracker is another one
+        (it came back, or the ring changed): every client moves there, and meets the others."""
+        version = self.ring.version
+        while True:
+            version = await self.ring.wait_changed(version)
+            first = next(iter(self.ring.order()), member)
+            if first != member and self.ring.live(first):
+                log.info("moving from the tracker at %s to %s, the ring's first live one", member, first)
+                self._moving = True
+                with trio.move_on_after(1.0) as closing:
+                    closing.shield = True
+                    await ws.aclose(code=1001, reason="moving to another tracker")
+                return
 
     def _receive(self, frame: Any) -> None:
         if isinstance(frame, PeersPush):

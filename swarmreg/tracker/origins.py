@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import attrs
@@ -24,7 +23,7 @@ from swarmreg.errors import (
     SwarmregError,
 )
 from swarmreg.names import validate_namespace
-from swarmreg.origin.client import OriginClient
+from swarmreg.origin.client import OriginClient, Pending
 from swarmreg.singleflight import SingleFlight
 from swarmreg.swarm.metainfo import Metainfo
 from swarmreg.tracker.store import Store
@@ -63,7 +62,7 @@ class OriginDirectory:
     The fetches run in the tracker's nursery, given with ``bind`` once it is open.
     """
 
-    def __init__(self, origins: Sequence[OriginClient], peers: Store,
+    def __init__(self, origins: OriginClient, peers: Store,
                  cache_size: int, on_seeder: Callable[[str, Peer], Awaitable[None]] = _nobody,
                  inline_max: int = 0, inline_budget: int = 0) -> None:
         self.inline_max = inline_max
@@ -71,10 +70,9 @@ class OriginDirectory:
         self._contents: OrderedDict[str, bytes] = OrderedDict()  # digest hex -> small blob, by recency
         self._content_bytes = 0
         self.on_seeder = on_seeder  # told of an origin that is new to a torrent
-        self.origins = tuple(origins)
+        self.origins = origins  # of the ring of origins: each blob's are asked in its ring order
         self.peers = peers
         self.cache_size = cache_size
-        self._owners = frozenset(self._owner(origin) for origin in self.origins)
         self._cache: OrderedDict[str, KnownBlob] = OrderedDict()
         # In the tracker's nursery, not the first requester's task: a connection that
         # closes does not take a fetch other connections wait for with it.
@@ -87,13 +85,19 @@ class OriginDirectory:
         """Whose the origin's entries in the peer store are (an origin's, not a connection's)."""
         return f"origin:{origin.address}"
 
+    @property
+    def _owners(self) -> frozenset[str]:
+        """The owners of the entries of every origin the ring ever had."""
+        return frozenset(f"origin:{member}" for member in self.origins.ring.seen)
+
     def bind(self, nursery: trio.Nursery) -> None:
         """Run the fetches from the origins in ``nursery`` (the tracker's)."""
         self._flights.bind(nursery)
 
     def _ordered_origins(self, digest: Digest) -> list[OriginClient]:
-        # Rendezvous hashing: each blob asks the same origin first, spreading blobs over origins.
-        return sorted(self.origins, key=lambda o: hashlib.sha256(f"{o.address}{digest}".encode()).digest())
+        # The blob's owners first (rendezvous hashing; the live ones before those down), then
+        # the other origins, which may find it in their backends.
+        return [self.origins.at(member) for member in self.origins.ring.order(str(digest))]
 
     async def forget(self, digest_hex: str) -> bool:
         """An origin removed the blob: drop its cached metainfo and content, and the origins'
@@ -183,10 +187,10 @@ class OriginDirectory:
             try:
                 if relay:
                     answer = await origin.metainfo_or_pending(namespace, digest)
-                    if isinstance(answer, int) and answer > self.inline_max:
-                        return RelayOffer(origin.base, answer)
+                    if isinstance(answer, Pending) and answer.size > self.inline_max:
+                        return RelayOffer(answer.base, answer.size)
                     # A small blob comes inline with its metainfo, which is only a moment away.
-                    served = await origin.metainfo(namespace, digest) if isinstance(answer, int) else answer
+                    served = await origin.metainfo(namespace, digest) if isinstance(answer, Pending) else answer
                 else:
                     served = await origin.metainfo(namespace, digest)
                 metainfo = Metainfo.parse(served.raw, digest)

@@ -17,6 +17,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
 from swarmreg.authz import AGENT_DIRECTORY, TRACKER_ORIGINS, ClusterGuard
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
 from swarmreg.node import Node
@@ -25,6 +26,7 @@ from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.origins import OriginDirectory, RelayOffer
 from swarmreg.tracker.store import SharedStore, Store, connection_owner, open_store, owner_tracker
 from swarmreg.tracker.wire import (
+    HEALTH_PATH,
     MAX_AGENTS,
     PATH,
     TO_TRACKER,
@@ -165,14 +167,10 @@ class TrackerService:
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         listen = self.config.listen
-        origins = self.config.origins
-        if not origins:  # the daemon checked it runs an origin, which started first
-            origins = (Address.parse(self.node.bound["origin"]["http"]),)
         tls = self.node.tls
         async with AsyncExitStack() as clients:
-            directory = [await clients.enter_async_context(OriginClient(
-                address, timeout=30, tls=tls.client, secret=self.node.config.cluster.secret))
-                         for address in origins]
+            directory = await clients.enter_async_context(OriginClient(
+                self._origin_ring(), timeout=30, tls=tls.client, secret=self.node.config.cluster.secret))
             self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
                                            inline_budget=self.config.inline_cache)
@@ -215,6 +213,16 @@ class TrackerService:
             task_status.started()
             task_status = trio.TASK_STATUS_IGNORED
             await trio.sleep(HEARTBEAT)
+
+    def _origin_ring(self) -> Ring:
+        """[cluster] origins; else tracker.origins (a static ring, probed when it has several);
+        else the origin role of this daemon (which the daemon checked runs, and started first)."""
+        if "origin" in self.node.rings or not self.config.origins:
+            return self.node.ring("origin", None)
+        cluster = self.node.config.cluster
+        if len(self.config.origins) == 1:
+            return Ring.static("origin", self.config.origins[0])
+        return Ring("origin", self.config.origins, health_interval=0, max_backoff=cluster.max_backoff)
 
     async def _expire(self) -> None:
         while True:
@@ -259,6 +267,10 @@ class TrackerService:
             log.warning("ignoring a malformed event in the tracker's store: %r", error)
 
     async def _serve(self, request: WebSocketRequest) -> None:
+        if request.path == HEALTH_PATH:
+            ws = await request.accept()
+            await ws.aclose(1000, "OK")
+            return
         if request.path != PATH:
             await _refuse(request, 404, b"the announce channel is at /announce")
             return

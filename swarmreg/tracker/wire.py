@@ -24,6 +24,9 @@ from swarmreg.digest import MAX_DIGEST_LENGTH
 PROTOCOL_VERSION = 1
 # The websocket path of the announce channel.
 PATH = "/announce"
+# A websocket handshake at this path is accepted and closed at once: the tracker's health check
+# (its port speaks only websocket), which cluster rings of trackers probe.
+HEALTH_PATH = "/health"
 # A reply (metainfo of a big blob included) is at most this big.
 MAX_REPLY = 16 << 20
 _HEX = re.compile(r"[0-9a-f]+")

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "swarmreg"
 CLIENTS = ["swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.client",
            "swarmreg.tracker.wire", "swarmreg.origin.wire", "swarmreg.index.wire", "swarmreg.agent.wire",
            "swarmreg.config", "swarmreg.store.blobstore", "swarmreg.backends.router", "swarmreg.index.gc_client",
-           "swarmreg.gc",
+           "swarmreg.gc", "swarmreg.cluster.rings",
            "swarmreg.upstream.client", "swarmreg.upstream.names",
            # preheat's clients: the proxy's side of prefetch, the job, and `swarmreg load`
            "swarmreg.agent.client", "swarmreg.proxy.wire", "swarmreg.proxy.preheat", "swarmreg.load",

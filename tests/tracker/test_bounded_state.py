@@ -40,7 +40,7 @@ async def test_the_origins_entries_leave_the_peer_store_with_the_metainfo(
     digests = await uploaded(origin, 5)
     peers = PeerStore(ttl=60, max_peers=50)
     async with OriginClient(Address.parse(origin.ready["roles"]["origin"]["http"])) as client:
-        directory = OriginDirectory([client], MemoryStore(peers), cache_size=2)
+        directory = OriginDirectory(client, MemoryStore(peers), cache_size=2)
         directory.bind(nursery)
         known = [await directory.metainfo(NS, str(digest)) for digest in digests]
         assert len(peers) == 2, "one origin entry for each blob whose metainfo is cached"

@@ -10,9 +10,10 @@ from typing import Any, cast
 import trio
 import trio.testing
 
+from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
-from swarmreg.origin.client import OriginMetainfo
+from swarmreg.origin.client import OriginMetainfo, Pending
 from swarmreg.swarm.metainfo import build_metainfo
 from swarmreg.tracker.origins import KnownBlob, OriginDirectory, RelayOffer
 from swarmreg.tracker.peers import PeerStore
@@ -27,16 +28,20 @@ class FakeOrigin:
 
     def __init__(self, raw: bytes, size: int, relays: int) -> None:
         self.address = Address("127.0.0.1", 8081)
+        self.ring = Ring.static("origin", self.address)
         self.base = f"http://{self.address}"
         self.raw, self.size, self.relays = raw, size, relays
         self.fetched = trio.Event()
         self.calls: list[str] = []
 
-    async def metainfo_or_pending(self, namespace: str, digest: Digest) -> OriginMetainfo | int:
+    def at(self, member: Address) -> FakeOrigin:
+        return self
+
+    async def metainfo_or_pending(self, namespace: str, digest: Digest) -> OriginMetainfo | Pending:
         self.calls.append("metainfo_or_pending")
         if self.relays:
             self.relays -= 1
-            return self.size
+            return Pending(self.size, self.base)
         await self.fetched.wait()
         return OriginMetainfo(self.raw, "ab" * 10, 6881)
 
@@ -53,7 +58,7 @@ async def test_relay_asks_cost_one_origin_request_and_record_its_metainfo(tmp_pa
     metainfo = build_metainfo(tmp_path / "blob", digest)
     origin = FakeOrigin(metainfo.raw, len(data), relays=1)
     peers = PeerStore(ttl=60, max_peers=50)
-    directory = OriginDirectory([cast(Any, origin)], MemoryStore(peers), cache_size=10, inline_max=1 << 20)
+    directory = OriginDirectory(cast(Any, origin), MemoryStore(peers), cache_size=10, inline_max=1 << 20)
     answers: list[KnownBlob | RelayOffer] = []
 
     async def ask() -> None:
