@@ -149,47 +149,45 @@ class S3Backend(Backend):
         part = await read(self.options.part_size)
         if len(part) < self.options.part_size:
             if (whole := hasher) is not None:
-                await self.bucket.run("hashing", lambda: whole.update(part))
+                await self.bucket.run("hashing", partial(whole.update, part))
                 _check(digest, whole.hexdigest())
             await self.bucket.request("put_object", Key=key, Body=part)
             return len(part)
         created = await self.bucket.request("create_multipart_upload", Key=key, ChecksumAlgorithm="CRC32")
         upload_id = created["UploadId"]
+        parts = _Parts(part, read)
+        del part  # held by ``parts`` alone, which lets go of each part once it is sent
         try:
-            return await self._upload_parts(digest, key, upload_id, part, read, hasher)
+            return await self._upload_parts(digest, key, upload_id, parts, hasher)
         except BaseException:
             await self._abort(key, upload_id)
             raise
 
-    async def _upload_parts(self, digest: Digest, key: str, upload_id: str, part: bytes | bytearray,
-                            read: ReadPart, hasher: Any) -> int:
-        parts: list[dict[str, Any]] = []
+    async def _upload_parts(self, digest: Digest, key: str, upload_id: str, parts: _Parts, hasher: Any) -> int:
+        def send(part: bytes | bytearray, number: int) -> dict[str, Any]:
+            if hasher is not None:
+                hasher.update(part)
+            sent: dict[str, Any] = self.bucket.client().upload_part(  # type: ignore[assignment]
+                Bucket=self.bucket.name, Key=key, UploadId=upload_id, PartNumber=number,
+                Body=part,  # type: ignore[arg-type]  # a bytearray too, which the stubs leave out
+                ChecksumAlgorithm="CRC32")
+            return sent
+
+        done: list[dict[str, Any]] = []
         size = 0
-        while part:
-            number = len(parts) + 1
+        while part := await parts.next(min(MAX_PART_SIZE, self.options.part_size * (1 + len(done) // PARTS_PER_STEP))):
+            number = len(done) + 1
             if number > MAX_PARTS:
                 raise SwarmregError(BACKEND_ERROR, f"S3 bucket {self.bucket.name}: the blob needs more than "
                                     f"{MAX_PARTS} parts; raise part_size")
-
-            def send(part: bytes | bytearray = part, number: int = number) -> dict[str, Any]:
-                if hasher is not None:
-                    hasher.update(part)
-                client = self.bucket.client()
-                sent: dict[str, Any] = client.upload_part(  # type: ignore[assignment]
-                    Bucket=self.bucket.name, Key=key, UploadId=upload_id, PartNumber=number,
-                    Body=part,  # type: ignore[arg-type]  # a bytearray too, which the stubs leave out
-                    ChecksumAlgorithm="CRC32")
-                return sent
-
-            sent = await self.bucket.run(f"uploading part {number} of {key}", send)
-            parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]})
+            sent = await self.bucket.run(f"uploading part {number} of {key}", partial(send, part, number))
+            done.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]})
             size += len(part)
-            part = b""  # the bytes sent are let go before the next part is read
-            part = await read(min(MAX_PART_SIZE, self.options.part_size * (1 + number // PARTS_PER_STEP)))
+            del part  # let go of the bytes sent before the next part is read
         if hasher is not None:
             _check(digest, hasher.hexdigest())
         await self.bucket.request("complete_multipart_upload", Key=key, UploadId=upload_id,
-                                  MultipartUpload={"Parts": parts})
+                                  MultipartUpload={"Parts": done})
         return size
 
     async def _abort(self, key: str, upload_id: str) -> None:
@@ -206,6 +204,21 @@ class S3Backend(Backend):
 
     async def aclose(self) -> None:
         await self.bucket.aclose()
+
+
+class _Parts:
+    """An upload's parts: the one read already, then what ``read`` gives."""
+
+    def __init__(self, first: bytes | bytearray, read: ReadPart) -> None:
+        self._first: bytes | bytearray | None = first
+        self._read = read
+
+    async def next(self, size: int) -> bytes | bytearray:
+        """The next part (at least ``size`` bytes but at the end; empty after it)."""
+        if self._first is not None:
+            part, self._first = self._first, None
+            return part
+        return await self._read(size)
 
 
 def _check(digest: Digest, hexdigest: str) -> None:

@@ -24,7 +24,8 @@ import pytest
 # check them (``check_credentials``).
 ADMIN_KEYS = {"aws_access_key_id": "testing-admin", "aws_secret_access_key": "testing-admin-secret"}
 _RUNNING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
-_REQUEST = re.compile(r'"(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.1" (\d+)')
+# werkzeug's access log line, which it colours by status.
+_REQUEST = re.compile(r'"(?:\x1b\[[0-9;]*m)*(GET|PUT|POST|HEAD|DELETE) (\S+) HTTP/1\.1(?:\x1b\[[0-9;]*m)*" (\d+)')
 _names = itertools.count()
 
 
@@ -44,6 +45,7 @@ class MotoServer:
         self.env = env
         self.process: subprocess.Popen[str] | None = None
         self.requests: list[Request] = []
+        self.admin_keys = ADMIN_KEYS  # what ``client`` signs with
 
     @property
     def endpoint_url(self) -> str:
@@ -81,7 +83,7 @@ class MotoServer:
         """A boto3 S3 client of the server (with the admin keys unless others are given)."""
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1", **(keys or ADMIN_KEYS))
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1", **(keys or self.admin_keys))
 
     def create_bucket(self) -> str:
         """A new, empty bucket; its name."""
@@ -91,7 +93,8 @@ class MotoServer:
 
     def check_credentials(self) -> dict[str, str]:
         """Make moto check every later request's credentials (moto's IAM authentication); the keys
-        of a new user allowed everything on S3, which the server then takes, and no others."""
+        of a new user allowed everything on S3, which the server then takes (and ``client`` signs
+        with), and no others."""
         import boto3
 
         iam = boto3.client("iam", endpoint_url=self.endpoint_url, region_name="us-east-1", **ADMIN_KEYS)
@@ -99,10 +102,12 @@ class MotoServer:
         iam.put_user_policy(UserName="swarmreg", PolicyName="s3", PolicyDocument=(
             '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'))
         key = iam.create_access_key(UserName="swarmreg")["AccessKey"]
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset-auth", data=b"0", method="POST")
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset-auth", data=b"0", method="POST",
+                                         headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert answer.status == 200
-        return {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        self.admin_keys = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        return self.admin_keys
 
     def pending_uploads(self, bucket: str) -> list[dict[str, Any]]:
         """The bucket's multipart uploads begun and neither completed nor aborted."""
