@@ -432,3 +432,27 @@ async def test_a_large_blob_goes_up_and_down_in_bounded_memory(moto_server, s3_b
     assert downloading < 3 * STREAM_CHUNK, downloading
     ranged = [r for r in moto_server.requests[before:] if r.method == "GET" and r.status == 206]
     assert len(ranged) == size // PART + 1
+
+
+def test_debug_logging_keeps_botocore_quiet(moto_server, s3_bucket) -> None:
+    """At log.level = "debug", botocore's own debug records (request bodies, the signed headers
+    with a session token) stay out of the log."""
+    import subprocess
+    import sys
+
+    token = "session-token-never-logged-4242"
+    script = f"""
+import trio
+from swarmreg.logs import setup_logging
+from swarmreg.backends.s3 import S3Backend
+from swarmreg.backends.s3_bucket import S3Options
+from swarmreg.digest import Digest
+setup_logging("text", "debug")
+backend = S3Backend(S3Options(bucket={s3_bucket!r}, endpoint_url={moto_server.endpoint_url!r}, region="us-east-1",
+                              access_key_id="k", secret_access_key="s", session_token={token!r}))
+print(trio.run(backend.stat, "ns", Digest.of(b"x")))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "None"
+    assert token not in done.stderr and "botocore" not in done.stderr

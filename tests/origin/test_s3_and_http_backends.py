@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from swarmreg.digest import Digest
-from tests.conftest import RunningDaemon, blob_files, make_config, random_bytes, start_daemon
+from tests.conftest import RunningDaemon, blob_files, free_port, make_config, random_bytes, start_daemon
 from tests.origin.helpers import assert_error, blob_path, commit, patch, start_upload, upload_blob
 from tests.proxy.helpers import digest_of, push_image
 from tests.servers.http_files import file_server
@@ -144,3 +144,16 @@ async def test_an_http_backend_is_read_through_checked_and_never_written(nursery
             assert_error(await commit(client, "web/app", digest_of(data), uid, through=True), 405, "UNSUPPORTED")
             assert not (web / "blobs" / digest_of(data)).exists()
         await origin.stop()
+
+
+async def test_an_origin_starts_and_serves_with_s3_unreachable(nursery: trio.Nursery, tmp_path: Path) -> None:
+    unreachable = MotoServer()
+    unreachable.port = free_port()  # nothing listens there
+    origin = await start_daemon(nursery, make_config(
+        tmp_path / "origin", s3_backend(unreachable, "never-reached", attempts=1)), ["origin"])
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=60) as client:
+        assert (await client.get("/health")).status_code == 200
+        data = b"kept here"
+        assert (await client.get(blob_path(REPO, await upload_blob(client, REPO, data)))).content == data
+        assert_error(await client.get(blob_path(REPO, digest_of(b"elsewhere"))), 503, "BACKEND_UNAVAILABLE")
+    await origin.stop()
