@@ -124,9 +124,12 @@ class S3Backend(Backend):
         head = await self._head(digest)
         if head is not None and int(head["ContentLength"]) == size and size <= MAX_PART_SIZE:
             key = self.key(digest)
-            await self.bucket.request("copy_object", Key=key, CopySource={"Bucket": self.bucket.name, "Key": key},
-                                      MetadataDirective="REPLACE")
-            return
+            try:
+                await self.bucket.request("copy_object", Key=key, CopySource={"Bucket": self.bucket.name, "Key": key},
+                                          MetadataDirective="REPLACE")
+                return
+            except NotFound:
+                pass  # deleted since the HEAD (a collection): put again
         fd = os.open(path, os.O_RDONLY)
         offset = 0
 
