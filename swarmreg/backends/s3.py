@@ -156,7 +156,11 @@ class S3Backend(Backend):
                 _check(digest, whole.hexdigest())
             await self.bucket.request("put_object", Key=key, Body=part)
             return len(part)
-        created = await self.bucket.request("create_multipart_upload", Key=key, ChecksumAlgorithm="CRC32")
+        # Its steps are not abandoned when cancelled: S3 may keep a part that was still going up
+        # when the upload was aborted, so the abort waits for them (a cancelled creation would
+        # leave an upload unknown here, never aborted).
+        created = await self.bucket.request("create_multipart_upload", Key=key, ChecksumAlgorithm="CRC32",
+                                            abandon=False)
         upload_id = created["UploadId"]
         parts = _Parts(part, read)
         del part  # held by ``parts`` alone, which lets go of each part once it is sent
@@ -183,14 +187,15 @@ class S3Backend(Backend):
             if number > MAX_PARTS:
                 raise SwarmregError(BACKEND_ERROR, f"S3 bucket {self.bucket.name}: the blob needs more than "
                                     f"{MAX_PARTS} parts; raise part_size")
-            sent = await self.bucket.run(f"uploading part {number} of {key}", partial(send, part, number))
+            sent = await self.bucket.run(f"uploading part {number} of {key}", partial(send, part, number),
+                                         abandon=False)
             done.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]})
             size += len(part)
             del part  # let go of the bytes sent before the next part is read
         if hasher is not None:
             _check(digest, hasher.hexdigest())
         await self.bucket.request("complete_multipart_upload", Key=key, UploadId=upload_id,
-                                  MultipartUpload={"Parts": done})
+                                  MultipartUpload={"Parts": done}, abandon=False)
         return size
 
     async def _abort(self, key: str, upload_id: str) -> None:

@@ -67,9 +67,16 @@ def _endpoint(_instance: object, _attribute: attrs.Attribute[str], value: str) -
         raise ValueError(f"'endpoint_url' must be an http:// or https:// URL without credentials, got {value!r}")
 
 
+def _region(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{0,64}", value):
+        raise ValueError(f"'region' must be a region name such as 'eu-west-1', got {value!r}")
+
+
 def _key_pair(instance: S3Options, _attribute: attrs.Attribute[str], _value: str) -> None:
     if bool(instance.access_key_id) != bool(instance.secret_access_key):
         raise ValueError("'access_key_id' and 'secret_access_key': set both or neither")
+    if instance.session_token and not instance.access_key_id:
+        raise ValueError("'session_token' goes with 'access_key_id' and 'secret_access_key'")
     if instance.access_key_id and instance.credentials_file:
         raise ValueError("'access_key_id' and 'credentials_file': set one of them, not both")
 
@@ -85,7 +92,7 @@ class S3Options:
     # "": AWS's endpoint for the region; else an S3-compatible server (MinIO, Ceph, moto).
     endpoint_url: str = attrs.field(default="", validator=_endpoint)
     # "": boto3's (AWS_REGION, AWS_DEFAULT_REGION, the shared config file, else us-east-1).
-    region: str = ""
+    region: str = attrs.field(default="", validator=_region)
     # "path": http://endpoint/bucket/key, as most S3-compatible servers want; "auto": botocore's choice.
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     # Blobs larger than this go up in parts of this size (multipart upload); reads are ranged GETs
@@ -120,13 +127,15 @@ class S3Bucket:
         self._lock = threading.Lock()
         self._bucket_seen = -math.inf
 
-    async def request(self, operation: str, **params: Any) -> dict[str, Any]:
+    async def request(self, operation: str, *, abandon: bool = True, **params: Any) -> dict[str, Any]:
         """The boto3 client's ``operation`` on this bucket with ``params``, in a worker thread; its
-        answer. A 404 for the ``Key`` raises NotFound (once the bucket is known to exist)."""
+        answer. A 404 for the ``Key`` raises NotFound (once the bucket is known to exist).
+        ``abandon``: as in ``run``."""
         key = params.get("Key", "")
         try:
             answer: dict[str, Any] = await self.run(
-                f"{operation} {key}".rstrip(), lambda: getattr(self.client(), operation)(Bucket=self.name, **params))
+                f"{operation} {key}".rstrip(), lambda: getattr(self.client(), operation)(Bucket=self.name, **params),
+                abandon=abandon)
         except NotFound:
             if key and trio.current_time() - self._bucket_seen > BUCKET_SEEN_FOR:
                 await self._check_bucket()
@@ -134,13 +143,15 @@ class S3Bucket:
         self._bucket_seen = trio.current_time()
         return answer
 
-    async def run(self, what: str, work: Callable[[], T]) -> T:
+    async def run(self, what: str, work: Callable[[], T], *, abandon: bool = True) -> T:
         """``work()`` (blocking boto3 work: a call, reading a body) in a worker thread, at most
         ``options.connections`` at once; botocore's failures raised as SwarmregErrors and logged
-        with ``what``. A cancelled call leaves its thread to finish (holding its place in the
-        limiter until then): cancellation is not held up by a slow S3."""
+        with ``what``. With ``abandon`` a cancelled call leaves its thread to finish (holding its
+        place in the limiter until then), so a slow S3 does not hold up cancellation; without, it
+        waits for the thread (at most the timeouts times the attempts): for the steps of a multipart
+        upload, which must be over before the upload can be aborted for good."""
         try:
-            return await trio.to_thread.run_sync(self._mapped, work, abandon_on_cancel=True, limiter=self.limiter)
+            return await trio.to_thread.run_sync(self._mapped, work, abandon_on_cancel=abandon, limiter=self.limiter)
         except NotFound:
             raise
         except SwarmregError as error:
@@ -157,10 +168,11 @@ class S3Bucket:
             raise SwarmregError(BACKEND_ERROR, f"S3 bucket {self.name} does not exist") from None
 
     async def aclose(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (not waiting for the limiter: its places may be held by
+        threads left to time out on a hung S3)."""
         if self._client is not None:
             client, self._client = self._client, None
-            await trio.to_thread.run_sync(client.close, limiter=self.limiter)
+            await trio.to_thread.run_sync(client.close)
 
     def _mapped(self, work: Callable[[], T]) -> T:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -110,6 +110,15 @@ async def test_an_upload_whose_stream_fails_or_is_cancelled_leaves_nothing(moto_
     assert moto_server.keys(s3_bucket) == {}
     assert moto_server.pending_uploads(s3_bucket) == []
     assert await backend.stat(NS, Digest.of(data)) is None
+    # Cancelled wherever it is (reading, creating the upload, sending a part, completing it): the
+    # blob is there whole, or not at all, and no upload is left open.
+    for deadline in (0.01, 0.05, 0.1, 0.2, 0.4):
+        with trio.move_on_after(deadline):
+            await backend.upload(NS, Digest.of(data), chunks(data, 1 << 20))
+        assert moto_server.pending_uploads(s3_bucket) == [], deadline
+        if moto_server.keys(s3_bucket):
+            assert await download(backend, Digest.of(data)) == data
+            await backend.delete(NS, Digest.of(data))
 
 
 async def test_concurrent_uploads_of_one_blob_store_it_once(moto_server, s3_bucket, backend, tmp_path) -> None:
@@ -184,6 +193,8 @@ async def test_list_pages_through_more_than_a_thousand_keys(moto_server, s3_buck
     ("endpoint_url", '"http://user:pw@host"', "endpoint_url"),
     ("part_size", '"4MiB"', "part_size"),
     ("access_key_id", '"AKIA"', "both or neither"),
+    ("session_token", '"token"', "goes with"),
+    ("region", '"eu west"', "region name"),
 ])
 def test_bad_options_are_refused_with_their_key(key: str, value: str, message: str) -> None:
     entry = {"bucket": '"blobs"', key: value}
