@@ -81,7 +81,7 @@ class S3Backend(Backend):
 
     async def list(self, namespace: str) -> AsyncIterator[Digest]:
         """Every blob under the prefix, a page (1,000 keys) per request; other keys are skipped."""
-        token: dict[str, str] = {}
+        token: dict[str, Any] = {}
         while True:
             page = await self.bucket.request("list_objects_v2", Prefix=self.root, **token)
             for item in page.get("Contents", ()):
