@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,9 +21,9 @@ import attrs
 import httpx
 import trio
 
-from swarmreg.backends.base import Backend
+from swarmreg.backends.base import GeneratedBlob, ReadOnlyBackend
 from swarmreg.digest import Digest
-from swarmreg.errors import BACKEND_ERROR, BACKEND_UNAVAILABLE, DIGEST_INVALID, UNSUPPORTED, SwarmregError
+from swarmreg.errors import BACKEND_ERROR, BACKEND_UNAVAILABLE, DIGEST_INVALID, SwarmregError
 from swarmreg.http.client import transport_reason
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,8 @@ class HttpOptions:
     ca: str = ""
 
 
-class HttpBackend(Backend):
+class HttpBackend(ReadOnlyBackend):
     """Blobs read from ``<base>/<digest>``; read-only. Safe to share between tasks."""
-
-    writable = False
 
     def __init__(self, options: HttpOptions) -> None:
         self.options = options
@@ -124,25 +122,6 @@ class HttpBackend(Backend):
         log.warning("%s: %s", self.describe(""), transport_reason(error))
         return SwarmregError(BACKEND_UNAVAILABLE, f"{self.describe('')}: {reason}")
 
-    def _refuse(self, namespace: str, what: str) -> SwarmregError:
-        return SwarmregError(UNSUPPORTED, f"cannot {what} blobs in {namespace!r}: its storage backend is "
-                             f"{self.describe(namespace)}, which swarmreg only reads from", {"namespace": namespace})
-
-    async def upload(self, namespace: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
-        raise self._refuse(namespace, "upload")
-
-    async def upload_file(self, namespace: str, digest: Digest, path: Path) -> None:
-        raise self._refuse(namespace, "upload")
-
-    async def delete(self, namespace: str, digest: Digest) -> bool:
-        raise self._refuse(namespace, "delete")
-
-    async def list(self, namespace: str) -> AsyncIterator[Digest]:
-        """Nothing: a web server does not list its blobs."""
-        empty: tuple[Digest, ...] = ()
-        for digest in empty:
-            yield digest
-
     async def hash(self, hasher: Any, chunk: bytes) -> None:
         """Feed ``chunk`` to ``hasher`` in a worker thread (hashlib lets go of the GIL)."""
         await trio.to_thread.run_sync(hasher.update, chunk, limiter=self._hashing)
@@ -151,33 +130,15 @@ class HttpBackend(Backend):
         await self._http.aclose()
 
 
-class HttpBlob:
-    """One blob of an HTTP backend, streamed and checked (see the module's docstring); read it
-    inside ``async with``, which closes the connection however the reading ends."""
+class HttpBlob(GeneratedBlob):
+    """One blob of an HTTP backend, streamed and checked (see the module's docstring)."""
 
     def __init__(self, backend: HttpBackend, digest: Digest, size: int) -> None:
+        super().__init__(size)
         self._backend = backend
         self._digest = digest
-        self._size = size
-        self._chunks: AsyncGenerator[bytes, None] | None = None
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def __aenter__(self) -> HttpBlob:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        if self._chunks is not None:
-            await self._chunks.aclose()  # closes the answer if the reader stopped early
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._chunks is None:
-            self._chunks = self._read()
-        return self._chunks
-
-    async def _read(self) -> AsyncGenerator[bytes, None]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         backend, digest, where = self._backend, self._digest, self._backend.describe("")
         response = await backend._send("GET", digest, stream=True)
         if response is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import trio
 
-from swarmreg.backends.base import STREAM_CHUNK, Backend
+from swarmreg.backends.base import STREAM_CHUNK, Backend, GeneratedBlob
 from swarmreg.backends.s3_bucket import ABORT_DEADLINE, MAX_PART_SIZE, NotFound, S3Bucket, S3Options
 from swarmreg.digest import Digest
 from swarmreg.errors import BACKEND_ERROR, BACKEND_UNAVAILABLE, DIGEST_INVALID, SwarmregError
@@ -245,35 +245,17 @@ def _pread_all(fd: int, size: int, offset: int) -> bytes:
     return b"".join(pieces)
 
 
-class S3Blob:
+class S3Blob(GeneratedBlob):
     """One blob of the bucket, streamed: ranged GETs of ``range_size``, each read in chunks of
-    STREAM_CHUNK as the consumer asks (so at most a chunk is in memory). Read inside ``async with``,
-    which closes the open answer however the reading ends."""
+    STREAM_CHUNK as the consumer asks (so at most a chunk is in memory)."""
 
     def __init__(self, bucket: S3Bucket, key: str, size: int, range_size: int) -> None:
+        super().__init__(size)
         self._bucket = bucket
         self._key = key
-        self._size = size
         self._range_size = range_size
-        self._chunks: AsyncGenerator[bytes, None] | None = None
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def __aenter__(self) -> S3Blob:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        if self._chunks is not None:
-            await self._chunks.aclose()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._chunks is None:
-            self._chunks = self._read()
-        return self._chunks
-
-    async def _read(self) -> AsyncGenerator[bytes, None]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         for start in range(0, self._size, self._range_size):
             end = min(self._size, start + self._range_size)
             try:
