@@ -63,9 +63,20 @@ class HttpBackend(ReadOnlyBackend):
         self.options = options
         self.base = options.base.rstrip("/")
         self.host = urlsplit(options.base).netloc
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=options.ca) if options.ca else True
+        # A ca file that cannot be read fails this backend's requests, not the daemon's start.
+        self._broken: SwarmregError | None = None
+        verify: ssl.SSLContext | bool = True
+        if options.ca:
+            try:
+                verify = ssl.create_default_context(cafile=options.ca)
+            except (OSError, ssl.SSLError) as error:
+                log.error("%s: cannot use ca %s: %s", self.describe(""), options.ca, error)
+                self._broken = SwarmregError(BACKEND_ERROR, f"{self.describe('')}: its ca file cannot be used "
+                                             "(the log says why)")
         timeout = httpx.Timeout(options.read_timeout, connect=options.connect_timeout, pool=options.connect_timeout)
-        self._http = httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=True)
+        # Identity: the bytes counted and hashed are the blob's, the size the HEAD's.
+        self._http = httpx.AsyncClient(timeout=timeout, verify=verify, follow_redirects=True,
+                                       headers={"Accept-Encoding": "identity"})
         self._hashing = trio.CapacityLimiter(HASHING_THREADS)
 
     @classmethod
@@ -80,7 +91,7 @@ class HttpBackend(ReadOnlyBackend):
         return f"the HTTP backend at {self.host}"
 
     async def stat(self, namespace: str, digest: Digest) -> int | None:
-        response = await self._send("HEAD", digest)
+        response = await self.send("HEAD", digest)
         if response is None:
             return None
         length = response.headers.get("Content-Length", "")
@@ -93,9 +104,11 @@ class HttpBackend(ReadOnlyBackend):
         size = await self.stat(namespace, digest)
         return None if size is None else HttpBlob(self, digest, size)
 
-    async def _send(self, method: str, digest: Digest, *, stream: bool = False) -> httpx.Response | None:
+    async def send(self, method: str, digest: Digest, *, stream: bool = False) -> httpx.Response | None:
         """The answer to ``method`` of the blob's URL (streaming: the caller closes it), None for a
         404 or 410; other failures raised as BACKEND_* errors naming the host, never the URL's path."""
+        if self._broken is not None:
+            raise self._broken
         try:
             response = await self._http.send(self._http.build_request(method, self.url(digest)), stream=stream)
         except httpx.HTTPError as error:
@@ -140,7 +153,7 @@ class HttpBlob(GeneratedBlob):
 
     async def chunks(self) -> AsyncGenerator[bytes, None]:
         backend, digest, where = self._backend, self._digest, self._backend.describe("")
-        response = await backend._send("GET", digest, stream=True)
+        response = await backend.send("GET", digest, stream=True)
         if response is None:
             raise SwarmregError(BACKEND_ERROR, f"{where}: {digest} went away between its HEAD and its GET")
         hasher, received, pending = digest.hasher(), 0, b""

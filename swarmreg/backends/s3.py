@@ -4,7 +4,7 @@ Keys are content-addressed and shared by every namespace, laid out as the filesy
 out its files: ``<prefix>/blobs/<algorithm>/<hex[:2]>/<hex>`` (a layer pushed to many
 repositories is stored once, and the garbage collector lists and deletes them as one set).
 
-Uploads never hold more than a part in memory. A blob no larger than ``part_size`` is hashed
+Uploads never hold more than a part in memory. A blob smaller than ``part_size`` is hashed
 whole and then put with one PutObject, so a mismatch sends nothing. A larger one goes up as a
 multipart upload, hashed part by part, and is completed only once the whole stream matched the
 digest; any failure, cancellation or mismatch aborts it. S3 shows an object only once its upload
@@ -31,7 +31,7 @@ from swarmreg.errors import BACKEND_ERROR, BACKEND_UNAVAILABLE, DIGEST_INVALID, 
 log = logging.getLogger(__name__)
 
 # S3 takes at most this many parts per upload. Parts grow by part_size every 1,000 of them, so
-# an upload of unknown length may reach 55,000 part sizes (275 GB at the smallest, 5 MiB).
+# an upload of unknown length may reach 55,000 part sizes (275 GiB at the smallest, 5 MiB).
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1_000
 

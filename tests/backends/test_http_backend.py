@@ -133,6 +133,36 @@ async def test_a_server_that_is_down_or_silent_is_out_of_reach(nursery) -> None:
         await backend.aclose()
 
 
+async def test_an_https_base_is_checked_against_its_ca(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / str(DIGEST)).write_bytes(DATA)
+    with file_server(tmp_path, tls=server_tls) as (port, _log):
+        base = f"https://127.0.0.1:{port}/v1"
+        for ca_option, works in ((str(ca_file), True), ("", False), (str(tmp_path / "no-such-ca.pem"), False)):
+            backend = HttpBackend(HttpOptions(base=base, ca=ca_option))
+            try:
+                if works:
+                    assert await download(backend, DIGEST) == DATA
+                    continue
+                with pytest.raises(SwarmregError) as info:
+                    await backend.stat(NS, DIGEST)
+                assert info.value.code in (BACKEND_UNAVAILABLE, BACKEND_ERROR)
+                assert str(tmp_path) not in info.value.message
+                if ca_option:
+                    assert "its ca file cannot be used" in info.value.message
+            finally:
+                await backend.aclose()
+
+
 @pytest.mark.parametrize("base", ["ftp://host/x", "http://user:pw@host/x", "http://host/x?q=1", "http:///x",
                                   "https://host:notaport/"])
 def test_a_bad_base_is_refused(base: str) -> None:

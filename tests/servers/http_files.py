@@ -3,6 +3,7 @@ server an HTTP storage backend reads ``<base>/<digest>`` from."""
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,11 +24,14 @@ class _Quiet(SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def file_server(root: Path) -> Iterator[tuple[int, list[tuple[str, str, int]]]]:
-    """Serve ``root`` until the block ends; gives the port and the log of (method, path, status)."""
+def file_server(root: Path, tls: ssl.SSLContext | None = None) -> Iterator[tuple[int, list[tuple[str, str, int]]]]:
+    """Serve ``root`` (over TLS with ``tls``) until the block ends; gives the port and the log of
+    (method, path, status)."""
     requests: list[tuple[str, str, int]] = []
     handler = type("Handler", (_Quiet,), {"requests": requests})
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
