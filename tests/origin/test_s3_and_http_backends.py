@@ -59,6 +59,14 @@ async def test_a_push_lands_in_the_bucket_and_an_agent_pulls_it_back_from_there(
     assert moto_server.keys(s3_bucket) == {**pushed, key(digest): len(manifest), key(config["digest"]): config["size"]}
     client = moto_server.client()
     assert client.head_object(Bucket=s3_bucket, Key=key(digest_of(layers[0])))["ETag"].endswith('-3"')
+    # Hostile digests are refused at the door: S3 never hears of them.
+    async with httpx.AsyncClient(base_url=herd.url("proxy"), timeout=60) as proxy:
+        for hostile in ("sha256:../../etc/passwd", "sha256:" + "A" * 64, "md5:" + "0" * 32, "sha256:%2e%2e%2f"):
+            answer = await proxy.get(f"/v2/{REPO}/blobs/{hostile}")
+            assert answer.status_code in (400, 404), (hostile, answer.status_code)
+            assert answer.json()["errors"][0]["code"] in ("DIGEST_INVALID", "NAME_INVALID", "NOT_FOUND")
+    await trio.sleep(0.2)  # moto's access log is read as it comes
+    assert not [r for r in moto_server.requests if any(word in r.path for word in ("etc", "AAAA", "md5", "%2e"))]
 
     for layer in layers:
         evict(herd, digest_of(layer))
