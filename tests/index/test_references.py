@@ -94,7 +94,7 @@ async def test_a_version_1_database_is_migrated_with_its_references_marked_unkno
         database: str, new_store: Callable[[], IndexStore]) -> None:
     version_1(database)
     async with new_store() as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 3
         assert await store.get_tag("app", "v1") == digest("old")
         assert await store.blob_size("app", digest("layer")) == 10
         await store.put_manifest("app", digest("new"), media_type=MANIFEST, size=5, blobs=[digest("layer")])
