@@ -20,7 +20,7 @@ import trio
 
 from swarmreg.errors import SwarmregError
 from swarmreg.index.client import IndexClient
-from swarmreg.proxy.admin_text import columns
+from swarmreg.proxy.admin_text import SHORT_DIGEST, columns
 
 # The devcluster's index (index.listen of its herd).
 DEFAULT_INDEX = "http://127.0.0.1:15004"
@@ -92,6 +92,12 @@ async def _fetch(index: str, context: ssl.SSLContext | None, count: int) -> dict
         return await client.replication_status(count=count)
 
 
+def _reference(queue: Mapping[str, Any]) -> str:
+    """``tag@alg:hex`` of the entry sent next, the hex shortened (the JSON has it whole)."""
+    algorithm, _, hex_digits = str(queue["digest"]).partition(":")
+    return f"{queue['tag']}@{algorithm}:{hex_digits[:SHORT_DIGEST]}"
+
+
 def status_table(status: Mapping[str, Any]) -> str:
     """The status as two tables: one line per remote, then one per remote and repository queued."""
     remotes: Sequence[Mapping[str, Any]] = status.get("remotes", [])
@@ -104,7 +110,7 @@ def status_table(status: Mapping[str, Any]) -> str:
     if queues:
         text += "\n" + columns([["REMOTE", "REPOSITORY", "PENDING", "OLDEST", "NEXT", "ATTEMPTS", "NEXT_ATTEMPT",
                                  "SENDING", "LAST_ERROR"]] + [
-            [remote, queue["repository"], str(queue["pending"]), queue["oldest"], f"{queue['tag']}@{queue['digest']}",
+            [remote, queue["repository"], str(queue["pending"]), queue["oldest"], _reference(queue),
              str(queue["attempts"]), queue["next_attempt"], "yes" if queue["sending"] else "no",
              " ".join((queue["last_error"] or "-").split())] for remote, queue in queues])
     if status.get("truncated"):

@@ -17,7 +17,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 ERROR_BODY = 8 << 10
 # Characters of the remote's own error message quoted in ours.
 QUOTED = 300
+# A blob goes to the remote in writes of at most this much: the timeout of each write then bounds
+# a stall, not the time a large write takes over a slow link.
+WRITE = 256 << 10
 
 
 class RemoteRegistry:
@@ -99,14 +102,15 @@ class RemoteRegistry:
         assert started is not None
         location = started.headers.get("Location", "")
         try:
-            target = self._http.base_url.join(location).copy_merge_params({"digest": str(digest)})
+            session = self._http.base_url.join(location)
         except (httpx.InvalidURL, ValueError, TypeError):
-            target = None
-        if not location or target is None or target.scheme not in ("http", "https"):
+            session = None
+        if not location or session is None or session.scheme not in ("http", "https"):
             raise SwarmregError(UPSTREAM_ERROR, f"{self.who}: the upload's POST gave no usable Location")
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         try:
-            response = await self._request("PUT", target, repository, headers=headers, content=chunks)
+            response = await self._request("PUT", session.copy_merge_params({"digest": str(digest)}), repository,
+                                           headers=headers, content=_pieces(chunks))
             async with aclosing(response):
                 if response.status_code == 401:
                     raise self._refused(f"PUT of blob {digest}")
@@ -117,7 +121,7 @@ class RemoteRegistry:
                                     f"{response.status_code}")
         except BaseException:
             with trio.CancelScope(shield=True), trio.move_on_after(5):
-                await self._cancel(target, repository)
+                await self._cancel(session, repository)
             raise
 
     async def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> None:
@@ -170,10 +174,10 @@ class RemoteRegistry:
         except httpx.HTTPError as error:
             raise self._unavailable(method, request.url.path, error) from None
 
-    async def _cancel(self, target: httpx.URL, repository: str) -> None:
+    async def _cancel(self, session: httpx.URL, repository: str) -> None:
         """Best effort: cancel an upload whose PUT failed (the remote would drop it at its TTL)."""
         try:
-            response = await self._request("DELETE", target.copy_with(query=None), repository)
+            response = await self._request("DELETE", session, repository)
             await response.aclose()
         except SwarmregError:
             pass
@@ -225,6 +229,13 @@ class RemoteRegistry:
         else:
             reason = transport_reason(error)
         return SwarmregError(UPSTREAM_UNAVAILABLE, f"{self.who}: {method} {path}: {reason}"[:QUOTED * 2])
+
+
+async def _pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """``chunks`` cut into writes of at most WRITE bytes."""
+    async for chunk in chunks:
+        for start in range(0, len(chunk), WRITE):
+            yield chunk[start:start + WRITE]
 
 
 async def _error_text(response: httpx.Response) -> str:

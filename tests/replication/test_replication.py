@@ -20,8 +20,9 @@ from swarmreg.devcluster import make_dev_certs, tls_overrides
 from swarmreg.errors import SwarmregError
 from swarmreg.index.client import IndexClient
 from swarmreg.index.remote import RemoteRegistry
+from swarmreg.index.replicator import retry_delay
 from swarmreg.registry.auth import hash_password
-from tests.conftest import RunningDaemon, make_config, start_daemon
+from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.gc.helpers import collect
 from tests.proxy.helpers import (
     OCI_INDEX,
@@ -43,7 +44,7 @@ from tests.replication.helpers import (
     wait_for_tag,
     wait_until_drained,
 )
-from tests.replication.hostile import HostileRemote
+from tests.replication.hostile import HostileRemote, SlowRelay
 
 pytestmark = pytest.mark.slow
 
@@ -142,10 +143,11 @@ async def test_a_remote_that_is_down_keeps_the_queue_with_its_errors_until_it_co
     await wait_until_drained(a.url("index"))
 
 
+@pytest.mark.parametrize("auth", ["basic", "token"])
 async def test_bad_credentials_are_a_clear_error_retried_and_a_restart_with_good_ones_sends_everything(
-        nursery: trio.Nursery, tmp_path: Path) -> None:
+        nursery: trio.Nursery, tmp_path: Path, auth: str) -> None:
     users = f'proxy.users={{ci = "{hash_password("right")}"}}'
-    b = await cluster(nursery, tmp_path / "b", users, "proxy.auth=token")
+    b = await cluster(nursery, tmp_path / "b", users, f"proxy.auth={auth}")
     wrong = (rule(b.url("proxy"), username="ci", password="wrong"),)
     a = await cluster(nursery, tmp_path / "a", *wrong)
     digest, manifest = await push(a, "team/app", "v1", [b"secret layer"])
@@ -315,3 +317,22 @@ async def test_an_index_url_for_a_remote_is_a_clear_error_and_an_index_without_o
     with pytest.raises(DaemonError) as refused:
         Daemon(make_config(tmp_path / "index", rule(b.url("proxy"))), ["index"])
     assert "[[index.replicate]]" in str(refused.value) and "index.origin" in str(refused.value)
+
+
+async def test_a_slow_remote_that_answers_within_the_timeout_gets_everything(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    b = await cluster(nursery, tmp_path / "b")
+    relay = SlowRelay(int(b.ready["roles"]["proxy"]["http"].rpartition(":")[2]), delay=0.1)
+    await nursery.start(relay.serve)
+    # 64 KiB every 0.1 s: a 2 MiB layer takes some 3 s, more than the timeout of a request.
+    a = await cluster(nursery, tmp_path / "a", rule(f"http://127.0.0.1:{relay.port}", timeout=2))
+    digest, manifest = await push(a, "team/app", "v1", [random_bytes(2 << 20), b"a small one"])
+    assert await wait_for_tag(b.url("proxy"), "team/app", "v1", digest) == manifest
+    await wait_until_drained(a.url("index"))
+
+
+def test_retries_back_off_doubling_up_to_the_rules_cap() -> None:
+    delays = [retry_delay(attempts, 60.0) for attempts in range(1, 10)]
+    for attempts, delay in enumerate(delays, 1):
+        assert 0.8 * min(60.0, 2.0 ** (attempts - 1)) <= delay <= min(60.0, 2.0 ** (attempts - 1))
+    assert retry_delay(10_000, 300.0) <= 300.0
