@@ -5,21 +5,15 @@ schema version 2."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
-import psycopg
 import pytest
 import trio
 
-from swarmreg.config import is_postgres_url
 from swarmreg.errors import MANIFEST_UNKNOWN, SwarmregError
-from swarmreg.index.postgres_store import MIGRATIONS as POSTGRES_MIGRATIONS
-from swarmreg.index.postgres_store import translate
 from swarmreg.index.replication_queue import QueueEntry, ReplicationQueue, queue_status
-from swarmreg.index.sqlite_store import MIGRATIONS as SQLITE_MIGRATIONS
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore
-from tests.index.helpers import MANIFEST, digest
+from tests.index.helpers import MANIFEST, digest, old_database
 
 B, C = "http://b.example:15000", "https://c.example"
 
@@ -158,25 +152,11 @@ async def test_the_status_has_every_remote_its_repositories_and_their_heads(stor
 
 
 def version_2(database: str) -> None:
-    """A database as swarmreg with schema version 2 left it (the steps up to 2), a tag in it."""
-    migrations = POSTGRES_MIGRATIONS if is_postgres_url(database) else SQLITE_MIGRATIONS
-    statements: list[tuple[str, tuple[object, ...]]] = [
-        ("CREATE TABLE schema_version (version INTEGER NOT NULL)", ()),
-        ("INSERT INTO schema_version VALUES (2)", ()),
-        *((statement, ()) for version in (1, 2) for statement in migrations[version]),
+    """A database as swarmreg with schema version 2 left it, a tag in it."""
+    old_database(database, 2, [
         ("INSERT INTO manifests (repository, digest, media_type, size, created) VALUES ('team/app', ?, ?, 5, "
          "'2025-01-01T00:00:00.000Z')", (str(digest("old")), MANIFEST)),
-        ("INSERT INTO tags VALUES ('team/app', 'v1', ?, '2025-01-01T00:00:00.000Z')", (str(digest("old")),))]
-    if is_postgres_url(database):
-        with psycopg.connect(database) as connection:
-            for statement, args in statements:
-                connection.execute(translate(statement), args)
-    else:
-        db = sqlite3.connect(database)
-        for statement, args in statements:
-            db.execute(statement, args)
-        db.commit()
-        db.close()
+        ("INSERT INTO tags VALUES ('team/app', 'v1', ?, '2025-01-01T00:00:00.000Z')", (str(digest("old")),))])
 
 
 async def test_a_version_2_database_is_migrated_with_an_empty_queue(
