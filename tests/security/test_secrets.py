@@ -26,7 +26,7 @@ SECRETS = (f'cluster.secret="{SECRET}"', f'proxy.token_secret="{TOKEN_SECRET}"',
 def test_every_secret_key_is_known() -> None:
     # backends: an S3 backend's options hold its keys.
     assert secret_keys() == {"backends", "cluster.secret", "proxy.token_secret", "proxy.users", "registries",
-                             "tracker.store"}
+                             "tracker.store", "index.replicate"}
 
 
 def test_config_show_redacts_every_secret() -> None:
