@@ -22,6 +22,8 @@ from swarmreg.durations import parse_duration
 from swarmreg.layout import DataLayout
 from swarmreg.redaction import REDACTED as REDACTED
 from swarmreg.redaction import redacted, secret_field, url_field
+from swarmreg.sizes import ByteSize as ByteSize
+from swarmreg.sizes import parse_size as parse_size
 from swarmreg.upstream.settings import REGISTRY_NAME
 
 # Defined in a module of their own so that storage backends can take them as options (a backend's
@@ -33,26 +35,13 @@ from swarmreg.upstream.settings import UpstreamTlsConfig as UpstreamTlsConfig
 MiB = 1 << 20
 GiB = 1 << 30
 
-ByteSize = NewType("ByteSize", int)
 # Seconds, written as a number or ociregistry's "30d", "12h", "90m" (swarmreg.durations).
 Duration = NewType("Duration", float)
 T = TypeVar("T")
-_SIZE = re.compile(r"\s*(\d+)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
 
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names every wrong key path."""
-
-
-def parse_size(value: Any, _type: Any = None) -> ByteSize:
-    """A byte count from an integer or a string such as ``"256MiB"`` or ``"1GB"``."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return ByteSize(value)
-    if isinstance(value, str) and (match := _SIZE.fullmatch(value)):
-        return ByteSize(int(match[1]) * _UNITS[(match[2] or "b").lower()])
-    raise ValueError(f"expected a size in bytes (an integer or a string like '4MiB'), got {value!r}")
 
 
 @attrs.frozen
@@ -138,8 +127,10 @@ class BackendConfig:
 
     namespace: str = attrs.field(default=".*", validator=_regex)
     type: str = "filesystem"
-    # Structured into the options class the backend type registered (see swarmreg.backends).
-    options: Any = attrs.field(factory=lambda: _filesystem().options())
+    # Structured into the options class the backend type registered (see swarmreg.backends). It
+    # may hold secrets (an S3 backend's keys): secret_keys counts in every registered type's options.
+    options: Any = attrs.field(factory=lambda: _filesystem().options(),
+                               metadata={"tables": lambda: [kind.options for kind in backend_types()]})
 
 
 def _piece_lengths(_instance: object, _attribute: object, value: dict[ByteSize, ByteSize]) -> None:
@@ -919,6 +910,7 @@ def _holds_secrets(kind: Any) -> bool:
     attrs.resolve_types(kind)
     return any(field.metadata.get("secret") or (isinstance(field.type, type) and attrs.has(field.type)
                                                 and _holds_secrets(field.type))
+               or any(_holds_secrets(table) for table in field.metadata.get("tables", list)())
                for field in attrs.fields(kind))
 
 

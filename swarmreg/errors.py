@@ -184,9 +184,17 @@ BAD_REQUEST = _register(
     "`platform` (os/arch[/variant]) and `agents` (a count or \"all\").")
 BACKEND_ERROR = _register(
     "BACKEND_ERROR", 502, "storage backend failed",
-    "The origin's storage backend failed or returned bytes that do not match the digest. When a "
-    "write-through fails after the commit, the blob is held locally, and opening its upload again "
-    "retries the backend write.")
+    "The origin's storage backend failed or returned bytes that do not match the digest; an S3 "
+    "backend's bucket refused the credentials, does not exist, or found none to use; an HTTP "
+    "backend answered a status it should not. The message names the bucket or the backend's host, "
+    "never a credential or a key. When a write-through fails after the commit, the blob is held "
+    "locally, and opening its upload again retries the backend write.")
+BACKEND_UNAVAILABLE = _register(
+    "BACKEND_UNAVAILABLE", 503, "storage backend out of reach",
+    "The origin's storage backend (an S3 endpoint, an HTTP backend) could not be reached: the "
+    "connection was refused or cut, it did not answer within its `connect_timeout` / "
+    "`read_timeout` after its `attempts`, or it answered 5xx (S3's SlowDown). Nothing half-written "
+    "is left under the digest; retrying later may succeed, and blobs held locally are served meanwhile.")
 BAD_GATEWAY = _register(
     "BAD_GATEWAY", 502, "an upstream service failed",
     "Another node failed this one: an origin could not be reached or answered something "

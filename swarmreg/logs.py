@@ -24,6 +24,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+# Libraries whose debug records carry request bodies (whole upload parts) and signed headers (an
+# S3 session token): they log at info and above even when the daemon's level is debug.
+QUIET_LIBRARIES = ("boto3", "botocore", "s3transfer", "urllib3")
+
+
 def setup_logging(fmt: str = "text", level: str = "info", *, prefix: str = "") -> None:
     """Send every record at ``level`` and above to stderr in ``fmt`` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)
@@ -35,3 +40,5 @@ def setup_logging(fmt: str = "text", level: str = "info", *, prefix: str = "") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -19,6 +19,7 @@ from swarmreg.config import Config, load_config
 from swarmreg.daemon import Daemon
 from swarmreg.devcluster import DaemonProcess, port_zero
 from tests.servers.redis import redis_server  # noqa: F401  (fixtures of real servers, for every test)
+from tests.servers.s3 import moto_server, s3_bucket  # noqa: F401
 from tests.watchdog import add_watchdogs, close_abandoned_trio_run
 
 # Every role listens on a free port in tests.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -85,3 +85,63 @@ class Backend(abc.ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - optional to override: most backends hold nothing
         """Release connections and files; the default holds none."""
+
+
+class ReadOnlyBackend(Backend):
+    """A backend swarmreg only reads from (an upstream registry, a web server): uploads and
+    deletes raise UNSUPPORTED naming ``source``, and ``list`` yields nothing."""
+
+    writable = False
+
+    def source(self, namespace: str) -> str:
+        """What the namespace's blobs are read from, for the refusals' messages."""
+        return self.describe(namespace)
+
+    def _refuse(self, namespace: str, what: str) -> SwarmregError:
+        return SwarmregError(UNSUPPORTED, f"cannot {what} blobs in {namespace!r}: its storage backend is "
+                             f"{self.source(namespace)}, which swarmreg only reads from", {"namespace": namespace})
+
+    async def upload(self, namespace: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
+        raise self._refuse(namespace, "upload")
+
+    async def upload_file(self, namespace: str, digest: Digest, path: Path) -> None:
+        raise self._refuse(namespace, "upload")
+
+    async def delete(self, namespace: str, digest: Digest) -> bool:
+        raise self._refuse(namespace, "delete")
+
+    async def list(self, namespace: str) -> AsyncIterator[Digest]:
+        """Nothing: the source cannot list its blobs."""
+        empty: tuple[Digest, ...] = ()
+        for digest in empty:
+            yield digest
+
+
+class GeneratedBlob(abc.ABC):
+    """A BlobStream whose bytes an async generator (``chunks``) makes once asked for; read it
+    inside ``async with``, which closes the generator (and with it the connection it reads from)
+    however the reading ends, a consumer that stopped early included."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._chunks: AsyncGenerator[bytes, None] | None = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    async def __aenter__(self) -> GeneratedBlob:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._chunks is not None:
+            await self._chunks.aclose()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            self._chunks = self.chunks()
+        return self._chunks
+
+    @abc.abstractmethod
+    def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The blob's bytes, chunk by chunk (called once)."""

@@ -11,15 +11,15 @@ nothing, since the Registry API cannot list a repository's blobs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from swarmreg.backends.base import Backend
+from swarmreg.backends.base import GeneratedBlob, ReadOnlyBackend
 from swarmreg.digest import Digest
-from swarmreg.errors import BLOB_UNKNOWN, UNSUPPORTED, SwarmregError
+from swarmreg.errors import BLOB_UNKNOWN, SwarmregError
 from swarmreg.upstream.client import UpstreamClient, Upstreams
 from swarmreg.upstream.names import canonical_registry, split_upstream, upstream_repository
 from swarmreg.upstream.settings import REGISTRY_NAME, RegistryConfig
@@ -55,45 +55,27 @@ class RegistryOptions:
     registry: str = attrs.field(default="", validator=_registry)
 
 
-class RegistryBlob:
-    """One blob of an upstream, streamed: its size (from the upstream's HEAD) and its bytes,
-    read only inside ``async with``, which closes the connection however the reading ends.
+class RegistryBlob(GeneratedBlob):
+    """One blob of an upstream, streamed: its size (from the upstream's HEAD) and its bytes.
 
     The bytes pass as the upstream sends them: like every backend's, they are checked by the
     consumer as it stores them (the origin hashes them in a worker thread, so the event loop
     need not hash them too)."""
 
     def __init__(self, client: UpstreamClient, repository: str, digest: Digest, size: int) -> None:
+        super().__init__(size)
         self._client = client
         self._repository = repository
         self._digest = digest
-        self._size = size
-        self._chunks: AsyncGenerator[bytes, None] | None = None
 
-    @property
-    def size(self) -> int:
-        return self._size
-
-    async def __aenter__(self) -> RegistryBlob:
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        if self._chunks is not None:
-            # A consumer that stopped early: closing the generator closes the upstream response.
-            await self._chunks.aclose()
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        if self._chunks is None:
-            chunks = self._client.blob_stream(self._repository, str(self._digest), verify=False)
-            assert isinstance(chunks, AsyncGenerator)
-            self._chunks = chunks
-        return self._chunks
+    def chunks(self) -> AsyncGenerator[bytes, None]:
+        chunks = self._client.blob_stream(self._repository, str(self._digest), verify=False)
+        assert isinstance(chunks, AsyncGenerator)
+        return chunks
 
 
-class RegistryBackend(Backend):
+class RegistryBackend(ReadOnlyBackend):
     """Blobs read from upstream registries; read-only. Safe to share between tasks."""
-
-    writable = False
 
     def __init__(self, registries: Sequence[RegistryConfig] = (), *, registry: str = "",
                  air_gapped: bool = False) -> None:
@@ -151,26 +133,9 @@ class RegistryBackend(Backend):
         size = await self.stat(namespace, digest)
         return None if size is None else RegistryBlob(where[0], where[1], digest, size)
 
-    def _refuse(self, namespace: str, what: str) -> SwarmregError:
+    def source(self, namespace: str) -> str:
         located = self.locate(namespace)
-        upstream = f"upstream registry {located[0]}" if located else "an upstream registry"
-        return SwarmregError(UNSUPPORTED, f"cannot {what} blobs in {namespace!r}: its storage backend is "
-                             f"{upstream}, which swarmreg only reads from", {"namespace": namespace})
-
-    async def upload(self, namespace: str, digest: Digest, chunks: AsyncIterable[bytes]) -> int:
-        raise self._refuse(namespace, "upload")
-
-    async def upload_file(self, namespace: str, digest: Digest, path: Path) -> None:
-        raise self._refuse(namespace, "upload")
-
-    async def delete(self, namespace: str, digest: Digest) -> bool:
-        raise self._refuse(namespace, "delete")
-
-    async def list(self, namespace: str) -> AsyncIterator[Digest]:
-        """Nothing: the Registry V2 API has no listing of a repository's blobs."""
-        empty: tuple[Digest, ...] = ()
-        for digest in empty:
-            yield digest
+        return f"upstream registry {located[0]}" if located else "an upstream registry"
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()

@@ -10,7 +10,10 @@ import attrs
 
 from swarmreg.backends.base import Backend
 from swarmreg.backends.filesystem import FilesystemBackend, FilesystemOptions
+from swarmreg.backends.http import HttpBackend, HttpOptions
 from swarmreg.backends.registry import RegistryBackend, RegistryOptions
+from swarmreg.backends.s3 import S3Backend
+from swarmreg.backends.s3_bucket import S3Options
 
 
 @attrs.frozen
@@ -25,6 +28,8 @@ class BackendType:
 _TYPES: dict[str, BackendType] = {
     "filesystem": BackendType("filesystem", FilesystemOptions, FilesystemBackend.from_options),
     "registry": BackendType("registry", RegistryOptions, RegistryBackend.from_options),
+    "s3": BackendType("s3", S3Options, S3Backend.from_options),
+    "http": BackendType("http", HttpOptions, HttpBackend.from_options),
 }
 
 

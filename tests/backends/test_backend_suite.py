@@ -23,12 +23,17 @@ import pytest
 import trio
 
 from swarmreg.backends.base import Backend
+from swarmreg.backends.http import HttpOptions
 from swarmreg.backends.registry import RegistryOptions
+from swarmreg.backends.s3_bucket import S3Options
 from swarmreg.backends.types import backend_types
 from swarmreg.config import RegistryConfig, UpstreamAuthConfig
 from swarmreg.digest import Digest
 from swarmreg.errors import DIGEST_INVALID, UNSUPPORTED, SwarmregError
+from swarmreg.sizes import ByteSize
 from tests.conftest import random_bytes
+from tests.servers.http_files import file_server
+from tests.servers.s3 import ADMIN_KEYS, MotoServer
 from tests.upstream.registries import blob_requests, docker_registry, push_blob
 
 NS = "library/foo"
@@ -49,12 +54,12 @@ class Setup:
 
 
 @asynccontextmanager
-async def default_options(kind, _tmp_path: Path) -> AsyncIterator[Setup]:
+async def default_options(kind, _tmp_path: Path, _request: Any = None) -> AsyncIterator[Setup]:
     yield Setup(kind.options())
 
 
 @asynccontextmanager
-async def upstream_registry(_kind, tmp_path: Path, *, password: str = "") -> AsyncIterator[Setup]:
+async def upstream_registry(_kind, tmp_path: Path, _request: Any = None, *, password: str = "") -> AsyncIterator[Setup]:
     """A real docker-registry (htpasswd basic auth with ``password``), seeded by real pushes."""
     users = {"puller": password} if password else None
     with docker_registry(tmp_path, users=users) as port:
@@ -69,10 +74,43 @@ async def upstream_registry(_kind, tmp_path: Path, *, password: str = "") -> Asy
         yield Setup(options, seed, {"log": tmp_path / "docker-registry.log"})
 
 
-# Backend type name -> async context manager (kind, tmp_path) -> Setup, for backend types that
-# need a server or other resources around them; the rest are built with their default options.
-BACKEND_SETUP: dict[str, Callable[[Any, Path], AbstractAsyncContextManager[Setup]]] = {
+@asynccontextmanager
+async def moto_bucket(_kind, _tmp_path: Path, request: Any) -> AsyncIterator[Setup]:
+    """A new bucket of the session's moto server (real S3 API over HTTP); parts of 5 MiB, the
+    smallest S3 takes, so the suite's larger blobs go up in several."""
+    server: MotoServer = request.getfixturevalue("moto_server")
+    bucket = server.create_bucket()
+    options = S3Options(bucket=bucket, prefix="suite/blobstore", endpoint_url=server.endpoint_url, region="us-east-1",
+                        part_size=ByteSize(5 * MiB), **s3_keys(ADMIN_KEYS))
+    yield Setup(options, extra={"server": server})
+
+
+@asynccontextmanager
+async def http_files(_kind, tmp_path: Path, _request: Any) -> AsyncIterator[Setup]:
+    """A real web server of a directory, seeded by writing ``blobs/<digest>`` files into it."""
+    root = tmp_path / "web"
+    (root / "blobs").mkdir(parents=True)
+    with file_server(root) as (port, log):
+        async def seed(_namespace: str, data: bytes) -> Digest:
+            digest = Digest.of(data)
+            (root / "blobs" / str(digest)).write_bytes(data)
+            return digest
+
+        yield Setup(HttpOptions(base=f"http://127.0.0.1:{port}/blobs/"), seed, {"root": root, "log": log})
+
+
+def s3_keys(keys: dict[str, str]) -> dict[str, str]:
+    """boto3's key arguments as S3Options' fields."""
+    return {"access_key_id": keys["aws_access_key_id"], "secret_access_key": keys["aws_secret_access_key"]}
+
+
+# Backend type name -> async context manager (kind, tmp_path, pytest's request) -> Setup, for
+# backend types that need a server or other resources around them; the rest are built with
+# their default options.
+BACKEND_SETUP: dict[str, Callable[[Any, Path, Any], AbstractAsyncContextManager[Setup]]] = {
     "registry": upstream_registry,
+    "s3": moto_bucket,
+    "http": http_files,
 }
 
 
@@ -101,7 +139,7 @@ class Subject:
 async def subject(request, tmp_path) -> AsyncIterator[Subject]:
     """A backend of each registered type, built by its registered factory with data_dir=tmp_path."""
     kind = request.param
-    async with BACKEND_SETUP.get(kind.name, default_options)(kind, tmp_path) as setup:
+    async with BACKEND_SETUP.get(kind.name, default_options)(kind, tmp_path, request) as setup:
         built = kind.factory(setup.options, tmp_path)
         try:
             yield Subject(built, setup)

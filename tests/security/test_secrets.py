@@ -24,8 +24,9 @@ SECRETS = (f'cluster.secret="{SECRET}"', f'proxy.token_secret="{TOKEN_SECRET}"',
 
 
 def test_every_secret_key_is_known() -> None:
-    assert secret_keys() == {"cluster.secret", "proxy.token_secret", "proxy.users", "registries", "tracker.store",
-                             "index.replicate"}
+    # backends: an S3 backend's options hold its keys.
+    assert secret_keys() == {"backends", "cluster.secret", "proxy.token_secret", "proxy.users", "registries",
+                             "tracker.store", "index.replicate"}
 
 
 def test_config_show_redacts_every_secret() -> None:
@@ -126,3 +127,21 @@ async def test_a_spawned_daemon_has_its_secrets_off_its_command_line(spawn: Any,
             await anonymous.open_session("secrets/blobs")
         # Our client reports the origin's 401 as its own misconfiguration (see http.client).
         assert refused.value.code is BAD_GATEWAY and refused.value.detail == {"upstream": "UNAUTHORIZED"}
+
+
+# -- an S3 backend's keys ----------------------------------------------------------------------
+
+S3_SECRET = "s3-secret-access-key-5e6f7a8b"
+S3_BACKEND = ('backends=[{type="s3", options={bucket="blobs", access_key_id="AKIATESTKEYID0001", '
+              f'secret_access_key="{S3_SECRET}", session_token="s3-session-token-9c0d"}}}}]')
+
+
+def test_an_s3_backends_keys_are_redacted_and_kept_off_command_lines() -> None:
+    result = subprocess.run([sys.executable, "-m", "swarmreg", "config", "show", "--set", S3_BACKEND],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    options = tomllib.loads(result.stdout)["backends"][0]["options"]
+    assert options["bucket"] == "blobs"
+    assert {options[key] for key in ("access_key_id", "secret_access_key", "session_token")} == {"<redacted>"}
+    assert S3_SECRET not in result.stdout and S3_SECRET not in repr(load_config(None, [S3_BACKEND]))
+    assert split_secrets(["origin.listen=127.0.0.1:0", S3_BACKEND]) == (["origin.listen=127.0.0.1:0"], [S3_BACKEND])
