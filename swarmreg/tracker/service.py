@@ -562,6 +562,10 @@ class TrackerService:
                     "download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
                     frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
             peers = rescue.peers
+            if rescue.first and not refreshed and self._nursery is not None:
+                # Its origin may have died (its entry stays in the store): the origins are asked
+                # again, live ones first, and the one that answers is pushed to the torrent.
+                self._nursery.start_soon(self._refresh, frame.namespace, frame.digest, trio.Event())
             for helper in rescue.helpers:
                 if (local := self._connections.get(str(helper))) is not None:
                     if local is not connection:

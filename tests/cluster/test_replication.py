@@ -148,6 +148,32 @@ async def test_agents_pull_through_the_next_owner_when_the_first_is_stopped(nurs
         assert pulled.status_code == 200 and pulled.content == data
 
 
+async def test_a_download_whose_origin_died_gets_the_next_owner(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The tracker recorded the first owner as the torrent's origin (a pull before); that origin
+    stopped: the next download stalls on it, and the tracker asks the origins again, which
+    brings in the second owner (it waited out its stall timeout and failed before)."""
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    origins = {m: await start_origin(nursery, tmp_path, m, members) for m in members}
+    tracker = await start_daemon(nursery, make_config(tmp_path / "tracker", members_option(members),
+                                                      "tracker.stall_after=1"), ["tracker"])
+    data = random_bytes(3 << 20, seed=7)  # past tracker.inline_max: a torrent, seeded by an origin
+    first = rank(digest_of(data), members)[0]
+    async with httpx.AsyncClient(base_url=f"http://{first}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)
+    await holds(origins[next(m for m in members if m != first)], digest)
+    for name in ("before", "after"):
+        agent = await start_daemon(nursery, make_config(
+            tmp_path / name, f"agent.tracker={tracker.ready['roles']['tracker']['ws']}", "agent.stall_timeout=20"),
+            ["agent"])
+        async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+            with trio.fail_after(15):
+                pulled = await client.get(blob_path(NS, digest))
+            assert pulled.status_code == 200 and pulled.content == data
+        await agent.stop()  # it would seed the blob to the next one
+        if name == "before":
+            await origins[first].stop()
+
+
 async def test_a_member_that_comes_back_empty_gets_its_blobs_again(nursery: trio.Nursery, tmp_path: Path) -> None:
     members = [Address("127.0.0.1", free_port()) for _ in range(2)]
     await start_origin(nursery, tmp_path, members[0], members)
