@@ -524,13 +524,28 @@ class TrackerService:
                     break
                 if local is None:  # dropped while the store was down: its claim outlived it
                     await self.peers.drop_owner(holder)
-            elif self.shared is not None and tracker is not None and not await self.shared.alive(tracker):
+            elif self.shared is not None and tracker is not None and await self._gone(self.shared, tracker):
                 log.info("taking over peer id %s from a connection of tracker %s, which no longer runs",
                          peer_id, tracker)
                 await self.peers.drop_owner(holder)
             else:
                 break
         return connection.owner in self._connections
+
+    @staticmethod
+    async def _gone(shared: SharedStore, tracker: str) -> bool:
+        """Whether the tracker ``tracker`` (another one) no longer runs. Killed a moment ago, its
+        heartbeat has not lapsed yet while its agents already announce here: while its beat stays
+        the same, wait for it to lapse (up to HEARTBEAT_TTL); a beat that changes is a tracker that runs."""
+        first = await shared.beat(tracker)
+        with trio.move_on_after(HEARTBEAT_TTL + HEARTBEAT):
+            while first is not None:
+                await trio.sleep(HEARTBEAT / 4)
+                beat = await shared.beat(tracker)
+                if beat != first:
+                    return beat is None
+            return True
+        return False
 
     async def _record(self, connection: _Connection, frame: Announce, peer: Peer, *,
                       refreshed: bool) -> AnnounceReply:
