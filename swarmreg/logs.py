@@ -35,3 +35,6 @@ def setup_logging(fmt: str = "text", level: str = "info", *, prefix: str = "") -
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs each request it sends at info level: the server's access log has it already, and
+    # a cluster's health probes made it most of every client daemon's log.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)
