@@ -173,7 +173,8 @@ class TrackerService:
                 self._origin_ring(), timeout=30, tls=tls.client, secret=self.node.config.cluster.secret))
             self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
-                                           inline_budget=self.config.inline_cache)
+                                           inline_budget=self.config.inline_cache,
+                                           replicas=self.node.config.origin.replicas)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
