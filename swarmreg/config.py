@@ -141,6 +141,12 @@ class BackendConfig:
     options: Any = attrs.field(factory=lambda: _filesystem().options())
 
 
+def _piece_lengths(_instance: object, _attribute: object, value: dict[ByteSize, ByteSize]) -> None:
+    for length in value.values():
+        if length < 16 << 10 or length & (length - 1) or length > 256 * MiB:
+            raise ValueError(f"piece_lengths: a piece length is a power of two from 16KiB to 256MiB, not {length}")
+
+
 @attrs.frozen
 class OriginConfig:
     listen: Address = Address("127.0.0.1", 15002)
@@ -167,6 +173,11 @@ class OriginConfig:
     # Trackers told of the blobs the garbage collector removed (they drop their metainfo and this
     # origin as a seeder), besides the tracker role in the same daemon, which is always told.
     trackers: tuple[Address, ...] = ()
+    # The piece length of the torrents this origin makes, as Kraken's origins take it: a blob size
+    # -> the length for blobs from that size on (the largest size <= the blob's applies), such as
+    # {"0" = "256KiB", "64MiB" = "1MiB"}; empty: the table in docs/swarm.md. The length is part of
+    # a blob's info-hash: every origin of a cluster must have the same table.
+    piece_lengths: dict[ByteSize, ByteSize] = attrs.field(factory=dict, validator=_piece_lengths)
 
 
 @attrs.frozen

@@ -168,7 +168,8 @@ class Daemon:
             if tls.enabled and tls.peer is None and SWARM_ROLES & set(self.roles):
                 raise ConfigError("tls.peer_cert: the agent and origin roles need a peer-wire certificate "
                                   "with [tls] (swarmreg certs issue makes one)")
-            metainfo = MetainfoCache(layout.metainfo, tls.peer.root_cert if tls.peer else b"")
+            metainfo = MetainfoCache(layout.metainfo, tls.peer.root_cert if tls.peer else b"",
+                                     {int(at): int(length) for at, length in self.config.origin.piece_lengths.items()})
             metainfo.prepare()
             backends = BackendRouter.from_config(self.config.backends, data_dir, registries=self.config.registries,
                                                  air_gapped=self.config.air_gapped)

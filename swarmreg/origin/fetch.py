@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Mapping
 
 import trio
 
@@ -30,7 +30,8 @@ GROWING_BATCH = 256 << 10
 
 
 async def receive_blob(store: BlobStore, digest: Digest, size: int, chunks: AsyncIterable[bytes], *,
-                       root_cert: bytes = b"", source: str = "the backend", growing: GrowingFile | None = None,
+                       root_cert: bytes = b"", piece_lengths: Mapping[int, int] | None = None,
+                       source: str = "the backend", growing: GrowingFile | None = None,
                        metainfo: bool = True) -> Metainfo | None:
     """Store ``chunks`` (``size`` bytes, as ``source`` announced) under ``digest``; returns
     the blob's metainfo (None for the empty blob, which has no torrent, or without ``metainfo``).
@@ -41,7 +42,7 @@ async def receive_blob(store: BlobStore, digest: Digest, size: int, chunks: Asyn
     A stream longer or shorter than ``size`` is BACKEND_ERROR; one not matching the digest is
     DIGEST_INVALID; the stream's own errors pass through as they are.
     """
-    builder = MetainfoBuilder(digest, size, root_cert) if size and metainfo else None
+    builder = MetainfoBuilder(digest, size, root_cert, piece_lengths) if size and metainfo else None
     hasher = digest.hasher()
     temp = store.temp_path()
     try:

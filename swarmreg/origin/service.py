@@ -317,7 +317,8 @@ class OriginService:
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
             async with stream:
                 metainfo = await self._backend_call(receive_blob(
-                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert, source=source,
+                    self.store, digest, stream.size, stream, root_cert=self.node.metainfo.root_cert,
+                    piece_lengths=self.node.metainfo.piece_lengths, source=source,
                     growing=fetch))
             log.info("fetched %s (%d bytes) from %s", digest, stream.size, source)
         except SwarmregError as error:
@@ -406,7 +407,8 @@ class OriginService:
     async def _build_metainfo(self, digest: Digest, namespace: str) -> Metainfo:
         try:
             metainfo = await trio.to_thread.run_sync(
-                build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert)
+                build_metainfo, self.store.path(digest), digest, self.node.metainfo.root_cert,
+                self.node.metainfo.piece_lengths)
         except FileNotFoundError:
             raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
         self._cache_metainfo(metainfo, namespace)

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,12 @@ PIECE_LENGTH_POLICY = (
 LARGEST_PIECE = 16 * MiB
 
 
-def piece_length_for(size: int) -> int:
-    """The documented piece length for a blob of ``size`` bytes (a power of two >= 16 KiB)."""
+def piece_length_for(size: int, lengths: Mapping[int, int] | None = None) -> int:
+    """The piece length for a blob of ``size`` bytes (a power of two >= 16 KiB): the documented
+    table's, or with ``lengths`` (``origin.piece_lengths``, as Kraken's origins take it: a blob
+    size -> the length for blobs from that size on) the entry of the largest size <= ``size``."""
+    if lengths:
+        return lengths[max((at for at in lengths if at <= size), default=min(lengths))]
     for limit, length in PIECE_LENGTH_POLICY:
         if size <= limit:
             return length
@@ -120,16 +125,18 @@ def _read_full(file: io.RawIOBase, view: memoryview) -> int:
     return filled
 
 
-def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"") -> Metainfo:
+def build_metainfo(path: Path, digest: Digest, root_cert: bytes = b"",
+                   piece_lengths: Mapping[int, int] | None = None) -> Metainfo:
     """Hash the blob at ``path`` into its v2 metainfo (blocking; run it in a thread).
 
     With ``root_cert`` (the cluster CA, PEM) it is an SSL torrent: only peers with a
-    certificate from that CA take part. The CA is part of the info-hash.
+    certificate from that CA take part. The CA is part of the info-hash, and so is the piece
+    length (``piece_length_for`` with ``piece_lengths``).
     """
     size = os.stat(path).st_size
     if size == 0:
         raise SwarmregError(INTERNAL, "an empty blob has no torrent")
-    piece_length = piece_length_for(size)
+    piece_length = piece_length_for(size, piece_lengths)
     per_piece = piece_length // BLOCK
     pieces: list[bytes] = []
     leaves: list[bytes] = []
@@ -176,13 +183,14 @@ class MetainfoBuilder:
     fewer bytes than that are an error. Blocking like hashlib: feed large chunks from a thread.
     """
 
-    def __init__(self, digest: Digest, size: int, root_cert: bytes = b"") -> None:
+    def __init__(self, digest: Digest, size: int, root_cert: bytes = b"",
+                 piece_lengths: Mapping[int, int] | None = None) -> None:
         if size <= 0:
             raise SwarmregError(INTERNAL, "an empty blob has no torrent")
         self.digest = digest
         self.size = size
         self.root_cert = root_cert
-        self.piece_length = piece_length_for(size)
+        self.piece_length = piece_length_for(size, piece_lengths)
         self._per_piece = self.piece_length // BLOCK
         self.received = 0
         self._pieces: list[bytes] = []
@@ -234,9 +242,10 @@ class MetainfoCache:
     the cluster's CA changed is dropped, to be rebuilt or fetched again.
     """
 
-    def __init__(self, root: Path, root_cert: bytes = b"") -> None:
+    def __init__(self, root: Path, root_cert: bytes = b"", piece_lengths: Mapping[int, int] | None = None) -> None:
         self.root = Path(root)
         self.root_cert = root_cert
+        self.piece_lengths = piece_lengths  # how this node builds metainfo (origin.piece_lengths)
 
     def prepare(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,35 @@ class Entry:
     rescues: int = 0  # rescues since then
 
 
+class Candidates:
+    """Peer ids that can be drawn at random in O(drawn), not O(held): a list and each id's place."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._at: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, peer_id: str) -> None:
+        if peer_id not in self._at:
+            self._at[peer_id] = len(self._ids)
+            self._ids.append(peer_id)
+
+    def discard(self, peer_id: str) -> None:
+        at = self._at.pop(peer_id, None)
+        if at is None:
+            return
+        last = self._ids.pop()
+        if last != peer_id:  # the last one takes the freed place
+            self._ids[at] = last
+            self._at[last] = at
+
+    def draw(self, count: int, rng: random.Random) -> list[str]:
+        """Up to ``count`` ids, in random order."""
+        return rng.sample(self._ids, min(count, len(self._ids)))
+
+
 @attrs.frozen
 class Rescue:
     """What a stalled download gets: every peer, furthest along first, and the owners of the
@@ -86,6 +115,8 @@ class PeerStore:
         self._claims: dict[str, Hashable] = {}  # peer id -> the connection it belongs to
         self._ids: dict[Hashable, str] = {}  # connection -> its peer id (the inverse)
         self._origin_ids: dict[str, int] = {}  # peer id -> how many origin entries have it
+        # info-hash -> (origins and complete peers, the others): what peers_for draws from.
+        self._classes: dict[str, tuple[Candidates, Candidates]] = {}
 
     def __len__(self) -> int:
         return sum(len(peers) for peers in self._torrents.values())
@@ -116,6 +147,8 @@ class PeerStore:
         since, rescues = (now, 0) if grew or previous is None else (previous.since, previous.rescues)
         self._torrents.setdefault(info_hash, {})[peer.peer_id] = Entry(
             peer, owner, now + ttl, progress, since, rescues)
+        seeds, others = self._classes.setdefault(info_hash, (Candidates(), Candidates()))
+        (seeds if peer.origin or peer.complete else others).add(peer.peer_id)
         if owner is not None:
             self._owned.setdefault(owner, {})[info_hash] = peer.peer_id
         if peer.origin:
@@ -172,9 +205,27 @@ class PeerStore:
                     self._remove(info_hash, peer_id, holder)
 
     def peers_for(self, info_hash: str, exclude: str = "", now: float | None = None) -> list[Peer]:
-        """Up to ``max_peers`` live peers: origins and complete peers first, random within each class."""
+        """Up to ``max_peers`` live peers: origins and complete peers first, random within each class.
+
+        Every announce asks for them, so the cost is in the peers handed out, not in the torrent's
+        size: they are drawn from each class, and only when a drawn one has outlived its TTL
+        (``expire`` has not yet run) is the whole torrent looked at."""
         now = trio.current_time() if now is None else now
-        return pick_peers(self._torrents.get(info_hash, {}).values(), exclude, now, self.max_peers, self._rng)
+        entries = self._torrents.get(info_hash)
+        if not entries:
+            return []
+        chosen: list[Peer] = []
+        for candidates in self._classes[info_hash]:
+            wanted = self.max_peers - len(chosen)
+            if wanted <= 0:
+                break
+            for peer_id in candidates.draw(wanted + 1, self._rng):  # one more, in case it is ``exclude``
+                entry = entries[peer_id]
+                if entry.expires <= now:
+                    return pick_peers(entries.values(), exclude, now, self.max_peers, self._rng)
+                if peer_id != exclude and len(chosen) < self.max_peers:
+                    chosen.append(entry.peer)
+        return chosen
 
     def leave(self, info_hash: str, owner: Hashable) -> None:
         """``owner`` no longer takes part in the torrent; it keeps its peer id."""
@@ -188,6 +239,8 @@ class PeerStore:
         if entry is None or entry.owner != owner:
             return
         del peers[peer_id]
+        for candidates in self._classes[info_hash]:
+            candidates.discard(peer_id)
         if entry.owner is not None and self._owned.get(entry.owner, {}).get(info_hash) == peer_id:
             del self._owned[entry.owner][info_hash]
         if entry.peer.origin:
@@ -196,6 +249,7 @@ class PeerStore:
                 del self._origin_ids[peer_id]
         if not peers:
             self._torrents.pop(info_hash, None)
+            self._classes.pop(info_hash, None)
 
     def forget(self, info_hash: str, owners: Collection[Hashable]) -> int:
         """Forget the torrent's entries of ``owners`` (the origins the tracker fetched its metainfo

@@ -191,7 +191,9 @@ class RedisStore:
         await self._call(self.client.publish, self.channel, json.dumps(event, separators=(",", ":")))
 
     def _subscribe(self) -> Any:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        # Any: redis-py before 8.2 has no types for pubsub(), later releases do.
+        client: Any = self.client
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(self.channel)
         except BaseException:

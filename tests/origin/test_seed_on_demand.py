@@ -7,12 +7,16 @@ torrents in the herd, most for blobs nobody asked for, or that agents got inline
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
+import pytest
 import trio
 
+from swarmreg.config import ConfigError
 from swarmreg.digest import Digest
 from swarmreg.swarm.metainfo import Metainfo
-from tests.conftest import RunningDaemon, random_bytes
+from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path, upload_blob
 
 NS = "library/ondemand"
@@ -34,3 +38,20 @@ async def test_a_committed_blob_is_hashed_at_once_and_seeded_when_asked_for(orig
         assert response.content == built.raw, "the metainfo built at the commit, not hashed again"
         torrent = engine.get(Metainfo.parse(response.content, digest).info_hash)
         assert torrent is not None and torrent.finished.is_set(), "asked for, the blob is seeded"
+
+
+async def test_the_piece_lengths_of_the_configuration_make_the_torrent(nursery: trio.Nursery, tmp_path: Path) -> None:
+    origin = await start_daemon(nursery, make_config(
+        tmp_path / "origin", 'origin.piece_lengths={"0" = "64KiB", "1MiB" = "512KiB"}'), ["origin"])
+    async with httpx.AsyncClient(base_url=origin.url("origin")) as client:
+        for size, length in ((300 << 10, 64 << 10), (3 << 20, 512 << 10)):
+            digest = await upload_blob(client, NS, random_bytes(size, seed=size))
+            response = await client.get(f"{blob_path(NS, digest)}/metainfo")
+            assert response.status_code == 200
+            metainfo = Metainfo.parse(response.content, Digest.parse(digest))
+            assert (metainfo.piece_length, metainfo.num_pieces) == (length, -(-size // length))
+
+
+def test_a_piece_length_that_is_no_power_of_two_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="origin: piece_lengths: a piece length is a power of two"):
+        make_config(tmp_path, 'origin.piece_lengths={"0" = "100KiB"}')

@@ -100,3 +100,13 @@ def test_an_empty_blob_has_no_torrent(tmp_path: Path) -> None:
     path, digest = write_blob(tmp_path, b"")
     with pytest.raises(SwarmregError):
         build_metainfo(path, digest)
+
+
+def test_piece_lengths_by_size_as_kraken_takes_them() -> None:
+    lengths = {0: 64 << 10, 8 << 20: 1 << 20, 1 << 30: 4 << 20}
+    assert piece_length_for(1, lengths) == 64 << 10
+    assert piece_length_for((8 << 20) - 1, lengths) == 64 << 10
+    assert piece_length_for(8 << 20, lengths) == 1 << 20
+    assert piece_length_for(5 << 30, lengths) == 4 << 20
+    # Blobs below the smallest size named take its length.
+    assert piece_length_for(10, {1 << 20: 512 << 10}) == 512 << 10

@@ -39,6 +39,29 @@ def test_at_most_max_peers() -> None:
     assert len(store.peers_for(IH, now=0)) == 3
 
 
+def test_a_large_torrent_hands_out_seeds_first_drawn_at_random_and_never_a_stale_peer() -> None:
+    store = PeerStore(ttl=10, max_peers=5, rng=random.Random(2))
+    for n in range(2000):
+        store.announce(IH, peer(n, complete=n < 3), owner=f"c{n}", now=0 if n % 2 else 5)
+    store.announce(IH, peer(5000), owner="late", now=14)
+    seen: set[str] = set()
+    for _ in range(50):
+        handed = store.peers_for(IH, exclude=peer(0).peer_id, now=6)
+        assert {p.peer_id for p in handed[:2]} == {peer(1).peer_id, peer(2).peer_id}
+        assert len(handed) == 5 and len(set(handed)) == 5 and not handed[2].complete
+        seen.update(p.peer_id for p in handed[2:])
+    assert len(seen) > 100, "drawn at random, not the same few"
+    # At 12 the odd peers (announced at 0, TTL 10) are stale though not yet expired: never handed out.
+    for _ in range(50):
+        handed = store.peers_for(IH, now=12)
+        assert len(handed) == 5
+        assert all(int(p.peer_id, 16) % 2 == 0 or p.peer_id == peer(5000).peer_id for p in handed)
+    # Peers that left are not drawn either.
+    for n in range(2, 2000):
+        store.leave(IH, f"c{n}")
+    assert {p.peer_id for p in store.peers_for(IH, now=6)} == {peer(0).peer_id, peer(1).peer_id, peer(5000).peer_id}
+
+
 def test_re_announcing_is_news_only_when_something_changed() -> None:
     store = PeerStore(ttl=60, max_peers=50)
     assert store.announce(IH, peer(1), owner="c", now=0)[1]
