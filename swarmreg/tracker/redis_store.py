@@ -184,7 +184,8 @@ class RedisStore:
     async def beat(self, tracker_id: str) -> str | None:
         """``tracker_id``'s last heartbeat while it is fresh (a tracker that runs changes it every
         beat), else None."""
-        return await self._call(self.client.get, self._tracker(tracker_id))
+        beat = await self._call(self.client.get, self._tracker(tracker_id))
+        return None if beat is None else str(beat)
 
     async def publish(self, event: dict[str, Any]) -> None:
         """Send ``event`` to every tracker listening (fire and forget: one that is not misses it)."""
