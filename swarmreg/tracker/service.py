@@ -283,10 +283,11 @@ class TrackerService:
             stream = self._streams.get(_endpoint_key(remote.address, remote.port))
             peercert = stream.getpeercert() if stream is not None else None
         self._accepted += 1
+        # Before the handshake's await: connections accepted meanwhile must not get the same owner.
+        owner = connection_owner(self.tracker_id, self._accepted)
         connection = _Connection(await request.accept(),
                                  TokenBucket(self.config.frame_rate, self.config.frame_burst),
-                                 connection_owner(self.tracker_id, self._accepted),
-                                 peercert=peercert, authorization=authorization)
+                                 owner, peercert=peercert, authorization=authorization)
         self._connections[connection.owner] = connection
         try:
             with connection.scope:
