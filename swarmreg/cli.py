@@ -1,5 +1,5 @@
 """The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster``,
-``containerd-config``, ``load``, and the admin API's ``list``, ``prune`` and ``gc``."""
+``containerd-config``, ``load``, the admin API's ``list``, ``prune`` and ``gc``, and ``replication status``."""
 
 from __future__ import annotations
 
@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     from swarmreg.admin_cli import add_admin_commands
 
     add_admin_commands(commands, DEFAULT_PROXY)
+    from swarmreg.replication_cli import add_replication_commands
+
+    add_replication_commands(commands)
     return parser
 
 
@@ -149,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.admin_cli import run_admin
 
             return run_admin(args)
+        if args.command == "replication":
+            from swarmreg.replication_cli import run_replication
+
+            return run_replication(args)
         config = load_config(args.config, args.overrides, args.data_dir)
         if args.command == "config":
             sys.stdout.write(dump_config(config, redact=True))

@@ -11,6 +11,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, NewType, TypeVar, get_args, get_origin
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
@@ -381,6 +382,73 @@ class AgentConfig:
     # Eviction of held blobs: size, disk pressure and age limits ([agent.cache]).
     cache: CacheConfig = CacheConfig()
 
+def _remote_url(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is not None and "@" in parts.netloc:  # refused before anything echoes the URL
+        raise ValueError("'remote' must carry no credentials: set username and password, or token")
+    try:
+        port_ok = parts is not None and (parts.port is None or parts.port > 0)
+    except ValueError:  # a port that is no number, or out of range
+        port_ok = False
+    if parts is None or not port_ok or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("'remote' must be the remote cluster's registry (proxy) URL, http://host:port or "
+                         f"https://host[:port], got {value[:200]!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("'remote' must be the registry's root URL, no path (its API is at /v2/), "
+                         f"got {value[:200]!r}")
+
+
+def _without_slash(url: str) -> str:
+    return url.rstrip("/")
+
+
+def _remote_credentials(instance: ReplicateRule, _attribute: attrs.Attribute[str], value: str) -> None:
+    if instance.password and not instance.username:
+        raise ValueError("'username' must be set with password")
+    if instance.token and (instance.username or instance.password):
+        raise ValueError("'token' must be set alone: username and password, or a token, not both")
+
+
+def _remote_tls(instance: ReplicateRule, _attribute: attrs.Attribute[bool], value: bool) -> None:
+    custom = instance.tls != UpstreamTlsConfig()
+    if value and custom:
+        raise ValueError("'cluster_tls' must not be set with a [tls] table of the rule: use one of them")
+    if (value or custom) and not instance.remote.startswith("https://"):
+        raise ValueError("'cluster_tls' must go with an https:// remote, as must a [tls] table of the rule")
+
+
+@attrs.frozen
+class ReplicateRule:
+    """One ``[[index.replicate]]`` rule (docs/replication.md): every tag pushed to a repository
+    whose whole name matches ``repository`` is sent, with its manifest and blobs, to the registry
+    API (the proxy) of the remote cluster at ``remote``."""
+
+    repository: str = attrs.field(validator=_regex)
+    # http(s)://host[:port] of the remote cluster's proxy (its Registry V2 push API).
+    remote: str = attrs.field(converter=_without_slash, validator=_remote_url)
+    # Credentials for the remote proxy: basic (its users, or its token realm's), or a bearer token.
+    username: str = ""
+    password: str = secret_field(default="")
+    token: str = secret_field(default="", validator=_remote_credentials)
+    # TLS towards an https remote: a CA of its own, a client certificate, no verification; or
+    # cluster_tls, this node's [tls] certificate, verified against the cluster CA.
+    tls: UpstreamTlsConfig = UpstreamTlsConfig()
+    cluster_tls: bool = attrs.field(default=False, validator=_remote_tls)
+    # Seconds to wait for a connection, and for each read or write of a request.
+    timeout: float = attrs.field(default=60.0, validator=attrs.validators.gt(0))
+    # A failed entry is tried again after 1 s, doubled per failure up to this.
+    max_backoff: Duration = attrs.field(default=Duration(300.0), validator=attrs.validators.ge(Duration(1.0)))
+
+
+def _one_rule_per_remote(_instance: object, _attribute: attrs.Attribute[Any], value: tuple[ReplicateRule, ...]) -> None:
+    remotes = [rule.remote.lower() for rule in value]
+    if len(set(remotes)) != len(remotes):
+        raise ValueError("'replicate' must name each remote once (match several repositories with one "
+                         "regular expression: 'team/.*|infra/.*')")
+
 
 @attrs.frozen
 class IndexConfig:
@@ -395,6 +463,8 @@ class IndexConfig:
     # upload API (the index's certificate then needs an origin write role); unset, the blob
     # store of the origin role in the same daemon.
     origin: Address | None = None
+    # Replication to other clusters ([[index.replicate]], docs/replication.md).
+    replicate: tuple[ReplicateRule, ...] = attrs.field(default=(), validator=_one_rule_per_remote)
 
     @database.validator
     def _check_database(self, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -562,6 +632,13 @@ def _unique_registries(_instance: object, _attribute: attrs.Attribute[Any], valu
         raise ValueError("'registries' must name each upstream once")
 
 
+def _replication_tls(config: Config, index: IndexConfig) -> None:
+    for number, rule in enumerate(index.replicate):
+        if rule.cluster_tls and not config.tls.enabled:
+            raise ValueError(f"'index' must have the cluster's [tls] (ca, cert and key) for "
+                             f"replicate[{number}].cluster_tls")
+
+
 @attrs.frozen
 class Config:
     data_dir: str = attrs.field(factory=default_data_dir)
@@ -582,7 +659,7 @@ class Config:
     tracker: TrackerConfig = TrackerConfig()
     agent: AgentConfig = AgentConfig()
     proxy: ProxyConfig = ProxyConfig()
-    index: IndexConfig = IndexConfig()
+    index: IndexConfig = attrs.field(default=IndexConfig(), validator=lambda i, _a, v: _replication_tls(i, v))
     prune: PruneConfig = PruneConfig()
     # Upstream registries (pull-through caching), one [[registries]] table each.
     registries: tuple[RegistryConfig, ...] = attrs.field(default=(), validator=_unique_registries)

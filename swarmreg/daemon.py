@@ -131,7 +131,9 @@ class Daemon:
                  ("proxy", "origin", config.proxy.origin is not None or cluster.origins != (),
                   "cluster.origins or proxy.origin"),
                  ("proxy", "index", config.proxy.index is not None or cluster.indexes != (),
-                  "cluster.indexes or proxy.index")]
+                  "cluster.indexes or proxy.index"),
+                 ("index", "origin", not config.index.replicate or config.index.origin is not None
+                  or cluster.origins != (), "cluster.origins or index.origin to read what [[index.replicate]] sends")]
         for role, other, configured, key in needs:
             if role in self.roles and not configured and other not in self.roles:
                 raise DaemonError(f"the {role} needs {key}, or the {other} role in the same daemon")

@@ -15,6 +15,7 @@ one description of the tree (docs/layout.md shows it)::
       downloads/<hex>              a blob an agent is receiving through the swarm
       backend/                     the filesystem backend's root: its own blobs/ and tmp/
       index.db                     the index's SQLite database (and its -wal/-shm files)
+      index-node                   the index node's id (its leases of the replication queue)
 
 ``backend`` and ``index.db`` are the defaults of ``[[backends]] options.root`` and
 ``index.database``; relative settings are taken from the data directory.
@@ -82,6 +83,12 @@ class DataLayout(BlobTree):
     def replication(self) -> Path:
         """An origin's replication queue (swarmreg.origin.replication)."""
         return self.root / "replication"
+
+    @property
+    def index_node(self) -> Path:
+        """The index node's id, made at its first start (swarmreg.index.replicator): which leases of
+        the replication queue are its own after a restart."""
+        return self.root / "index-node"
 
     def setting(self, path: str) -> Path:
         """A path from the configuration (backend root, index database), relative to the data directory."""

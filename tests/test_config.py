@@ -383,3 +383,51 @@ def test_the_tracker_store_is_memory_or_a_redis_url():
     assert load_config(None, ["tracker.store=redis://10.0.0.5:6379/2"]).tracker.store == "redis://10.0.0.5:6379/2"
     assert load_config(None, ["tracker.store=memory"]).tracker.store == "memory"
     assert 'tracker.store is "memory" or a redis://' in config_error("tracker.store=postgresql://db/x")
+
+
+# --- [[index.replicate]] -------------------------------------------------------------------------
+
+def test_replication_rules_load_with_their_defaults_and_keep_their_secrets_out_of_sight(tmp_path):
+    path = write_toml(tmp_path, """
+[[index.replicate]]
+repository = "team/.*"
+remote = "https://registry.b.example:5000/"
+username = "replicator"
+password = "hunter2-pw"
+
+[[index.replicate]]
+repository = "infra/.*"
+remote = "http://10.1.0.5:15000"
+token = "a-bearer-token-xyz"
+max_backoff = "10m"
+""")
+    first, second = load_config(path).index.replicate
+    assert (first.remote, first.username, first.timeout, first.max_backoff) == (
+        "https://registry.b.example:5000", "replicator", 60.0, 300.0)
+    assert (second.token, second.max_backoff, second.cluster_tls) == ("a-bearer-token-xyz", 600.0, False)
+    config = load_config(path)
+    for text in (repr(config), dump_config(config, redact=True)):
+        assert "hunter2-pw" not in text and "a-bearer-token-xyz" not in text and "registry.b.example" in text
+    assert load_config(write_toml(tmp_path, dump_config(config))) == config
+
+
+@pytest.mark.parametrize(("rule", "key_path", "says"), [
+    ('{repository = "team/(", remote = "http://b:1"}', "index.replicate[0].repository", "regular expression"),
+    ('{repository = "a", remote = "ftp://b:1"}', "index.replicate[0].remote", "http://host:port"),
+    ('{repository = "a", remote = "b:15000"}', "index.replicate[0].remote", "http://host:port"),
+    ('{repository = "a", remote = "http://b:99999"}', "index.replicate[0].remote", "http://host:port"),
+    ('{repository = "a", remote = "http://u:pw@b:1"}', "index.replicate[0].remote", "no credentials"),
+    ('{repository = "a", remote = "http://u:pw@b:99999"}', "index.replicate[0].remote", "no credentials"),
+    ('{repository = "a", remote = "http://b:1/v2/x"}', "index.replicate[0].remote", "no path"),
+    ('{repository = "a", remote = "http://b:1", password = "p"}', "index.replicate[0].username", "with password"),
+    ('{repository = "a", remote = "http://b:1", token = "t", username = "u"}', "index.replicate[0].token", "alone"),
+    ('{repository = "a", remote = "http://b:1", cluster_tls = true}', "index.replicate[0].cluster_tls", "https://"),
+    ('{repository = "a", remote = "https://b:1", cluster_tls = true}', "index", "[tls]"),
+    ('{repository = "a", remote = "https://b:1", max_backoff = 0}', "index.replicate[0].max_backoff", ""),
+    ('{repository = "a", remote = "http://b:1"}, {repository = "b", remote = "http://B:1/"}', "index.replicate",
+     "each remote once"),
+    ('{remote = "http://b:1"}', "index.replicate[0].repository", "required"),
+])
+def test_a_bad_replication_rule_names_its_key_and_what_is_wrong(rule, key_path, says):
+    line = error_line(config_error(f"index.replicate=[{rule}]"), key_path)
+    assert says in line and "u:pw@" not in line, line  # a URL with credentials is not echoed

@@ -7,8 +7,9 @@ says how paths that could be read two ways are read.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from quart import Response, request
@@ -86,13 +87,25 @@ def _tag_unknown(repository: str, tag: str) -> SwarmregError:
     return SwarmregError(MANIFEST_UNKNOWN, "tag unknown", {"repository": repository, "tag": tag})
 
 
+class Replicating(Protocol):
+    """Where a tag put is sent on (swarmreg.index.replicator.Replicator)."""
+
+    @property
+    def remotes(self) -> tuple[str, ...]: ...
+
+    def remotes_for(self, repository: str) -> tuple[str, ...]: ...
+
+    def wake(self, remotes: Sequence[str]) -> None: ...
+
+
 def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
                      guard: ClusterGuard | None = None, pull_through: PullThrough | None = None,
-                     access_times: AccessTimes | None = None) -> QuartTrio:
+                     access_times: AccessTimes | None = None, replication: Replicating | None = None) -> QuartTrio:
     """The index's Quart app, serving ``store``; a request body stalled for ``idle_timeout`` s fails.
     Writes (PUT, DELETE, POST) are for the proxy and index roles when ``guard`` checks writers. Reads of
     tags, manifests and blob links of upstream repositories go through ``pull_through``. GETs of
-    manifest records and tags are pulls, noted in ``access_times``."""
+    manifest records and tags are pulls, noted in ``access_times``. A tag put is queued for the
+    remote clusters ``replication`` names for its repository."""
     app = create_base_app("index")
     reads = pull_through or store
     pulled = access_times or AccessTimes(store)
@@ -104,7 +117,8 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
 
     add_health_route(app)
     add_gc_routes(app, store, reads, guard, partial(_json_body, idle_timeout))
-    add_admin_routes(app, store, partial(_json_body, idle_timeout), before_prune=pulled.flush)
+    add_admin_routes(app, store, partial(_json_body, idle_timeout), before_prune=pulled.flush,
+                     remotes=replication.remotes if replication is not None else ())
 
     # -- the catalog and tag lists ---------------------------------------------------------
 
@@ -131,7 +145,10 @@ def create_index_app(store: IndexStore, *, idle_timeout: float = 60.0,
         if request.method == "PUT":
             body = check_body(await _json_body(idle_timeout), {"digest"}, {"repository", "tag"})
             _check_echo(body, repository=repository, tag=tag)
-            await store.put_tag(repository, tag, parse_digest(body["digest"]))
+            remotes = replication.remotes_for(repository) if replication is not None else ()
+            if await store.put_tag(repository, tag, parse_digest(body["digest"]), replicate=remotes) and remotes:
+                assert replication is not None
+                replication.wake(remotes)
             return empty_response(201)
         if request.method == "DELETE":
             if not await store.delete_tag(repository, tag):

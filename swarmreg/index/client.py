@@ -30,6 +30,7 @@ from swarmreg.index.wire import (
     ADMIN_IMAGES,
     ADMIN_MANIFESTS,
     ADMIN_PRUNE,
+    ADMIN_REPLICATION,
     BLOB_SIZE,
     BLOBS,
     CATALOG,
@@ -298,6 +299,14 @@ class IndexClient:
     async def list_blobs(self, *, substr: str | None = None, count: int | None = None) -> list[dict[str, Any]]:
         """Blobs with their reference counts (swarmreg.index.listing.list_blobs)."""
         return await self._list(ADMIN_BLOBS, "blobs", substr=substr, count=count)
+
+    async def replication_status(self, *, count: int | None = None) -> dict[str, Any]:
+        """The replication queue, per remote and repository (swarmreg.index.wire.ADMIN_REPLICATION);
+        at most ``count`` repositories (None: the index's default)."""
+        response = await self._request("GET", ADMIN_REPLICATION, params={} if count is None else {"count": str(count)})
+        assert response is not None
+        status: dict[str, Any] = response.json()
+        return status
 
     async def _list(self, path: str, field: str, **params: str | int | None) -> list[dict[str, Any]]:
         query = {name: str(value) for name, value in params.items() if value is not None}

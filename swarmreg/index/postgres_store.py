@@ -115,6 +115,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # SQLite's instr (the admin API's blob search), which PostgreSQL spells strpos.
         "CREATE FUNCTION instr(text, text) RETURNS integer LANGUAGE sql IMMUTABLE AS 'SELECT strpos($1, $2)'",
     ),
+    3: (
+        f"""CREATE TABLE replication (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            remote TEXT {_C} NOT NULL,
+            repository TEXT {_C} NOT NULL,
+            tag TEXT {_C} NOT NULL,
+            digest TEXT {_C} NOT NULL,
+            queued TEXT {_C} NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT {_C} NOT NULL,
+            last_error TEXT,
+            leased_by TEXT {_C},
+            lease_until TEXT {_C}
+        )""",
+        "CREATE INDEX replication_by_repository ON replication (remote, repository, id)",
+    ),
 }
 
 

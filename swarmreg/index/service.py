@@ -15,6 +15,7 @@ from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.app import create_index_app
 from swarmreg.index.prune import PruneSchedule
 from swarmreg.index.pullthrough import ManifestSink, PullThrough, StoreSink
+from swarmreg.index.replicator import ReplicationRules, Replicator, node_id
 from swarmreg.index.stores import store_from_config
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
@@ -26,7 +27,8 @@ log = logging.getLogger(__name__)
 
 class IndexService:
     """Keeps tags, manifests and blob links in its store (SQLite, or PostgreSQL) and serves them to proxies and agents;
-    tags and manifests of upstream repositories it lacks are fetched from their registries."""
+    tags and manifests of upstream repositories it lacks are fetched from their registries; tags pushed to
+    repositories an [[index.replicate]] rule names are sent on to its remote cluster."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -37,6 +39,7 @@ class IndexService:
         self.pull_through = PullThrough.from_config(self.config, self.store, self.upstreams, self._manifest_sink)
         self._origin: OriginClient | None = None
         self.access_times = AccessTimes(self.store)
+        self.replicator: Replicator | None = None
 
     def _manifest_sink(self) -> ManifestSink:
         if self._origin is not None:
@@ -57,6 +60,8 @@ class IndexService:
                 async with trio.open_nursery() as nursery:
                     self.pull_through.bind(nursery)
                     await nursery.start(self.access_times.run, self.stop)
+                    if self.config.index.replicate:
+                        await self._start_replicator(nursery)
                     if self.config.prune.enabled:
                         await nursery.start(PruneSchedule(self.store, self.config.prune, self.stop,
                                                           before=self.access_times.flush).run)
@@ -64,7 +69,8 @@ class IndexService:
                         serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
                                                      guard=ClusterGuard.from_config(self.config),
                                                      pull_through=self.pull_through,
-                                                     access_times=self.access_times),
+                                                     access_times=self.access_times,
+                                                     replication=self.replicator),
                         self.config.index.listen, http=self.config.http, stop=self.stop,
                         graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
                     log.info("index listening on %s://%s", self.node.tls.http, address)
@@ -72,6 +78,17 @@ class IndexService:
             finally:
                 # Pulls answered while the server drained, after the flusher's last write.
                 await self.access_times.close()
-                if self._origin is not None:
-                    with trio.CancelScope(shield=True):
-                        await self._origin.aclose()
+                with trio.CancelScope(shield=True):
+                    for client in (self._origin, self.replicator.origin if self.replicator else None):
+                        if client is not None:
+                            await client.aclose()
+
+    async def _start_replicator(self, nursery: trio.Nursery) -> None:
+        """Start the replicator of [[index.replicate]], reading manifests and blobs from the origins
+        (the daemon checked there are some to read from)."""
+        origin = OriginClient(self.node.ring("origin", self.config.index.origin), tls=self.node.tls.client,
+                              secret=self.config.cluster.secret)
+        self.replicator = Replicator(self.store, ReplicationRules(self.config.index.replicate), origin,
+                                     node_id(self.config.layout.index_node), stop=self.stop,
+                                     cluster_tls=self.node.tls.client)
+        await nursery.start(self.replicator.run)

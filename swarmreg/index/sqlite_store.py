@@ -89,6 +89,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (digest, token)
         ) WITHOUT ROWID""",
     ),
+    3: (
+        # Tags owed to remote clusters ([[index.replicate]]), in the order they were recorded
+        # (swarmreg.index.replication_queue): put_tag adds a row per remote in its transaction.
+        """CREATE TABLE replication (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            remote TEXT NOT NULL,
+            repository TEXT NOT NULL,
+            tag TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            queued TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt TEXT NOT NULL,
+            last_error TEXT,
+            leased_by TEXT,
+            lease_until TEXT
+        )""",
+        "CREATE INDEX replication_by_repository ON replication (remote, repository, id)",
+    ),
 }
 
 

@@ -26,7 +26,7 @@ from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN, NAME_UNKNOW
 T = TypeVar("T")
 
 # Both stores' schema version: a migration to version N is written for each of them.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Every repository that holds anything (a tag needs a manifest, so tags add none).
 _REPOSITORIES = "SELECT repository FROM manifests UNION SELECT repository FROM blobs"
@@ -79,8 +79,13 @@ def migrate(db: Db, migrations: Mapping[int, Sequence[str]]) -> int:
     return version
 
 
+def timestamp(at: datetime) -> str:
+    """``at`` (UTC) as the index writes times: ISO 8601 to the millisecond, ``Z``; such texts sort as time does."""
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return timestamp(datetime.now(UTC))
 
 
 @attrs.frozen
@@ -189,17 +194,27 @@ class IndexStore(ABC):
 
     # -- tags --------------------------------------------------------------------------------
 
-    async def put_tag(self, repository: str, tag: str, digest: Digest) -> None:
-        """Point ``tag`` at ``digest``; MANIFEST_UNKNOWN unless that manifest is in the repository."""
-        def work(db: Db) -> None:
+    async def put_tag(self, repository: str, tag: str, digest: Digest, *, replicate: Sequence[str] = ()) -> bool:
+        """Point ``tag`` at ``digest``; MANIFEST_UNKNOWN unless that manifest is in the repository.
+        A tag that changed (new, or moved) is queued for each remote cluster of ``replicate`` in the
+        same transaction (swarmreg.index.replication_queue), so no crash loses it; whether it changed.
+        A tag put again at the digest it has is not queued again: two clusters replicating to each
+        other do not echo a tag back and forth."""
+        def work(db: Db) -> bool:
             if not _has_manifest(db, repository, digest):
                 raise SwarmregError(MANIFEST_UNKNOWN, detail={"repository": repository, "digest": str(digest)})
-            db.execute("""INSERT INTO tags (repository, tag, digest, updated) VALUES (?, ?, ?, ?)
+            now = _now()
+            changed = db.execute("""INSERT INTO tags (repository, tag, digest, updated) VALUES (?, ?, ?, ?)
                           ON CONFLICT (repository, tag) DO UPDATE SET digest = excluded.digest,
                           updated = excluded.updated WHERE tags.digest != excluded.digest""",
-                       (repository, tag, str(digest), _now()))
+                                 (repository, tag, str(digest), now)).rowcount > 0
+            if changed and replicate:
+                db.executemany("INSERT INTO replication (remote, repository, tag, digest, queued, next_attempt) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               [(remote, repository, tag, str(digest), now, now) for remote in replicate])
+            return changed
 
-        await self.write(work)
+        return await self.write(work)
 
     async def get_tag(self, repository: str, tag: str) -> Digest | None:
         """The digest ``tag`` points at, or None."""
@@ -310,7 +325,7 @@ class IndexStore(ABC):
     async def note_pending(self, digest: Digest, token: str, ttl: float) -> None:
         """Note that a push (``token``: one request's) is about to store ``digest`` at the origin:
         garbage collection keeps the digest until ``clear_pending`` or for ``ttl`` seconds."""
-        until = (datetime.now(UTC) + timedelta(seconds=ttl)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        until = timestamp(datetime.now(UTC) + timedelta(seconds=ttl))
         await self.write(lambda db: db.execute(
             "INSERT INTO pending (digest, token, until) VALUES (?, ?, ?) "
             "ON CONFLICT (digest, token) DO UPDATE SET until = excluded.until", (str(digest), token, until)))

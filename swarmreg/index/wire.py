@@ -24,6 +24,12 @@ ADMIN_PRUNE = "/admin/prune"
 ADMIN_IMAGES = "/admin/images"
 ADMIN_MANIFESTS = "/admin/manifests"
 ADMIN_BLOBS = "/admin/blobs"
+# GET: the replication queue (swarmreg replication status), `count` repositories at most
+# (REPLICATION_COUNT unless given; -1: all): {"remotes": [{"remote", "configured", "pending",
+# "repositories", "oldest", "queues": [{"repository", "pending", "oldest", "tag", "digest",
+# "attempts", "next_attempt", "last_error", "sending"}]}], "truncated"}.
+ADMIN_REPLICATION = "/admin/replication"
+REPLICATION_COUNT = 1000
 
 # Seconds the index's clients (the proxy, agents) wait for an answer; the index answers before
 # that even when an upstream it asks hangs (swarmreg.index.pullthrough.UPSTREAM_WAIT).

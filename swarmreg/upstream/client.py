@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -122,7 +122,12 @@ def _system_roots() -> ssl.SSLContext:
 
 def ssl_context(config: RegistryConfig) -> ssl.SSLContext:
     """The TLS settings ``config.tls`` asks for; a missing or bad file is a clear error."""
-    tls = config.tls
+    return tls_context(config.tls, f"upstream {config.name}")
+
+
+def tls_context(tls: UpstreamTlsConfig, who: str) -> ssl.SSLContext:
+    """A client context for ``tls`` (the system's roots unless it names a CA); a missing or bad
+    file is UPSTREAM_ERROR naming ``who`` (the registry it is for)."""
     if tls == UpstreamTlsConfig():
         return _system_roots()
     try:
@@ -131,11 +136,62 @@ def ssl_context(config: RegistryConfig) -> ssl.SSLContext:
             context.load_cert_chain(tls.cert, tls.key)
     except (OSError, ssl.SSLError) as error:
         reason = getattr(error, "strerror", None) or getattr(error, "reason", None) or type(error).__name__
-        raise SwarmregError(UPSTREAM_ERROR, f"upstream {config.name}: cannot load its TLS files: {reason}") from None
+        raise SwarmregError(UPSTREAM_ERROR, f"{who}: cannot load its TLS files: {reason}") from None
     if tls.insecure_skip_verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+async def fetch_token(http: httpx.AsyncClient, params: Mapping[str, str], scope: str, basic: httpx.BasicAuth | None,
+                      *, who: str, secure: bool,
+                      unavailable: Callable[[httpx.HTTPError], SwarmregError]) -> tuple[str, float]:
+    """A token from the realm of a Bearer challenge (its ``params``) for ``scope`` unless the
+    challenge names one, asked with ``basic`` credentials if any; returns it and the monotonic
+    time to renew it by. Errors are UPSTREAM_ERROR naming ``who``; a realm out of reach is
+    ``unavailable(error)``. ``secure``: the registry is HTTPS, so credentials go to no http realm."""
+    realm = params.get("realm")
+    if not realm or not realm.startswith(("https://", "http://")):
+        raise SwarmregError(UPSTREAM_ERROR, f"{who}: a Bearer challenge without a usable realm")
+    if basic is not None and secure and realm.startswith("http://"):
+        # Our credentials would cross the network in the clear, though the registry is HTTPS.
+        raise SwarmregError(UPSTREAM_ERROR, f"{who}: its token realm is plain http; credentials are not sent there")
+    query = {"scope": params.get("scope") or scope}
+    if params.get("service"):
+        query["service"] = params["service"]
+    try:
+        response = await http.send(http.build_request("GET", realm, params=query), stream=True,
+                                   auth=basic or httpx.USE_CLIENT_DEFAULT)
+    except httpx.HTTPError as error:
+        raise unavailable(error) from None
+    except (httpx.InvalidURL, UnicodeError):
+        raise SwarmregError(UPSTREAM_ERROR, f"{who}: its token realm is no URL to reach") from None
+    async with _closing(response):
+        if response.status_code != 200:
+            raise SwarmregError(UPSTREAM_ERROR, f"{who}: its token realm answered {response.status_code}"
+                                + (" (credentials refused)" if response.status_code in (401, 403) else ""))
+        try:
+            body = _json(await read_limited(response, MAX_TOKEN_RESPONSE, f"{who}: token response"))
+        except httpx.HTTPError as error:
+            raise unavailable(error) from None
+    token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+    if not isinstance(token, str) or not token:
+        raise SwarmregError(UPSTREAM_ERROR, f"{who}: its token realm gave no token")
+    expires_in = body.get("expires_in")
+    ttl = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else DEFAULT_TOKEN_TTL
+    # Renew a little early so a token does not expire between our check and its use.
+    return token, time.monotonic() + ttl - min(30.0, ttl / 10)
+
+
+async def read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
+    """The response's body, UPSTREAM_ERROR past ``limit`` bytes (a registry, or a token realm it
+    names, must not fill our memory)."""
+    data = bytearray()
+    async for chunk in response.aiter_bytes():
+        data += chunk
+        if len(data) > limit:
+            raise SwarmregError(UPSTREAM_ERROR, f"{what} is larger than {limit} bytes")
+    return bytes(data)
 
 
 class UpstreamClient:
@@ -290,11 +346,10 @@ class UpstreamClient:
         return {}
 
     async def _request(self, method: str, url: str, headers: Mapping[str, str] | None,
-                       auth: Mapping[str, str], params: Mapping[str, str] | None = None,
-                       basic: httpx.BasicAuth | None = None) -> httpx.Response:
+                       auth: Mapping[str, str]) -> httpx.Response:
         try:
-            request = self._http.build_request(method, url, headers={**(headers or {}), **auth}, params=params)
-            return await self._http.send(request, stream=True, auth=basic or httpx.USE_CLIENT_DEFAULT)
+            request = self._http.build_request(method, url, headers={**(headers or {}), **auth})
+            return await self._http.send(request, stream=True)
         except httpx.HTTPError as error:
             raise self._unavailable(error) from None
         except (httpx.InvalidURL, UnicodeError) as error:  # a host IDNA refuses (xn--n3h.com): not a 500
@@ -305,49 +360,17 @@ class UpstreamClient:
     async def _fetch_token(self, params: Mapping[str, str], scope: str) -> None:
         """A token from the challenge's realm (basic credentials if configured), kept for
         ``scope`` until shortly before it expires."""
-        realm = params.get("realm")
-        if not realm or not realm.startswith(("https://", "http://")):
-            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: a Bearer challenge without a usable realm")
-        if self._basic is not None and self.config.scheme == "https" and realm.startswith("http://"):
-            # Our credentials would cross the network in the clear, though the upstream is HTTPS.
-            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm is plain http; "
-                                "credentials are not sent there")
-        query = {"scope": params.get("scope") or scope}
-        if params.get("service"):
-            query["service"] = params["service"]
         self.token_requests += 1
-        response = await self._request("GET", realm, None, {}, params=query, basic=self._basic)
-        async with _closing(response):
-            if response.status_code != 200:
-                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm answered "
-                                    f"{response.status_code}" + (" (credentials refused)"
-                                                                 if response.status_code in (401, 403) else ""))
-            try:
-                body = _json(await self._read_limited(response, MAX_TOKEN_RESPONSE, "token response"))
-            except httpx.HTTPError as error:
-                raise self._unavailable(error) from None
-        token = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: its token realm gave no token")
-        expires_in = body.get("expires_in")
-        ttl = float(expires_in) if isinstance(expires_in, int | float) and expires_in > 0 else DEFAULT_TOKEN_TTL
-        # Renew a little early so a token does not expire between our check and its use.
-        margin = min(30.0, ttl / 10)
+        token, renew_by = await fetch_token(self._http, params, scope, self._basic, who=f"upstream {self.name}",
+                                            secure=self.config.scheme == "https", unavailable=self._unavailable)
         now = time.monotonic()
         # Expired tokens go as new ones come: one per repository scope asked for, and a client
         # may name any number of repositories.
         self._tokens = {kept: held for kept, held in self._tokens.items() if held[1] > now}
-        self._tokens[scope] = (token, now + ttl - margin)
+        self._tokens[scope] = (token, renew_by)
 
     async def _read_limited(self, response: httpx.Response, limit: int, what: str) -> bytes:
-        """The response's body, UPSTREAM_ERROR past ``limit`` bytes (an upstream, or a token
-        realm it names, must not fill our memory)."""
-        data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > limit:
-                raise SwarmregError(UPSTREAM_ERROR, f"upstream {self.name}: {what} is larger than {limit} bytes")
-        return bytes(data)
+        return await read_limited(response, limit, f"upstream {self.name}: {what}")
 
     def _check(self, response: httpx.Response, unknown: Any, what: str) -> None:
         status = response.status_code

@@ -3,19 +3,13 @@ needs, and the migration of a version-1 database, on each store (SQLite, Postgre
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
-import psycopg
 import pytest
 
-from swarmreg.config import is_postgres_url
 from swarmreg.errors import MANIFEST_BLOB_UNKNOWN, SwarmregError
-from swarmreg.index.postgres_store import MIGRATIONS as POSTGRES_MIGRATIONS
-from swarmreg.index.postgres_store import translate
-from swarmreg.index.sqlite_store import MIGRATIONS as SQLITE_MIGRATIONS
 from swarmreg.index.store import SCHEMA_VERSION, IndexStore
-from tests.index.helpers import INDEX, MANIFEST, digest
+from tests.index.helpers import INDEX, MANIFEST, digest, old_database
 
 
 async def rows(store: IndexStore, query: str) -> list[tuple[object, ...]]:
@@ -69,32 +63,18 @@ async def test_linking_and_naming_renew_the_link_time(store: IndexStore) -> None
 def version_1(database: str) -> None:
     """A database as swarmreg with schema version 1 left it (that version's own statements)."""
     old = str(digest("old"))
-    migrations = POSTGRES_MIGRATIONS if is_postgres_url(database) else SQLITE_MIGRATIONS
-    statements: list[tuple[str, tuple[object, ...]]] = [
-        ("CREATE TABLE schema_version (version INTEGER NOT NULL)", ()),
-        ("INSERT INTO schema_version VALUES (1)", ()),
-        *((statement, ()) for statement in migrations[1]),
+    old_database(database, 1, [
         ("INSERT INTO manifests VALUES ('app', ?, ?, 5, NULL, NULL, '{}', '2025-01-01T00:00:00.000Z')",
          (old, MANIFEST)),
         ("INSERT INTO tags VALUES ('app', 'v1', ?, '2025-01-01T00:00:00.000Z')", (old,)),
-        ("INSERT INTO blobs VALUES ('app', ?, 10)", (str(digest("layer")),))]
-    if is_postgres_url(database):
-        with psycopg.connect(database) as connection:
-            for statement, args in statements:
-                connection.execute(translate(statement), args)
-    else:
-        db = sqlite3.connect(database)
-        for statement, args in statements:
-            db.execute(statement, args)
-        db.commit()
-        db.close()
+        ("INSERT INTO blobs VALUES ('app', ?, 10)", (str(digest("layer")),))])
 
 
 async def test_a_version_1_database_is_migrated_with_its_references_marked_unknown(
         database: str, new_store: Callable[[], IndexStore]) -> None:
     version_1(database)
     async with new_store() as store:
-        assert await store.schema_version() == SCHEMA_VERSION == 2
+        assert await store.schema_version() == SCHEMA_VERSION == 3
         assert await store.get_tag("app", "v1") == digest("old")
         assert await store.blob_size("app", digest("layer")) == 10
         await store.put_manifest("app", digest("new"), media_type=MANIFEST, size=5, blobs=[digest("layer")])

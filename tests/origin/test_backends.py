@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import RunningDaemon, blob_files, random_bytes, start_daemon
+from tests.conftest import PORT_ZERO, RunningDaemon, blob_files, random_bytes, start_daemon
 from tests.origin.helpers import (
     assert_error,
     blob_path,
@@ -122,7 +122,7 @@ options = { root = "backend-b" }
 ''')
     from swarmreg.config import load_config
 
-    config = load_config(config_file, ["origin.listen=127.0.0.1:0"], data_dir=str(tmp_path / "data"))
+    config = load_config(config_file, [*PORT_ZERO], data_dir=str(tmp_path / "data"))
     origin = await start_daemon(nursery, config, ["origin"])
     async with httpx.AsyncClient(base_url=origin.url("origin")) as client:
         a = await upload_blob(client, "team-a/app", b"for team a", through=True)

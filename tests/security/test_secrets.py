@@ -24,7 +24,8 @@ SECRETS = (f'cluster.secret="{SECRET}"', f'proxy.token_secret="{TOKEN_SECRET}"',
 
 
 def test_every_secret_key_is_known() -> None:
-    assert secret_keys() == {"cluster.secret", "proxy.token_secret", "proxy.users", "registries", "tracker.store"}
+    assert secret_keys() == {"cluster.secret", "proxy.token_secret", "proxy.users", "registries", "tracker.store",
+                             "index.replicate"}
 
 
 def test_config_show_redacts_every_secret() -> None:
