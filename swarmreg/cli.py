@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                             help="every role as a ring of its own processes: 3 origins (2 replicas), 3 trackers on "
                                  "Redis, 2 index nodes on PostgreSQL, the proxy and two agents; writes "
                                  "DATA_DIR/cluster.json (docs/cluster.md)")
+    devcluster.add_argument("--second-cluster", action="store_true", dest="second_cluster",
+                            help="with --ha: also a replica cluster (a herd on 18000-18004 and an agent on "
+                                 "19000-19002) that receives every tag pushed to the HA cluster by replication")
     devcluster.add_argument("--tls", action="store_true",
                             help="mutual TLS between the nodes, with a dev CA made in the data directory")
     devcluster.add_argument("--upstream", metavar="URL", action="append", default=[],
@@ -136,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.devcluster_ha import run_ha_devcluster
 
             return run_ha_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream,
-                                     herd=args.set_herd, agents=args.set_agents)
+                                     herd=args.set_herd, agents=args.set_agents, second_cluster=args.second_cluster)
+        if args.command == "devcluster" and args.second_cluster:
+            print("swarmreg devcluster: --second-cluster needs --ha", file=sys.stderr)
+            return 2
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 

@@ -20,6 +20,7 @@ import trio
 
 from swarmreg.config import Address, ConfigError
 from swarmreg.devcluster import (
+    DEVCLUSTER,
     DaemonProcess,
     DaemonStartError,
     NodeSpec,
@@ -48,6 +49,10 @@ STOP_TIMEOUT = 20.0
 ADDRESS_KEYS = {("proxy", "http"): ("proxy", "http"), ("origin", "http"): ("origin", "http"),
                 ("tracker", "ws"): ("tracker", "ws"), ("index", "http"): ("index", "http"),
                 ("agent", "registry"): ("registry", "http"), ("agent", "http"): ("blobs", "http")}
+# --second-cluster: the plain devcluster's herd and one agent, on these ports instead of 150xx
+# and 160xx, which every tag pushed to the HA cluster reaches by replication.
+REPLICA_PORTS = {"127.0.0.1:150": "127.0.0.1:180", "127.0.0.1:160": "127.0.0.1:190"}
+REPLICA_PROXY = "http://127.0.0.1:18000"
 # Which of the HA nodes start together: each tier's clients are the tiers before it.
 TIERS = (("origin",), ("tracker", "index"), ("proxy",), ("agent",))
 
@@ -93,6 +98,18 @@ def ha_specs() -> tuple[NodeSpec, ...]:
     return tuple(specs)
 
 
+def replica_specs() -> tuple[NodeSpec, ...]:
+    """The second cluster's herd and agent: the plain devcluster's, on REPLICA_PORTS."""
+    def moved(text: str) -> str:
+        for old, new in REPLICA_PORTS.items():
+            text = text.replace(old, new)
+        return text
+
+    return tuple(NodeSpec(name, spec.roles, tuple(moved(o) for o in spec.overrides),
+                          tuple((f"second cluster's {what}", role, port) for what, role, port in spec.endpoints))
+                 for name, spec in (("replica-herd", DEVCLUSTER[0]), ("replica-agent", DEVCLUSTER[1])))
+
+
 def _index_config(node_dir: Path, database_url: str) -> Path:
     """A config file (mode 0600: the URL has PostgreSQL's password) naming the index's database,
     so the node's command line alone starts it again."""
@@ -110,13 +127,16 @@ def _index_config(node_dir: Path, database_url: str) -> Path:
 class HaDevcluster:
     """The HA devcluster's servers and nodes, run until SIGINT or SIGTERM."""
 
-    def __init__(self, data_dir: Path, upstreams: Sequence[str], herd: Sequence[str], agents: Sequence[str]) -> None:
+    def __init__(self, data_dir: Path, upstreams: Sequence[str], herd: Sequence[str], agents: Sequence[str],
+                 second_cluster: bool = False) -> None:
         self.data_dir = data_dir
         self.specs = ha_specs()
+        self.replica_specs = replica_specs() if second_cluster else ()
         self.redis = RedisServer(data_dir / "redis", REDIS)
         self.postgres = PostgresServer(data_dir / "postgres", POSTGRES)
         self.servers: tuple[ServerProcess, ...] = (self.redis, self.postgres)
         self.nodes: list[DaemonProcess] = []
+        self.replica: list[DaemonProcess] = []  # the second cluster's
         self.restarts: dict[str, int] = {}
         self._upstreams = upstreams
         self._herd = tuple(herd)
@@ -132,12 +152,18 @@ class HaDevcluster:
             extra.append(f'tracker.store="{self.redis.url()}"')  # a secret: kept off the command line
         if role == "index":
             config_file = _index_config(self.data_dir / spec.name, self.postgres.url())
+            if self.replica_specs:  # every tag, to the second cluster's proxy
+                extra.append(f'index.replicate=[{{repository = ".*", remote = "{REPLICA_PROXY}"}}]')
         # The origins and the indexes pull through to upstreams; everyone reads the default registry.
         extra += upstream_overrides(self._upstreams) if role in ("origin", "index") \
             else default_registry_overrides(self._upstreams)
         extra += self._agents if role == "agent" else self._herd
         return DaemonProcess(spec.name, spec.roles, self.data_dir / spec.name, overrides=(*spec.overrides, *extra),
                              config_file=config_file, stderr=subprocess.PIPE)
+
+    @property
+    def every_node(self) -> list[DaemonProcess]:
+        return [*self.nodes, *self.replica]
 
     async def run(self) -> None:
         """Start everything, serve until SIGINT or SIGTERM (SIGHUP: ``restart_stopped``), stop
@@ -170,8 +196,11 @@ class HaDevcluster:
                 for server in self.servers:
                     await server.start(relay_lines, self._nursery)
                 self.nodes = [self._node(spec) for spec in self.specs]
-                for tier in TIERS:
-                    group = [node for node in self.nodes if node.roles[0] in tier]
+                self.replica = [DaemonProcess(spec.name, spec.roles, self.data_dir / spec.name,
+                                              overrides=spec.overrides, stderr=subprocess.PIPE)
+                                for spec in self.replica_specs]
+                for tier in TIERS:  # the second cluster's herd with the origins, its agent with the agents
+                    group = [node for node in self.every_node if node.roles[0] in tier]
                     for node in group:
                         await self._spawn(node)
                     for node in group:
@@ -182,7 +211,7 @@ class HaDevcluster:
             done.set()
 
     def _print_table(self) -> None:
-        rows = endpoint_rows(self.specs, self.nodes, tls=False)
+        rows = endpoint_rows([*self.specs, *self.replica_specs], self.every_node, tls=False)
         rows += [(f"{server.name}: {what}", server.name, url) for server, what, url in (
             (self.redis, "the trackers' peer store", f"redis://{self.redis.address}"),
             (self.postgres, "the index nodes' database", self.postgres.url(False)))]
@@ -214,7 +243,7 @@ class HaDevcluster:
             if not server.running:
                 print(f"devcluster: starting {server.name} again", file=sys.stderr, flush=True)
                 await server.start(relay_lines, self._nursery)
-        for node in self.nodes:
+        for node in self.every_node:
             if node.process is None or node.process.poll() is not None:
                 print(f"devcluster: starting {node.name} again", file=sys.stderr, flush=True)
                 self.restarts[node.name] = self.restarts.get(node.name, 0) + 1
@@ -230,29 +259,33 @@ class HaDevcluster:
         """Stop every node at once (SIGTERM, then SIGKILL after STOP_TIMEOUT), then the servers."""
         self._stopping = True
         async with trio.open_nursery() as nursery:
-            for node in self.nodes:
+            for node in self.every_node:
                 nursery.start_soon(node.stop, STOP_TIMEOUT)
         async with trio.open_nursery() as nursery:
             for server in self.servers:
                 nursery.start_soon(server.stop)
 
     def describe(self) -> dict[str, Any]:
-        """cluster.json's document: the devcluster, every node, Redis and PostgreSQL."""
-        nodes = []
-        for node in self.nodes:
-            running = node.process is not None and node.process.poll() is None
-            addresses = {}
-            for (role, port), (key, scheme) in ADDRESS_KEYS.items():
-                if port in node.ready.get("roles", {}).get(role, {}):
-                    addresses[key] = f"{scheme}://{node.address(role, port)}"
-            if "peer" in node.ready:
-                addresses["peer"] = f"tcp://{node.ready['peer']}"
-            nodes.append({"name": node.name, "pid": node.process.pid if node.process else None,
-                          "running": running, "roles": list(node.roles), "addresses": addresses,
-                          "data_dir": str(node.data_dir), "argv": node.argv, "cwd": os.getcwd(),
-                          "restarts": self.restarts.get(node.name, 0)})
-        return {"pid": os.getpid(), "data_dir": str(self.data_dir), "nodes": nodes,
-                "redis": self.redis.describe(), "postgres": self.postgres.describe()}
+        """cluster.json's document: the devcluster, every node, Redis and PostgreSQL (and the
+        second cluster's nodes, apart: they are no member of the HA cluster's rings)."""
+        document = {"pid": os.getpid(), "data_dir": str(self.data_dir),
+                    "nodes": [self._describe(node) for node in self.nodes],
+                    "redis": self.redis.describe(), "postgres": self.postgres.describe()}
+        if self.replica_specs:
+            document["second_cluster"] = {"proxy": REPLICA_PROXY, "nodes": [self._describe(n) for n in self.replica]}
+        return document
+
+    def _describe(self, node: DaemonProcess) -> dict[str, Any]:
+        addresses = {}
+        for (role, port), (key, scheme) in ADDRESS_KEYS.items():
+            if port in node.ready.get("roles", {}).get(role, {}):
+                addresses[key] = f"{scheme}://{node.address(role, port)}"
+        if "peer" in node.ready:
+            addresses["peer"] = f"tcp://{node.ready['peer']}"
+        return {"name": node.name, "pid": node.process.pid if node.process else None,
+                "running": node.process is not None and node.process.poll() is None, "roles": list(node.roles),
+                "addresses": addresses, "data_dir": str(node.data_dir), "argv": node.argv, "cwd": os.getcwd(),
+                "restarts": self.restarts.get(node.name, 0)}
 
     def write_cluster_json(self) -> None:
         """Write cluster.json (whole, by a rename: a reader never sees half of it)."""
@@ -263,9 +296,10 @@ class HaDevcluster:
 
 
 def run_ha_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Sequence[str] = (),
-                      herd: Sequence[str] = (), agents: Sequence[str] = ()) -> int:
+                      herd: Sequence[str] = (), agents: Sequence[str] = (), second_cluster: bool = False) -> int:
     """Run the HA devcluster in the foreground until Ctrl-C or SIGTERM; returns the exit status.
-    ``herd`` settings go to every node but the agents, ``agents`` to both agents."""
+    ``herd`` settings go to every node of the HA cluster but the agents, ``agents`` to both agents;
+    ``second_cluster`` adds the replica cluster."""
     setup_logging()
     try:
         if tls:
@@ -281,5 +315,5 @@ def run_ha_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Seq
     except ServerError as missing:
         print(f"swarmreg devcluster --ha: {missing}", file=sys.stderr)
         return 1
-    return run_in_data_dir(data_dir, lambda root: HaDevcluster(root, upstreams, herd, agents).run(),
+    return run_in_data_dir(data_dir, lambda root: HaDevcluster(root, upstreams, herd, agents, second_cluster).run(),
                            (DaemonStartError, ServerError))

@@ -1,6 +1,7 @@
 """`swarmreg devcluster --ha` as a real process: 20 pulls in flight through both agents while one
 origin, then one tracker, then one index node is SIGKILLed by its pid in cluster.json; pushes
-while the origin is dead; the origin started again and repair giving every blob its 2 owners back.
+while the origin is dead; the origin started again and repair giving every blob its 2 owners back;
+a stop while it starts; ``--second-cluster`` receiving a pushed tag by replication.
 
 It uses the devcluster's fixed ports (the one test that may), and prints the failover figures.
 """
@@ -25,7 +26,7 @@ import trio
 
 from swarmreg.cluster.rendezvous import rank
 from swarmreg.config import Address
-from swarmreg.devcluster_ha import POSTGRES, REDIS, ha_specs
+from swarmreg.devcluster_ha import POSTGRES, REDIS, ha_specs, replica_specs
 from swarmreg.devservers import ServerError, postgres_binaries
 from tests.conftest import random_bytes
 from tests.origin.helpers import blob_path
@@ -349,6 +350,36 @@ async def test_a_stop_while_it_starts_leaves_nothing_behind(tmp_path: Path, ha_p
         with trio.fail_after(60):  # Redis, PostgreSQL and the origins are up, the rest starting
             while len(leftovers(data_dir).splitlines()) < 5:
                 await trio.sleep(0.1)
+        await stops_cleanly(process, data_dir)
+    finally:
+        await reap(process, data_dir)
+
+
+async def test_the_second_cluster_receives_every_tag(tmp_path: Path, ha_ports_free: None) -> None:
+    if (port := busy_port(devcluster_ports(replica_specs()))) is not None:
+        pytest.skip(f"second cluster port 127.0.0.1:{port} is in use")
+    data_dir = tmp_path / "ha"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "swarmreg", "devcluster", "--ha", "--second-cluster", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        table = await endpoint_table(process, b"kill -HUP", 150)
+        second = json.loads((data_dir / "cluster.json").read_text())["second_cluster"]
+        assert second["proxy"] == "http://127.0.0.1:18000"
+        assert [n["name"] for n in second["nodes"]] == ["replica-herd", "replica-agent"]
+        for node in second["nodes"]:
+            os.kill(node["pid"], 0)
+            assert all(address in table for address in node["addresses"].values())
+        data = random_bytes(2 * MiB, seed=99)
+        async with httpx.AsyncClient(base_url=PROXY, timeout=60) as proxy:
+            _, manifest = await push_image(proxy, "team/replicated", "v1", [data])
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:19000", timeout=60) as replica:
+            with trio.fail_after(60):  # the index nodes' replicator sends it in the background
+                while (pulled := await replica.get("/v2/team/replicated/manifests/v1")).status_code != 200:
+                    await trio.sleep(0.5)
+            assert pulled.content == manifest
+            layer = await replica.get(f"/v2/team/replicated/blobs/{digest_of(data)}")
+            assert layer.status_code == 200 and layer.content == data
         await stops_cleanly(process, data_dir)
     finally:
         await reap(process, data_dir)
