@@ -63,13 +63,21 @@ def _parser() -> argparse.ArgumentParser:
 
     devcluster = commands.add_parser("devcluster", help="run a local cluster on the devcluster ports")
     devcluster.add_argument("--data-dir", metavar="DIR", help="keep the cluster's data here (default: a new temp dir)")
+    devcluster.add_argument("--ha", action="store_true",
+                            help="every role as a ring of its own processes: 3 origins (2 replicas), 3 trackers on "
+                                 "Redis, 2 index nodes on PostgreSQL, the proxy and two agents; writes "
+                                 "DATA_DIR/cluster.json (docs/cluster.md)")
+    devcluster.add_argument("--second-cluster", action="store_true", dest="second_cluster",
+                            help="with --ha: also a replica cluster (a herd on 18000-18004 and an agent on "
+                                 "19000-19002) that receives every tag pushed to the HA cluster by replication")
     devcluster.add_argument("--tls", action="store_true",
                             help="mutual TLS between the nodes, with a dev CA made in the data directory")
     devcluster.add_argument("--upstream", metavar="URL", action="append", default=[],
                             help="pull through to this registry (repeatable), e.g. http://127.0.0.1:5000: "
                                  "its images are pulled as <host:port>/<repo> from the agents")
     devcluster.add_argument("--set-herd", metavar="KEY.PATH=VALUE", action="append", default=[], dest="set_herd",
-                            help="a configuration value for the herd, as the daemon's --set takes it; repeatable")
+                            help="a configuration value for the herd (with --ha: every node but the agents), as "
+                                 "the daemon's --set takes it; repeatable")
     devcluster.add_argument("--set-agents", metavar="KEY.PATH=VALUE", action="append", default=[], dest="set_agents",
                             help="a configuration value for every agent (e.g. agent.cache.max_size=300MiB); repeatable")
 
@@ -127,6 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.tls.cli import run_certs
 
             return run_certs(args)
+        if args.command == "devcluster" and args.ha:
+            from swarmreg.devcluster_ha import run_ha_devcluster
+
+            return run_ha_devcluster(args.data_dir, tls=args.tls, upstreams=args.upstream,
+                                     herd=args.set_herd, agents=args.set_agents, second_cluster=args.second_cluster)
+        if args.command == "devcluster" and args.second_cluster:
+            print("swarmreg devcluster: --second-cluster needs --ha", file=sys.stderr)
+            return 2
         if args.command == "devcluster":
             from swarmreg.devcluster import run_devcluster
 

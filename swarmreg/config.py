@@ -157,7 +157,7 @@ class OriginConfig:
     relay_limit: int = attrs.field(default=4, validator=attrs.validators.ge(0))
     # How many origins own each blob (rendezvous hashing over [cluster] origins; capped by their
     # number): an upload goes to the first live one, which replicates it to the others; reads
-    # try them in turn (docs/cluster.md).
+    # try them in turn; a tracker records each owner that holds a blob as its seeder (docs/cluster.md).
     replicas: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     # The index the garbage collector marks from (its collector routes, with this node's cluster
     # credentials: an origin role certificate); unset, the index role in the same daemon.

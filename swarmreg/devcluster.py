@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -219,7 +219,7 @@ DEVCLUSTER = (
 )
 
 
-async def _relay(name: str, stream: trio.abc.ReceiveStream) -> None:
+async def relay_lines(name: str, stream: trio.abc.ReceiveStream) -> None:
     """Copy a child's log lines to our stderr, each prefixed with the node's name."""
     buffer = b""
     async for data in stream:
@@ -319,9 +319,9 @@ async def _devcluster(data_dir: Path, tls: bool, upstreams: Sequence[str], herd:
             for node in nodes:
                 process = await node.spawn()
                 assert process.stderr is not None  # stderr=PIPE
-                nursery.start_soon(_relay, node.name, process.stderr)
+                nursery.start_soon(relay_lines, node.name, process.stderr)
                 await node.wait_ready()
-            _print_table(nodes, data_dir, tls, upstreams)
+            print_table(endpoint_rows(DEVCLUSTER, nodes, tls), data_dir, tls, upstreams)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break
@@ -338,22 +338,32 @@ def _scheme(role: str, port: str, tls: bool) -> str:
     return ("wss" if secure else "ws") if port == "ws" else ("https" if secure else "http")
 
 
-def _print_table(nodes: Sequence[DaemonProcess], data_dir: Path, tls: bool, upstreams: Sequence[str]) -> None:
+def endpoint_rows(specs: Sequence[NodeSpec], nodes: Sequence[DaemonProcess], tls: bool) -> list[tuple[str, str, str]]:
+    """The endpoint table's rows (what, node, URL) of ready ``nodes``, started from ``specs``."""
     rows = [(what, node.name, f"{_scheme(role, port, tls)}://{node.address(role, port)}")
-            for spec, node in zip(DEVCLUSTER, nodes, strict=True) for what, role, port in spec.endpoints]
+            for spec, node in zip(specs, nodes, strict=True) for what, role, port in spec.endpoints]
     rows += [(f"{node.name}: peer wire (BitTorrent)", node.name, f"tcp://{node.ready['peer']}")
              for node in nodes if "peer" in node.ready]
+    return rows
+
+
+def print_table(rows: Sequence[tuple[str, str, str]], data_dir: Path, tls: bool, upstreams: Sequence[str],
+                extra: Sequence[str] = ()) -> None:
+    """Print that the devcluster is up, its endpoint table, and ``extra`` lines."""
     width = max(len(what) for what, _, _ in rows)
+    names = max(len(node) for _, node, _ in rows)
     print(f"\nswarmreg devcluster is up (data in {data_dir}); Ctrl-C stops it.\n")
     if tls:
         print(f"  mutual TLS between nodes: CA and node certificates in {data_dir / 'certs'}\n")
     for what, node, url in rows:
-        print(f"  {what:<{width}}  {node:<9} {url}")
+        print(f"  {what:<{width}}  {node:<{names}} {url}")
     for url in upstreams:
         print(f"\n  pulling through to {url}: its <repo>:<tag> is {upstream_registry(url)['name']}/<repo>:<tag> "
               "on the agents (?ns= or in the path)")
     if upstreams:
         print(f"  bare names swarmreg lacks come from {upstream_registry(upstreams[0])['name']} (default_registry)")
+    for line in extra:
+        print(f"\n{line}")
     print(flush=True)
 
 
@@ -370,12 +380,21 @@ def run_devcluster(data_dir: str | None, *, tls: bool = False, upstreams: Sequen
     except (ValueError, ConfigError) as bad:
         print(f"swarmreg devcluster: {bad}", file=sys.stderr)
         return 2
+    return run_in_data_dir(data_dir, lambda root: _devcluster(root, tls, upstreams, herd, agents))
+
+
+def run_in_data_dir(data_dir: str | None, main: Callable[[Path], Awaitable[object]],
+                    errors: tuple[type[Exception], ...] = (DaemonStartError,)) -> int:
+    """``trio.run`` a devcluster's ``main`` on its data directory (a new temporary one when None,
+    removed afterwards); the exit status: 1 after one of ``errors`` (a start that failed,
+    printed), else 0."""
     temporary = data_dir is None
-    root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-"))
+    root = Path(data_dir or tempfile.mkdtemp(prefix="swarmreg-devcluster-")).absolute()
+    root.mkdir(parents=True, exist_ok=True)
     status = 0
     try:
-        trio.run(_devcluster, root, tls, upstreams, herd, agents)
-    except* DaemonStartError as group:
+        trio.run(main, root)
+    except* errors as group:
         for error in group.exceptions:
             print(f"swarmreg devcluster: {error}", file=sys.stderr)
         status = 1

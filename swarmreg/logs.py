@@ -42,3 +42,6 @@ def setup_logging(fmt: str = "text", level: str = "info", *, prefix: str = "") -
     root.setLevel(level.upper())
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    # httpx logs each request it sends at info level: the server's access log has it already, and
+    # a cluster's health probes made it most of every client daemon's log.
+    logging.getLogger("httpx").setLevel(logging.DEBUG if level == "debug" else logging.WARNING)

@@ -7,6 +7,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -15,16 +16,16 @@ import pytest
 import trio
 
 from swarmreg.config import Address, Config, load_config
-from swarmreg.devcluster import DEVCLUSTER, upstream_overrides, upstream_registry
+from swarmreg.devcluster import DEVCLUSTER, NodeSpec, upstream_overrides, upstream_registry
 from tests.origin.helpers import upload_blob
 from tests.proxy.helpers import push_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def devcluster_ports() -> list[int]:
-    """The fixed ports the devcluster listens on, from its node specs (``*.listen=host:port``)."""
-    return [Address.parse(value).port for spec in DEVCLUSTER for override in spec.overrides
+def devcluster_ports(specs: Sequence[NodeSpec] = DEVCLUSTER) -> list[int]:
+    """The fixed ports a devcluster listens on, from its node specs (``*.listen=host:port``)."""
+    return [Address.parse(value).port for spec in specs for override in spec.overrides
             for key, value in [override.split("=", 1)] if key.endswith("listen")]
 
 
@@ -46,6 +47,18 @@ def test_example_config_shows_the_defaults(tmp_path: Path) -> None:
     assert loaded == attrs.evolve(Config(), data_dir=str(tmp_path))
 
 
+async def endpoint_table(process: trio.Process, last: bytes, timeout: float) -> str:
+    """The devcluster's output up to its endpoint table's end (``last`` printed, after "is up")."""
+    assert process.stdout is not None
+    output = b""
+    with trio.fail_after(timeout):
+        while b"Ctrl-C stops it" not in output or last not in output.partition(b"Ctrl-C stops it")[2]:
+            data = await process.stdout.receive_some()
+            assert data, f"the devcluster exited: {output.decode()}"
+            output += data
+    return output.decode()
+
+
 @pytest.fixture
 def devcluster_ports_free() -> None:
     """Skip (naming the port) when a devcluster port is taken: its ports are fixed, and are what
@@ -63,12 +76,7 @@ async def test_devcluster_starts_on_krakens_ports_and_stops_on_ctrl_c(tmp_path: 
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     secure, ws = ("https", "wss") if tls else ("http", "ws")
     try:
-        output = b""
-        with trio.fail_after(60):
-            while b"Ctrl-C stops it" not in output or b"17001" not in output:
-                data = await process.stdout.receive_some()
-                assert data, f"devcluster exited: {output.decode()}"
-                output += data
+        output = (await endpoint_table(process, b"17001", 60)).encode()
         for endpoint in ("http://127.0.0.1:15000", f"{secure}://127.0.0.1:15002", f"{ws}://127.0.0.1:15003",
                          f"{secure}://127.0.0.1:15004", "http://127.0.0.1:16000", "http://127.0.0.1:16002",
                          "http://127.0.0.1:17000", "http://127.0.0.1:17002", "tcp://127.0.0.1:16001",

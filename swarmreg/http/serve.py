@@ -17,6 +17,7 @@ from quart_trio import QuartTrio
 
 from swarmreg.config import Address, HttpConfig
 from swarmreg.http.identity import CONNECTION
+from swarmreg.http.paths import HEALTH
 from swarmreg.tls.context import ServerTls
 
 
@@ -37,6 +38,14 @@ def _drop_unfinished(record: logging.LogRecord) -> bool:
     # hypercorn logs a request a first time, with status "-", when its stream
     # closes before the response is complete; the real line follows.
     return not (isinstance(record.args, Mapping) and record.args.get("s") == "-")
+
+
+def _drop_probes(record: logging.LogRecord) -> bool:
+    # The rings' health probes (every client daemon asks every member every few seconds) that
+    # succeed are logged at debug level only: they made most of a cluster's log.
+    args = record.args
+    return not (isinstance(args, Mapping) and args.get("m") == "GET" and args.get("U") == HEALTH
+                and args.get("s") == "200" and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG))
 
 
 async def serve_http(
@@ -63,6 +72,7 @@ async def serve_http(
     config.accesslog = access_log = logging.getLogger(f"swarmreg.access.{app.name}")
     if not access_log.filters:
         access_log.addFilter(_drop_unfinished)
+        access_log.addFilter(_drop_probes)
     # %(R)s keeps the query: a mirror's ?ns=<registry> (containerd) shows which upstream a pull was
     # for. No port of ours takes a credential in the query, so nothing secret reaches the log.
     config.access_log_format = '%(h)s "%(R)s" %(s)s %(b)s %(D)sus'

@@ -314,9 +314,11 @@ class OriginClient:
 
     # -- reads: each goes to the blob's origins in ring order, the next one after READ_NEXT_ON -----
 
-    async def size(self, namespace: str, digest: Digest) -> int | None:
-        """The blob's size at the origin (or its backend), None when unknown."""
-        response = await self._send("HEAD", blob_path(namespace, digest), key=digest, next_on=READ_NEXT_ON)
+    async def size(self, namespace: str, digest: Digest, *, local: bool = False) -> int | None:
+        """The blob's size at the origin (or its backend), None when unknown; ``local``: in the
+        origin's own store only."""
+        response = await self._send("HEAD", blob_path(namespace, digest), key=digest, next_on=READ_NEXT_ON,
+                                    params={LOCAL: "true"} if local else None)
         if response.status_code == 404:
             return None
         raise_for_error(response, "origin")

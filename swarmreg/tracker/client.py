@@ -90,6 +90,7 @@ class TrackerClient:
         self.interval = interval
         self._ws: WebSocketConnection | None = None
         self._connected = trio.Event()
+        self._ended = trio.Event()  # set when the current session ends (a new one for each)
         self._ids = itertools.count(1)
         self._waiting: dict[int, trio.MemorySendChannel[Any]] = {}
         self.connects = 0
@@ -143,9 +144,7 @@ class TrackerClient:
                 log.exception("tracker connection to %s failed", member)
                 self.ring.mark_down(member, "connection failed")
             finally:
-                self._ws = None
-                if self._connected.is_set():  # an unset one may have waiters: keep it for them
-                    self._connected = trio.Event()
+                self._ended_session()
                 for channel in self._waiting.values():
                     channel.close()
                 self._waiting.clear()
@@ -165,6 +164,7 @@ class TrackerClient:
         wrapped in an ExceptionGroup that no ``except ProtocolError`` sees.
         """
         self._ws = ws
+        self._ended = trio.Event()
         self._connected.set()
         if self._api_port is not None:
             await ws.send_message(encode(Hello(self._api_port)))
@@ -187,8 +187,16 @@ class TrackerClient:
                     closing.shield = True  # the close handshake runs even if the client stops now
                     await ws.aclose(code=1002, reason=str(error)[:120])
             finally:
+                self._ended_session()  # before any await: no request starts on this connection now
                 nursery.cancel_scope.cancel()
         return kept_protocol
+
+    def _ended_session(self) -> None:
+        """The connection is gone: requests wait for the next one (and those sent on it, for this)."""
+        self._ws = None
+        self._ended.set()
+        if self._connected.is_set():  # an unset one may have waiters: keep it for them
+            self._connected = trio.Event()
 
     async def _follow_ring(self, ws: WebSocketConnection, member: Address) -> None:
         """Close the connection to ``member`` once the ring's first live tracker is another one
@@ -257,7 +265,7 @@ class TrackerClient:
                 await self._connected.wait()
             if self._stopped:
                 raise SwarmregError(UNAVAILABLE, "the tracker client has stopped")
-            ws = self._ws
+            ws, ended = self._ws, self._ended
             if ws is None:
                 continue
             request_id = next(self._ids)
@@ -274,7 +282,10 @@ class TrackerClient:
                                                 f"to a request for a {expected.__name__}")
                         return reply
             except (ConnectionClosed, trio.BrokenResourceError):
-                pass
+                # The session has not seen it yet (the tracker was killed a moment ago): the next
+                # attempt waits for the next connection, instead of failing on this one again at once.
+                with trio.move_on_after(REPLY_TIMEOUT):
+                    await ended.wait()
             finally:
                 self._waiting.pop(request_id, None)
         # The address is for the log: the error may reach a registry client.

@@ -11,6 +11,7 @@ from functools import partial
 import attrs
 import trio
 
+from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import (
     BAD_GATEWAY,
@@ -64,8 +65,9 @@ class OriginDirectory:
 
     def __init__(self, origins: OriginClient, peers: Store,
                  cache_size: int, on_seeder: Callable[[str, Peer], Awaitable[None]] = _nobody,
-                 inline_max: int = 0, inline_budget: int = 0) -> None:
+                 inline_max: int = 0, inline_budget: int = 0, replicas: int = 1) -> None:
         self.inline_max = inline_max
+        self.replicas = replicas  # origin.replicas: how many origins own each blob, and seed it
         self.inline_budget = inline_budget
         self._contents: OrderedDict[str, bytes] = OrderedDict()  # digest hex -> small blob, by recency
         self._content_bytes = 0
@@ -79,6 +81,7 @@ class OriginDirectory:
         self._flights = SingleFlight[str, None, KnownBlob]("metainfo fetch")
         # Per blob, the lock its relay asks take turns on (metainfo_or_relay); gone when unused.
         self._relay_turns: dict[str, trio.Lock] = {}
+        self._nursery: trio.Nursery | None = None  # the tracker's: asking the other owners to seed
 
     @staticmethod
     def _owner(origin: OriginClient) -> str:
@@ -93,6 +96,7 @@ class OriginDirectory:
     def bind(self, nursery: trio.Nursery) -> None:
         """Run the fetches from the origins in ``nursery`` (the tracker's)."""
         self._flights.bind(nursery)
+        self._nursery = nursery
 
     def _ordered_origins(self, digest: Digest) -> list[OriginClient]:
         # The blob's owners first (rendezvous hashing; the live ones before those down), then
@@ -170,6 +174,33 @@ class OriginDirectory:
         while self._content_bytes > self.inline_budget and self._contents:
             self._content_bytes -= len(self._contents.popitem(last=False)[1])
 
+    async def _record_seeder(self, info_hash: str, seeder: Peer, origin: OriginClient) -> None:
+        # With the store down (it logs that) the metainfo still serves; the next refresh records the origin.
+        with contextlib.suppress(SwarmregError):
+            if (await self.peers.announce(info_hash, seeder, owner=self._owner(origin)))[1]:
+                await self.on_seeder(info_hash, seeder)
+
+    async def _other_seeders(self, namespace: str, digest: Digest, info_hash: str, asked: Address) -> None:
+        """Record the blob's other live owners that hold it as seeders too (asking one for the
+        metainfo makes it seed): a download then has another origin at hand when one dies. One
+        that does not hold it yet (its replica is on the way) is not asked: it would fetch it.
+        Background work: what fails is skipped (logged at debug level)."""
+        for member in self.origins.ring.owners(str(digest), self.replicas):
+            if member == asked or not self.origins.ring.live(member):
+                continue
+            origin = self.origins.at(member)
+            try:
+                if await origin.size(namespace, digest, local=True) is None:
+                    continue
+                served = await origin.metainfo(namespace, digest)
+                if Metainfo.parse(served.raw, digest).info_hash != info_hash:
+                    continue  # another piece length: another torrent
+                seeder = Peer(served.peer_id, member.host, served.peer_port, complete=True, origin=True)
+            except (SwarmregError, ValueError) as error:
+                log.debug("origin %s as another seeder of %s: %s", member, digest, error)
+                continue
+            await self._record_seeder(info_hash, seeder, origin)
+
     async def _fetch_known(self, namespace: str, digest: Digest) -> KnownBlob:
         known = await self._fetch(namespace, digest)
         assert isinstance(known, KnownBlob), "no relay without asking for one"
@@ -213,9 +244,9 @@ class OriginDirectory:
             self._cache[digest.hex] = known
             self._cache.move_to_end(digest.hex)  # a refreshed entry is a recent one
             # With the store down (it logs that) the metainfo still serves; the next refresh records the origin.
-            with contextlib.suppress(SwarmregError):
-                if (await self.peers.announce(known.info_hash, seeder, owner=self._owner(origin)))[1]:
-                    await self.on_seeder(known.info_hash, seeder)
+            await self._record_seeder(known.info_hash, seeder, origin)
+            if self._nursery is not None and self.replicas > 1 and metainfo.size > self.inline_max:
+                self._nursery.start_soon(self._other_seeders, namespace, digest, known.info_hash, origin.address)
             while len(self._cache) > self.cache_size:
                 # The origins' entries go with the metainfo: they never expire, and the next
                 # announce of this blob fetches it again, which records the seeding origin anew.

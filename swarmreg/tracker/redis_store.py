@@ -9,6 +9,7 @@ share (keep them in NTP sync).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import random
@@ -75,6 +76,7 @@ class RedisStore:
         self._scripts = {name: self.client.register_script(getattr(redis_scripts, name.upper())) for name in _SCRIPTS}
         self._limiter = trio.CapacityLimiter(POOL)
         self._down = False  # logged once per outage
+        self._beats = itertools.count(1)  # this tracker's heartbeats
 
     def _tracker(self, tracker_id: str) -> str:
         return f"{self.prefix}tracker:{tracker_id}"
@@ -171,16 +173,19 @@ class RedisStore:
         return await self._call(self._count)
 
     async def heartbeat(self, tracker_id: str, ttl: float) -> None:
-        """Say that ``tracker_id`` runs, for ``ttl`` seconds."""
-        await self._call(partial(self.client.set, self._tracker(tracker_id), "1", px=int(ttl * 1000)))
+        """Say that ``tracker_id`` runs, for ``ttl`` seconds; each beat is another value (``beat``)."""
+        await self._call(partial(self.client.set, self._tracker(tracker_id), str(next(self._beats)),
+                                 px=int(ttl * 1000)))
 
     async def retire(self, tracker_id: str) -> None:
         """``tracker_id`` stops: its connections' peer ids are free at once."""
         await self._call(self.client.delete, self._tracker(tracker_id))
 
-    async def alive(self, tracker_id: str) -> bool:
-        """Whether ``tracker_id``'s heartbeat is fresh."""
-        return bool(await self._call(self.client.exists, self._tracker(tracker_id)))
+    async def beat(self, tracker_id: str) -> str | None:
+        """``tracker_id``'s last heartbeat while it is fresh (a tracker that runs changes it every
+        beat), else None."""
+        beat = await self._call(self.client.get, self._tracker(tracker_id))
+        return None if beat is None else str(beat)
 
     async def publish(self, event: dict[str, Any]) -> None:
         """Send ``event`` to every tracker listening (fire and forget: one that is not misses it)."""

@@ -173,7 +173,8 @@ class TrackerService:
                 self._origin_ring(), timeout=30, tls=tls.client, secret=self.node.config.cluster.secret))
             self.origins = OriginDirectory(directory, self.peers, self.config.metainfo_cache_size,
                                            on_seeder=self._push, inline_max=self.config.inline_max,
-                                           inline_budget=self.config.inline_cache)
+                                           inline_budget=self.config.inline_cache,
+                                           replicas=self.node.config.origin.replicas)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -282,10 +283,11 @@ class TrackerService:
             stream = self._streams.get(_endpoint_key(remote.address, remote.port))
             peercert = stream.getpeercert() if stream is not None else None
         self._accepted += 1
+        # Before the handshake's await: connections accepted meanwhile must not get the same owner.
+        owner = connection_owner(self.tracker_id, self._accepted)
         connection = _Connection(await request.accept(),
                                  TokenBucket(self.config.frame_rate, self.config.frame_burst),
-                                 connection_owner(self.tracker_id, self._accepted),
-                                 peercert=peercert, authorization=authorization)
+                                 owner, peercert=peercert, authorization=authorization)
         self._connections[connection.owner] = connection
         try:
             with connection.scope:
@@ -524,13 +526,28 @@ class TrackerService:
                     break
                 if local is None:  # dropped while the store was down: its claim outlived it
                     await self.peers.drop_owner(holder)
-            elif self.shared is not None and tracker is not None and not await self.shared.alive(tracker):
+            elif self.shared is not None and tracker is not None and await self._gone(self.shared, tracker):
                 log.info("taking over peer id %s from a connection of tracker %s, which no longer runs",
                          peer_id, tracker)
                 await self.peers.drop_owner(holder)
             else:
                 break
         return connection.owner in self._connections
+
+    @staticmethod
+    async def _gone(shared: SharedStore, tracker: str) -> bool:
+        """Whether the tracker ``tracker`` (another one) no longer runs. Killed a moment ago, its
+        heartbeat has not lapsed yet while its agents already announce here: while its beat stays
+        the same, wait for it to lapse (up to HEARTBEAT_TTL); a beat that changes is a tracker that runs."""
+        first = await shared.beat(tracker)
+        with trio.move_on_after(HEARTBEAT_TTL + HEARTBEAT):
+            while first is not None:
+                await trio.sleep(HEARTBEAT / 4)
+                beat = await shared.beat(tracker)
+                if beat != first:
+                    return beat is None
+            return True
+        return False
 
     async def _record(self, connection: _Connection, frame: Announce, peer: Peer, *,
                       refreshed: bool) -> AnnounceReply:
@@ -562,6 +579,10 @@ class TrackerService:
                     "download of %s by %s:%d stalled at %d piece(s): handing it %d peer(s), %d told to dial it",
                     frame.digest, peer.host, peer.port, frame.progress, len(rescue.peers), len(rescue.helpers))
             peers = rescue.peers
+            if rescue.first and not refreshed and self._nursery is not None:
+                # Its origin may have died (its entry stays in the store): the origins are asked
+                # again, live ones first, and the one that answers is pushed to the torrent.
+                self._nursery.start_soon(self._refresh, frame.namespace, frame.digest, trio.Event())
             for helper in rescue.helpers:
                 if (local := self._connections.get(str(helper))) is not None:
                     if local is not connection:

@@ -14,10 +14,14 @@ import trio
 
 from swarmreg.cluster.rendezvous import rank
 from swarmreg.config import Address
+from swarmreg.digest import Digest
+from swarmreg.swarm.metainfo import Metainfo
+from swarmreg.tracker.wire import TO_PEER, Announce, AnnounceReply, MetainfoReply, MetainfoRequest, PeersPush, decode
 from tests.cluster.helpers import holds, members_option
 from tests.conftest import RunningDaemon, blob_files, free_port, make_config, random_bytes, start_daemon
 from tests.origin.helpers import blob_path, upload_blob
 from tests.proxy.helpers import digest_of, push_blob
+from tests.tracker.test_tracker_service import channel, me, request
 
 NS = "test/replicas"
 
@@ -146,6 +150,61 @@ async def test_agents_pull_through_the_next_owner_when_the_first_is_stopped(nurs
     async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
         pulled = await client.get(blob_path(NS, digest))
         assert pulled.status_code == 200 and pulled.content == data
+
+
+async def test_a_download_whose_origin_died_gets_the_next_owner(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The tracker recorded the first owner as the torrent's origin (a pull before); that origin
+    stopped: the next download stalls on it, and the tracker asks the origins again, which
+    brings in the second owner (it waited out its stall timeout and failed before)."""
+    members = [Address("127.0.0.1", free_port()) for _ in range(2)]
+    origins = {m: await start_origin(nursery, tmp_path, m, members) for m in members}
+    tracker = await start_daemon(nursery, make_config(tmp_path / "tracker", members_option(members),
+                                                      "tracker.stall_after=1"), ["tracker"])
+    data = random_bytes(3 << 20, seed=7)  # past tracker.inline_max: a torrent, seeded by an origin
+    first = rank(digest_of(data), members)[0]
+    async with httpx.AsyncClient(base_url=f"http://{first}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)
+    await holds(origins[next(m for m in members if m != first)], digest)
+    for name in ("before", "after"):
+        agent = await start_daemon(nursery, make_config(
+            tmp_path / name, f"agent.tracker={tracker.ready['roles']['tracker']['ws']}", "agent.stall_timeout=20"),
+            ["agent"])
+        async with httpx.AsyncClient(base_url=agent.url("agent"), timeout=60) as client:
+            with trio.fail_after(15):
+                pulled = await client.get(blob_path(NS, digest))
+            assert pulled.status_code == 200 and pulled.content == data
+        await agent.stop()  # it would seed the blob to the next one
+        if name == "before":
+            await origins[first].stop()
+
+
+async def test_every_owner_holding_a_blob_seeds_it(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The tracker records the blob's other owners as its seeders too (an agent then has another
+    origin when one dies), but not an origin that does not own it."""
+    members = [Address("127.0.0.1", free_port()) for _ in range(3)]
+    origins = {m: await start_origin(nursery, tmp_path, m, members, "origin.replicas=2") for m in members}
+    tracker = await start_daemon(nursery, make_config(tmp_path / "tracker", members_option(members),
+                                                      "origin.replicas=2"), ["tracker"])
+    data = random_bytes(3 << 20, seed=8)  # past tracker.inline_max: a torrent
+    owners = rank(digest_of(data), members)[:2]
+    async with httpx.AsyncClient(base_url=f"http://{owners[0]}", timeout=30) as client:
+        digest = await upload_blob(client, NS, data)
+    await holds(origins[owners[1]], digest)
+    async with channel(tracker) as ws:
+        reply = await request(ws, MetainfoRequest(1, NS, digest))
+        assert isinstance(reply, MetainfoReply) and reply.metainfo is not None
+        info_hash = Metainfo.parse(reply.metainfo, Digest.parse(digest)).info_hash
+        answer = await request(ws, Announce(2, info_hash, digest, NS, me(1)))
+        seeders = set()
+        with trio.fail_after(10):  # in the reply, or pushed once the tracker heard of it
+            while True:
+                assert isinstance(answer, AnnounceReply | PeersPush), answer
+                assert not isinstance(answer, AnnounceReply) or answer.failure is None
+                seeders |= {f"{p.host}:{p.port}" for p in answer.peers if p.origin}
+                if len(seeders) >= 2:
+                    break
+                answer = decode(await ws.get_message(), TO_PEER, 16 << 20)
+    assert seeders == {origins[m].ready["peer"] for m in owners}
 
 
 async def test_a_member_that_comes_back_empty_gets_its_blobs_again(nursery: trio.Nursery, tmp_path: Path) -> None:

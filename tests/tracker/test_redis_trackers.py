@@ -147,6 +147,27 @@ async def test_a_dead_trackers_peer_ids_go_to_whoever_announces_them(
         await store.aclose()
 
 
+async def test_a_just_killed_trackers_peer_ids_go_to_whoever_announces_them_once_its_beat_lapses(
+        trackers: tuple[RunningDaemon, RunningDaemon], blob: tuple[Digest, Metainfo],
+        redis_server: RedisServer) -> None:
+    """Killed a moment ago, a tracker's heartbeat is still fresh while its agents announce through
+    another: the announce waits for the beat to lapse instead of failing with PEER_ID_TAKEN (which
+    failed the pulls that started then)."""
+    a, _ = trackers
+    _, metainfo = blob
+    store = RedisStore(redis_server.url, ttl=90, max_peers=50)
+    try:
+        await store.heartbeat("deadbeefdeadbeef", 2.0)  # its last beat: it lapses in 2 s
+        await store.announce(metainfo.info_hash, me(1), owner="c:deadbeefdeadbeef:1")
+        async with channel(a) as ws:
+            started = trio.current_time()
+            reply = await announce(ws, blob, 1)
+            assert reply.failure is None, reply.failure
+            assert 1.0 < trio.current_time() - started < 5.0
+    finally:
+        await store.aclose()
+
+
 async def subscribers(server: RedisServer) -> int:
     store = RedisStore(server.url, ttl=90, max_peers=50)
     try:

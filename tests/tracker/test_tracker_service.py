@@ -240,6 +240,23 @@ async def test_a_peer_id_belongs_to_the_connection_that_announced_it(
         assert (me(1).peer_id, 7001) in listed
 
 
+async def test_connections_that_open_at_once_are_each_their_own(herd: RunningDaemon,
+                                                                 blob: tuple[Digest, Metainfo]) -> None:
+    """Agents whose tracker died reconnect to the next one at the same moment: each connection
+    is still its own owner (two once shared one, and the second's announces were refused)."""
+    digest, metainfo = blob
+    replies: dict[int, object] = {}
+
+    async def one(n: int) -> None:
+        async with channel(herd) as ws:
+            replies[n] = await announce(ws, digest, metainfo, me(n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(1, 9):
+            nursery.start_soon(one, n)
+    assert [getattr(reply, "failure", "?") for reply in replies.values()] == [None] * 8
+
+
 async def test_a_closed_connections_peer_id_is_free_again(herd: RunningDaemon, blob: tuple[Digest, Metainfo]) -> None:
     digest, metainfo = blob
     async with channel(herd) as second, channel(herd) as third:
