@@ -24,7 +24,9 @@ CLIENTS = ["swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.
            # preheat's clients: the proxy's side of prefetch, the job, and `swarmreg load`
            "swarmreg.agent.client", "swarmreg.proxy.wire", "swarmreg.proxy.preheat", "swarmreg.load",
            # the admin API's command line, and what the index and the proxy share to select manifests
-           "swarmreg.admin_cli", "swarmreg.index.selection", "swarmreg.proxy.admin_text", "swarmreg.durations"]
+           "swarmreg.admin_cli", "swarmreg.index.selection", "swarmreg.proxy.admin_text", "swarmreg.durations",
+           # `swarmreg blob push` / `pull`: the origin's and an agent's clients, with rich's progress
+           "swarmreg.transfer.cli", "swarmreg.transfer.push", "swarmreg.transfer.pull"]
 SERVER_FRAMEWORKS = ("libtorrent", "quart", "quart_trio", "hypercorn", "werkzeug")
 
 
