@@ -12,12 +12,13 @@ import subprocess
 import uuid
 from pathlib import Path
 
+import attrs
 import httpx
 import trio
 
 from swarmreg.origin.wire import UPLOAD_SIZE
 from tests.cli.helpers import NS, SWARMREG, Relay, cli_env, one_line_error, serve_script, start_herd, swarmreg
-from tests.conftest import blob_files, random_bytes
+from tests.conftest import RunningDaemon, blob_files, random_bytes
 from tests.origin.helpers import blob_path
 
 MiB = 1 << 20
@@ -40,19 +41,37 @@ async def upload_offset(origin: str, digest: str, uid: str) -> int:
     return int(response.headers[UPLOAD_SIZE])
 
 
-async def test_an_interrupted_push_resumes_from_the_origins_offset(nursery: trio.Nursery, tmp_path: Path) -> None:
+@attrs.frozen
+class SlowPush:
+    """A file of ``data`` to push, in 1 MiB chunks, to an origin behind a relay at 4 MiB/s."""
+
+    herd: RunningDaemon
+    relay: Relay
+    data: bytes
+    digest: str
+    command: list[str]
+
+    async def start(self, tmp_path: Path, stderr: int = subprocess.DEVNULL) -> trio.Process:
+        return await trio.lowlevel.open_process([*SWARMREG, *self.command], stdout=subprocess.DEVNULL,
+                                                stderr=stderr, env=cli_env(tmp_path))
+
+
+async def slow_push(nursery: trio.Nursery, tmp_path: Path, size: int, seed: int) -> SlowPush:
     herd = await start_herd(nursery, tmp_path)
-    relay = Relay(herd.url("origin").removeprefix("http://"), rate=4 * MiB)  # 16 MiB take 4 s
+    relay = Relay(herd.url("origin").removeprefix("http://"), rate=4 * MiB)
     await nursery.start(relay.run)
-    data = random_bytes(16 * MiB, seed=3)
+    data = random_bytes(size, seed=seed)
     source = tmp_path / "big.bin"
     source.write_bytes(data)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
     command = ["blob", "push", str(source), "--origin", f"http://{relay.address}", "--namespace", NS,
                "--chunk-size", "1MiB"]
+    return SlowPush(herd, relay, data, "sha256:" + hashlib.sha256(data).hexdigest(), command)
 
-    process = await trio.lowlevel.open_process([*SWARMREG, *command], stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL, env=cli_env(tmp_path))
+
+async def test_an_interrupted_push_resumes_from_the_origins_offset(nursery: trio.Nursery, tmp_path: Path) -> None:
+    push = await slow_push(nursery, tmp_path, 16 * MiB, seed=3)  # 4 s through the relay
+    herd, relay, data, digest, command = push.herd, push.relay, push.data, push.digest, push.command
+    process = await push.start(tmp_path)
     with trio.fail_after(30):
         while not (found := records(tmp_path)):
             await trio.sleep(0.05)
@@ -167,18 +186,9 @@ async def wait_for_offset(tmp_path: Path, origin: str, digest: str, at_least: in
 
 async def test_ctrl_c_keeps_the_session_and_a_changed_file_fails_the_commit(nursery: trio.Nursery,
                                                                             tmp_path: Path) -> None:
-    herd = await start_herd(nursery, tmp_path)
-    relay = Relay(herd.url("origin").removeprefix("http://"), rate=4 * MiB)
-    await nursery.start(relay.run)
-    data = random_bytes(12 * MiB, seed=10)
-    source = tmp_path / "big.bin"
-    source.write_bytes(data)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    command = ["blob", "push", str(source), "--origin", f"http://{relay.address}", "--namespace", NS,
-               "--chunk-size", "1MiB"]
-
-    process = await trio.lowlevel.open_process([*SWARMREG, *command], stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.PIPE, env=cli_env(tmp_path))
+    push = await slow_push(nursery, tmp_path, 12 * MiB, seed=10)
+    herd, data, digest = push.herd, push.data, push.digest
+    process = await push.start(tmp_path, subprocess.PIPE)
     await wait_for_offset(tmp_path, herd.url("origin"), digest, 2 * MiB)
     process.send_signal(signal.SIGINT)
     assert await process.wait() == 130
@@ -189,10 +199,9 @@ async def test_ctrl_c_keeps_the_session_and_a_changed_file_fails_the_commit(nurs
 
     # The next run resumes; the file changes under it (after it was hashed): the origin's digest
     # check refuses the commit, and the record goes with the session.
-    process = await trio.lowlevel.open_process([*SWARMREG, *command], stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.PIPE, env=cli_env(tmp_path))
+    process = await push.start(tmp_path, subprocess.PIPE)
     await wait_for_offset(tmp_path, herd.url("origin"), digest, 8 * MiB)
-    with source.open("r+b") as file:
+    with (tmp_path / "big.bin").open("r+b") as file:
         file.seek(len(data) - 10)
         file.write(b"0123456789")
     assert await process.wait() == 1
