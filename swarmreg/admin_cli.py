@@ -1,5 +1,5 @@
-"""``swarmreg list``, ``swarmreg prune`` and ``swarmreg gc``: the proxy's admin API from the
-command line (swarmreg.proxy.admin). A framework-free client: httpx only.
+"""``swarmreg list``, ``swarmreg prune``, ``swarmreg gc`` and ``swarmreg status``: the proxy's admin
+API from the command line (swarmreg.proxy.admin). A framework-free client: httpx only.
 
 Credentials: ``--user`` with the password in ``SWARMREG_PASSWORD``, else the proxy's entry in a
 docker config file (``auths``: base64 ``user:password`` in ``auth``, or ``username`` and
@@ -7,7 +7,8 @@ docker config file (``auths``: base64 ``user:password`` in ``auth``, or ``userna
 or ``~/.docker/config.json``; none: anonymous. As docker does, the first request goes without
 credentials and the proxy's 401 says how to sign in: basic, or a bearer token from its realm
 (``proxy.auth = "token"``). Exit status 0 on success, 1 when the proxy refuses or cannot be
-reached (one line on standard error), 2 for options that cannot be used.
+reached (one line on standard error), 2 for options that cannot be used; ``status`` exits
+NODE_DOWN when a node is down.
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from urllib.parse import urlsplit
 import httpx
 
 from swarmreg.durations import parse_duration
-from swarmreg.proxy.wire import CMD_BLOBS, CMD_GC, CMD_IMAGES, CMD_MANIFESTS, CMD_PRUNE, JSON, TEXT
+from swarmreg.proxy.admin_text import status_table
+from swarmreg.proxy.wire import CMD_BLOBS, CMD_GC, CMD_IMAGES, CMD_MANIFESTS, CMD_PRUNE, CMD_STATUS, JSON, TEXT, UP
 
 PASSWORD_VARIABLE = "SWARMREG_PASSWORD"
 # Seconds to wait for an answer; a garbage collection may take long (the origin's GC_WAIT).
 TIMEOUT = 60.0
 GC_TIMEOUT = 1800.0
+# `swarmreg status`'s exit status when a node is down (as `systemctl is-active` says "inactive").
+NODE_DOWN = 3
 
 
 class AdminError(Exception):
@@ -156,22 +160,35 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str] | None:
     return docker_credentials(path, args.proxy, required=named)
 
 
-def call(args: argparse.Namespace, method: str, path: str, params: dict[str, str], timeout: float = TIMEOUT) -> str:
-    """The admin API's answer (text, or JSON text with ``--json``); AdminError on any failure."""
+def request(args: argparse.Namespace, method: str, path: str, params: dict[str, str], *, accept: str,
+            timeout: float = TIMEOUT) -> httpx.Response:
+    """The admin API's answer (a 200); AdminError on any failure."""
     auth = ChallengeAuth(_credentials(args))
-    headers = {"Accept": JSON if args.json else TEXT}
     try:
         with httpx.Client(base_url=proxy_url(args.proxy), auth=auth, verify=args.ca or True,
                           timeout=httpx.Timeout(timeout, connect=10)) as client:
-            response = client.request(method, path, params=params, headers=headers)
+            response = client.request(method, path, params=params, headers={"Accept": accept})
     except httpx.InvalidURL as error:
         raise AdminError(f"--proxy {args.proxy!r} is not a URL: {error}", 2) from None
     except (httpx.HTTPError, OSError) as error:
         raise AdminError(f"cannot reach the proxy at {args.proxy}: {error or type(error).__name__}") from None
     if response.status_code != 200:
         raise AdminError(f"the proxy refused: {error_message(response)}")
+    return response
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise AdminError("the proxy answered something that is not JSON") from None
+
+
+def call(args: argparse.Namespace, method: str, path: str, params: dict[str, str], timeout: float = TIMEOUT) -> str:
+    """The admin API's answer (text, or JSON text with ``--json``); AdminError on any failure."""
+    response = request(args, method, path, params, accept=JSON if args.json else TEXT, timeout=timeout)
     if args.json:
-        return json.dumps(response.json(), indent=2) + "\n"
+        return json.dumps(_json(response), indent=2) + "\n"
     return response.text
 
 
@@ -223,8 +240,22 @@ def _gc(args: argparse.Namespace) -> str:
     return call(args, "POST", CMD_GC, {"dryRun": "true" if args.dry_run else "false"}, timeout=GC_TIMEOUT)
 
 
+def _status(args: argparse.Namespace) -> tuple[str, int]:
+    """The cluster's nodes and their health; NODE_DOWN (a line on standard error naming them) when any is down."""
+    document = _json(request(args, "GET", CMD_STATUS, {}, accept=JSON))
+    try:
+        nodes = document["nodes"]
+        down = [f"{node['role']} {node['address']}" for node in nodes if node["state"] != UP]
+        text = json.dumps(document, indent=2) + "\n" if args.json else status_table(document)
+    except (KeyError, TypeError):
+        raise AdminError("the proxy answered no status document (does it run this version of swarmreg?)") from None
+    if down:
+        print(f"swarmreg status: {len(down)} of {len(nodes)} nodes down: {', '.join(down)}", file=sys.stderr)
+    return text, NODE_DOWN if down else 0
+
+
 def add_admin_commands(commands: Any, default_proxy: str) -> None:
-    """The ``list``, ``prune`` and ``gc`` subcommands of ``swarmreg``."""
+    """The ``list``, ``prune``, ``gc`` and ``status`` subcommands of ``swarmreg``."""
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--proxy", metavar="URL", default=default_proxy,
                             help=f"the proxy's registry port (default: the devcluster's, {default_proxy})")
@@ -274,11 +305,23 @@ def add_admin_commands(commands: Any, default_proxy: str) -> None:
     common(gc)
     gc.set_defaults(admin=_gc)
 
+    status = commands.add_parser("status", help="the cluster's nodes and their health (admin API)",
+                                 description="Print the proxy and every member of the origin, tracker and index "
+                                             "rings it uses, up or down, with when each was last checked (members "
+                                             "no schedule checks are probed now). Exits 0 when all are up, "
+                                             f"{NODE_DOWN} when any is down, 1 when the proxy refuses or cannot be "
+                                             "reached.")
+    common(status)
+    status.set_defaults(admin=_status)
+
 
 def run_admin(args: argparse.Namespace) -> int:
-    """Run ``list``, ``prune`` or ``gc``; returns the exit status."""
+    """Run ``list``, ``prune``, ``gc`` or ``status``; returns the exit status."""
+    status = 0
     try:
-        sys.stdout.write(args.admin(args))
+        answer = args.admin(args)
+        text, status = answer if isinstance(answer, tuple) else (answer, 0)
+        sys.stdout.write(text)
         sys.stdout.flush()
     except AdminError as error:
         print(f"swarmreg {args.command}: {error}", file=sys.stderr)
@@ -289,4 +332,4 @@ def run_admin(args: argparse.Namespace) -> int:
         return 130
     except BrokenPipeError:  # `swarmreg list | head`: the reader left, which is no failure
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return 0
+    return status

@@ -1,5 +1,6 @@
 """The command line: ``swarmreg daemon``, ``config show``, ``passwd``, ``certs``, ``devcluster``,
-``containerd-config``, ``load``, the admin API's ``list``, ``prune`` and ``gc``, and ``replication status``."""
+``containerd-config``, ``load``, the admin API's ``list``, ``prune``, ``gc`` and ``status``, ``replication status``,
+and ``blob push`` / ``blob pull``."""
 
 from __future__ import annotations
 
@@ -113,11 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--timeout", metavar="SECONDS", type=float, default=0,
                       help="give up (status 1) after this long; 0 (the default): wait for the job to end")
     from swarmreg.admin_cli import add_admin_commands
+    from swarmreg.transfer.cli import add_blob_commands
 
     add_admin_commands(commands, DEFAULT_PROXY)
     from swarmreg.replication_cli import add_replication_commands
 
     add_replication_commands(commands)
+    add_blob_commands(commands)
     return parser
 
 
@@ -154,7 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from swarmreg.load import run_load
 
             return run_load(args)
-        if args.command in ("list", "prune", "gc"):
+        if args.command == "blob":
+            from swarmreg.transfer.cli import run_blob
+
+            return run_blob(args)
+        if args.command in ("list", "prune", "gc", "status"):
             from swarmreg.admin_cli import run_admin
 
             return run_admin(args)

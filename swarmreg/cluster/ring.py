@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
@@ -37,6 +38,19 @@ class _Down:
     failures: int
 
 
+@attrs.frozen
+class MemberHealth:
+    """What a ring knows of one member's health (``swarmreg status``): ``up`` is whether the
+    last health result (a probe, or a request that failed to reach it) was good; ``checked`` its
+    wall-clock time (None: never checked); ``failures`` in a row, and the last one's ``reason``."""
+
+    address: Address
+    up: bool
+    checked: float | None
+    failures: int = 0
+    reason: str | None = None
+
+
 class Ring:
     """The members of one role and their health; ``run`` (a service) keeps both up to date.
 
@@ -59,6 +73,9 @@ class Ring:
         self.max_backoff = max_backoff
         self._down: dict[Address, _Down] = {}
         self._instances: dict[Address, str] = {}
+        # When each member's health was last learnt (time.time()), and why it was last found down.
+        self._checked: dict[Address, float] = {}
+        self._reasons: dict[Address, str] = {}
         # How often each member came back: found up after being down, or restarted (a new
         # instance). Whoever keeps data for members (origins) hands it to them again.
         self.comebacks: dict[Address, int] = {}
@@ -90,6 +107,17 @@ class Ring:
         ranked = rank(key, self.members)[:max(1, replicas)]
         return [m for m in ranked if self.live(m)] + [m for m in ranked if not self.live(m)]
 
+    @property
+    def probed(self) -> bool:
+        """Whether ``run`` checks the members every ``health_interval`` (else only requests do)."""
+        return self.probe is not None and self.health_interval > 0
+
+    def health(self) -> list[MemberHealth]:
+        """Every member's health, in the order the members are listed."""
+        return [MemberHealth(member, member not in self._down, self._checked.get(member),
+                             self._down[member].failures if member in self._down else 0, self._reasons.get(member))
+                for member in self.members]
+
     async def wait_changed(self, version: int) -> int:
         """Wait until the ring is no longer at ``version``; returns the new one."""
         while self.version == version:
@@ -112,6 +140,7 @@ class Ring:
         backoff = min(self.max_backoff, FIRST_BACKOFF * 2 ** min(failures - 1, 30))
         was_live = self.live(member)
         self._down[member] = _Down(trio.current_time() + backoff, failures)
+        self._checked[member], self._reasons[member] = time.time(), reason
         if was_live:
             log.warning("%s %s is down (%s); skipped for %g s", self.role, member, reason, backoff)
             self._bump()
@@ -119,6 +148,8 @@ class Ring:
     def mark_up(self, member: Address, instance: str | None = None) -> None:
         """``member`` answered (as ``instance``, if it said): it is live again at once."""
         was_down = self._down.pop(member, None) is not None
+        self._checked[member] = time.time()
+        self._reasons.pop(member, None)
         restarted = instance is not None and self._instances.get(member, instance) != instance
         if instance is not None:
             self._instances[member] = instance
@@ -127,12 +158,14 @@ class Ring:
             self.comebacks[member] = self.comebacks.get(member, 0) + 1
             self._bump()
 
-    async def _check(self, member: Address) -> None:
-        assert self.probe is not None
+    async def check(self, member: Address, probe: Probe | None = None) -> None:
+        """Probe ``member`` once (with ``probe``, else the ring's own) and mark it up or down."""
+        probe = probe or self.probe
+        assert probe is not None
         timeout = max(1.0, min(self.health_interval, 5.0))
         try:
             with trio.fail_after(timeout):
-                instance = await self.probe(member)
+                instance = await probe(member)
         except Exception as error:  # any failure of the probe is the member's trouble
             self.mark_down(member, f"health check: {type(error).__name__}")
         else:
@@ -142,7 +175,7 @@ class Ring:
         while True:
             async with trio.open_nursery() as nursery:
                 for member in self.members:
-                    nursery.start_soon(self._check, member)
+                    nursery.start_soon(self.check, member)
             await trio.sleep(self.health_interval)
 
     # -- DNS -------------------------------------------------------------------------------------
@@ -166,6 +199,8 @@ class Ring:
             self.seen |= set(members)
             for member in gone:
                 self._down.pop(member, None)
+                self._checked.pop(member, None)
+                self._reasons.pop(member, None)
             self._bump()
 
     async def _resolve_forever(self) -> None:

@@ -6,11 +6,16 @@ from __future__ import annotations
 import ssl
 
 from swarmreg.cluster.probes import http_probe, websocket_probe
-from swarmreg.cluster.ring import Ring
+from swarmreg.cluster.ring import Probe, Ring
 from swarmreg.config import Address, ClusterConfig
 
 # The roles that have rings, and their [cluster] keys.
 RING_KEYS = {"origin": "origins", "tracker": "trackers", "index": "indexes"}
+
+
+def role_probe(role: str, tls: ssl.SSLContext | None) -> Probe:
+    """How a member of ``role`` is checked: a websocket handshake for a tracker, else ``GET /health``."""
+    return websocket_probe(tls) if role == "tracker" else http_probe(tls)
 
 
 def cluster_rings(cluster: ClusterConfig, tls: ssl.SSLContext | None) -> dict[str, Ring]:
@@ -20,8 +25,7 @@ def cluster_rings(cluster: ClusterConfig, tls: ssl.SSLContext | None) -> dict[st
         source = getattr(cluster, key)
         if source == ():
             continue
-        probe = websocket_probe(tls) if role == "tracker" else http_probe(tls)
-        rings[role] = Ring(role, source, probe=probe, health_interval=cluster.health_interval,
+        rings[role] = Ring(role, source, probe=role_probe(role, tls), health_interval=cluster.health_interval,
                            resolve_interval=cluster.resolve_interval, max_backoff=cluster.max_backoff)
     return rings
 

@@ -69,8 +69,13 @@ def _url(response: httpx.Response) -> str:
 
 def transport_reason(error: Exception) -> str:
     """A short reason for a failed request, for the log: the error's type and message (never a
-    traceback). The message may name the address, so it is not for answers."""
-    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    traceback); without a message, the first one among its causes (trio's TLS failures are an
+    empty BrokenResourceError from an ssl.SSLError). The message may name the address, so it is
+    not for answers."""
+    cause: BaseException | None = error
+    while cause is not None and not str(cause):
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(error).__name__}: {cause}" if cause is not None else type(error).__name__
 
 
 # Name lookups that may run at once in worker threads of their own (trio.socket's resolver).

@@ -31,6 +31,7 @@ from swarmreg.origin.wire import (
     REPLICA,
     SESSIONS,
     THROUGH,
+    UPLOAD_ROUTE,
     UPLOAD_SIZE,
     UPLOADS,
     WAIT,
@@ -84,7 +85,8 @@ def _parse_bool(name: str, value: str | None) -> bool:
 
 def _upload_request() -> bool:
     # A session's status is part of an upload too: only the writer has a use for it.
-    return is_write() or request.path.startswith(f"{SESSIONS}/")
+    return (is_write() or request.path.startswith(f"{SESSIONS}/")
+            or (request.url_rule is not None and request.url_rule.rule == UPLOAD_ROUTE))
 
 
 def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> QuartTrio:
@@ -107,13 +109,22 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
                                         replica=_parse_bool(REPLICA, request.args.get(REPLICA)))
         return PlainResponse("", status=200, headers={"Location": uid})
 
-    @app.patch(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
+    def size_header(upload: Upload) -> dict[str, str]:
+        return {UPLOAD_SIZE: str(upload.meta.size)}
+
+    @app.get(UPLOAD_ROUTE)
+    async def upload_status(namespace: str, digest: str, uid: str) -> Response:
+        """Where the upload stands: the next chunk starts at UPLOAD_SIZE (how a push resumes)."""
+        return PlainResponse("", status=204, headers=size_header(
+            origin.upload(uid, validate_namespace(namespace), Digest.parse(digest))))
+
+    @app.patch(UPLOAD_ROUTE)
     async def patch_upload(namespace: str, digest: str, uid: str) -> Response:
         upload = origin.upload(uid, validate_namespace(namespace), Digest.parse(digest))
         await origin.write_upload(upload, parse_upload_range(request.headers.get("Content-Range")), body())
         return PlainResponse("", status=200)
 
-    @app.put(f"{BLOB_ROUTE}{UPLOADS}/<uid>")
+    @app.put(UPLOAD_ROUTE)
     async def commit_upload(namespace: str, digest: str, uid: str) -> Response:
         parsed = Digest.parse(digest)
         upload = origin.upload(uid, validate_namespace(namespace), parsed)
@@ -126,9 +137,6 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
     def session() -> Upload:
         return origin.upload((request.view_args or {})["uid"],
                              validate_namespace(request.args.get("namespace", "")))
-
-    def size_header(upload: Upload) -> dict[str, str]:
-        return {UPLOAD_SIZE: str(upload.meta.size)}
 
     @app.post(SESSIONS)
     async def open_session() -> Response:

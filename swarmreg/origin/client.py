@@ -23,6 +23,7 @@ from swarmreg.config import Address
 from swarmreg.digest import Digest
 from swarmreg.errors import BAD_GATEWAY, BLOB_UPLOAD_UNKNOWN, SwarmregError
 from swarmreg.http.client import raise_for_error, transport_reason
+from swarmreg.http.paths import HEALTH
 from swarmreg.origin.wire import (
     BLOB_SIZE,
     DRY_RUN,
@@ -79,6 +80,20 @@ class OriginMetainfo:
     raw: bytes
     peer_id: str
     peer_port: int
+
+
+@attrs.frozen
+class KrakenUpload:
+    """An open upload of a known digest (Kraken's API) at the origin ``member``; ``uid`` matches UPLOAD_ID."""
+
+    member: Address
+    namespace: str
+    digest: Digest
+    uid: str
+
+    @property
+    def path(self) -> str:
+        return blob_path(self.namespace, self.digest, f"{UPLOADS}/{self.uid}")
 
 
 @attrs.frozen
@@ -169,6 +184,10 @@ class OriginClient:
         raise_for_error(response, "origin")
         return response
 
+    async def health(self) -> None:
+        """Return if the origin answers its health check; the error its answer (or silence) is otherwise."""
+        await self._checked("GET", HEALTH)
+
     # -- garbage collection ----------------------------------------------------------------
 
     async def collect_garbage(self, *, dry_run: bool) -> dict[str, Any]:
@@ -180,63 +199,89 @@ class OriginClient:
 
     # -- uploads of a known digest (Kraken's API) --------------------------------------------
 
-    async def _start_upload(self, namespace: str, digest: Digest, *,
-                            replica: bool = False) -> tuple[Address, str] | None:
-        """The origin the upload went to (the blob's first live owner) and its path, or None when
-        that origin holds the blob (and has written it through)."""
+    async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> KrakenUpload | None:
+        """Open an upload at the blob's first live owner, or None when that origin holds the blob
+        (and has written it through). A ``replica`` is one origin's copy for another, which does
+        not send it on."""
         started = await self._send("POST", blob_path(namespace, digest, UPLOADS), key=digest,
                                    params={REPLICA: "true"} if replica else None)
         if started.status_code == 409:
             return None
         raise_for_error(started, "origin")
-        return started.extensions[MEMBER], blob_path(namespace, digest, f"{UPLOADS}/{started.headers['location']}")
+        uid = started.headers.get("location", "")
+        if not UPLOAD_ID.fullmatch(uid):  # never let an answer steer a URL
+            raise SwarmregError(BAD_GATEWAY, "origin answered an upload without a valid id")
+        return KrakenUpload(started.extensions[MEMBER], namespace, digest, uid)
 
-    async def _upload(self, namespace: str, digest: Digest, patch: Callable[[str, Address], Awaitable[None]], *,
+    async def upload_offset(self, upload: KrakenUpload) -> int:
+        """Where the next chunk of ``upload`` starts (how many bytes it holds, in order);
+        BLOB_UPLOAD_UNKNOWN when the origin no longer has it (committed, cancelled, expired)."""
+        response = await self._checked("GET", upload.path, member=upload.member)
+        size = response.headers.get(UPLOAD_SIZE, "")
+        if not size.isdigit() or len(size) > 19:
+            raise SwarmregError(BAD_GATEWAY, "origin answered an upload's status without its size")
+        return int(size)
+
+    async def send_file(self, upload: KrakenUpload, fd: int, start: int, end: int, *, chunk: int = CHUNK,
+                        sent: Callable[[int], None] | None = None) -> None:
+        """PATCH bytes [start, end) of the open file ``fd`` (the caller's) in ``chunk``-sized
+        chunks, streamed; ``sent(n)`` is told of every read that went out."""
+        for first in range(start, end, chunk):
+            last = min(first + chunk, end)
+            async with FileBody(os.dup(fd), first, last, min(READ, chunk)) as body:
+                await self._checked("PATCH", upload.path, member=upload.member,
+                                    content=_counted(body, sent) if sent else body,
+                                    headers={"Content-Range": f"{first},{last}", "Content-Length": str(last - first)})
+
+    async def commit_upload(self, upload: KrakenUpload, *, through: bool, replica: bool = False) -> int:
+        """Commit ``upload`` (the origin verifies its digest); returns the blob's size."""
+        response = await self._checked("PUT", upload.path, member=upload.member,
+                                       params={THROUGH: _flag(through), **({REPLICA: "true"} if replica else {})})
+        size = response.headers.get(BLOB_SIZE, "")
+        return int(size) if size.isdigit() else -1
+
+    async def _upload(self, namespace: str, digest: Digest, patch: Callable[[KrakenUpload], Awaitable[None]], *,
                       through: bool, replica: bool = False) -> bool:
-        """A Kraken upload: POST, ``patch(path, member)`` sends the bytes, PUT commits; False when
-        the origin holds the blob already. A ``replica`` is one origin's copy for another, which
-        does not send it on."""
-        started = await self._start_upload(namespace, digest, replica=replica)
-        if started is None:
+        """A Kraken upload: POST, ``patch(upload)`` sends the bytes, PUT commits; False when the
+        origin holds the blob already. A failed one is cancelled (see _abandoned_on_failure)."""
+        upload = await self.start_upload(namespace, digest, replica=replica)
+        if upload is None:
             return False
-        member, upload = started
-        async with self._abandoned_on_failure(namespace, upload, member):
-            await patch(upload, member)
-            await self._checked("PUT", upload, member=member,
-                                params={THROUGH: _flag(through), **({REPLICA: "true"} if replica else {})})
+        async with self._abandoned_on_failure(upload):
+            await patch(upload)
+            await self.commit_upload(upload, through=through, replica=replica)
         return True
 
     async def upload_file(self, namespace: str, digest: Digest, path: Path, *, through: bool = True,
                           replica: bool = False) -> bool:
         """Upload the file at ``path`` as ``digest`` in CHUNK-sized PATCHes; False when the origin
         holds the blob already."""
-        async def patch(upload: str, member: Address) -> None:
-            size = path.stat().st_size
-            for start in range(0, size, CHUNK):
-                end = min(start + CHUNK, size)
-                async with FileBody(os.open(path, os.O_RDONLY), start, end, READ) as body:
-                    await self._checked("PATCH", upload, member=member, content=body, headers={
-                        "Content-Range": f"{start},{end}", "Content-Length": str(end - start)})
+        async def patch(upload: KrakenUpload) -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                await self.send_file(upload, fd, 0, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
 
         return await self._upload(namespace, digest, patch, through=through, replica=replica)
 
     async def upload_bytes(self, namespace: str, digest: Digest, data: bytes, *, through: bool = True) -> None:
         """Upload a small blob held in memory (a manifest)."""
-        async def patch(upload: str, member: Address) -> None:
+        async def patch(upload: KrakenUpload) -> None:
             if data:
-                await self._checked("PATCH", upload, member=member, content=data,
+                await self._checked("PATCH", upload.path, member=upload.member, content=data,
                                     headers={"Content-Range": f"0,{len(data)}"})
 
         await self._upload(namespace, digest, patch, through=through)
 
     @asynccontextmanager
-    async def _abandoned_on_failure(self, namespace: str, upload: str, member: Address) -> AsyncIterator[None]:
-        """Around the PATCHes and PUT of a Kraken upload at ``upload`` (its path): when they fail,
-        the session is cancelled, so that it does not hold one of the origin's bounded sessions."""
+    async def _abandoned_on_failure(self, upload: KrakenUpload) -> AsyncIterator[None]:
+        """Around the PATCHes and PUT of a Kraken upload: when they fail, the session is
+        cancelled, so that it does not hold one of the origin's bounded sessions."""
         try:
             yield
         except BaseException:
-            await self.at(member).abandon(upload.rsplit("/", 1)[-1], namespace)
+            await self.at(upload.member).abandon(upload.uid, upload.namespace)
             raise
 
     # -- sessions whose digest comes at the end (the proxy's Docker pushes) -------------------
@@ -383,6 +428,13 @@ class OriginClient:
             await response.aclose()
             raise_for_error(response, "origin")
         return UpstreamBody(response)
+
+
+async def _counted(body: AsyncIterable[bytes], sent: Callable[[int], None]) -> AsyncIterator[bytes]:
+    """``body``'s chunks, each reported to ``sent`` once it went out."""
+    async for data in body:
+        yield data
+        sent(len(data))
 
 
 def _tag(member: Address) -> str:

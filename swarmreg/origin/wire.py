@@ -15,6 +15,9 @@ from swarmreg.digest import Digest
 # Quart route of a blob; a client builds the same path with blob_path.
 BLOB_ROUTE = "/namespace/<path:namespace>/blobs/<digest>"
 UPLOADS = "/uploads"  # suffix of BLOB_ROUTE: Kraken's uploads of a known digest
+# One such upload: PATCH a chunk (Content-Range: start,end), PUT to commit, GET (or HEAD) for
+# where it stands: 204 with UPLOAD_SIZE, the offset the next chunk starts at (how a push resumes).
+UPLOAD_ROUTE = f"{BLOB_ROUTE}{UPLOADS}/<uid>"
 METAINFO = "/metainfo"  # suffix of BLOB_ROUTE: the blob's torrent
 METAINFO_TYPE = "application/x-bittorrent"
 # Sessions whose digest is known only at the end: POST SESSIONS, then SESSIONS/<uid>.
@@ -23,7 +26,8 @@ SESSIONS = "/uploads"
 # An upload id (a UUID4 in its canonical text form); nothing else may steer a path or URL.
 UPLOAD_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-# How many bytes of a session have arrived (the proxy turns it into its Range header).
+# How many bytes of a session have arrived: the end of its last chunk (the proxy turns it into its
+# Range header; `swarmreg blob push` resumes there).
 UPLOAD_SIZE = "Upload-Size"
 # A committed blob's size, in the commit's answer.
 BLOB_SIZE = "Blob-Size"

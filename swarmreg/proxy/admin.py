@@ -25,8 +25,9 @@ from swarmreg.http.responses import json_response
 from swarmreg.index.client import IndexClient
 from swarmreg.index.selection import bad_parameter, parse_count, parse_patterns
 from swarmreg.origin.client import OriginClient
-from swarmreg.proxy.admin_text import blob_table, image_table, manifest_table, prune_table, report_table
+from swarmreg.proxy.admin_text import blob_table, image_table, manifest_table, prune_table, report_table, status_table
 from swarmreg.proxy.api_auth import api_principal, refusal
+from swarmreg.proxy.status import ClusterStatus
 from swarmreg.proxy.wire import (
     CMD_BLOBS,
     CMD_GC,
@@ -34,6 +35,7 @@ from swarmreg.proxy.wire import (
     CMD_MANIFESTS,
     CMD_PARAMETERS,
     CMD_PRUNE,
+    CMD_STATUS,
     JSON,
     LIST_COUNT,
     PRUNE_COUNT,
@@ -81,8 +83,9 @@ def _answer(document: Any, text: Callable[[Any], str]) -> Response:
     return Response(text(document), content_type="text/plain; charset=utf-8")
 
 
-def add_admin_routes(app: QuartTrio, auth: Authorizer, index: IndexClient, origin: OriginClient) -> None:
-    """Register ``/cmd/prune``, the three lists and ``/cmd/gc`` on the proxy's ``app``."""
+def add_admin_routes(app: QuartTrio, auth: Authorizer, index: IndexClient, origin: OriginClient,
+                     status: ClusterStatus) -> None:
+    """Register ``/cmd/prune``, the three lists, ``/cmd/gc`` and ``/cmd/status`` on the proxy's ``app``."""
 
     def admin(path: str, methods: list[str]) -> Callable[[Callable[[Mapping[str, str]], Awaitable[Response]]],
                                                          Callable[[], Awaitable[Response]]]:
@@ -145,3 +148,7 @@ def add_admin_routes(app: QuartTrio, auth: Authorizer, index: IndexClient, origi
     async def gc(args: Mapping[str, str]) -> Response:
         report = await origin.collect_garbage(dry_run=_flag(args, "dryRun"))
         return _answer(report, report_table)
+
+    @admin(CMD_STATUS, ["GET"])
+    async def cluster_status(args: Mapping[str, str]) -> Response:
+        return _answer(await status.document(), status_table)

@@ -9,6 +9,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from swarmreg.proxy.wire import STATUS_COLUMNS
+
 # ociregistry shortens the digest in a by-digest URL to this many hex digits (the DIGEST column has it whole).
 SHORT_DIGEST = 10
 
@@ -78,6 +80,14 @@ def prune_table(report: Mapping[str, Any]) -> str:
     rows = [["ACTION", "URL", "DIGEST", "TAGS", "CREATED", "PULLED"]]
     rows += [[verb + ("-child" if m.get("parent") else ""), _url(m["repository"], m["digest"]), _cell(m["digest"]),
               _cell(",".join(m["tags"])), _cell(m["created"]), _cell(m["accessed"])] for m in manifests]
+    return columns(rows)
+
+
+def status_table(document: Mapping[str, Any]) -> str:
+    """``/cmd/status``: a row per node (STATUS_COLUMNS); REASON, last, is free text."""
+    rows = [[column.upper() for column in STATUS_COLUMNS]]
+    rows += [[*(_cell(node[column]) for column in STATUS_COLUMNS[:-1]), " ".join(str(node["reason"] or "-").split())]
+             for node in document["nodes"]]
     return columns(rows)
 
 

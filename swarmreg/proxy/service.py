@@ -18,6 +18,7 @@ from swarmreg.proxy.admin import add_admin_routes
 from swarmreg.proxy.app import create_proxy_app
 from swarmreg.proxy.preheat import Preheater, TrackerAgents
 from swarmreg.proxy.preheat_routes import add_preheat_routes
+from swarmreg.proxy.status import ClusterStatus
 from swarmreg.registry.access import Access, Authorizer
 from swarmreg.registry.auth import BasicAuth, FailureThrottle
 from swarmreg.registry.tokens import TokenIssuer
@@ -52,8 +53,9 @@ class ProxyService:
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         tls, secret = self.node.tls.client, self.node.config.cluster.secret
         node = self.node
-        async with (OriginClient(node.ring("origin", self.config.origin), tls=tls, secret=secret) as origin,
-                    IndexClient(node.ring("index", self.config.index), tls=tls, secret=secret) as index,
+        rings = {"origin": node.ring("origin", self.config.origin), "index": node.ring("index", self.config.index)}
+        async with (OriginClient(rings["origin"], tls=tls, secret=secret) as origin,
+                    IndexClient(rings["index"], tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,
                                    max_manifest=self.config.max_manifest_size,
@@ -68,11 +70,15 @@ class ProxyService:
             await nursery.start(preheater.run, self.node.stop)
             add_preheat_routes(app, preheater, self.auth, idle_timeout=self.node.config.http.idle_timeout,
                                default_registry=self.node.config.default_registry)
-            add_admin_routes(app, self.auth, index, origin)
+            if trackers is not None:
+                rings["tracker"] = trackers
+            bound: list[Address] = []  # the status names the proxy's address, known once it listens
+            add_admin_routes(app, self.auth, index, origin, ClusterStatus(rings, lambda: bound[0], tls))
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,
                 tls=ServerTls.edge(self.config.tls)))
+            bound.append(address)
             log.info("proxy listening on %s://%s%s", "https" if self.config.tls.enabled else "http", address,
                      "" if self.auth.enabled else " (no authentication: proxy.users is empty)")
             task_status.started({"http": str(address)})

@@ -216,6 +216,12 @@ CMD_IMAGES = "/cmd/image/list"
 CMD_BLOBS = "/cmd/blob/list"
 CMD_MANIFESTS = "/cmd/manifest/list"
 CMD_GC = "/cmd/gc"  # POST
+# GET: the proxy and every member of the origin, tracker and index rings it uses, with their health:
+# {"nodes": [{"role", "address", "state": UP | DOWN, "checked": ISO 8601 UTC | null, "failures",
+# "reason": the last failure | null}]}, the proxy first (swarmreg.cluster.status, `swarmreg status`).
+CMD_STATUS = "/cmd/status"
+STATUS_COLUMNS = ("role", "address", "state", "checked", "failures", "reason")
+UP, DOWN = "up", "down"
 # Each endpoint's query parameters, ociregistry's names; any other is refused (400), so a
 # misspelt dryRun cannot turn a dry run into a prune.
 CMD_PARAMETERS = {
@@ -224,6 +230,7 @@ CMD_PARAMETERS = {
     CMD_BLOBS: frozenset({"substr", "count"}),
     CMD_MANIFESTS: frozenset({"pattern", "count"}),
     CMD_GC: frozenset({"dryRun"}),
+    CMD_STATUS: frozenset(),
 }
 # Counts when none is given: a prune takes at most 5 manifests (ociregistry's API), a list 50.
 PRUNE_COUNT = 5

@@ -85,13 +85,13 @@ async def test_a_restart_between_two_probes_is_a_comeback(nursery: trio.Nursery,
     origin = await start_daemon(nursery, config, ["origin"])
     member = Address("127.0.0.1", port)
     ring = Ring("origin", (member,), probe=http_probe(None), health_interval=3600)
-    await ring._check(member)  # the first answer: its instance is known now
+    await ring.check(member)  # the first answer: its instance is known now
     await origin.stop()
     await start_daemon(nursery, config, ["origin"])
     version = ring.version
-    await ring._check(member)
+    await ring.check(member)
     assert ring.comebacks == {member: 1} and ring.version > version
-    await ring._check(member)
+    await ring.check(member)
     assert ring.comebacks == {member: 1}, "the same instance again"
 
 

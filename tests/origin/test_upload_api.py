@@ -314,3 +314,27 @@ async def test_requests_in_parallel_to_one_upload(origin_client: httpx.AsyncClie
     assert statuses == [200] * 8
     assert (await commit(origin_client, NS, digest, uid)).status_code == 200
     assert (await origin_client.get(blob_path(NS, digest))).content == data
+
+
+async def test_an_uploads_status_says_where_the_next_chunk_starts(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """GET (and HEAD) of an upload: 204 with Upload-Size, for the writer only (the cluster
+    secret, when the origin has one); an unknown, another digest's or a committed one is 404."""
+    origin = await start_daemon(nursery, make_config(tmp_path / "origin", "cluster.secret=the-secret"), ["origin"])
+    data = random_bytes(3000, seed=9)
+    digest = digest_of(data)
+    writer = {"Authorization": "Bearer the-secret"}
+    async with httpx.AsyncClient(base_url=origin.url("origin"), timeout=30, headers=writer) as client, \
+            httpx.AsyncClient(base_url=origin.url("origin"), timeout=30) as stranger:
+        uid = await start_upload(client, NS, digest)
+        status = f"{blob_path(NS, digest)}/uploads/{uid}"
+        for method in ("GET", "HEAD"):
+            answer = await client.request(method, status)
+            assert answer.status_code == 204 and answer.headers["Upload-Size"] == "0", answer.text
+        assert (await patch(client, NS, digest, uid, data[:1000], 0)).status_code == 200
+        assert (await client.get(status)).headers["Upload-Size"] == "1000"
+        assert_error(await stranger.get(status), 401, "UNAUTHORIZED")
+        assert_error(await client.get(f"{blob_path(NS, digest_of(b'x'))}/uploads/{uid}"), 404, "BLOB_UPLOAD_UNKNOWN")
+        assert_error(await client.get(f"{blob_path(NS, digest)}/uploads/not-an-id"), 404, "BLOB_UPLOAD_UNKNOWN")
+        assert (await patch(client, NS, digest, uid, data[1000:], 1000)).status_code == 200
+        assert (await commit(client, NS, digest, uid)).status_code == 200
+        assert_error(await client.get(status), 404, "BLOB_UPLOAD_UNKNOWN")

@@ -26,7 +26,9 @@ CLIENTS = ["swarmreg.tracker.client", "swarmreg.origin.client", "swarmreg.index.
            # the admin API's command line, and what the index and the proxy share to select manifests
            "swarmreg.admin_cli", "swarmreg.index.selection", "swarmreg.proxy.admin_text", "swarmreg.durations",
            # replication's push client and its status command
-           "swarmreg.index.remote", "swarmreg.replication_cli"]
+           "swarmreg.index.remote", "swarmreg.replication_cli",
+           # `swarmreg blob push` / `pull`: the origin's and an agent's clients, with rich's progress
+           "swarmreg.transfer.cli", "swarmreg.transfer.push", "swarmreg.transfer.pull"]
 SERVER_FRAMEWORKS = ("libtorrent", "quart", "quart_trio", "hypercorn", "werkzeug")
 
 

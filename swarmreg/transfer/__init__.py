@@ -1,0 +1,1 @@
+"""``swarmreg blob push`` and ``swarmreg blob pull``: blobs moved by hand, resumable, with progress."""
