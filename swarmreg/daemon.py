@@ -41,6 +41,13 @@ SWARM_ROLES = frozenset({"agent", "origin"})
 _UNWIND_SECONDS = 2.0
 
 
+def stop_deadline(config: Config) -> float:
+    """The longest a graceful stop (SIGTERM) takes: in-flight work's ``shutdown_timeout``, then the
+    roles' and the swarm engine's unwinding. A supervisor's stop timeout (systemd's
+    TimeoutStopSec, ``podman stop -t``, terminationGracePeriodSeconds) belongs just above it."""
+    return config.shutdown_timeout + 2 * _UNWIND_SECONDS
+
+
 class DaemonError(Exception):
     """The daemon cannot start: a bad role list, or a data directory in use."""
 
