@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -25,7 +28,9 @@ import yaml
 from swarmreg.cli import _parser
 from swarmreg.config import Address, Config, load_config
 from swarmreg.daemon import stop_deadline
+from tests.conftest import free_port
 
+from .commands import DaemonCommand, pull_through
 from .conftest import REPO
 
 KUBERNETES_VERSION = "1.30.0"  # the oldest API the manifests are meant for; its schemas ship offline
@@ -311,3 +316,63 @@ def test_the_values_follow_their_schema_and_helm_enforces_it() -> None:
     assert done.returncode != 0 and "/agent/hostPort" in done.stderr, done.stderr
     done = helm("template", RELEASE, str(CHART), "--set", "agnet.hostPort=1", check=False)
     assert done.returncode != 0 and "agnet" in done.stderr, done.stderr
+
+
+def container_command(objects: Objects, key: tuple[str, str], tmp_path: Path, secret: Path,
+                      addresses: dict[str, str], overrides: list[str]) -> DaemonCommand:
+    """The workload's container as the kubelet runs it: the image's ENTRYPOINT (swarmreg, this
+    checkout here) with the container's args, its config from the ConfigMap, its named ports on
+    the free ports of ``addresses`` (127.0.0.1 stands for the pod's IP), the Secret at a file of
+    its own; stopped with the image's STOPSIGNAL within terminationGracePeriodSeconds."""
+    pod = objects[key]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    args = list(container["args"])
+    config_name = WORKLOADS[key][1]
+    config = tmp_path / config_name
+    config.write_text(objects[("ConfigMap", "swarmreg-config")]["data"][config_name])
+    args[args.index("--config") + 1] = str(config)
+    ports = [f"{PORT_KEYS[port['name']]}={addresses[port['name']]}" for port in container["ports"]]
+    stop = re.search(r"^STOPSIGNAL (\w+)$", (REPO / "Containerfile").read_text(), re.M)
+    assert stop, "no STOPSIGNAL in the Containerfile"
+    return DaemonCommand(key[1], args, tmp_path / key[1], [f"cluster.secret_file={secret}", *ports, *overrides],
+                         stop_signal=signal.Signals[stop[1]], stop_timeout=pod["terminationGracePeriodSeconds"])
+
+
+async def assert_probes_pass(objects: Objects, key: tuple[str, str], addresses: dict[str, str]) -> None:
+    (container,) = objects[key]["spec"]["template"]["spec"]["containers"]
+    async with httpx.AsyncClient(timeout=10) as client:
+        for probe in ("readinessProbe", "livenessProbe"):
+            http = container[probe]["httpGet"]
+            response = await client.get(f"http://{addresses[http['port']]}{http['path']}")
+            assert response.status_code == 200, (key, probe, response.text)
+
+
+@pytest.mark.slow
+async def test_the_workloads_run_pass_their_probes_serve_a_pull_and_stop_in_time(
+        tmp_path: Path, commands: list[DaemonCommand]) -> None:
+    objects = manifests()
+    secret = tmp_path / "swarmreg-cluster-secret"
+    secret.write_text(os.urandom(24).hex() + "\n")
+    secret.chmod(0o600)
+    herd_key, agent_key = ("StatefulSet", "swarmreg-herd"), ("DaemonSet", "swarmreg-agent")
+    herd_ports = {name: f"127.0.0.1:{free_port()}" for name in ("proxy", "peer", "origin", "tracker", "index")}
+    # [cluster] origins, the headless Service's records, are the pod's IP: 127.0.0.1 here.
+    herd = container_command(objects, herd_key, tmp_path, secret, herd_ports,
+                             [f'cluster.origins=["{herd_ports["origin"]}"]'])
+    commands.append(herd)
+    await herd.start()
+    await assert_probes_pass(objects, herd_key, herd_ports)
+
+    # The agents' tracker and index: the client Service, which is the herd's pod here.
+    agent_ports = {name: f"127.0.0.1:{free_port()}" for name in ("registry", "peer", "agent")}
+    agent = container_command(objects, agent_key, tmp_path, secret, agent_ports,
+                              [f"agent.tracker={herd_ports['tracker']}", f"agent.index={herd_ports['index']}"])
+    commands.append(agent)
+    await agent.start()
+    await assert_probes_pass(objects, agent_key, agent_ports)
+
+    await pull_through(f"http://{herd_ports['proxy']}", f"http://{agent_ports['registry']}", "test/kubernetes")
+    for command in (agent, herd):
+        elapsed, status = await command.stop()
+        assert status == 0 and "stopped" in command.log.read_text(), command.log.read_text()
+        assert elapsed < command.stop_timeout

@@ -10,31 +10,25 @@ are checked by systemd-analyze, not exercised."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 import tomllib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import trio
 
 from swarmreg.cli import _parser
 from swarmreg.config import Config, load_config
 from swarmreg.daemon import stop_deadline
 from swarmreg.devcluster import port_zero
 from tests.clients.tools import require_binary
-from tests.conftest import free_port, random_bytes
-from tests.proxy.helpers import DOCKER_MANIFEST, digest_of, push_image
+from tests.conftest import free_port
 
-from .conftest import REPO
+from .commands import DaemonCommand, pull_through
 from .test_container import assert_healthy
 from .units import CONFIG_DIR, INSTALLED_BINARY, SYSTEMD_DIR, Unit, unit
 
@@ -161,114 +155,51 @@ def test_the_example_configs_are_checked_for_real(tmp_path: Path) -> None:
         load_config(bad)
 
 
-class UnitProcess:
-    """A unit's ExecStart run as systemd would: its argv (the binary swapped for this venv's
-    Python), --config pointed at the repository's file, the working directory and the data in a
-    temp dir standing for StateDirectory, plus ``--set`` overrides for free ports."""
-
-    def __init__(self, service: Unit, state: Path, secret: Path, overrides: Sequence[str]) -> None:
-        self.service = service
-        self.state = state
-        self.ready_file = state / "ready.json"
-        self.log = state.parent / f"{service.name}.log"
-        argv = service.exec_start
-        args = argv[1:]
-        args[args.index("--config") + 1] = str(config_path(argv))
-        settings = [f"cluster.secret_file={secret}", *overrides]
-        self.argv = [sys.executable, "-m", "swarmreg", *args, "--data-dir", str(state),
-                     "--ready-file", str(self.ready_file), *(f"--set={item}" for item in settings)]
-        self.process: trio.Process | None = None
-        self.ready: dict[str, Any] = {}
-
-    async def start(self) -> dict[str, Any]:
-        import json
-
-        self.state.mkdir(parents=True)
-        env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-        for key, value in (item.partition("=")[::2] for item in self.service.all("Environment")):
-            env[key] = value
-        with open(self.log, "wb") as log:
-            self.process = await trio.lowlevel.open_process(self.argv, cwd=self.state, env=env,
-                                                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
-        with trio.fail_after(START_TIMEOUT):
-            while not self.ready_file.exists():
-                assert self.process.poll() is None, self.log.read_text()
-                await trio.sleep(0.1)
-        self.ready = json.loads(self.ready_file.read_text())
-        return self.ready
-
-    async def stop(self) -> tuple[float, int]:
-        """Send the unit's KillSignal; (seconds until it exited, its status). Fails (after a
-        SIGKILL, as systemd would send) if it outlives TimeoutStopSec."""
-        assert self.process is not None
-        started = time.monotonic()
-        self.process.send_signal(signal.Signals[self.service.get("KillSignal")])
-        with trio.move_on_after(self.service.seconds("TimeoutStopSec")):
-            status = await self.process.wait()
-            return time.monotonic() - started, status
-        self.process.kill()
-        await self.process.wait()
-        raise AssertionError(f"{self.service.name}: still running after TimeoutStopSec\n{self.log.read_text()}")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-
-
-@pytest.fixture
-async def units(tmp_path: Path) -> AsyncIterator[list[UnitProcess]]:
-    """The UnitProcesses a test starts; any still running at teardown is killed."""
-    started: list[UnitProcess] = []
-    try:
-        yield started
-    finally:
-        for process in started:
-            process.kill()
-            if process.process is not None:
-                with trio.move_on_after(10):
-                    await process.process.wait()
+def unit_command(service: Unit, state: Path, secret: Path, overrides: Sequence[str]) -> DaemonCommand:
+    """The unit's ExecStart as systemd would run it: its arguments (the binary: this checkout),
+    --config the repository's file (ConfigurationDirectory's), the working directory and the
+    data in ``state`` (StateDirectory), the secret where LoadCredential would put it, the unit's
+    Environment=; stopped with KillSignal within TimeoutStopSec."""
+    argv = service.exec_start
+    args = argv[1:]
+    args[args.index("--config") + 1] = str(config_path(argv))
+    env = dict(item.partition("=")[::2] for item in service.all("Environment"))
+    return DaemonCommand(service.name, args, state, [f"cluster.secret_file={secret}", *overrides],
+                         stop_signal=signal.Signals[service.get("KillSignal")],
+                         stop_timeout=service.seconds("TimeoutStopSec"), env=env)
 
 
 @pytest.mark.slow
 async def test_the_units_commands_run_a_herd_and_agent_that_serve_a_pull_and_stop_in_time(
-        tmp_path: Path, units: list[UnitProcess]) -> None:
+        tmp_path: Path, commands: list[DaemonCommand]) -> None:
     secret = tmp_path / "cluster-secret"
     secret.write_text(os.urandom(24).hex() + "\n")
     secret.chmod(0o600)
     # herd.toml's cluster.origins names the address agents reach the origin at: here, loopback.
     origin = f"127.0.0.1:{free_port()}"
-    herd = UnitProcess(unit("swarmreg-herd.service"), tmp_path / "herd", secret, [
+    herd = unit_command(unit("swarmreg-herd.service"), tmp_path / "herd", secret, [
         *port_zero(["tracker", "index", "proxy"]), "swarm.listen=127.0.0.1:0", f"origin.listen={origin}",
         f'cluster.origins=["{origin}"]'])
-    units.append(herd)
+    commands.append(herd)
     herd_ready = await herd.start()
     assert set(herd_ready["roles"]) == {"origin", "tracker", "index", "proxy"}
     await assert_healthy(herd_ready)
 
     roles = herd_ready["roles"]
-    agent = UnitProcess(unit("swarmreg-agent.service"), tmp_path / "agent", secret, [
+    agent = unit_command(unit("swarmreg-agent.service"), tmp_path / "agent", secret, [
         *port_zero(["agent"]), f"agent.tracker={roles['tracker']['ws']}", f"agent.index={roles['index']['http']}"])
-    units.append(agent)
+    commands.append(agent)
     agent_ready = await agent.start()
     await assert_healthy(agent_ready)
 
-    layers = [random_bytes(3 << 20, seed=11), random_bytes(200_000, seed=12)]  # a torrent, an inline blob
-    async with httpx.AsyncClient(base_url=f"http://{roles['proxy']['http']}", timeout=60) as proxy:
-        digest, manifest = await push_image(proxy, "test/systemd", "v1", layers)
-    registry = f"http://{agent_ready['roles']['agent']['registry']}"
-    async with httpx.AsyncClient(base_url=registry, timeout=60) as client:
-        response = await client.get("/v2/test/systemd/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
-        assert response.status_code == 200 and response.content == manifest, response.text
-        for layer in layers:
-            pulled = await client.get(f"/v2/test/systemd/blobs/{digest_of(layer)}")
-            assert pulled.status_code == 200, pulled.text
-            assert hashlib.sha256(pulled.content).digest() == hashlib.sha256(layer).digest()
+    await pull_through(f"http://{roles['proxy']['http']}", f"http://{agent_ready['roles']['agent']['registry']}",
+                       "test/systemd")
 
     for process in (agent, herd):
         elapsed, status = await process.stop()
         assert status == 0, process.log.read_text()
-        deadline = stop_deadline(unit_config(process.service))
-        assert elapsed < deadline, f"{process.service.name} stopped after {elapsed:.1f} s"
+        deadline = stop_deadline(unit_config(unit(process.name)))
+        assert elapsed < deadline, f"{process.name} stopped after {elapsed:.1f} s"
         assert "stopped" in process.log.read_text()
 
 
