@@ -16,6 +16,7 @@ from tests.clients.tools import remove_tree, require_binary, short_tempdir
 from tests.conftest import free_port
 
 from .base_image import debian_rootfs
+from .commands import commands  # noqa: F401  (a fixture: daemons run from deployment files)
 from .podman import SECRET, Container, Podman, start
 
 REPO = Path(__file__).resolve().parents[2]
