@@ -24,6 +24,7 @@ from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
 from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.origins import OriginDirectory, RelayOffer
+from swarmreg.tracker.reachable import reachable
 from swarmreg.tracker.store import SharedStore, Store, connection_owner, open_store, owner_tracker
 from swarmreg.tracker.wire import (
     HEALTH_PATH,
@@ -102,6 +103,7 @@ class _Connection:
         self.authorization = authorization
         self.frames = frames  # how fast it may send
         self.host = str(getattr(ws.remote, "address", "127.0.0.1"))
+        self.local_host = str(getattr(ws.local, "address", ""))  # where the peer reached this host
         self.peer_ids: dict[str, str] = {}  # info-hash -> the peer id announced for it
         self.api_port: int | None = None  # an agent's blob API (its Hello), on self.host
         self.outbox, self._inbox = trio.open_memory_channel[Any](SEND_QUEUE)
@@ -121,7 +123,7 @@ class _Connection:
     async def send_loop(self) -> None:
         try:
             async for frame in self._inbox:
-                await self.ws.send_message(encode(frame))
+                await self.ws.send_message(encode(reachable(frame, self.local_host)))
         except ConnectionClosed:
             self.scope.cancel()
 

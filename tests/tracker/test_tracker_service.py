@@ -318,3 +318,25 @@ async def test_a_holder_that_does_not_answer_a_ping_loses_its_peer_id(nursery: t
             while True:  # the push it did not read, then the close
                 await stuck.get_message()
     await herd.stop()
+
+
+async def test_an_origin_listening_on_every_address_is_handed_out_where_the_peer_reached_this_host(
+        nursery: trio.Nursery, tmp_path: Path) -> None:
+    # As in the container image: the herd's origin and peer wire on 0.0.0.0, no [cluster] origins.
+    # 0.0.0.0 means "this host" only on this host; an agent elsewhere dialling it dials itself.
+    config = make_config(tmp_path / "herd", "origin.listen=0.0.0.0:0", "swarm.listen=0.0.0.0:0",
+                         "tracker.listen=0.0.0.0:0", "cluster.secret=the-secret")
+    herd = await start_daemon(nursery, config, ["origin", "tracker"])
+    origin_port = int(herd.url("origin").rpartition(":")[2])
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{origin_port}",
+                                 headers={"Authorization": "Bearer the-secret"}) as client:
+        digest = Digest.parse(await upload_blob(client, NS, random_bytes(1 << 20)))
+        metainfo = Metainfo.parse((await client.get(f"/namespace/{NS}/blobs/{digest}/metainfo")).content, digest)
+    tracker_port = int(herd.ready["roles"]["tracker"]["ws"].rpartition(":")[2])
+    async with open_websocket("127.0.0.1", tracker_port, "/announce", use_ssl=False,
+                              extra_headers=[(b"authorization", b"Bearer the-secret")]) as ws:
+        reply = await request(ws, Announce(1, metainfo.info_hash, str(digest), NS, me(1)))
+    assert isinstance(reply, AnnounceReply) and reply.failure is None
+    [origin] = [peer for peer in reply.peers if peer.origin]
+    assert origin.host == "127.0.0.1"
+    await herd.stop()
