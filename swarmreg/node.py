@@ -11,6 +11,7 @@ from swarmreg.backends.router import BackendRouter
 from swarmreg.cluster.ring import Ring
 from swarmreg.cluster.rings import ring_for
 from swarmreg.config import Address, Config
+from swarmreg.status import NodeStatus
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
@@ -37,6 +38,8 @@ class Node:
     bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
     # The rings of the roles [cluster] lists (run by the daemon), by role: "origin", "tracker", "index".
     rings: dict[str, Ring] = attrs.field(factory=dict)
+    # Its start, latest errors and the roles' figures for the status page (GET /status).
+    status: NodeStatus = attrs.field(factory=NodeStatus)
 
     def ring(self, role: str, configured: Address | None, port: str = "http") -> Ring:
         """The members of ``role`` this daemon's clients use: its [cluster] ring, else the one

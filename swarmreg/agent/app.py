@@ -4,7 +4,7 @@ prefetches the proxy's preheat asks for."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -18,9 +18,12 @@ from swarmreg.errors import JOB_UNKNOWN, SwarmregError
 from swarmreg.http.app import create_base_app
 from swarmreg.http.identity import peer_certificate
 from swarmreg.http.responses import json_response
-from swarmreg.http.routes import add_health_route, add_stats_route
+from swarmreg.http.routes import add_health_route, add_status_route
 from swarmreg.names import validate_namespace
 from swarmreg.registry.read import Content, content_response
+
+if TYPE_CHECKING:
+    from swarmreg.node import Node
 
 
 class PrefetchState(Protocol):
@@ -37,14 +40,14 @@ class Prefetcher(Protocol):
 
 def create_agent_app(content: Content, stats: Callable[[bool], dict[str, Any]],
                      prefetcher: Prefetcher | None = None, guard: ClusterGuard | None = None, *,
-                     cache: BlobCache | None = None, admin_remote: bool = False) -> QuartTrio:
+                     cache: BlobCache | None = None, admin_remote: bool = False, node: Node) -> QuartTrio:
     """The agent's Quart app: GET/HEAD of blobs by namespace and digest, health, counters, and
     with ``prefetcher`` the prefetch routes (asking is for the proxy role or the cluster secret,
     as ``guard`` checks; this port is plain HTTP even with [tls]); with ``cache`` the local admin
-    (swarmreg.agent.admin; from loopback only unless ``admin_remote``)."""
+    (swarmreg.agent.admin; from loopback only unless ``admin_remote``); the status page of ``node``."""
     app = create_base_app("agent")
     add_health_route(app)
-    add_stats_route(app, stats)
+    add_status_route(app, node, stats)
     if cache is not None:
         add_admin_routes(app, cache, remote=admin_remote)
     guard = guard or ClusterGuard()

@@ -296,6 +296,7 @@ class Downloads:
             await self._download(download)
         except SwarmregError as error:
             log.warning("download of %s failed: %s", download.digest, error.message)
+            self.node.status.record(f"download of {download.namespace}@{download.digest}", error.message)
             await self._drop_failed(download)
             self._release(download)
             raise

@@ -18,6 +18,7 @@ from swarmreg.agent.registry import create_registry_app
 from swarmreg.agent.relay import Relays
 from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
+from swarmreg.http.routes import add_status_route
 from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
@@ -73,16 +74,17 @@ class AgentService:
                             graceful_timeout=self.config.shutdown_timeout)
             prefetches = Prefetches(self.store, downloads, relays, nursery)
             app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config),
-                                   cache=cache, admin_remote=self.config.agent.cache.admin_remote)
+                                   cache=cache, admin_remote=self.config.agent.cache.admin_remote, node=self.node)
             address: Address = await nursery.start(serve, app, self.config.agent.listen)
             # The proxy's preheat finds this blob API through the tracker.
             await self.tracker.register_api(address.port)
             registry_tls = self.config.agent.registry_tls
             cached = CachedIndex(index, self.config.agent.tag_ttl, nursery)
+            registry_app = create_registry_app(LinkedContent(content, cached), cached,
+                                               default_registry=self.config.default_registry)
+            add_status_route(registry_app, self.node)
             registry: Address = await nursery.start(partial(
-                serve, create_registry_app(LinkedContent(content, cached), cached,
-                                           default_registry=self.config.default_registry),
-                self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
+                serve, registry_app, self.config.agent.registry_listen, tls=ServerTls.edge(registry_tls)))
             log.info("agent listening on http://%s (blobs) and %s://%s (registry)", address,
                      "https" if registry_tls.enabled else "http", registry)
             task_status.started({"http": str(address), "registry": str(registry), "peer": str(self.engine.address)})

@@ -7,3 +7,5 @@ HEALTH = "/health"
 # probe tells a member that restarted (perhaps with an empty disk) from one that stayed up.
 INSTANCE_HEADER = "X-Swarmreg-Instance"
 STATS = "/stats"
+# The status page (HTML for people; it reads STATS).
+STATUS = "/status"

@@ -1,16 +1,20 @@
-"""Routes every role's HTTP port shares: the health check and the counters."""
+"""Routes every role's HTTP port shares: the health check, the counters and the status page."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from swarmreg.http.paths import HEALTH, INSTANCE_HEADER, STATS
+from swarmreg.http.paths import HEALTH, INSTANCE_HEADER, STATS, STATUS
 from swarmreg.http.responses import json_response
+from swarmreg.http.status_page import load_page, note_error, page_response, status_figures
+
+if TYPE_CHECKING:
+    from swarmreg.node import Node
 
 
 def add_health_route(app: QuartTrio) -> None:
@@ -22,9 +26,23 @@ def add_health_route(app: QuartTrio) -> None:
         return Response("OK\n", content_type="text/plain", headers={INSTANCE_HEADER: instance})
 
 
-def add_stats_route(app: QuartTrio, figures: Callable[[bool], dict[str, Any]]) -> None:
-    """``GET /stats``: the counters ``figures(peers)`` reports; ``?peers=1`` asks for each peer's state."""
+def add_status_route(app: QuartTrio, node: Node, figures: Callable[[bool], dict[str, Any]] | None = None) -> None:
+    """``GET /stats``: the port's counters ``figures(peers)`` (``?peers=1`` asks for each peer's
+    state; none without ``figures``) and the node's status figures under ``status``; ``GET /status``:
+    the page that shows them (swarmreg.http.status_page). Errors answered here join the node's
+    recent errors."""
+    template = load_page()
 
     @app.get(STATS)
     async def stats() -> Response:
-        return json_response(figures(request.args.get("peers", "") in ("1", "true")))
+        counters = figures(request.args.get("peers", "") in ("1", "true")) if figures is not None else {}
+        return json_response({**counters, "status": await status_figures(node)})
+
+    @app.get(STATUS)
+    async def status() -> Response:
+        return page_response(template)
+
+    @app.after_request
+    async def _note_error(response: Response) -> Response:
+        await note_error(node, request.method, request.path, response)
+        return response

@@ -10,6 +10,7 @@ import trio
 from swarmreg.authz import ClusterGuard
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError
+from swarmreg.http.routes import add_status_route
 from swarmreg.http.serve import serve_http
 from swarmreg.index.access_times import AccessTimes
 from swarmreg.index.app import create_index_app
@@ -65,13 +66,12 @@ class IndexService:
                     if self.config.prune.enabled:
                         await nursery.start(PruneSchedule(self.store, self.config.prune, self.stop,
                                                           before=self.access_times.flush).run)
+                    app = create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
+                                           guard=ClusterGuard.from_config(self.config), pull_through=self.pull_through,
+                                           access_times=self.access_times, replication=self.replicator)
+                    add_status_route(app, self.node)
                     address: Address = await nursery.start(partial(
-                        serve_http, create_index_app(self.store, idle_timeout=self.config.http.idle_timeout,
-                                                     guard=ClusterGuard.from_config(self.config),
-                                                     pull_through=self.pull_through,
-                                                     access_times=self.access_times,
-                                                     replication=self.replicator),
-                        self.config.index.listen, http=self.config.http, stop=self.stop,
+                        serve_http, app, self.config.index.listen, http=self.config.http, stop=self.stop,
                         graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
                     log.info("index listening on %s://%s", self.node.tls.http, address)
                     task_status.started({"http": str(address)})

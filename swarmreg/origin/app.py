@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -15,7 +15,7 @@ from swarmreg.http.app import PlainResponse, body_chunks, create_base_app
 from swarmreg.http.identity import guard_writes, is_write
 from swarmreg.http.ranges import parse_upload_range
 from swarmreg.http.responses import OpenRange, blob_response, json_response
-from swarmreg.http.routes import add_health_route, add_stats_route
+from swarmreg.http.routes import add_health_route, add_status_route
 from swarmreg.names import validate_namespace
 from swarmreg.origin.wire import (
     BLOB_ROUTE,
@@ -40,10 +40,14 @@ from swarmreg.store.files import Body, ByteRange
 from swarmreg.store.uploads import Upload
 from swarmreg.swarm.metainfo import Metainfo
 
+if TYPE_CHECKING:
+    from swarmreg.node import Node
+
 
 class Origin(Protocol):
     """What the origin's routes ask of the origin service."""
 
+    node: Node  # its daemon's status figures (GET /status)
     idle_timeout: float
 
     async def start_upload(self, namespace: str, digest: Digest, *, replica: bool = False) -> str: ...
@@ -95,7 +99,7 @@ def create_origin_app(origin: Origin, guard: ClusterGuard | None = None) -> Quar
     app = create_base_app("origin")
     guard_writes(app, guard or ClusterGuard(), ORIGIN_WRITERS, "uploading to the origin", _upload_request)
     add_health_route(app)
-    add_stats_route(app, origin.stats)
+    add_status_route(app, origin.node, origin.stats)
 
     def body() -> AsyncIterable[bytes]:
         return body_chunks(request.body, origin.idle_timeout)

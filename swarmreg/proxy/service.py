@@ -10,6 +10,7 @@ import trio
 
 from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
+from swarmreg.http.routes import add_status_route
 from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
@@ -74,6 +75,7 @@ class ProxyService:
                 rings["tracker"] = trackers
             bound: list[Address] = []  # the status names the proxy's address, known once it listens
             add_admin_routes(app, self.auth, index, origin, ClusterStatus(rings, lambda: bound[0], tls))
+            add_status_route(app, node)
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,

@@ -243,6 +243,15 @@ class Torrent:
             "uploaded": peer.total_upload,
         } for peer in peers]
 
+    def progress(self) -> dict[str, int]:
+        """Bytes held so far and the payload rates now (bytes per second), for the status page."""
+        try:
+            status = self.handle.status()
+        except RuntimeError:  # removed from the session meanwhile
+            return {"done": 0, "down_rate": 0, "up_rate": 0}
+        return {"done": status.total_wanted_done, "down_rate": status.download_payload_rate,
+                "up_rate": status.upload_payload_rate}
+
     def stats(self, peers: bool = False) -> dict[str, Any]:
         """Counters for operators, tests and netsim (with each peer's state when ``peers``)."""
         self.sample_peers()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import heapq
 import ipaddress
 import logging
 import random
@@ -66,6 +67,8 @@ HEARTBEAT_TTL = 5.0
 # Seconds a closed connection's removal from the store may take (Redis may be down: then its
 # entries expire).
 DROP_WAIT = 5.0
+# Torrents the status page lists (those with the most peers).
+STATUS_TORRENTS = 50
 
 
 def _endpoint_key(host: Any, port: int) -> tuple[str, int]:
@@ -181,6 +184,7 @@ class TrackerService:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     self.origins.bind(nursery)
+                    self.node.status.sources["tracker"] = self.status_figures
                     if self.shared is not None:
                         # Started once subscribed, or once that failed (Redis down): it retries.
                         await nursery.start(self.shared.listen, self._hear)
@@ -398,6 +402,15 @@ class TrackerService:
         if connection.api_port != frame.api_port:
             log.info("agent at %s serves blobs on port %d", connection.host, frame.api_port)
         connection.api_port = frame.api_port
+
+    def status_figures(self) -> dict[str, Any]:
+        """The tracker's part of its daemon's status page: its connections, and the torrents their
+        peers announced here with how many peers each (the most first, at most STATUS_TORRENTS)."""
+        counts = ((len(peers), info_hash) for info_hash, peers in self._subscribers.items())
+        torrents = heapq.nlargest(STATUS_TORRENTS, counts)
+        return {"connections": len(self._connections), "agents": len(self.live_agents()),
+                "torrent_count": len(self._subscribers),
+                "torrents": [{"info_hash": info_hash, "peers": count} for count, info_hash in torrents]}
 
     def live_agents(self) -> list[AgentAddress]:
         """The blob APIs of the agents connected now, each once."""
