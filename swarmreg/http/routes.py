@@ -26,17 +26,22 @@ def add_health_route(app: QuartTrio) -> None:
         return Response("OK\n", content_type="text/plain", headers={INSTANCE_HEADER: instance})
 
 
+def _flag(name: str) -> bool:
+    return request.args.get(name, "") in ("1", "true")
+
+
 def add_status_route(app: QuartTrio, node: Node, figures: Callable[[bool], dict[str, Any]] | None = None) -> None:
     """``GET /stats``: the port's counters ``figures(peers)`` (``?peers=1`` asks for each peer's
-    state; none without ``figures``) and the node's status figures under ``status``; ``GET /status``:
+    state; none without ``figures``), with ``?status=1`` the node's status figures under ``status``
+    (each torrent's peers and a scan of held blobs: not for pollers that only count); ``GET /status``:
     the page that shows them (swarmreg.http.status_page). Errors answered here join the node's
     recent errors."""
     template = load_page()
 
     @app.get(STATS)
     async def stats() -> Response:
-        counters = figures(request.args.get("peers", "") in ("1", "true")) if figures is not None else {}
-        return json_response({**counters, "status": await status_figures(node)})
+        counters = figures(_flag("peers")) if figures is not None else {}
+        return json_response({**counters, "status": await status_figures(node)} if _flag("status") else counters)
 
     @app.get(STATUS)
     async def status() -> Response:
