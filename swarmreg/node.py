@@ -11,6 +11,7 @@ from swarmreg.backends.router import BackendRouter
 from swarmreg.cluster.ring import Ring
 from swarmreg.cluster.rings import ring_for
 from swarmreg.config import Address, Config
+from swarmreg.metrics import Metrics
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
@@ -37,6 +38,8 @@ class Node:
     bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
     # The rings of the roles [cluster] lists (run by the daemon), by role: "origin", "tracker", "index".
     rings: dict[str, Ring] = attrs.field(factory=dict)
+    # This daemon's Prometheus registry, served at /metrics on each of its HTTP ports.
+    metrics: Metrics = attrs.field(factory=Metrics)
 
     def ring(self, role: str, configured: Address | None, port: str = "http") -> Ring:
         """The members of ``role`` this daemon's clients use: its [cluster] ring, else the one

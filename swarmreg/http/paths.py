@@ -7,3 +7,4 @@ HEALTH = "/health"
 # probe tells a member that restarted (perhaps with an empty disk) from one that stayed up.
 INSTANCE_HEADER = "X-Swarmreg-Instance"
 STATS = "/stats"
+METRICS = "/metrics"  # Prometheus' text format of the daemon's registry (swarmreg.metrics)
