@@ -7,14 +7,16 @@ and labels are listed in docs/metrics.md.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
@@ -42,23 +44,18 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(namespace="swarmreg", registry=self.registry)
-        self.requests = Counter(
-            "swarmreg_http_requests", "HTTP requests answered, by port, URL rule, method and status.",
-            ("port_role", "route", "method", "status"), registry=self.registry)
-        self.duration = Histogram(
-            "swarmreg_http_request_duration_seconds",
-            "Seconds from a request's arrival to the end of its response body.",
-            ("port_role", "route", "method"), buckets=DURATION_BUCKETS, registry=self.registry)
-        self.lag = Gauge("swarmreg_event_loop_lag_seconds",
-                         "How late the event loop last woke a sleeping task (a busy or blocked loop).",
-                         registry=self.registry)
+        # Plain counts, made into families at each scrape (_HttpCollector): no _created series.
+        self.requests: Counter[tuple[str, str, str, str]] = Counter()  # (port_role, route, method, status)
+        # (port_role, route, method) -> [count in each of DURATION_BUCKETS and past them, sum of seconds]
+        self.durations: dict[tuple[str, str, str], list[float]] = {}
+        self.lag = 0.0  # seconds, as last measured
         # (port_role, "sent" | "received") -> HTTP body bytes; ("sent" | "received", "registry_client")
         # -> those of the registry API on the registry ports.
         self.http_bytes: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.client_bytes: defaultdict[tuple[str, str], int] = defaultdict(int)
         # Where bytes by kind come from besides the registry ports: the swarm engine, the agent.
         self.byte_sources: list[Callable[[], ByteCounts]] = [lambda: self.client_bytes]
-        self.registry.register(_BytesCollector(self))
+        self.registry.register(_HttpCollector(self))
 
     def add(self, collector: Collector) -> None:
         """Register a role's collector."""
@@ -69,8 +66,10 @@ class Metrics:
         """Record one answered request (the middleware calls this once the response has ended)."""
         route = route or UNMATCHED
         method = method if method in METHODS else "other"
-        self.requests.labels(port_role, route, method, str(status)).inc()
-        self.duration.labels(port_role, route, method).observe(seconds)
+        self.requests[port_role, route, method, str(status)] += 1
+        counts = self.durations.setdefault((port_role, route, method), [0.0] * (len(DURATION_BUCKETS) + 2))
+        counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        counts[-1] += seconds
         self.http_bytes[port_role, "sent"] += sent
         self.http_bytes[port_role, "received"] += received
         if port_role in REGISTRY_PORTS and (route == REGISTRY_API or route.startswith(REGISTRY_API + "/")):
@@ -87,20 +86,34 @@ class Metrics:
         while True:
             asked = trio.current_time()
             await trio.sleep(LAG_INTERVAL)
-            self.lag.set(max(0.0, trio.current_time() - asked - LAG_INTERVAL))
+            self.lag = max(0.0, trio.current_time() - asked - LAG_INTERVAL)
 
 
-class _BytesCollector(Collector):
-    """``swarmreg_bytes_{sent,received}_total{kind}`` and ``swarmreg_http_{response,request}_bytes_total``."""
+class _HttpCollector(Collector):
+    """The series of Metrics itself: requests, their durations and bytes, bytes by kind, the loop's lag."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        metrics = self.metrics
+        yield labelled("swarmreg_http_requests", "HTTP requests answered, by port, URL rule, method and status.",
+                       ("port_role", "route", "method", "status"), sorted(metrics.requests.items()))
+        durations = HistogramMetricFamily(
+            "swarmreg_http_request_duration_seconds", "Seconds from a request's arrival to the end of its "
+            "response body.", labels=("port_role", "route", "method"))
+        for key, counts in sorted(metrics.durations.items()):
+            cumulative = list(itertools.accumulate(counts[:-1]))
+            bounds = [*(repr(float(bound)) for bound in DURATION_BUCKETS), "+Inf"]
+            durations.add_metric(key, list(zip(bounds, cumulative, strict=True)), counts[-1])
+        yield durations
+        yield gauge("swarmreg_event_loop_lag_seconds",
+                    "How late the event loop last woke a task that slept for a second (a busy or blocked loop).",
+                    metrics.lag)
         totals: defaultdict[tuple[str, str], int] = defaultdict(int)
         for source in self.metrics.byte_sources:
-            for key, value in source().items():
-                totals[key] += value
+            for pair, value in source().items():
+                totals[pair] += value
         for direction, what in (("sent", "Payload bytes sent"), ("received", "Payload bytes received")):
             family = CounterMetricFamily(
                 f"swarmreg_bytes_{direction}", f"{what}, by counterpart: registry_client (the registry ports), "

@@ -156,7 +156,9 @@ class TrackerService:
         self.announces = 0
         self.metainfo_requests = 0
         self.pushes = 0
+        self.inline_sent = 0  # bytes of small blobs sent with their metainfo (the agents count them as from origins)
         node.metrics.add(FamiliesCollector(self._families))
+        node.metrics.byte_sources.append(lambda: {("sent", "agent"): self.inline_sent})
         self.origins: OriginDirectory | None = None
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: dict[str, _Connection] = {}  # by owner id
@@ -471,7 +473,9 @@ class TrackerService:
                 known = await self.origins.metainfo(frame.namespace, frame.digest)
         except SwarmregError as error:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
-        return MetainfoReply(frame.request_id, metainfo=known.raw, content=self.origins.content(frame.digest))
+        content = self.origins.content(frame.digest)
+        self.inline_sent += len(content or b"")
+        return MetainfoReply(frame.request_id, metainfo=known.raw, content=content)
 
     def _push_here(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
         """Tell every connection of this tracker in the torrent but ``source`` of ``peer``."""
