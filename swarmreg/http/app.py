@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 # The app's config key holding the daemon's Metrics (swarmreg.http.routes.add_metrics_route sets it).
 METRICS_KEY = "SWARMREG_METRICS"
+CLIENT_GONE = 499
 
 # A request body buffers at most this much before the socket stops being read.
 BODY_HIGH_WATER = 8 << 20
@@ -165,7 +166,8 @@ class BackpressureConnection(TrioASGIHTTPConnection):
         # The request middleware: each request is counted once its response ended (or broke off).
         metrics: Metrics | None = self.app.config.get(METRICS_KEY)
         started = trio.current_time()
-        status, sent = 500, 0
+        status: int | None = None
+        sent = 0
         try:
             response = await self.app.handle_request(request)
             status = response.status_code
@@ -191,8 +193,9 @@ class BackpressureConnection(TrioASGIHTTPConnection):
                 # The URL rule, never the path: the route label's values stay few.
                 rule = request.url_rule.rule if request.url_rule is not None else None
                 received = request.body.received if isinstance(request.body, BoundedBody) else 0
-                metrics.observe(self.app.name, rule, request.method, status, trio.current_time() - started,
-                                sent, received)
+                # 499 (nginx's): the client hung up before it was answered, no server error.
+                metrics.observe(self.app.name, rule, request.method, CLIENT_GONE if status is None else status,
+                                trio.current_time() - started, sent, received)
         nursery.cancel_scope.cancel()
 
 

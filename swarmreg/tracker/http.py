@@ -1,4 +1,5 @@
-"""Plain HTTP on the tracker's websocket port: ``GET /metrics`` for Prometheus.
+"""Plain HTTP on the tracker's websocket port: ``GET /metrics`` for Prometheus (and 400 for a plain
+request to the websocket's paths, 404 elsewhere).
 
 trio-websocket answers anything but a websocket handshake with a bare 400, so the server here
 reads each connection's request head first: a handshake goes on to trio-websocket (its bytes fed
@@ -21,6 +22,7 @@ from wsproto.utilities import RemoteProtocolError
 from swarmreg.errors import BAD_REQUEST, NOT_FOUND, UNSUPPORTED, SwarmregError
 from swarmreg.http.paths import METRICS
 from swarmreg.metrics import Metrics
+from swarmreg.tracker.wire import HEALTH_PATH, PATH
 
 # A request head longer than this is refused (a websocket handshake is a few hundred bytes).
 MAX_HEAD = 16 << 10
@@ -62,6 +64,8 @@ async def answer(stream: trio.abc.Stream, head: bytes, metrics: Metrics, port_ro
     route: str | None = None
     if not target.startswith("/"):
         status, body, content_type = _error(SwarmregError(BAD_REQUEST, "not an HTTP request"))
+    elif path in (PATH, HEALTH_PATH):
+        status, body, content_type = _error(SwarmregError(BAD_REQUEST, f"{path} is a websocket: upgrade to it"))
     elif path.rstrip("/") != METRICS:
         status, body, content_type = _error(SwarmregError(NOT_FOUND, "this port serves the announce channel "
                                                                      "(a websocket) and /metrics"))

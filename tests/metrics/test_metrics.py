@@ -11,6 +11,8 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from netsim.cluster import QUIET
+from swarmreg.devcluster import DaemonProcess
 from swarmreg.registry.wire import BLOB_ROUTE, MANIFEST_ROUTE
 from tests.conftest import RunningDaemon, make_config, random_bytes, start_daemon
 from tests.proxy.helpers import digest_of, push_image
@@ -35,12 +37,11 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return sum(v for (n, have), v in samples.items() if n == name and wanted <= have)
 
 
-def ports(herd: RunningDaemon, agent: RunningDaemon) -> dict[str, str]:
+def ports(herd: RunningDaemon | DaemonProcess, agent: RunningDaemon | DaemonProcess) -> dict[str, str]:
     """Every HTTP port of the two daemons, by port role; the tracker's is its websocket port."""
-    roles, mine = herd.ready["roles"], agent.ready["roles"]
-    return {"proxy": f"http://{roles['proxy']['http']}", "origin": f"http://{roles['origin']['http']}",
-            "index": f"http://{roles['index']['http']}", "tracker": f"http://{roles['tracker']['ws']}",
-            "agent": f"http://{mine['agent']['http']}", "agent-registry": f"http://{mine['agent']['registry']}"}
+    return {"proxy": herd.url("proxy"), "origin": herd.url("origin"), "index": herd.url("index"),
+            "tracker": herd.url("tracker", "ws"), "agent": agent.url("agent"),
+            "agent-registry": agent.url("agent", "registry")}
 
 
 async def start_pair(nursery: trio.Nursery, tmp_path: Path) -> tuple[RunningDaemon, RunningDaemon]:
@@ -109,6 +110,53 @@ async def test_a_pull_is_counted_on_every_port(nursery: trio.Nursery, tmp_path: 
             assert not any(REPO in label or "sha256:" in label for _, label in labels), labels
 
 
+async def test_scrapes_during_a_pull_by_daemon_processes(spawn: Any) -> None:
+    """As an operator's Prometheus sees a devcluster: every port scraped while a blob moves, the
+    counters never going down, and in the end what moved, byte for byte."""
+    herd = await spawn("herd", ["origin", "tracker", "index", "proxy"], *QUIET)
+    agent = await spawn("agent", ["agent"], *QUIET, f"agent.tracker={herd.address('tracker', 'ws')}",
+                        f"agent.index={herd.address('index')}")
+    urls = ports(herd, agent)
+    layer = random_bytes(24 << 20, seed=9)
+    counted = ("swarmreg_bytes_sent_total", "swarmreg_bytes_received_total", "swarmreg_http_requests_total",
+               "swarmreg_pieces_verified_total", "swarmreg_tracker_announces_total")
+    async with httpx.AsyncClient(timeout=60) as client:
+        with trio.fail_after(120):
+            async with httpx.AsyncClient(base_url=urls["proxy"], timeout=60) as proxy:
+                _, manifest = await push_image(proxy, REPO, "v1", [layer])
+            before = {role: await scrape(client, url) for role, url in urls.items()}
+            last = dict(before)
+            scrapes = 0
+            pulled = trio.Event()
+
+            async def pull() -> None:
+                response = await client.get(f"{urls['agent-registry']}/v2/{REPO}/blobs/{digest_of(layer)}")
+                assert response.content == layer
+                pulled.set()
+
+            async with trio.open_nursery() as pulling:
+                pulling.start_soon(pull)
+                while not pulled.is_set() or scrapes < 2:
+                    for role, url in urls.items():
+                        now = await scrape(client, url)
+                        for key, number in now.items():
+                            if key[0] in counted and key in last[role]:
+                                assert number >= last[role][key], (role, key)
+                        last[role] = now
+                    scrapes += 1
+            after = {role: await scrape(client, url) for role, url in urls.items()}
+
+    def grew(role: str, name: str, **labels: str) -> float:
+        return value(after[role], name, **labels) - value(before[role], name, **labels)
+
+    assert grew("agent-registry", "swarmreg_bytes_sent_total", kind="registry_client") == len(layer)
+    assert grew("agent", "swarmreg_bytes_received_total", kind="origin") == len(layer)
+    assert grew("origin", "swarmreg_bytes_sent_total", kind="agent") == len(layer)
+    assert grew("proxy", "swarmreg_bytes_received_total", kind="registry_client") == 0  # pushed before
+    assert value(after["proxy"], "swarmreg_bytes_received_total", kind="registry_client") >= len(layer) + len(
+        manifest)
+
+
 async def test_hostile_requests_to_metrics(nursery: trio.Nursery, tmp_path: Path) -> None:
     herd, agent = await start_pair(nursery, tmp_path)
     urls = ports(herd, agent)
@@ -132,6 +180,19 @@ async def test_hostile_requests_to_metrics(nursery: trio.Nursery, tmp_path: Path
                 assert value(samples, "swarmreg_http_requests_total", port_role=role, route="unmatched",
                              status="404") == 5, role
                 assert not any("nothing-here" in label for _, labels in samples for _, label in labels)
+            # A client that hangs up mid-body is no server error: 499, not 500.
+            started = await client.post(f"{urls['proxy']}/v2/{REPO}/blobs/uploads/")
+            assert started.status_code == 202, started.text
+            host, port = herd.ready["roles"]["proxy"]["http"].rsplit(":", 1)
+            quitter = trio.socket.socket()
+            await quitter.connect((host, int(port)))
+            await quitter.send(f"PATCH {started.headers['location']} HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Length: 100000\r\n\r\npart of it".encode())
+            await trio.sleep(0.2)
+            quitter.close()
+            while not value(await scrape(client, urls["proxy"]), "swarmreg_http_requests_total",
+                            method="PATCH", status="499"):
+                await trio.sleep(0.05)
             # The tracker's port still serves the announce channel: the agent pulls through it.
             tracker = trio.socket.socket()
             host, port = herd.ready["roles"]["tracker"]["ws"].rsplit(":", 1)
