@@ -1,8 +1,8 @@
 """Prometheus metrics: one CollectorRegistry per daemon (no global default registry).
 
 The request middleware (swarmreg.http.app) records into ``Metrics``; every other series is read,
-when scraped, from the counters each role already keeps for /stats, by the collectors here. Names
-and labels are listed in docs/metrics.md.
+when scraped, from the counters each role already keeps for /stats, by the collectors the daemon
+and each role register (``Metrics.add``). Names and labels are listed in docs/metrics.md.
 """
 
 from __future__ import annotations
