@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ from swarmreg.config import Config, ConfigError
 from swarmreg.http.client import LimitedResolver
 from swarmreg.layout import DataLayout
 from swarmreg.malloc import trim_periodically
+from swarmreg.metrics import FamiliesCollector, disk_families, swarm_collectors
 from swarmreg.node import Node
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.engine import SwarmEngine
@@ -189,6 +191,8 @@ class Daemon:
                         await watcher.start(self._watch_signals)
                     # Cancelled with the watcher, after every role has stopped.
                     watcher.start_soon(trim_periodically, self.config.malloc_trim_interval)
+                    await watcher.start(node.metrics.measure_lag)
+                    node.metrics.add(FamiliesCollector(partial(disk_families, str(data_dir))))
                     # The rings (membership and health checks) outlive the roles: their clients
                     # use them to the end.
                     node.rings = cluster_rings(self.config.cluster, tls.client)
@@ -197,6 +201,7 @@ class Daemon:
                     async with trio.open_nursery() as engine_nursery:
                         if SWARM_ROLES & set(self.roles):
                             node.engine = SwarmEngine(self.config.swarm, tls.peer)
+                            swarm_collectors(node.metrics, node.engine)
                             await engine_nursery.start(node.engine.run)
                         async with trio.open_nursery() as services:
                             self._services = services.cancel_scope

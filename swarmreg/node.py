@@ -11,6 +11,7 @@ from swarmreg.backends.router import BackendRouter
 from swarmreg.cluster.ring import Ring
 from swarmreg.cluster.rings import ring_for
 from swarmreg.config import Address, Config
+from swarmreg.metrics import Metrics
 from swarmreg.status import NodeStatus
 from swarmreg.store.blobstore import BlobStore
 from swarmreg.swarm.metainfo import MetainfoCache
@@ -40,6 +41,8 @@ class Node:
     rings: dict[str, Ring] = attrs.field(factory=dict)
     # Its start, latest errors and the roles' figures for the status page (GET /status).
     status: NodeStatus = attrs.field(factory=NodeStatus)
+    # This daemon's Prometheus registry, served at /metrics on each of its HTTP ports.
+    metrics: Metrics = attrs.field(factory=Metrics)
 
     def ring(self, role: str, configured: Address | None, port: str = "http") -> Ring:
         """The members of ``role`` this daemon's clients use: its [cluster] ring, else the one

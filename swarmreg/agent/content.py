@@ -25,6 +25,9 @@ class SwarmContent:
         self.store = store
         self.downloads = downloads
         self.relays = relays  # a blob an origin still fetches streams from there (see relay.py)
+        # Blob and manifest reads found in the store, and those that had to come through the swarm.
+        self.hits = 0
+        self.misses = 0
 
     async def blob_size(self, repository: str, digest: Digest) -> int | None:
         if digest in EMPTY:
@@ -51,8 +54,10 @@ class SwarmContent:
 
     async def _open(self, repository: str, digest: Digest, start: int, end: int) -> Body:
         if (opened := self.store.open_body(digest, start, end)) is not None:
+            self.hits += 1
             self.downloads.reseed(repository, digest)
             return opened[0]
+        self.misses += 1
         if (relay := await self.relays.relay(repository, digest)) is not None:
             return await self.relays.body(relay, start, end)
         return await self.downloads.stream(repository, digest, start, end)
@@ -63,7 +68,10 @@ class SwarmContent:
 
     async def _manifest_bytes(self, repository: str, digest: Digest) -> bytes:
         path = self.store.path(digest)
-        if digest not in self.store:
+        if digest in self.store:
+            self.hits += 1
+        else:
+            self.misses += 1
             await self.downloads.metainfo(repository, digest)  # small: often inline
             await self.relays.settle(digest)  # or relayed meanwhile
         if digest not in self.store:

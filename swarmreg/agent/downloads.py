@@ -246,6 +246,11 @@ class Downloads:
             while len(self._inline) > INLINE_LISTED:
                 self._inline.popitem(last=False)
 
+    @property
+    def inline_bytes(self) -> int:
+        """Bytes of every blob that came inline with its metainfo."""
+        return self._inline_bytes
+
     def inline_stats(self) -> dict[str, Any]:
         """Counters of the blobs that came inline with their metainfo, without a torrent: the
         latest INLINE_LISTED of them, and the bytes of all."""

@@ -55,6 +55,7 @@ class Relays:
         self.downloads = downloads
         self._flights = SingleFlight[Digest, Relay, None](
             "relay", nursery, on_error=lambda relay, error: relay.fail(error))
+        self.received = 0  # bytes streamed in from origins, kept or not
 
     async def relay(self, namespace: str, digest: Digest) -> Relay | None:
         """The blob's relay, once its size is known: the running one, or one the tracker offers
@@ -117,7 +118,7 @@ class Relays:
                     raise SwarmregError(BAD_GATEWAY, f"the origin relays {body.end} bytes of a {source.size}-byte blob",
                                         {"digest": str(digest)})
                 try:
-                    await receive_blob(self.node.store, digest, source.size, _chunks(body),
+                    await receive_blob(self.node.store, digest, source.size, self._counted(_chunks(body)),
                                        source="the origin's relay", growing=relay, metainfo=False)
                 except SwarmregError as error:
                     if error.code is not DIGEST_INVALID:
@@ -127,6 +128,12 @@ class Relays:
                                         error.detail) from None
             finally:
                 await body.aclose()
+
+
+    async def _counted(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.received += len(chunk)
+            yield chunk
 
 
 def _origin_address(source: RelaySource, tls: bool) -> Address:

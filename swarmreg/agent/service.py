@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
 import trio
+from prometheus_client.core import Metric
 
 from swarmreg.agent.app import create_agent_app
 from swarmreg.agent.cache import BlobCache
@@ -21,6 +23,7 @@ from swarmreg.config import Address
 from swarmreg.http.routes import add_status_route
 from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
+from swarmreg.metrics import ByteCounts, FamiliesCollector, counter, gauge, labelled
 from swarmreg.node import Node
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tls.context import ServerTls
@@ -45,6 +48,10 @@ class AgentService:
             secret=node.config.cluster.secret)
         self.downloads: Downloads | None = None
         self.cache: BlobCache | None = None
+        self.relays: Relays | None = None
+        self.content: SwarmContent | None = None
+        node.metrics.add(FamiliesCollector(self._families))
+        node.metrics.byte_sources.append(self._byte_counts)
 
     def _cache(self) -> BlobCache:
         """The blob cache of [agent.cache]; it evicts nothing when an origin role in this daemon
@@ -63,14 +70,14 @@ class AgentService:
             downloads = self.downloads = Downloads(self.node, self.tracker, nursery, self.config.layout.downloads,
                                                    cache)
             cache.drop = downloads.drop
-            relays = Relays(self.node, downloads, nursery)
-            content = SwarmContent(self.store, downloads, relays)
+            relays = self.relays = Relays(self.node, downloads, nursery)
+            content = self.content = SwarmContent(self.store, downloads, relays)
             await trio.to_thread.run_sync(cache.load)
             await cache.sweep()  # limits lowered, or a full cache after a crash: before anything is seeded
             await nursery.start(self.tracker.run, self.node.stop)
             await self.node.seed_held()  # the tracker hears of these on connect
             await nursery.start(cache.run, self.node.stop)
-            serve = partial(serve_http, http=self.config.http, stop=self.node.stop,
+            serve = partial(serve_http, http=self.config.http, stop=self.node.stop, metrics=self.node.metrics,
                             graceful_timeout=self.config.shutdown_timeout)
             prefetches = Prefetches(self.store, downloads, relays, nursery)
             app = create_agent_app(content, self._stats, prefetches, ClusterGuard.from_config(self.config),
@@ -93,6 +100,31 @@ class AgentService:
         inline = self.downloads.inline_stats() if self.downloads is not None else {}
         cache = self.cache.stats() if self.cache is not None else {}
         return self.engine.stats(peers) | {"inline": inline, "cache": cache}
+
+    def _byte_counts(self) -> ByteCounts:
+        """Blob bytes that came from origins outside the peer wire: relayed, or inline with the metainfo."""
+        relayed = self.relays.received if self.relays is not None else 0
+        inline = self.downloads.inline_bytes if self.downloads is not None else 0
+        return {("received", "origin"): relayed + inline}
+
+    def _families(self) -> Iterator[Metric]:
+        """The agent's series (docs/metrics.md), from the counters its /stats reports."""
+        if self.content is not None:
+            yield counter("swarmreg_agent_cache_hits_total", "Blob and manifest reads found in the store.",
+                          self.content.hits)
+            yield counter("swarmreg_agent_cache_misses_total", "Blob and manifest reads that came through the swarm.",
+                          self.content.misses)
+        if self.cache is None:
+            return
+        cache = self.cache
+        yield gauge("swarmreg_agent_cache_blobs", "Blobs the agent's cache holds.", cache.stats()["held"])
+        yield gauge("swarmreg_agent_cache_bytes", "Disk the agent's cache takes: held blobs, downloads, reservations.",
+                    cache.used)
+        reasons = sorted(cache.evicted)
+        yield labelled("swarmreg_agent_cache_evictions", "Blobs evicted, by reason.", ("reason",),
+                       [((r,), cache.evicted[r]) for r in reasons])
+        yield labelled("swarmreg_agent_cache_evicted_bytes", "Bytes of the blobs evicted, by reason.", ("reason",),
+                       [((r,), cache.evicted_bytes[r]) for r in reasons])
 
     def _peer_port(self) -> int:
         assert self.engine.address is not None, "the engine listens before the agent starts"

@@ -7,7 +7,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from quart import Response, request
@@ -30,7 +30,14 @@ from swarmreg.errors import (
     os_error,
 )
 
+if TYPE_CHECKING:
+    from swarmreg.metrics import Metrics
+
 log = logging.getLogger(__name__)
+
+# The app's config key holding the daemon's Metrics (swarmreg.http.routes.add_metrics_route sets it).
+METRICS_KEY = "SWARMREG_METRICS"
+CLIENT_GONE = 499
 
 # A request body buffers at most this much before the socket stops being read.
 BODY_HIGH_WATER = 8 << 20
@@ -156,21 +163,39 @@ class BackpressureConnection(TrioASGIHTTPConnection):
             nursery.cancel_scope.cancel()
 
     async def handle_request(self, nursery: trio.Nursery, request: Any, send: Any) -> None:  # type: ignore[override]
-        response = await self.app.handle_request(request)
-        if not await _drain(request) and self.scope.get("http_version") in ("1.0", "1.1"):
-            response.headers["Connection"] = "close"
+        # The request middleware: each request is counted once its response ended (or broke off).
+        metrics: Metrics | None = self.app.config.get(METRICS_KEY)
+        started = trio.current_time()
+        status: int | None = None
+        sent = 0
+        try:
+            response = await self.app.handle_request(request)
+            status = response.status_code
+            if not await _drain(request) and self.scope.get("http_version") in ("1.0", "1.1"):
+                response.headers["Connection"] = "close"
 
-        async def finish(message: Any) -> None:
-            if message["type"] == "http.response.body" and not message.get("more_body", False):
-                self._finishing = True
-            await send(message)
+            async def finish(message: Any) -> None:
+                nonlocal sent
+                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                    self._finishing = True
+                await send(message)
+                if message["type"] == "http.response.body":
+                    sent += len(message.get("body", b""))
 
-        if isinstance(response, Response) and response.timeout is not Ellipsis:
-            timeout = response.timeout
-        else:
-            timeout = self.app.config["RESPONSE_TIMEOUT"]
-        with trio.move_on_after(float("inf") if timeout is None else timeout):
-            await self._send_response(finish, response)
+            if isinstance(response, Response) and response.timeout is not Ellipsis:
+                timeout = response.timeout
+            else:
+                timeout = self.app.config["RESPONSE_TIMEOUT"]
+            with trio.move_on_after(float("inf") if timeout is None else timeout):
+                await self._send_response(finish, response)
+        finally:
+            if metrics is not None:
+                # The URL rule, never the path: the route label's values stay few.
+                rule = request.url_rule.rule if request.url_rule is not None else None
+                received = request.body.received if isinstance(request.body, BoundedBody) else 0
+                # 499 (nginx's): the client hung up before it was answered, no server error.
+                metrics.observe(self.app.name, rule, request.method, CLIENT_GONE if status is None else status,
+                                trio.current_time() - started, sent, received)
         nursery.cancel_scope.cancel()
 
 

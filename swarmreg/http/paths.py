@@ -9,3 +9,4 @@ INSTANCE_HEADER = "X-Swarmreg-Instance"
 STATS = "/stats"
 # The status page (HTML for people; it reads STATS).
 STATUS = "/status"
+METRICS = "/metrics"  # Prometheus' text format of the daemon's registry (swarmreg.metrics)

@@ -1,4 +1,5 @@
-"""Routes every role's HTTP port shares: the health check, the counters and the status page."""
+"""Routes every role's HTTP port shares: the health check, the counters, the status page and the
+Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from swarmreg.http.paths import HEALTH, INSTANCE_HEADER, STATS, STATUS
+from swarmreg.http.app import METRICS_KEY
+from swarmreg.http.paths import HEALTH, INSTANCE_HEADER, METRICS, STATS, STATUS
 from swarmreg.http.responses import json_response
 from swarmreg.http.status_page import load_page, note_error, page_response, status_figures
 
 if TYPE_CHECKING:
+    from swarmreg.metrics import Metrics
     from swarmreg.node import Node
 
 
@@ -51,3 +55,13 @@ def add_status_route(app: QuartTrio, node: Node, figures: Callable[[bool], dict[
     async def _note_error(response: Response) -> Response:
         await note_error(node, request.method, request.path, response)
         return response
+
+
+def add_metrics_route(app: QuartTrio, metrics: Metrics) -> None:
+    """``GET /metrics``: the daemon's registry in Prometheus' text format; the request middleware
+    (swarmreg.http.app) records this port's requests into ``metrics`` from now on."""
+    app.config[METRICS_KEY] = metrics
+
+    @app.get(METRICS)
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,9 @@ from quart_trio import QuartTrio
 
 from swarmreg.config import Address, HttpConfig
 from swarmreg.http.identity import CONNECTION
-from swarmreg.http.paths import HEALTH
+from swarmreg.http.paths import HEALTH, METRICS
+from swarmreg.http.routes import add_metrics_route
+from swarmreg.metrics import Metrics
 from swarmreg.tls.context import ServerTls
 
 
@@ -41,10 +43,10 @@ def _drop_unfinished(record: logging.LogRecord) -> bool:
 
 
 def _drop_probes(record: logging.LogRecord) -> bool:
-    # The rings' health probes (every client daemon asks every member every few seconds) that
-    # succeed are logged at debug level only: they made most of a cluster's log.
+    # The rings' health probes (every client daemon asks every member every few seconds) and
+    # Prometheus' scrapes that succeed are logged at debug level only: they made most of a cluster's log.
     args = record.args
-    return not (isinstance(args, Mapping) and args.get("m") == "GET" and args.get("U") == HEALTH
+    return not (isinstance(args, Mapping) and args.get("m") == "GET" and args.get("U") in (HEALTH, METRICS)
                 and args.get("s") == "200" and not logging.getLogger(record.name).isEnabledFor(logging.DEBUG))
 
 
@@ -56,14 +58,18 @@ async def serve_http(
     stop: trio.Event,
     graceful_timeout: float,
     tls: ServerTls | None = None,
+    metrics: Metrics | None = None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``listen`` until ``stop`` is set, then drain for ``graceful_timeout``.
 
     Reports the bound address (the real port when ``listen.port`` is 0) once the
     socket listens. With ``tls`` it serves HTTPS (requiring a client certificate
-    when ``tls.ca`` is set).
+    when ``tls.ca`` is set). With ``metrics`` (the daemon's) it serves ``GET /metrics`` and
+    records its requests there.
     """
+    if metrics is not None:
+        add_metrics_route(app, metrics)
     config = hypercorn.config.Config()
     config.bind = [str(listen)]
     config.graceful_timeout = graceful_timeout

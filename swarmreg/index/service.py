@@ -72,7 +72,8 @@ class IndexService:
                     add_status_route(app, self.node)
                     address: Address = await nursery.start(partial(
                         serve_http, app, self.config.index.listen, http=self.config.http, stop=self.stop,
-                        graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
+                        graceful_timeout=self.config.shutdown_timeout, metrics=self.node.metrics,
+                        tls=ServerTls.cluster(self.config.tls)))
                     log.info("index listening on %s://%s", self.node.tls.http, address)
                     task_status.started({"http": str(address)})
             finally:

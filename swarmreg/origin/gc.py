@@ -54,6 +54,8 @@ class GarbageCollector:
         self.config = node.config.gc
         self.read_manifest = read_manifest
         self.last: GcReport | None = None
+        self.runs = 0  # collections that removed what they found (not dry runs), failed or not
+        self.freed_bytes = 0  # bytes they freed
         self._flights = SingleFlight[bool, None, GcReport]("garbage collection")
         self._one_at_a_time = trio.Lock()
 
@@ -96,6 +98,10 @@ class GarbageCollector:
             except SwarmregError as error:
                 log.warning("garbage collection failed: %s", error.message)
                 raise
+            finally:
+                if not dry_run:
+                    self.runs += 1
+                    self.freed_bytes += report.bytes_freed
             log.info("%s", report.summary())
             for message in report.errors[:10]:
                 log.warning("garbage collection: %s", message)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any, TypeVar
 
 import trio
+from prometheus_client.core import Metric
 
 from swarmreg.authz import ClusterGuard
 from swarmreg.backends.base import Backend, BlobStream
+from swarmreg.backends.registry import RegistryBackend
 from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.digest import Digest
@@ -26,6 +29,7 @@ from swarmreg.errors import (
     log_failure,
 )
 from swarmreg.http.serve import serve_http
+from swarmreg.metrics import FamiliesCollector, counter, gauge, labelled
 from swarmreg.node import Node
 from swarmreg.oci.manifest import MAX_MANIFEST_SIZE
 from swarmreg.origin.app import create_origin_app
@@ -40,6 +44,7 @@ from swarmreg.store.uploads import Upload, UploadManager
 from swarmreg.swarm.metainfo import Metainfo, build_metainfo
 from swarmreg.swarm.torrent import Torrent
 from swarmreg.tls.context import ServerTls
+from swarmreg.upstream.names import canonical_registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,6 +68,7 @@ class OriginService:
         self.stop = node.stop
         self.engine = node.require_engine()
         self.idle_timeout = config.http.idle_timeout
+        self._registries = frozenset(canonical_registry(registry.name) for registry in config.registries)
         self.uploads = UploadManager(
             config.layout.uploads, self.store,
             ttl=config.origin.upload_ttl, max_size=config.origin.max_upload_size,
@@ -79,6 +85,9 @@ class OriginService:
         self.gc = GarbageCollector(node, self._read_manifest)
         # With [cluster] origins: sends blobs to their other owners, and finds them there on a miss.
         self.replicator: Replicator | None = None
+        # Fetches from backends on a miss: (where from, "ok" | "unknown" | "error") -> how many.
+        self.fetches: Counter[tuple[str, str]] = Counter()
+        node.metrics.add(FamiliesCollector(self._families))
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
@@ -91,7 +100,8 @@ class OriginService:
             address: Address = await nursery.start(partial(
                 serve_http, create_origin_app(self, ClusterGuard.from_config(self.node.config)),
                 self.config.origin.listen, http=self.config.http,
-                stop=self.stop, graceful_timeout=self.config.shutdown_timeout, tls=ServerTls.cluster(self.config.tls)))
+                stop=self.stop, graceful_timeout=self.config.shutdown_timeout, metrics=self.node.metrics,
+                tls=ServerTls.cluster(self.config.tls)))
             if (ring := self.node.rings.get("origin")) is not None:
                 await nursery.start(self._replicate, ring, address)
             nursery.start_soon(self.uploads.expire_until, self.stop)
@@ -314,6 +324,7 @@ class OriginService:
                 stream = None if backend is None else await self._backend_call(backend.download(namespace, digest))
                 source = backend.describe(namespace) if backend is not None else namespace
             if stream is None:
+                self.fetches[self._fetch_source(backend, namespace, False), "unknown"] += 1
                 raise SwarmregError(BLOB_UNKNOWN, detail={"digest": str(digest)})
             async with stream:
                 metainfo = await self._backend_call(receive_blob(
@@ -321,7 +332,10 @@ class OriginService:
                     piece_lengths=self.node.metainfo.piece_lengths, source=source,
                     growing=fetch))
             log.info("fetched %s (%d bytes) from %s", digest, stream.size, source)
+            self.fetches[self._fetch_source(backend, namespace, source == "another origin"), "ok"] += 1
         except SwarmregError as error:
+            if error.code is not BLOB_UNKNOWN:
+                self.fetches[self._fetch_source(backend, namespace, source == "another origin"), "error"] += 1
             if error.code is DIGEST_INVALID:
                 raise SwarmregError(BACKEND_ERROR, f"{source} returned content that does not match the digest",
                                     error.detail) from error
@@ -337,6 +351,27 @@ class OriginService:
             except Exception as error:  # the blob is stored all the same; a metainfo request seeds it again
                 log_failure(log, f"seeding {digest}", error)
         return metainfo
+
+    def _fetch_source(self, backend: Backend | None, namespace: str, other_origin: bool) -> str:
+        """The ``registry`` label of a fetch: the upstream's name (one [[registries]] lists), "origin"
+        for another origin, else the backend's kind: the label's values stay few."""
+        if other_origin:
+            return "origin"
+        if isinstance(backend, RegistryBackend) and (located := backend.locate(namespace)) is not None:
+            return located[0] if located[0] in self._registries else "other"
+        return type(backend).__name__.removesuffix("Backend").lower() if backend is not None else "none"
+
+    def _families(self) -> Iterator[Metric]:
+        """The origin's series (docs/metrics.md)."""
+        yield gauge("swarmreg_origin_upload_sessions", "Upload sessions open.", len(self.uploads))
+        yield counter("swarmreg_gc_runs_total", "Garbage collections run (not dry runs).", self.gc.runs)
+        yield counter("swarmreg_gc_freed_bytes_total", "Bytes garbage collections freed.", self.gc.freed_bytes)
+        yield labelled("swarmreg_upstream_fetches", "Blobs fetched from a backend on a miss, by upstream registry "
+                       "(else the backend's kind, or another origin) and result.", ("registry", "result"),
+                       sorted(self.fetches.items()))
+        if self.replicator is not None:
+            yield counter("swarmreg_replicas_sent_total", "Blobs sent to their other owning origins.",
+                          self.replicator.sent)
 
     @staticmethod
     async def _backend_call(call: Awaitable[T]) -> T:

@@ -79,6 +79,7 @@ class ProxyService:
             address: Address = await nursery.start(partial(
                 serve_http, app, self.config.listen, http=self.node.config.http,
                 stop=self.node.stop, graceful_timeout=self.node.config.shutdown_timeout,
+                metrics=self.node.metrics,
                 tls=ServerTls.edge(self.config.tls)))
             bound.append(address)
             log.info("proxy listening on %s://%s%s", "https" if self.config.tls.enabled else "http", address,

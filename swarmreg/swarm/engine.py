@@ -37,6 +37,10 @@ SAMPLE_INTERVAL = 1.0
 DISK_TIMEOUT = 120.0
 
 
+# Torrent.counters() keys: they only grow while a torrent is in the session.
+_CUMULATIVE = ("received_origin", "received_agent", "sent_origin", "sent_agent", "pieces_verified",
+               "hash_failures", "banned_peers")
+
 T = TypeVar("T")
 K = TypeVar("K")
 
@@ -104,6 +108,9 @@ class SwarmEngine:
         # Called with a torrent released for being idle (release_idle); its file is still there.
         self.on_release: list[Callable[[Torrent], None]] = []
         self._closed = trio.Event()
+        # The cumulative counters of torrents that left the session (counters() adds the others'):
+        # Prometheus counters never go down when an idle torrent is released.
+        self._retired: dict[str, int] = dict.fromkeys(_CUMULATIVE, 0)
 
     # -- the service -------------------------------------------------------------------------
 
@@ -434,6 +441,8 @@ class SwarmEngine:
         fail (with a warning logged unless ``warn`` is false: an expected removal)."""
         if self._torrents.pop(torrent.info_hash, None) is None:
             return  # removed already (every torrent is, once the engine stopped)
+        for key, value in torrent.counters().items():
+            self._retired[key] += value
         assert self.session is not None
         pending = self._removing[torrent.info_hash] = _Pending()
         self.session.remove_torrent(torrent.handle, lt.session.delete_files if delete_files else 0)
@@ -442,6 +451,28 @@ class SwarmEngine:
         self._fail_pending(torrent.info_hash, "the torrent was removed")
         with trio.move_on_after(10):
             await pending.wait()
+
+    def counters(self) -> dict[str, int]:
+        """Gauges of the session now, and counters since the engine started (of the torrents
+        removed too) for /metrics: torrents, downloading, peers, and each of _CUMULATIVE."""
+        totals = dict(self._retired)
+        torrents = list(self)
+        peers = 0
+        for torrent in torrents:
+            for key, value in torrent.counters().items():
+                totals[key] += value
+            try:
+                peers += torrent.handle.status().num_peers
+            except RuntimeError:  # being removed
+                pass
+        downloading = sum(not torrent.finished.is_set() for torrent in torrents)
+        return totals | {"torrents": len(torrents), "downloading": downloading, "peers": peers}
+
+    def byte_counts(self) -> dict[tuple[str, str], int]:
+        """Peer-wire payload bytes since the engine started: (sent | received, origin | agent) -> bytes."""
+        counters = self.counters()
+        return {(direction, kind): counters[f"{direction}_{kind}"]
+                for direction in ("sent", "received") for kind in ("origin", "agent")}
 
     def stats(self, peers: bool = False) -> dict[str, Any]:
         """Per-torrent and total counters (and every peer's state, with ``peers``)."""

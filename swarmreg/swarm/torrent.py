@@ -40,6 +40,7 @@ class Torrent:
         self.error: str | None = None
         self.error_code: ErrorCode = UNAVAILABLE  # what a download that met ``error`` answers
         self.hash_failures = 0
+        self.pieces_verified = 0  # pieces downloaded and verified here (not those found on disk)
         self.banned_peers = 0
         self.origins: set[PeerAddress] = set()
         # Payload bytes per peer kind, from connections sampled so far.
@@ -107,6 +108,7 @@ class Torrent:
         if not self.have[index]:
             self.have[index] = 1
             self.have_count += 1
+            self.pieces_verified += 1
             self.mark("first_piece")
             self._notify()
 
@@ -220,6 +222,15 @@ class Torrent:
             self._connections[key] = (down, up)
             if (down, up) != (last_down, last_up):
                 self.last_active = trio.current_time()
+
+    def counters(self) -> dict[str, int]:
+        """What only grows while the torrent is in the session (SwarmEngine.counters sums them):
+        payload bytes by peer kind, pieces verified, hash failures, banned peers."""
+        self.sample_peers()
+        (down_origin, up_origin), (down_agent, up_agent) = self._by_kind["origin"], self._by_kind["agent"]
+        return {"received_origin": down_origin, "received_agent": down_agent, "sent_origin": up_origin,
+                "sent_agent": up_agent, "pieces_verified": self.pieces_verified,
+                "hash_failures": self.hash_failures, "banned_peers": self.banned_peers}
 
     def peer_details(self) -> list[dict[str, Any]]:
         """Each connected peer: where it is, who chokes whom, what it has and how fast it goes."""

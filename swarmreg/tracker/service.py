@@ -10,19 +10,23 @@ import random
 import secrets
 import ssl
 import weakref
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
 import attrs
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
+from prometheus_client.core import Metric
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from swarmreg.authz import AGENT_DIRECTORY, TRACKER_ORIGINS, ClusterGuard
 from swarmreg.cluster.ring import Ring
 from swarmreg.config import Address
 from swarmreg.errors import UNAVAILABLE, SwarmregError, log_failure
+from swarmreg.metrics import FamiliesCollector, counter, gauge
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
+from swarmreg.tracker.http import HttpAndWebSocketServer
 from swarmreg.tracker.limits import TokenBucket
 from swarmreg.tracker.origins import OriginDirectory, RelayOffer
 from swarmreg.tracker.reachable import reachable
@@ -153,6 +157,13 @@ class TrackerService:
         # Names this tracker's connections in a store other trackers share.
         self.tracker_id = secrets.token_hex(8)
         self._accepted = 0
+        # Frames answered or pushed, for /metrics.
+        self.announces = 0
+        self.metainfo_requests = 0
+        self.pushes = 0
+        self.inline_sent = 0  # bytes of small blobs sent with their metainfo (the agents count them as from origins)
+        node.metrics.add(FamiliesCollector(self._families))
+        node.metrics.byte_sources.append(lambda: {("sent", "agent"): self.inline_sent})
         self.origins: OriginDirectory | None = None
         self._subscribers: dict[str, set[_Connection]] = {}
         self._connections: dict[str, _Connection] = {}  # by owner id
@@ -190,9 +201,10 @@ class TrackerService:
                         await nursery.start(self.shared.listen, self._hear)
                         await nursery.start(self._heartbeat, self.shared)
                     listeners, port = await self._listen(listen, tls.server)
-                    server = WebSocketServer(
+                    server = HttpAndWebSocketServer(
                         self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
-                        connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout)
+                        connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout,
+                        metrics=self.node.metrics)
                     await nursery.start(server.run)
                     nursery.start_soon(self._expire)
                     address = Address(listen.host, port)
@@ -377,12 +389,14 @@ class TrackerService:
                       frame: Announce | MetainfoRequest | AgentsRequest | Forget) -> None:
         try:
             if isinstance(frame, Announce):
+                self.announces += 1
                 connection.send(await self._announce(connection, frame))
             elif isinstance(frame, AgentsRequest):
                 connection.send(self._agents(connection, frame))
             elif isinstance(frame, Forget):
                 connection.send(await self._forget_blobs(connection, frame))
             else:
+                self.metainfo_requests += 1
                 connection.send(await self._metainfo(frame))
         finally:
             connection.slots.release()
@@ -411,6 +425,20 @@ class TrackerService:
         return {"connections": len(self._connections), "agents": len(self.live_agents()),
                 "torrent_count": len(self._subscribers),
                 "torrents": [{"info_hash": info_hash, "peers": count} for count, info_hash in torrents]}
+
+    def _families(self) -> Iterator[Metric]:
+        """The tracker's series (docs/metrics.md): its connections, and the torrents they are in."""
+        sizes = [len(subscribers) for subscribers in self._subscribers.values()]
+        yield gauge("swarmreg_tracker_connections", "Websocket connections open (agents, origins, proxies).",
+                    len(self._connections))
+        yield counter("swarmreg_tracker_connections_accepted", "Websocket connections accepted.", self._accepted)
+        yield gauge("swarmreg_tracker_torrents", "Torrents a connection of this tracker is in.", len(sizes))
+        yield gauge("swarmreg_tracker_torrent_peers", "Peers in those torrents, summed.", sum(sizes))
+        yield gauge("swarmreg_tracker_torrent_peers_max", "Peers in the torrent that has the most.",
+                    max(sizes, default=0))
+        yield counter("swarmreg_tracker_announces", "Announces answered.", self.announces)
+        yield counter("swarmreg_tracker_metainfo_requests", "Metainfo requests answered.", self.metainfo_requests)
+        yield counter("swarmreg_tracker_pushes", "Peers pushed to the connections in a torrent.", self.pushes)
 
     def live_agents(self) -> list[AgentAddress]:
         """The blob APIs of the agents connected now, each once."""
@@ -460,12 +488,15 @@ class TrackerService:
                 known = await self.origins.metainfo(frame.namespace, frame.digest)
         except SwarmregError as error:
             return MetainfoReply(frame.request_id, failure=Failure(error.code.code, error.message))
-        return MetainfoReply(frame.request_id, metainfo=known.raw, content=self.origins.content(frame.digest))
+        content = self.origins.content(frame.digest)
+        self.inline_sent += len(content or b"")
+        return MetainfoReply(frame.request_id, metainfo=known.raw, content=content)
 
     def _push_here(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:
         """Tell every connection of this tracker in the torrent but ``source`` of ``peer``."""
         for other in list(self._subscribers.get(info_hash, ())):
             if other is not source:
+                self.pushes += 1
                 other.send(PeersPush(info_hash, (peer,)))
 
     async def _push(self, info_hash: str, peer: Peer, source: _Connection | None = None) -> None:

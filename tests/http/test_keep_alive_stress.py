@@ -6,9 +6,9 @@ seeded mix of thousands of requests: good GETs and HEADs, 404s, 400s, 405s, and 
 gives before it has read the request body (an oversized manifest, a body for a read-only port, a
 bad digest or name with a body, a body far too large, one whose rest comes a moment later, one the
 client holds back until the answer, malformed requests).
-The tracker's port serves only the websocket upgrade: every plain request there is refused, and
-its connection must then end (it is not kept alive) rather than hang. No port has another HTTP
-listener: /health and /stats are routes of the ports above.
+The tracker's port serves the websocket upgrade and a plain GET of /metrics: every other plain
+request there is refused, and its connection must then end (it is not kept alive) rather than
+hang. No port has another HTTP listener: /health, /stats and /metrics are routes of the ports above.
 
 The client is a raw HTTP/1.1 one that behaves as Go's (docker, containerd, skopeo): it writes a
 body while it reads the answer, then reuses the connection unless the answer said
@@ -493,9 +493,10 @@ UPGRADE = (("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-
 
 
 def tracker_mix() -> list[tuple[int, Request]]:
-    """The tracker's port speaks HTTP only to upgrade to its websocket: every other request is
-    refused, and the connection ends."""
+    """The tracker's port speaks HTTP only to upgrade to its websocket, and for /metrics: every other
+    request is refused, and the connection ends."""
     return [
+        (1, Request("metrics", "GET", "/metrics", 200, ends=True)),
         (4, Request("plain GET", "GET", "/announce", 400, ends=True)),
         (2, Request("plain POST", "POST", "/announce", 400, body=SMALL, ends=True)),
         (3, Request("upgrade elsewhere", "GET", "/elsewhere", 404, headers=UPGRADE, ends=True,
