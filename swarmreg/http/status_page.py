@@ -36,16 +36,22 @@ def load_page() -> str:
     return files("swarmreg.http").joinpath("status.html").read_text(encoding="utf-8")
 
 
-def page_response(template: str) -> Response:
+def page(template: str) -> tuple[str, dict[str, str]]:
     """The page with a fresh nonce for its inline script and style, and the headers that keep
     anything else from running or loading."""
     nonce = secrets.token_urlsafe(18)
     body = template.replace(_NONCE, nonce).replace(_REFRESH, str(REFRESH_MS))
     policy = (f"default-src 'self'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-    return Response(body, content_type="text/html; charset=utf-8", headers={
-        "Content-Security-Policy": policy, "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
-        "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"})
+    return body, {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": policy,
+                  "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store",
+                  "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+
+
+def page_response(template: str) -> Response:
+    """``page`` as a Quart response."""
+    body, headers = page(template)
+    return Response(body, headers=headers)
 
 
 def _count_held(store: BlobStore) -> tuple[int, int]:

@@ -204,7 +204,7 @@ class TrackerService:
                     server = HttpAndWebSocketServer(
                         self._serve, listeners, handler_nursery=nursery, max_message_size=self.config.max_frame_size,
                         connect_timeout=self.config.handshake_timeout, disconnect_timeout=self.config.handshake_timeout,
-                        metrics=self.node.metrics)
+                        node=self.node)
                     await nursery.start(server.run)
                     nursery.start_soon(self._expire)
                     address = Address(listen.host, port)

@@ -91,7 +91,8 @@ async def test_every_port_serves_the_page_and_its_figures(nursery: trio.Nursery,
     herd = await start_herd(nursery, tmp_path, "index", "proxy")
     agent = await start_agent(nursery, tmp_path, herd)
     ports = {"origin": herd.url("origin"), "index": herd.url("index"), "proxy": herd.url("proxy"),
-             "agent": agent.url("agent"), "agent registry": agent.url("agent", "registry")}
+             "agent": agent.url("agent"), "agent registry": agent.url("agent", "registry"),
+             "tracker": herd.url("tracker", "ws")}  # the websocket port answers plain HTTP too
     async with httpx.AsyncClient(timeout=30) as client:
         for name, base in ports.items():
             page = await client.get(base + STATUS)
@@ -108,7 +109,7 @@ async def test_every_port_serves_the_page_and_its_figures(nursery: trio.Nursery,
             assert nonce not in again.headers["content-security-policy"], "a fresh nonce for each answer"
             status = (await client.get(base + STATS, params={"status": "1"})).json()["status"]
             assert "status" not in (await client.get(base + STATS)).json(), "only when asked for"
-            daemon = herd if name in ("origin", "index", "proxy") else agent
+            daemon = herd if name in ("origin", "index", "proxy", "tracker") else agent
             assert status["addresses"] == daemon.ready["roles"], name
             assert status["roles"] == list(daemon.ready["roles"])
             assert status["uptime"] >= 0 and status["held"] == {"blobs": 0, "bytes": 0}
