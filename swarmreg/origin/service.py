@@ -79,6 +79,7 @@ class OriginService:
         self.gc = GarbageCollector(node, self._read_manifest)
         # With [cluster] origins: sends blobs to their other owners, and finds them there on a miss.
         self.replicator: Replicator | None = None
+        node.local_origin = self
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""
