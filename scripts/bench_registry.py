@@ -109,14 +109,16 @@ class Meter:
 
 @asynccontextmanager
 async def profiled(directory: Path | None, name: str, pid: int) -> AsyncIterator[None]:
-    """py-spy recording ``pid`` while the block runs (nothing without ``directory``)."""
+    """py-spy recording ``pid`` while the block runs (nothing without ``directory``); with
+    BENCH_PYSPY_NATIVE=1 in the environment, native frames (libtorrent's, hashlib's) too."""
     if directory is None:
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     process = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
-                                "--threads", "--output", str(directory / f"{name}.txt")],
+                                "--threads", *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else []),
+                                "--output", str(directory / f"{name}.txt")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     await trio.sleep(1.0)  # attached
     try:
