@@ -39,11 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import trio
@@ -170,7 +170,8 @@ async def repetition(work: Path, rep: int, size: int, meter: Meter, profile: Pat
             async with profiled(first, "warm-agent-one", pid(one)):
                 await meter.measure("pull_agent_one_warm",
                                     partial(fresh_skopeo(skopeo).pull, one_url, tag, out / "warm", fmt="dir"))
-            await meter.measure("pull_agent_two", partial(fresh_skopeo(skopeo).pull, two_url, tag, out / "two", fmt="dir"))
+            await meter.measure("pull_agent_two",
+                                partial(fresh_skopeo(skopeo).pull, two_url, tag, out / "two", fmt="dir"))
             for side in ("cold", "warm", "two"):  # the same files came back every time
                 assert sorted(os.listdir(out / side)) == sorted(os.listdir(out / "ref")), side
             shutil.rmtree(out)

@@ -22,7 +22,6 @@ from swarmreg.http.identity import CONNECTION
 from swarmreg.http.paths import HEALTH
 from swarmreg.tls.context import ServerTls
 
-
 # hypercorn reads every socket 64 KiB at a time (hypercorn.trio.tcp_server.MAX_RECV): a blob
 # pushed in 64 KiB pieces pays hypercorn's, h11's and the app's per-event work 16 times per MiB.
 # A connection whose reads come back full reads more at once, up to RECV_MAX; one whose reads
