@@ -111,10 +111,14 @@ class DownloadBody(ChunkedRange):
             await download.wait_released(piece)
             piece_start, piece_end = metainfo.piece_range(piece)
             data = download.recent.get(piece) or await self._piece(torrent, piece)
-            view = memoryview(data)[offset - piece_start:min(piece_end, self.end) - piece_start]
-            for at in range(0, len(view), self.chunk_size):
-                yield bytes(view[at:at + self.chunk_size])
-            offset += len(view)
+            first, last = offset - piece_start, min(piece_end, self.end) - piece_start
+            if first == 0 and last == len(data) and len(data) <= self.chunk_size:
+                yield data  # a whole piece: sent as it is, not copied
+            else:
+                view = memoryview(data)[first:last]
+                for at in range(0, len(view), self.chunk_size):
+                    yield bytes(view[at:at + self.chunk_size])
+            offset += last - first
 
     async def _piece(self, torrent: Torrent, piece: int) -> bytes:
         """The piece through libtorrent; once the blob is held and its torrent left the session

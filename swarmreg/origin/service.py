@@ -88,6 +88,7 @@ class OriginService:
         # Fetches from backends on a miss: (where from, "ok" | "unknown" | "error") -> how many.
         self.fetches: Counter[tuple[str, str]] = Counter()
         node.metrics.add(FamiliesCollector(self._families))
+        node.local_origin = self
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve the origin API until ``stop`` is set; reports ``{"http": "host:port"}`` once bound."""

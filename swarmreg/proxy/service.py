@@ -15,6 +15,7 @@ from swarmreg.http.serve import serve_http
 from swarmreg.index.client import IndexClient
 from swarmreg.node import Node
 from swarmreg.origin.client import OriginClient
+from swarmreg.origin.local import LocalOrigin
 from swarmreg.proxy.admin import add_admin_routes
 from swarmreg.proxy.app import create_proxy_app
 from swarmreg.proxy.preheat import Preheater, TrackerAgents
@@ -51,11 +52,20 @@ class ProxyService:
         basic = BasicAuth(self.config.users, limiter=self.password_limiter, throttle=throttle)
         self.auth = Authorizer(basic, Access(self.config.access), tokens, self.config.token_realm)
 
+    def _origin_client(self, ring: Ring) -> OriginClient:
+        """The client of the origins: in-process calls to this daemon's own origin where the ring
+        picks it (swarmreg.origin.local), HTTP to the others."""
+        tls, secret, node = self.node.tls.client, self.node.config.cluster.secret, self.node
+        if node.local_origin is not None and "origin" in node.bound:
+            return LocalOrigin(node.local_origin, Address.parse(node.bound["origin"]["http"]), ring,
+                               tls=tls, secret=secret)
+        return OriginClient(ring, tls=tls, secret=secret)
+
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
         tls, secret = self.node.tls.client, self.node.config.cluster.secret
         node = self.node
         rings = {"origin": node.ring("origin", self.config.origin), "index": node.ring("index", self.config.index)}
-        async with (OriginClient(rings["origin"], tls=tls, secret=secret) as origin,
+        async with (self._origin_client(rings["origin"]) as origin,
                     IndexClient(rings["index"], tls=tls, secret=secret) as index,
                     trio.open_nursery() as nursery):
             app = create_proxy_app(self.auth, index, origin, idle_timeout=self.node.config.http.idle_timeout,

@@ -223,11 +223,29 @@ def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+# The most buffers one pwritev(2) takes (Linux's UIO_MAXIOV).
+IOV_MAX = 1024
+
+
+def write_pieces(fd: int, pieces: list[bytes], offset: int) -> None:
+    """Write ``pieces`` one after another to ``fd`` from ``offset``, gathered by pwritev rather
+    than joined into one buffer first (a copy of every byte); blocking."""
+    views = [memoryview(piece) for piece in pieces]
+    while views:
+        written = os.pwritev(fd, views[:IOV_MAX], offset)
+        offset += written
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if written:
+            views[0] = views[0][written:]
+
+
 def _hash_and_write(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
-    data = b"".join(pieces) if len(pieces) > 1 else pieces[0]
     if hasher is not None:
-        hasher.update(data)
-    write_all(fd, data, offset)
+        for piece in pieces:  # hashlib lets go of the GIL for each large piece
+            hasher.update(piece)
+    write_pieces(fd, pieces, offset)
 
 
 async def _write_pieces(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
