@@ -180,6 +180,10 @@ class BackpressureConnection(TrioASGIHTTPConnection):
                     self._finishing = True
                 await send(message)
                 if message["type"] == "http.response.body":
+                    # hypercorn's send returns even when the socket broke during it (the client hung
+                    # up mid-body); it queued http.disconnect, on which handle_messages cancels this
+                    # task: let it run first, so a body message that never went out is not counted.
+                    await trio.lowlevel.checkpoint()
                     sent += len(message.get("body", b""))
 
             if isinstance(response, Response) and response.timeout is not Ellipsis:
