@@ -41,6 +41,9 @@ CLIENT_GONE = 499
 
 # A request body buffers at most this much before the socket stops being read.
 BODY_HIGH_WATER = 8 << 20
+# What each buffered chunk costs besides its bytes (the bytes object, its deque slot), counted
+# against BODY_HIGH_WATER: a chunked body of 1-byte chunks would otherwise buffer 8 million of them.
+CHUNK_OVERHEAD = 64
 # A request answered before its body was read keeps its connection only when the rest of the
 # body is at most this long and arrives this soon (it is read and dropped); otherwise the answer
 # says Connection: close, so the client does not send its next request on a connection that is
@@ -78,7 +81,7 @@ class BoundedBody(TrioBody):
         if self._discarding:
             return
         self._chunks.append(data)
-        self._size += len(data)
+        self._size += len(data) + CHUNK_OVERHEAD
         self._has_data.set()
         if self._size >= BODY_HIGH_WATER:
             self._drained.clear()
@@ -91,7 +94,7 @@ class BoundedBody(TrioBody):
         if not self._chunks:
             raise StopAsyncIteration
         data = self._chunks.popleft()
-        self._size -= len(data)
+        self._size -= len(data) + CHUNK_OVERHEAD
         if not self._chunks:
             self._has_data.clear()
         if self._size < BODY_HIGH_WATER:
@@ -180,6 +183,10 @@ class BackpressureConnection(TrioASGIHTTPConnection):
                     self._finishing = True
                 await send(message)
                 if message["type"] == "http.response.body":
+                    # hypercorn's send returns even when the socket broke during it (the client hung
+                    # up mid-body); it queued http.disconnect, on which handle_messages cancels this
+                    # task: let it run first, so a body message that never went out is not counted.
+                    await trio.lowlevel.checkpoint()
                     sent += len(message.get("body", b""))
 
             if isinstance(response, Response) and response.timeout is not Ellipsis:

@@ -225,30 +225,38 @@ def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
 
 # The most buffers one pwritev(2) takes (Linux's UIO_MAXIOV).
 IOV_MAX = 1024
+# Received chunks shorter than this are gathered into one buffer before they are written.
+SMALL_CHUNK = 64 << 10
 
 
-def write_pieces(fd: int, pieces: list[bytes], offset: int) -> None:
+def write_pieces(fd: int, pieces: list[bytes | bytearray], offset: int) -> None:
     """Write ``pieces`` one after another to ``fd`` from ``offset``, gathered by pwritev rather
-    than joined into one buffer first (a copy of every byte); blocking."""
-    views = [memoryview(piece) for piece in pieces]
-    while views:
-        written = os.pwritev(fd, views[:IOV_MAX], offset)
+    than joined into one buffer first (a copy of every byte); blocking. Linear in the pieces:
+    a view is made only for the IOV_MAX pieces of each call, and written ones are skipped by index."""
+    first = 0
+    head: memoryview | None = None  # the rest of pieces[first] when a write ended inside it
+    while first < len(pieces):
+        views = [head if head is not None else memoryview(pieces[first]),
+                 *(memoryview(piece) for piece in pieces[first + 1:first + IOV_MAX])]
+        written = os.pwritev(fd, views, offset)
         offset += written
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if written:
-            views[0] = views[0][written:]
+        head = None
+        for view in views:
+            if written < len(view):
+                head = view[written:]
+                break
+            written -= len(view)
+            first += 1
 
 
-def _hash_and_write(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
+def _hash_and_write(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes | bytearray], offset: int) -> None:
     if hasher is not None:
         for piece in pieces:  # hashlib lets go of the GIL for each large piece
             hasher.update(piece)
     write_pieces(fd, pieces, offset)
 
 
-async def _write_pieces(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes], offset: int) -> None:
+async def _write_pieces(fd: int, hasher: hashlib._Hash | None, pieces: list[bytes | bytearray], offset: int) -> None:
     try:
         await trio.to_thread.run_sync(_hash_and_write, fd, hasher, pieces, offset)
     except OSError as error:  # ENOSPC, EDQUOT (STORAGE_FULL) or EIO: the write failed, not the client
@@ -264,15 +272,33 @@ async def write_chunks(fd: int, chunks: AsyncIterable[bytes], *, offset: int, ch
     while errors of ``chunks`` itself pass through as they are. Returns the number of bytes
     written.
     """
-    written, pending, pending_size = 0, [], 0
+    written, pending_size = 0, 0
+    pending: list[bytes | bytearray] = []
+    # Small chunks are copied into one buffer (a hostile or chunked client's tiny pieces would
+    # each cost a list entry, a memoryview and an iovec: hundreds of bytes for one byte of body).
+    tail = bytearray()
     async for chunk in chunks:
-        pending.append(chunk)
+        if len(chunk) < SMALL_CHUNK:
+            tail += chunk
+            if len(tail) >= SMALL_CHUNK:
+                pending.append(tail)
+                tail = bytearray()
+        else:
+            if tail:
+                pending.append(tail)
+                tail = bytearray()
+            pending.append(chunk)
         pending_size += len(chunk)
         if limit is not None and written + pending_size > limit:
             raise SwarmregError(SIZE_INVALID, "body is longer than its Content-Range", {"limit": limit})
         if pending_size >= chunk_size:
+            if tail:
+                pending.append(tail)
+                tail = bytearray()
             await _write_pieces(fd, hasher, pending, offset + written)
             written, pending, pending_size = written + pending_size, [], 0
+    if tail:
+        pending.append(tail)
     if pending:
         await _write_pieces(fd, hasher, pending, offset + written)
         written += pending_size

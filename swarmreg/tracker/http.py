@@ -38,7 +38,7 @@ async def read_head(stream: trio.abc.Stream) -> bytes | None:
     """The bytes up to the end of the request head (and any that came with them); None when the
     client closed first or sent a head past MAX_HEAD."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while b"\r\n\r\n" not in data[:MAX_HEAD + 4]:  # the head's end within MAX_HEAD, its CRLFs aside
         if len(data) > MAX_HEAD:
             return None
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,39 @@ async def test_the_dashboard_and_the_docs_name_what_is_exported(nursery: trio.Nu
     documented = set(re.findall(r"`(swarmreg_[a-z0-9_]+)", (ROOT / "docs/metrics.md").read_text()))
     undocumented = {name for name in families if name not in documented and name + "_total" not in documented}
     assert not undocumented, undocumented
+
+
+async def test_a_pull_cut_short_counts_no_more_than_went_out(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # hypercorn's send returns even when the socket broke during it: the middleware counted the
+    # whole body message (a 4 MiB piece) as sent to a client that had read 200 KB and gone.
+    herd, agent = await start_pair(nursery, tmp_path)
+    urls = ports(herd, agent)
+    layer = random_bytes(9 << 20, seed=11)
+    blob = {"port_role": "agent-registry", "route": BLOB_ROUTE, "method": "GET"}
+    async with httpx.AsyncClient(timeout=60) as client:
+        with trio.fail_after(60):
+            async with httpx.AsyncClient(base_url=urls["proxy"], timeout=60) as proxy:
+                await push_image(proxy, REPO, "v1", [layer])
+            path = f"/v2/{REPO}/blobs/{digest_of(layer)}"
+            assert (await client.get(f"{urls['agent-registry']}{path}")).content == layer  # now held
+            before = await scrape(client, urls["agent-registry"])
+            host, port = agent.ready["roles"]["agent"]["registry"].rsplit(":", 1)
+            quitter = trio.socket.socket()
+            quitter.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 32 << 10)
+            await quitter.connect((host, int(port)))
+            await quitter.send(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            got = 0
+            while got < 200_000:
+                got += len(await quitter.recv(65536))
+            # An abortive close (RST): the server's next write fails rather than filling a buffer.
+            quitter.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            quitter.close()
+            while True:
+                after = await scrape(client, urls["agent-registry"])
+                if value(after, "swarmreg_http_request_duration_seconds_count", **blob) > value(
+                        before, "swarmreg_http_request_duration_seconds_count", **blob):
+                    break
+                await trio.sleep(0.05)
+    counted = value(after, "swarmreg_bytes_sent_total", kind="registry_client") - value(
+        before, "swarmreg_bytes_sent_total", kind="registry_client")
+    assert counted <= got, (counted, got)
