@@ -223,10 +223,12 @@ class Torrent:
             if (down, up) != (last_down, last_up):
                 self.last_active = trio.current_time()
 
-    def counters(self) -> dict[str, int]:
+    def counters(self, *, sample: bool = True) -> dict[str, int]:
         """What only grows while the torrent is in the session (SwarmEngine.counters sums them):
-        payload bytes by peer kind, pieces verified, hash failures, banned peers."""
-        self.sample_peers()
+        payload bytes by peer kind (the connected peers' sampled now, with ``sample``), pieces
+        verified, hash failures, banned peers."""
+        if sample:
+            self.sample_peers()
         (down_origin, up_origin), (down_agent, up_agent) = self._by_kind["origin"], self._by_kind["agent"]
         return {"received_origin": down_origin, "received_agent": down_agent, "sent_origin": up_origin,
                 "sent_agent": up_agent, "pieces_verified": self.pieces_verified,
