@@ -177,16 +177,21 @@ class BackpressureConnection(TrioASGIHTTPConnection):
             if not await _drain(request) and self.scope.get("http_version") in ("1.0", "1.1"):
                 response.headers["Connection"] = "close"
 
+            # hypercorn's send returns even when the socket broke during it (the client hung up
+            # mid-body); its HTTPStream (the send's owner, hypercorn 0.18) is closed from then on.
+            stream = getattr(send, "__self__", None)
+            closing = _closes(request, response)
+
             async def finish(message: Any) -> None:
                 nonlocal sent
-                if message["type"] == "http.response.body" and not message.get("more_body", False):
+                last = message["type"] == "http.response.body" and not message.get("more_body", False)
+                if last:
                     self._finishing = True
                 await send(message)
-                if message["type"] == "http.response.body":
-                    # hypercorn's send returns even when the socket broke during it (the client hung
-                    # up mid-body); it queued http.disconnect, on which handle_messages cancels this
-                    # task: let it run first, so a body message that never went out is not counted.
-                    await trio.lowlevel.checkpoint()
+                # A body message counts once it went out: the stream still open after it, or it was
+                # the last of a response after which the connection closes anyway.
+                if message["type"] == "http.response.body" and (not getattr(stream, "closed", False)
+                                                                 or (last and closing)):
                     sent += len(message.get("body", b""))
 
             if isinstance(response, Response) and response.timeout is not Ellipsis:
@@ -204,6 +209,13 @@ class BackpressureConnection(TrioASGIHTTPConnection):
                 metrics.observe(self.app.name, rule, request.method, CLIENT_GONE if status is None else status,
                                 trio.current_time() - started, sent, received)
         nursery.cancel_scope.cancel()
+
+
+def _closes(request: Any, response: Any) -> bool:
+    """Whether the connection closes after this response (HTTP/1.0, or ``Connection: close`` asked
+    by either side)."""
+    asked = f"{request.headers.get('Connection', '')},{response.headers.get('Connection', '')}".lower()
+    return request.http_version == "1.0" or "close" in asked
 
 
 async def _drain(request: Any) -> bool:
