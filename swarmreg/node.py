@@ -18,7 +18,6 @@ from swarmreg.swarm.metainfo import MetainfoCache
 from swarmreg.tls.context import ClusterTls
 
 if TYPE_CHECKING:
-    from swarmreg.origin.service import OriginService
     from swarmreg.swarm.engine import SwarmEngine
 
 
@@ -38,9 +37,10 @@ class Node:
     engine: SwarmEngine | None = None
     # What each role started so far has bound, e.g. {"origin": {"http": "127.0.0.1:15002"}}.
     bound: dict[str, dict[str, str]] = attrs.field(factory=dict)
-    # This daemon's origin service, when it runs the origin role: the proxy beside it calls it
-    # in-process (swarmreg.origin.local) rather than over HTTP.
-    local_origin: OriginService | None = None
+    # This daemon's origin service (a swarmreg.origin.service.OriginService, untyped here: the node
+    # is below every role), when it runs the origin role: the proxy beside it calls it in-process
+    # (swarmreg.origin.local) rather than over HTTP.
+    local_origin: object | None = None
     # The rings of the roles [cluster] lists (run by the daemon), by role: "origin", "tracker", "index".
     rings: dict[str, Ring] = attrs.field(factory=dict)
     # Its start, latest errors and the roles' figures for the status page (GET /status).

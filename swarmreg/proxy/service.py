@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from functools import partial
+from typing import TYPE_CHECKING, cast
 
 import trio
 
@@ -25,6 +26,9 @@ from swarmreg.registry.access import Access, Authorizer
 from swarmreg.registry.auth import BasicAuth, FailureThrottle
 from swarmreg.registry.tokens import TokenIssuer
 from swarmreg.tls.context import ServerTls
+
+if TYPE_CHECKING:
+    from swarmreg.origin.service import OriginService
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +61,8 @@ class ProxyService:
         picks it (swarmreg.origin.local), HTTP to the others."""
         tls, secret, node = self.node.tls.client, self.node.config.cluster.secret, self.node
         if node.local_origin is not None and "origin" in node.bound:
-            return LocalOrigin(node.local_origin, Address.parse(node.bound["origin"]["http"]), ring,
-                               tls=tls, secret=secret)
+            local = Address.parse(node.bound["origin"]["http"])
+            return LocalOrigin(cast("OriginService", node.local_origin), local, ring, tls=tls, secret=secret)
         return OriginClient(ring, tls=tls, secret=secret)
 
     async def run(self, *, task_status: trio.TaskStatus[dict[str, str]] = trio.TASK_STATUS_IGNORED) -> None:
